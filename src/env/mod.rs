@@ -1,0 +1,195 @@
+//! The environment file: one Terraform variables file (`environments/NAME.tfvars`)
+//! that drives both Terraform and nodeboot.
+
+mod diag;
+mod fields;
+mod layout;
+mod parse;
+mod scaffold;
+mod validate;
+
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use fields::FIELDS;
+pub use layout::Member;
+pub use scaffold::{default_text, write_new, ScaffoldError};
+
+use fields::Reader;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodebootSource {
+    /// Baked into the machine image at `path`.
+    Ami { path: String },
+    /// Fetched by Ignition from `url` into `path`, checked against `sha512`.
+    S3 { path: String, url: String, sha512: String },
+}
+
+impl NodebootSource {
+    pub fn path(&self) -> &str {
+        match self {
+            NodebootSource::Ami { path } | NodebootSource::S3 { path, .. } => path,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnets {
+    pub secure: Vec<Ipv4Net>,
+    pub compute: Vec<Ipv4Net>,
+    pub elb: Vec<Ipv4Net>,
+    pub mgmt: Vec<Ipv4Net>,
+}
+
+/// A validated environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    pub name: String,
+    pub aws_account: String,
+    pub aws_profile: String,
+    pub region: String,
+    pub availability_zones: Vec<String>,
+    pub vpc_cidr: Ipv4Net,
+    pub subnets: Subnets,
+    pub etcd_count: u32,
+    pub etcd_instance_type: String,
+    pub compute_count: u32,
+    pub compute_instance_type: String,
+    pub bastion_instance_type: String,
+    pub flatcar_channel: String,
+    pub kubernetes_version: String,
+    pub etcd_version: String,
+    pub nodeboot: NodebootSource,
+    pub kms_master_id: String,
+    pub secrets_bucket_name: String,
+    pub terraform_bucket_name: String,
+    pub public_zone_name: String,
+    pub private_zone_name: String,
+    pub kubeapi_access_list: Vec<Ipv4Net>,
+    pub ssh_access_list: Vec<Ipv4Net>,
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+/// A loaded environment and the warnings it earned.
+#[derive(Debug)]
+pub struct Loaded {
+    pub env: Environment,
+    pub warnings: Diagnostics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read environment file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// Reads, parses and validates an environment file.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    from_text(path, &text).map_err(LoadError::Invalid)
+}
+
+/// Parses and validates environment text; `path` is only used in messages.
+pub fn from_text(path: &Path, text: &str) -> Result<Loaded, Diagnostics> {
+    let raw = parse::parse(path, text)?;
+    let mut reader = Reader::new(&raw);
+    let env = read_fields(&mut reader);
+    match env {
+        Some(env) if !reader.diags.has_errors() => {
+            validate::check(&env, &mut reader);
+            let diags = std::mem::take(&mut reader.diags);
+            if diags.has_errors() {
+                Err(diags)
+            } else {
+                Ok(Loaded { env, warnings: diags })
+            }
+        }
+        _ => Err(reader.diags),
+    }
+}
+
+/// Reads every field with its own syntax check; cross-field rules come later
+/// in `validate`. Returns `None` when any field could not be read.
+fn read_fields(r: &mut Reader) -> Option<Environment> {
+    use validate::syntax::*;
+    let name = r.string("environment", is_environment_name);
+    let aws_account = r.string("aws_account", |s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()));
+    let aws_profile = r.string("aws_profile", |s| !s.trim().is_empty());
+    let region = r.string("region", is_region);
+    let availability_zones = r.string_list("availability_zones", is_region_like_zone);
+    let vpc_cidr = r.cidr("vpc_cidr");
+    let secure = r.cidr_list("secure_subnets");
+    let compute = r.cidr_list("compute_subnets");
+    let elb = r.cidr_list("elb_subnets");
+    let mgmt = r.cidr_list("mgmt_subnets");
+    let etcd_count = r.count("etcd_count");
+    let etcd_instance_type = r.string("etcd_instance_type", is_instance_type);
+    let compute_count = r.count("compute_count");
+    let compute_instance_type = r.string("compute_instance_type", is_instance_type);
+    let bastion_instance_type = r.string("bastion_instance_type", is_instance_type);
+    let flatcar_channel = r.string("flatcar_channel", |s| FLATCAR_CHANNELS.contains(&s));
+    let kubernetes_version = r.string("kubernetes_version", is_version);
+    let etcd_version = r.string("etcd_version", is_version);
+    let nodeboot = read_nodeboot_source(r);
+    let kms_master_id = r.string("kms_master_id", is_kms_key_id);
+    let secrets_bucket_name = r.string("secrets_bucket_name", is_bucket_name);
+    let terraform_bucket_name = r.string("terraform_bucket_name", is_bucket_name);
+    let public_zone_name = r.string("public_zone_name", is_dns_name);
+    let private_zone_name = r.string("private_zone_name", is_dns_name);
+    let kubeapi_access_list = r.cidr_list("kubeapi_access_list");
+    let ssh_access_list = r.cidr_list("ssh_access_list");
+    let ssh_authorized_keys = r.string_list("ssh_authorized_keys", is_ssh_public_key);
+
+    Some(Environment {
+        name: name?,
+        aws_account: aws_account?,
+        aws_profile: aws_profile?,
+        region: region?,
+        availability_zones: availability_zones?,
+        vpc_cidr: vpc_cidr?,
+        subnets: Subnets { secure: secure?, compute: compute?, elb: elb?, mgmt: mgmt? },
+        etcd_count: etcd_count?,
+        etcd_instance_type: etcd_instance_type?,
+        compute_count: compute_count?,
+        compute_instance_type: compute_instance_type?,
+        bastion_instance_type: bastion_instance_type?,
+        flatcar_channel: flatcar_channel?,
+        kubernetes_version: kubernetes_version?,
+        etcd_version: etcd_version?,
+        nodeboot: nodeboot?,
+        kms_master_id: kms_master_id?,
+        secrets_bucket_name: secrets_bucket_name?,
+        terraform_bucket_name: terraform_bucket_name?,
+        public_zone_name: public_zone_name?,
+        private_zone_name: private_zone_name?,
+        kubeapi_access_list: kubeapi_access_list?,
+        ssh_access_list: ssh_access_list?,
+        ssh_authorized_keys: ssh_authorized_keys?,
+    })
+}
+
+fn read_nodeboot_source(r: &mut Reader) -> Option<NodebootSource> {
+    use validate::syntax::*;
+    let source = r.string("nodeboot_source", |s| s == "ami" || s == "s3");
+    let path = r.string("nodeboot_path", is_absolute_path);
+    let url = r.string("nodeboot_s3_url", |s| s.is_empty() || is_s3_url(s));
+    let sha512 = r.string("nodeboot_sha512", |s| s.is_empty() || is_sha512_hex(s));
+    let (source, path, url, sha512) = (source?, path?, url?, sha512?);
+    if source == "ami" {
+        return Some(NodebootSource::Ami { path });
+    }
+    if url.is_empty() {
+        r.error("nodeboot_s3_url", "required when nodeboot_source = \"s3\"");
+    }
+    if sha512.is_empty() {
+        r.error("nodeboot_sha512", "required when nodeboot_source = \"s3\" (Ignition verifies the download)");
+    }
+    (!url.is_empty() && !sha512.is_empty()).then(|| NodebootSource::S3 { path, url, sha512: sha512.to_lowercase() })
+}

@@ -1,0 +1,143 @@
+//! Reading the environment file: HCL attributes with the line each one is on.
+//!
+//! The environment file is a Terraform variables file, so only literal values
+//! are allowed (Terraform itself rejects references and function calls in
+//! `.tfvars`). We parse with `hcl-edit` to keep byte spans, then evaluate each
+//! value with an empty context, which refuses anything that is not a literal.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hcl::edit::structure::Body;
+use hcl::edit::Span;
+use hcl::eval::Evaluate;
+
+use super::diag::{Diagnostic, Diagnostics};
+
+/// One top-level attribute of the file.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub line: usize,
+    pub value: hcl::Value,
+}
+
+/// All attributes of one environment file, by name.
+#[derive(Debug, Clone)]
+pub struct RawEnv {
+    pub file: String,
+    pub attrs: BTreeMap<String, Attr>,
+}
+
+/// Parses `text` (read from `file`) into its attributes. Blocks, duplicate
+/// keys and non-literal values are errors that name the line.
+pub fn parse(file: &Path, text: &str) -> Result<RawEnv, Diagnostics> {
+    let file = file.display().to_string();
+    let body: Body = hcl::edit::parser::parse_body(text).map_err(|err| {
+        let loc = err.location();
+        Diagnostics::one(Diagnostic::error(
+            &file,
+            Some(loc.line()),
+            None,
+            format!("not valid HCL at column {}: {}", loc.column(), err.message()),
+        ))
+    })?;
+
+    let lines = LineIndex::new(text);
+    let mut attrs = BTreeMap::new();
+    let mut diags = Diagnostics::default();
+    for structure in body.iter() {
+        let line = structure.span().map(|s| lines.line_of(s.start));
+        if let Some(block) = structure.as_block() {
+            diags.push(Diagnostic::error(
+                &file,
+                line,
+                Some(block.ident.as_str()),
+                "blocks are not allowed in an environment file; write `name = value`",
+            ));
+            continue;
+        }
+        let Some(attr) = structure.as_attribute() else { continue };
+        let key = attr.key.as_str().to_string();
+        let line = line.unwrap_or(0);
+        let expr: hcl::Expression = attr.value.clone().into();
+        let value = match expr.evaluate(&hcl::eval::Context::new()) {
+            Ok(v) => v,
+            Err(err) => {
+                diags.push(Diagnostic::error(
+                    &file,
+                    Some(line),
+                    Some(&key),
+                    format!("only literal values are allowed in a .tfvars file ({err})"),
+                ));
+                continue;
+            }
+        };
+        if let Some(first) = attrs.get(&key).map(|a: &Attr| a.line) {
+            diags.push(Diagnostic::error(
+                &file,
+                Some(line),
+                Some(&key),
+                format!("set twice (first on line {first})"),
+            ));
+            continue;
+        }
+        attrs.insert(key, Attr { line, value });
+    }
+    diags.into_result(RawEnv { file, attrs })
+}
+
+/// Maps byte offsets to 1-based line numbers.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        match self.starts.binary_search(&offset) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<RawEnv, Diagnostics> {
+        parse(Path::new("t.tfvars"), text)
+    }
+
+    #[test]
+    fn attributes_carry_their_line() {
+        let raw = parse_str("# c\na = 1\n\nb = [\"x\",\n \"y\"]\n").unwrap();
+        assert_eq!(raw.attrs["a"].line, 2);
+        assert_eq!(raw.attrs["b"].line, 4);
+    }
+
+    #[test]
+    fn duplicate_key_names_both_lines() {
+        let err = parse_str("a = 1\na = 2\n").unwrap_err().to_string();
+        assert!(err.contains("t.tfvars:2: a: set twice (first on line 1)"), "{err}");
+    }
+
+    #[test]
+    fn references_are_refused() {
+        let err = parse_str("a = var.x\n").unwrap_err().to_string();
+        assert!(err.contains("t.tfvars:1: a: only literal values"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let err = parse_str("a = 1\nb = [\n").unwrap_err().to_string();
+        assert!(err.starts_with("t.tfvars:"), "{err}");
+        assert!(err.contains("not valid HCL"), "{err}");
+    }
+}

@@ -1,0 +1,10 @@
+//! nodeboot: renders the Ignition configs of a Kubernetes platform on AWS and
+//! runs the boot stages of its nodes. See ARCHITECTURE.md for the map.
+
+pub mod commands;
+pub mod env;
+pub mod error;
+pub mod fsutil;
+pub mod node_config;
+pub mod render;
+pub mod role;

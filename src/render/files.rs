@@ -1,0 +1,18 @@
+//! The non-unit files of each role, from the askama templates in `ignition/`.
+
+use askama::Template;
+
+use crate::node_config::{SECRETS_DIR, STATIC_POD_DIR};
+use crate::role::Role;
+
+#[derive(Template)]
+#[template(path = "kubelet.yaml", escape = "none")]
+pub struct KubeletConfig<'a> {
+    pub role: Role,
+    pub static_pod_dir: &'a str,
+    pub secrets_dir: &'a str,
+}
+
+pub fn kubelet_config(role: Role) -> String {
+    super::units::render(&KubeletConfig { role, static_pod_dir: STATIC_POD_DIR, secrets_dir: SECRETS_DIR })
+}

@@ -1,0 +1,93 @@
+//! Environment + role -> Ignition 3.4.0 config, as typed structs.
+
+use base64::Engine;
+use ignition_config::v3_4 as ign;
+
+use crate::env::{Environment, NodebootSource};
+use crate::node_config::{NodeConfig, KUBELET_CONFIG_PATH, NODE_CONFIG_PATH, STATIC_POD_DIR};
+use crate::role::Role;
+
+use super::{files, units};
+
+pub const SPEC_VERSION: &str = "3.4.0";
+
+/// The user Flatcar and Fedora CoreOS both ship for logins.
+const LOGIN_USER: &str = "core";
+
+pub fn config_for(env: &Environment, role: Role) -> ign::Config {
+    let mut config = ign::Config::new(ign::Ignition::new(SPEC_VERSION.into()));
+    config.passwd = Some(passwd(env));
+    config.storage = Some(storage(env, role));
+    config.systemd = Some(ign::Systemd {
+        units: Some(
+            units::units_for(env, role)
+                .into_iter()
+                .map(|u| {
+                    let mut unit = ign::Unit::new(u.name);
+                    unit.contents = Some(u.contents);
+                    unit.enabled = Some(true);
+                    unit
+                })
+                .collect(),
+        ),
+    });
+    config
+}
+
+/// A config whose only job is to fetch the real one from `source` and check
+/// it against `sha512_hex` (EC2 user data holds at most 16 KiB).
+pub fn pointer_config(source: String, sha512_hex: &str) -> ign::Config {
+    let mut ignition = ign::Ignition::new(SPEC_VERSION.into());
+    ignition.config = Some(ign::IgnitionConfig {
+        merge: None,
+        replace: Some(resource(source, Some(sha512_hex))),
+    });
+    ign::Config::new(ignition)
+}
+
+fn passwd(env: &Environment) -> ign::Passwd {
+    let mut core = ign::User::new(LOGIN_USER.into());
+    core.ssh_authorized_keys = Some(env.ssh_authorized_keys.clone());
+    ign::Passwd { groups: None, users: Some(vec![core]) }
+}
+
+fn storage(env: &Environment, role: Role) -> ign::Storage {
+    let node_config = serde_json::to_vec_pretty(&NodeConfig::new(env, role)).expect("node config serialises");
+    let mut files = vec![file(NODE_CONFIG_PATH, 0o644, resource(data_url(&node_config), None))];
+    if let NodebootSource::S3 { path, url, sha512 } = &env.nodeboot {
+        files.push(file(path, 0o755, resource(url.clone(), Some(sha512))));
+    }
+    let mut directories = Vec::new();
+    if role.runs_kubelet() {
+        files.push(file(KUBELET_CONFIG_PATH, 0o644, resource(data_url(files::kubelet_config(role).as_bytes()), None)));
+        let mut dir = ign::Directory::new(STATIC_POD_DIR.into());
+        dir.mode = Some(0o755);
+        directories.push(dir);
+    }
+    ign::Storage {
+        directories: (!directories.is_empty()).then_some(directories),
+        files: Some(files),
+        ..Default::default()
+    }
+}
+
+fn file(path: &str, mode: i64, contents: ign::Resource) -> ign::File {
+    let mut f = ign::File::new(path.into());
+    f.mode = Some(mode);
+    f.overwrite = Some(true);
+    f.contents = Some(contents);
+    f
+}
+
+fn resource(source: String, sha512_hex: Option<&str>) -> ign::Resource {
+    ign::Resource {
+        source: Some(source),
+        verification: sha512_hex.map(|h| ign::Verification { hash: Some(format!("sha512-{h}")) }),
+        ..Default::default()
+    }
+}
+
+/// RFC 2397 data URL; base64 keeps any byte and is what Butane emits.
+fn data_url(bytes: &[u8]) -> String {
+    format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}

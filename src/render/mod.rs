@@ -1,0 +1,112 @@
+//! `nodeboot render`: one Ignition config per role, ready for EC2 user data.
+//!
+//! Output is deterministic (no timestamps, fixed field order): the same
+//! environment gives byte-identical files, so Terraform sees no diff.
+
+mod files;
+mod ignition;
+mod units;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha512};
+
+use crate::env::Environment;
+use crate::fsutil;
+use crate::role::Role;
+
+pub use self::ignition::SPEC_VERSION;
+pub use self::units::{etcd_image, units_for, UnitFile};
+
+/// EC2 refuses user data over 16 KiB (before base64).
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+/// What `render` produced for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub role: Role,
+    /// The config to put in user data: the full one, or a pointer to it.
+    pub user_data: Vec<u8>,
+    /// The full config when it is too large for user data: upload it to
+    /// `full_config_url`; the pointer in `user_data` fetches and checks it.
+    pub full: Option<Vec<u8>>,
+}
+
+/// Where the full config of `role` lives when user data only holds a pointer.
+pub fn full_config_url(env: &Environment, role: Role) -> String {
+    format!("s3://{}/{}", env.secrets_bucket_name, full_config_key(role))
+}
+
+pub fn full_config_key(role: Role) -> String {
+    format!("ignition/{role}.ign")
+}
+
+/// The serialised full config of `role`.
+pub fn full_config(env: &Environment, role: Role) -> Vec<u8> {
+    to_bytes(&ignition::config_for(env, role))
+}
+
+/// Renders `role`, falling back to a pointer config above `limit` bytes.
+pub fn render_role(env: &Environment, role: Role, limit: usize) -> Rendered {
+    let full = full_config(env, role);
+    if full.len() <= limit {
+        return Rendered { role, user_data: full, full: None };
+    }
+    let hash = hex::encode(Sha512::digest(&full));
+    let pointer = to_bytes(&ignition::pointer_config(full_config_url(env, role), &hash));
+    Rendered { role, user_data: pointer, full: Some(full) }
+}
+
+/// Serialises without the `null`s the generated types carry for unset
+/// optional fields: smaller user data, and what Butane emits.
+fn to_bytes(config: &ignition_config::v3_4::Config) -> Vec<u8> {
+    let mut value = serde_json::to_value(config).expect("ignition config serialises");
+    strip_nulls(&mut value);
+    serde_json::to_vec(&value).expect("json value serialises")
+}
+
+fn strip_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// Paths written for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub role: Role,
+    pub user_data: PathBuf,
+    pub user_data_len: usize,
+    pub full: Option<PathBuf>,
+}
+
+/// Writes `DIR/<role>.ign` (and `DIR/<role>.full.ign` when needed) for each
+/// role. A stale `.full.ign` from an earlier, larger render is removed so it
+/// can never be uploaded by mistake.
+pub fn write(env: &Environment, roles: &[Role], out: &Path) -> std::io::Result<Vec<Written>> {
+    std::fs::create_dir_all(out)?;
+    let mut written = Vec::new();
+    for &role in roles {
+        let rendered = render_role(env, role, USER_DATA_LIMIT);
+        let user_data = out.join(format!("{role}.ign"));
+        let full_path = out.join(format!("{role}.full.ign"));
+        fsutil::write_atomic(&user_data, &rendered.user_data, 0o644)?;
+        let full = match &rendered.full {
+            Some(bytes) => {
+                fsutil::write_atomic(&full_path, bytes, 0o644)?;
+                Some(full_path)
+            }
+            None => {
+                fsutil::remove_if_exists(&full_path)?;
+                None
+            }
+        };
+        written.push(Written { role, user_data, user_data_len: rendered.user_data.len(), full });
+    }
+    Ok(written)
+}
