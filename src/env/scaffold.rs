@@ -14,7 +14,9 @@ struct DefaultEnvironment<'a> {
 /// The defaults for an environment called `name`, commented field by field.
 /// `environments/example.tfvars` is exactly this text for `example`.
 pub fn default_text(name: &str) -> String {
-    DefaultEnvironment { name }.render().expect("the default environment template renders")
+    let mut text = DefaultEnvironment { name }.render().expect("the default environment template renders");
+    text.push('\n'); // askama drops the template's final newline
+    text
 }
 
 #[derive(Debug, thiserror::Error)]

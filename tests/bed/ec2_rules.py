@@ -255,7 +255,7 @@ def detach_network_interface(backend, attachment_id):
         eni = _eni_by_attachment(backend, attachment_id)
         if eni.device_index == 0:
             raise LastEniDetachError()  # the primary interface stays
-        if eni.bed_attachment_status == "detaching":
+        if getattr(eni, "bed_attachment_status", None) == "detaching":
             return
         eni.bed_attachment_status = "detaching"
 

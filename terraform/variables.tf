@@ -1,0 +1,388 @@
+# The environment file (environments/<name>.tfvars) is the contract between
+# Terraform and nodeboot: every attribute in it is declared here and every
+# variable declared here is in it (tests/terraform checks both ways). Some
+# attributes are read only by `nodeboot render`; Terraform declares and
+# validates them so that one file drives both tools.
+
+# --- Identity ---------------------------------------------------------------
+
+variable "environment" {
+  description = "Name of the environment: prefixes every resource, tag and bucket path. Lower-case letters, digits and '-', 3 to 32 characters, starting and ending with a letter or digit."
+  type        = string
+
+  validation {
+    # Stricter than "letters, digits and '-'": load balancer and bucket names
+    # may neither start nor end with '-'.
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$", var.environment))
+    error_message = "environment must be 3 to 32 characters of a-z, 0-9 and '-', starting and ending with a letter or digit."
+  }
+}
+
+variable "aws_account" {
+  description = "AWS account id (12 digits) the environment lives in; the provider refuses any other account."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.aws_account))
+    error_message = "aws_account must be a 12-digit AWS account id, quoted."
+  }
+}
+
+variable "aws_profile" {
+  description = "Profile in ~/.aws/credentials holding the credentials for aws_account."
+  type        = string
+
+  validation {
+    condition     = length(trimspace(var.aws_profile)) > 0
+    error_message = "aws_profile must name a profile in ~/.aws/credentials."
+  }
+}
+
+# --- Placement --------------------------------------------------------------
+
+variable "region" {
+  description = "AWS region, e.g. eu-west-1."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]+$", var.region))
+    error_message = "region must look like eu-west-1."
+  }
+}
+
+variable "availability_zones" {
+  description = "Availability zones, in order. The n-th entry of every per-AZ subnet list belongs to the n-th zone, and etcd member i lives in zone i % length(availability_zones)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.availability_zones) > 0 && length(distinct(var.availability_zones)) == length(var.availability_zones)
+    error_message = "availability_zones must list at least one zone, each once."
+  }
+
+  validation {
+    condition     = alltrue([for az in var.availability_zones : startswith(az, var.region)])
+    error_message = "every availability zone must be in region ${var.region}."
+  }
+}
+
+# --- Network ----------------------------------------------------------------
+
+variable "vpc_cidr" {
+  description = "IPv4 CIDR of the VPC; every subnet below lies inside it."
+  type        = string
+
+  validation {
+    condition     = can(cidrnetmask(var.vpc_cidr)) && try(cidrhost(var.vpc_cidr, 0) == split("/", var.vpc_cidr)[0], false)
+    error_message = "vpc_cidr must be an IPv4 network address with a prefix length, e.g. 10.80.0.0/16."
+  }
+}
+
+# The four per-AZ subnet lists share their checks: one CIDR per zone, each a
+# network address inside vpc_cidr. A CIDR c lies inside vpc_cidr when its
+# prefix is at least as long and masking its address to the VPC's prefix gives
+# the VPC's network address.
+
+variable "secure_subnets" {
+  description = "One CIDR per availability zone for the secure layer: etcd and the Kubernetes control plane (private, NAT outbound). Member i's fixed IP is cidrhost(secure_subnets[i % n], 10 + floor(i / n))."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.secure_subnets) == length(var.availability_zones)
+    error_message = "secure_subnets needs exactly one CIDR per availability zone."
+  }
+
+  validation {
+    condition = alltrue([for c in var.secure_subnets : try(
+      cidrhost(c, 0) == split("/", c)[0] &&
+      tonumber(split("/", c)[1]) >= tonumber(split("/", var.vpc_cidr)[1]) &&
+      cidrhost("${split("/", c)[0]}/${split("/", var.vpc_cidr)[1]}", 0) == cidrhost(var.vpc_cidr, 0),
+    false)])
+    error_message = "every secure_subnets entry must be a network address inside vpc_cidr (${var.vpc_cidr})."
+  }
+}
+
+variable "compute_subnets" {
+  description = "One CIDR per availability zone for the compute layer: the Kubernetes workers (private, NAT outbound)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.compute_subnets) == length(var.availability_zones)
+    error_message = "compute_subnets needs exactly one CIDR per availability zone."
+  }
+
+  validation {
+    condition = alltrue([for c in var.compute_subnets : try(
+      cidrhost(c, 0) == split("/", c)[0] &&
+      tonumber(split("/", c)[1]) >= tonumber(split("/", var.vpc_cidr)[1]) &&
+      cidrhost("${split("/", c)[0]}/${split("/", var.vpc_cidr)[1]}", 0) == cidrhost(var.vpc_cidr, 0),
+    false)])
+    error_message = "every compute_subnets entry must be a network address inside vpc_cidr (${var.vpc_cidr})."
+  }
+}
+
+variable "elb_subnets" {
+  description = "One CIDR per availability zone for the load balancers (public and internal kube-apiserver)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.elb_subnets) == length(var.availability_zones)
+    error_message = "elb_subnets needs exactly one CIDR per availability zone."
+  }
+
+  validation {
+    condition = alltrue([for c in var.elb_subnets : try(
+      cidrhost(c, 0) == split("/", c)[0] &&
+      tonumber(split("/", c)[1]) >= tonumber(split("/", var.vpc_cidr)[1]) &&
+      cidrhost("${split("/", c)[0]}/${split("/", var.vpc_cidr)[1]}", 0) == cidrhost(var.vpc_cidr, 0),
+    false)])
+    error_message = "every elb_subnets entry must be a network address inside vpc_cidr (${var.vpc_cidr})."
+  }
+}
+
+variable "mgmt_subnets" {
+  description = "One CIDR per availability zone for management: the bastion and the NAT gateways (routed to the internet gateway)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.mgmt_subnets) == length(var.availability_zones)
+    error_message = "mgmt_subnets needs exactly one CIDR per availability zone."
+  }
+
+  validation {
+    condition = alltrue([for c in var.mgmt_subnets : try(
+      cidrhost(c, 0) == split("/", c)[0] &&
+      tonumber(split("/", c)[1]) >= tonumber(split("/", var.vpc_cidr)[1]) &&
+      cidrhost("${split("/", c)[0]}/${split("/", var.vpc_cidr)[1]}", 0) == cidrhost(var.vpc_cidr, 0),
+    false)])
+    error_message = "every mgmt_subnets entry must be a network address inside vpc_cidr (${var.vpc_cidr})."
+  }
+}
+
+# --- Nodes ------------------------------------------------------------------
+
+variable "etcd_count" {
+  description = "Number of etcd members (the secure layer, which also runs the Kubernetes control plane). Odd, 1 to 9: 3 tolerates one failure, 5 two."
+  type        = number
+
+  validation {
+    condition     = floor(var.etcd_count) == var.etcd_count && var.etcd_count >= 1 && var.etcd_count <= 9 && var.etcd_count % 2 == 1
+    error_message = "etcd_count must be an odd whole number from 1 to 9."
+  }
+
+  validation {
+    # Member i's fixed IP is host 10 + floor(i / n) of its zone's secure subnet;
+    # the last member's host must be usable (AWS reserves the last address).
+    condition = alltrue([for c in var.secure_subnets : try(
+      10 + floor((var.etcd_count - 1) / length(var.availability_zones)) <= pow(2, 32 - tonumber(split("/", c)[1])) - 2,
+    false)])
+    error_message = "the secure subnets are too small for etcd_count members at host offsets from 10."
+  }
+}
+
+variable "etcd_instance_type" {
+  description = "EC2 instance type of the etcd / control plane nodes (x86_64: the Flatcar AMI lookup picks x86_64 images)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.etcd_instance_type))
+    error_message = "etcd_instance_type must be an EC2 instance type such as m6i.large."
+  }
+}
+
+variable "compute_count" {
+  description = "Number of Kubernetes workers (size of the compute auto-scaling group)."
+  type        = number
+
+  validation {
+    condition     = floor(var.compute_count) == var.compute_count && var.compute_count >= 0
+    error_message = "compute_count must be a whole number, 0 or more."
+  }
+}
+
+variable "compute_instance_type" {
+  description = "EC2 instance type of the Kubernetes workers (x86_64)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.compute_instance_type))
+    error_message = "compute_instance_type must be an EC2 instance type such as m6i.large."
+  }
+}
+
+variable "bastion_instance_type" {
+  description = "EC2 instance type of the bastion (x86_64)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.bastion_instance_type))
+    error_message = "bastion_instance_type must be an EC2 instance type such as t3.micro."
+  }
+}
+
+variable "flatcar_channel" {
+  description = "Flatcar Container Linux release channel; the newest AMI of that channel is used."
+  type        = string
+
+  validation {
+    condition     = contains(["stable", "beta", "alpha"], var.flatcar_channel)
+    error_message = "flatcar_channel must be stable, beta or alpha."
+  }
+}
+
+variable "kubernetes_version" {
+  description = "Kubernetes release the nodes run (read by nodeboot render)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?$", var.kubernetes_version))
+    error_message = "kubernetes_version must be a release number such as 1.31.4."
+  }
+}
+
+variable "etcd_version" {
+  description = "etcd release the secure nodes run (read by nodeboot render)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?$", var.etcd_version))
+    error_message = "etcd_version must be a release number such as 3.5.17."
+  }
+}
+
+variable "nodeboot_source" {
+  description = "Where nodes get nodeboot: \"ami\" (baked into the image at nodeboot_path) or \"s3\" (fetched by Ignition from nodeboot_s3_url and checked against nodeboot_sha512). Read by nodeboot render."
+  type        = string
+
+  validation {
+    condition     = contains(["ami", "s3"], var.nodeboot_source)
+    error_message = "nodeboot_source must be \"ami\" or \"s3\"."
+  }
+}
+
+variable "nodeboot_path" {
+  description = "Absolute path of the nodeboot binary on the node (read by nodeboot render)."
+  type        = string
+
+  validation {
+    condition     = startswith(var.nodeboot_path, "/")
+    error_message = "nodeboot_path must be an absolute path."
+  }
+}
+
+variable "nodeboot_s3_url" {
+  description = "s3://bucket/key of the nodeboot binary when nodeboot_source = \"s3\"; empty otherwise (read by nodeboot render)."
+  type        = string
+
+  validation {
+    condition     = var.nodeboot_s3_url == "" || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$", var.nodeboot_s3_url))
+    error_message = "nodeboot_s3_url must be empty or an s3://bucket/key URL."
+  }
+
+  validation {
+    condition     = var.nodeboot_source != "s3" || var.nodeboot_s3_url != ""
+    error_message = "nodeboot_s3_url is required when nodeboot_source = \"s3\"."
+  }
+}
+
+variable "nodeboot_sha512" {
+  description = "SHA-512 of the nodeboot binary (128 lower-case hex digits) when nodeboot_source = \"s3\"; empty otherwise (read by nodeboot render)."
+  type        = string
+
+  validation {
+    condition     = var.nodeboot_sha512 == "" || can(regex("^[0-9a-f]{128}$", var.nodeboot_sha512))
+    error_message = "nodeboot_sha512 must be empty or 128 lower-case hex digits."
+  }
+
+  validation {
+    condition     = var.nodeboot_source != "s3" || var.nodeboot_sha512 != ""
+    error_message = "nodeboot_sha512 is required when nodeboot_source = \"s3\"."
+  }
+}
+
+# --- Secrets and state ------------------------------------------------------
+
+variable "kms_master_id" {
+  description = "KMS key (key id, key ARN or alias/...) that encrypts the secrets and the etcd data volumes. Its key policy must let IAM policies grant access (the default key policy does)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^(alias/[A-Za-z0-9/_-]+|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+|(mrk-)?[0-9a-f-]{32,36})$", var.kms_master_id))
+    error_message = "kms_master_id must be a KMS key id, key ARN, alias ARN or alias/NAME."
+  }
+}
+
+variable "secrets_bucket_name" {
+  description = "S3 bucket holding the KMS-encrypted secrets, manifests and full Ignition configs. Nodes read common/, <role>/, manifests/<role>/ and ignition/<role>.ign."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.secrets_bucket_name))
+    error_message = "secrets_bucket_name must be a valid S3 bucket name."
+  }
+}
+
+variable "terraform_bucket_name" {
+  description = "S3 bucket holding the Terraform remote state (key <environment>/terraform.tfstate). Used at `terraform init` through -backend-config; a backend block cannot read variables."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.terraform_bucket_name))
+    error_message = "terraform_bucket_name must be a valid S3 bucket name."
+  }
+}
+
+# --- DNS --------------------------------------------------------------------
+
+variable "public_zone_name" {
+  description = "Public Route 53 zone created for the environment; the public API is kube-<environment>.<public_zone_name>."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z][a-z0-9-]{0,62}$", var.public_zone_name))
+    error_message = "public_zone_name must be a lower-case DNS name without a trailing dot."
+  }
+}
+
+variable "private_zone_name" {
+  description = "Private Route 53 zone associated with the VPC: kubeapi.<zone> (internal API) and etcd-<i>.<zone> (one per member)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z][a-z0-9-]{0,62}$", var.private_zone_name))
+    error_message = "private_zone_name must be a lower-case DNS name without a trailing dot."
+  }
+}
+
+# --- Access -----------------------------------------------------------------
+
+variable "kubeapi_access_list" {
+  description = "IPv4 CIDRs allowed to reach the public kube-apiserver load balancer. 0.0.0.0/0 is accepted with a warning."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.kubeapi_access_list) > 0 && alltrue([for c in var.kubeapi_access_list : can(cidrnetmask(c))])
+    error_message = "kubeapi_access_list must list at least one IPv4 CIDR."
+  }
+}
+
+variable "ssh_access_list" {
+  description = "IPv4 CIDRs allowed to reach the bastion on port 22. 0.0.0.0/0 is accepted with a warning."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.ssh_access_list) > 0 && alltrue([for c in var.ssh_access_list : can(cidrnetmask(c))])
+    error_message = "ssh_access_list must list at least one IPv4 CIDR."
+  }
+}
+
+variable "ssh_authorized_keys" {
+  description = "OpenSSH public keys installed for the `core` user on every node (read by nodeboot render)."
+  type        = list(string)
+
+  validation {
+    condition = alltrue([for k in var.ssh_authorized_keys : can(regex(
+      "^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\\.com|sk-ecdsa-sha2-nistp256@openssh\\.com) [A-Za-z0-9+/]+=*( .*)?$", k
+    ))])
+    error_message = "every ssh_authorized_keys entry must be an OpenSSH public key line (type, base64 key, optional comment)."
+  }
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""moto's server (EC2, S3, KMS and every other service moto has) with EC2's rules.
+
+    python3 tests/bed/aws_server.py --port 0 [--attach-delay-ms N] [--shutdown-delay-ms N]
+
+Binds 127.0.0.1, prints `READY http://127.0.0.1:PORT` on stdout once it
+accepts connections, logs to stderr, exits 0 on SIGTERM or when its stdin pipe
+closes. Clients: AWS_ENDPOINT_URL=http://127.0.0.1:PORT, any credentials,
+region eu-west-1, S3 in path style. See tests/README.md.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from lifecycle import claim_stdout, serve_until_stopped
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--attach-delay-ms",
+        type=int,
+        default=0,
+        help="time a volume/ENI spends `attaching` (and `detaching`) before it settles",
+    )
+    parser.add_argument(
+        "--shutdown-delay-ms",
+        type=int,
+        default=0,
+        help="time an instance spends `shutting-down`/`stopping`, attachments kept",
+    )
+    parser.add_argument("--quiet", action="store_true", help="don't log each request")
+    args = parser.parse_args(argv)
+    if args.attach_delay_ms < 0 or args.shutdown_delay_ms < 0:
+        parser.error("delays are >= 0 ms")
+    return args
+
+
+def build_app():
+    # Imported here, after stdout is claimed: importing moto may print.
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        create_backend_app,
+    )
+
+    from control import BedControl
+
+    return BedControl(DomainDispatcherApplication(create_backend_app))
+
+
+def main(argv=None):
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    ready_out = claim_stdout()
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="aws_server: %(message)s"
+    )
+    if args.quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    import ec2_rules  # after claim_stdout: it imports moto
+
+    ec2_rules.install(args.attach_delay_ms / 1000, args.shutdown_delay_ms / 1000)
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", args.port, build_app(), threaded=True)
+    port = server.server_port
+    # moto builds some URLs (e.g. S3 presigned ones) from MOTO_PORT.
+    os.environ["MOTO_PORT"] = str(port)
+    serve_until_stopped(server, f"http://127.0.0.1:{port}", ready_out)
+
+
+if __name__ == "__main__":
+    main()

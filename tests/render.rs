@@ -1,0 +1,284 @@
+//! `nodeboot render` against the upstream Ignition 3.4.0 schema, Ignition's
+//! own semantic checks, and systemd's unit verifier.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::ignition_lint::{decode_data_url, lint};
+use common::*;
+use nodeboot::env;
+use nodeboot::render::{self, USER_DATA_LIMIT};
+use nodeboot::role::Role;
+use serde_json::Value;
+
+fn render_dir(env_path: &Path, out: &Path) {
+    let run = nodeboot(&["render", "--env", env_path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "render failed: {}", stderr(&run));
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn assert_valid_ignition(config: &Value, what: &str) {
+    let schema = ignition_schema("3_4");
+    let validator = jsonschema::validator_for(&schema).expect("upstream schema compiles");
+    let errors: Vec<String> = validator.iter_errors(config).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "{what} fails the Ignition 3.4.0 schema:\n{}", errors.join("\n"));
+    let problems = lint(config, &schema);
+    assert!(problems.is_empty(), "{what} fails Ignition's semantic checks:\n{}", problems.join("\n"));
+    assert_eq!(config["ignition"]["version"], "3.4.0", "{what}");
+}
+
+#[test]
+fn example_configs_pass_upstream_schema_and_ignition_checks() {
+    let out = tempfile::tempdir().unwrap();
+    render_dir(&example_env(), out.path());
+    for role in Role::ALL {
+        let path = out.path().join(format!("{role}.ign"));
+        assert_valid_ignition(&read_json(&path), &path.display().to_string());
+    }
+}
+
+#[test]
+fn lint_catches_what_ignition_would_refuse() {
+    // The checker itself must be able to fail, or the test above proves nothing.
+    let schema = ignition_schema("3_4");
+    let out = tempfile::tempdir().unwrap();
+    render_dir(&example_env(), out.path());
+    let good = read_json(&out.path().join("etcd.ign"));
+
+    let mut typo = good.clone();
+    typo["systemd"]["units"][0]["enable"] = Value::Bool(true);
+    assert!(lint(&typo, &schema).iter().any(|p| p.contains("unused key \"enable\"")));
+
+    let mut relative = good.clone();
+    relative["storage"]["files"][0]["path"] = "etc/x".into();
+    assert!(lint(&relative, &schema).iter().any(|p| p.contains("not absolute")));
+
+    let mut dup = good.clone();
+    let first = dup["systemd"]["units"][0].clone();
+    dup["systemd"]["units"].as_array_mut().unwrap().push(first);
+    assert!(lint(&dup, &schema).iter().any(|p| p.contains("duplicate unit")));
+
+    let mut bad_data = good.clone();
+    bad_data["storage"]["files"][0]["contents"]["source"] = "data:;base64,!!!".into();
+    assert!(lint(&bad_data, &schema).iter().any(|p| p.contains("does not decode")));
+
+    let mut bad_suffix = good;
+    bad_suffix["systemd"]["units"][0]["name"] = "nodeboot-discover".into();
+    assert!(lint(&bad_suffix, &schema).iter().any(|p| p.contains("unit suffix")));
+}
+
+#[test]
+fn rendering_twice_is_byte_identical() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    render_dir(&example_env(), a.path());
+    render_dir(&example_env(), b.path());
+    for role in Role::ALL {
+        let name = format!("{role}.ign");
+        assert_eq!(std::fs::read(a.path().join(&name)).unwrap(), std::fs::read(b.path().join(&name)).unwrap(), "{name}");
+    }
+}
+
+/// systemd's own verifier, run in a throw-away root that holds what Flatcar
+/// ships: the host's unit library (sysinit.target and friends), docker and
+/// containerd units, and the executables the units start.
+#[test]
+fn every_rendered_unit_passes_systemd_analyze_verify() {
+    let loaded = env::load(&example_env()).unwrap();
+    for role in Role::ALL {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let unit_dir = root.join("etc/systemd/system");
+        std::fs::create_dir_all(&unit_dir).unwrap();
+        let lib = root.join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&lib).unwrap();
+        for entry in std::fs::read_dir("/usr/lib/systemd/system").expect("systemd's unit library is installed") {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), lib.join(entry.file_name())).unwrap();
+            }
+        }
+        for stub in ["docker.service", "containerd.service"] {
+            std::fs::write(lib.join(stub), "[Unit]\nDescription=stub of Flatcar's unit\n[Service]\nExecStart=/usr/bin/true\n").unwrap();
+        }
+        let mut names = Vec::new();
+        for unit in render::units_for(&loaded.env, role) {
+            for exe in executables(&unit.contents) {
+                let path = root.join(exe.trim_start_matches('/'));
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, "#!/bin/sh\n").unwrap();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&path).unwrap().permissions(), 0o755);
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            }
+            std::fs::write(unit_dir.join(&unit.name), &unit.contents).unwrap();
+            names.push(format!("etc/systemd/system/{}", unit.name));
+        }
+        let run = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.display()))
+            .args(&names)
+            .current_dir(root)
+            .output()
+            .expect("systemd-analyze is installed (Debian package systemd)");
+        let diagnostics = String::from_utf8_lossy(&run.stderr);
+        // verify exits 0 on parse warnings ("ignoring: ..."), so any output is a failure.
+        assert!(run.status.success() && diagnostics.trim().is_empty(), "{role}: systemd-analyze verify:\n{diagnostics}");
+    }
+}
+
+/// Absolute executables named by Exec*= lines (a leading '-' means "may fail").
+fn executables(unit: &str) -> Vec<String> {
+    unit.lines()
+        .filter(|l| l.starts_with("Exec"))
+        .filter_map(|l| l.split_once('=').map(|(_, cmd)| cmd.trim_start_matches(['-', '@', '+', '!'])))
+        .filter_map(|cmd| cmd.split_whitespace().next().map(str::to_string))
+        .filter(|exe| exe.starts_with('/'))
+        .collect()
+}
+
+#[test]
+fn boot_stages_are_ordered_and_retried() {
+    let loaded = env::load(&example_env()).unwrap();
+    let units = render::units_for(&loaded.env, Role::Etcd);
+    let chain = ["discover", "attach", "mount", "etcd"];
+    for pair in chain.windows(2) {
+        let unit = units.iter().find(|u| u.name == format!("nodeboot-{}.service", pair[1])).unwrap();
+        let before = format!("nodeboot-{}.service", pair[0]);
+        assert!(unit.contents.lines().any(|l| l.starts_with("Requires=") && l.contains(&before)), "{} requires {before}", unit.name);
+        assert!(unit.contents.lines().any(|l| l.starts_with("After=") && l.contains(&before)), "{} after {before}", unit.name);
+        assert!(unit.contents.contains("Restart=on-failure") && unit.contents.contains("StartLimitIntervalSec=0"), "{}", unit.name);
+    }
+    let sync = units.iter().find(|u| u.name == "nodeboot-manifests.service").unwrap();
+    assert!(sync.contents.contains("Restart=always"));
+    let names: Vec<&str> = render::units_for(&loaded.env, Role::Bastion).iter().map(|u| u.name.clone()).collect::<Vec<_>>().leak().iter().map(String::as_str).collect();
+    assert_eq!(names, ["nodeboot-discover.service"]);
+}
+
+#[test]
+fn five_zone_seven_member_environment_renders_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = "[\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\", \"eu-west-1d\", \"eu-west-1e\"]";
+    let subnets = |third: u32| format!("[{}]", (0..5).map(|z| format!("\"10.80.{}.0/24\"", third + z)).collect::<Vec<_>>().join(", "));
+    let text = example_with(&[
+        ("availability_zones", zones),
+        ("secure_subnets", &subnets(10)),
+        ("compute_subnets", &subnets(20)),
+        ("elb_subnets", &subnets(100)),
+        ("mgmt_subnets", &subnets(110)),
+        ("etcd_count", "7"),
+    ]);
+    let path = env_file(dir.path(), "big.tfvars", &text);
+    let run = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let out = dir.path().join("out");
+    render_dir(&path, &out);
+    for role in Role::ALL {
+        assert_valid_ignition(&read_json(&out.join(format!("{role}.ign"))), &format!("7-member {role}"));
+    }
+    let members = env::load(&path).unwrap().env.etcd_members();
+    let ips: Vec<String> = members.iter().map(|m| m.ip.to_string()).collect();
+    assert_eq!(ips, ["10.80.10.10", "10.80.11.10", "10.80.12.10", "10.80.13.10", "10.80.14.10", "10.80.10.11", "10.80.11.11"]);
+}
+
+/// Adds ssh keys until the full config crosses EC2's user data limit, and
+/// checks both sides: at the last size that fits, the config is the full
+/// one; past it, a pointer whose hash matches the full config.
+#[test]
+fn user_data_limit_switches_to_a_pointer_config_exactly_when_crossed() {
+    let base = env::load(&example_env()).unwrap().env;
+    let key = |i: usize| format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{:0>40} user{i}@example", i);
+    let mut env = base.clone();
+    let mut last_fitting = None;
+    for i in 0..200 {
+        env.ssh_authorized_keys.push(key(i));
+        let full = render::full_config(&env, Role::Etcd);
+        if full.len() > USER_DATA_LIMIT {
+            break;
+        }
+        last_fitting = Some(env.clone());
+    }
+    let fitting = last_fitting.expect("the example fits in user data");
+    assert!(render::full_config(&env, Role::Etcd).len() > USER_DATA_LIMIT, "200 keys should cross 16 KiB");
+
+    let below = render::render_role(&fitting, Role::Etcd, USER_DATA_LIMIT);
+    assert!(below.full.is_none());
+    assert!(below.user_data.len() <= USER_DATA_LIMIT);
+    assert!(below.user_data.len() > USER_DATA_LIMIT - 200, "the fitting config is right at the limit");
+
+    let above = render::render_role(&env, Role::Etcd, USER_DATA_LIMIT);
+    let full = above.full.clone().expect("over the limit: full config kept aside");
+    let pointer: Value = serde_json::from_slice(&above.user_data).unwrap();
+    assert_valid_ignition(&pointer, "pointer config");
+    let replace = &pointer["ignition"]["config"]["replace"];
+    assert_eq!(replace["source"], format!("s3://{}/ignition/etcd.ign", env.secrets_bucket_name));
+    let expected = format!("sha512-{}", sha512_hex(&full));
+    assert_eq!(replace["verification"]["hash"], expected);
+    assert_valid_ignition(&serde_json::from_slice(&full).unwrap(), "full config");
+    assert!(above.user_data.len() < 1024);
+}
+
+fn sha512_hex(bytes: &[u8]) -> String {
+    // Independent of nodeboot's own hashing: ask coreutils.
+    let mut child = Command::new("sha512sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn render_writes_pointer_and_full_files_and_removes_stale_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..150).map(|i| format!("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{:0>40} u{i}\"", i)).collect();
+    let big = env_file(dir.path(), "big.tfvars", &example_with(&[("ssh_authorized_keys", &format!("[{}]", keys.join(", ")))]));
+    let out = dir.path().join("out");
+    render_dir(&big, &out);
+    assert!(out.join("etcd.full.ign").exists());
+    let pointer = read_json(&out.join("etcd.ign"));
+    assert!(pointer["ignition"]["config"]["replace"]["source"].is_string());
+
+    render_dir(&example_env(), &out);
+    assert!(!out.join("etcd.full.ign").exists(), "a stale full config would be uploaded by mistake");
+    assert!(read_json(&out.join("etcd.ign"))["systemd"].is_object());
+}
+
+#[test]
+fn s3_sourced_binary_is_fetched_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = "ab".repeat(64);
+    let text = example_with(&[
+        ("nodeboot_source", "\"s3\""),
+        ("nodeboot_s3_url", "\"s3://example-artifacts/nodeboot/0.1.0/nodeboot\""),
+        ("nodeboot_sha512", &format!("\"{hash}\"")),
+    ]);
+    let path = env_file(dir.path(), "s3.tfvars", &text);
+    let out = dir.path().join("out");
+    render_dir(&path, &out);
+    let config = read_json(&out.join("compute.ign"));
+    assert_valid_ignition(&config, "compute with s3 binary");
+    let files = config["storage"]["files"].as_array().unwrap();
+    let binary = files.iter().find(|f| f["path"] == "/opt/bin/nodeboot").expect("binary file entry");
+    assert_eq!(binary["contents"]["source"], "s3://example-artifacts/nodeboot/0.1.0/nodeboot");
+    assert_eq!(binary["contents"]["verification"]["hash"], format!("sha512-{hash}"));
+    assert_eq!(binary["mode"], 0o755);
+}
+
+#[test]
+fn node_config_in_ignition_is_what_the_stages_read() {
+    let out = tempfile::tempdir().unwrap();
+    render_dir(&example_env(), out.path());
+    let config = read_json(&out.path().join("etcd.ign"));
+    let file = config["storage"]["files"].as_array().unwrap().iter().find(|f| f["path"] == "/etc/nodeboot/node.json").unwrap();
+    let bytes = decode_data_url(file["contents"]["source"].as_str().unwrap()).unwrap();
+    let node: nodeboot::node_config::NodeConfig = serde_json::from_slice(&bytes).expect("stages can parse it");
+    assert_eq!(node.role, Role::Etcd);
+    assert_eq!(node.environment, "example");
+    assert_eq!(node.etcd.unwrap().members, 3);
+}

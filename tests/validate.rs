@@ -1,0 +1,120 @@
+//! `nodeboot validate`: every bad-input class names the file, the line and
+//! the field, and exits with code 2.
+
+mod common;
+
+use common::*;
+
+struct Case {
+    field: &'static str,
+    value: String,
+    /// The field the message must name (not always the one edited).
+    names: &'static str,
+    says: &'static str,
+}
+
+fn run_case(case: &Case) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example_with(&[(case.field, &case.value)]);
+    let path = env_file(dir.path(), "bad.tfvars", &text);
+    let out = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
+    let expected_prefix = format!("{}:{}: {}:", path.display(), line_of(&text, case.names), case.names);
+    (out.status.code(), stderr(&out), expected_prefix)
+}
+
+#[test]
+fn each_bad_input_class_names_file_line_and_field() {
+    let cases = [
+        Case { field: "etcd_cont", value: "3".into(), names: "etcd_cont", says: "did you mean `etcd_count`?" },
+        Case {
+            field: "compute_subnets",
+            value: "[\"10.80.10.128/25\", \"10.80.21.0/24\", \"10.80.22.0/24\"]".into(),
+            names: "compute_subnets",
+            says: "overlaps 10.80.10.0/24 (secure_subnets index 0)",
+        },
+        Case {
+            field: "elb_subnets",
+            value: "[\"10.81.100.0/24\", \"10.80.101.0/24\", \"10.80.102.0/24\"]".into(),
+            names: "elb_subnets",
+            says: "outside vpc_cidr 10.80.0.0/16",
+        },
+        Case { field: "availability_zones", value: "[\"eu-west-1a\"]".into(), names: "availability_zones", says: "needs at least 2" },
+        Case { field: "etcd_count", value: "0".into(), names: "etcd_count", says: "0 members" },
+        Case { field: "vpc_cidr", value: "\"10.80.0.0/33\"".into(), names: "vpc_cidr", says: "expected an IPv4 CIDR" },
+        Case { field: "etcd_count", value: "\"three\"".into(), names: "etcd_count", says: "found \"three\"" },
+        Case { field: "region", value: "\"Ireland\"".into(), names: "region", says: "expected an AWS region" },
+    ];
+    for case in &cases {
+        let (code, err, prefix) = run_case(case);
+        assert_eq!(code, Some(2), "{}: exit code; stderr:\n{err}", case.field);
+        let line = err.lines().find(|l| l.contains(&prefix)).unwrap_or_else(|| panic!("no line with {prefix:?} in:\n{err}"));
+        assert!(line.contains(case.says), "{}: {line:?} should say {:?}", case.field, case.says);
+    }
+}
+
+#[test]
+fn even_member_count_and_open_access_lists_are_warnings_not_errors() {
+    for (field, value, says) in [
+        ("etcd_count", "4", "prefer an odd count"),
+        ("kubeapi_access_list", "[\"0.0.0.0/0\"]", "whole internet"),
+        ("ssh_access_list", "[\"0.0.0.0/0\", \"10.0.0.0/8\"]", "whole internet"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = example_with(&[(field, value)]);
+        let path = env_file(dir.path(), "warn.tfvars", &text);
+        let out = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{field}: warnings must not fail validation:\n{err}");
+        let prefix = format!("{}:{}: {field}:", path.display(), line_of(&text, field));
+        assert!(err.lines().any(|l| l.contains("WARN") && l.contains(&prefix) && l.contains(says)), "{field}: {err}");
+    }
+}
+
+#[test]
+fn missing_field_and_missing_file_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = example_with(&[]).lines().filter(|l| !l.starts_with("region")).map(|l| format!("{l}\n")).collect();
+    let path = env_file(dir.path(), "missing.tfvars", &text);
+    let out = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!("{}: region: missing; expected an AWS region", path.display())), "{}", stderr(&out));
+
+    let out = nodeboot(&["validate", "--env", "/nonexistent/env.tfvars"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/env.tfvars"));
+}
+
+#[test]
+fn render_refuses_an_invalid_environment_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = env_file(dir.path(), "bad.tfvars", &example_with(&[("etcd_count", "0")]));
+    let out_dir = dir.path().join("out");
+    let out = nodeboot(&["render", "--env", path.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn env_new_writes_the_defaults_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let envs = dir.path().join("environments");
+    let out = nodeboot(&["env", "new", "play-test", "--dir", envs.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = envs.join("play-test.tfvars");
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains("environment = \"play-test\""));
+    let check = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
+    assert!(check.status.success(), "a new environment validates: {}", stderr(&check));
+
+    std::fs::write(&path, "# my edits\n").unwrap();
+    let again = nodeboot(&["env", "new", "play-test", "--dir", envs.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(4));
+    assert!(stderr(&again).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# my edits\n");
+}
+
+#[test]
+fn example_environment_is_exactly_the_defaults() {
+    let example = std::fs::read_to_string(example_env()).unwrap();
+    assert_eq!(example, nodeboot::env::default_text("example"), "environments/example.tfvars drifted from the env-new template");
+}
