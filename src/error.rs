@@ -2,7 +2,12 @@
 //! The codes are documented in README.md; scripts and systemd units rely on
 //! them (units do not retry exit code 2).
 
+use crate::cloud::imds::ImdsError;
 use crate::env::{Diagnostics, LoadError, ScaffoldError};
+use crate::stage::attach::AttachError;
+use crate::stage::discover::DiscoverError;
+use crate::stage::mount::MountError;
+use crate::stage::StageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,6 +19,12 @@ pub enum Error {
     Scaffold(#[from] ScaffoldError),
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
+    #[error("discover: {0}")]
+    Discover(#[from] DiscoverError),
+    #[error("attach: {0}")]
+    Attach(#[from] AttachError),
+    #[error("mount: {0}")]
+    Mount(#[from] MountError),
 }
 
 /// Exit codes. 2 matches clap's own code for bad arguments.
@@ -23,6 +34,31 @@ pub mod exit {
     pub const BAD_INPUT: u8 = 2;
     pub const IO: u8 = 3;
     pub const REFUSED: u8 = 4;
+    pub const NO_FREE_MEMBER: u8 = 10;
+    pub const TIMEOUT: u8 = 11;
+    pub const METADATA: u8 = 12;
+    pub const AWS: u8 = 13;
+    pub const RESOURCES: u8 = 14;
+    pub const DEVICE_REFUSED: u8 = 15;
+    pub const SYSTEM: u8 = 16;
+}
+
+fn stage_code(e: &StageError) -> u8 {
+    match e {
+        StageError::Io { .. } => exit::IO,
+        StageError::BadFile { .. } | StageError::NotYet { .. } => exit::BAD_INPUT,
+    }
+}
+
+fn discover_code(e: &DiscoverError) -> u8 {
+    match e {
+        DiscoverError::Metadata(ImdsError::Unavailable { .. } | ImdsError::NoToken { .. } | ImdsError::Bad { .. })
+        | DiscoverError::Missing(_)
+        | DiscoverError::Garbage { .. } => exit::METADATA,
+        DiscoverError::WrongRegion { .. } => exit::BAD_INPUT,
+        DiscoverError::Stage(e) => stage_code(e),
+        DiscoverError::Hostname { .. } => exit::SYSTEM,
+    }
 }
 
 impl Error {
@@ -34,6 +70,21 @@ impl Error {
             Error::Scaffold(ScaffoldError::BadName(_)) => exit::BAD_INPUT,
             Error::Scaffold(ScaffoldError::Exists(_)) => exit::REFUSED,
             Error::Scaffold(ScaffoldError::Write { .. }) | Error::Write { .. } => exit::IO,
+            Error::Discover(e) => discover_code(e),
+            Error::Attach(e) => match e {
+                AttachError::NoFreeMember { .. } | AttachError::Contended(_) => exit::NO_FREE_MEMBER,
+                AttachError::Timeout(_) => exit::TIMEOUT,
+                AttachError::Cloud(_) => exit::AWS,
+                AttachError::Resources { .. } => exit::RESOURCES,
+                AttachError::Stage(e) => stage_code(e),
+            },
+            Error::Mount(e) => match e {
+                MountError::NoDevice { .. } | MountError::NoInterface { .. } => exit::TIMEOUT,
+                MountError::NotBlank { .. } | MountError::NotBlock(_) | MountError::MountedElsewhere { .. } => exit::DEVICE_REFUSED,
+                MountError::Command { .. } | MountError::Mount { .. } => exit::SYSTEM,
+                MountError::Metadata(e) => discover_code(e),
+                MountError::Stage(e) => stage_code(e),
+            },
         }
     }
 }

@@ -1,10 +1,14 @@
 //! nodeboot: renders the Ignition configs of a Kubernetes platform on AWS and
 //! runs the boot stages of its nodes. See ARCHITECTURE.md for the map.
 
+pub mod cloud;
 pub mod commands;
 pub mod env;
 pub mod error;
+pub mod fault;
 pub mod fsutil;
 pub mod node_config;
 pub mod render;
+pub mod retry;
 pub mod role;
+pub mod stage;

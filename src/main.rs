@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use nodeboot::commands;
 use nodeboot::error::{exit, Error};
 use nodeboot::role::Role;
+use nodeboot::stage::Root;
 
 #[derive(Parser)]
 #[command(name = "nodeboot", version, about = "Boots and keeps alive a Kubernetes control plane on AWS")]
@@ -44,6 +46,42 @@ enum Command {
     Env {
         #[command(subcommand)]
         command: EnvCommand,
+    },
+    /// Run one boot stage on a node (systemd runs them in order).
+    Stage {
+        /// Resolve every path (config, state, devices, mount points) under DIR.
+        #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        #[command(subcommand)]
+        stage: StageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StageCommand {
+    /// Read the instance identity from IMDSv2 into /run/nodeboot/facts.json.
+    Discover {
+        /// Also set the hostname to <environment>-<role>-<instance id>.
+        #[arg(long)]
+        set_hostname: bool,
+    },
+    /// Claim this zone's etcd member: its EBS volume and its ENI.
+    Attach {
+        /// Give up waiting for one attachment or detachment after this long.
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+        /// Wait this long for a dead instance's volume to detach before forcing it.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        detach_grace: Duration,
+    },
+    /// Mount the claimed volume (formatting only a blank one) and bring up the ENI address.
+    Mount {
+        /// Give up waiting for the device or the interface after this long.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+        /// Only the volume; leave the network alone.
+        #[arg(long)]
+        skip_network: bool,
     },
 }
 
@@ -82,6 +120,14 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Env { command: EnvCommand::New { name, dir } } => {
             let path = commands::env_new(name, &dir)?;
             println!("wrote {}", path.display());
+        }
+        Command::Stage { root, stage } => {
+            let root = Root(root);
+            match stage {
+                StageCommand::Discover { set_hostname } => commands::stage::discover(&root, set_hostname)?,
+                StageCommand::Attach { wait_timeout, detach_grace } => commands::stage::attach(&root, wait_timeout, detach_grace)?,
+                StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, wait_timeout, skip_network)?,
+            }
         }
     }
     Ok(())

@@ -7,14 +7,12 @@
 # --- Identity ---------------------------------------------------------------
 
 variable "environment" {
-  description = "Name of the environment: prefixes every resource, tag and bucket path. Lower-case letters, digits and '-', 3 to 32 characters, starting and ending with a letter or digit."
+  description = "Name of the environment: prefixes every resource, tag and bucket path. Lower-case letters, digits and '-', 3 to 32 characters, starting with a letter and not ending with '-' (the rule of `nodeboot validate`)."
   type        = string
 
   validation {
-    # Stricter than "letters, digits and '-'": load balancer and bucket names
-    # may neither start nor end with '-'.
-    condition     = can(regex("^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$", var.environment))
-    error_message = "environment must be 3 to 32 characters of a-z, 0-9 and '-', starting and ending with a letter or digit."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.environment))
+    error_message = "environment must be 3 to 32 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'."
   }
 }
 
@@ -55,13 +53,14 @@ variable "availability_zones" {
   type        = list(string)
 
   validation {
-    condition     = length(var.availability_zones) > 0 && length(distinct(var.availability_zones)) == length(var.availability_zones)
-    error_message = "availability_zones must list at least one zone, each once."
+    # The load balancers span two zones at least.
+    condition     = length(var.availability_zones) >= 2 && length(distinct(var.availability_zones)) == length(var.availability_zones)
+    error_message = "availability_zones must list at least two zones, each once."
   }
 
   validation {
-    condition     = alltrue([for az in var.availability_zones : startswith(az, var.region)])
-    error_message = "every availability zone must be in region ${var.region}."
+    condition     = alltrue([for az in var.availability_zones : can(regex("^${var.region}[a-z]$", az))])
+    error_message = "every availability zone must be a zone of region ${var.region}, such as ${var.region}a."
   }
 }
 
@@ -156,26 +155,42 @@ variable "mgmt_subnets" {
     false)])
     error_message = "every mgmt_subnets entry must be a network address inside vpc_cidr (${var.vpc_cidr})."
   }
+
+  validation {
+    # Checked here, on the last of the four lists, for all of them: two CIDRs
+    # overlap when either holds the other's network address.
+    condition = alltrue(flatten([
+      for i, a in concat(var.secure_subnets, var.compute_subnets, var.elb_subnets, var.mgmt_subnets) : [
+        for j, b in concat(var.secure_subnets, var.compute_subnets, var.elb_subnets, var.mgmt_subnets) : i >= j || try(
+          cidrhost("${split("/", b)[0]}/${split("/", a)[1]}", 0) != cidrhost(a, 0) &&
+          cidrhost("${split("/", a)[0]}/${split("/", b)[1]}", 0) != cidrhost(b, 0),
+        true)
+      ]
+    ]))
+    error_message = "the secure, compute, elb and mgmt subnets must not overlap one another."
+  }
 }
 
 # --- Nodes ------------------------------------------------------------------
 
 variable "etcd_count" {
-  description = "Number of etcd members (the secure layer, which also runs the Kubernetes control plane). Odd, 1 to 9: 3 tolerates one failure, 5 two."
+  description = "Number of etcd members (the secure layer, which also runs the Kubernetes control plane). 1 or more, odd (an even count only warns): 3 tolerates one failure, 5 two."
   type        = number
 
   validation {
-    condition     = floor(var.etcd_count) == var.etcd_count && var.etcd_count >= 1 && var.etcd_count <= 9 && var.etcd_count % 2 == 1
-    error_message = "etcd_count must be an odd whole number from 1 to 9."
+    condition     = floor(var.etcd_count) == var.etcd_count && var.etcd_count >= 1
+    error_message = "etcd_count must be a whole number, 1 or more."
   }
 
   validation {
-    # Member i's fixed IP is host 10 + floor(i / n) of its zone's secure subnet;
-    # the last member's host must be usable (AWS reserves the last address).
-    condition = alltrue([for c in var.secure_subnets : try(
-      10 + floor((var.etcd_count - 1) / length(var.availability_zones)) <= pow(2, 32 - tonumber(split("/", c)[1])) - 2,
+    # Zone z holds floor(count / n) members, one more when z < count % n; its
+    # last member's fixed IP is host 10 + members - 1 of the zone's secure
+    # subnet, and that host must be usable (AWS reserves the last address).
+    condition = alltrue([for z, c in var.secure_subnets : try(
+      10 + floor(var.etcd_count / length(var.availability_zones)) + (z < var.etcd_count % length(var.availability_zones) ? 1 : 0) - 1
+      <= pow(2, 32 - tonumber(split("/", c)[1])) - 2,
     false)])
-    error_message = "the secure subnets are too small for etcd_count members at host offsets from 10."
+    error_message = "a secure subnet is too small for its zone's etcd members, whose fixed IPs start at host 10."
   }
 }
 
@@ -184,7 +199,7 @@ variable "etcd_instance_type" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.etcd_instance_type))
+    condition     = can(regex("^[a-z0-9-]+\\.[a-z0-9]+$", var.etcd_instance_type))
     error_message = "etcd_instance_type must be an EC2 instance type such as m6i.large."
   }
 }
@@ -204,7 +219,7 @@ variable "compute_instance_type" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.compute_instance_type))
+    condition     = can(regex("^[a-z0-9-]+\\.[a-z0-9]+$", var.compute_instance_type))
     error_message = "compute_instance_type must be an EC2 instance type such as m6i.large."
   }
 }
@@ -214,7 +229,7 @@ variable "bastion_instance_type" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.bastion_instance_type))
+    condition     = can(regex("^[a-z0-9-]+\\.[a-z0-9]+$", var.bastion_instance_type))
     error_message = "bastion_instance_type must be an EC2 instance type such as t3.micro."
   }
 }
@@ -234,8 +249,8 @@ variable "kubernetes_version" {
   type        = string
 
   validation {
-    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?$", var.kubernetes_version))
-    error_message = "kubernetes_version must be a release number such as 1.31.4."
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.kubernetes_version))
+    error_message = "kubernetes_version must be MAJOR.MINOR.PATCH in digits, such as 1.31.4."
   }
 }
 
@@ -244,8 +259,8 @@ variable "etcd_version" {
   type        = string
 
   validation {
-    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?$", var.etcd_version))
-    error_message = "etcd_version must be a release number such as 3.5.17."
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.etcd_version))
+    error_message = "etcd_version must be MAJOR.MINOR.PATCH in digits, such as 3.5.17."
   }
 }
 
@@ -264,8 +279,8 @@ variable "nodeboot_path" {
   type        = string
 
   validation {
-    condition     = startswith(var.nodeboot_path, "/")
-    error_message = "nodeboot_path must be an absolute path."
+    condition     = startswith(var.nodeboot_path, "/") && !endswith(var.nodeboot_path, "/") && !contains(split("/", var.nodeboot_path), "..")
+    error_message = "nodeboot_path must be an absolute file path without '..'."
   }
 }
 
@@ -285,12 +300,12 @@ variable "nodeboot_s3_url" {
 }
 
 variable "nodeboot_sha512" {
-  description = "SHA-512 of the nodeboot binary (128 lower-case hex digits) when nodeboot_source = \"s3\"; empty otherwise (read by nodeboot render)."
+  description = "SHA-512 of the nodeboot binary (128 hex digits) when nodeboot_source = \"s3\"; empty otherwise (read by nodeboot render)."
   type        = string
 
   validation {
-    condition     = var.nodeboot_sha512 == "" || can(regex("^[0-9a-f]{128}$", var.nodeboot_sha512))
-    error_message = "nodeboot_sha512 must be empty or 128 lower-case hex digits."
+    condition     = var.nodeboot_sha512 == "" || can(regex("^[0-9a-fA-F]{128}$", var.nodeboot_sha512))
+    error_message = "nodeboot_sha512 must be empty or 128 hex digits."
   }
 
   validation {
@@ -306,8 +321,8 @@ variable "kms_master_id" {
   type        = string
 
   validation {
-    condition     = can(regex("^(alias/[A-Za-z0-9/_-]+|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+|(mrk-)?[0-9a-f-]{32,36})$", var.kms_master_id))
-    error_message = "kms_master_id must be a KMS key id, key ARN, alias ARN or alias/NAME."
+    condition     = can(regex("^([0-9a-fA-F-]{36}|alias/[A-Za-z0-9/_-]+|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+)$", var.kms_master_id)) && !startswith(var.kms_master_id, "alias/aws/")
+    error_message = "kms_master_id must be a KMS key id, key ARN, alias ARN or alias/NAME of a customer managed key (not alias/aws/...)."
   }
 }
 
@@ -316,7 +331,7 @@ variable "secrets_bucket_name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.secrets_bucket_name))
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.secrets_bucket_name)) && !strcontains(var.secrets_bucket_name, "..") && !can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$", var.secrets_bucket_name))
     error_message = "secrets_bucket_name must be a valid S3 bucket name."
   }
 }
@@ -326,8 +341,13 @@ variable "terraform_bucket_name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.terraform_bucket_name))
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.terraform_bucket_name)) && !strcontains(var.terraform_bucket_name, "..") && !can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$", var.terraform_bucket_name))
     error_message = "terraform_bucket_name must be a valid S3 bucket name."
+  }
+
+  validation {
+    condition     = var.terraform_bucket_name != var.secrets_bucket_name
+    error_message = "terraform_bucket_name must differ from secrets_bucket_name: the state and the secrets have different readers."
   }
 }
 
@@ -338,8 +358,8 @@ variable "public_zone_name" {
   type        = string
 
   validation {
-    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z][a-z0-9-]{0,62}$", var.public_zone_name))
-    error_message = "public_zone_name must be a lower-case DNS name without a trailing dot."
+    condition     = length(trimsuffix(var.public_zone_name, ".")) <= 253 && can(regex("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$", var.public_zone_name))
+    error_message = "public_zone_name must be a DNS name of two labels or more, such as example.com."
   }
 }
 
@@ -348,30 +368,30 @@ variable "private_zone_name" {
   type        = string
 
   validation {
-    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z][a-z0-9-]{0,62}$", var.private_zone_name))
-    error_message = "private_zone_name must be a lower-case DNS name without a trailing dot."
+    condition     = length(trimsuffix(var.private_zone_name, ".")) <= 253 && can(regex("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$", var.private_zone_name))
+    error_message = "private_zone_name must be a DNS name of two labels or more, such as example.com."
   }
 }
 
 # --- Access -----------------------------------------------------------------
 
 variable "kubeapi_access_list" {
-  description = "IPv4 CIDRs allowed to reach the public kube-apiserver load balancer. 0.0.0.0/0 is accepted with a warning."
+  description = "IPv4 CIDRs allowed to reach the public kube-apiserver load balancer. 0.0.0.0/0 and an empty list are accepted with a warning."
   type        = list(string)
 
   validation {
-    condition     = length(var.kubeapi_access_list) > 0 && alltrue([for c in var.kubeapi_access_list : can(cidrnetmask(c))])
-    error_message = "kubeapi_access_list must list at least one IPv4 CIDR."
+    condition     = alltrue([for c in var.kubeapi_access_list : can(cidrnetmask(c))])
+    error_message = "kubeapi_access_list must be a list of IPv4 CIDRs."
   }
 }
 
 variable "ssh_access_list" {
-  description = "IPv4 CIDRs allowed to reach the bastion on port 22. 0.0.0.0/0 is accepted with a warning."
+  description = "IPv4 CIDRs allowed to reach the bastion on port 22. 0.0.0.0/0 and an empty list are accepted with a warning."
   type        = list(string)
 
   validation {
-    condition     = length(var.ssh_access_list) > 0 && alltrue([for c in var.ssh_access_list : can(cidrnetmask(c))])
-    error_message = "ssh_access_list must list at least one IPv4 CIDR."
+    condition     = alltrue([for c in var.ssh_access_list : can(cidrnetmask(c))])
+    error_message = "ssh_access_list must be a list of IPv4 CIDRs."
   }
 }
 

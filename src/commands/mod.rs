@@ -53,3 +53,34 @@ pub fn env_new(name: Option<String>, dir: &Path) -> Result<PathBuf, Error> {
     let name = name.unwrap_or_else(|| format!("play-{}", std::env::var("USER").unwrap_or_else(|_| "user".into())));
     Ok(env::write_new(dir, &name)?)
 }
+
+/// `nodeboot stage <name>`: runs one boot stage.
+pub mod stage {
+    use std::time::Duration;
+
+    use crate::cloud::aws::{self, Ec2};
+    use crate::cloud::imds::Imds;
+    use crate::error::Error;
+    use crate::stage::{attach, discover, mount, Root};
+
+    pub fn discover(root: &Root, set_hostname: bool) -> Result<(), Error> {
+        discover::run(root, &Imds::from_env(), set_hostname)?;
+        Ok(())
+    }
+
+    pub fn attach(root: &Root, wait_timeout: Duration, detach_grace: Duration) -> Result<(), Error> {
+        let config = root.node_config().map_err(|e| Error::Attach(e.into()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+        runtime.block_on(async {
+            let sdk = aws::sdk_config(&config.region).await;
+            let ec2 = Ec2::new(&sdk);
+            attach::run(root, &ec2, attach::Options { wait_timeout, detach_grace }).await
+        })?;
+        Ok(())
+    }
+
+    pub fn mount(root: &Root, wait_timeout: Duration, skip_network: bool) -> Result<(), Error> {
+        mount::run(root, &Imds::from_env(), mount::Options { wait_timeout, skip_network })?;
+        Ok(())
+    }
+}

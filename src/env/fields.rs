@@ -27,7 +27,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("compute_count", "a number of compute nodes, 0 or more"),
     ("compute_instance_type", "an EC2 instance type such as \"m6i.large\""),
     ("bastion_instance_type", "an EC2 instance type such as \"t3.micro\""),
-    ("flatcar_channel", "one of \"stable\", \"beta\", \"alpha\", \"lts\""),
+    ("flatcar_channel", "one of \"stable\", \"beta\", \"alpha\""),
     ("kubernetes_version", "a version such as \"1.31.4\""),
     ("etcd_version", "a version such as \"3.5.17\""),
     ("nodeboot_source", "\"ami\" (baked into the image) or \"s3\" (fetched at boot)"),

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use fields::FIELDS;
+pub use validate::syntax;
 pub use layout::Member;
 pub use scaffold::{default_text, write_new, ScaffoldError};
 

@@ -122,7 +122,7 @@ fn check_access(r: &mut Reader, field: &str, list: &[Ipv4Net]) {
 
 /// Syntax rules for single values.
 pub mod syntax {
-    pub const FLATCAR_CHANNELS: [&str; 4] = ["stable", "beta", "alpha", "lts"];
+    pub const FLATCAR_CHANNELS: [&str; 3] = ["stable", "beta", "alpha"];
 
     pub fn is_environment_name(s: &str) -> bool {
         (3..=32).contains(&s.len())

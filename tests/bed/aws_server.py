@@ -54,9 +54,7 @@ def build_app():
 def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
     ready_out = claim_stdout()
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="aws_server: %(message)s"
-    )
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="aws_server: %(message)s")
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 

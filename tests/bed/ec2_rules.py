@@ -75,9 +75,7 @@ def _check_volume_attachable(volume, instance, device):
     if volume.attachment is not None:
         # EC2 names only the volume here; a client that wants the holder
         # must DescribeVolumes.
-        raise EC2ClientError(
-            "VolumeInUse", f"{volume.id} is already attached to an instance"
-        )
+        raise EC2ClientError("VolumeInUse", f"{volume.id} is already attached to an instance")
     if volume.zone.name != _zone_of(instance):
         raise EC2ClientError(
             "InvalidVolume.ZoneMismatch",
@@ -87,8 +85,7 @@ def _check_volume_attachable(volume, instance, device):
     if device in instance.block_device_mapping:
         raise EC2ClientError(
             "InvalidParameterValue",
-            f"Invalid value '{device}' for unixDevice. "
-            f"Attachment point {device} is already in use",
+            f"Invalid value '{device}' for unixDevice. Attachment point {device} is already in use",
         )
 
 
@@ -98,14 +95,14 @@ def attach_volume(backend, volume_id, instance_id, device):
         volume = backend.get_volume(volume_id)
         instance = backend.get_instance(instance_id)
         _check_volume_attachable(volume, instance, device)
-        delayed = TIMING.attach > 0
+        delay = TIMING.attach  # read once: /_bed/config may change it meanwhile
         attachment = VolumeAttachment(
-            volume, instance, device, "attaching" if delayed else "attached"
+            volume, instance, device, "attaching" if delay > 0 else "attached"
         )
         attachment.delete_on_termination = False  # EC2's default for AttachVolume
         block = BlockDeviceType(
             volume_id=volume.id,
-            status="attaching" if delayed else "in-use",
+            status="attaching" if delay > 0 else "in-use",
             size=volume.size,
             attach_time=attachment.attach_time,
             delete_on_termination=False,
@@ -118,7 +115,7 @@ def attach_volume(backend, volume_id, instance_id, device):
                 attachment.status = "attached"
                 block.status = "in-use"  # moto shows in-use as Ebs.Status attached
 
-        _after(TIMING.attach, finish)
+        _after(delay, finish)
         return attachment
 
 
@@ -126,9 +123,7 @@ def _find_volume_attachment(volume, instance_id, device):
     attachment = volume.attachment
     if attachment is None:
         # Sic: EC2's message has no space before "is".
-        raise EC2ClientError(
-            "IncorrectState", f"Volume '{volume.id}'is in the 'available' state."
-        )
+        raise EC2ClientError("IncorrectState", f"Volume '{volume.id}'is in the 'available' state.")
     if instance_id and instance_id != attachment.instance.id:
         raise EC2ClientError(
             "InvalidAttachment.NotFound",
@@ -230,16 +225,17 @@ def attach_network_interface(backend, eni_id, instance_id, device_index):
         eni = backend.get_network_interface(eni_id)
         instance = backend.get_instance(instance_id)
         _check_eni_attachable(eni, instance, device_index)
+        delay = TIMING.attach
         # Set before moto creates the attachment, so no reader sees `attached`
         # during the delay.
-        eni.bed_attachment_status = "attaching" if TIMING.attach > 0 else "attached"
+        eni.bed_attachment_status = "attaching" if delay > 0 else "attached"
         attachment_id = instance.attach_eni(eni, device_index)
 
         def finish():
             if eni.attachment_id == attachment_id:
                 eni.bed_attachment_status = "attached"
 
-        _after(TIMING.attach, finish)
+        _after(delay, finish)
         return attachment_id
 
 
@@ -272,9 +268,7 @@ def _attach_eni_handler(self):
     instance_id = self._get_param("InstanceId")
     device_index = self._get_int_param("DeviceIndex")
     self.error_on_dryrun()
-    attachment_id = attach_network_interface(
-        self.ec2_backend, eni_id, instance_id, device_index
-    )
+    attachment_id = attach_network_interface(self.ec2_backend, eni_id, instance_id, device_index)
     return ActionResult({"AttachmentId": attachment_id, "NetworkCardIndex": 0})
 
 
@@ -294,6 +288,17 @@ def _eni_attachment(self):
     if attachment is not None:
         attachment.status = getattr(self, "bed_attachment_status", None) or "attached"
     return attachment
+
+
+_moto_eni_filter_value = NetworkInterface.get_filter_value
+
+
+def _eni_filter_value(self, filter_name, method_name=None):
+    """moto lacks the `attachment.status` filter of DescribeNetworkInterfaces."""
+    if filter_name == "attachment.status":
+        attachment = self.attachment
+        return attachment.status if attachment is not None else None
+    return _moto_eni_filter_value(self, filter_name, method_name)
 
 
 # --- instance shutdown -------------------------------------------------------
@@ -356,5 +361,6 @@ def install(attach_delay_s=0.0, shutdown_delay_s=0.0):
     ElasticNetworkInterfaces.attach_network_interface = _attach_eni_handler
     ElasticNetworkInterfaces.detach_network_interface = _detach_eni_handler
     NetworkInterface.attachment = property(_eni_attachment)
+    NetworkInterface.get_filter_value = _eni_filter_value
     Instance.terminate = _terminate
     Instance.stop = _stop

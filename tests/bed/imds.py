@@ -39,8 +39,10 @@ class Tokens:
 
     def issue(self, ttl):
         token = secrets.token_urlsafe(42)
+        now = time.monotonic()
         with self.lock:
-            self.expiry[token] = time.monotonic() + ttl
+            self.expiry = {t: e for t, e in self.expiry.items() if e > now}  # drop the dead
+            self.expiry[token] = now + ttl
         return token
 
     def valid(self, token):
@@ -65,7 +67,7 @@ _DIRECTIONS = {
 def _zone_id(region, zone):
     """eu-west-1a -> euw1-az1. Real zone ids vary per account; tests may set one."""
     area, direction, number = region.split("-", 2)
-    letter = zone[len(region):] or "a"
+    letter = zone[len(region) :] or "a"
     return f"{area}{_DIRECTIONS.get(direction, direction[:1])}{number}-az{ord(letter[0]) - 96}"
 
 
@@ -138,11 +140,7 @@ def metadata_tree(identity, pending_time):
                 or _zone_id(region, zone),
                 "region": region,
             },
-            "network": {
-                "interfaces": {
-                    "macs": {i["mac"]: _interface_tree(i) for i in interfaces}
-                }
-            },
+            "network": {"interfaces": {"macs": {i["mac"]: _interface_tree(i) for i in interfaces}}},
         },
         "dynamic": {
             "instance-identity": {
@@ -158,7 +156,7 @@ def lookup(tree, path):
         node = tree
     elif path.startswith("/latest/"):
         node = tree
-        for part in filter(None, path[len("/latest/"):].split("/")):
+        for part in filter(None, path[len("/latest/") :].split("/")):
             if not isinstance(node, dict) or part not in node:
                 return None
             node = node[part]
@@ -283,9 +281,7 @@ def parse_args(argv):
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT, port 0 = free")
     parser.add_argument("--identity", required=True, help="JSON file, re-read per request")
     parser.add_argument("--fault", choices=FAULTS, default="none")
-    parser.add_argument(
-        "--slow-seconds", type=float, default=30.0, help="how long `slow` stalls"
-    )
+    parser.add_argument("--slow-seconds", type=float, default=30.0, help="how long `slow` stalls")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():

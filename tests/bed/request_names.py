@@ -28,9 +28,7 @@ def service_of(environ):
 
 def _form_body(environ):
     """Read an urlencoded body and put it back for moto to read again."""
-    if not environ.get("CONTENT_TYPE", "").startswith(
-        "application/x-www-form-urlencoded"
-    ):
+    if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
         return ""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -82,9 +80,7 @@ def _s3_bucket_action(method, query):
             return _VERBS[method] + suffix
     if method == "GET":
         return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
-    return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(
-        method
-    )
+    return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(method)
 
 
 def _s3_object_action(method, query, environ):

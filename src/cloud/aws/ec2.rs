@@ -1,0 +1,215 @@
+//! `Compute` on EC2.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, Tag};
+use aws_sdk_ec2::Client;
+
+use super::{describe_sdk_error, CallCount};
+use crate::cloud::{tags, Attachment, CloudError, ClusterFilter, Compute, InstanceState, NetworkInterface, Volume};
+
+pub struct Ec2 {
+    client: Client,
+    pub calls: CallCount,
+}
+
+impl Ec2 {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Ec2 { client: Client::new(config), calls: CallCount::default() }
+    }
+}
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+fn cluster_filters(f: &ClusterFilter) -> Vec<Filter> {
+    vec![
+        filter(&format!("tag:{}", tags::ENVIRONMENT), &f.environment),
+        filter(&format!("tag:{}", tags::ROLE), &f.role),
+        filter("availability-zone", &f.zone),
+    ]
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .collect()
+}
+
+fn error<E, R>(operation: &'static str, resource: &str, err: aws_sdk_ec2::error::SdkError<E, R>) -> CloudError
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, message) = describe_sdk_error(&err);
+    CloudError { operation, resource: resource.to_string(), code, message }
+}
+
+fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
+    Volume {
+        id: v.volume_id().unwrap_or_default().to_string(),
+        zone: v.availability_zone().unwrap_or_default().to_string(),
+        state: v.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        attachments: v
+            .attachments()
+            .iter()
+            .map(|a| Attachment {
+                instance_id: a.instance_id().unwrap_or_default().to_string(),
+                state: a.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                attachment_id: None,
+                device: a.device().unwrap_or_default().to_string(),
+            })
+            .collect(),
+        tags: tag_map(v.tags()),
+    }
+}
+
+fn network_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> NetworkInterface {
+    NetworkInterface {
+        id: n.network_interface_id().unwrap_or_default().to_string(),
+        zone: n.availability_zone().unwrap_or_default().to_string(),
+        subnet_id: n.subnet_id().unwrap_or_default().to_string(),
+        private_ip: n.private_ip_address().unwrap_or_default().to_string(),
+        mac: n.mac_address().unwrap_or_default().to_lowercase(),
+        status: n.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        attachment: n.attachment().filter(|a| a.instance_id().is_some()).map(|a| Attachment {
+            instance_id: a.instance_id().unwrap_or_default().to_string(),
+            state: a.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            attachment_id: a.attachment_id().map(str::to_string),
+            device: a.device_index().map(|i| i.to_string()).unwrap_or_default(),
+        }),
+        tags: tag_map(n.tag_set()),
+    }
+}
+
+impl Compute for Ec2 {
+    async fn volumes(&self, f: &ClusterFilter) -> Result<Vec<Volume>, CloudError> {
+        self.calls.add();
+        let out = self
+            .client
+            .describe_volumes()
+            .set_filters(Some(cluster_filters(f)))
+            .send()
+            .await
+            .map_err(|e| error("DescribeVolumes", &format!("{}/{} in {}", f.environment, f.role, f.zone), e))?;
+        Ok(out.volumes().iter().map(volume).collect())
+    }
+
+    async fn network_interfaces(&self, f: &ClusterFilter) -> Result<Vec<NetworkInterface>, CloudError> {
+        self.calls.add();
+        let out = self
+            .client
+            .describe_network_interfaces()
+            .set_filters(Some(cluster_filters(f)))
+            .send()
+            .await
+            .map_err(|e| error("DescribeNetworkInterfaces", &format!("{}/{} in {}", f.environment, f.role, f.zone), e))?;
+        Ok(out.network_interfaces().iter().map(network_interface).collect())
+    }
+
+    async fn volume(&self, id: &str) -> Result<Volume, CloudError> {
+        self.calls.add();
+        let out = self.client.describe_volumes().volume_ids(id).send().await.map_err(|e| error("DescribeVolumes", id, e))?;
+        out.volumes().first().map(volume).ok_or_else(|| CloudError {
+            operation: "DescribeVolumes",
+            resource: id.into(),
+            code: Some("InvalidVolume.NotFound".into()),
+            message: "no such volume".into(),
+        })
+    }
+
+    async fn network_interface(&self, id: &str) -> Result<NetworkInterface, CloudError> {
+        self.calls.add();
+        let out = self
+            .client
+            .describe_network_interfaces()
+            .network_interface_ids(id)
+            .send()
+            .await
+            .map_err(|e| error("DescribeNetworkInterfaces", id, e))?;
+        out.network_interfaces().first().map(network_interface).ok_or_else(|| CloudError {
+            operation: "DescribeNetworkInterfaces",
+            resource: id.into(),
+            code: Some("InvalidNetworkInterfaceID.NotFound".into()),
+            message: "no such network interface".into(),
+        })
+    }
+
+    async fn instance_states(&self, ids: &[String]) -> Result<BTreeMap<String, InstanceState>, CloudError> {
+        let mut states: BTreeMap<String, InstanceState> = ids.iter().map(|id| (id.clone(), InstanceState::Gone)).collect();
+        if ids.is_empty() {
+            return Ok(states);
+        }
+        self.calls.add();
+        // A filter, not InstanceIds: an unknown id must not fail the whole call.
+        let out = self
+            .client
+            .describe_instances()
+            .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build())
+            .send()
+            .await
+            .map_err(|e| error("DescribeInstances", &ids.join(","), e))?;
+        for instance in out.reservations().iter().flat_map(|r| r.instances()) {
+            if let (Some(id), Some(state)) = (instance.instance_id(), instance.state().and_then(|s| s.name())) {
+                states.insert(id.to_string(), InstanceState::parse(state.as_str()));
+            }
+        }
+        Ok(states)
+    }
+
+    async fn attach_volume(&self, volume_id: &str, instance_id: &str, device: &str) -> Result<(), CloudError> {
+        self.calls.add();
+        self.client
+            .attach_volume()
+            .volume_id(volume_id)
+            .instance_id(instance_id)
+            .device(device)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error("AttachVolume", volume_id, e))
+    }
+
+    async fn detach_volume(&self, volume_id: &str, instance_id: &str, force: bool) -> Result<(), CloudError> {
+        self.calls.add();
+        self.client
+            .detach_volume()
+            .volume_id(volume_id)
+            .instance_id(instance_id)
+            .force(force)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error("DetachVolume", volume_id, e))
+    }
+
+    async fn attach_network_interface(&self, eni_id: &str, instance_id: &str, device_index: i32) -> Result<(), CloudError> {
+        self.calls.add();
+        self.client
+            .attach_network_interface()
+            .network_interface_id(eni_id)
+            .instance_id(instance_id)
+            .device_index(device_index)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error("AttachNetworkInterface", eni_id, e))
+    }
+
+    fn api_calls(&self) -> u32 {
+        self.calls.get()
+    }
+
+    async fn detach_network_interface(&self, attachment_id: &str, force: bool) -> Result<(), CloudError> {
+        self.calls.add();
+        self.client
+            .detach_network_interface()
+            .attachment_id(attachment_id)
+            .force(force)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error("DetachNetworkInterface", attachment_id, e))
+    }
+}

@@ -1,0 +1,145 @@
+//! The narrow interfaces the stages need from the cloud, and their AWS
+//! implementations. A stage sees `Metadata` and `Compute`, never the SDK.
+
+pub mod aws;
+pub mod imds;
+pub mod tags;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+
+/// Instance metadata (IMDSv2). `Ok(None)` means the path does not exist (404).
+pub trait Metadata {
+    fn get(&self, path: &str) -> Result<Option<String>, imds::ImdsError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub id: String,
+    pub zone: String,
+    /// `available`, `in-use`, `creating`, ...
+    pub state: String,
+    pub attachments: Vec<Attachment>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInterface {
+    pub id: String,
+    pub zone: String,
+    pub subnet_id: String,
+    pub private_ip: String,
+    pub mac: String,
+    /// `available`, `in-use`, `attaching`, ...
+    pub status: String,
+    pub attachment: Option<Attachment>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A volume's or an ENI's attachment to an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub instance_id: String,
+    /// `attaching`, `attached`, `detaching`, `detached`.
+    pub state: String,
+    /// The ENI attachment id (detaching an ENI needs it); `None` for volumes.
+    pub attachment_id: Option<String>,
+    /// The device name (volumes) or device index (ENIs).
+    pub device: String,
+}
+
+/// EC2's lifecycle state of an instance, as far as taking over its resources goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+    /// DescribeInstances does not know the instance (terminated long ago).
+    Gone,
+}
+
+impl InstanceState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "pending" => InstanceState::Pending,
+            "running" => InstanceState::Running,
+            "shutting-down" => InstanceState::ShuttingDown,
+            "terminated" => InstanceState::Terminated,
+            "stopping" => InstanceState::Stopping,
+            "stopped" => InstanceState::Stopped,
+            _ => InstanceState::Gone,
+        }
+    }
+
+    /// Whether the instance will never use its attachments again, so another
+    /// node may take them over.
+    pub fn is_dead(self) -> bool {
+        !matches!(self, InstanceState::Pending | InstanceState::Running)
+    }
+}
+
+/// What a stage filters the cluster's resources by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFilter {
+    pub environment: String,
+    pub role: String,
+    pub zone: String,
+}
+
+/// An error from the cloud API, naming the operation and the resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudError {
+    pub operation: &'static str,
+    pub resource: String,
+    /// The AWS error code (`VolumeInUse`, `RequestLimitExceeded`, ...).
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl CloudError {
+    /// EC2 refused because someone else holds the resource: a lost race.
+    pub fn is_conflict(&self) -> bool {
+        match self.code.as_deref() {
+            Some("VolumeInUse" | "IncorrectState" | "InvalidNetworkInterface.InUse") => true,
+            Some("InvalidParameterValue") => self.message.contains("in use"),
+            _ => false,
+        }
+    }
+
+    /// The resource does not exist (any more).
+    pub fn is_not_found(&self) -> bool {
+        self.code.as_deref().is_some_and(|c| c.ends_with(".NotFound"))
+    }
+}
+
+impl fmt::Display for CloudError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: ", self.operation, self.resource)?;
+        if let Some(code) = &self.code {
+            write!(f, "{code}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CloudError {}
+
+/// The EC2 operations the attach stage needs.
+pub trait Compute {
+    fn volumes(&self, filter: &ClusterFilter) -> impl Future<Output = Result<Vec<Volume>, CloudError>>;
+    fn network_interfaces(&self, filter: &ClusterFilter) -> impl Future<Output = Result<Vec<NetworkInterface>, CloudError>>;
+    fn volume(&self, id: &str) -> impl Future<Output = Result<Volume, CloudError>>;
+    fn network_interface(&self, id: &str) -> impl Future<Output = Result<NetworkInterface, CloudError>>;
+    /// States of the given instances; unknown ids come back as `Gone`.
+    fn instance_states(&self, ids: &[String]) -> impl Future<Output = Result<BTreeMap<String, InstanceState>, CloudError>>;
+    fn attach_volume(&self, volume_id: &str, instance_id: &str, device: &str) -> impl Future<Output = Result<(), CloudError>>;
+    fn detach_volume(&self, volume_id: &str, instance_id: &str, force: bool) -> impl Future<Output = Result<(), CloudError>>;
+    fn attach_network_interface(&self, eni_id: &str, instance_id: &str, device_index: i32) -> impl Future<Output = Result<(), CloudError>>;
+    fn detach_network_interface(&self, attachment_id: &str, force: bool) -> impl Future<Output = Result<(), CloudError>>;
+    /// API calls made so far (SDK retries not counted).
+    fn api_calls(&self) -> u32;
+}

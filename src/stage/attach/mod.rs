@@ -1,0 +1,294 @@
+//! `nodeboot stage attach`: claim one etcd member's volume and ENI in this
+//! node's zone, taking them over from a dead instance when needed.
+//!
+//! Observe (two describes, one more when a holder's state matters) → plan
+//! (pure, `plan.rs`) → act (attach, wait, verify the attachment is ours) →
+//! record `/run/nodeboot/claim.json`. Two nodes racing for a member cannot
+//! both win: EC2 lets one instance attach a volume, and each node checks
+//! `Attachments[].InstanceId` before it believes it holds the member.
+
+pub mod plan;
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use self::plan::{Observed, Pair, Plan, PlanError, Step};
+use super::discover::{Facts, FACTS_FILE};
+use super::{Root, StageError};
+use crate::cloud::{CloudError, ClusterFilter, Compute};
+use crate::fault;
+use crate::retry::{self, Attempt, Gave, Policy};
+
+pub const CLAIM_FILE: &str = "claim.json";
+/// eth1: the ENI is the instance's second interface.
+pub const ENI_DEVICE_INDEX: i32 = 1;
+
+/// What this node holds, for the mount and etcd stages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub member: u32,
+    pub instance_id: String,
+    pub zone: String,
+    pub volume_id: String,
+    pub device_name: String,
+    pub eni_id: String,
+    pub eni_ip: String,
+    pub eni_mac: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long to wait for one attachment or detachment before giving up.
+    pub wait_timeout: Duration,
+    /// How long a polite detach from a dead instance may take before it is forced.
+    pub detach_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { wait_timeout: Duration::from_secs(300), detach_grace: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("no free etcd member in {zone}: {}", describe_held(held))]
+    NoFreeMember { zone: String, held: Vec<(u32, String)> },
+    #[error("cluster resources of {environment}/{role}: {source}")]
+    Resources { environment: String, role: String, source: PlanError },
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("lost every race for a member after {0} rounds; another node keeps winning")]
+    Contended(u32),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+fn describe_held(held: &[(u32, String)]) -> String {
+    let parts: Vec<String> = held.iter().map(|(m, by)| format!("member {m} held by {by}")).collect();
+    format!("{} (the node retries; a member frees when its instance stops or terminates)", parts.join(", "))
+}
+
+/// Why an attempt at a member ended without it.
+enum Lost {
+    /// Another node got there first: plan again.
+    Race(String),
+    Failed(AttachError),
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Race(why) => f.write_str(why),
+            Lost::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<CloudError> for Lost {
+    fn from(e: CloudError) -> Self {
+        if e.is_conflict() {
+            Lost::Race(e.to_string())
+        } else {
+            Lost::Failed(e.into())
+        }
+    }
+}
+
+const POLL: Policy = Policy::new(Duration::from_millis(250), Duration::from_secs(5), Duration::from_secs(300));
+
+pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Claim, AttachError> {
+    let started = Instant::now();
+    let config = root.node_config()?;
+    let facts: Facts = root.recorded(FACTS_FILE, "discover")?;
+    let filter = ClusterFilter { environment: config.environment.clone(), role: config.role.to_string(), zone: facts.availability_zone.clone() };
+    let device_name = config.etcd.as_ref().map(|e| e.device_name.clone()).unwrap_or_else(|| crate::node_config::ETCD_DEVICE_NAME.into());
+    let rounds = config.etcd.as_ref().map_or(3, |e| e.members + 2);
+    for round in 1..=rounds {
+        let observed = observe(ec2, &facts, &filter).await?;
+        let plan = plan::plan(&observed)
+            .map_err(|source| AttachError::Resources { environment: filter.environment.clone(), role: filter.role.clone(), source })?;
+        let pair = match plan {
+            Plan::NoFreeMember { zone, held } => return Err(AttachError::NoFreeMember { zone, held }),
+            Plan::Held(pair) => pair,
+            Plan::Claim { pair, steps } => {
+                info!(member = pair.member, volume = %pair.volume.id, eni = %pair.eni.id, "claiming member {} ({} steps)", pair.member, steps.len());
+                match act(ec2, &facts.instance_id, &pair, &steps, &device_name, options).await {
+                    Ok(()) => pair,
+                    Err(Lost::Race(why)) => {
+                        warn!(round, "lost member {} to another node ({why}); planning again", pair.member);
+                        continue;
+                    }
+                    Err(Lost::Failed(e)) => return Err(e),
+                }
+            }
+        };
+        let claim = Claim {
+            member: pair.member,
+            instance_id: facts.instance_id.clone(),
+            zone: facts.availability_zone.clone(),
+            volume_id: pair.volume.id.clone(),
+            device_name: device_name.clone(),
+            eni_id: pair.eni.id.clone(),
+            eni_ip: pair.eni.private_ip.clone(),
+            eni_mac: pair.eni.mac.clone(),
+        };
+        let path = root.record(CLAIM_FILE, &claim)?;
+        info!(
+            member = claim.member,
+            api_calls = ec2.api_calls(),
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "holding member {} (volume {}, ENI {} {}); recorded {}",
+            claim.member,
+            claim.volume_id,
+            claim.eni_id,
+            claim.eni_ip,
+            path.display()
+        );
+        return Ok(claim);
+    }
+    Err(AttachError::Contended(rounds))
+}
+
+async fn observe(ec2: &impl Compute, facts: &Facts, filter: &ClusterFilter) -> Result<Observed, CloudError> {
+    let (volumes, enis) = tokio::try_join!(ec2.volumes(filter), ec2.network_interfaces(filter))?;
+    let mut observed = Observed { me: facts.instance_id.clone(), zone: facts.availability_zone.clone(), volumes, enis, instances: Default::default() };
+    let holders = plan::holders_to_check(&observed);
+    if !holders.is_empty() {
+        observed.instances = ec2.instance_states(&holders).await?;
+    }
+    Ok(observed)
+}
+
+async fn act(ec2: &impl Compute, me: &str, pair: &Pair, steps: &[Step], device: &str, options: Options) -> Result<(), Lost> {
+    for step in steps {
+        match step {
+            Step::DetachVolume { volume_id, from } => take_volume_over(ec2, volume_id, from, options).await?,
+            Step::AttachVolume { volume_id } => {
+                ec2.attach_volume(volume_id, me, device).await?;
+                fault::point("attach:after-attach-volume");
+            }
+            Step::DetachEni { eni_id, attachment_id, from } => take_eni_over(ec2, eni_id, attachment_id, from, options).await?,
+            Step::AttachEni { eni_id } => {
+                ec2.attach_network_interface(eni_id, me, ENI_DEVICE_INDEX).await?;
+                fault::point("attach:after-attach-eni");
+            }
+        }
+    }
+    // Verify: both attachments are ours and complete. This also covers a
+    // rerun that finds attachments still "attaching".
+    wait_volume_attached(ec2, &pair.volume.id, me, options).await?;
+    fault::point("attach:after-volume-verified");
+    wait_eni_attached(ec2, &pair.eni.id, me, options).await?;
+    Ok(())
+}
+
+fn timeout(e: Gave<Lost>) -> Lost {
+    match e {
+        Gave::Failed(lost) => lost,
+        Gave::Up { what, elapsed, last } => {
+            let last = match last {
+                Lost::Race(s) => s,
+                Lost::Failed(e) => e.to_string(),
+            };
+            Lost::Failed(AttachError::Timeout(format!("gave up waiting for {what} after {}s (last: {last})", elapsed.as_secs())))
+        }
+    }
+}
+
+async fn wait_volume_attached(ec2: &impl Compute, volume_id: &str, me: &str, options: Options) -> Result<(), Lost> {
+    let what = format!("volume {volume_id} to attach to {me}");
+    retry::wait(&what, POLL.with_total(options.wait_timeout), || async {
+        let volume = match ec2.volume(volume_id).await {
+            Ok(v) => v,
+            Err(e) => return Attempt::Fail(Lost::from(e)),
+        };
+        match volume.attachments.iter().find(|a| a.state != "detached") {
+            Some(a) if a.instance_id == me && a.state == "attached" => Attempt::Done(()),
+            Some(a) if a.instance_id == me => Attempt::Retry(Lost::Race(format!("{volume_id} is {}", a.state))),
+            Some(a) => Attempt::Fail(Lost::Race(format!("{volume_id} is attached to {}", a.instance_id))),
+            None => Attempt::Retry(Lost::Race(format!("{volume_id} shows no attachment yet"))),
+        }
+    })
+    .await
+    .map_err(timeout)
+}
+
+async fn wait_eni_attached(ec2: &impl Compute, eni_id: &str, me: &str, options: Options) -> Result<(), Lost> {
+    let what = format!("ENI {eni_id} to attach to {me}");
+    retry::wait(&what, POLL.with_total(options.wait_timeout), || async {
+        let eni = match ec2.network_interface(eni_id).await {
+            Ok(e) => e,
+            Err(e) => return Attempt::Fail(Lost::from(e)),
+        };
+        match &eni.attachment {
+            Some(a) if a.instance_id == me && a.state == "attached" => Attempt::Done(()),
+            Some(a) if a.instance_id == me => Attempt::Retry(Lost::Race(format!("{eni_id} is {}", a.state))),
+            Some(a) if a.state != "detached" => Attempt::Fail(Lost::Race(format!("{eni_id} is attached to {}", a.instance_id))),
+            _ => Attempt::Retry(Lost::Race(format!("{eni_id} shows no attachment yet"))),
+        }
+    })
+    .await
+    .map_err(timeout)
+}
+
+/// Detaches a dead instance's volume: politely first, forced after the grace time.
+async fn take_volume_over(ec2: &impl Compute, volume_id: &str, from: &str, options: Options) -> Result<(), Lost> {
+    for force in [false, true] {
+        info!(volume = volume_id, from, force, "detaching {volume_id} from dead instance {from}");
+        match ec2.detach_volume(volume_id, from, force).await {
+            Ok(()) => {}
+            // Already detaching or detached: go on to wait.
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e.into()),
+        }
+        fault::point("attach:after-detach-volume");
+        let total = if force { options.wait_timeout } else { options.detach_grace };
+        let what = format!("volume {volume_id} to detach from {from}");
+        let waited = retry::wait(&what, POLL.with_total(total), || async {
+            match ec2.volume(volume_id).await {
+                Ok(v) if v.state == "available" => Attempt::Done(()),
+                Ok(v) => Attempt::Retry(Lost::Race(format!("{volume_id} is {}", v.state))),
+                Err(e) => Attempt::Fail(Lost::from(e)),
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => return Ok(()),
+            Err(Gave::Up { .. }) if !force => warn!("{volume_id} did not detach within {}s; forcing", total.as_secs()),
+            Err(e) => return Err(timeout(e)),
+        }
+    }
+    Ok(())
+}
+
+async fn take_eni_over(ec2: &impl Compute, eni_id: &str, attachment_id: &str, from: &str, options: Options) -> Result<(), Lost> {
+    for force in [false, true] {
+        info!(eni = eni_id, from, force, "detaching {eni_id} from dead instance {from}");
+        match ec2.detach_network_interface(attachment_id, force).await {
+            Ok(()) => {}
+            Err(e) if e.is_conflict() || e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let total = if force { options.wait_timeout } else { options.detach_grace };
+        let what = format!("ENI {eni_id} to detach from {from}");
+        let waited = retry::wait(&what, POLL.with_total(total), || async {
+            match ec2.network_interface(eni_id).await {
+                Ok(e) if e.status == "available" => Attempt::Done(()),
+                Ok(e) => Attempt::Retry(Lost::Race(format!("{eni_id} is {}", e.status))),
+                Err(e) => Attempt::Fail(Lost::from(e)),
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => return Ok(()),
+            Err(Gave::Up { .. }) if !force => warn!("{eni_id} did not detach within {}s; forcing", total.as_secs()),
+            Err(e) => return Err(timeout(e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+# The platform of one environment: run with -var-file=../environments/<name>.tfvars.
+
+provider "aws" {
+  region              = var.region
+  profile             = var.aws_profile
+  allowed_account_ids = [var.aws_account]
+
+  default_tags {
+    tags = {
+      "nodeboot.io/environment" = var.environment
+      "nodeboot.io/managed-by"  = "terraform"
+    }
+  }
+}
+
+locals {
+  # `nodeboot render` writes one Ignition config per role here. When a full
+  # config is over EC2's 16 KiB user_data limit it writes a small pointer
+  # config (fetching ignition/<role>.ign from the secrets bucket) under the
+  # same name, so Terraform always reads <role>.ign.
+  ignition_dir = "${path.root}/../build/${var.environment}/ignition"
+}
+
+# Flatcar's own AWS account publishes the images, named Flatcar-<channel>-<version>-hvm.
+data "aws_ami" "flatcar" {
+  most_recent = true
+  owners      = ["075585003325"]
+
+  filter {
+    name   = "name"
+    values = ["Flatcar-${var.flatcar_channel}-*"]
+  }
+
+  filter {
+    name   = "architecture"
+    values = ["x86_64"]
+  }
+
+  filter {
+    name   = "virtualization-type"
+    values = ["hvm"]
+  }
+}
+
+# kms_master_id may be an alias; policies and volumes need the key's ARN.
+data "aws_kms_key" "master" {
+  key_id = var.kms_master_id
+}
+
+module "network" {
+  source = "./modules/network"
+
+  environment        = var.environment
+  availability_zones = var.availability_zones
+  vpc_cidr           = var.vpc_cidr
+  secure_subnets     = var.secure_subnets
+  compute_subnets    = var.compute_subnets
+  elb_subnets        = var.elb_subnets
+  mgmt_subnets       = var.mgmt_subnets
+}
+
+module "iam" {
+  source = "./modules/iam"
+
+  environment         = var.environment
+  region              = var.region
+  secrets_bucket_name = var.secrets_bucket_name
+  kms_key_arn         = data.aws_kms_key.master.arn
+}
+
+module "lb" {
+  source = "./modules/lb"
+
+  environment         = var.environment
+  vpc_id              = module.network.vpc_id
+  elb_subnet_ids      = module.network.subnet_ids.elb
+  secure_subnets      = var.secure_subnets
+  compute_subnets     = var.compute_subnets
+  kubeapi_access_list = var.kubeapi_access_list
+}
+
+module "etcd" {
+  source = "./modules/etcd"
+
+  environment           = var.environment
+  availability_zones    = var.availability_zones
+  vpc_id                = module.network.vpc_id
+  vpc_cidr              = var.vpc_cidr
+  secure_subnets        = var.secure_subnets
+  secure_subnet_ids     = module.network.subnet_ids.secure
+  compute_subnets       = var.compute_subnets
+  elb_subnets           = var.elb_subnets
+  mgmt_subnets          = var.mgmt_subnets
+  etcd_count            = var.etcd_count
+  instance_type         = var.etcd_instance_type
+  ami_id                = data.aws_ami.flatcar.id
+  instance_profile_name = module.iam.instance_profile_names.etcd
+  kms_key_arn           = data.aws_kms_key.master.arn
+  target_group_arns     = module.lb.target_group_arns
+  user_data             = filebase64("${local.ignition_dir}/etcd.ign")
+}
+
+module "compute" {
+  source = "./modules/compute"
+
+  environment           = var.environment
+  vpc_id                = module.network.vpc_id
+  vpc_cidr              = var.vpc_cidr
+  compute_subnet_ids    = module.network.subnet_ids.compute
+  secure_subnets        = var.secure_subnets
+  mgmt_subnets          = var.mgmt_subnets
+  compute_count         = var.compute_count
+  instance_type         = var.compute_instance_type
+  ami_id                = data.aws_ami.flatcar.id
+  instance_profile_name = module.iam.instance_profile_names.compute
+  user_data             = filebase64("${local.ignition_dir}/compute.ign")
+}
+
+module "bastion" {
+  source = "./modules/bastion"
+
+  environment           = var.environment
+  vpc_id                = module.network.vpc_id
+  vpc_cidr              = var.vpc_cidr
+  mgmt_subnet_id        = module.network.subnet_ids.mgmt[0]
+  ssh_access_list       = var.ssh_access_list
+  instance_type         = var.bastion_instance_type
+  ami_id                = data.aws_ami.flatcar.id
+  instance_profile_name = module.iam.instance_profile_names.bastion
+  user_data             = filebase64("${local.ignition_dir}/bastion.ign")
+}
+
+module "dns" {
+  source = "./modules/dns"
+
+  environment       = var.environment
+  vpc_id            = module.network.vpc_id
+  public_zone_name  = lower(trimsuffix(var.public_zone_name, "."))
+  private_zone_name = lower(trimsuffix(var.private_zone_name, "."))
+  public_lb         = module.lb.public
+  internal_lb       = module.lb.internal
+  etcd_member_ips   = module.etcd.member_ips
+}
+
+# Warnings, not errors: the plan goes on, but the risk is shown. They are the
+# warnings of `nodeboot validate` for the same file.
+check "access_lists_are_narrow" {
+  assert {
+    condition     = !anytrue([for c in concat(var.kubeapi_access_list, var.ssh_access_list) : endswith(c, "/0")])
+    error_message = "kubeapi_access_list or ssh_access_list holds a /0: the API or the bastion is open to the whole internet. List your own networks instead."
+  }
+
+  assert {
+    condition     = length(var.kubeapi_access_list) > 0 && length(var.ssh_access_list) > 0
+    error_message = "kubeapi_access_list or ssh_access_list is empty: nothing outside the VPC can reach the public API or the bastion."
+  }
+}
+
+check "etcd_count_is_odd" {
+  assert {
+    condition     = var.etcd_count % 2 == 1
+    error_message = "etcd_count is ${var.etcd_count}: an even cluster tolerates no more failures than ${var.etcd_count - 1} members would. Prefer an odd count."
+  }
+}
+
+check "etcd_members_fit_the_asg_spread" {
+  assert {
+    # The etcd ASG balances instances over zones by count; member i lives in
+    # zone i % n. The two agree when every zone holds the same number of
+    # members (or at most one each). Otherwise (5 members on 3 zones) the ASG
+    # may start the odd instance in a zone whose members are all taken, and
+    # that node waits for a volume that never frees up.
+    condition     = var.etcd_count <= length(var.availability_zones) || var.etcd_count % length(var.availability_zones) == 0
+    error_message = "etcd_count (${var.etcd_count}) is not a multiple of the number of zones (${length(var.availability_zones)}): the ASG's spread over zones may not match the members' zones."
+  }
+}

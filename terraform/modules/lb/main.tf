@@ -1,0 +1,119 @@
+# Two network load balancers in front of kube-apiserver (port 6443 on the
+# etcd / control plane nodes), both listening on 443:
+#   public:   internet-facing, reachable only from kubeapi_access_list;
+#   internal: for the nodes (kubelets, kube-proxy, controllers).
+#
+# Network, not application, load balancers: kube-apiserver terminates TLS
+# itself and authenticates clients by certificate. An ALB would end the TLS
+# session and the client certificate with it; an NLB passes TCP through.
+
+locals {
+  # LB and target group names are limited to 32 characters and may not end with '-'.
+  short_env = replace(substr(var.environment, 0, 20), "/-+$/", "")
+
+  load_balancers = {
+    public = {
+      name     = "${local.short_env}-kubeapi"
+      internal = false
+      clients  = var.kubeapi_access_list
+    }
+    internal = {
+      name     = "${local.short_env}-kubeapi-int"
+      internal = true
+      clients  = concat(var.compute_subnets, var.secure_subnets)
+    }
+  }
+}
+
+resource "aws_security_group" "kubeapi" {
+  #checkov:skip=CKV2_AWS_5:each group is attached to aws_lb.kubeapi[each.key]; checkov's graph links only one instance of the for_each pair and reports the other as unattached
+  for_each = local.load_balancers
+
+  name        = "${var.environment}-kubeapi-${each.key}"
+  description = "${each.key} kube-apiserver load balancer of ${var.environment}"
+  vpc_id      = var.vpc_id
+
+  # No rule at all when the list is empty: a rule needs a source.
+  dynamic "ingress" {
+    for_each = length(each.value.clients) > 0 ? [each.value.clients] : []
+
+    content {
+      description = "kube-apiserver clients"
+      protocol    = "tcp"
+      from_port   = 443
+      to_port     = 443
+      cidr_blocks = ingress.value
+    }
+  }
+
+  egress {
+    description = "kube-apiserver on the control plane nodes, and health checks"
+    protocol    = "tcp"
+    from_port   = 6443
+    to_port     = 6443
+    cidr_blocks = var.secure_subnets
+  }
+
+  tags = {
+    Name = "${var.environment}-kubeapi-${each.key}"
+  }
+}
+
+resource "aws_lb" "kubeapi" {
+  #checkov:skip=CKV_AWS_91:an NLB writes access logs only for TLS listeners; these pass TCP through to kube-apiserver, which logs requests itself (audit log)
+  #checkov:skip=CKV_AWS_150:the load balancers hold no state and are rebuilt with the environment; deletion protection would block `terraform destroy` of playground environments
+  for_each = local.load_balancers
+
+  name                             = each.value.name
+  load_balancer_type               = "network"
+  internal                         = each.value.internal
+  subnets                          = var.elb_subnet_ids
+  security_groups                  = [aws_security_group.kubeapi[each.key].id]
+  enable_cross_zone_load_balancing = true
+
+  tags = {
+    Name = "${var.environment}-kubeapi-${each.key}"
+  }
+}
+
+resource "aws_lb_target_group" "kubeapi" {
+  for_each = local.load_balancers
+
+  name        = each.value.name
+  vpc_id      = var.vpc_id
+  target_type = "instance"
+  protocol    = "TCP"
+  port        = 6443
+
+  # The targets see the load balancer's address, not the client's: the etcd
+  # security group then admits the elb subnets, and a control plane node that
+  # reaches kube-apiserver through the internal LB is not routed back to itself
+  # (an NLB drops such hairpin connections when client IPs are preserved).
+  preserve_client_ip   = false
+  deregistration_delay = 30
+
+  health_check {
+    protocol            = "TCP"
+    port                = "traffic-port"
+    interval            = 10
+    healthy_threshold   = 3
+    unhealthy_threshold = 3
+  }
+
+  tags = {
+    Name = "${var.environment}-kubeapi-${each.key}"
+  }
+}
+
+resource "aws_lb_listener" "kubeapi" {
+  for_each = local.load_balancers
+
+  load_balancer_arn = aws_lb.kubeapi[each.key].arn
+  protocol          = "TCP"
+  port              = 443
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.kubeapi[each.key].arn
+  }
+}

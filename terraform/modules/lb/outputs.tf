@@ -1,0 +1,20 @@
+output "public" {
+  description = "The public kube-apiserver load balancer: dns_name and zone_id (for DNS aliases)."
+  value = {
+    dns_name = aws_lb.kubeapi["public"].dns_name
+    zone_id  = aws_lb.kubeapi["public"].zone_id
+  }
+}
+
+output "internal" {
+  description = "The internal kube-apiserver load balancer: dns_name and zone_id (for DNS aliases)."
+  value = {
+    dns_name = aws_lb.kubeapi["internal"].dns_name
+    zone_id  = aws_lb.kubeapi["internal"].zone_id
+  }
+}
+
+output "target_group_arns" {
+  description = "Target groups the etcd (control plane) nodes join, port 6443."
+  value       = [for tg in aws_lb_target_group.kubeapi : tg.arn]
+}

@@ -1,0 +1,12 @@
+output "vpc_id" {
+  description = "Id of the VPC."
+  value       = aws_vpc.this.id
+}
+
+output "subnet_ids" {
+  description = "Subnet ids per layer (secure, compute, elb, mgmt), each list in availability_zones order."
+  value = {
+    for layer, cidrs in local.layers :
+    layer => [for i in range(length(cidrs)) : aws_subnet.this["${layer}-${i}"].id]
+  }
+}

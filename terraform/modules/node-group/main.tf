@@ -1,0 +1,99 @@
+# A launch template and an auto-scaling group of Flatcar nodes of one role.
+# Ignition runs on first boot only: a new config reaches nodes as they are
+# replaced, never the running ones.
+
+locals {
+  name = "${var.environment}-${var.role}"
+
+  # EC2 accepts at most 16 KiB of user data (before base64). nodeboot writes a
+  # pointer config when the full one is larger; this catches a build that did not.
+  user_data_bytes = floor(length(var.user_data) * 3 / 4) - (endswith(var.user_data, "==") ? 2 : endswith(var.user_data, "=") ? 1 : 0)
+
+  # The etcd role's IAM conditions require environment and role on the
+  # instance as well as on the volume or ENI it attaches.
+  instance_tags = {
+    Name                      = local.name
+    "nodeboot.io/environment" = var.environment
+    "nodeboot.io/role"        = var.role
+  }
+}
+
+resource "aws_launch_template" "this" {
+  name                   = local.name
+  description            = "${var.role} nodes of ${var.environment}"
+  image_id               = var.ami_id
+  instance_type          = var.instance_type
+  user_data              = var.user_data
+  ebs_optimized          = true
+  update_default_version = true
+  vpc_security_group_ids = var.security_group_ids
+
+  iam_instance_profile {
+    name = var.instance_profile_name
+  }
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  monitoring {
+    enabled = true
+  }
+
+  block_device_mappings {
+    device_name = "/dev/xvda"
+
+    ebs {
+      volume_size           = var.root_volume_size
+      volume_type           = "gp3"
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
+
+  # Root volumes carry the environment but not nodeboot.io/role: the etcd
+  # role may only attach and detach volumes tagged with its role, and a root
+  # volume must never be one of them.
+  tag_specifications {
+    resource_type = "volume"
+    tags = {
+      Name                      = "${local.name}-root"
+      "nodeboot.io/environment" = var.environment
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.user_data_bytes <= 16384
+      error_message = "The ${var.role} Ignition config is ${local.user_data_bytes} bytes, over EC2's 16 KiB user_data limit: nodeboot render should have written a pointer config."
+    }
+  }
+}
+
+resource "aws_autoscaling_group" "this" {
+  name                      = "${local.name}-asg"
+  min_size                  = var.size
+  max_size                  = var.size
+  desired_capacity          = var.size
+  vpc_zone_identifier       = var.subnet_ids
+  target_group_arns         = var.target_group_arns
+  health_check_type         = "EC2"
+  health_check_grace_period = 300
+
+  launch_template {
+    id      = aws_launch_template.this.id
+    version = aws_launch_template.this.latest_version
+  }
+
+  dynamic "tag" {
+    for_each = local.instance_tags
+
+    content {
+      key                 = tag.key
+      value               = tag.value
+      propagate_at_launch = true
+    }
+  }
+}
