@@ -64,6 +64,9 @@ enum StageCommand {
         /// Also set the hostname to <environment>-<role>-<instance id>.
         #[arg(long)]
         set_hostname: bool,
+        /// Give up on an unreachable or failing metadata service after this long.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Claim this zone's etcd member: its EBS volume and its ENI.
     Attach {
@@ -124,7 +127,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Stage { root, stage } => {
             let root = Root(root);
             match stage {
-                StageCommand::Discover { set_hostname } => commands::stage::discover(&root, set_hostname)?,
+                StageCommand::Discover { set_hostname, timeout } => commands::stage::discover(&root, set_hostname, timeout)?,
                 StageCommand::Attach { wait_timeout, detach_grace } => commands::stage::attach(&root, wait_timeout, detach_grace)?,
                 StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, wait_timeout, skip_network)?,
             }

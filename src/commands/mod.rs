@@ -63,8 +63,9 @@ pub mod stage {
     use crate::error::Error;
     use crate::stage::{attach, discover, mount, Root};
 
-    pub fn discover(root: &Root, set_hostname: bool) -> Result<(), Error> {
-        discover::run(root, &Imds::from_env(), set_hostname)?;
+    pub fn discover(root: &Root, set_hostname: bool, timeout: Duration) -> Result<(), Error> {
+        let imds = Imds::from_env().with_policy(crate::cloud::imds::RETRY.with_total(timeout));
+        discover::run(root, &imds, set_hostname)?;
         Ok(())
     }
 

@@ -102,7 +102,7 @@ resource "aws_security_group" "etcd" {
   }
 
   ingress {
-    description = "ssh from the bastion's layer"
+    description = "ssh from the mgmt layer (the bastion)"
     protocol    = "tcp"
     from_port   = 22
     to_port     = 22

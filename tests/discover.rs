@@ -1,0 +1,123 @@
+//! `nodeboot stage discover` against the IMDSv2 double (tests/bed/imds.py).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::bed::*;
+use serde_json::json;
+
+struct Setup {
+    root: tempfile::TempDir,
+    imds: Server,
+}
+
+fn setup(fault: &str) -> Setup {
+    let root = tempfile::tempdir().unwrap();
+    let env = environment("disco", 3);
+    let config = nodeboot::node_config::NodeConfig::new(&env, nodeboot::role::Role::Etcd);
+    std::fs::create_dir_all(root.path().join("etc/nodeboot")).unwrap();
+    std::fs::write(root.path().join("etc/nodeboot/node.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    let identity = root.path().join("identity.json");
+    write_json_atomic(
+        &identity,
+        &json!({
+            "instance_id": "i-0123456789abcdef0",
+            "availability_zone": "eu-west-1b",
+            "region": "eu-west-1",
+            "interfaces": [
+                {"mac": "0a:1b:2c:3d:4e:5f", "device_number": 0, "interface_id": "eni-0aaaaaaaaaaaaaaaa",
+                 "local_ipv4s": ["10.80.11.23"], "subnet_id": "subnet-1", "subnet_ipv4_cidr_block": "10.80.11.0/24", "vpc_id": "vpc-1"},
+                {"mac": "0a:1b:2c:3d:4e:60", "device_number": 1, "interface_id": "eni-0bbbbbbbbbbbbbbbb",
+                 "local_ipv4s": ["10.80.11.10"], "subnet_id": "subnet-1", "subnet_ipv4_cidr_block": "10.80.11.0/24", "vpc_id": "vpc-1"}
+            ],
+            "fault": fault,
+        }),
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg(common::repo().join("tests/bed/imds.py")).args(["--listen", "127.0.0.1:0", "--slow-seconds", "30", "--identity"]).arg(&identity);
+    Setup { imds: start_server(cmd), root }
+}
+
+fn discover(s: &Setup, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeboot"))
+        .args(["stage", "--root"])
+        .arg(s.root.path())
+        .arg("discover")
+        .args(extra)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &s.imds.url)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn discover_records_the_identity_from_imdsv2() {
+    let s = setup("none");
+    let out = discover(&s, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let facts: serde_json::Value = serde_json::from_slice(&std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap()).unwrap();
+    assert_eq!(facts["instance_id"], "i-0123456789abcdef0");
+    assert_eq!(facts["availability_zone"], "eu-west-1b");
+    assert_eq!(facts["region"], "eu-west-1");
+    assert_eq!(facts["private_ip"], "10.80.11.23");
+    assert_eq!(facts["mac"], "0a:1b:2c:3d:4e:5f");
+    assert_eq!(facts["interfaces"][1]["interface_id"], "eni-0bbbbbbbbbbbbbbbb");
+    assert_eq!(facts["environment"], "disco");
+    assert_eq!(facts["role"], "etcd");
+    assert_eq!(facts["hostname"], "disco-etcd-i-0123456789abcdef0");
+
+    // Rerun converges to the same file.
+    let before = std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap();
+    assert!(discover(&s, &[]).status.success());
+    assert_eq!(before, std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap());
+}
+
+fn assert_metadata_failure(fault: &str, says: &str, extra: &[&str]) -> Duration {
+    let s = setup(fault);
+    let start = Instant::now();
+    let out = discover(&s, extra);
+    let took = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{fault}: exit code; stderr:\n{err}");
+    assert!(err.contains(says), "{fault}: stderr should say {says:?}:\n{err}");
+    assert!(!s.root.path().join("run/nodeboot/facts.json").exists(), "{fault}: nothing recorded");
+    took
+}
+
+#[test]
+fn a_404_is_an_answer_not_a_retry() {
+    let took = assert_metadata_failure("404", "instance metadata has no meta-data/instance-id", &[]);
+    assert!(took < Duration::from_secs(5), "404 must not be retried ({took:?})");
+}
+
+#[test]
+fn garbage_metadata_is_refused_with_the_path() {
+    assert_metadata_failure("garbage", "instance metadata meta-data/instance-id", &[]);
+}
+
+#[test]
+fn no_token_never_falls_back_to_imdsv1() {
+    assert_metadata_failure("no-token", "refused a token (IMDSv2): HTTP 403", &[]);
+}
+
+#[test]
+fn a_silent_metadata_service_times_out_within_the_bound() {
+    let took = assert_metadata_failure("slow", "gave up on", &["--timeout", "3s"]);
+    assert!(took < Duration::from_secs(15), "bounded: {took:?}");
+}
+
+#[test]
+fn unreachable_metadata_service_is_retried_then_reported() {
+    let s = setup("none");
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeboot"))
+        .args(["stage", "--root"])
+        .arg(s.root.path())
+        .args(["discover", "--timeout", "1s"])
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{err}");
+    assert!(err.contains("127.0.0.1:9") && err.contains("gave up"), "{err}");
+}
