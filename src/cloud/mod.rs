@@ -87,7 +87,6 @@ impl InstanceState {
 pub struct ClusterFilter {
     pub environment: String,
     pub role: String,
-    pub zone: String,
 }
 
 /// An error from the cloud API, naming the operation and the resource.

@@ -77,6 +77,7 @@ impl Aws {
             aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(aws_config::Region::new(REGION))
                 .endpoint_url(&server.url)
+                .http_client(nodeboot::cloud::aws::http_client())
                 .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "bed"))
                 .load(),
         );
@@ -91,8 +92,8 @@ impl Aws {
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", REGION.into()),
-            ("AWS_CONFIG_FILE", "/nonexistent".into()),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+            ("AWS_CONFIG_FILE", "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
         ]
     }
 

@@ -1,7 +1,7 @@
 """Static and offline tests of the terraform/ tree.
 
-Providers cannot be downloaded here, so `terraform init` / `validate` / `plan`
-of the real root module are out of reach. What can be checked is checked:
+Providers cannot be downloaded here and there are no AWS credentials, so a
+real `terraform plan` is out of reach. What can be checked is checked:
 
 * formatting (`terraform fmt`) and parsing (python-hcl2) of every .tf file;
 * the variable contract: the root declares exactly the attributes of
@@ -11,6 +11,10 @@ of the real root module are out of reach. What can be checked is checked:
 * the parts shared with nodeboot's Rust code: the etcd placement / IP scheme
   (evaluated by Terraform itself), the member tags, the Ignition paths and
   the IAM action lists;
+* with the AWS provider from a local plugin directory ($NODEBOOT_TF_PLUGIN_DIR,
+  default /opt/tf-plugins; NODEBOOT_SKIP_TF_VALIDATE=1 opts out): `terraform
+  validate` of the root module, and `terraform test` planning the example
+  environment with a mocked provider (no credentials);
 * checkov (see test_checkov_reports_no_blocking_failure for the rule).
 
 Run with `python3 -m pytest -q tests/terraform`. Needs `terraform` on PATH,
@@ -672,6 +676,232 @@ def test_sdk_calls_in_src_are_granted():
     if not called:
         pytest.skip("src/ calls no AWS SDK operation yet")
     assert {a: sorted(p) for a, p in called.items() if a not in granted} == {}
+
+
+# --- with the real AWS provider, offline -----------------------------------------
+#
+# The provider cannot be downloaded here, but a machine image may carry it in a
+# plugin directory (`terraform init -plugin-dir`). With it, `terraform validate`
+# checks every argument name, type and deprecation of the tree, and
+# `terraform test` with a mocked provider plans the example environment: the
+# provider validates each resource's configuration with the example's real
+# values (which validate, seeing unknown variables, cannot), and the checks and
+# preconditions are evaluated. Neither configures the provider: no credentials.
+
+PLUGIN_DIR_ENV = "NODEBOOT_TF_PLUGIN_DIR"
+DEFAULT_PLUGIN_DIR = "/opt/tf-plugins"
+SKIP_VALIDATE_ENV = "NODEBOOT_SKIP_TF_VALIDATE"
+
+# Data sources return these instead of random strings: several resources
+# validate them (ARNs, policy JSON).
+MOCK_PROVIDER = """
+mock_provider "aws" {
+  mock_data "aws_caller_identity" {
+    defaults = { account_id = "123456789012" }
+  }
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+  mock_data "aws_region" {
+    defaults = { name = "eu-west-1" }
+  }
+  mock_data "aws_ami" {
+    defaults = { id = "ami-0123456789abcdef0" }
+  }
+  mock_data "aws_kms_key" {
+    defaults = { arn = "arn:aws:kms:eu-west-1:123456789012:key/mock" }
+  }
+  mock_data "aws_iam_policy_document" {
+    defaults = { json = "{\\"Version\\":\\"2012-10-17\\",\\"Statement\\":[]}" }
+  }
+}
+"""
+
+SMALL_IGNITION = '{"ignition":{"version":"3.4.0"}}\n'
+
+
+def write_ignition(build: Path, environment: str, etcd_bytes: int | None = None) -> None:
+    """build/<environment>/ignition/<role>.ign, as `nodeboot render` would leave them."""
+    directory = build / environment / "ignition"
+    directory.mkdir(parents=True)
+    for role in ("etcd", "compute", "bastion"):
+        text = SMALL_IGNITION
+        if role == "etcd" and etcd_bytes is not None:
+            text = text.rstrip("\n").ljust(etcd_bytes)  # JSON with trailing blanks
+        (directory / f"{role}.ign").write_text(text)
+    if etcd_bytes is not None:
+        assert (directory / "etcd.ign").stat().st_size == etcd_bytes
+
+
+def init_copy(tmp_path_factory) -> Path:
+    """<tmp>/terraform: a copy of terraform/ after `terraform init -plugin-dir`,
+    next to <tmp>/build/<example's environment>/ignition."""
+    if os.environ.get(SKIP_VALIDATE_ENV) == "1":
+        pytest.skip(f"{SKIP_VALIDATE_ENV}=1: terraform validate / test with the provider opted out")
+    plugin_dir = Path(os.environ.get(PLUGIN_DIR_ENV) or DEFAULT_PLUGIN_DIR)
+    if not plugin_dir.is_dir():
+        pytest.fail(
+            f"the Terraform provider plugin directory {plugin_dir} does not exist. "
+            "`terraform validate` and the mocked plan need the AWS provider locally "
+            "(<dir>/registry.terraform.io/hashicorp/aws/<version>/linux_amd64/...), since it "
+            f"cannot be downloaded: point ${PLUGIN_DIR_ENV} at such a directory, or set "
+            f"{SKIP_VALIDATE_ENV}=1 to opt out of these tests."
+        )
+    base = tmp_path_factory.mktemp("root")
+    copy = base / "terraform"
+    shutil.copytree(
+        TF,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".terraform", ".terraform.lock.hcl", "*.tfstate*", "*.tfplan"
+        ),
+    )
+    write_ignition(base / "build", unquote(parse(EXAMPLE)["environment"]))
+    result = terraform(
+        "init", "-input=false", "-backend=false", f"-plugin-dir={plugin_dir}", "-no-color", cwd=copy
+    )
+    assert result.returncode == 0, (
+        f"terraform init -plugin-dir={plugin_dir} failed (is the AWS provider there?):\n"
+        f"{result.stdout}{result.stderr}"
+    )
+    return copy
+
+
+@pytest.fixture(scope="module")
+def initialized_copy(tmp_path_factory):
+    """init_copy, done once, when a test first calls it: from the test's body,
+    a missing plugin directory fails the test (a failing fixture would only
+    error its setup)."""
+    done: list[Path] = []
+
+    def get() -> Path:
+        if not done:
+            done.append(init_copy(tmp_path_factory))
+        return done[0]
+
+    return get
+
+
+def diagnostics_text(diagnostics: list[dict]) -> str:
+    lines = []
+    for d in diagnostics:
+        where = d.get("range") or {}
+        place = f"{where['filename']}:{where['start']['line']}: " if where else ""
+        detail = f": {d['detail']}" if d.get("detail") else ""
+        lines.append(f"{d['severity']}: {place}{d['summary']}{detail}")
+        if d.get("address"):
+            lines.append(f"    ({d['address']})")
+    return "\n".join(lines)
+
+
+def test_terraform_validate_with_the_local_provider(initialized_copy):
+    result = terraform("validate", "-json", "-no-color", cwd=initialized_copy())
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"terraform validate -json printed no JSON:\n{result.stdout}{result.stderr}")
+    diagnostics = report.get("diagnostics", [])
+    assert report["valid"] and result.returncode == 0, diagnostics_text(diagnostics)
+    assert (report["error_count"], report["warning_count"]) == (0, 0), diagnostics_text(diagnostics)
+    assert diagnostics == [], diagnostics_text(diagnostics)
+
+
+def terraform_test(copy: Path, name: str, content: str) -> tuple[int, list[dict], str]:
+    """Runs `terraform test` on one test file of its own directory; returns the
+    exit code, the JSON messages and a readable summary of them."""
+    directory = f"tests_{name}"
+    (copy / directory).mkdir()
+    (copy / directory / f"{name}.tftest.hcl").write_text(MOCK_PROVIDER + content)
+    result = terraform(
+        "test", "-json", f"-test-directory={directory}", f"-var-file={EXAMPLE}", cwd=copy
+    )
+    messages = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    text = "\n".join(
+        [m["@message"] for m in messages if m.get("type") != "diagnostic"]
+        + [diagnostics_text([m["diagnostic"]]) for m in messages if "diagnostic" in m]
+    )
+    return result.returncode, messages, text + result.stderr
+
+
+def run_statuses(messages: list[dict]) -> dict[str, str]:
+    return {
+        m["test_run"]["run"]: m["test_run"]["status"]
+        for m in messages
+        if m.get("type") == "test_run" and "status" in m.get("test_run", {})
+    }
+
+
+def test_example_environment_plans_with_a_mocked_provider(initialized_copy):
+    """The whole root module, planned with example.tfvars and no credentials:
+    no error, no warning (a failing check block is an error in `terraform test`)."""
+    code, messages, text = terraform_test(
+        initialized_copy(),
+        "mocked_plan",
+        """
+run "example" {
+  command = plan
+
+  assert {
+    condition     = output.compute_asg == "example-compute-asg"
+    error_message = "compute_asg is ${output.compute_asg}"
+  }
+}
+
+run "five_members_on_three_zones" {
+  command = plan
+
+  variables {
+    etcd_count = 5
+  }
+
+  expect_failures = [check.etcd_members_fit_the_asg_spread]
+}
+""",
+    )
+    assert code == 0, text
+    assert run_statuses(messages) == {"example": "pass", "five_members_on_three_zones": "pass"}, (
+        text
+    )
+    problems = [m for m in messages if m.get("@level") in ("warn", "error")]
+    assert problems == [], text
+
+
+def test_plan_stops_when_user_data_is_over_16_kib(initialized_copy):
+    """node-group's precondition, at the limit and one byte over (etcd's config)."""
+    copy = initialized_copy()
+    build = copy.parent / "build"
+    write_ignition(build, "at-the-limit", etcd_bytes=16384)
+    write_ignition(build, "over-the-limit", etcd_bytes=16385)
+    # A failed run skips the ones after it: the passing one comes first.
+    code, messages, text = terraform_test(
+        copy,
+        "user_data_limit",
+        """
+run "at_the_limit" {
+  command = plan
+
+  variables {
+    environment = "at-the-limit"
+  }
+}
+
+run "over_the_limit" {
+  command = plan
+
+  variables {
+    environment = "over-the-limit"
+  }
+}
+""",
+    )
+    assert code != 0, text
+    assert run_statuses(messages) == {"at_the_limit": "pass", "over_the_limit": "error"}, text
+    errors = [m["diagnostic"] for m in messages if m.get("@level") == "error" and "diagnostic" in m]
+    assert len(errors) == 1, text
+    assert errors[0]["summary"] == "Resource precondition failed", text
+    assert errors[0]["detail"].startswith(
+        "The etcd Ignition config is 16385 bytes, over EC2's 16 KiB user_data limit"
+    ), text
 
 
 # --- checkov ---------------------------------------------------------------------

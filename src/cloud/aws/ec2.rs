@@ -23,12 +23,10 @@ fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
+/// Every zone: the plan needs the other zones' resources to name a member
+/// split across zones. The cluster is small, so this costs no extra call.
 fn cluster_filters(f: &ClusterFilter) -> Vec<Filter> {
-    vec![
-        filter(&format!("tag:{}", tags::ENVIRONMENT), &f.environment),
-        filter(&format!("tag:{}", tags::ROLE), &f.role),
-        filter("availability-zone", &f.zone),
-    ]
+    vec![filter(&format!("tag:{}", tags::ENVIRONMENT), &f.environment), filter(&format!("tag:{}", tags::ROLE), &f.role)]
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
@@ -92,7 +90,7 @@ impl Compute for Ec2 {
             .set_filters(Some(cluster_filters(f)))
             .send()
             .await
-            .map_err(|e| error("DescribeVolumes", &format!("{}/{} in {}", f.environment, f.role, f.zone), e))?;
+            .map_err(|e| error("DescribeVolumes", &format!("{}/{}", f.environment, f.role), e))?;
         Ok(out.volumes().iter().map(volume).collect())
     }
 
@@ -104,7 +102,7 @@ impl Compute for Ec2 {
             .set_filters(Some(cluster_filters(f)))
             .send()
             .await
-            .map_err(|e| error("DescribeNetworkInterfaces", &format!("{}/{} in {}", f.environment, f.role, f.zone), e))?;
+            .map_err(|e| error("DescribeNetworkInterfaces", &format!("{}/{}", f.environment, f.role), e))?;
         Ok(out.network_interfaces().iter().map(network_interface).collect())
     }
 

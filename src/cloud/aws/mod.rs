@@ -18,14 +18,18 @@ pub use ec2::Ec2;
 /// exponential backoff, inside the SDK's retry token budget.
 const MAX_ATTEMPTS: u32 = 6;
 
-/// Loads the SDK configuration for `region` with one TLS stack (rustls + ring).
+/// The one HTTP client: hyper with rustls and ring (no aws-lc, no OpenSSL),
+/// so the binary links statically against musl.
+pub fn http_client() -> aws_sdk_ec2::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https()
+}
+
+/// Loads the SDK configuration for `region` (endpoints and credentials from
+/// the standard chain: `AWS_ENDPOINT_URL`, environment, profile, IMDS).
 pub async fn sdk_config(region: &str) -> SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https();
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
-        .http_client(http)
+        .http_client(http_client())
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(MAX_ATTEMPTS)

@@ -105,7 +105,7 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
     let started = Instant::now();
     let config = root.node_config()?;
     let facts: Facts = root.recorded(FACTS_FILE, "discover")?;
-    let filter = ClusterFilter { environment: config.environment.clone(), role: config.role.to_string(), zone: facts.availability_zone.clone() };
+    let filter = ClusterFilter { environment: config.environment.clone(), role: config.role.to_string() };
     let device_name = config.etcd.as_ref().map(|e| e.device_name.clone()).unwrap_or_else(|| crate::node_config::ETCD_DEVICE_NAME.into());
     let rounds = config.etcd.as_ref().map_or(3, |e| e.members + 2);
     for round in 1..=rounds {
