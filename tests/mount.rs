@@ -1,0 +1,278 @@
+//! `nodeboot stage mount` with real loop devices, real ext4 and a real
+//! network namespace. Needs root (CI is root); see `require_root`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::bed::*;
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A cluster of one member per zone, a node in eu-west-1a that holds
+/// member 0, and the loop device behind member 0's volume.
+struct Bed {
+    aws: Aws,
+    env: nodeboot::env::Environment,
+    vpc: Vpc,
+    members: Vec<MemberResources>,
+    volume: LoopVolume,
+}
+
+impl Bed {
+    fn new(name: &str) -> Bed {
+        let aws = Aws::start(0);
+        let env = environment(name, 3);
+        let vpc = Vpc::create(&aws, &env);
+        let members = create_members(&aws, &env, &vpc);
+        Bed { aws, env, vpc, members, volume: LoopVolume::new(64) }
+    }
+
+    /// Boots a node up to the mount stage: discover, attach, and the kernel's
+    /// part (the by-id link of the attached volume).
+    fn node_before_mount(&self) -> Node {
+        let node = Node::launch(&self.aws, &self.env, &self.vpc, "eu-west-1a");
+        for stage in [&["discover"][..], &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"]] {
+            let out = node.stage(&self.aws, stage);
+            assert!(out.status.success(), "{stage:?}: {}", stderr(&out));
+        }
+        plug_volume(&node, &self.members[0].volume_id, &self.volume);
+        node
+    }
+
+    fn mount(&self, node: &Node, extra_env: &[(&str, &str)]) -> Output {
+        node.stage_cmd(&self.aws, &["mount", "--skip-network", "--wait-timeout", "5s"], extra_env).output().unwrap()
+    }
+}
+
+/// Unmounts a node's mounts when the test ends, pass or fail.
+struct Unmount(std::path::PathBuf);
+
+impl Unmount {
+    fn new(node: &Node) -> Unmount {
+        Unmount(node.root().to_path_buf())
+    }
+}
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        unmount_all(&self.0);
+    }
+}
+
+fn is_mounted(node: &Node) -> bool {
+    let Ok(target) = std::fs::canonicalize(node.root().join("var/lib/etcd")) else { return false };
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split_whitespace().nth(4) == Some(target.to_str().unwrap()))
+}
+
+fn blkid(device: &str, tag: &str) -> String {
+    let out = Command::new("blkid").args(["-p", "-s", tag, "-o", "value", device]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A filesystem with one file of random bytes, made before any node sees it.
+fn ext4_with_file(volume: &LoopVolume) -> Vec<u8> {
+    sh(&format!("mkfs.ext4 -q {}", volume.device));
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..100_000).map(|_| fastrand::u8(..)).collect();
+    sh(&format!("mount {} {}", volume.device, dir.path().display()));
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/keep.bin"), &bytes).unwrap();
+    sh(&format!("umount {}", dir.path().display()));
+    bytes
+}
+
+#[test]
+fn mount_formats_a_blank_volume_once_and_reruns_as_a_no_op() {
+    if !require_root("mount_formats_a_blank_volume_once_and_reruns_as_a_no_op") {
+        return;
+    }
+    let bed = Bed::new("mnt-blank");
+    let node = bed.node_before_mount();
+    let _cleanup = Unmount::new(&node);
+    let out = bed.mount(&node, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("blank device: creating ext4"));
+    assert_eq!(blkid(&bed.volume.device, "TYPE"), "ext4");
+    assert!(is_mounted(&node));
+    let data = node.root().join("var/lib/etcd/data");
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    let uuid = blkid(&bed.volume.device, "UUID");
+
+    std::fs::write(data.join("written-after-mount"), b"etcd data").unwrap();
+    let again = bed.mount(&node, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("already mounted"), "{}", stderr(&again));
+    assert_eq!(blkid(&bed.volume.device, "UUID"), uuid, "never formatted twice");
+    assert_eq!(std::fs::read(data.join("written-after-mount")).unwrap(), b"etcd data");
+}
+
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn existing_data_survives_mount_reruns_and_a_takeover_by_another_node() {
+    if !require_root("existing_data_survives_mount_reruns_and_a_takeover_by_another_node") {
+        return;
+    }
+    let bed = Bed::new("mnt-keep");
+    let bytes = ext4_with_file(&bed.volume);
+    let uuid = blkid(&bed.volume.device, "UUID");
+    let first = bed.node_before_mount();
+    {
+        let _cleanup = Unmount::new(&first);
+        for _ in 0..2 {
+            let out = bed.mount(&first, &[]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(std::fs::read(first.root().join("var/lib/etcd/data/keep.bin")).unwrap(), bytes);
+        }
+    } // the first node dies: its mount is gone with it
+    first.stop(&bed.aws);
+    let second = bed.node_before_mount();
+    let _cleanup = Unmount::new(&second);
+    assert_eq!(second.claim().unwrap()["volume_id"], bed.members[0].volume_id, "took the volume over");
+    let out = bed.mount(&second, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(second.root().join("var/lib/etcd/data/keep.bin")).unwrap(), bytes, "byte for byte");
+    assert_eq!(blkid(&bed.volume.device, "UUID"), uuid);
+}
+
+fn assert_refused(prepare: &str, says: &str) {
+    let bed = Bed::new("mnt-refuse");
+    sh(&prepare.replace("DEV", &bed.volume.device));
+    let before = bed.volume.sha256();
+    let node = bed.node_before_mount();
+    let _cleanup = Unmount::new(&node);
+    let out = bed.mount(&node, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(15), "{prepare}: {err}");
+    assert!(err.contains(&bed.volume.device) && err.contains(says) && err.contains("untouched"), "{prepare}: {err}");
+    assert_eq!(bed.volume.sha256(), before, "{prepare}: the device was not written");
+    assert!(!is_mounted(&node));
+}
+
+#[test]
+fn an_unknown_signature_is_never_formatted() {
+    if require_root("an_unknown_signature_is_never_formatted") {
+        assert_refused("mkswap DEV >/dev/null", "a swap signature");
+    }
+}
+
+#[test]
+fn a_partition_table_is_never_formatted() {
+    if require_root("a_partition_table_is_never_formatted") {
+        assert_refused("echo 'label: gpt' | sfdisk --quiet DEV", "a gpt partition table");
+    }
+}
+
+#[test]
+fn a_device_that_never_appears_times_out_with_exit_11() {
+    if !require_root("a_device_that_never_appears_times_out_with_exit_11") {
+        return;
+    }
+    let bed = Bed::new("mnt-nodev");
+    let node = bed.node_before_mount();
+    std::fs::remove_dir_all(node.root().join("dev")).unwrap();
+    let out = node.stage(&bed.aws, &["mount", "--skip-network", "--wait-timeout", "1s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(err.contains(&format!("the device of volume {} did not appear", bed.members[0].volume_id)), "{err}");
+    assert!(err.contains("nvme-Amazon_Elastic_Block_Store_"), "names where it looked: {err}");
+}
+
+/// Kill the stage at each step and rerun: it converges, never formats a
+/// second time, and keeps what was written before the abort.
+#[test]
+fn mount_converges_after_an_abort_at_every_step() {
+    if !require_root("mount_converges_after_an_abort_at_every_step") {
+        return;
+    }
+    for point in ["mount:before-mkfs", "mount:after-mkfs", "mount:after-mount"] {
+        let bed = Bed::new("mnt-abort");
+        let node = bed.node_before_mount();
+        let _cleanup = Unmount::new(&node);
+        let out = bed.mount(&node, &[(nodeboot::fault::VAR, point)]);
+        assert!(stderr(&out).contains(&format!("aborting at {point}")), "{point}: {}", stderr(&out));
+        let uuid_after_abort = blkid(&bed.volume.device, "UUID");
+        if point == "mount:after-mount" {
+            std::fs::create_dir_all(node.root().join("var/lib/etcd/data")).unwrap();
+            std::fs::write(node.root().join("var/lib/etcd/data/before-rerun"), b"keep me").unwrap();
+        }
+        let again = bed.mount(&node, &[]);
+        assert!(again.status.success(), "{point}: rerun: {}", stderr(&again));
+        assert!(is_mounted(&node), "{point}");
+        assert_eq!(blkid(&bed.volume.device, "TYPE"), "ext4", "{point}");
+        if !uuid_after_abort.is_empty() {
+            assert_eq!(blkid(&bed.volume.device, "UUID"), uuid_after_abort, "{point}: not formatted again");
+        }
+        if point == "mount:after-mount" {
+            assert_eq!(std::fs::read(node.root().join("var/lib/etcd/data/before-rerun")).unwrap(), b"keep me");
+        }
+    }
+}
+
+/// A network namespace as the node, with its IMDS double on the real
+/// 169.254.169.254, removed when the test ends.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("nb-{tag}-{}", std::process::id());
+        sh(&format!("ip netns add {name} && ip -n {name} link set lo up && ip -n {name} addr add 169.254.169.254/32 dev lo"));
+        Netns { name }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[test]
+fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
+    if !require_root("eni_address_comes_up_with_source_routing_in_the_node_namespace") {
+        return;
+    }
+    let bed = Bed::new("mnt-net");
+    let mut node = bed.node_before_mount();
+    let _cleanup = Unmount::new(&node);
+    let member = &bed.members[0];
+    let ns = Netns::new("net");
+    // EC2 hot-plugs the ENI: an interface with its MAC appears in the node,
+    // and the metadata lists it.
+    let host_end = format!("nbh{}", std::process::id());
+    sh(&format!(
+        "ip link add {host_end} type veth peer name eth1 netns {ns} && ip -n {ns} link set eth1 address {mac}",
+        ns = ns.name,
+        mac = member.eni_mac
+    ));
+    node.plug_interface(member, &bed.env.subnets.secure[0]);
+    node.imds = Some(node.start_imds("169.254.169.254:80", Some(&ns.name)));
+    let run = |node: &Node| {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", ns.name)).arg(env!("CARGO_BIN_EXE_nodeboot")).args(["stage", "--root"]).arg(node.root());
+        cmd.args(["mount", "--wait-timeout", "10s"]).env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT").output().unwrap()
+    };
+    for _ in 0..2 {
+        let out = run(&node);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let addrs = sh(&format!("ip -n {} -o -4 addr show dev eth1", ns.name));
+    assert!(addrs.contains(&format!("inet {}/24", member.eni_ip)), "{addrs}");
+    let rules = sh(&format!("ip -n {} rule show", ns.name));
+    assert_eq!(rules.matches(&format!("from {} lookup 1001", member.eni_ip)).count(), 1, "one rule, even after a rerun:\n{rules}");
+    let routes = sh(&format!("ip -n {} route show table 1001", ns.name));
+    assert!(routes.contains("default via 10.80.10.1 dev eth1"), "{routes}");
+    assert!(routes.contains(&format!("10.80.10.0/24 dev eth1 scope link src {}", member.eni_ip)), "{routes}");
+    drop(node.imds.take());
+}
