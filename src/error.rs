@@ -5,9 +5,14 @@
 use crate::cloud::imds::ImdsError;
 use crate::env::{Diagnostics, LoadError, ScaffoldError};
 use crate::stage::attach::AttachError;
+use crate::pki::PkiError;
 use crate::stage::discover::DiscoverError;
+use crate::stage::etcd::EtcdError;
 use crate::stage::mount::MountError;
 use crate::stage::StageError;
+use crate::secrets::prereqs::PrereqsError;
+use crate::secrets::SecretError;
+use crate::sync::SyncError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +30,18 @@ pub enum Error {
     Attach(#[from] AttachError),
     #[error("mount: {0}")]
     Mount(#[from] MountError),
+    #[error("etcd: {0}")]
+    Etcd(#[from] EtcdError),
+    #[error("pki: {0}")]
+    Pki(#[from] PkiError),
+    #[error("{0}")]
+    Secrets(#[from] SecretError),
+    #[error("prereqs: {0}")]
+    Prereqs(#[from] PrereqsError),
+    #[error("secrets: {0}")]
+    SecretsStage(SyncError),
+    #[error("sync: {0}")]
+    Sync(SyncError),
 }
 
 /// Exit codes. 2 matches clap's own code for bad arguments.
@@ -41,6 +58,11 @@ pub mod exit {
     pub const RESOURCES: u8 = 14;
     pub const DEVICE_REFUSED: u8 = 15;
     pub const SYSTEM: u8 = 16;
+    /// A secret would not decrypt or authenticate: changed, another
+    /// environment's or path's, under another key, or in no known format.
+    pub const SECRET_REFUSED: u8 = 20;
+    /// The named secret does not exist.
+    pub const NOT_FOUND: u8 = 21;
 }
 
 fn stage_code(e: &StageError) -> u8 {
@@ -58,6 +80,25 @@ fn discover_code(e: &DiscoverError) -> u8 {
         DiscoverError::WrongRegion { .. } => exit::BAD_INPUT,
         DiscoverError::Stage(e) => stage_code(e),
         DiscoverError::Hostname { .. } => exit::SYSTEM,
+    }
+}
+
+fn secret_code(e: &SecretError) -> u8 {
+    match e {
+        SecretError::Refused { .. } => exit::SECRET_REFUSED,
+        SecretError::NotFound { .. } => exit::NOT_FOUND,
+        SecretError::Cloud(_) => exit::AWS,
+        SecretError::BadPath { .. } => exit::BAD_INPUT,
+        SecretError::Io { .. } => exit::IO,
+    }
+}
+
+fn sync_code(e: &SyncError) -> u8 {
+    match e {
+        SyncError::Stage(e) => stage_code(e),
+        SyncError::Config(_) => exit::BAD_INPUT,
+        SyncError::Secret(e) => secret_code(e),
+        SyncError::Reload { .. } => exit::SYSTEM,
     }
 }
 
@@ -85,6 +126,25 @@ impl Error {
                 MountError::Metadata(e) => discover_code(e),
                 MountError::Stage(e) => stage_code(e),
             },
+            Error::Etcd(e) => match e {
+                EtcdError::Cloud(_) => exit::AWS,
+                EtcdError::Members { .. } | EtcdError::NoCertificate { .. } => exit::RESOURCES,
+                EtcdError::Exec { .. } => exit::SYSTEM,
+                EtcdError::Stage(e) => stage_code(e),
+            },
+            Error::Pki(e) => match e {
+                PkiError::Io { .. } => exit::IO,
+                PkiError::Bad { .. } => exit::BAD_INPUT,
+                PkiError::Generate { .. } => exit::INTERNAL,
+            },
+            Error::Secrets(e) => secret_code(e),
+            Error::Prereqs(e) => match e {
+                PrereqsError::KeyNotFound(_) => exit::BAD_INPUT,
+                PrereqsError::KeyUnusable { .. } => exit::RESOURCES,
+                PrereqsError::BucketTaken(_) => exit::REFUSED,
+                PrereqsError::Cloud(_) => exit::AWS,
+            },
+            Error::SecretsStage(e) | Error::Sync(e) => sync_code(e),
         }
     }
 }

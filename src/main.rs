@@ -47,6 +47,37 @@ enum Command {
         #[command(subcommand)]
         command: EnvCommand,
     },
+    /// Create the environment's certificates (keeps existing ones).
+    Pki {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The PKI directory (gets etcd/ca.crt, etcd/member-N.crt, ...).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Create, idempotently, the KMS key (and alias) and the Terraform and secrets buckets.
+    Prereqs {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+    },
+    /// The environment's secrets in its bucket (client-side KMS envelope encryption).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+    /// Static-pod manifests in the secrets bucket.
+    Manifests {
+        #[command(subcommand)]
+        command: ManifestsCommand,
+    },
+    /// Long-running syncs on a node.
+    Sync {
+        /// Resolve every path (config, state, target directories) under DIR.
+        #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
     /// Run one boot stage on a node (systemd runs them in order).
     Stage {
         /// Resolve every path (config, state, devices, mount points) under DIR.
@@ -77,6 +108,21 @@ enum StageCommand {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         detach_grace: Duration,
     },
+    /// Write the etcd member's configuration (/run/nodeboot/etcd.env).
+    Etcd {
+        /// Then replace this process with etcd (containers, the lab).
+        #[arg(long)]
+        exec: bool,
+        /// The etcd binary for --exec.
+        #[arg(long, default_value = "etcd")]
+        etcd_binary: String,
+    },
+    /// Fetch and decrypt the role's secrets into /run/nodeboot/secrets (all or nothing).
+    Secrets {
+        /// UID:GID to give the directory and files to (default root).
+        #[arg(long, value_name = "UID:GID")]
+        owner: Option<String>,
+    },
     /// Mount the claimed volume (formatting only a blank one) and bring up the ENI address.
     Mount {
         /// Give up waiting for the device or the interface after this long.
@@ -85,6 +131,73 @@ enum StageCommand {
         /// Only the volume; leave the network alone.
         #[arg(long)]
         skip_network: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Encrypt and upload local files (all of the local tree by default).
+    Upload {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The local tree; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Upload even when the bucket holds the same bytes.
+        #[arg(long)]
+        force: bool,
+        /// Files or folders, relative to the local tree (= object paths).
+        paths: Vec<String>,
+    },
+    /// Download and decrypt into the local tree (files 0600); all by default.
+    Fetch {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        paths: Vec<String>,
+    },
+    /// List the secrets (size and path).
+    Ls {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        paths: Vec<String>,
+    },
+    /// Delete secrets (exact paths; versioning keeps the old versions).
+    Rm {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestsCommand {
+    /// Upload DIR/<role>/* to manifests/<role>/ (encrypted like every secret).
+    Upload {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// Also remove the role's manifests that have no file in DIR/<role>/.
+        #[arg(long)]
+        prune: bool,
+        /// Upload even when the bucket holds the same bytes.
+        #[arg(long)]
+        force: bool,
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Keep the static-pod directory (and node.json's synced prefixes) equal to the bucket.
+    Manifests {
+        /// Time between passes; default node.json's interval_seconds (10s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        /// One pass, then exit with its outcome.
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -124,16 +237,40 @@ fn run(command: Command) -> Result<(), Error> {
             let path = commands::env_new(name, &dir)?;
             println!("wrote {}", path.display());
         }
+        Command::Pki { env, out } => {
+            for line in commands::pki(&env, &out)? {
+                println!("{line}");
+            }
+        }
+        Command::Prereqs { env } => print_lines(commands::secrets::prereqs(&env)?),
+        Command::Secrets { command } => print_lines(match command {
+            SecretsCommand::Upload { env, dir, force, paths } => commands::secrets::upload(&env, dir, &paths, force)?,
+            SecretsCommand::Fetch { env, dir, paths } => commands::secrets::fetch(&env, dir, &paths)?,
+            SecretsCommand::Ls { env, paths } => commands::secrets::ls(&env, &paths)?,
+            SecretsCommand::Rm { env, paths } => commands::secrets::rm(&env, &paths)?,
+        }),
+        Command::Manifests { command: ManifestsCommand::Upload { env, prune, force, dir } } => {
+            print_lines(commands::secrets::manifests_upload(&env, &dir, prune, force)?)
+        }
+        Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
         Command::Stage { root, stage } => {
             let root = Root(root);
             match stage {
                 StageCommand::Discover { set_hostname, timeout } => commands::stage::discover(&root, set_hostname, timeout)?,
                 StageCommand::Attach { wait_timeout, detach_grace } => commands::stage::attach(&root, wait_timeout, detach_grace)?,
+                StageCommand::Secrets { owner } => commands::secrets::stage_secrets(&root, owner.as_deref())?,
                 StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, wait_timeout, skip_network)?,
+                StageCommand::Etcd { exec, etcd_binary } => commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str()))?,
             }
         }
     }
     Ok(())
+}
+
+fn print_lines(lines: Vec<String>) {
+    for line in lines {
+        println!("{line}");
+    }
 }
 
 fn init_logging(verbose: u8) {

@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub etcd: Option<EtcdConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifests: Option<ManifestsConfig>,
+    /// More prefixes `nodeboot sync manifests` keeps fresh (tokens, policy files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub synced: Vec<SyncedConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +61,21 @@ pub struct ManifestsConfig {
     pub prefix: String,
     pub dir: String,
     pub interval_seconds: u64,
+}
+
+/// A prefix of the secrets bucket kept in `dir` (files 0600, `dir` 0700),
+/// with a command run after a pass that changed a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncedConfig {
+    pub prefix: String,
+    pub dir: String,
+    /// `UID:GID` of the files and of `dir`; root when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Program and arguments, run without a shell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<String>,
 }
 
 impl NodeConfig {
@@ -81,6 +99,7 @@ impl NodeConfig {
                 dir: STATIC_POD_DIR.into(),
                 interval_seconds: MANIFEST_SYNC_INTERVAL_SECONDS,
             }),
+            synced: Vec::new(),
         }
     }
 }

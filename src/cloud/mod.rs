@@ -142,3 +142,87 @@ pub trait Compute {
     /// API calls made so far (SDK retries not counted).
     fn api_calls(&self) -> u32;
 }
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub key: String,
+    /// The ETag as S3 sends it (quoted); changes whenever the object is rewritten.
+    pub etag: String,
+    pub size: u64,
+}
+
+/// An object's body and what S3 says about how it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub body: Vec<u8>,
+    pub etag: String,
+    /// User metadata (`x-amz-meta-*`), keys lower-case.
+    pub metadata: BTreeMap<String, String>,
+    /// Server-side encryption: `aws:kms`, `AES256`, ... and the KMS key (an ARN).
+    pub sse: Option<String>,
+    pub sse_kms_key: Option<String>,
+}
+
+/// The S3 object operations the secrets and the manifest sync need.
+pub trait Objects {
+    /// Every object under `prefix`, all pages. A page that fails fails the
+    /// whole listing: a caller never sees a partial one.
+    fn list(&self, bucket: &str, prefix: &str) -> impl Future<Output = Result<Vec<ObjectEntry>, CloudError>>;
+    /// `Ok(None)` when there is no such key. Objects over `max_bytes` are refused.
+    fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> impl Future<Output = Result<Option<StoredObject>, CloudError>>;
+    /// Stores `body`; returns the new ETag.
+    fn put(&self, bucket: &str, key: &str, body: Vec<u8>, metadata: &BTreeMap<String, String>) -> impl Future<Output = Result<String, CloudError>>;
+    fn delete(&self, bucket: &str, key: &str) -> impl Future<Output = Result<(), CloudError>>;
+    /// API calls made so far (SDK retries not counted).
+    fn api_calls(&self) -> u32;
+}
+
+/// What `prereqs` finds about a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BucketState {
+    pub exists: bool,
+    pub versioning: bool,
+    pub public_access_blocked: bool,
+    /// Default encryption: algorithm and KMS key, when set.
+    pub encryption: Option<(String, Option<String>)>,
+}
+
+/// The bucket set-up operations of `nodeboot prereqs`.
+pub trait Buckets {
+    /// `Err` with code `Forbidden` when the name belongs to someone else.
+    fn bucket_state(&self, bucket: &str) -> impl Future<Output = Result<BucketState, CloudError>>;
+    fn create_bucket(&self, bucket: &str, region: &str) -> impl Future<Output = Result<(), CloudError>>;
+    fn enable_versioning(&self, bucket: &str) -> impl Future<Output = Result<(), CloudError>>;
+    fn block_public_access(&self, bucket: &str) -> impl Future<Output = Result<(), CloudError>>;
+    fn encrypt_by_default(&self, bucket: &str, kms_key_arn: &str) -> impl Future<Output = Result<(), CloudError>>;
+}
+
+/// A KMS key as DescribeKey reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub arn: String,
+    /// `Enabled`, `Disabled`, `PendingDeletion`, ...
+    pub state: String,
+}
+
+/// A fresh data key: the plaintext to encrypt with, the blob to store.
+#[derive(Debug)]
+pub struct DataKey {
+    pub plaintext: crate::secrets::Secret,
+    pub ciphertext: Vec<u8>,
+}
+
+/// The KMS operations of the secrets: envelope encryption and `prereqs`.
+pub trait Keys {
+    /// A 256-bit data key under `key_id`, bound to `context`.
+    fn generate_data_key(&self, key_id: &str, context: &BTreeMap<String, String>) -> impl Future<Output = Result<DataKey, CloudError>>;
+    /// Unwraps a data key; KMS checks the key and the context.
+    fn decrypt(&self, key_id: &str, ciphertext: &[u8], context: &BTreeMap<String, String>) -> impl Future<Output = Result<crate::secrets::Secret, CloudError>>;
+    /// `Ok(None)` when no key or alias has that name.
+    fn describe_key(&self, key_id: &str) -> impl Future<Output = Result<Option<KeyInfo>, CloudError>>;
+    fn create_key(&self, description: &str, tags: &BTreeMap<String, String>) -> impl Future<Output = Result<KeyInfo, CloudError>>;
+    fn create_alias(&self, alias: &str, key_id: &str) -> impl Future<Output = Result<(), CloudError>>;
+    fn api_calls(&self) -> u32;
+}

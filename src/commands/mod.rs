@@ -9,6 +9,8 @@ use crate::error::Error;
 use crate::render;
 use crate::role::Role;
 
+pub mod secrets;
+
 /// Loads and validates an environment file, logging its warnings.
 pub fn load_env(path: &Path) -> Result<Loaded, Error> {
     let loaded = env::load(path)?;
@@ -54,6 +56,15 @@ pub fn env_new(name: Option<String>, dir: &Path) -> Result<PathBuf, Error> {
     Ok(env::write_new(dir, &name)?)
 }
 
+/// `nodeboot pki`: creates the missing certificates, keeps the rest.
+pub fn pki(env_path: &Path, out: &Path) -> Result<Vec<String>, Error> {
+    let loaded = load_env(env_path)?;
+    let outcome = crate::pki::ensure(out, &crate::pki::plan(&loaded.env))?;
+    let mut lines: Vec<String> = outcome.created.iter().map(|n| format!("created {n}")).collect();
+    lines.extend(outcome.kept.iter().map(|n| format!("kept    {n}")));
+    Ok(lines)
+}
+
 /// `nodeboot stage <name>`: runs one boot stage.
 pub mod stage {
     use std::time::Duration;
@@ -78,6 +89,21 @@ pub mod stage {
             attach::run(root, &ec2, attach::Options { wait_timeout, detach_grace }).await
         })?;
         Ok(())
+    }
+
+    /// Writes etcd's configuration; with `exec_binary`, becomes etcd.
+    pub fn etcd(root: &Root, exec_binary: Option<&str>) -> Result<(), Error> {
+        let config = root.node_config().map_err(|e| Error::Etcd(e.into()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+        let vars = runtime.block_on(async {
+            let sdk = aws::sdk_config(&config.region).await;
+            crate::stage::etcd::run(root, &Ec2::new(&sdk)).await
+        })?;
+        drop(runtime);
+        match exec_binary {
+            Some(binary) => Err(crate::stage::etcd::exec(binary, &vars).into()),
+            None => Ok(()),
+        }
     }
 
     pub fn mount(root: &Root, wait_timeout: Duration, skip_network: bool) -> Result<(), Error> {

@@ -28,7 +28,7 @@ const STAGES: [Stage; 5] = [
     Stage { name: "discover", description: "instance identity from IMDSv2", after: &[], args: " --set-hostname", timeout_sec: 120 },
     Stage { name: "attach", description: "claim this zone's etcd volume and ENI", after: &["discover"], args: "", timeout_sec: 900 },
     Stage { name: "mount", description: "mount the etcd volume, bring up the ENI address", after: &["attach"], args: "", timeout_sec: 300 },
-    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount"], args: "", timeout_sec: 120 },
+    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount", "secrets"], args: "", timeout_sec: 120 },
     Stage { name: "secrets", description: "fetch and decrypt this role's secrets", after: &["discover"], args: "", timeout_sec: 300 },
 ];
 

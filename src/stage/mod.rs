@@ -4,7 +4,9 @@
 
 pub mod attach;
 pub mod discover;
+pub mod etcd;
 pub mod mount;
+pub mod secrets;
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,8 @@
 //! same code at the local emulator in tests.
 
 pub mod ec2;
+pub mod kms;
+pub mod s3;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -12,6 +14,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls;
 
 pub use ec2::Ec2;
+pub use kms::Kms;
+pub use s3::S3;
 
 /// Throttling (`RequestLimitExceeded`) and transient errors are retried by
 /// the SDK's standard policy: at most this many attempts per call, with
@@ -27,6 +31,16 @@ pub fn http_client() -> aws_sdk_ec2::config::SharedHttpClient {
 /// Loads the SDK configuration for `region` (endpoints and credentials from
 /// the standard chain: `AWS_ENDPOINT_URL`, environment, profile, IMDS).
 pub async fn sdk_config(region: &str) -> SdkConfig {
+    loader(region).load().await
+}
+
+/// The operator's configuration: credentials from the environment
+/// variables first, then `profile` in the shared credentials file.
+pub async fn sdk_config_with_profile(region: &str, profile: &str) -> SdkConfig {
+    loader(region).profile_name(profile).load().await
+}
+
+fn loader(region: &str) -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
         .http_client(http_client())
@@ -36,8 +50,6 @@ pub async fn sdk_config(region: &str) -> SdkConfig {
                 .with_initial_backoff(Duration::from_millis(200))
                 .with_max_backoff(Duration::from_secs(5)),
         )
-        .load()
-        .await
 }
 
 /// Counts API calls (not SDK retries) so the stages can report them.

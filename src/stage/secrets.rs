@@ -1,0 +1,45 @@
+//! `nodeboot stage secrets`: pulls and decrypts the role's secrets
+//! (`common/` and the role's folder, the role's winning on a clash) into
+//! the tmpfs directory /run/nodeboot/secrets: directory 0700, files 0600,
+//! both given to `--owner` if set. Every object is fetched and opened
+//! before the first file is written, so a tampered object, a wrong key or
+//! another environment's object fails the stage and writes nothing. A rerun
+//! converges: unchanged files are kept, secrets gone from the bucket removed.
+
+use tracing::info;
+
+use super::Root;
+use crate::cloud::{Keys, Objects};
+use crate::node_config::{NodeConfig, SECRETS_DIR};
+use crate::secrets::layout::role_folder;
+use crate::secrets::Store;
+use crate::sync::{self, Mode, Source, SyncError, Target};
+
+pub const RECORD_FILE: &str = "secrets.placed.json";
+
+pub fn source(root: &Root, config: &NodeConfig, owner: Option<(u32, u32)>) -> Source {
+    let mut prefixes = vec!["common/".to_string()];
+    prefixes.extend(role_folder(config.role).map(|f| format!("{f}/")));
+    Source {
+        label: "secrets".into(),
+        prefixes,
+        target: Target { dir: root.path(SECRETS_DIR), file_mode: 0o600, dir_mode: Some(0o700), owner, record: root.state(RECORD_FILE) },
+        reload: Vec::new(),
+    }
+}
+
+pub async fn run<O: Objects, K: Keys>(root: &Root, store: &Store<'_, O, K>, owner: Option<(u32, u32)>) -> Result<sync::Report, SyncError> {
+    let config = root.node_config()?;
+    let source = source(root, &config, owner);
+    let report = sync::pass(store, &source, Mode::AllOrNothing).await?;
+    info!(
+        written = report.written.len(),
+        removed = report.removed.len(),
+        kept = report.unchanged.len(),
+        "secrets of {} in {} (from {})",
+        config.role,
+        source.target.dir.display(),
+        source.prefixes.join(", ")
+    );
+    Ok(report)
+}
