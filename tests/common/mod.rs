@@ -3,6 +3,7 @@
 
 pub mod bed;
 pub mod ignition_lint;
+pub mod secrets_bed;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

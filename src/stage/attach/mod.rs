@@ -73,8 +73,10 @@ fn describe_held(held: &[(u32, String)]) -> String {
     format!("{} (the node retries; a member frees when its instance stops or terminates)", parts.join(", "))
 }
 
-/// Why an attempt at a member ended without it.
+/// Why an attempt at a member has not succeeded (yet).
 enum Lost {
+    /// Not done yet (an attachment in progress): wait and look again.
+    Pending(String),
     /// Another node got there first: plan again.
     Race(String),
     Failed(AttachError),
@@ -83,7 +85,7 @@ enum Lost {
 impl std::fmt::Display for Lost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Lost::Race(why) => f.write_str(why),
+            Lost::Pending(why) | Lost::Race(why) => f.write_str(why),
             Lost::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -124,6 +126,7 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
                         continue;
                     }
                     Err(Lost::Failed(e)) => return Err(e),
+                    Err(Lost::Pending(why)) => return Err(AttachError::Timeout(why)),
                 }
             }
         };
@@ -192,7 +195,7 @@ fn timeout(e: Gave<Lost>) -> Lost {
         Gave::Failed(lost) => lost,
         Gave::Up { what, elapsed, last } => {
             let last = match last {
-                Lost::Race(s) => s,
+                Lost::Pending(s) | Lost::Race(s) => s,
                 Lost::Failed(e) => e.to_string(),
             };
             Lost::Failed(AttachError::Timeout(format!("gave up waiting for {what} after {}s (last: {last})", elapsed.as_secs())))
@@ -209,9 +212,9 @@ async fn wait_volume_attached(ec2: &impl Compute, volume_id: &str, me: &str, opt
         };
         match volume.attachments.iter().find(|a| a.state != "detached") {
             Some(a) if a.instance_id == me && a.state == "attached" => Attempt::Done(()),
-            Some(a) if a.instance_id == me => Attempt::Retry(Lost::Race(format!("{volume_id} is {}", a.state))),
+            Some(a) if a.instance_id == me => Attempt::Retry(Lost::Pending(format!("{volume_id} is {}", a.state))),
             Some(a) => Attempt::Fail(Lost::Race(format!("{volume_id} is attached to {}", a.instance_id))),
-            None => Attempt::Retry(Lost::Race(format!("{volume_id} shows no attachment yet"))),
+            None => Attempt::Retry(Lost::Pending(format!("{volume_id} shows no attachment yet"))),
         }
     })
     .await
@@ -227,9 +230,9 @@ async fn wait_eni_attached(ec2: &impl Compute, eni_id: &str, me: &str, options: 
         };
         match &eni.attachment {
             Some(a) if a.instance_id == me && a.state == "attached" => Attempt::Done(()),
-            Some(a) if a.instance_id == me => Attempt::Retry(Lost::Race(format!("{eni_id} is {}", a.state))),
+            Some(a) if a.instance_id == me => Attempt::Retry(Lost::Pending(format!("{eni_id} is {}", a.state))),
             Some(a) if a.state != "detached" => Attempt::Fail(Lost::Race(format!("{eni_id} is attached to {}", a.instance_id))),
-            _ => Attempt::Retry(Lost::Race(format!("{eni_id} shows no attachment yet"))),
+            _ => Attempt::Retry(Lost::Pending(format!("{eni_id} shows no attachment yet"))),
         }
     })
     .await
@@ -252,7 +255,7 @@ async fn take_volume_over(ec2: &impl Compute, volume_id: &str, from: &str, optio
         let waited = retry::wait(&what, POLL.with_total(total), || async {
             match ec2.volume(volume_id).await {
                 Ok(v) if v.state == "available" => Attempt::Done(()),
-                Ok(v) => Attempt::Retry(Lost::Race(format!("{volume_id} is {}", v.state))),
+                Ok(v) => Attempt::Retry(Lost::Pending(format!("{volume_id} is {}", v.state))),
                 Err(e) => Attempt::Fail(Lost::from(e)),
             }
         })
@@ -279,7 +282,7 @@ async fn take_eni_over(ec2: &impl Compute, eni_id: &str, attachment_id: &str, fr
         let waited = retry::wait(&what, POLL.with_total(total), || async {
             match ec2.network_interface(eni_id).await {
                 Ok(e) if e.status == "available" => Attempt::Done(()),
-                Ok(e) => Attempt::Retry(Lost::Race(format!("{eni_id} is {}", e.status))),
+                Ok(e) => Attempt::Retry(Lost::Pending(format!("{eni_id} is {}", e.status))),
                 Err(e) => Attempt::Fail(Lost::from(e)),
             }
         })

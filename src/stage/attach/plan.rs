@@ -2,6 +2,8 @@
 //! which member this node holds or should claim, and the steps to get there.
 
 use std::collections::BTreeMap;
+#[cfg(test)]
+use std::collections::BTreeSet;
 
 use crate::cloud::{tags, InstanceState, NetworkInterface, Volume};
 
@@ -72,6 +74,8 @@ pub enum PlanError {
     HoldsTwoMembers(u32, u32),
     #[error("member {member}'s ENI {eni} is attached to {holder}, which is running, while this instance holds the member's volume")]
     EniHeldElsewhere { member: u32, eni: String, holder: String },
+    #[error("member {member}'s volume {volume} is attached to {holder}, which is running, while this instance holds the member's ENI; detach the ENI by hand")]
+    VolumeHeldElsewhere { member: u32, volume: String, holder: String },
 }
 
 fn member_of(tags_: &BTreeMap<String, String>, resource: &str) -> Result<u32, PlanError> {
@@ -155,13 +159,16 @@ fn volume_attachment(v: &Volume) -> Option<&crate::cloud::Attachment> {
     v.attachments.iter().find(|a| a.state != "detached")
 }
 
-/// The instances (other than me) whose state the plan needs.
+/// The instances (other than me) whose state the plan needs: the holders of
+/// this zone's resources only, so a healthy cluster's other zones cost nothing.
 pub fn holders_to_check(obs: &Observed) -> Vec<String> {
+    let here = |zone: &str| zone == obs.zone;
     let mut ids: Vec<String> = obs
         .volumes
         .iter()
+        .filter(|v| here(&v.zone))
         .flat_map(|v| v.attachments.iter().map(|a| a.instance_id.clone()))
-        .chain(obs.enis.iter().filter_map(|e| e.attachment.as_ref().map(|a| a.instance_id.clone())))
+        .chain(obs.enis.iter().filter(|e| here(&e.zone)).filter_map(|e| e.attachment.as_ref().map(|a| a.instance_id.clone())))
         .filter(|id| *id != obs.me && !id.is_empty())
         .collect();
     ids.sort();
@@ -217,8 +224,9 @@ fn finish(pair: &Pair, obs: &Observed) -> Result<Plan, PlanError> {
             steps.push(Step::DetachVolume { volume_id: pair.volume.id.clone(), from: from.into() });
             steps.push(Step::AttachVolume { volume_id: pair.volume.id.clone() });
         }
-        // We hold the ENI but a live node took the volume: it won the member.
-        Holder::Live(_) => return Ok(Plan::NoFreeMember { zone: obs.zone.clone(), held: vec![(pair.member, String::new())] }),
+        Holder::Live(holder) => {
+            return Err(PlanError::VolumeHeldElsewhere { member: pair.member, volume: pair.volume.id.clone(), holder: holder.into() })
+        }
     }
     match eni {
         Holder::Me => {}
@@ -240,5 +248,186 @@ fn finish(pair: &Pair, obs: &Observed) -> Result<Plan, PlanError> {
         Ok(Plan::Held(pair.clone()))
     } else {
         Ok(Plan::Claim { pair: pair.clone(), steps })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::Attachment;
+
+    const ZONE: &str = "eu-west-1a";
+
+    fn volume(member: u32, zone: &str, holder: Option<&str>) -> Volume {
+        Volume {
+            id: format!("vol-{member}"),
+            zone: zone.into(),
+            state: if holder.is_some() { "in-use" } else { "available" }.into(),
+            attachments: holder
+                .map(|h| vec![Attachment { instance_id: h.into(), state: "attached".into(), attachment_id: None, device: "/dev/xvdf".into() }])
+                .unwrap_or_default(),
+            tags: [(tags::MEMBER.to_string(), member.to_string())].into(),
+        }
+    }
+
+    fn eni(member: u32, zone: &str, holder: Option<&str>) -> NetworkInterface {
+        NetworkInterface {
+            id: format!("eni-{member}"),
+            zone: zone.into(),
+            subnet_id: "subnet".into(),
+            private_ip: format!("10.0.0.{}", 10 + member),
+            mac: format!("0e:00:00:00:00:{member:02}"),
+            status: if holder.is_some() { "in-use" } else { "available" }.into(),
+            attachment: holder.map(|h| Attachment {
+                instance_id: h.into(),
+                state: "attached".into(),
+                attachment_id: Some(format!("attach-{member}")),
+                device: "1".into(),
+            }),
+            tags: [(tags::MEMBER.to_string(), member.to_string())].into(),
+        }
+    }
+
+    fn observed(pairs: &[(u32, &str, Option<&str>)], instances: &[(&str, InstanceState)]) -> Observed {
+        Observed {
+            me: "i-me".into(),
+            zone: ZONE.into(),
+            volumes: pairs.iter().map(|(m, z, h)| volume(*m, z, *h)).collect(),
+            enis: pairs.iter().map(|(m, z, h)| eni(*m, z, *h)).collect(),
+            instances: instances.iter().map(|(i, s)| (i.to_string(), *s)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_fresh_node_claims_the_lowest_free_member_of_its_zone_volume_first() {
+        let obs = observed(&[(0, "eu-west-1b", None), (1, ZONE, Some("i-other")), (2, ZONE, None), (3, ZONE, None)], &[("i-other", InstanceState::Running)]);
+        let Plan::Claim { pair, steps } = plan(&obs).unwrap() else { panic!() };
+        assert_eq!(pair.member, 2);
+        assert_eq!(steps, vec![Step::AttachVolume { volume_id: "vol-2".into() }, Step::AttachEni { eni_id: "eni-2".into() }]);
+    }
+
+    #[test]
+    fn a_node_that_holds_its_pair_does_nothing() {
+        let obs = observed(&[(0, ZONE, Some("i-me")), (1, ZONE, None)], &[]);
+        assert!(matches!(plan(&obs).unwrap(), Plan::Held(p) if p.member == 0));
+    }
+
+    #[test]
+    fn a_half_claimed_member_is_finished_not_abandoned() {
+        let mut obs = observed(&[(0, ZONE, None), (1, ZONE, None)], &[]);
+        obs.volumes[1] = volume(1, ZONE, Some("i-me"));
+        let Plan::Claim { pair, steps } = plan(&obs).unwrap() else { panic!() };
+        assert_eq!(pair.member, 1);
+        assert_eq!(steps, vec![Step::AttachEni { eni_id: "eni-1".into() }]);
+    }
+
+    #[test]
+    fn dead_holders_are_taken_over_and_live_ones_never() {
+        for (state, takes) in [
+            (InstanceState::Stopped, true),
+            (InstanceState::Stopping, true),
+            (InstanceState::ShuttingDown, true),
+            (InstanceState::Gone, true),
+            (InstanceState::Running, false),
+            (InstanceState::Pending, false),
+        ] {
+            let obs = observed(&[(0, ZONE, Some("i-old"))], &[("i-old", state)]);
+            let p = plan(&obs).unwrap();
+            if takes {
+                let Plan::Claim { steps, .. } = p else { panic!("{state:?}") };
+                assert_eq!(steps[0], Step::DetachVolume { volume_id: "vol-0".into(), from: "i-old".into() }, "{state:?}");
+                assert!(matches!(&steps[2], Step::DetachEni { attachment_id, .. } if attachment_id == "attach-0"));
+            } else {
+                assert!(matches!(p, Plan::NoFreeMember { .. }), "{state:?}");
+            }
+        }
+        // A holder whose state is unknown is treated as alive.
+        let obs = observed(&[(0, ZONE, Some("i-unknown"))], &[]);
+        assert!(matches!(plan(&obs).unwrap(), Plan::NoFreeMember { .. }));
+    }
+
+    #[test]
+    fn only_this_zones_holders_need_a_state_lookup() {
+        let obs = observed(&[(0, "eu-west-1b", Some("i-b")), (1, ZONE, Some("i-a")), (2, ZONE, Some("i-me"))], &[]);
+        assert_eq!(holders_to_check(&obs), vec!["i-a".to_string()]);
+    }
+
+    #[test]
+    fn tag_problems_are_errors_naming_the_resources() {
+        let mut obs = observed(&[(0, ZONE, None)], &[]);
+        obs.volumes.push(volume(0, ZONE, None));
+        obs.volumes[1].id = "vol-dup".into();
+        assert_eq!(plan(&obs).unwrap_err().to_string(), "member 0 has two volumes: vol-0 and vol-dup");
+
+        let mut obs = observed(&[(0, ZONE, None)], &[]);
+        obs.enis[0].tags.insert(tags::MEMBER.into(), "zero".into());
+        assert!(plan(&obs).unwrap_err().to_string().contains("eni-0 has tag nodeboot.io/member = \"zero\""));
+
+        let mut obs = observed(&[(0, ZONE, None)], &[]);
+        obs.enis[0].zone = "eu-west-1c".into();
+        assert!(plan(&obs).unwrap_err().to_string().contains("must share a zone"));
+
+        let obs = observed(&[(0, "eu-west-1b", None)], &[]);
+        assert!(matches!(plan(&obs).unwrap_err(), PlanError::NothingInZone { .. }));
+    }
+
+    /// Property: N nodes planning and acting in any interleaving, against a
+    /// model of EC2 where only the first attach of a free resource wins,
+    /// end with every member held by exactly one node, volume and ENI by
+    /// the same one, and every node either holding one member or told none
+    /// is free.
+    #[test]
+    fn any_interleaving_of_racing_nodes_converges() {
+        for seed in 0..300 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let members = rng.u32(1..5);
+            let nodes: Vec<String> = (0..rng.u32(1..8)).map(|n| format!("i-{n}")).collect();
+            let mut vol_holder: BTreeMap<u32, String> = BTreeMap::new();
+            let mut eni_holder: BTreeMap<u32, String> = BTreeMap::new();
+            let mut done: BTreeMap<String, Option<u32>> = BTreeMap::new();
+            for _ in 0..10_000 {
+                let pending: Vec<&String> = nodes.iter().filter(|n| !done.contains_key(*n)).collect();
+                if pending.is_empty() {
+                    break;
+                }
+                let me = pending[rng.usize(..pending.len())].clone();
+                let obs = Observed {
+                    me: me.clone(),
+                    zone: ZONE.into(),
+                    volumes: (0..members).map(|m| volume(m, ZONE, vol_holder.get(&m).map(String::as_str))).collect(),
+                    enis: (0..members).map(|m| eni(m, ZONE, eni_holder.get(&m).map(String::as_str))).collect(),
+                    instances: nodes.iter().map(|n| (n.clone(), InstanceState::Running)).collect(),
+                };
+                match plan(&obs).unwrap() {
+                    Plan::Held(p) => {
+                        done.insert(me, Some(p.member));
+                    }
+                    Plan::NoFreeMember { .. } => {
+                        done.insert(me, None);
+                    }
+                    // Act on one step only: another node may move in between.
+                    Plan::Claim { pair, steps } => match steps.first() {
+                        Some(Step::AttachVolume { .. }) => {
+                            vol_holder.entry(pair.member).or_insert(me);
+                        }
+                        Some(Step::AttachEni { .. }) => {
+                            eni_holder.entry(pair.member).or_insert(me);
+                        }
+                        other => panic!("seed {seed}: unexpected step {other:?} among running nodes"),
+                    },
+                }
+            }
+            assert_eq!(done.len(), nodes.len(), "seed {seed}: every node finished");
+            let held: Vec<u32> = done.values().flatten().copied().collect();
+            let unique: BTreeSet<u32> = held.iter().copied().collect();
+            assert_eq!(held.len(), unique.len(), "seed {seed}: a member held twice");
+            assert_eq!(held.len() as u32, members.min(nodes.len() as u32), "seed {seed}");
+            for (node, member) in &done {
+                if let Some(m) = member {
+                    assert_eq!(vol_holder.get(m), Some(node), "seed {seed}");
+                    assert_eq!(eni_holder.get(m), Some(node), "seed {seed}");
+                }
+            }
+        }
     }
 }
