@@ -42,6 +42,8 @@ pub enum Error {
     SecretsStage(SyncError),
     #[error("sync: {0}")]
     Sync(SyncError),
+    #[error(transparent)]
+    Cloud(crate::cloud::CloudError),
 }
 
 /// Exit codes. 2 matches clap's own code for bad arguments.
@@ -132,6 +134,7 @@ impl Error {
                 EtcdError::Exec { .. } => exit::SYSTEM,
                 EtcdError::Stage(e) => stage_code(e),
             },
+            Error::Cloud(_) => exit::AWS,
             Error::Pki(e) => match e {
                 PkiError::Io { .. } => exit::IO,
                 PkiError::Bad { .. } => exit::BAD_INPUT,

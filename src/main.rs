@@ -47,6 +47,16 @@ enum Command {
         #[command(subcommand)]
         command: EnvCommand,
     },
+    /// Look at a running environment (the seed's aws-instances / aws-elbs).
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
+    },
+    /// Print an OpenSSH client config that reaches every node through the bastion.
+    SshConfig {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+    },
     /// Create the environment's certificates (keeps existing ones).
     Pki {
         #[arg(long = "env", value_name = "FILE")]
@@ -85,6 +95,24 @@ enum Command {
         root: PathBuf,
         #[command(subcommand)]
         stage: StageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// The environment's instances.
+    Instances {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+    /// The environment's load balancers.
+    Elbs {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
     },
 }
 
@@ -237,6 +265,9 @@ fn run(command: Command) -> Result<(), Error> {
             let path = commands::env_new(name, &dir)?;
             println!("wrote {}", path.display());
         }
+        Command::Aws { command: AwsCommand::Instances { env, output } } => println!("{}", commands::inspect::instances(&env, output)?),
+        Command::Aws { command: AwsCommand::Elbs { env, output } } => println!("{}", commands::inspect::load_balancers(&env, output)?),
+        Command::SshConfig { env } => print!("{}", commands::inspect::ssh_config(&env)?),
         Command::Pki { env, out } => {
             for line in commands::pki(&env, &out)? {
                 println!("{line}");

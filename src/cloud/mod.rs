@@ -226,3 +226,29 @@ pub trait Keys {
     fn create_alias(&self, alias: &str, key_id: &str) -> impl Future<Output = Result<(), CloudError>>;
     fn api_calls(&self) -> u32;
 }
+
+/// An instance of the environment, for `nodeboot aws instances`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceInfo {
+    pub name: String,
+    pub role: String,
+    pub private_ip: String,
+    pub public_ip: Option<String>,
+    pub instance_id: String,
+    pub state: String,
+    pub zone: String,
+}
+
+/// A load balancer of the environment, for `nodeboot aws elbs`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoadBalancerInfo {
+    pub name: String,
+    pub dns_name: String,
+    pub scheme: String,
+}
+
+/// What an environment runs, by its `nodeboot.io/environment` tag.
+pub trait Inventory {
+    fn instances(&self, environment: &str) -> impl Future<Output = Result<Vec<InstanceInfo>, CloudError>>;
+    fn load_balancers(&self, environment: &str) -> impl Future<Output = Result<Vec<LoadBalancerInfo>, CloudError>>;
+}

@@ -1,5 +1,7 @@
 //! One function per CLI command: what `main` calls once arguments are parsed.
 
+pub mod inspect;
+
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};

@@ -61,6 +61,9 @@ def main(argv=None):
     import ec2_rules  # after claim_stdout: it imports moto
 
     ec2_rules.install(args.attach_delay_ms / 1000, args.shutdown_delay_ms / 1000)
+    import s3_rules
+
+    s3_rules.install()
 
     from werkzeug.serving import make_server
 

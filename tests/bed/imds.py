@@ -188,6 +188,9 @@ class ImdsServer(ThreadingHTTPServer):
 
 
 class ImdsHandler(BaseHTTPRequestHandler):
+    # Headers and body go out in separate writes: without TCP_NODELAY each
+    # answer on a kept-alive connection waits ~40 ms for Nagle's algorithm.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "EC2ws"
     sys_version = ""

@@ -848,3 +848,18 @@ def test_imds_serves_169_254_169_254_inside_a_network_namespace(start_imds):
         assert imds.stop() == 0
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=False)
+
+
+def test_get_bucket_versioning_answers_s3s_root_element(aws):
+    """The Rust SDK refuses moto's own `GetBucketVersioningResponse` root (s3_rules.py)."""
+    s3 = client(aws.url, "s3")
+    make_bucket(s3, "versioned")
+    bodies = []
+    s3.meta.events.register(
+        "after-call.s3.GetBucketVersioning",
+        lambda http_response, **_: bodies.append(http_response.content),
+    )
+    assert "Status" not in s3.get_bucket_versioning(Bucket="versioned")
+    s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket="versioned")["Status"] == "Enabled"
+    assert all(b"<VersioningConfiguration " in b for b in bodies), bodies

@@ -89,6 +89,9 @@ def plug(router, router_if, node, node_if, mac):
     The node's end is left down, as a hot-plugged NIC appears."""
     if ip("link", "show", node_if, ns=node, check=False).returncode == 0:
         return
+    # The kernel frees a deleted namespace's devices asynchronously: the
+    # router's end of a restarted node's old pair may still be there.
+    ip("link", "del", router_if, ns=router, check=False)
     ip("link", "add", router_if, "type", "veth", "peer", "name", node_if, "netns", node, ns=router)
     ip("link", "set", node_if, "address", mac, ns=node)
     ip("link", "set", router_if, "master", BRIDGE, "up", ns=router)

@@ -3,6 +3,7 @@
 //! same code at the local emulator in tests.
 
 pub mod ec2;
+pub mod inventory;
 pub mod kms;
 pub mod s3;
 

@@ -1,0 +1,338 @@
+//! `nodeboot sync manifests` against the emulated S3 and KMS, through the
+//! real binary: one pass at a time (`--once`) where the order of events
+//! matters, the long-running loop where the loop itself is under test.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::secrets_bed::*;
+use common::stderr;
+use nodeboot::node_config::SyncedConfig;
+use nodeboot::role::Role;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap()
+}
+
+fn inode_and_mtime(path: &Path) -> (u64, i64, i64) {
+    let m = std::fs::metadata(path).unwrap();
+    (m.ino(), m.mtime(), m.mtime_nsec())
+}
+
+fn once_ok(node: &TestNode) {
+    let out = node.sync_once();
+    assert!(out.status.success(), "sync --once: {}", stderr(&out));
+}
+
+/// Injects an error the SDK does not retry on the next `count` calls of `action`.
+fn refuse(p: &Platform, action: &str, count: u32) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let body = serde_json::json!({"action": action, "count": count, "code": "AccessDenied", "status": 403, "message": "Access Denied"});
+    let r = agent.post(format!("{}/_bed/throttle", p.aws.server.url)).header("content-type", "application/json").send(body.to_string()).unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[test]
+fn sync_follows_add_change_and_delete() {
+    let p = Platform::new("syn-follow");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    p.upload("manifests/etcd/a.yaml", b"a: 1\n");
+    p.upload("manifests/etcd/b.yaml", b"b: 1\n");
+    p.upload("manifests/compute/other-role.yaml", b"x");
+    once_ok(&node);
+    assert_eq!(names(&dir), ["a.yaml", "b.yaml"]);
+    assert_eq!(read(&dir, "a.yaml"), "a: 1\n");
+    assert_eq!(std::fs::metadata(dir.join("a.yaml")).unwrap().mode() & 0o777, 0o600);
+
+    let b_before = inode_and_mtime(&dir.join("b.yaml"));
+    p.upload("manifests/etcd/a.yaml", b"a: 2\n");
+    p.upload("manifests/etcd/c.yaml", b"c: 1\n");
+    once_ok(&node);
+    assert_eq!(names(&dir), ["a.yaml", "b.yaml", "c.yaml"]);
+    assert_eq!(read(&dir, "a.yaml"), "a: 2\n");
+    assert_eq!(inode_and_mtime(&dir.join("b.yaml")), b_before, "an unchanged manifest is not rewritten");
+
+    p.remove("manifests/etcd/b.yaml");
+    once_ok(&node);
+    assert_eq!(names(&dir), ["a.yaml", "c.yaml"]);
+}
+
+#[test]
+fn an_unchanged_bucket_costs_one_list_request_per_pass_and_no_kms_call() {
+    let p = Platform::new("syn-idle");
+    let node = p.node(Role::Etcd);
+    for i in 0..5 {
+        p.upload(&format!("manifests/etcd/pod-{i}.yaml"), format!("pod: {i}\n").as_bytes());
+    }
+    once_ok(&node);
+    p.aws.reset_calls();
+    for _ in 0..3 {
+        once_ok(&node);
+    }
+    let calls = p.aws.calls();
+    assert_eq!(calls.into_iter().collect::<Vec<_>>(), [("ListObjectsV2".to_string(), 3)], "3 idle passes");
+}
+
+#[test]
+fn a_reuploaded_identical_manifest_is_fetched_once_but_not_rewritten() {
+    let p = Platform::new("syn-same");
+    let node = p.node(Role::Etcd);
+    p.upload("manifests/etcd/a.yaml", b"a: 1\n");
+    once_ok(&node);
+    let before = inode_and_mtime(&node.manifests_dir().join("a.yaml"));
+    let out = p.nodeboot(&["secrets", "upload", "--force", "--env"], &["manifests/etcd/a.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    p.aws.reset_calls();
+    once_ok(&node);
+    once_ok(&node);
+    let calls = p.aws.calls();
+    assert_eq!(calls.get("GetObject"), Some(&1), "new ETag: fetched once, then recorded: {calls:?}");
+    assert_eq!(calls.get("Decrypt"), Some(&1), "{calls:?}");
+    assert_eq!(inode_and_mtime(&node.manifests_dir().join("a.yaml")), before, "same bytes: the kubelet sees no rewrite");
+}
+
+#[test]
+fn sync_never_removes_files_it_did_not_place_or_that_changed_since() {
+    let p = Platform::new("syn-mine");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("by-hand.yaml"), "admin: true\n").unwrap();
+    p.upload("manifests/etcd/ours.yaml", b"ours\n");
+    p.upload("manifests/etcd/edited.yaml", b"edited\n");
+    once_ok(&node);
+    std::fs::write(dir.join("edited.yaml"), "edited on the node\n").unwrap();
+
+    p.remove("manifests/etcd/ours.yaml");
+    p.remove("manifests/etcd/edited.yaml");
+    let out = node.sync_once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(names(&dir), ["by-hand.yaml", "edited.yaml"]);
+    assert!(stderr(&out).contains("changed locally since nodeboot placed it: left in place"), "{}", stderr(&out));
+    once_ok(&node);
+    assert_eq!(names(&dir), ["by-hand.yaml", "edited.yaml"]);
+}
+
+#[test]
+fn a_failed_listing_deletes_nothing() {
+    let p = Platform::new("syn-fail");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    p.upload("manifests/etcd/a.yaml", b"a\n");
+    p.upload("manifests/etcd/b.yaml", b"b\n");
+    once_ok(&node);
+    p.remove("manifests/etcd/a.yaml");
+    p.remove("manifests/etcd/b.yaml");
+
+    refuse(&p, "ListObjectsV2", 100);
+    for _ in 0..2 {
+        let out = node.sync_once();
+        assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
+        assert!(stderr(&out).contains("nothing deleted"), "{}", stderr(&out));
+        assert_eq!(names(&dir), ["a.yaml", "b.yaml"]);
+    }
+    refuse(&p, "ListObjectsV2", 0);
+    once_ok(&node);
+    assert!(names(&dir).is_empty(), "a complete listing removes them: {:?}", names(&dir));
+}
+
+#[test]
+fn a_tampered_manifest_is_skipped_and_the_others_synced() {
+    let p = Platform::new("syn-tamper");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    p.upload("manifests/etcd/a.yaml", b"a: 1\n");
+    once_ok(&node);
+    p.upload("manifests/etcd/a.yaml", b"a: 2\n");
+    p.upload("manifests/etcd/b.yaml", b"b: 1\n");
+    let (mut body, metadata) = p.get_raw("manifests/etcd/a.yaml");
+    let middle = body.len() / 2;
+    body[middle] ^= 1;
+    p.put_raw("manifests/etcd/a.yaml", &body, &metadata);
+
+    let out = node.sync_once();
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    assert!(stderr(&out).contains("manifests/etcd/a.yaml: refused"), "{}", stderr(&out));
+    assert_eq!(read(&dir, "a.yaml"), "a: 1\n", "the last good version stays");
+    assert_eq!(read(&dir, "b.yaml"), "b: 1\n");
+}
+
+#[test]
+fn the_running_sync_deletes_nothing_while_aws_is_away_and_recovers() {
+    let p = Platform::new("syn-away");
+    let mut proxy = Proxy::new(&p.aws.server.url);
+    let mut node = p.node(Role::Etcd);
+    node.endpoint = proxy.url.clone();
+    let dir = node.manifests_dir();
+    p.upload("manifests/etcd/a.yaml", b"a\n");
+    p.upload("manifests/etcd/b.yaml", b"b\n");
+    let sync = node.start_sync("200ms");
+    wait_until("a.yaml and b.yaml", LIMIT, || names(&dir) == ["a.yaml", "b.yaml"]);
+
+    proxy.stop();
+    p.remove("manifests/etcd/a.yaml");
+    p.upload("manifests/etcd/c.yaml", b"c\n");
+    sync.wait_for_line("pass failed, nothing deleted", LIMIT);
+    sync.wait_for_line("pass failed, nothing deleted", LIMIT);
+    assert_eq!(names(&dir), ["a.yaml", "b.yaml"], "nothing deleted while the bucket is out of reach");
+
+    proxy.start();
+    sync.wait_for_line("the bucket answers again", LIMIT);
+    wait_until("the directory to follow the bucket again", LIMIT, || names(&dir) == ["b.yaml", "c.yaml"]);
+    assert_eq!(read(&dir, "c.yaml"), "c\n");
+}
+
+#[test]
+fn a_reader_polling_the_directory_never_sees_a_truncated_file() {
+    let p = Platform::new("syn-reader");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    let version = |k: usize| {
+        let filler = format!("# filler {k}\n").repeat(40_000);
+        format!("version: {k}\nlength: {}\n{filler}end: {k}\n", filler.len()).into_bytes()
+    };
+    p.upload("manifests/etcd/big.yaml", &version(0));
+    let sync = node.start_sync("50ms");
+    wait_until("the first version", LIMIT, || dir.join("big.yaml").exists());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let reader = {
+        let (stop, reads, bad, seen, file) = (stop.clone(), reads.clone(), bad.clone(), seen.clone(), dir.join("big.yaml"));
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let text = std::fs::read_to_string(&file).unwrap_or_else(|e| format!("unreadable: {e}"));
+                reads.fetch_add(1, Ordering::SeqCst);
+                let k = text.lines().next().and_then(|l| l.strip_prefix("version: ")).unwrap_or("?").to_string();
+                if !text.ends_with(&format!("end: {k}\n")) || text.len() != version(k.parse().unwrap_or(0)).len() {
+                    bad.lock().unwrap().push(format!("{} bytes, header {k:?}", text.len()));
+                }
+                seen.lock().unwrap().insert(k);
+            }
+        })
+    };
+    for k in 1..=8 {
+        p.upload("manifests/etcd/big.yaml", &version(k));
+        wait_until(&format!("version {k}"), LIMIT, || seen.lock().unwrap().contains(&k.to_string()));
+    }
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    drop(sync);
+    let bad = bad.lock().unwrap();
+    assert!(bad.is_empty(), "{} of {} reads saw a partial file: {:?}", bad.len(), reads.load(Ordering::SeqCst), &bad[..bad.len().min(5)]);
+    eprintln!("{} reads, all whole", reads.load(Ordering::SeqCst));
+}
+
+#[test]
+fn an_extra_synced_prefix_runs_its_reload_command_only_when_it_changed() {
+    let p = Platform::new("syn-reload");
+    let node = p.node(Role::Etcd);
+    let log = node.root.path().join("reloads.log");
+    let mut config = node.config();
+    config.synced.push(SyncedConfig {
+        prefix: "secure/auth/".into(),
+        dir: "/run/nodeboot/secrets/auth".into(),
+        owner: None,
+        reload: vec!["sh".into(), "-c".into(), format!("echo reloaded >> {}", log.display())],
+    });
+    node.set_config(&config);
+    let reloads = || std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0);
+    p.upload("secure/auth/tokens.csv", b"token,user,1\n");
+
+    once_ok(&node);
+    let auth = node.secrets_dir().join("auth");
+    assert_eq!(read(&auth, "tokens.csv"), "token,user,1\n");
+    assert_eq!(std::fs::metadata(&auth).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(reloads(), 1);
+    once_ok(&node);
+    assert_eq!(reloads(), 1, "nothing changed, no reload");
+    p.upload("secure/auth/tokens.csv", b"token,user,1\ntoken2,user2,2\n");
+    once_ok(&node);
+    assert_eq!(reloads(), 2);
+
+    let mut config = node.config();
+    config.synced[0].reload = vec!["false".into()];
+    node.set_config(&config);
+    p.upload("secure/auth/tokens.csv", b"v3\n");
+    let out = node.sync_once();
+    assert_eq!(out.status.code(), Some(16), "a failed reload is reported: {}", stderr(&out));
+    assert_eq!(read(&auth, "tokens.csv"), "v3\n");
+}
+
+#[test]
+fn the_running_sync_keeps_no_capabilities() {
+    if !common::bed::require_root("capabilities to drop") {
+        return;
+    }
+    let p = Platform::new("syn-caps");
+    let node = p.node(Role::Etcd);
+    let sync = node.start_sync("1s");
+    let line = sync.wait_for_line("capabilities:", LIMIT);
+    assert!(line.contains("kept none"), "{line}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sync.child.id())).unwrap();
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let value = status.lines().find(|l| l.starts_with(set)).unwrap().split_whitespace().nth(1).unwrap().to_string();
+        assert_eq!(value, "0000000000000000", "{set}");
+    }
+    p.upload("manifests/etcd/a.yaml", b"a\n");
+    wait_until("a.yaml written without capabilities", LIMIT, || node.manifests_dir().join("a.yaml").exists());
+}
+
+#[test]
+fn manifests_upload_sends_each_roles_directory_and_prunes_on_request() {
+    let p = Platform::new("syn-upload");
+    let rendered = p.dir.path().join("rendered");
+    for (path, text) in [("etcd/kube-apiserver.yaml", "api"), ("etcd/kube-scheduler.yaml", "sched"), ("compute/kube-proxy.yaml", "proxy")] {
+        std::fs::create_dir_all(rendered.join(path).parent().unwrap()).unwrap();
+        std::fs::write(rendered.join(path), text).unwrap();
+    }
+    let upload = |extra: &[&str]| {
+        let mut more = extra.to_vec();
+        more.push(rendered.to_str().unwrap());
+        let out = p.nodeboot(&["manifests", "upload", "--env"], &more);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    upload(&[]);
+    let node = p.node(Role::Etcd);
+    once_ok(&node);
+    assert_eq!(names(&node.manifests_dir()), ["kube-apiserver.yaml", "kube-scheduler.yaml"]);
+
+    std::fs::remove_file(rendered.join("etcd/kube-scheduler.yaml")).unwrap();
+    let printed = upload(&[]);
+    assert!(printed.contains("unchanged manifests/etcd/kube-apiserver.yaml"), "{printed}");
+    once_ok(&node);
+    assert_eq!(names(&node.manifests_dir()).len(), 2, "without --prune the bucket keeps it");
+    let printed = upload(&["--prune"]);
+    assert!(printed.contains("removed   manifests/etcd/kube-scheduler.yaml"), "{printed}");
+    once_ok(&node);
+    assert_eq!(names(&node.manifests_dir()), ["kube-apiserver.yaml"]);
+}
+
+#[test]
+fn a_node_with_nothing_to_sync_says_so() {
+    let p = Platform::new("syn-none");
+    let node = p.node(Role::Bastion);
+    let out = node.sync_once();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to sync"), "{}", stderr(&out));
+}
