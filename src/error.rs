@@ -137,7 +137,7 @@ impl Error {
             Error::Cloud(_) => exit::AWS,
             Error::Pki(e) => match e {
                 PkiError::Io { .. } => exit::IO,
-                PkiError::Bad { .. } => exit::BAD_INPUT,
+                PkiError::Bad { .. } | PkiError::UnknownRotate(..) => exit::BAD_INPUT,
                 PkiError::Generate { .. } => exit::INTERNAL,
             },
             Error::Secrets(e) => secret_code(e),

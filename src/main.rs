@@ -61,9 +61,12 @@ enum Command {
     Pki {
         #[arg(long = "env", value_name = "FILE")]
         env: PathBuf,
-        /// The PKI directory (gets etcd/ca.crt, etcd/member-N.crt, ...).
+        /// The local secrets tree; default secrets/<environment>.
         #[arg(long, value_name = "DIR")]
-        out: PathBuf,
+        dir: Option<PathBuf>,
+        /// Issue this certificate again (repeatable); a CA re-issues what it signs.
+        #[arg(long, value_name = "NAME")]
+        rotate: Vec<String>,
     },
     /// Create, idempotently, the KMS key (and alias) and the Terraform and secrets buckets.
     Prereqs {
@@ -268,8 +271,8 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Aws { command: AwsCommand::Instances { env, output } } => println!("{}", commands::inspect::instances(&env, output)?),
         Command::Aws { command: AwsCommand::Elbs { env, output } } => println!("{}", commands::inspect::load_balancers(&env, output)?),
         Command::SshConfig { env } => print!("{}", commands::inspect::ssh_config(&env)?),
-        Command::Pki { env, out } => {
-            for line in commands::pki(&env, &out)? {
+        Command::Pki { env, dir, rotate } => {
+            for line in commands::pki(&env, dir.as_deref(), &rotate)? {
                 println!("{line}");
             }
         }

@@ -59,11 +59,14 @@ pub fn env_new(name: Option<String>, dir: &Path) -> Result<PathBuf, Error> {
 }
 
 /// `nodeboot pki`: creates the missing certificates, keeps the rest.
-pub fn pki(env_path: &Path, out: &Path) -> Result<Vec<String>, Error> {
+pub fn pki(env_path: &Path, dir: Option<&Path>, rotate: &[String]) -> Result<Vec<String>, Error> {
     let loaded = load_env(env_path)?;
-    let outcome = crate::pki::ensure(out, &crate::pki::plan(&loaded.env))?;
-    let mut lines: Vec<String> = outcome.created.iter().map(|n| format!("created {n}")).collect();
-    lines.extend(outcome.kept.iter().map(|n| format!("kept    {n}")));
+    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| crate::secrets::layout::default_dir(&loaded.env.name));
+    let outcome = crate::pki::ensure(&dir, &crate::pki::plan(&loaded.env), rotate)?;
+    let mut lines: Vec<String> = outcome.created.iter().map(|n| format!("created  {n}")).collect();
+    lines.extend(outcome.kept.iter().map(|n| format!("kept     {n}")));
+    lines.extend(outcome.expiring.iter().map(|(n, d)| format!("expiring {n} in {d} days")));
+    lines.push(format!("in {}", dir.display()));
     Ok(lines)
 }
 

@@ -1,8 +1,16 @@
-//! `nodeboot pki`: the environment's certificates, generated with rcgen.
+//! `nodeboot pki`: the environment's certificates, generated with rcgen,
+//! written into the local secrets tree (`secrets/<environment>/`, the
+//! seed's `platform/secrets` layout) that `nodeboot secrets upload` sends
+//! to the bucket and `nodeboot stage secrets` pulls onto the nodes.
 //!
-//! `plan` (pure) lists every certificate the platform needs and what goes in
-//! it; `ensure` creates the missing ones and keeps the rest, so a rerun
-//! changes no byte. A CA created in a run re-issues everything it signs.
+//! `plan` (pure) lists every certificate, key pair and kubeconfig the
+//! platform needs; `ensure` creates what is missing and keeps the rest, so
+//! a rerun changes no byte. A CA created (or rotated) in a run re-issues
+//! everything it signs. CA private keys live in `ca/`, which is not a
+//! folder of the layout and is never uploaded.
+
+mod kubeconfig;
+mod plan;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -13,75 +21,16 @@ use rcgen::{
     SanType,
 };
 use time::{Duration, OffsetDateTime};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::env::Environment;
+pub use plan::{etcd_member_name, plan, CertSpec, KubeconfigSpec, Pki, Usage};
+
 use crate::fsutil;
-
-/// What a certificate is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Usage {
-    Ca,
-    /// Serves and connects (etcd members talk to each other both ways).
-    ServerAndClient,
-    Client,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertSpec {
-    /// Path under the PKI directory without extension: `etcd/member-0`.
-    pub name: String,
-    pub common_name: String,
-    pub organization: Option<String>,
-    /// The CA (by `name`) that signs it; `None` for a CA itself.
-    pub issuer: Option<String>,
-    pub sans: Vec<String>,
-    pub usage: Usage,
-}
 
 pub const CA_VALIDITY_DAYS: i64 = 3650;
 pub const LEAF_VALIDITY_DAYS: i64 = 365;
-
-/// Every certificate of the environment, CAs first.
-pub fn plan(env: &Environment) -> Vec<CertSpec> {
-    let mut specs = vec![CertSpec {
-        name: "etcd/ca".into(),
-        common_name: format!("{}-etcd-ca", env.name),
-        organization: None,
-        issuer: None,
-        sans: vec![],
-        usage: Usage::Ca,
-    }];
-    for m in env.etcd_members() {
-        specs.push(CertSpec {
-            name: format!("etcd/member-{}", m.index),
-            common_name: etcd_member_name(&env.name, m.index),
-            organization: None,
-            issuer: Some("etcd/ca".into()),
-            sans: vec![
-                m.ip.to_string(),
-                "127.0.0.1".into(),
-                "localhost".into(),
-                format!("etcd-{}.{}", m.index, env.private_zone_name),
-            ],
-            usage: Usage::ServerAndClient,
-        });
-    }
-    specs.push(CertSpec {
-        name: "etcd/client".into(),
-        common_name: format!("{}-etcd-client", env.name),
-        organization: None,
-        issuer: Some("etcd/ca".into()),
-        sans: vec![],
-        usage: Usage::Client,
-    });
-    specs
-}
-
-/// The etcd member name of member `index`; the etcd stage uses the same.
-pub fn etcd_member_name(environment: &str, index: u32) -> String {
-    format!("{environment}-etcd-{index}")
-}
+/// Certificates closer than this to their end are reported.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -91,58 +40,94 @@ pub enum PkiError {
     Bad { path: PathBuf, detail: String },
     #[error("{name}: {source}")]
     Generate { name: String, source: rcgen::Error },
+    #[error("--rotate {0}: no such certificate (known: {1})")]
+    UnknownRotate(String, String),
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub created: Vec<String>,
     pub kept: Vec<String>,
+    /// Certificates that end within `EXPIRY_WARNING_DAYS`, with days left.
+    pub expiring: Vec<(String, i64)>,
 }
 
-pub fn cert_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.crt"))
-}
-
-pub fn key_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.key"))
-}
-
-/// Creates what is missing under `dir`; keeps what exists.
-pub fn ensure(dir: &Path, specs: &[CertSpec]) -> Result<Outcome, PkiError> {
+/// Creates what is missing under `dir` (and what `rotate` names); keeps the rest.
+pub fn ensure(dir: &Path, pki: &Pki, rotate: &[String]) -> Result<Outcome, PkiError> {
+    for name in rotate {
+        if !pki.certs.iter().any(|c| &c.id == name) && !pki.key_pairs.iter().any(|k| &k.id == name) {
+            let known: Vec<&str> = pki.certs.iter().map(|c| c.id.as_str()).collect();
+            return Err(PkiError::UnknownRotate(name.clone(), known.join(", ")));
+        }
+    }
     let mut outcome = Outcome::default();
-    let mut new_cas: BTreeSet<&str> = BTreeSet::new();
-    for spec in specs {
-        let (cert, key) = (cert_path(dir, &spec.name), key_path(dir, &spec.name));
-        let signer_is_new = spec.issuer.as_deref().is_some_and(|i| new_cas.contains(i));
-        if cert.exists() && key.exists() && !signer_is_new {
-            outcome.kept.push(spec.name.clone());
+    let mut renewed: BTreeSet<String> = BTreeSet::new();
+    for spec in &pki.certs {
+        let (cert, key) = (dir.join(&spec.cert), dir.join(&spec.key));
+        let signer_renewed = spec.issuer.as_ref().is_some_and(|i| renewed.contains(i));
+        if cert.exists() && key.exists() && !signer_renewed && !rotate.contains(&spec.id) {
+            outcome.kept.push(spec.id.clone());
             continue;
         }
-        let key_pair = KeyPair::generate().map_err(|source| PkiError::Generate { name: spec.name.clone(), source })?;
-        let params = params(spec)?;
-        let certificate = match &spec.issuer {
-            None => params.self_signed(&key_pair),
-            Some(ca) => {
-                let ca_key = read_key(&key_path(dir, ca))?;
-                let ca_pem = read(&cert_path(dir, ca))?;
-                let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|source| PkiError::Generate { name: ca.clone(), source })?;
-                params.signed_by(&key_pair, &issuer)
-            }
+        issue(dir, pki, spec)?;
+        renewed.insert(spec.id.clone());
+        outcome.created.push(spec.id.clone());
+    }
+    for pair in &pki.key_pairs {
+        let (private, public) = (dir.join(&pair.key), dir.join(&pair.public));
+        if private.exists() && public.exists() && !rotate.contains(&pair.id) {
+            outcome.kept.push(pair.id.clone());
+            continue;
         }
-        .map_err(|source| PkiError::Generate { name: spec.name.clone(), source })?;
-        write(&key, key_pair.serialize_pem().as_bytes(), 0o600)?;
-        write(&cert, certificate.pem().as_bytes(), 0o644)?;
-        if spec.usage == Usage::Ca {
-            new_cas.insert(&spec.name);
+        let key = KeyPair::generate().map_err(|source| PkiError::Generate { name: pair.id.clone(), source })?;
+        write(&private, key.serialize_pem().as_bytes(), 0o600)?;
+        write(&public, key.public_key_pem().as_bytes(), 0o644)?;
+        outcome.created.push(pair.id.clone());
+    }
+    for kc in &pki.kubeconfigs {
+        let path = dir.join(&kc.path);
+        if path.exists() && !renewed.contains(&kc.user) && !renewed.contains(&kc.ca) {
+            outcome.kept.push(kc.id.clone());
+            continue;
         }
-        info!(name = %spec.name, "created certificate {}", cert.display());
-        outcome.created.push(spec.name.clone());
+        let user = pki.cert(&kc.user);
+        let ca = pki.cert(&kc.ca);
+        let text = kubeconfig::render(kc, &read(&dir.join(&ca.cert))?, &read(&dir.join(&user.cert))?, &read(&dir.join(&user.key))?);
+        write(&path, text.as_bytes(), 0o600)?;
+        outcome.created.push(kc.id.clone());
+    }
+    for spec in &pki.certs {
+        let days = days_left(&dir.join(&spec.cert))?;
+        if days < EXPIRY_WARNING_DAYS {
+            warn!("{} expires in {days} days: rotate it with `nodeboot pki --rotate {}`", spec.id, spec.id);
+            outcome.expiring.push((spec.id.clone(), days));
+        }
     }
     Ok(outcome)
 }
 
+fn issue(dir: &Path, pki: &Pki, spec: &CertSpec) -> Result<(), PkiError> {
+    let generate = |source| PkiError::Generate { name: spec.id.clone(), source };
+    let key_pair = KeyPair::generate().map_err(generate)?;
+    let params = params(spec)?;
+    let certificate = match &spec.issuer {
+        None => params.self_signed(&key_pair),
+        Some(ca) => {
+            let ca = pki.cert(ca);
+            let ca_key = read_key(&dir.join(&ca.key))?;
+            let issuer = Issuer::from_ca_cert_pem(&read(&dir.join(&ca.cert))?, ca_key).map_err(generate)?;
+            params.signed_by(&key_pair, &issuer)
+        }
+    }
+    .map_err(generate)?;
+    write(&dir.join(&spec.key), key_pair.serialize_pem().as_bytes(), 0o600)?;
+    write(&dir.join(&spec.cert), certificate.pem().as_bytes(), 0o644)?;
+    info!(name = %spec.id, "issued {}", spec.cert);
+    Ok(())
+}
+
 fn params(spec: &CertSpec) -> Result<CertificateParams, PkiError> {
-    let generate = |source| PkiError::Generate { name: spec.name.clone(), source };
+    let generate = |source| PkiError::Generate { name: spec.id.clone(), source };
     let mut params = CertificateParams::default();
     params.subject_alt_names = spec
         .sans
@@ -168,11 +153,12 @@ fn params(spec: &CertSpec) -> Result<CertificateParams, PkiError> {
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
             params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
         }
-        Usage::ServerAndClient | Usage::Client => {
+        Usage::Server | Usage::ServerAndClient | Usage::Client => {
             params.is_ca = IsCa::ExplicitNoCa;
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
             params.extended_key_usages = match spec.usage {
                 Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+                Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
                 _ => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             };
             params.use_authority_key_identifier_extension = true;
@@ -180,6 +166,16 @@ fn params(spec: &CertSpec) -> Result<CertificateParams, PkiError> {
         }
     }
     Ok(params)
+}
+
+/// Days until the certificate at `path` ends (negative once it has).
+pub fn days_left(path: &Path) -> Result<i64, PkiError> {
+    let pem_text = read(path)?;
+    let bad = |detail: String| PkiError::Bad { path: path.into(), detail };
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes()).map_err(|e| bad(format!("not PEM: {e}")))?;
+    let cert = pem.parse_x509().map_err(|e| bad(format!("not a certificate: {e}")))?;
+    let end = cert.validity().not_after.timestamp();
+    Ok((end - OffsetDateTime::now_utc().unix_timestamp()) / 86_400)
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {

@@ -97,7 +97,7 @@ async fn listing<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source) 
 /// One pass over `source`. Errors that end the pass (listing, local I/O)
 /// come back as `Err`; in `BestEffort` mode objects that fail are in the report.
 pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source, mode: Mode) -> Result<Report, SecretError> {
-    let remote = listing(store, source).await.unwrap_or_default();
+    let remote = listing(store, source).await?;
     let target = &source.target;
     target.prepare()?;
     let mut record = target.load_record();

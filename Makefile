@@ -1,0 +1,57 @@
+# nodeboot's entry points. `make` builds the build container (see images/README.md).
+#
+#   make                     the build container, nodeboot/build:$(VERSION)
+#   make binary              the static musl binary ($(BINARY))
+#   make render              environments/example.tfvars -> out/example/*.ign
+#   make test                the whole test suite (tests/run)
+#   make ami                 the Flatcar AMI with nodeboot and the kubelet (packer)
+#   make shell ENV_NAME=N    the build container on environment N (entrypoint.sh -e N)
+#   make play                the build container on the playground play-$USER
+#   make clean               removes out/ (never cargo's target directory)
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+IMAGE ?= nodeboot/build
+DOCKER_BUILD_ARGS ?=
+
+TARGET := x86_64-unknown-linux-musl
+CARGO_TARGET_DIR ?= target
+BINARY := $(CARGO_TARGET_DIR)/$(TARGET)/release/nodeboot
+
+EXAMPLE := environments/example.tfvars
+OUT := out
+
+PACKER_TEMPLATE := images/ami/flatcar.pkr.hcl
+PACKER_ARGS ?=
+
+.DEFAULT_GOAL := image
+.PHONY: image binary render test ami shell play clean
+
+image:
+	docker build -f images/build/Dockerfile -t $(IMAGE):$(VERSION) \
+	  --build-arg NODEBOOT_VERSION=$(VERSION) --build-arg NODEBOOT_COMMIT=$(COMMIT) \
+	  $(DOCKER_BUILD_ARGS) .
+
+binary:
+	cargo build --release --locked --target $(TARGET)
+
+render: binary
+	$(BINARY) render --env $(EXAMPLE) --out $(OUT)/example
+
+test:
+	tests/run
+
+# Variables without a default (kubelet_sha512) come from PKR_VAR_<name> or PACKER_ARGS.
+ami: binary
+	packer init $(PACKER_TEMPLATE)
+	packer build -var nodeboot_binary=$(BINARY) -var nodeboot_version=$(VERSION) \
+	  -var nodeboot_commit=$(COMMIT) $(PACKER_ARGS) $(PACKER_TEMPLATE)
+
+shell:
+	NODEBOOT_IMAGE=$(IMAGE):$(VERSION) images/build/entrypoint.sh -e $(ENV_NAME)
+
+play:
+	NODEBOOT_IMAGE=$(IMAGE):$(VERSION) images/build/entrypoint.sh --play
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,202 @@
+# A Flatcar AMI with nodeboot and the kubelet baked in, for environments with
+# nodeboot_source = "ami" (nodeboot_path = "/opt/bin/nodeboot"). Flatcar's
+# /usr is read-only, so both binaries go to /opt/bin.
+#
+#   make ami      # builds the static binary, then packer init + packer build
+#
+# kubelet_sha512 has no default: pass it (PKR_VAR_kubelet_sha512=... make ami,
+# from https://dl.k8s.io/release/v<kubelet_version>/bin/linux/amd64/kubelet.sha512).
+
+packer {
+  required_version = ">= 1.10.0"
+  required_plugins {
+    amazon = {
+      source  = "github.com/hashicorp/amazon"
+      version = "~> 1.3"
+    }
+  }
+}
+
+variable "region" {
+  type        = string
+  default     = "eu-west-1"
+  description = "Region to build the AMI in (copy it elsewhere with ami_regions if needed)."
+}
+
+variable "channel" {
+  type        = string
+  default     = "stable"
+  description = "Flatcar channel of the source AMI (flatcar_channel in the environment file)."
+
+  validation {
+    condition     = contains(["stable", "beta", "alpha"], var.channel)
+    error_message = "The channel must be stable, beta or alpha."
+  }
+}
+
+variable "instance_type" {
+  type        = string
+  default     = "t3.small"
+  description = "Instance type of the temporary builder instance (x86_64)."
+}
+
+variable "subnet_id" {
+  type        = string
+  default     = ""
+  description = "Subnet of the builder instance; empty: the region's default VPC."
+}
+
+variable "nodeboot_binary" {
+  type        = string
+  default     = "target/x86_64-unknown-linux-musl/release/nodeboot"
+  description = "The static nodeboot binary (make binary), relative to the working directory."
+}
+
+variable "nodeboot_version" {
+  type        = string
+  description = "nodeboot's version (Cargo.toml), tagged on the AMI."
+
+  validation {
+    condition     = length(var.nodeboot_version) > 0
+    error_message = "The nodeboot_version must not be empty."
+  }
+}
+
+variable "nodeboot_commit" {
+  type        = string
+  description = "The git commit the binary was built from, tagged on the AMI."
+
+  validation {
+    condition     = length(var.nodeboot_commit) > 0
+    error_message = "The nodeboot_commit must not be empty."
+  }
+}
+
+variable "kubelet_version" {
+  type        = string
+  default     = "1.31.4"
+  description = "Kubernetes version of the kubelet (kubernetes_version in the environment file)."
+}
+
+variable "kubelet_url" {
+  type        = string
+  default     = ""
+  description = "Where the builder downloads the kubelet; empty: dl.k8s.io for kubelet_version."
+}
+
+variable "kubelet_sha512" {
+  type        = string
+  description = "SHA-512 of the kubelet binary (dl.k8s.io publishes it beside the binary as kubelet.sha512)."
+
+  validation {
+    condition     = can(regex("^[0-9a-fA-F]{128}$", var.kubelet_sha512))
+    error_message = "The kubelet_sha512 must be 128 hex digits."
+  }
+}
+
+variable "encrypt_boot" {
+  type        = bool
+  default     = true
+  description = "Encrypt the AMI's snapshot (with the account's default EBS key)."
+}
+
+locals {
+  # The paths the rendered units use: nodeboot_path in the environment file and
+  # KUBELET_BINARY in src/node_config.rs.
+  nodeboot_path = "/opt/bin/nodeboot"
+  kubelet_path  = "/opt/bin/kubelet"
+  kubelet_url   = var.kubelet_url != "" ? var.kubelet_url : "https://dl.k8s.io/release/v${var.kubelet_version}/bin/linux/amd64/kubelet"
+  timestamp     = formatdate("YYYYMMDDhhmmss", timestamp())
+
+  tags = {
+    "nodeboot.io/version"         = var.nodeboot_version
+    "nodeboot.io/commit"          = var.nodeboot_commit
+    "nodeboot.io/kubelet-version" = var.kubelet_version
+    "nodeboot.io/flatcar-channel" = var.channel
+  }
+}
+
+source "amazon-ebs" "flatcar" {
+  region          = var.region
+  instance_type   = var.instance_type
+  subnet_id       = var.subnet_id
+  ami_name        = "nodeboot-flatcar-${var.channel}-${var.nodeboot_version}-${local.timestamp}"
+  ami_description = "Flatcar ${var.channel} with nodeboot ${var.nodeboot_version} (${var.nodeboot_commit}) and kubelet ${var.kubelet_version} in /opt/bin"
+
+  # Flatcar's own account publishes the images, named Flatcar-<channel>-<version>-hvm
+  # (the same look-up as terraform/main.tf).
+  source_ami_filter {
+    owners      = ["075585003325"]
+    most_recent = true
+    filters = {
+      name                = "Flatcar-${var.channel}-*"
+      architecture        = "x86_64"
+      virtualization-type = "hvm"
+      root-device-type    = "ebs"
+    }
+  }
+
+  ssh_username            = "core"
+  temporary_key_pair_type = "ed25519"
+  encrypt_boot            = var.encrypt_boot
+  imds_support            = "v2.0"
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  tags = merge(local.tags, {
+    "Name"                        = "nodeboot-flatcar-${var.channel}-${var.nodeboot_version}"
+    "nodeboot.io/source-ami"      = "{{ .SourceAMI }}"
+    "nodeboot.io/source-ami-name" = "{{ .SourceAMIName }}"
+  })
+  snapshot_tags = local.tags
+  run_tags      = local.tags
+}
+
+build {
+  name    = "nodeboot-flatcar"
+  sources = ["source.amazon-ebs.flatcar"]
+
+  provisioner "file" {
+    source      = var.nodeboot_binary
+    destination = "/tmp/nodeboot"
+  }
+
+  provisioner "shell" {
+    script          = "${path.root}/provision.sh"
+    execute_command = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
+    env = {
+      NODEBOOT_UPLOAD = "/tmp/nodeboot"
+      NODEBOOT_PATH   = local.nodeboot_path
+      KUBELET_PATH    = local.kubelet_path
+      KUBELET_URL     = local.kubelet_url
+      KUBELET_SHA512  = var.kubelet_sha512
+    }
+  }
+
+  # Ignition runs on a Flatcar machine's first boot only, and this builder has
+  # had its first boot. flatcar-reset stages a reset for the next boot, which
+  # is the first boot of every instance launched from the AMI: the root
+  # filesystem is cleaned except the two binaries (so a fresh machine-id and
+  # SSH host keys, no builder key), and Ignition runs with that instance's
+  # user data.
+  provisioner "shell" {
+    inline = [
+      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.kubelet_path}'",
+    ]
+  }
+
+  post-processor "manifest" {
+    output     = "out/ami/manifest.json"
+    strip_path = true
+    custom_data = {
+      nodeboot_version = var.nodeboot_version
+      nodeboot_commit  = var.nodeboot_commit
+      kubelet_version  = var.kubelet_version
+      channel          = var.channel
+    }
+  }
+}

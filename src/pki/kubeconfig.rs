@@ -1,0 +1,22 @@
+//! Kubeconfigs with embedded credentials. Written as JSON, which is YAML
+//! and what kubectl reads.
+
+use base64::Engine;
+use serde_json::json;
+
+use super::KubeconfigSpec;
+
+pub fn render(spec: &KubeconfigSpec, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let user = spec.user.clone();
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": spec.cluster, "cluster": {"server": spec.server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": user, "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}],
+        "contexts": [{"name": format!("{}@{}", user, spec.cluster), "context": {"cluster": spec.cluster, "user": user}}],
+        "current-context": format!("{}@{}", user, spec.cluster),
+        "preferences": {},
+    });
+    serde_json::to_string_pretty(&value).expect("kubeconfig serialises") + "\n"
+}

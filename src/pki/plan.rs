@@ -1,0 +1,173 @@
+//! Every certificate, key pair and kubeconfig of an environment, and where
+//! each lives in the secrets tree. Pure: the tests read it as a table.
+//!
+//! On a node, `stage secrets` puts `common/X` and the role's folder's `X`
+//! (`secure/` for etcd nodes, `compute/` for workers) at
+//! `/run/nodeboot/secrets/X`: the manifests refer to them there.
+
+use crate::env::Environment;
+use crate::kube;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Ca,
+    Server,
+    /// Serves and connects (etcd members talk to each other both ways).
+    ServerAndClient,
+    Client,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpec {
+    /// The name `--rotate` takes: `etcd-member-0`, `apiserver`, ...
+    pub id: String,
+    /// Paths in the secrets tree.
+    pub cert: String,
+    pub key: String,
+    pub common_name: String,
+    pub organization: Option<String>,
+    /// The CA (by id) that signs it; `None` for a CA itself.
+    pub issuer: Option<String>,
+    pub sans: Vec<String>,
+    pub usage: Usage,
+}
+
+/// A bare key pair (the service-account signing key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPairSpec {
+    pub id: String,
+    pub key: String,
+    pub public: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeconfigSpec {
+    pub id: String,
+    pub path: String,
+    pub cluster: String,
+    pub server: String,
+    /// Client certificate (by id) and the CA (by id) that serves the API.
+    pub user: String,
+    pub ca: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pki {
+    pub certs: Vec<CertSpec>,
+    pub key_pairs: Vec<KeyPairSpec>,
+    pub kubeconfigs: Vec<KubeconfigSpec>,
+}
+
+impl Pki {
+    pub fn cert(&self, id: &str) -> &CertSpec {
+        self.certs.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("the plan names certificate {id}"))
+    }
+}
+
+/// The etcd member name of member `index`; the etcd stage uses the same.
+pub fn etcd_member_name(environment: &str, index: u32) -> String {
+    format!("{environment}-etcd-{index}")
+}
+
+fn ca(id: &str, cert: &str, common_name: String) -> CertSpec {
+    CertSpec {
+        id: id.into(),
+        cert: cert.into(),
+        key: format!("ca/{id}.key"),
+        common_name,
+        organization: None,
+        issuer: None,
+        sans: vec![],
+        usage: Usage::Ca,
+    }
+}
+
+fn leaf(id: &str, path: &str, issuer: &str, cn: &str, org: Option<&str>, sans: Vec<String>, usage: Usage) -> CertSpec {
+    CertSpec {
+        id: id.into(),
+        cert: format!("{path}.crt"),
+        key: format!("{path}.key"),
+        common_name: cn.into(),
+        organization: org.map(str::to_string),
+        issuer: Some(issuer.into()),
+        sans,
+        usage,
+    }
+}
+
+pub fn plan(env: &Environment) -> Pki {
+    let name = &env.name;
+    let members = env.etcd_members();
+    let mut certs = vec![
+        ca("kubernetes-ca", "common/ca.crt", format!("{name}-kubernetes-ca")),
+        ca("etcd-ca", "secure/etcd/ca.crt", format!("{name}-etcd-ca")),
+        ca("front-proxy-ca", "secure/front-proxy-ca.crt", format!("{name}-front-proxy-ca")),
+    ];
+    for m in &members {
+        let sans = vec![m.ip.to_string(), "127.0.0.1".into(), "localhost".into(), format!("etcd-{}.{}", m.index, env.private_zone_name)];
+        let cn = etcd_member_name(name, m.index);
+        certs.push(leaf(&format!("etcd-member-{}", m.index), &format!("secure/etcd/member-{}", m.index), "etcd-ca", &cn, None, sans, Usage::ServerAndClient));
+    }
+    certs.push(leaf("etcd-client", "secure/etcd/client", "etcd-ca", &format!("{name}-etcd-client"), None, vec![], Usage::Client));
+    let mut apiserver_sans = vec![
+        kube::public_host(env),
+        kube::internal_host(env),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        format!("kubernetes.default.svc.{}", kube::CLUSTER_DOMAIN),
+        kube::KUBERNETES_SERVICE_IP.into(),
+        "127.0.0.1".into(),
+    ];
+    apiserver_sans.extend(members.iter().map(|m| m.ip.to_string()));
+    certs.extend([
+        leaf("apiserver", "secure/apiserver", "kubernetes-ca", "kube-apiserver", None, apiserver_sans, Usage::Server),
+        leaf("apiserver-kubelet-client", "secure/apiserver-kubelet-client", "kubernetes-ca", "kube-apiserver-kubelet-client", Some("system:masters"), vec![], Usage::Client),
+        leaf("front-proxy-client", "secure/front-proxy-client", "front-proxy-ca", "front-proxy-client", None, vec![], Usage::Client),
+        leaf("admin", "ca/admin", "kubernetes-ca", "kubernetes-admin", Some("system:masters"), vec![], Usage::Client),
+        leaf("controller-manager", "ca/controller-manager", "kubernetes-ca", "system:kube-controller-manager", None, vec![], Usage::Client),
+        leaf("scheduler", "ca/scheduler", "kubernetes-ca", "system:kube-scheduler", None, vec![], Usage::Client),
+        // One shared node identity: nodes come and go with the auto-scaling
+        // groups, so no per-node certificate can be made ahead of time.
+        leaf("kubelet", "ca/kubelet", "kubernetes-ca", "system:node:nodeboot", Some("system:nodes"), vec![], Usage::Client),
+        leaf("kube-proxy", "ca/kube-proxy", "kubernetes-ca", "system:kube-proxy", None, vec![], Usage::Client),
+    ]);
+    let key_pairs = vec![KeyPairSpec { id: "service-account".into(), key: "secure/sa.key".into(), public: "secure/sa.pub".into() }];
+    let kc = |id: &str, path: &str, server: String| KubeconfigSpec {
+        id: format!("{id}-kubeconfig"),
+        path: path.into(),
+        cluster: name.clone(),
+        server,
+        user: id.into(),
+        ca: "kubernetes-ca".into(),
+    };
+    let kubeconfigs = vec![
+        kc("admin", "secure/kubeconfig_admin", kube::public_url(env)),
+        kc("controller-manager", "secure/controller-manager.kubeconfig", kube::LOCAL_URL.into()),
+        kc("scheduler", "secure/scheduler.kubeconfig", kube::LOCAL_URL.into()),
+        kc("kubelet", "common/kubelet.kubeconfig", kube::internal_url(env)),
+        kc("kube-proxy", "compute/kube-proxy.kubeconfig", kube::internal_url(env)),
+    ];
+    Pki { certs, key_pairs, kubeconfigs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_issuer_is_a_ca_planned_before_what_it_signs() {
+        let env = crate::env::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/environments/example.tfvars"))).unwrap().env;
+        let pki = plan(&env);
+        for (i, c) in pki.certs.iter().enumerate() {
+            if let Some(issuer) = &c.issuer {
+                let at = pki.certs.iter().position(|x| &x.id == issuer).expect("issuer planned");
+                assert!(at < i && pki.certs[at].usage == Usage::Ca, "{}", c.id);
+            }
+            assert!(!c.key.starts_with("common/"), "{}: a private key would reach every node", c.id);
+        }
+        for c in pki.certs.iter().filter(|c| c.usage == Usage::Ca) {
+            assert!(c.key.starts_with("ca/"), "{}: CA keys are never uploaded", c.id);
+        }
+    }
+}
