@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def content(k):
     """Version k of the changing manifest; every version has another size, so
     `aws s3 sync` (which compares size and time) sees every change."""
-    return f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: bench-{k}\n# {'x' * (1000 + k)}\n".encode()
+    pad = "x" * (1000 + k)
+    return f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: bench-{k}\n# {pad}\n".encode()
 
 
 class Bed:
@@ -190,12 +192,14 @@ def run_aws_loop(bed, aws, work, args):
         f"while :; do {aws} s3 sync --only-show-errors s3://{BUCKET}/{PREFIX} {target}; "
         f"sleep {args.interval}; done"
     )
-    proc = subprocess.Popen(["bash", "-c", loop], env=bed.env, stderr=subprocess.DEVNULL)
+    # Its own process group, so stopping it stops the aws CLI it runs too.
+    proc = subprocess.Popen(
+        ["bash", "-c", loop], env=bed.env, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         return measure(bed, "aws s3 sync loop (seed)", put_version, target / CHANGING, proc, args)
     finally:
-        subprocess.run(["pkill", "-TERM", "-P", str(proc.pid)], check=False)
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
 
 
@@ -212,12 +216,20 @@ def put_plain(bed, name, data):
 
 def print_table(rows, args):
     def kinds(calls, kms):
-        picked = {a: n for a, n in calls.items() if (a[0].islower() or a in KMS_ACTIONS) == kms}
+        picked = {a: n for a, n in calls.items() if (a in KMS_ACTIONS) == kms}
         total = sum(picked.values())
         detail = ", ".join(f"{a} {n:.2f}" for a, n in picked.items() if n >= 0.005)
         return f"{total:.2f}" + (f" ({detail})" if detail else "")
 
-    head = ["tool", "p50 s", "p99 s", "max s", "S3 req/interval", "KMS req/interval", "CPU ms/interval"]
+    head = [
+        "tool",
+        "p50 s",
+        "p99 s",
+        "max s",
+        "S3 req/interval",
+        "KMS req/interval",
+        "CPU ms/interval",
+    ]
     body = [
         [
             r["tool"],
@@ -233,7 +245,7 @@ def print_table(rows, args):
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
 
     def line(cells):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
     print(
         f"interval {args.interval} s, {args.samples} changes per tool, "

@@ -35,7 +35,7 @@ pub fn render(path: &Path, out: &Path, roles: &[Role]) -> Result<Vec<String>, Er
     let roles: Vec<Role> = if roles.is_empty() { Role::ALL.to_vec() } else { roles.to_vec() };
     let written = render::write(&loaded.env, &roles, out)
         .map_err(|source| Error::Write { path: out.display().to_string(), source })?;
-    let lines = written
+    let mut lines: Vec<String> = written
         .iter()
         .map(|w| match &w.full {
             None => format!("{}: {} bytes", w.user_data.display(), w.user_data_len),
@@ -48,6 +48,7 @@ pub fn render(path: &Path, out: &Path, roles: &[Role]) -> Result<Vec<String>, Er
             ),
         })
         .collect();
+    lines.extend(written.iter().flat_map(|w| w.manifests.iter().map(|m| format!("{}: static pod", m.display()))));
     info!(roles = roles.len(), out = %out.display(), "rendered");
     Ok(lines)
 }

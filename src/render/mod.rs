@@ -5,6 +5,7 @@
 
 mod files;
 mod ignition;
+pub mod manifests;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -83,11 +84,13 @@ pub struct Written {
     pub user_data: PathBuf,
     pub user_data_len: usize,
     pub full: Option<PathBuf>,
+    pub manifests: Vec<PathBuf>,
 }
 
 /// Writes `DIR/<role>.ign` (and `DIR/<role>.full.ign` when needed) for each
-/// role. A stale `.full.ign` from an earlier, larger render is removed so it
-/// can never be uploaded by mistake.
+/// role, and its static-pod manifests to `DIR/manifests/<role>/`. A stale
+/// `.full.ign` from an earlier, larger render is removed so it can never be
+/// uploaded by mistake.
 pub fn write(env: &Environment, roles: &[Role], out: &Path) -> std::io::Result<Vec<Written>> {
     std::fs::create_dir_all(out)?;
     let mut written = Vec::new();
@@ -106,7 +109,15 @@ pub fn write(env: &Environment, roles: &[Role], out: &Path) -> std::io::Result<V
                 None
             }
         };
-        written.push(Written { role, user_data, user_data_len: rendered.user_data.len(), full });
+        let mut manifests = Vec::new();
+        for (name, text) in manifests::manifests_for(env, role) {
+            let dir = out.join("manifests").join(role.as_str());
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(name);
+            fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
+            manifests.push(path);
+        }
+        written.push(Written { role, user_data, user_data_len: rendered.user_data.len(), full, manifests });
     }
     Ok(written)
 }

@@ -139,8 +139,11 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
 /// Templates are checked at compile time; rendering only fails on a broken
 /// `Display` impl, which would be a bug here, not bad input.
 pub(super) fn render(t: &impl Template) -> String {
-    let mut text = t.render().expect("unit templates render");
-    // askama drops the template's final newline; POSIX text files end in one.
+    finish(t.render().expect("unit templates render"))
+}
+
+/// askama drops the template's final newline; POSIX text files end in one.
+pub(super) fn finish(mut text: String) -> String {
     if !text.ends_with('\n') {
         text.push('\n');
     }

@@ -15,6 +15,11 @@ from pathlib import Path
 from lab_proc import LabError, run
 
 BRIDGE = "br0"
+# A bridge takes the lowest MAC of its ports unless given one, and every change
+# flushes its neighbour table (permanent entries too) while the nodes keep the
+# gateway's old MAC in their ARP caches: packets vanish until ARP re-resolves.
+# A fixed, locally administered MAC keeps the gateway still.
+BRIDGE_MAC = "0e:00:00:00:00:01"
 NETNS_DIR = Path("/run/netns")
 
 
@@ -76,7 +81,7 @@ def sysctl(ns, key, value):
 def make_router(ns, gateways, endpoint):
     """gateways: ["10.80.10.1/24", ...]; endpoint: the EC2 endpoint's address."""
     add(ns)
-    ip("link", "add", BRIDGE, "type", "bridge", ns=ns)
+    ip("link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge", ns=ns)
     ip("link", "set", BRIDGE, "up", ns=ns)
     for gateway in gateways:
         ip("addr", "add", gateway, "dev", BRIDGE, ns=ns)

@@ -1,0 +1,69 @@
+//! The Kubernetes static-pod manifests each role's kubelet runs, from the
+//! askama templates in `manifests/`. `up` uploads them to
+//! `manifests/<role>/` in the secrets bucket; `nodeboot sync manifests`
+//! keeps each node's static-pod directory equal to them.
+
+use askama::Template;
+
+use crate::env::Environment;
+use crate::kube;
+use crate::node_config::SECRETS_DIR;
+use crate::role::Role;
+use crate::stage::etcd::CLIENT_PORT;
+
+/// What every manifest template may use.
+pub struct Common {
+    pub environment: String,
+    pub version: String,
+    pub port: u16,
+    /// The etcd members' client URLs, from their ENI addresses.
+    pub etcd_servers: String,
+    pub secrets: &'static str,
+    pub issuer: String,
+    pub service_cidr: &'static str,
+    pub cluster_cidr: &'static str,
+}
+
+macro_rules! manifest {
+    ($name:ident, $path:literal) => {
+        #[derive(Template)]
+        #[template(path = $path, escape = "none")]
+        struct $name<'a> {
+            c: &'a Common,
+        }
+    };
+}
+
+manifest!(ApiServer, "kube-apiserver.yaml");
+manifest!(ControllerManager, "kube-controller-manager.yaml");
+manifest!(Scheduler, "kube-scheduler.yaml");
+manifest!(Proxy, "kube-proxy.yaml");
+
+pub fn common(env: &Environment) -> Common {
+    let etcd_servers: Vec<String> = env.etcd_members().iter().map(|m| format!("https://{}:{CLIENT_PORT}", m.ip)).collect();
+    Common {
+        environment: env.name.clone(),
+        version: env.kubernetes_version.clone(),
+        port: kube::API_PORT,
+        etcd_servers: etcd_servers.join(","),
+        secrets: SECRETS_DIR,
+        issuer: kube::internal_url(env),
+        service_cidr: kube::SERVICE_CIDR,
+        cluster_cidr: kube::CLUSTER_CIDR,
+    }
+}
+
+/// `(file name, contents)` of every manifest `role` runs, in a fixed order.
+pub fn manifests_for(env: &Environment, role: Role) -> Vec<(String, String)> {
+    let c = common(env);
+    let render = |t: &dyn askama::DynTemplate| super::units::finish(t.dyn_render().expect("manifest templates render"));
+    match role {
+        Role::Etcd => vec![
+            ("kube-apiserver.yaml".into(), render(&ApiServer { c: &c })),
+            ("kube-controller-manager.yaml".into(), render(&ControllerManager { c: &c })),
+            ("kube-scheduler.yaml".into(), render(&Scheduler { c: &c })),
+        ],
+        Role::Compute => vec![("kube-proxy.yaml".into(), render(&Proxy { c: &c }))],
+        Role::Bastion => vec![],
+    }
+}

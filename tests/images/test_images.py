@@ -1,0 +1,909 @@
+"""Offline tests of images/ and the top-level Makefile.
+
+Docker and Packer are neither running nor installed here, so nothing is
+built. What can be checked is checked:
+
+* the Makefile: `make -n` of every target prints the expected commands, with
+  a PATH that holds no docker, cargo or packer; `make clean` removes only out/;
+* images/build/Dockerfile, read as text: pinned images and versions, the
+  static musl binary copied into the final stage, every download checked
+  against a pinned SHA-256 by fetch.sh, a build context limited by its own
+  .dockerignore; fetch.sh itself, run on file:// URLs;
+* images/ami/flatcar.pkr.hcl: parses as HCL2 (python-hcl2), is formatted
+  (`terraform fmt`, which formats HCL as `packer fmt` does), looks up the
+  Flatcar AMI, installs to the /opt/bin paths the rendered units use, tags
+  the AMI; provision.sh, run into a DESTDIR;
+* the shell scripts: `bash -n`, shellcheck, and entrypoint.sh / bashrc run
+  against stand-ins for docker and nodeboot.
+
+Run with `python3 -m pytest -q tests/images`. Needs make, curl, git,
+terraform and shellcheck (Debian's `shellcheck` package) on PATH, and
+python-hcl2 8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import hcl2
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = REPO / "images"
+DOCKERFILE = IMAGES / "build" / "Dockerfile"
+DOCKERIGNORE = IMAGES / "build" / "Dockerfile.dockerignore"
+FETCH = IMAGES / "build" / "fetch.sh"
+ENTRYPOINT = IMAGES / "build" / "entrypoint.sh"
+BASHRC = IMAGES / "build" / "bashrc"
+PACKER = IMAGES / "ami" / "flatcar.pkr.hcl"
+PROVISION = IMAGES / "ami" / "provision.sh"
+EXAMPLE = REPO / "environments" / "example.tfvars"
+
+MUSL = "x86_64-unknown-linux-musl"
+MUSL_BUILD = f"cargo build --release --locked --target {MUSL}"
+FLATCAR_OWNER = "075585003325"
+SHELL_SCRIPTS = sorted([*IMAGES.rglob("*.sh"), BASHRC])
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        hint = " (apt-get install shellcheck; tests/setup installs it)"
+        hint = hint if name == "shellcheck" else ""
+        pytest.fail(f"{name} is not on PATH{hint}")
+    return path
+
+
+def unquote(value):
+    """python-hcl2 keeps the quotes of string literals and labels; drop them."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def cargo_version() -> str:
+    match = re.search(r'^version = "(.+)"$', (REPO / "Cargo.toml").read_text(), re.M)
+    assert match, "Cargo.toml has no package version"
+    return match.group(1)
+
+
+def git_commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True
+    )
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def tfvars(name: str) -> str:
+    match = re.search(rf'^{name}\s*=\s*"(.*)"', EXAMPLE.read_text(), re.M)
+    assert match, f"{name} not in {EXAMPLE}"
+    return match.group(1)
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def write_script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def sha(algorithm: str, path: Path) -> str:
+    return hashlib.new(algorithm, path.read_bytes()).hexdigest()
+
+
+# --- the Makefile ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def make_path(tmp_path_factory) -> str:
+    """A PATH with only what the Makefile's own $(shell ...) calls use: make -n
+    must not need docker, cargo or packer."""
+    bin_dir = tmp_path_factory.mktemp("make-bin")
+    for name in ("sed", "head", "git"):
+        (bin_dir / name).symlink_to(tool(name))
+    for absent in ("docker", "cargo", "packer"):
+        assert shutil.which(absent, path=str(bin_dir)) is None
+    return str(bin_dir)
+
+
+def make(*args: str, path: str, cwd: Path = REPO, dry_run: bool = True, **env: str):
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MAKE") and k not in ("MFLAGS", "CARGO_TARGET_DIR")
+    }
+    clean.update(MAKEFLAGS="", PATH=path, **env)
+    flags = ["-n"] if dry_run else []
+    return subprocess.run(
+        [tool("make"), *flags, "--no-print-directory", *args],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def make_n(*args: str, path: str, **env: str) -> list[str]:
+    """The commands `make -n` prints, continuation lines joined, spaces collapsed."""
+    done = make(*args, path=path, **env)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.replace("\\\n", " ")
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+
+
+def test_make_default_target_builds_the_build_container(make_path):
+    version, commit = cargo_version(), git_commit()
+    assert make_n(path=make_path) == [
+        f"docker build -f images/build/Dockerfile -t nodeboot/build:{version} "
+        f"--build-arg NODEBOOT_VERSION={version} --build-arg NODEBOOT_COMMIT={commit} ."
+    ]
+
+
+def test_make_binary_is_the_static_musl_build(make_path):
+    assert make_n("binary", path=make_path) == [MUSL_BUILD]
+
+
+def test_make_render_renders_the_example_into_out(make_path):
+    assert make_n("render", path=make_path) == [
+        MUSL_BUILD,
+        f"target/{MUSL}/release/nodeboot render"
+        " --env environments/example.tfvars --out out/example",
+    ]
+
+
+def test_make_render_follows_cargo_target_dir(make_path):
+    commands = make_n("render", path=make_path, CARGO_TARGET_DIR="/tmp/elsewhere")
+    assert commands[-1].startswith(f"/tmp/elsewhere/{MUSL}/release/nodeboot render ")
+
+
+def test_make_test_runs_the_suite(make_path):
+    assert make_n("test", path=make_path) == ["tests/run"]
+
+
+def test_make_ami_builds_the_binary_then_runs_packer(make_path):
+    version, commit = cargo_version(), git_commit()
+    assert make_n("ami", path=make_path) == [
+        MUSL_BUILD,
+        "packer init images/ami/flatcar.pkr.hcl",
+        f"packer build -var nodeboot_binary=target/{MUSL}/release/nodeboot "
+        f"-var nodeboot_version={version} -var nodeboot_commit={commit} "
+        "images/ami/flatcar.pkr.hcl",
+    ]
+
+
+def test_make_shell_and_play_start_the_container(make_path):
+    image = f"nodeboot/build:{cargo_version()}"
+    assert make_n("shell", "ENV_NAME=prod", path=make_path) == [
+        f"NODEBOOT_IMAGE={image} images/build/entrypoint.sh -e prod"
+    ]
+    assert make_n("play", path=make_path) == [
+        f"NODEBOOT_IMAGE={image} images/build/entrypoint.sh --play"
+    ]
+
+
+def test_make_clean_removes_only_out(make_path):
+    assert make_n("clean", path=make_path) == ["rm -rf out"]
+
+
+def test_make_clean_keeps_the_cargo_target_dir(make_path, tmp_path):
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    shutil.copy(REPO / "Cargo.toml", tmp_path / "Cargo.toml")
+    (tmp_path / "out" / "example").mkdir(parents=True)
+    (tmp_path / "out" / "example" / "etcd.ign").write_text("{}")
+    (tmp_path / "target" / "release").mkdir(parents=True)
+    (tmp_path / "target" / "release" / "nodeboot").write_text("binary")
+    path = f"{make_path}:{Path(tool('rm')).parent}"
+    done = make("clean", path=path, cwd=tmp_path, dry_run=False)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "target" / "release" / "nodeboot").read_text() == "binary"
+
+
+# --- the Dockerfile ------------------------------------------------------------
+
+
+def instructions(path: Path) -> list[tuple[str, str, list[str]]]:
+    """(KEYWORD, arguments, comment lines just above) of each instruction,
+    continuation lines joined; the parser directive and comments are skipped."""
+    result, comments, pending = [], [], ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            comments = comments + [stripped.lstrip("# ")] if stripped else []
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        text = " ".join((pending + stripped).split())
+        pending = ""
+        keyword, _, args = text.partition(" ")
+        result.append((keyword.upper(), args, comments))
+        comments = []
+    return result
+
+
+def stages(path: Path) -> list[dict]:
+    """Each stage: its name, its FROM image and its instructions."""
+    found = []
+    for keyword, args, comments in instructions(path):
+        if keyword == "FROM":
+            words = args.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            found.append({"name": name, "image": words[0], "body": []})
+        elif found:
+            found[-1]["body"].append((keyword, args, comments))
+    return found
+
+
+def arg_defaults(path: Path) -> dict[str, str]:
+    defaults = {}
+    for keyword, args, _ in instructions(path):
+        if keyword == "ARG":
+            name, _, value = args.partition("=")
+            defaults[name] = value
+    return defaults
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
+
+
+def runs(stage: dict) -> str:
+    return "\n".join(args for keyword, args, _ in stage["body"] if keyword == "RUN")
+
+
+def test_dockerfile_images_are_pinned_never_latest():
+    defaults = arg_defaults(DOCKERFILE)
+    for stage in stages(DOCKERFILE):
+        image = substitute(stage["image"], defaults)
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag, f"{stage['image']} has no tag"
+        assert "latest" not in tag, f"{image} is not pinned"
+    for keyword, args, _ in instructions(DOCKERFILE):
+        assert "latest" not in args, f"{keyword} {args}"
+
+
+def test_dockerfile_rust_stage_builds_the_static_musl_binary():
+    nodeboot = stages(DOCKERFILE)[0]
+    assert nodeboot["name"] == "nodeboot"
+    assert nodeboot["image"].startswith("rust:${RUST_VERSION}")
+    body = runs(nodeboot)
+    assert "musl-tools" in body and f"rustup target add {MUSL}" in body
+    assert MUSL_BUILD in body
+    assert "program interpreter" in body and "NEEDED" in body, "no check that it is static"
+
+
+def test_dockerfile_final_stage_copies_the_musl_binary_and_installs_the_tools():
+    final = stages(DOCKERFILE)[-1]
+    copies = [args for keyword, args, _ in final["body"] if keyword == "COPY"]
+    assert f"--from=nodeboot /src/target/{MUSL}/release/nodeboot /usr/local/bin/nodeboot" in copies
+    assert "--from=tools /out/bin/ /usr/local/bin/" in copies
+    assert "--from=tools /opt/aws-cli /opt/aws-cli" in copies
+    tools = runs(next(s for s in stages(DOCKERFILE) if s["name"] == "tools"))
+    for name in ("terraform", "kubectl", "etcdctl"):
+        assert f"/out/bin/{name}" in tools, f"the tools stage does not install {name}"
+    assert "./aws/install --install-dir /opt/aws-cli" in tools
+    smoke = runs(final)
+    for command in (
+        "nodeboot --version",
+        "terraform version",
+        "kubectl version --client",
+        "aws --version",
+        "etcdctl version",
+    ):
+        assert command in smoke, f"the final stage does not run `{command}`"
+    keywords = {keyword: args for keyword, args, _ in final["body"]}
+    assert keywords["ENTRYPOINT"] == '["/usr/local/bin/entrypoint.sh"]'
+    assert "NODEBOOT_IN_CONTAINER=1" in keywords["ENV"]
+
+
+def test_dockerfile_every_version_arg_is_pinned_and_used():
+    text = DOCKERFILE.read_text()
+    defaults = arg_defaults(DOCKERFILE)
+    versions = {k: v for k, v in defaults.items() if k.endswith("_VERSION")}
+    assert {
+        "RUST_VERSION",
+        "TERRAFORM_VERSION",
+        "KUBECTL_VERSION",
+        "ETCD_VERSION",
+        "AWSCLI_VERSION",
+    } <= set(versions)
+    for name, value in versions.items():
+        if name.startswith("NODEBOOT_"):
+            continue  # a label, from `make`
+        assert re.fullmatch(r"\d+(\.\d+)+", value), f"{name}={value!r} is not a pinned version"
+        assert f"${{{name}}}" in text, f"{name} is declared but never used"
+    assert re.fullmatch(r"1\.11\.\d+", versions["TERRAFORM_VERSION"])
+
+
+def test_dockerfile_versions_match_the_example_environment():
+    defaults = arg_defaults(DOCKERFILE)
+    assert minor(defaults["KUBECTL_VERSION"]) == minor(tfvars("kubernetes_version"))
+    assert defaults["ETCD_VERSION"] == tfvars("etcd_version")
+
+
+def test_dockerfile_every_download_is_checked_with_sha256():
+    defaults = arg_defaults(DOCKERFILE)
+    fetched = set()
+    for stage in stages(DOCKERFILE):
+        declared: set[str] = set()
+        for keyword, args, _ in stage["body"]:
+            assert keyword != "ADD", "ADD fetches without a checksum; use fetch.sh"
+            if keyword == "ARG":
+                declared.add(args.partition("=")[0])
+                continue
+            if keyword != "RUN":
+                continue
+            command = re.search(r"(^|&&|\|\||;|\|)\s*(curl|wget)\s", args)
+            assert not command, f"download outside fetch.sh: {args}"
+            urls = re.findall(r"https?://\S+", args)
+            calls = re.findall(r'fetch\.sh "(https://[^"]+)" "\$\{(\w+_SHA256)\}" (\S+)', args)
+            assert len(calls) == len(urls), f"a URL not fetched by fetch.sh: {args}"
+            for _url, sha_arg, _out in calls:
+                assert sha_arg in declared, f"{sha_arg} is not an ARG of this stage"
+                fetched.add(sha_arg)
+    shas = {k for k in defaults if k.endswith("_SHA256")}
+    assert fetched == shas == {"TERRAFORM_SHA256", "KUBECTL_SHA256", "ETCD_SHA256", "AWSCLI_SHA256"}
+    fetch = FETCH.read_text()
+    assert "sha256sum --check --strict" in fetch and "--proto" in fetch
+
+
+def test_dockerfile_sha256_args_are_placeholders_with_their_source_or_checksums():
+    for keyword, args, comments in instructions(DOCKERFILE):
+        name, _, value = args.partition("=")
+        if keyword != "ARG" or not name.endswith("_SHA256"):
+            continue
+        assert value == "" or re.fullmatch(r"[0-9a-f]{64}", value), f"{name}={value!r}"
+        assert any("https://" in line for line in comments), (
+            f"the comment above ARG {name} must say where upstream publishes the checksum"
+        )
+
+
+def test_build_context_is_limited_to_what_the_image_is_built_from():
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*", "the ignore file must start by excluding everything"
+    allowed = [p[1:].rstrip("/") for p in patterns[1:] if p.startswith("!")]
+    for entry in allowed:
+        assert not re.match(r"(secrets|target|out|build)\b", entry), entry
+        assert not entry.startswith("environments/") or entry.endswith(".askama"), entry
+    for keyword, args, _ in instructions(DOCKERFILE):
+        if keyword != "COPY" or args.startswith("--from"):
+            continue
+        for source in args.split()[:-1]:
+            assert (REPO / source).exists(), f"COPY {source}: no such file in the repository"
+            assert any(source == a or source.startswith(a + "/") for a in allowed), (
+                f"COPY {source} is excluded from the build context by {DOCKERIGNORE.name}"
+            )
+
+
+def test_rust_stage_copies_every_file_the_build_reads():
+    """Cargo's inputs: the manifest, the sources, askama's template directories
+    and any file the code includes at compile time."""
+    copied = set()
+    for keyword, args, _ in stages(DOCKERFILE)[0]["body"]:
+        if keyword == "COPY":
+            copied.update(source.rstrip("/") for source in args.split()[:-1])
+
+    def is_copied(path: str) -> bool:
+        return any(path == c or path.startswith(c + "/") for c in copied)
+
+    needed = ["Cargo.toml", "Cargo.lock", "askama.toml", "src"]
+    askama_dirs = re.search(r"dirs = \[(.*)\]", (REPO / "askama.toml").read_text()).group(1)
+    for directory in re.findall(r'"([^"]+)"', askama_dirs):
+        templates = [p for p in (REPO / directory).rglob("*") if p.is_file()]
+        if directory == "environments":  # the environment files are not templates
+            templates = [p for p in templates if p.suffix == ".askama"]
+        needed += [str(p.relative_to(REPO)) for p in templates]
+    for source in (REPO / "src").rglob("*.rs"):
+        for included in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', source.read_text()):
+            needed.append(str((source.parent / included).resolve().relative_to(REPO)))
+    missing = [path for path in needed if not is_copied(path)]
+    assert not missing, f"the nodeboot stage does not COPY {missing}"
+
+
+# --- fetch.sh ----------------------------------------------------------------
+
+
+def fetch(url: str, checksum: str, out: Path):
+    env = dict(os.environ, FETCH_PROTO="=file")
+    return subprocess.run(
+        [str(FETCH), url, checksum, str(out)], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def artefact(tmp_path) -> Path:
+    path = tmp_path / "terraform.zip"
+    path.write_bytes(b"an artefact\n" * 100)
+    return path
+
+
+def test_fetch_keeps_a_download_that_matches(artefact, tmp_path):
+    out = tmp_path / "got"
+    done = fetch(artefact.as_uri(), sha("sha256", artefact).upper(), out)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == artefact.read_bytes()
+
+
+def test_fetch_refuses_a_download_that_does_not_match(artefact, tmp_path):
+    out = tmp_path / "got"
+    done = fetch(artefact.as_uri(), "0" * 64, out)
+    assert done.returncode != 0
+    assert "does not match" in done.stderr
+    assert list(tmp_path.iterdir()) == [artefact], "fetch.sh left a file behind"
+
+
+@pytest.mark.parametrize("checksum", ["", "TODO", "ab" * 31])
+def test_fetch_refuses_a_missing_checksum_before_downloading(artefact, tmp_path, checksum):
+    out = tmp_path / "got"
+    done = fetch(artefact.as_uri(), checksum, out)
+    assert done.returncode == 1
+    assert "_SHA256 build argument" in done.stderr
+    assert not out.exists()
+
+
+def test_fetch_allows_only_https_by_default(artefact, tmp_path):
+    out = tmp_path / "got"
+    env = {k: v for k, v in os.environ.items() if k != "FETCH_PROTO"}
+    done = subprocess.run(
+        [str(FETCH), artefact.as_uri(), sha("sha256", artefact), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and not out.exists()
+
+
+# --- the Packer template -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packer() -> dict:
+    with PACKER.open() as f:
+        return hcl2.load(f)
+
+
+def variables(doc: dict) -> dict[str, dict]:
+    return {unquote(k): v for entry in doc["variable"] for k, v in entry.items() if k[0] != "_"}
+
+
+def packer_locals(doc: dict) -> dict:
+    return {k: unquote(v) for entry in doc["locals"] for k, v in entry.items() if k[0] != "_"}
+
+
+def flatcar_source(doc: dict) -> dict:
+    (entry,) = doc["source"]
+    return entry['"amazon-ebs"']['"flatcar"']
+
+
+def provisioners(doc: dict) -> list[tuple[str, dict]]:
+    (build,) = doc["build"]
+    return [(unquote(k), v) for entry in build["provisioner"] for k, v in entry.items()]
+
+
+def test_packer_template_is_hcl2(packer):
+    assert "__is_block__" in str(packer), "`import hcl2` is not python-hcl2 8"
+    assert {"packer", "variable", "locals", "source", "build"} <= set(packer)
+    (settings,) = packer["packer"]
+    (plugins,) = settings["required_plugins"]
+    assert unquote(plugins["amazon"]["source"]) == "github.com/hashicorp/amazon"
+
+
+def test_packer_template_is_formatted(tmp_path):
+    """`packer fmt` and `terraform fmt` share HCL's formatter (hclwrite)."""
+    if shutil.which("packer"):
+        done = subprocess.run(
+            ["packer", "fmt", "-check", "-diff", str(PACKER)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    copy = tmp_path / "flatcar.tf"
+    shutil.copy(PACKER, copy)
+    env = dict(os.environ, CHECKPOINT_DISABLE="1", TF_CLI_CONFIG_FILE=os.devnull)
+    done = subprocess.run(
+        [tool("terraform"), "fmt", "-check", "-diff", copy.name],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("packer") is None, reason="packer is not installed")
+def test_packer_template_validates_with_packer():
+    done = subprocess.run(
+        ["packer", "validate", "-syntax-only", str(PACKER)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_packer_starts_from_the_flatcar_ami_of_the_channel(packer):
+    source = flatcar_source(packer)
+    (ami_filter,) = source["source_ami_filter"]
+    assert [unquote(o) for o in ami_filter["owners"]] == [FLATCAR_OWNER]
+    assert ami_filter["most_recent"] is True
+    filters = {unquote(k): unquote(v) for k, v in ami_filter["filters"].items()}
+    assert filters["name"] == "Flatcar-${var.channel}-*"
+    assert filters["virtualization-type"] == "hvm"
+    assert filters["architecture"] == "x86_64"
+    assert unquote(source["ssh_username"]) == "core"
+    # The same look-up as Terraform's.
+    main_tf = (REPO / "terraform" / "main.tf").read_text()
+    assert f'owners      = ["{FLATCAR_OWNER}"]' in main_tf
+
+
+def test_packer_variables(packer):
+    declared = variables(packer)
+    assert {
+        "region",
+        "channel",
+        "instance_type",
+        "nodeboot_binary",
+        "nodeboot_version",
+        "nodeboot_commit",
+        "kubelet_version",
+        "kubelet_url",
+        "kubelet_sha512",
+    } <= set(declared)
+    for name, body in declared.items():
+        assert "type" in body and "description" in body, name
+    assert "default" not in declared["kubelet_sha512"], "the kubelet checksum must be given"
+    assert unquote(declared["nodeboot_binary"]["default"]) == f"target/{MUSL}/release/nodeboot"
+    assert unquote(declared["kubelet_version"]["default"]) == tfvars("kubernetes_version")
+    channels = re.search(
+        r"FLATCAR_CHANNELS: \[&str; \d\] = \[(.*)\];",
+        (REPO / "src" / "env" / "validate.rs").read_text(),
+    ).group(1)
+    (validation,) = declared["channel"]["validation"]
+    assert validation["condition"] == f"${{contains([{channels}], var.channel)}}"
+
+
+def test_packer_installs_the_binaries_into_opt_bin(packer):
+    paths = packer_locals(packer)
+    assert paths["nodeboot_path"] == "/opt/bin/nodeboot" == tfvars("nodeboot_path")
+    kubelet_binary = re.search(
+        r'KUBELET_BINARY: &str = "(.*)";', (REPO / "src" / "node_config.rs").read_text()
+    ).group(1)
+    assert paths["kubelet_path"] == "/opt/bin/kubelet" == kubelet_binary
+
+    (upload, install, reset) = provisioners(packer)
+    assert upload[0] == "file"
+    assert upload[1]["source"] == "${var.nodeboot_binary}"
+    assert unquote(upload[1]["destination"]) == "/tmp/nodeboot"
+    assert install[0] == "shell"
+    assert unquote(install[1]["script"]) == "${path.root}/provision.sh"
+    assert "sudo" in install[1]["execute_command"]
+    env = install[1]["env"]
+    assert unquote(env["NODEBOOT_UPLOAD"]) == "/tmp/nodeboot"
+    assert env["NODEBOOT_PATH"] == "${local.nodeboot_path}"
+    assert env["KUBELET_PATH"] == "${local.kubelet_path}"
+    assert env["KUBELET_URL"] == "${local.kubelet_url}"
+    assert env["KUBELET_SHA512"] == "${var.kubelet_sha512}"
+    assert reset[0] == "shell"
+    (command,) = reset[1]["inline"]
+    assert shlex.split(unquote(command)) == [
+        "sudo",
+        "flatcar-reset",
+        "--keep-paths",
+        "${local.nodeboot_path}",
+        "${local.kubelet_path}",
+    ]
+
+
+def test_packer_tags_the_ami_with_the_nodeboot_version_and_commit(packer):
+    tags = {unquote(k): v for k, v in packer_locals(packer)["tags"].items()}
+    assert tags["nodeboot.io/version"] == "${var.nodeboot_version}"
+    assert tags["nodeboot.io/commit"] == "${var.nodeboot_commit}"
+    source = flatcar_source(packer)
+    assert source["tags"].startswith("${merge(local.tags,")
+    assert source["snapshot_tags"] == "${local.tags}"
+
+
+# --- provision.sh --------------------------------------------------------------
+
+
+def provision(tmp_path: Path, kubelet: Path, checksum: str):
+    upload = write_script(tmp_path / "upload-nodeboot", "#!/bin/sh\necho nodeboot 0.1.0\n")
+    env = dict(
+        os.environ,
+        DESTDIR=str(tmp_path / "root"),
+        NODEBOOT_UPLOAD=str(upload),
+        NODEBOOT_PATH="/opt/bin/nodeboot",
+        KUBELET_PATH="/opt/bin/kubelet",
+        KUBELET_URL=kubelet.as_uri(),
+        KUBELET_SHA512=checksum,
+    )
+    return subprocess.run([str(PROVISION)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_provision_installs_both_binaries_mode_0755(tmp_path):
+    kubelet = write_script(tmp_path / "kubelet", "#!/bin/sh\necho Kubernetes v1.31.4\n")
+    done = provision(tmp_path, kubelet, sha("sha512", kubelet))
+    assert done.returncode == 0, done.stderr
+    assert "nodeboot 0.1.0" in done.stdout and "Kubernetes v1.31.4" in done.stdout
+    for name in ("nodeboot", "kubelet"):
+        installed = tmp_path / "root" / "opt" / "bin" / name
+        assert stat.S_IMODE(installed.stat().st_mode) == 0o755
+    assert (tmp_path / "root/opt/bin/kubelet").read_bytes() == kubelet.read_bytes()
+    assert not (tmp_path / "upload-nodeboot").exists()
+
+
+def test_provision_refuses_a_kubelet_that_does_not_match(tmp_path):
+    kubelet = write_script(tmp_path / "kubelet", "#!/bin/sh\necho tampered\n")
+    done = provision(tmp_path, kubelet, "0" * 128)
+    assert done.returncode != 0 and "does not match kubelet_sha512" in done.stderr
+    assert not (tmp_path / "root").exists()
+
+
+# --- shell scripts -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_shell_script_parses(script):
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_shell_scripts_pass_shellcheck():
+    done = subprocess.run(
+        [tool("shellcheck"), "--shell=bash", *map(str, SHELL_SCRIPTS)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_scripts_are_executable():
+    for script in (FETCH, ENTRYPOINT, PROVISION):
+        assert os.access(script, os.X_OK), script
+
+
+# --- entrypoint.sh on the host: the docker run it makes ------------------------
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A fake docker that records its arguments, and an empty home."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker.args"
+    write_script(bin_dir / "docker", f'#!/bin/sh\nprintf "%s\\n" "$@" > {log}\n')
+    home = tmp_path / "home"
+    home.mkdir()
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and not k.startswith("NODEBOOT_")
+    }
+    base.update(PATH=f"{bin_dir}:{os.environ['PATH']}", HOME=str(home), USER="Jest.Doe")
+
+    def run(*args: str, **env: str):
+        done = subprocess.run(
+            [str(ENTRYPOINT), *args],
+            env={**base, **env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        recorded = log.read_text().splitlines() if log.exists() else None
+        return done, recorded
+
+    run.home = home
+    return run
+
+
+def option_values(args: list[str], option: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == option]
+
+
+def test_entrypoint_passes_aws_variables_by_name_only(host):
+    done, args = host(
+        "-e",
+        "prod",
+        "nodeboot",
+        "validate",
+        AWS_ACCESS_KEY_ID="AKIAEXAMPLEKEY",
+        AWS_SECRET_ACCESS_KEY="s3cr3t-value",
+        AWS_SESSION_TOKEN="t0ken-value",
+        AWS_REGION="eu-west-1",
+    )
+    assert done.returncode == 0, done.stderr
+    image = f"nodeboot/build:{cargo_version()}"
+    assert args[:3] == ["run", "--rm", "-i"]
+    assert args[args.index(image) :] == [image, "-e", "prod", "--", "nodeboot", "validate"]
+    env = option_values(args[: args.index(image)], "-e")
+    assert env == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"]
+    assert not any(secret in " ".join(args) for secret in ("AKIAEXAMPLEKEY", "s3cr3t", "t0ken"))
+    assert not any(".aws" in a for a in args)
+    assert option_values(args, "--user") == [f"{os.getuid()}:{os.getgid()}"]
+    assert option_values(args, "-v") == [f"{REPO}:/workspace"]
+
+
+def test_entrypoint_mounts_aws_files_with_the_environment_as_profile(host):
+    (host.home / ".aws").mkdir()
+    (host.home / ".aws" / "credentials").write_text("[prod]\n")
+    done, args = host("-e", "prod")
+    assert done.returncode == 0, done.stderr
+    assert option_values(args, "-v") == [
+        f"{REPO}:/workspace",
+        f"{host.home}/.aws:/home/nodeboot/.aws:ro",
+    ]
+    assert "AWS_PROFILE=prod" in option_values(args, "-e")
+    assert "--play" not in args
+
+
+def test_entrypoint_without_arguments_is_the_playground(host):
+    done, args = host(NODEBOOT_IMAGE="nodeboot/build:test")
+    assert done.returncode == 0, done.stderr
+    assert args[args.index("nodeboot/build:test") :] == [
+        "nodeboot/build:test",
+        "-e",
+        "play-jest-doe",
+        "--play",
+        "--",
+    ]
+    assert "no AWS credentials" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["../etc", "Prod", "ab", "prod-", "x" * 33])
+def test_entrypoint_refuses_an_invalid_environment_name(host, name):
+    done, args = host("-e", name)
+    assert done.returncode == 2 and "invalid environment name" in done.stderr
+    assert args is None, "docker was started"
+
+
+# --- entrypoint.sh in the container ---------------------------------------------
+
+
+@pytest.fixture
+def container(tmp_path):
+    """The container side: a workspace and a fake nodeboot that logs its
+    arguments and writes the file `env new` would."""
+    workspace = tmp_path / "workspace"
+    (workspace / "environments").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "nodeboot.log"
+    write_script(
+        bin_dir / "nodeboot",
+        f"""#!/bin/sh
+echo "$*" >> {log}
+if [ "$1 $2" = "env new" ]; then echo 'environment = "'$3'"' > "$5/$3.tfvars"; fi
+""",
+    )
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and not k.startswith("NODEBOOT_")
+    }
+    base.update(
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        HOME=str(tmp_path),
+        NODEBOOT_IN_CONTAINER="1",
+        NODEBOOT_WORKSPACE=str(workspace),
+    )
+    show = ["sh", "-c", 'echo "$NODEBOOT_ENV $ENV_FILE $(pwd)"']
+
+    def run(*args: str):
+        done = subprocess.run(
+            [str(ENTRYPOINT), *args, "--", *show],
+            env=base,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        calls = log.read_text().splitlines() if log.exists() else []
+        return done, calls
+
+    run.workspace = workspace
+    return run
+
+
+def test_entrypoint_creates_a_missing_playground_once(container):
+    done, calls = container("-e", "play-jest", "--play")
+    assert done.returncode == 0, done.stderr
+    assert calls == ["env new play-jest --dir environments"]
+    assert (container.workspace / "environments" / "play-jest.tfvars").exists()
+    ws = container.workspace
+    assert done.stdout.strip() == f"play-jest environments/play-jest.tfvars {ws}"
+    done, calls = container("-e", "play-jest", "--play")
+    assert done.returncode == 0 and len(calls) == 1, "env new ran again"
+
+
+def test_entrypoint_needs_an_existing_file_outside_the_playground(container):
+    done, calls = container("-e", "prod")
+    assert done.returncode == 2
+    assert "no environment file environments/prod.tfvars" in done.stderr
+    assert "nodeboot env new prod" in done.stderr
+    assert calls == [] and done.stdout == ""
+    (container.workspace / "environments" / "prod.tfvars").write_text('environment = "prod"\n')
+    done, calls = container("-e", "prod")
+    assert done.returncode == 0, done.stderr
+    assert calls == [] and done.stdout.startswith("prod environments/prod.tfvars ")
+
+
+# --- bashrc: the seed's aliases -------------------------------------------------
+
+
+def helpers(tmp_path: Path, script: str, env_file: str | None = "environments/prod.tfvars"):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "calls"
+    write_script(bin_dir / "nodeboot", f'#!/bin/sh\necho "$*" >> {log}\n')
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    env.pop("ENV_FILE", None)
+    if env_file:
+        env["ENV_FILE"] = env_file
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", f". {BASHRC}\n{script}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done, (log.read_text().splitlines() if log.exists() else [])
+
+
+def test_bashrc_maps_the_seed_aliases_to_nodeboot(tmp_path):
+    done, calls = helpers(
+        tmp_path,
+        "\n".join(
+            [
+                "aws-instances",
+                "aws-elbs",
+                "fetch-secrets common/ca.pem",
+                "upload-secrets --force",
+                "run",
+                "terraform.sh output",
+                "prereqs",
+                "ssh-config",
+                "validate",
+            ]
+        ),
+    )
+    assert done.returncode == 0, done.stderr
+    env = "--env environments/prod.tfvars"
+    assert calls == [
+        f"aws instances {env}",
+        f"aws elbs {env}",
+        f"secrets fetch {env} common/ca.pem",
+        f"secrets upload {env} --force",
+        f"up {env}",
+        f"outputs {env}",
+        f"prereqs {env}",
+        f"ssh-config {env}",
+        f"validate {env}",
+    ]
+
+
+def test_bashrc_terraform_sh_keeps_only_output(tmp_path):
+    done, calls = helpers(tmp_path, "terraform.sh apply")
+    assert done.returncode == 2 and calls == []
+
+
+def test_bashrc_helpers_need_an_environment(tmp_path):
+    done, calls = helpers(tmp_path, "run", env_file=None)
+    assert done.returncode == 2 and "ENV_FILE is not set" in done.stderr
+    assert calls == []

@@ -1,0 +1,104 @@
+//! The rendered static-pod manifests: valid for the environment's
+//! Kubernetes version (kubernetes-validate's strict schemas), pointing at
+//! the etcd members' ENI addresses, and referring only to secrets that
+//! `nodeboot pki` creates where `stage secrets` puts them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use nodeboot::role::Role;
+
+fn kubernetes_validate(version: &str, files: &[std::path::PathBuf]) -> std::process::Output {
+    Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", version])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate is installed (pip, tests/requirements.txt)")
+}
+
+fn render(env: &Path, out: &Path) {
+    let run = nodeboot(&["render", "--env", env.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+}
+
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn manifests_validate_against_the_kubernetes_schema_of_the_environment() {
+    let out = tempfile::tempdir().unwrap();
+    render(&example_env(), out.path());
+    let env = nodeboot::env::load(&example_env()).unwrap().env;
+    let minor = env.kubernetes_version.rsplit_once('.').unwrap().0.to_string() + ".0";
+    let mut all = files(&out.path().join("manifests/etcd"));
+    all.extend(files(&out.path().join("manifests/compute")));
+    assert_eq!(all.len(), 4, "{all:?}");
+    let run = kubernetes_validate(&minor, &all);
+    assert!(run.status.success(), "{}{}", String::from_utf8_lossy(&run.stdout), stderr(&run));
+
+    // The checker must be able to fail: a misspelt field is refused.
+    let broken = out.path().join("broken.yaml");
+    let text = std::fs::read_to_string(&all[0]).unwrap().replace("hostNetwork: true", "hostNetwrk: true");
+    std::fs::write(&broken, text).unwrap();
+    assert!(!kubernetes_validate(&minor, &[broken]).status.success());
+}
+
+#[test]
+fn kube_apiserver_lists_exactly_the_member_eni_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = "[\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\", \"eu-west-1d\", \"eu-west-1e\"]";
+    let subnets = |third: u32| format!("[{}]", (0..5).map(|z| format!("\"10.80.{}.0/24\"", third + z)).collect::<Vec<_>>().join(", "));
+    let env_file = env_file(
+        dir.path(),
+        "seven.tfvars",
+        &example_with(&[
+            ("availability_zones", zones),
+            ("secure_subnets", &subnets(10)),
+            ("compute_subnets", &subnets(20)),
+            ("elb_subnets", &subnets(100)),
+            ("mgmt_subnets", &subnets(110)),
+            ("etcd_count", "7"),
+        ]),
+    );
+    let out = dir.path().join("out");
+    render(&env_file, &out);
+    let apiserver = std::fs::read_to_string(out.join("manifests/etcd/kube-apiserver.yaml")).unwrap();
+    let servers = apiserver.lines().find_map(|l| l.trim().strip_prefix("- --etcd-servers=")).unwrap();
+    let env = nodeboot::env::load(&env_file).unwrap().env;
+    let expected: Vec<String> = env.etcd_members().iter().map(|m| format!("https://{}:2379", m.ip)).collect();
+    assert_eq!(servers.split(',').collect::<Vec<_>>(), expected);
+    assert_eq!(expected.len(), 7);
+}
+
+/// Every `/run/nodeboot/secrets/X` a role's manifest mounts must be a file
+/// `nodeboot pki` writes to `common/X` or to the role's folder.
+#[test]
+fn manifests_refer_only_to_secrets_the_pki_creates_for_that_role() {
+    let env = nodeboot::env::load(&example_env()).unwrap().env;
+    let pki = nodeboot::pki::plan(&env);
+    let mut produced: BTreeSet<String> = BTreeSet::new();
+    for c in &pki.certs {
+        produced.insert(c.cert.clone());
+        produced.insert(c.key.clone());
+    }
+    for k in &pki.key_pairs {
+        produced.insert(k.key.clone());
+        produced.insert(k.public.clone());
+    }
+    produced.extend(pki.kubeconfigs.iter().map(|k| k.path.clone()));
+    for (role, folder) in [(Role::Etcd, "secure"), (Role::Compute, "compute")] {
+        for (name, text) in nodeboot::render::manifests::manifests_for(&env, role) {
+            for reference in text.split(|c: char| c.is_whitespace() || c == '=').filter_map(|w| w.strip_prefix("/run/nodeboot/secrets/")) {
+                let found = [format!("common/{reference}"), format!("{folder}/{reference}")].iter().any(|p| produced.contains(p));
+                assert!(found, "{name} ({role}) refers to {reference}, which pki does not create for {folder}/ or common/");
+            }
+        }
+    }
+}
