@@ -271,7 +271,7 @@ class Lab:
         render = self.dir / "render"
         run([self.bin, "render", "--env", env_file, "--out", render, "--role", "etcd"])
         (self.dir / "node.json").write_bytes(node_json_from_ignition(render))
-        run([self.bin, "pki", "--env", env_file, "--out", self.dir / "pki"])
+        run([self.bin, "pki", "--env", env_file, "--dir", self.dir / "secrets"])
         self.save()
 
     def _start_aws(self, attach_delay_ms, shutdown_delay_ms):
@@ -547,15 +547,21 @@ class Lab:
         if out.returncode != 0:
             raise LabError(f"node {node}: stage {args[0]} exited {out.returncode}:\n{out.stderr.strip()[-3000:]}")
 
+    @property
+    def etcd_pki(self):
+        """The etcd certificates in the lab's secrets tree (`nodeboot pki`
+        keeps the CA's key apart, in ca/, which never reaches a node)."""
+        return self.dir / "secrets/secure/etcd"
+
     def _install_secrets(self, n):
-        """The lab's stand-in for `nodeboot stage secrets`: the etcd PKI, less
-        the CA's key, into the node's secrets directory."""
+        """The lab's stand-in for `nodeboot stage secrets`: the secrets tree's
+        secure/etcd/ into the node's /run/nodeboot/secrets/etcd/."""
         dst = Path(n["root"]) / "run/nodeboot/secrets/etcd"
         dst.mkdir(parents=True, exist_ok=True)
         for d in (dst.parent, dst):
             d.chmod(0o700)
-        for f in sorted((self.dir / "pki/etcd").iterdir()):
-            if f.name == "ca.key" or not f.is_file():
+        for f in sorted(self.etcd_pki.iterdir()):
+            if f.name.endswith("ca.key") or not f.is_file():
                 continue
             target = dst / f.name
             shutil.copyfile(f, target)
@@ -655,7 +661,7 @@ class Lab:
 
     def etcdctl(self, *args, members=None, check=True, timeout=30, command_timeout="5s"):
         """etcdctl over TLS with the client certificate, from the router's namespace."""
-        pki = self.dir / "pki/etcd"
+        pki = self.etcd_pki
         cmd = [
             *lab_net.nsenter(self.router),
             ETCDCTL,

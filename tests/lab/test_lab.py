@@ -149,7 +149,7 @@ def test_three_nodes_in_three_zones_form_a_healthy_three_member_cluster_over_tls
         eth1 = lab_net.ip("-4", "-o", "addr", "show", "dev", "eth1", ns=n["netns"]).stdout
         assert f"inet 10.80.1{n['member']}.10/24" in eth1
 
-    pki = lab.dir / "pki/etcd"
+    pki = lab.etcd_pki
     no_client_cert = lablib.run(
         [*lab_net.nsenter(lab.router), lablib.ETCDCTL, "--endpoints=https://10.80.10.10:2379",
          f"--cacert={pki / 'ca.crt'}", "--dial-timeout=2s", "--command-timeout=3s", "endpoint", "health"],
