@@ -44,6 +44,14 @@ pub enum Error {
     Sync(SyncError),
     #[error(transparent)]
     Cloud(crate::cloud::CloudError),
+    #[error("{step} failed: {source}\n  what to do: {hint}")]
+    Step { step: String, hint: String, source: Box<Error> },
+    #[error("missing: {0}")]
+    Missing(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{command}: {detail}")]
+    Terraform { command: String, detail: String },
 }
 
 /// Exit codes. 2 matches clap's own code for bad arguments.
@@ -60,6 +68,7 @@ pub mod exit {
     pub const RESOURCES: u8 = 14;
     pub const DEVICE_REFUSED: u8 = 15;
     pub const SYSTEM: u8 = 16;
+    pub const TERRAFORM: u8 = 17;
     /// A secret would not decrypt or authenticate: changed, another
     /// environment's or path's, under another key, or in no known format.
     pub const SECRET_REFUSED: u8 = 20;
@@ -135,6 +144,10 @@ impl Error {
                 EtcdError::Stage(e) => stage_code(e),
             },
             Error::Cloud(_) => exit::AWS,
+            Error::Step { source, .. } => source.exit_code(),
+            Error::Missing(_) => exit::RESOURCES,
+            Error::Refused(_) => exit::REFUSED,
+            Error::Terraform { .. } => exit::TERRAFORM,
             Error::Pki(e) => match e {
                 PkiError::Io { .. } => exit::IO,
                 PkiError::Bad { .. } | PkiError::UnknownRotate(..) => exit::BAD_INPUT,

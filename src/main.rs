@@ -52,6 +52,38 @@ enum Command {
         #[command(subcommand)]
         command: AwsCommand,
     },
+    /// Build the whole platform (the seed's `run`): validate, check prerequisites,
+    /// pki, render, upload, terraform init and apply.
+    Up {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// Stop at `terraform plan`.
+        #[arg(long)]
+        plan: bool,
+        /// Merge the admin context into ~/.kube/config ($KUBECONFIG) afterwards.
+        #[arg(long)]
+        write_kubeconfig: bool,
+        #[command(flatten)]
+        terraform: TerraformArgs,
+    },
+    /// Print the Terraform outputs of the environment (the seed's `terraform.sh output`).
+    Outputs {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[command(flatten)]
+        terraform: TerraformArgs,
+    },
+    /// Print the admin kubeconfig, or merge it into ~/.kube/config with --write.
+    Kubeconfig {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The local secrets tree; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Merge into this kubeconfig (never replacing another cluster's entry).
+        #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+        write: Option<PathBuf>,
+    },
     /// Print an OpenSSH client config that reaches every node through the bastion.
     SshConfig {
         #[arg(long = "env", value_name = "FILE")]
@@ -99,6 +131,22 @@ enum Command {
         #[command(subcommand)]
         stage: StageCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct TerraformArgs {
+    /// The Terraform root module.
+    #[arg(long, default_value = "terraform", value_name = "DIR")]
+    terraform_dir: PathBuf,
+    /// A local provider mirror for `terraform init -plugin-dir` (machines without internet).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+}
+
+impl TerraformArgs {
+    fn options(self, plan: bool, write_kubeconfig: bool) -> commands::up::UpOptions {
+        commands::up::UpOptions { plan, write_kubeconfig, terraform_dir: self.terraform_dir, plugin_dir: self.plugin_dir }
+    }
 }
 
 #[derive(Subcommand)]
@@ -271,6 +319,13 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Aws { command: AwsCommand::Instances { env, output } } => println!("{}", commands::inspect::instances(&env, output)?),
         Command::Aws { command: AwsCommand::Elbs { env, output } } => println!("{}", commands::inspect::load_balancers(&env, output)?),
         Command::SshConfig { env } => print!("{}", commands::inspect::ssh_config(&env)?),
+        Command::Up { env, plan, write_kubeconfig, terraform } => commands::up::up(&env, &terraform.options(plan, write_kubeconfig))?,
+        Command::Outputs { env, terraform } => commands::up::outputs(&env, &terraform.options(false, false))?,
+        Command::Kubeconfig { env, dir, write: None } => print!("{}", commands::kubeconfig::print(&env, dir.as_deref())?),
+        Command::Kubeconfig { env, dir, write: Some(target) } => {
+            let target = (!target.as_os_str().is_empty()).then_some(target);
+            println!("{}", commands::kubeconfig::write(&env, dir.as_deref(), target.as_deref())?)
+        }
         Command::Pki { env, dir, rotate } => {
             for line in commands::pki(&env, dir.as_deref(), &rotate)? {
                 println!("{line}");

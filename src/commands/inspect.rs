@@ -6,7 +6,7 @@ use std::path::Path;
 use comfy_table::{presets, Table};
 
 use super::load_env;
-use crate::cloud::aws::{self, inventory::AwsInventory};
+use crate::cloud::aws::inventory::AwsInventory;
 use crate::cloud::{InstanceInfo, Inventory, LoadBalancerInfo};
 use crate::error::Error;
 
@@ -18,11 +18,7 @@ pub enum Output {
 
 fn inventory<T>(env_path: &Path, f: impl AsyncFnOnce(&AwsInventory, &str) -> Result<T, crate::cloud::CloudError>) -> Result<T, Error> {
     let env = load_env(env_path)?.env;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
-    runtime.block_on(async {
-        let sdk = aws::sdk_config(&env.region).await;
-        f(&AwsInventory::new(&sdk), &env.name).await.map_err(Error::Cloud)
-    })
+    super::operator_runtime(&env, async |sdk| f(&AwsInventory::new(sdk), &env.name).await.map_err(Error::Cloud))
 }
 
 fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {

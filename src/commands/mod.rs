@@ -1,6 +1,8 @@
 //! One function per CLI command: what `main` calls once arguments are parsed.
 
 pub mod inspect;
+pub mod kubeconfig;
+pub mod up;
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,18 @@ use crate::render;
 use crate::role::Role;
 
 pub mod secrets;
+
+/// Runs `work` with the operator's AWS configuration: credentials from the
+/// environment variables first, then the shared credentials file with the
+/// profile named by `aws_profile` (as the seed maps profile to environment).
+pub fn operator_runtime<T>(env: &crate::env::Environment, work: impl AsyncFnOnce(&aws_config::SdkConfig) -> Result<T, Error>) -> Result<T, Error> {
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| env.aws_profile.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+    runtime.block_on(async {
+        let sdk = crate::cloud::aws::sdk_config_with_profile(&env.region, &profile).await;
+        work(&sdk).await
+    })
+}
 
 /// Loads and validates an environment file, logging its warnings.
 pub fn load_env(path: &Path) -> Result<Loaded, Error> {

@@ -8,7 +8,9 @@ use super::KubeconfigSpec;
 
 pub fn render(spec: &KubeconfigSpec, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let user = spec.user.clone();
+    // Named after the cluster so merging into ~/.kube/config never collides
+    // with another cluster's `admin`.
+    let user = format!("{}-{}", spec.cluster, spec.user);
     let value = json!({
         "apiVersion": "v1",
         "kind": "Config",

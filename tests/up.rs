@@ -1,0 +1,88 @@
+//! `nodeboot up --plan` against the emulated AWS: every step up to
+//! Terraform runs, and `terraform init` stops with a message that says
+//! what is needed (no providers can be downloaded here).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::bed::*;
+use common::*;
+
+fn nodeboot_in(dir: &std::path::Path, aws: &Aws, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeboot"))
+        .args(args)
+        .current_dir(dir)
+        .envs(aws.env())
+        .env_remove("AWS_PROFILE")
+        .env("NODEBOOT_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// A scratch copy of the Terraform tree, so init leaves nothing in the repo.
+fn terraform_copy(dir: &std::path::Path) -> std::path::PathBuf {
+    let copy = dir.join("terraform");
+    let status = Command::new("cp").arg("-r").arg(repo().join("terraform")).arg(&copy).status().unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(copy.join(".terraform"));
+    copy
+}
+
+#[test]
+fn up_without_prerequisites_says_to_run_prereqs() {
+    let aws = Aws::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let env = example_env();
+    let out = nodeboot_in(dir.path(), &aws, &["up", "--plan", "--env", env.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(14), "{err}");
+    assert!(err.contains("check prerequisites (KMS key, state and secrets buckets) failed"), "{err}");
+    assert!(err.contains("KMS key alias/example-nodeboot does not exist"), "{err}");
+    assert!(err.contains("what to do: run `nodeboot prereqs --env"), "{err}");
+    assert!(!dir.path().join("secrets").exists(), "nothing generated before the check passes");
+}
+
+#[test]
+fn up_plan_runs_every_step_and_stops_at_terraform_init_with_a_clear_message() {
+    let aws = Aws::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let env = example_env();
+    let env_arg = env.to_str().unwrap();
+    let prereqs = nodeboot_in(dir.path(), &aws, &["prereqs", "--env", env_arg]);
+    assert!(prereqs.status.success(), "{}", stderr(&prereqs));
+    let tf = terraform_copy(dir.path());
+    let out = nodeboot_in(dir.path(), &aws, &["up", "--plan", "--env", env_arg, "--terraform-dir", tf.to_str().unwrap()]);
+    let err = stderr(&out);
+    for done in [
+        "validate the environment: done",
+        "check prerequisites (KMS key, state and secrets buckets): done",
+        "pki: done",
+        "render Ignition configs and manifests: done",
+        "upload secrets: done",
+        "upload manifests: done",
+        "upload full Ignition configs: done",
+    ] {
+        assert!(err.contains(done), "missing {done:?}:\n{err}");
+    }
+    assert_eq!(out.status.code(), Some(17), "{err}");
+    assert!(err.contains("terraform init failed"), "{err}");
+    assert!(err.contains("what to do: terraform init needs the AWS provider"), "{err}");
+    assert!(err.contains("--plugin-dir"), "{err}");
+    assert!(dir.path().join("build/example/ignition/etcd.ign").exists());
+    assert!(dir.path().join("build/example/ignition/manifests/etcd/kube-apiserver.yaml").exists());
+
+    // What up uploaded is in the bucket, encrypted, and reads back.
+    let ls = nodeboot_in(dir.path(), &aws, &["secrets", "ls", "--env", env_arg]);
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    for key in ["common/ca.crt", "secure/etcd/member-0.key", "secure/kubeconfig_admin", "manifests/etcd/kube-apiserver.yaml"] {
+        assert!(listing.contains(key), "{key} not uploaded:\n{listing}\n{}", stderr(&ls));
+    }
+    assert!(!listing.contains("ca/"), "CA keys stay local:\n{listing}");
+
+    // A second run changes nothing locally and uploads nothing new.
+    let again = nodeboot_in(dir.path(), &aws, &["up", "--plan", "--env", env_arg, "--terraform-dir", tf.to_str().unwrap()]);
+    let err = stderr(&again);
+    assert!(err.contains("0 created"), "pki keeps everything on a rerun:\n{err}");
+    assert!(!err.contains("uploaded  "), "nothing uploaded again:\n{err}");
+}
