@@ -403,3 +403,19 @@ fn secrets_never_show_in_debug_output() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("s3cr3t"), "a secret reached the log");
 }
+
+#[test]
+fn stage_secrets_killed_after_its_first_write_converges_on_rerun() {
+    let p = Platform::new("stg-abort");
+    upload_role_tree(&p);
+    let node = p.node(Role::Etcd);
+    let out = node.command(&["stage", "secrets"]).env(nodeboot::fault::VAR, "sync-after-write").output().unwrap();
+    assert!(!out.status.success(), "the fault point was reached");
+    assert_eq!(files_below(&node.secrets_dir()).len(), 1, "killed after one file");
+    let out = node.stage_secrets(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(files_below(&node.secrets_dir()), ["ca.crt", "etcd/peer.key", "shared"]);
+    p.remove("common/ca.crt");
+    assert!(node.stage_secrets(&[]).status.success());
+    assert_eq!(files_below(&node.secrets_dir()), ["etcd/peer.key", "shared"], "a file written before the abort is removed like any other");
+}

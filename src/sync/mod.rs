@@ -99,7 +99,6 @@ async fn listing<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source) 
 pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source, mode: Mode) -> Result<Report, SecretError> {
     let remote = listing(store, source).await?;
     let target = &source.target;
-    target.prepare()?;
     let mut record = target.load_record();
     let mut local = BTreeMap::new();
     for name in plan::names_to_stat(&remote, &record) {
@@ -110,6 +109,7 @@ pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source,
     let actions = plan::plan(&remote, &record, &local);
     let mut report = Report::default();
     if actions.is_empty() {
+        target.prepare()?;
         return Ok(report);
     }
 
@@ -130,6 +130,7 @@ pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source,
         }
     }
 
+    target.prepare()?;
     for (name, key, f) in fetched {
         let placed = |stat| Placed { key: key.to_string(), etag: f.etag.clone(), stat };
         if target.holds(&name, f.secret.expose()) {

@@ -238,6 +238,10 @@ pub struct Node {
 
 impl Node {
     pub fn launch(aws: &Aws, env: &Environment, vpc: &Vpc, zone: &str) -> Node {
+        Self::launch_role(aws, env, vpc, zone, Role::Etcd)
+    }
+
+    pub fn launch_role(aws: &Aws, env: &Environment, vpc: &Vpc, zone: &str, role: Role) -> Node {
         let (subnet_id, cidr) = vpc.subnets[zone].clone();
         let instance = runtime().block_on(async {
             let out = aws.ec2.run_instances().image_id("ami-12c6146b").min_count(1).max_count(1).subnet_id(&subnet_id).send().await.unwrap();
@@ -246,7 +250,7 @@ impl Node {
         let instance_id = instance.instance_id().unwrap().to_string();
         let primary = &instance.network_interfaces()[0];
         let root = tempfile::tempdir().unwrap();
-        let config = NodeConfig::new(env, Role::Etcd);
+        let config = NodeConfig::new(env, role);
         let config_path = root.path().join("etc/nodeboot/node.json");
         std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();

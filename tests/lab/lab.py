@@ -678,7 +678,7 @@ class Lab:
     def healthy(self, members=None):
         return self.etcdctl("endpoint", "health", members=members, check=False, command_timeout="3s").returncode == 0
 
-    def wait_healthy(self, timeout=180, members=None):
+    def wait_healthy(self, timeout=90, members=None):
         """Seconds until every endpoint answers healthy; LabError after `timeout`
         (a liveness bound, not a measure: the measure is the return value)."""
         t = time.monotonic()

@@ -39,11 +39,15 @@ locals {
   partition  = data.aws_partition.current.partition
   bucket_arn = "arn:${local.partition}:s3:::${var.secrets_bucket_name}"
 
+  # The folder of each role's own secrets in the bucket (nodeboot's
+  # secrets layout: the seed calls the etcd and control-plane layer "secure").
+  secret_folders = { etcd = "secure", compute = "compute" }
+
   # What each role may read in the secrets bucket, as S3 key patterns.
   object_patterns = {
     for role in keys(local.secret_readers) : role => [
       "common/*",
-      "${role}/*",
+      "${local.secret_folders[role]}/*",
       "manifests/${role}/*",
       "ignition/${role}.ign",
     ]

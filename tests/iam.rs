@@ -1,0 +1,115 @@
+//! Least privilege, derived from what the code really calls: boot each role
+//! against the emulator (the etcd role including a takeover), collect the
+//! AWS actions the emulator saw from nodeboot, and check that the role's
+//! IAM policy in terraform/modules/iam allows exactly those.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::bed::*;
+use common::*;
+use nodeboot::role::Role;
+
+/// Runs a nodeboot command and returns the AWS actions it made.
+fn actions_of(aws: &Aws, cmd: &mut Command) -> BTreeSet<String> {
+    aws.reset_calls();
+    let out: Output = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", stderr(&out));
+    aws.calls().into_keys().collect()
+}
+
+/// The IAM action that allows an API action the emulator counted.
+fn iam_action(api: &str) -> String {
+    match api {
+        "GetObject" | "HeadObject" => "s3:GetObject".into(),
+        "ListObjectsV2" | "ListObjects" => "s3:ListBucket".into(),
+        "Decrypt" | "GenerateDataKey" | "DescribeKey" | "Encrypt" => format!("kms:{api}"),
+        a if a.starts_with("Describe") || a.starts_with("Attach") || a.starts_with("Detach") => format!("ec2:{a}"),
+        other => panic!("no IAM mapping for API action {other}: add it here and to the role's policy"),
+    }
+}
+
+/// `local.nodeboot_actions` of the IAM module: role -> every action of every group.
+fn policy_actions() -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(repo().join("terraform/modules/iam/main.tf")).unwrap();
+    let body: hcl::Body = hcl::from_str(&text).expect("the IAM module parses");
+    let locals = body.blocks().find(|b| b.identifier() == "locals" && b.body().attributes().any(|a| a.key() == "nodeboot_actions")).expect("locals with nodeboot_actions");
+    let attr = locals.body().attributes().find(|a| a.key() == "nodeboot_actions").unwrap();
+    let value: hcl::Value = hcl::eval::Evaluate::evaluate(attr.expr(), &hcl::eval::Context::new()).expect("a literal map");
+    let mut out = BTreeMap::new();
+    for (role, groups) in value.as_object().unwrap() {
+        let mut actions = BTreeSet::new();
+        for list in groups.as_object().unwrap().values() {
+            for a in list.as_array().unwrap() {
+                let a = a.as_str().unwrap().to_string();
+                assert!(!a.contains('*'), "{role}: wildcard action {a}");
+                actions.insert(a);
+            }
+        }
+        out.insert(role.clone(), actions);
+    }
+    out
+}
+
+fn operator(dir: &Path, aws: &Aws, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeboot")).args(args).current_dir(dir).envs(aws.env()).env_remove("AWS_PROFILE").output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+}
+
+fn sync_once(node: &Node, aws: &Aws) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeboot"));
+    cmd.arg("sync").arg("--root").arg(node.root()).args(["manifests", "--once"]).envs(aws.env());
+    cmd
+}
+
+#[test]
+fn each_roles_iam_policy_allows_exactly_what_its_boot_calls() {
+    let aws = Aws::start(0);
+    let work = tempfile::tempdir().unwrap();
+    let env_path = example_env();
+    let env_arg = env_path.to_str().unwrap();
+    // The operator's side: buckets and key, PKI, secrets and manifests.
+    operator(work.path(), &aws, &["prereqs", "--env", env_arg]);
+    operator(work.path(), &aws, &["pki", "--env", env_arg]);
+    operator(work.path(), &aws, &["secrets", "upload", "--env", env_arg, "common", "secure", "compute"]);
+    operator(work.path(), &aws, &["render", "--env", env_arg, "--out", "out"]);
+    operator(work.path(), &aws, &["manifests", "upload", "--env", env_arg, "out/manifests"]);
+
+    let env = environment("example", 3);
+    let vpc = Vpc::create(&aws, &env);
+    create_members(&aws, &env, &vpc);
+    let mut seen: BTreeMap<Role, BTreeSet<String>> = BTreeMap::new();
+
+    // etcd: the whole boot, then a replacement that takes the member over.
+    let first = Node::launch_role(&aws, &env, &vpc, "eu-west-1a", Role::Etcd);
+    let etcd = seen.entry(Role::Etcd).or_default();
+    for stage in [&["discover"][..], &["attach", "--wait-timeout", "30s"], &["secrets"], &["etcd"]] {
+        etcd.extend(actions_of(&aws, &mut first.stage_cmd(&aws, stage, &[])));
+    }
+    etcd.extend(actions_of(&aws, &mut sync_once(&first, &aws)));
+    first.stop(&aws);
+    let second = Node::launch_role(&aws, &env, &vpc, "eu-west-1a", Role::Etcd);
+    for stage in [&["discover"][..], &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"]] {
+        etcd.extend(actions_of(&aws, &mut second.stage_cmd(&aws, stage, &[])));
+    }
+    assert!(etcd.contains("DetachVolume"), "the takeover path ran: {etcd:?}");
+
+    // compute: discover, secrets, manifests.
+    let worker = Node::launch_role(&aws, &env, &vpc, "eu-west-1b", Role::Compute);
+    let compute = seen.entry(Role::Compute).or_default();
+    for stage in [&["discover"][..], &["secrets"]] {
+        compute.extend(actions_of(&aws, &mut worker.stage_cmd(&aws, stage, &[])));
+    }
+    compute.extend(actions_of(&aws, &mut sync_once(&worker, &aws)));
+
+    let policy = policy_actions();
+    for (role, apis) in &seen {
+        let derived: BTreeSet<String> = apis.iter().map(|a| iam_action(a)).collect();
+        let allowed = &policy[role.as_str()];
+        assert_eq!(&derived, allowed, "{role}: the code calls {derived:?} but the policy allows {allowed:?}");
+    }
+    assert!(policy["bastion"].is_empty(), "the bastion calls nothing");
+}
