@@ -21,14 +21,17 @@ locals {
   ignition_dir = "${path.root}/../build/${var.environment}/ignition"
 }
 
-# Flatcar's own AWS account publishes the images, named Flatcar-<channel>-<version>-hvm.
+# The image images/ami/flatcar.pkr.hcl bakes in this account from Flatcar's
+# own (owner 075585003325): Flatcar of the channel plus /opt/bin/kubelet and
+# /opt/bin/nodeboot, which the rendered units run. With nodeboot_source = "s3"
+# Ignition replaces the baked nodeboot; the kubelet always comes from here.
 data "aws_ami" "flatcar" {
   most_recent = true
-  owners      = ["075585003325"]
+  owners      = [var.aws_account]
 
   filter {
     name   = "name"
-    values = ["Flatcar-${var.flatcar_channel}-*"]
+    values = ["nodeboot-flatcar-${var.flatcar_channel}-*"]
   }
 
   filter {

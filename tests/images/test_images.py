@@ -547,9 +547,11 @@ def test_packer_starts_from_the_flatcar_ami_of_the_channel(packer):
     assert filters["virtualization-type"] == "hvm"
     assert filters["architecture"] == "x86_64"
     assert unquote(source["ssh_username"]) == "core"
-    # The same look-up as Terraform's.
+    # Terraform runs the image baked here: this account's, by the AMI name.
     main_tf = (REPO / "terraform" / "main.tf").read_text()
-    assert f'owners      = ["{FLATCAR_OWNER}"]' in main_tf
+    assert 'owners      = [var.aws_account]' in main_tf
+    assert 'values = ["nodeboot-flatcar-${var.flatcar_channel}-*"]' in main_tf
+    assert unquote(source["ami_name"]).startswith("nodeboot-flatcar-${var.channel}-")
 
 
 def test_packer_variables(packer):

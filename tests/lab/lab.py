@@ -141,6 +141,17 @@ def loops_over(directory):
     return [d["name"] for d in devices if (d.get("back-file") or "").startswith(base)]
 
 
+def detach_loops(directory, timeout=30.0):
+    """Detaches the loop devices over files in `directory`. The kernel defers
+    a detach while the device is open (udev probes it on every change), so
+    wait until they are gone."""
+    deadline = time.monotonic() + timeout
+    while (loops := loops_over(directory)) and time.monotonic() < deadline:
+        for loop in loops:
+            run(["losetup", "--detach", loop], check=False)
+        time.sleep(0.1)
+
+
 class Lab:
     def __init__(self, name):
         if not NAME_RE.fullmatch(name):
@@ -712,8 +723,7 @@ class Lab:
             lab_net.delete(ns)
         for key in ("endpoint", "aws"):
             lab_proc.kill(self.state.get(key))
-        for loop in loops_over(self.data):
-            run(["losetup", "--detach", loop], check=False)
+        detach_loops(self.data)
         left = self.leftovers()
         shutil.rmtree(self.data, ignore_errors=True)
         if not left:
