@@ -482,6 +482,22 @@ class Lab:
                 )
         write_json(identity_file, identity)
 
+    def _hotplug_claim(self, n, timeout=120):
+        """EC2 hot-plugs once an attachment completes: wait until EC2 says the
+        claimed volume and ENI are attached here (at once after nodeboot's
+        attach, which waits for that itself; not after the seed's, which does
+        not), then plug them."""
+        claim = json.loads((Path(n["root"]) / "run/nodeboot/claim.json").read_text())
+        deadline = time.monotonic() + timeout
+        while True:
+            volumes, enis = lab_ec2.attached(self.ec2, n["instance_id"])
+            if claim["volume_id"] in volumes and claim["eni_id"] in [e["eni_id"] for e in enis]:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"{claim['volume_id']} and {claim['eni_id']} not both attached to {n['instance_id']} after {timeout}s")
+            time.sleep(0.1)
+        self.hotplug(n)
+
     def boot(self, node, attach=None, count_calls=True):
         """The node's boot, in the units' order: discover -> attach -> mount ->
         etcd (with the lab's stand-in for the secrets stage just before etcd).
@@ -507,7 +523,7 @@ class Lab:
             step("attach", lambda: self._stage(node, "attach", "--wait-timeout", "60s", "--detach-grace", "5s"), True)
         else:
             step("attach", lambda: attach(self, node), True)
-        step("hotplug", lambda: self.hotplug(n))
+        step("hotplug", lambda: self._hotplug_claim(n))
         step("mount", lambda: self._stage(node, "mount", "--wait-timeout", "30s"))
         step("secrets", lambda: self._install_secrets(n))
         step("etcd", lambda: self._start_etcd(node), True)

@@ -168,18 +168,43 @@ async fn observe(ec2: &impl Compute, facts: &Facts, filter: &ClusterFilter) -> R
 }
 
 async fn act(ec2: &impl Compute, me: &str, pair: &Pair, steps: &[Step], device: &str, options: Options) -> Result<(), Lost> {
+    // Take both halves over from a dead holder at once: each detach waits on
+    // EC2, and waiting for them one after the other doubles a replacement's boot.
+    let volume_takeover = steps.iter().find_map(|step| match step {
+        Step::DetachVolume { volume_id, from } => Some((volume_id, from)),
+        _ => None,
+    });
+    let eni_takeover = steps.iter().find_map(|step| match step {
+        Step::DetachEni { eni_id, attachment_id, from } => Some((eni_id, attachment_id, from)),
+        _ => None,
+    });
+    let (volume, eni) = tokio::join!(
+        async {
+            match volume_takeover {
+                Some((volume_id, from)) => take_volume_over(ec2, volume_id, from, options).await,
+                None => Ok(()),
+            }
+        },
+        async {
+            match eni_takeover {
+                Some((eni_id, attachment_id, from)) => take_eni_over(ec2, eni_id, attachment_id, from, options).await,
+                None => Ok(()),
+            }
+        },
+    );
+    volume?;
+    eni?;
     for step in steps {
         match step {
-            Step::DetachVolume { volume_id, from } => take_volume_over(ec2, volume_id, from, options).await?,
             Step::AttachVolume { volume_id } => {
                 ec2.attach_volume(volume_id, me, device).await?;
                 fault::point("attach:after-attach-volume");
             }
-            Step::DetachEni { eni_id, attachment_id, from } => take_eni_over(ec2, eni_id, attachment_id, from, options).await?,
             Step::AttachEni { eni_id } => {
                 ec2.attach_network_interface(eni_id, me, ENI_DEVICE_INDEX).await?;
                 fault::point("attach:after-attach-eni");
             }
+            Step::DetachVolume { .. } | Step::DetachEni { .. } => {}
         }
     }
     // Verify: both attachments are ours and complete. This also covers a
