@@ -95,7 +95,8 @@ def prefer_release_binary():
     target = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/nodeboot/target"))
     release = target / "release/nodeboot"
     if release.is_file() and all(
-        lab_proc.run([release, *a], check=False).returncode == 0 for a in (["pki", "--help"], ["stage", "etcd", "--help"])
+        lab_proc.run([release, *a], check=False).returncode == 0
+        for a in (["pki", "--help"], ["stage", "etcd", "--help"])
     ):
         os.environ["NODEBOOT_BIN"] = str(release)
 
@@ -107,7 +108,14 @@ def seed_attach(interval, timeout):
     def attach(lab, node):
         n = lab.node(node)
         imds = lab_proc.spawn(
-            [sys.executable, REPO / "tests/bed/imds.py", "--listen", "127.0.0.1:0", "--identity", Path(n["dir"]) / "imds-identity.json"],
+            [
+                sys.executable,
+                REPO / "tests/bed/imds.py",
+                "--listen",
+                "127.0.0.1:0",
+                "--identity",
+                Path(n["dir"]) / "imds-identity.json",
+            ],
             log=Path(n["dir"]) / "seed-imds.log",
             stdout=Path(n["dir"]) / "seed-imds.ready",
         )
@@ -121,15 +129,30 @@ def seed_attach(interval, timeout):
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_CLI": str(aws_cli()),
             }
-            cmd = ["bash", SEED, "attach", "--root", n["root"], "--interval", interval, "--timeout", timeout]
+            cmd = [
+                "bash",
+                SEED,
+                "attach",
+                "--root",
+                n["root"],
+                "--interval",
+                interval,
+                "--timeout",
+                timeout,
+            ]
             out = lab_proc.run(cmd, check=False, env=env, timeout=timeout + 120)
             with open(Path(n["dir"]) / "boot.log", "a") as f:
                 f.write(f"== seed-attach.sh attach: exit {out.returncode}\n{out.stderr}")
             if out.returncode != 0:
-                raise lablib.LabError((out.stderr.strip().splitlines() or ["?"])[-1].removeprefix("seed-attach: "))
+                raise lablib.LabError(
+                    (out.stderr.strip().splitlines() or ["?"])[-1].removeprefix("seed-attach: ")
+                )
         finally:
             lab_proc.kill(imds)
-        seed = dict(line.split("=", 1) for line in (Path(n["root"]) / "run/seed-attach.env").read_text().split())
+        seed = dict(
+            line.split("=", 1)
+            for line in (Path(n["root"]) / "run/seed-attach.env").read_text().split()
+        )
         member = lab.member(member=int(seed["MEMBER"]))
         claim = {
             "member": member["member"],
@@ -161,7 +184,9 @@ def one_run(args, row):
     name = f"b{uuid.uuid4().hex[:8]}"
     lab = None
     try:
-        lab = lablib.Lab.up(name, attach_delay_ms=args.attach_delay_ms, shutdown_delay_ms=args.shutdown_delay_ms)
+        lab = lablib.Lab.up(
+            name, attach_delay_ms=args.attach_delay_ms, shutdown_delay_ms=args.shutdown_delay_ms
+        )
         for i in range(20):
             lab.etcdctl("put", f"/bench/{i}", "x" * 100)
         victim = lab.node_of_member(0)
@@ -175,9 +200,13 @@ def one_run(args, row):
         try:
             report = lab.boot_node(zone, attach=attach)
         except lablib.LabError as err:
-            calls = lab_ec2.calls(url)
-            calls["RunInstances"] = calls.get("RunInstances", 1) - 1  # the lab's launch
-            return {"ok": False, "why": str(err).splitlines()[0][:90], "seconds": time.monotonic() - started, "calls": calls}
+            calls = getattr(err, "report", {}).get("api_calls", {})
+            return {
+                "ok": False,
+                "why": str(err).splitlines()[0][:90],
+                "seconds": time.monotonic() - started,
+                "calls": calls,
+            }
         etcd_to_healthy = lab.wait_healthy()
         total = time.monotonic() - started
         return {
@@ -200,11 +229,19 @@ def by_action(calls):
 
 def summarise(row, runs):
     ok = [r for r in runs if r["ok"]]
-    med = lambda key, rs: f"{statistics.median(r[key] for r in rs):.2f}" if rs else "-"  # noqa: E731
+
+    def med(key, rs):
+        return f"{statistics.median(r[key] for r in rs):.2f}" if rs else "-"
+
     calls = ok[len(ok) // 2]["calls"] if ok else runs[0]["calls"]
     way, how = ROWS[row]
     failed = [r for r in runs if not r["ok"]]
-    result = "ok" if not failed else f"{len(failed)}/{len(runs)} never healthy: {failed[0]['why']} ({failed[0]['seconds']:.0f}s)"
+    result = (
+        "ok"
+        if not failed
+        else f"{len(failed)}/{len(runs)} never healthy: {failed[0]['why']} "
+        f"({failed[0]['seconds']:.0f}s)"
+    )
     return [
         way,
         {"stop": "stopped", "terminate": "terminated"}[how],
@@ -218,9 +255,21 @@ def summarise(row, runs):
 
 
 def print_table(rows, args):
-    head = ["way", "old instance", "launch->healthy s", "attach s", "etcd->healthy s", "API calls", "by action", "result"]
+    head = [
+        "way",
+        "old instance",
+        "launch->healthy s",
+        "attach s",
+        "etcd->healthy s",
+        "API calls",
+        "by action",
+        "result",
+    ]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
     print(line(head))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
@@ -229,13 +278,18 @@ def print_table(rows, args):
     print(
         f"Medians of {args.runs} run(s); emulator --attach-delay-ms {args.attach_delay_ms} "
         f"--shutdown-delay-ms {args.shutdown_delay_ms}; seed: bench/seed-attach.sh polling every "
-        f"{args.seed_interval}s, given up after {args.seed_timeout}s (the seed polled every 120s, forever)."
+        f"{args.seed_interval}s, given up after {args.seed_timeout}s "
+        "(the seed polled every 120s, forever)."
     )
     print(
-        "launch->healthy: RunInstances of the replacement to `endpoint health` OK at all three members; "
+        "launch->healthy: RunInstances of the replacement to `endpoint health` OK at all "
+        "three members; "
         "attach: the claim until EC2 shows both attachments; etcd->healthy: from etcd's start."
     )
-    print("API calls: the replacement's own (attach and etcd stages, or the seed's script), from GET /_bed/calls.")
+    print(
+        "API calls: the replacement's own (attach and etcd stages, or the seed's script), "
+        "from GET /_bed/calls."
+    )
     print(", ".join(f"{v} {k}" for k, v in SHORT.items()))
     print(f"binary: {lablib.nodeboot_binary()}")
 

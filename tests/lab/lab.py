@@ -18,6 +18,7 @@ tests/lab/README.md for the topology.
 import argparse
 import base64
 import gzip
+import ipaddress
 import json
 import os
 import re
@@ -82,7 +83,10 @@ def preflight():
     if not binary.exists():
         problems.append(f"no nodeboot binary at {binary}: run `cargo build` (or set NODEBOOT_BIN)")
         return problems
-    for args, what in ((["pki", "--help"], "nodeboot pki"), (["stage", "etcd", "--help"], "nodeboot stage etcd")):
+    for args, what in (
+        (["pki", "--help"], "nodeboot pki"),
+        (["stage", "etcd", "--help"], "nodeboot stage etcd"),
+    ):
         if run([binary, *args], check=False, timeout=30).returncode != 0:
             problems.append(f"{binary} has no `{what}` (rebuild it: cargo build)")
     return problems
@@ -267,7 +271,9 @@ class Lab:
         text = env_file.read_text()
         text = re.sub(r"(?m)^etcd_count\s*=.*$", f"etcd_count = {members}", text)
         text = re.sub(
-            r'(?m)^private_zone_name\s*=.*$', f'private_zone_name = "{self.name}.lab.internal"', text
+            r"(?m)^private_zone_name\s*=.*$",
+            f'private_zone_name = "{self.name}.lab.internal"',
+            text,
         )
         env_file.write_text(text)
         run([self.bin, "validate", "--env", env_file])
@@ -278,6 +284,7 @@ class Lab:
             secure_subnets=tf["secure_subnets"],
             vpc_cidr=tf["vpc_cidr"],
             instance_type=tf["etcd_instance_type"],
+            etcd_count=int(tf["etcd_count"]),
         )
         render = self.dir / "render"
         run([self.bin, "render", "--env", env_file, "--out", render, "--role", "etcd"])
@@ -315,10 +322,6 @@ class Lab:
         return url
 
     def _make_router(self):
-        import ipaddress
-
-        self.state["router_made"] = True
-        self.save()
         gateways = []
         for cidr in self.state["secure_subnets"]:
             net = ipaddress.ip_network(cidr)
@@ -345,8 +348,8 @@ class Lab:
             self.ec2, self.state["vpc_cidr"], self.state["zones"], self.state["secure_subnets"]
         )
         self.state.update(vpc_id=vpc_id, subnets=subnets)
-        count = int(read_tfvars(self.state["env_file"])["etcd_count"])
-        for place in lab_ec2.placement(self.state["zones"], self.state["secure_subnets"], count):
+        zones, subnets_cidr = self.state["zones"], self.state["secure_subnets"]
+        for place in lab_ec2.placement(zones, subnets_cidr, self.state["etcd_count"]):
             image = self.data / f"member-{place['member']}.img"
             with open(image, "wb") as f:
                 f.truncate(VOLUME_MB * 1024 * 1024)
@@ -386,9 +389,13 @@ class Lab:
             }
             self.state["nodes"][name] = n
             self.save()
-        n.update(lab_ec2.launch(self.ec2, self.state["subnets"][zone]["id"], self.state["instance_type"]))
+        n.update(
+            lab_ec2.launch(self.ec2, self.state["subnets"][zone]["id"], self.state["instance_type"])
+        )
         if n["primary_ip"] in {m["eni_ip"] for m in self.state["members"]}:
-            raise LabError(f"the emulator gave {n['instance_id']} a member's ENI address {n['primary_ip']}")
+            raise LabError(
+                f"the emulator gave {n['instance_id']} a member's ENI address {n['primary_ip']}"
+            )
         config = Path(n["root"]) / "etc/nodeboot/node.json"
         config.parent.mkdir(parents=True)
         shutil.copy(self.dir / "node.json", config)
@@ -399,8 +406,6 @@ class Lab:
     def _power_on(self, n):
         """The machine: its namespace, eth0 as EC2's DHCP leaves it, its IMDS
         on 169.254.169.254, and whatever EC2 already has attached."""
-        import ipaddress
-
         subnet = ipaddress.ip_network(self.state["subnets"][n["zone"]]["cidr"])
         lab_net.add(n["netns"])
         lab_net.ip("addr", "add", f"{IMDS_ADDRESS}/32", "dev", "lo", ns=n["netns"])
@@ -465,10 +470,14 @@ class Lab:
             index = eni["device_index"]
             if index == 0:
                 continue
-            lab_net.plug(self.router, f"n{n['number']}e{index}", n["netns"], f"eth{index}", eni["mac"])
+            lab_net.plug(
+                self.router, f"n{n['number']}e{index}", n["netns"], f"eth{index}", eni["mac"]
+            )
             lab_net.pin(self.router, eni["ip"], eni["mac"])
             if not any(i["mac"] == eni["mac"] for i in identity["interfaces"]):
-                cidr = next(s["cidr"] for s in self.state["subnets"].values() if s["id"] == eni["subnet_id"])
+                cidr = next(
+                    s["cidr"] for s in self.state["subnets"].values() if s["id"] == eni["subnet_id"]
+                )
                 identity["interfaces"].append(
                     {
                         "mac": eni["mac"],
@@ -494,7 +503,10 @@ class Lab:
             if claim["volume_id"] in volumes and claim["eni_id"] in [e["eni_id"] for e in enis]:
                 break
             if time.monotonic() > deadline:
-                raise LabError(f"{claim['volume_id']} and {claim['eni_id']} not both attached to {n['instance_id']} after {timeout}s")
+                raise LabError(
+                    f"{claim['volume_id']} and {claim['eni_id']} not both attached to "
+                    f"{n['instance_id']} after {timeout}s"
+                )
             time.sleep(0.1)
         self.hotplug(n)
 
@@ -518,25 +530,34 @@ class Lab:
                 calls.update(Counter(lab_ec2.calls(self.state["aws"]["url"])) - Counter(before))
             seconds[what] = round(time.monotonic() - t, 3)
 
-        step("discover", lambda: self._stage(node, "discover"))
-        if attach is None:
-            step("attach", lambda: self._stage(node, "attach", "--wait-timeout", "60s", "--detach-grace", "5s"), True)
-        else:
-            step("attach", lambda: attach(self, node), True)
-        step("hotplug", lambda: self._hotplug_claim(n))
-        step("mount", lambda: self._stage(node, "mount", "--wait-timeout", "30s"))
-        step("secrets", lambda: self._install_secrets(n))
-        step("etcd", lambda: self._start_etcd(node), True)
+        def report():
+            r = {"node": node, "instance_id": n["instance_id"], "zone": n["zone"]}
+            r["seconds"] = {**seconds, "total": round(time.monotonic() - started, 3)}
+            if count_calls:
+                r.update(api_calls=dict(sorted(calls.items())), api_calls_total=sum(calls.values()))
+            return r
+
+        try:
+            step("discover", lambda: self._stage(node, "discover"))
+            if attach is None:
+                step(
+                    "attach",
+                    lambda: self._stage(
+                        node, "attach", "--wait-timeout", "60s", "--detach-grace", "5s"
+                    ),
+                    True,
+                )
+            else:
+                step("attach", lambda: attach(self, node), True)
+            step("hotplug", lambda: self._hotplug_claim(n))
+            step("mount", lambda: self._stage(node, "mount", "--wait-timeout", "30s"))
+            step("secrets", lambda: self._install_secrets(n))
+            step("etcd", lambda: self._start_etcd(node), True)
+        except LabError as err:
+            err.report = report()  # what got done, and its API calls
+            raise
         claim = json.loads((Path(n["root"]) / "run/nodeboot/claim.json").read_text())
-        report = {
-            "node": node,
-            "instance_id": n["instance_id"],
-            "zone": n["zone"],
-            "member": claim["member"],
-            "seconds": {**seconds, "total": round(time.monotonic() - started, 3)},
-        }
-        if count_calls:
-            report.update(api_calls=dict(sorted(calls.items())), api_calls_total=sum(calls.values()))
+        report = {**report(), "member": claim["member"]}
         with self.lock:
             n["member"] = claim["member"]
             n["boots"].append(report)
@@ -547,7 +568,8 @@ class Lab:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+            if not k.startswith("AWS_")
+            and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
         }
         env.pop("NODEBOOT_ABORT_AT", None)
         env.update(
@@ -569,10 +591,16 @@ class Lab:
         t = time.monotonic()
         out = run(cmd, check=False, env=self._stage_env(), timeout=STAGE_TIMEOUT)
         with open(Path(n["dir"]) / "boot.log", "a") as log:
-            log.write(f"== nodeboot stage {' '.join(args)}: exit {out.returncode} after {time.monotonic() - t:.2f}s\n")
+            log.write(
+                f"== nodeboot stage {' '.join(args)}: exit {out.returncode} "
+                f"after {time.monotonic() - t:.2f}s\n"
+            )
             log.write(out.stderr)
         if out.returncode != 0:
-            raise LabError(f"node {node}: stage {args[0]} exited {out.returncode}:\n{out.stderr.strip()[-3000:]}")
+            raise LabError(
+                f"node {node}: stage {args[0]} exited {out.returncode}:\n"
+                f"{out.stderr.strip()[-3000:]}"
+            )
 
     @property
     def etcd_pki(self):
@@ -599,7 +627,17 @@ class Lab:
         namespace: done when the process has become etcd."""
         n = self.node(node)
         log = Path(n["dir"]) / "etcd.log"
-        cmd = [*lab_net.nsenter(n["netns"]), self.bin, "stage", "--root", n["root"], "etcd", "--exec", "--etcd-binary", ETCD]
+        cmd = [
+            *lab_net.nsenter(n["netns"]),
+            self.bin,
+            "stage",
+            "--root",
+            n["root"],
+            "etcd",
+            "--exec",
+            "--etcd-binary",
+            ETCD,
+        ]
         rec = lab_proc.spawn(cmd, log=log, env=self._stage_env())
         with self.lock:
             n["etcd"] = rec
@@ -608,9 +646,14 @@ class Lab:
         deadline = time.monotonic() + timeout
         while lab_proc.exe(rec["pid"]) != etcd:
             if not lab_proc.alive(rec):
-                raise LabError(f"node {node}: the etcd stage ended before it became etcd; {log}:\n{lab_proc.tail(log)}")
+                raise LabError(
+                    f"node {node}: the etcd stage ended before it became etcd; "
+                    f"{log}:\n{lab_proc.tail(log)}"
+                )
             if time.monotonic() > deadline:
-                raise LabError(f"node {node}: not running etcd after {timeout}s; {log}:\n{lab_proc.tail(log)}")
+                raise LabError(
+                    f"node {node}: not running etcd after {timeout}s; {log}:\n{lab_proc.tail(log)}"
+                )
             time.sleep(0.02)
 
     def boot_node(self, zone, attach=None):
@@ -683,7 +726,9 @@ class Lab:
     # --- etcd ----------------------------------------------------------------
 
     def endpoints(self, members=None):
-        chosen = self.state["members"] if members is None else [self.member(member=m) for m in members]
+        chosen = (
+            self.state["members"] if members is None else [self.member(member=m) for m in members]
+        )
         return [f"https://{m['eni_ip']}:2379" for m in chosen]
 
     def etcdctl(self, *args, members=None, check=True, timeout=30, command_timeout="5s"):
@@ -703,7 +748,12 @@ class Lab:
         return run(cmd, check=check, timeout=timeout, env={**os.environ, "ETCDCTL_API": "3"})
 
     def healthy(self, members=None):
-        return self.etcdctl("endpoint", "health", members=members, check=False, command_timeout="3s").returncode == 0
+        return (
+            self.etcdctl(
+                "endpoint", "health", members=members, check=False, command_timeout="3s"
+            ).returncode
+            == 0
+        )
 
     def wait_healthy(self, timeout=90, members=None):
         """Seconds until every endpoint answers healthy; LabError after `timeout`
@@ -717,7 +767,9 @@ class Lab:
                     for name, n in self.state["nodes"].items()
                     if n["state"] == "running"
                 )
-                raise LabError(f"cluster not healthy after {timeout}s:\n{out.stdout}{out.stderr}\n{logs}")
+                raise LabError(
+                    f"cluster not healthy after {timeout}s:\n{out.stdout}{out.stderr}\n{logs}"
+                )
             time.sleep(0.2)
         return time.monotonic() - t
 
@@ -745,7 +797,9 @@ class Lab:
         if not left:
             shutil.rmtree(self.dir, ignore_errors=True)
         if left:
-            raise LabError(f"lab {self.name}: could not remove: {'; '.join(left)} (state kept in {self.dir})")
+            raise LabError(
+                f"lab {self.name}: could not remove: {'; '.join(left)} (state kept in {self.dir})"
+            )
 
     def leftovers(self):
         """What of this lab still exists on the machine (empty after down)."""
@@ -792,14 +846,21 @@ def default_name(args):
 def print_status(lab):
     s = lab.state
     print(f"lab {lab.name}: environment file {s.get('env_file')}, state {lab.state_file}")
-    print(f"  emulator {s.get('aws', {}).get('url')}  (nodes reach it at {s.get('endpoint', {}).get('url')})")
+    print(
+        f"  emulator {s.get('aws', {}).get('url')}  "
+        f"(nodes reach it at {s.get('endpoint', {}).get('url')})"
+    )
     print(f"  router namespace {lab.router}: gateways of {', '.join(s.get('secure_subnets', []))}")
     for m in s.get("members", []):
-        print(f"  member {m['member']}: {m['zone']} ENI {m['eni_id']} {m['eni_ip']}  volume {m['volume_id']} on {m['loop']}")
+        print(
+            f"  member {m['member']}: {m['zone']} ENI {m['eni_id']} {m['eni_ip']}  "
+            f"volume {m['volume_id']} on {m['loop']}"
+        )
     for name, n in s.get("nodes", {}).items():
         etcd = "etcd running" if lab_proc.alive(n.get("etcd")) else "no etcd"
         print(
-            f"  node {name}: {n['state']:9} {n.get('instance_id', '?')} {n['zone']} eth0 {n.get('primary_ip', '?')}"
+            f"  node {name}: {n['state']:9} {n.get('instance_id', '?')} {n['zone']} "
+            f"eth0 {n.get('primary_ip', '?')}"
             f"  member {n.get('member', '-')}  {etcd}  (netns {n['netns']}, logs in {n['dir']})"
         )
     if s.get("members") and s.get("endpoint"):
@@ -816,13 +877,17 @@ def main(argv=None):
     up.add_argument("--attach-delay-ms", type=int, default=0)
     up.add_argument("--shutdown-delay-ms", type=int, default=0)
     up.add_argument("--no-boot", action="store_true", help="only the network, emulator and volumes")
-    sub.add_parser("down", help="remove everything the lab made").add_argument("--all", action="store_true")
+    sub.add_parser("down", help="remove everything the lab made").add_argument(
+        "--all", action="store_true"
+    )
     sub.add_parser("status", help="nodes, members, etcd endpoint status")
     kill = sub.add_parser("kill-node", help="an instance failure (SIGKILL, stop --force in EC2)")
     kill.add_argument("node")
     kill.add_argument("--terminate", action="store_true", help="terminate instead of stop --force")
     sub.add_parser("boot-node", help="launch and boot a node (a replacement)").add_argument("zone")
-    sub.add_parser("stop-node", help="stop an instance (keeps its attachments)").add_argument("node")
+    sub.add_parser("stop-node", help="stop an instance (keeps its attachments)").add_argument(
+        "node"
+    )
     sub.add_parser("start-node", help="start a stopped instance and boot it").add_argument("node")
     ctl = sub.add_parser("etcdctl", help="etcdctl at every member, from the router")
     ctl.add_argument("args", nargs=argparse.REMAINDER)
@@ -831,7 +896,12 @@ def main(argv=None):
         if args.command == "up":
             name = args.name or "lab"
             print(f"lab {name}: building (logs under {STATE_ROOT / name})", file=sys.stderr)
-            lab = Lab.up(name, args.members, args.attach_delay_ms, args.shutdown_delay_ms, not args.no_boot)
+            delays = (args.attach_delay_ms, args.shutdown_delay_ms)
+            try:
+                lab = Lab.up(name, args.members, *delays, boot=not args.no_boot)
+            except LabError as err:
+                hint = f"the lab is left for inspection; `tests/lab/down {name}` removes it"
+                raise LabError(f"{err}\n({hint})") from err
             print_status(lab)
         elif args.command == "down":
             names = Lab.names() if args.all else [default_name(args)]
@@ -851,7 +921,10 @@ def main(argv=None):
                 report = lab.boot_node(args.zone)
                 healthy = lab.wait_healthy()
                 print(json.dumps(report, indent=2))
-                print(f"node {report['node']}: booted; cluster healthy {time.monotonic() - t:.1f}s after launch ({healthy:.1f}s after etcd started)")
+                print(
+                    f"node {report['node']}: booted; cluster healthy {time.monotonic() - t:.1f}s "
+                    f"after launch ({healthy:.1f}s after etcd started)"
+                )
             elif args.command == "stop-node":
                 lab.stop_node(args.node)
                 print(f"node {args.node}: stopped")

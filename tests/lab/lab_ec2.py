@@ -50,7 +50,13 @@ def placement(zones, subnets, count):
     for i in range(count):
         z = i % len(zones)
         net = ipaddress.ip_network(subnets[z])
-        out.append({"member": i, "zone": zones[z], "eni_ip": str(net.network_address + 10 + i // len(zones))})
+        out.append(
+            {
+                "member": i,
+                "zone": zones[z],
+                "eni_ip": str(net.network_address + 10 + i // len(zones)),
+            }
+        )
     return out
 
 
@@ -112,7 +118,9 @@ def wait_state(ec2, instance_id, wanted, timeout=60):
     deadline = time.monotonic() + timeout
     while (now := state(ec2, instance_id)) not in wanted:
         if time.monotonic() > deadline:
-            raise LabError(f"instance {instance_id} is {now}, not {'/'.join(wanted)}, after {timeout}s")
+            raise LabError(
+                f"instance {instance_id} is {now}, not {'/'.join(wanted)}, after {timeout}s"
+            )
         time.sleep(0.1)
     return now
 
