@@ -13,15 +13,11 @@ use crate::role::Role;
 
 pub const FACTS_FILE: &str = "facts.json";
 
+/// What the later stages know of this node: its identity and its config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
-    pub instance_id: String,
-    pub availability_zone: String,
-    pub region: String,
-    pub private_ip: Ipv4Addr,
-    /// The primary interface's MAC.
-    pub mac: String,
-    pub interfaces: Vec<Interface>,
+    #[serde(flatten)]
+    pub identity: Identity,
     pub environment: String,
     pub role: Role,
     pub hostname: String,
@@ -58,23 +54,14 @@ pub fn run(root: &Root, metadata: &impl Metadata, set_hostname: bool) -> Result<
         return Err(DiscoverError::WrongRegion { actual: identity.region, expected: config.region });
     }
     let hostname = hostname(&config.environment, config.role, &identity.instance_id);
-    let facts = Facts {
-        instance_id: identity.instance_id,
-        availability_zone: identity.availability_zone,
-        region: identity.region,
-        private_ip: identity.private_ip,
-        mac: identity.mac,
-        interfaces: identity.interfaces,
-        environment: config.environment,
-        role: config.role,
-        hostname,
-    };
+    let facts = Facts { identity, environment: config.environment, role: config.role, hostname };
     let path = root.record(FACTS_FILE, &facts)?;
     if set_hostname {
         nix::unistd::sethostname(&facts.hostname)
             .map_err(|source| DiscoverError::Hostname { hostname: facts.hostname.clone(), source })?;
     }
-    info!(instance = %facts.instance_id, zone = %facts.availability_zone, ip = %facts.private_ip, "discovered; recorded {}", path.display());
+    let id = &facts.identity;
+    info!(instance = %id.instance_id, zone = %id.availability_zone, ip = %id.private_ip, "discovered; recorded {}", path.display());
     Ok(facts)
 }
 
@@ -84,12 +71,13 @@ pub fn hostname(environment: &str, role: Role, instance_id: &str) -> String {
 }
 
 /// What IMDS says about this instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub instance_id: String,
     pub availability_zone: String,
     pub region: String,
     pub private_ip: Ipv4Addr,
+    /// The primary interface's MAC.
     pub mac: String,
     pub interfaces: Vec<Interface>,
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{Filter, Tag};
 use aws_sdk_ec2::Client;
 
-use super::{describe_sdk_error, CallCount};
+use super::{cloud_error, CallCount};
 use crate::cloud::{tags, Attachment, CloudError, ClusterFilter, Compute, InstanceState, NetworkInterface, Volume};
 
 pub struct Ec2 {
@@ -33,15 +33,6 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
         .collect()
-}
-
-fn error<E, R>(operation: &'static str, resource: &str, err: aws_sdk_ec2::error::SdkError<E, R>) -> CloudError
-where
-    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let (code, message) = describe_sdk_error(&err);
-    CloudError { operation, resource: resource.to_string(), code, message }
 }
 
 fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
@@ -90,7 +81,7 @@ impl Compute for Ec2 {
             .set_filters(Some(cluster_filters(f)))
             .send()
             .await
-            .map_err(|e| error("DescribeVolumes", &format!("{}/{}", f.environment, f.role), e))?;
+            .map_err(|e| cloud_error("DescribeVolumes", &format!("{}/{}", f.environment, f.role), e))?;
         Ok(out.volumes().iter().map(volume).collect())
     }
 
@@ -102,13 +93,13 @@ impl Compute for Ec2 {
             .set_filters(Some(cluster_filters(f)))
             .send()
             .await
-            .map_err(|e| error("DescribeNetworkInterfaces", &format!("{}/{}", f.environment, f.role), e))?;
+            .map_err(|e| cloud_error("DescribeNetworkInterfaces", &format!("{}/{}", f.environment, f.role), e))?;
         Ok(out.network_interfaces().iter().map(network_interface).collect())
     }
 
     async fn volume(&self, id: &str) -> Result<Volume, CloudError> {
         self.calls.add();
-        let out = self.client.describe_volumes().volume_ids(id).send().await.map_err(|e| error("DescribeVolumes", id, e))?;
+        let out = self.client.describe_volumes().volume_ids(id).send().await.map_err(|e| cloud_error("DescribeVolumes", id, e))?;
         out.volumes().first().map(volume).ok_or_else(|| CloudError {
             operation: "DescribeVolumes",
             resource: id.into(),
@@ -125,7 +116,7 @@ impl Compute for Ec2 {
             .network_interface_ids(id)
             .send()
             .await
-            .map_err(|e| error("DescribeNetworkInterfaces", id, e))?;
+            .map_err(|e| cloud_error("DescribeNetworkInterfaces", id, e))?;
         out.network_interfaces().first().map(network_interface).ok_or_else(|| CloudError {
             operation: "DescribeNetworkInterfaces",
             resource: id.into(),
@@ -147,7 +138,7 @@ impl Compute for Ec2 {
             .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build())
             .send()
             .await
-            .map_err(|e| error("DescribeInstances", &ids.join(","), e))?;
+            .map_err(|e| cloud_error("DescribeInstances", &ids.join(","), e))?;
         for instance in out.reservations().iter().flat_map(|r| r.instances()) {
             if let (Some(id), Some(state)) = (instance.instance_id(), instance.state().and_then(|s| s.name())) {
                 states.insert(id.to_string(), InstanceState::parse(state.as_str()));
@@ -166,7 +157,7 @@ impl Compute for Ec2 {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| error("AttachVolume", volume_id, e))
+            .map_err(|e| cloud_error("AttachVolume", volume_id, e))
     }
 
     async fn detach_volume(&self, volume_id: &str, instance_id: &str, force: bool) -> Result<(), CloudError> {
@@ -179,7 +170,7 @@ impl Compute for Ec2 {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| error("DetachVolume", volume_id, e))
+            .map_err(|e| cloud_error("DetachVolume", volume_id, e))
     }
 
     async fn attach_network_interface(&self, eni_id: &str, instance_id: &str, device_index: i32) -> Result<(), CloudError> {
@@ -192,7 +183,7 @@ impl Compute for Ec2 {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| error("AttachNetworkInterface", eni_id, e))
+            .map_err(|e| cloud_error("AttachNetworkInterface", eni_id, e))
     }
 
     fn api_calls(&self) -> u32 {
@@ -208,6 +199,6 @@ impl Compute for Ec2 {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| error("DetachNetworkInterface", attachment_id, e))
+            .map_err(|e| cloud_error("DetachNetworkInterface", attachment_id, e))
     }
 }

@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::Filter;
 
-use super::describe_sdk_error;
+use super::cloud_error;
 use crate::cloud::{tags, CloudError, InstanceInfo, Inventory, LoadBalancerInfo};
 
 pub struct AwsInventory {
@@ -16,15 +16,6 @@ impl AwsInventory {
     }
 }
 
-fn error<E, R>(operation: &'static str, resource: &str, err: aws_sdk_ec2::error::SdkError<E, R>) -> CloudError
-where
-    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let (code, message) = describe_sdk_error(&err);
-    CloudError { operation, resource: resource.to_string(), code, message }
-}
-
 impl Inventory for AwsInventory {
     async fn instances(&self, environment: &str) -> Result<Vec<InstanceInfo>, CloudError> {
         let mut pages = self
@@ -35,7 +26,7 @@ impl Inventory for AwsInventory {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| error("DescribeInstances", environment, e))?;
+            let page = page.map_err(|e| cloud_error("DescribeInstances", environment, e))?;
             for i in page.reservations().iter().flat_map(|r| r.instances()) {
                 let tag = |key: &str| i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).unwrap_or_default().to_string();
                 out.push(InstanceInfo {
@@ -57,7 +48,7 @@ impl Inventory for AwsInventory {
         let mut pages = self.elb.describe_load_balancers().into_paginator().send();
         let mut all = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| error("DescribeLoadBalancers", environment, e))?;
+            let page = page.map_err(|e| cloud_error("DescribeLoadBalancers", environment, e))?;
             all.extend(page.load_balancers().iter().cloned());
         }
         let mut out = Vec::new();
@@ -70,7 +61,7 @@ impl Inventory for AwsInventory {
                 .set_resource_arns(Some(arns))
                 .send()
                 .await
-                .map_err(|e| error("DescribeTags", environment, e))?;
+                .map_err(|e| cloud_error("DescribeTags", environment, e))?;
             for lb in chunk {
                 let arn = lb.load_balancer_arn().unwrap_or_default();
                 let ours = described.tag_descriptions().iter().any(|d| {

@@ -67,6 +67,16 @@ impl CallCount {
     }
 }
 
+/// A `CloudError` naming the operation and resource, from an SDK error.
+pub(crate) fn cloud_error<E, R>(operation: &'static str, resource: &str, err: aws_sdk_ec2::error::SdkError<E, R>) -> crate::cloud::CloudError
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, message) = describe_sdk_error(&err);
+    crate::cloud::CloudError { operation, resource: resource.to_string(), code, message }
+}
+
 /// The error code and message of an SDK error, without its `Debug` dump.
 pub(crate) fn describe_sdk_error<E, R>(err: &aws_sdk_ec2::error::SdkError<E, R>) -> (Option<String>, String)
 where

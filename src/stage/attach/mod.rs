@@ -119,7 +119,7 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
             Plan::Held(pair) => pair,
             Plan::Claim { pair, steps } => {
                 info!(member = pair.member, volume = %pair.volume.id, eni = %pair.eni.id, "claiming member {} ({} steps)", pair.member, steps.len());
-                match act(ec2, &facts.instance_id, &pair, &steps, &device_name, options).await {
+                match act(ec2, &facts.identity.instance_id, &pair, &steps, &device_name, options).await {
                     Ok(()) => pair,
                     Err(Lost::Race(why)) => {
                         warn!(round, "lost member {} to another node ({why}); planning again", pair.member);
@@ -132,8 +132,8 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
         };
         let claim = Claim {
             member: pair.member,
-            instance_id: facts.instance_id.clone(),
-            zone: facts.availability_zone.clone(),
+            instance_id: facts.identity.instance_id.clone(),
+            zone: facts.identity.availability_zone.clone(),
             volume_id: pair.volume.id.clone(),
             device_name: device_name.clone(),
             eni_id: pair.eni.id.clone(),
@@ -159,7 +159,7 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
 
 async fn observe(ec2: &impl Compute, facts: &Facts, filter: &ClusterFilter) -> Result<Observed, CloudError> {
     let (volumes, enis) = tokio::try_join!(ec2.volumes(filter), ec2.network_interfaces(filter))?;
-    let mut observed = Observed { me: facts.instance_id.clone(), zone: facts.availability_zone.clone(), volumes, enis, instances: Default::default() };
+    let mut observed = Observed { me: facts.identity.instance_id.clone(), zone: facts.identity.availability_zone.clone(), volumes, enis, instances: Default::default() };
     let holders = plan::holders_to_check(&observed);
     if !holders.is_empty() {
         observed.instances = ec2.instance_states(&holders).await?;
