@@ -251,6 +251,13 @@ fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
     // EC2 hot-plugs the ENI: an interface with its MAC appears in the node,
     // and the metadata lists it.
     let host_end = format!("nbh{}", std::process::id());
+    let primary_end = format!("nbp{}", std::process::id());
+    // The node's primary interface, with a default route via its subnet's router.
+    sh(&format!(
+        "ip link add {primary_end} type veth peer name eth0 netns {ns} && ip -n {ns} addr add 10.80.10.4/24 dev eth0 \
+         && ip -n {ns} link set eth0 up && ip -n {ns} route add default via 10.80.10.1 dev eth0",
+        ns = ns.name
+    ));
     sh(&format!(
         "ip link add {host_end} type veth peer name eth1 netns {ns} && ip -n {ns} link set eth1 address {mac}",
         ns = ns.name,
@@ -274,5 +281,14 @@ fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
     let routes = sh(&format!("ip -n {} route show table 1001", ns.name));
     assert!(routes.contains("default via 10.80.10.1 dev eth1"), "{routes}");
     assert!(routes.contains(&format!("10.80.10.0/24 dev eth1 scope link src {}", member.eni_ip)), "{routes}");
+    // Outgoing connections (etcd dialling its peers) leave from the ENI's address.
+    let main = sh(&format!("ip -n {} -4 route show default", ns.name));
+    assert!(main.contains(&format!("default via 10.80.10.1 dev eth0 src {}", member.eni_ip)), "{main}");
+    // The source the kernel picks for a peer in another zone is the ENI's,
+    // and packets from it take the ENI (the rule's table).
+    let picked = sh(&format!("ip -n {} -4 route get 10.80.12.10", ns.name));
+    assert!(picked.contains(&format!("src {}", member.eni_ip)), "{picked}");
+    let sent = sh(&format!("ip -n {} -4 route get 10.80.12.10 from {}", ns.name, member.eni_ip));
+    assert!(sent.contains("dev eth1") && sent.contains("table 1001"), "{sent}");
     drop(node.imds.take());
 }

@@ -284,7 +284,14 @@ pub struct Proxy {
     pub url: String,
     port: u16,
     upstream: String,
-    running: Option<(Arc<AtomicBool>, thread::JoinHandle<()>, Arc<Mutex<Vec<TcpStream>>>)>,
+    running: Option<Serving>,
+}
+
+struct Serving {
+    stop: Arc<AtomicBool>,
+    accepter: thread::JoinHandle<()>,
+    /// Both ends of every connection, to cut them on `stop`.
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -316,14 +323,14 @@ impl Proxy {
                 }
             }
         });
-        self.running = Some((stop, handle, open));
+        self.running = Some(Serving { stop, accepter: handle, open });
     }
 
     pub fn stop(&mut self) {
-        if let Some((stop, handle, open)) = self.running.take() {
-            stop.store(true, Ordering::SeqCst);
-            handle.join().unwrap();
-            for c in open.lock().unwrap().drain(..) {
+        if let Some(serving) = self.running.take() {
+            serving.stop.store(true, Ordering::SeqCst);
+            serving.accepter.join().unwrap();
+            for c in serving.open.lock().unwrap().drain(..) {
                 let _ = c.shutdown(Shutdown::Both);
             }
         }

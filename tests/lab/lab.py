@@ -525,10 +525,13 @@ class Lab:
             count = count and count_calls
             t = time.monotonic()
             before = lab_ec2.calls(self.state["aws"]["url"]) if count else None
-            fn()
-            if count:
-                calls.update(Counter(lab_ec2.calls(self.state["aws"]["url"])) - Counter(before))
-            seconds[what] = round(time.monotonic() - t, 3)
+            try:
+                fn()
+            finally:  # a failed step's calls and time count too
+                if count:
+                    after = lab_ec2.calls(self.state["aws"]["url"])
+                    calls.update(Counter(after) - Counter(before))
+                seconds[what] = round(time.monotonic() - t, 3)
 
         def report():
             r = {"node": node, "instance_id": n["instance_id"], "zone": n["zone"]}

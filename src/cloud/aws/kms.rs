@@ -6,7 +6,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, Tag};
 use aws_sdk_kms::Client;
 
-use super::{describe_sdk_error, CallCount};
+use super::{cloud_error as error, CallCount};
 use crate::cloud::{CloudError, DataKey, KeyInfo, Keys};
 use crate::secrets::Secret;
 
@@ -19,15 +19,6 @@ impl Kms {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Kms { client: Client::new(config), calls: CallCount::default() }
     }
-}
-
-fn error<E, R>(operation: &'static str, resource: &str, err: aws_sdk_kms::error::SdkError<E, R>) -> CloudError
-where
-    E: aws_sdk_kms::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let (code, message) = describe_sdk_error(&err);
-    CloudError { operation, resource: resource.to_string(), code, message }
 }
 
 fn context_map(context: &BTreeMap<String, String>) -> HashMap<String, String> {

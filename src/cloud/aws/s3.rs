@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 
-use super::{describe_sdk_error, CallCount};
+use super::{cloud_error, CallCount};
 use crate::cloud::{BucketState, Buckets, CloudError, ObjectEntry, Objects, StoredObject};
 
 pub struct S3 {
@@ -34,13 +34,15 @@ where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
-    let (code, message) = describe_sdk_error(&err);
-    let code = code.or_else(|| match status {
-        Some(404) => Some("NotFound".into()),
-        Some(403) => Some("Forbidden".into()),
-        _ => None,
-    });
-    CloudError { operation, resource: resource.to_string(), code, message }
+    let mut e = cloud_error(operation, resource, err);
+    if e.code.is_none() {
+        e.code = match status {
+            Some(404) => Some("NotFound".into()),
+            Some(403) => Some("Forbidden".into()),
+            _ => None,
+        };
+    }
+    e
 }
 
 fn code_is(e: &CloudError, codes: &[&str]) -> bool {
