@@ -266,55 +266,57 @@ async fn wait_eni_attached(ec2: &impl Compute, eni_id: &str, me: &str, options: 
 
 /// Detaches a dead instance's volume: politely first, forced after the grace time.
 async fn take_volume_over(ec2: &impl Compute, volume_id: &str, from: &str, options: Options) -> Result<(), Lost> {
-    for force in [false, true] {
-        info!(volume = volume_id, from, force, "detaching {volume_id} from dead instance {from}");
+    let detach = |force| async move {
         match ec2.detach_volume(volume_id, from, force).await {
-            Ok(()) => {}
             // Already detaching or detached: go on to wait.
-            Err(e) if e.is_conflict() => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if e.is_conflict() => Ok(()),
+            other => other,
         }
-        fault::point("attach:after-detach-volume");
-        let total = if force { options.wait_timeout } else { options.detach_grace };
-        let what = format!("volume {volume_id} to detach from {from}");
-        let waited = retry::wait(&what, POLL.with_total(total), || async {
-            match ec2.volume(volume_id).await {
-                Ok(v) if v.state == "available" => Attempt::Done(()),
-                Ok(v) => Attempt::Retry(Lost::Pending(format!("{volume_id} is {}", v.state))),
-                Err(e) => Attempt::Fail(Lost::from(e)),
-            }
-        })
-        .await;
-        match waited {
-            Ok(()) => return Ok(()),
-            Err(Gave::Up { .. }) if !force => warn!("{volume_id} did not detach within {}s; forcing", total.as_secs()),
-            Err(e) => return Err(timeout(e)),
-        }
-    }
-    Ok(())
+    };
+    let state = || async { ec2.volume(volume_id).await.map(|v| v.state) };
+    take_over(&format!("volume {volume_id}"), from, options, detach, state).await
 }
 
 async fn take_eni_over(ec2: &impl Compute, eni_id: &str, attachment_id: &str, from: &str, options: Options) -> Result<(), Lost> {
-    for force in [false, true] {
-        info!(eni = eni_id, from, force, "detaching {eni_id} from dead instance {from}");
+    let detach = |force| async move {
         match ec2.detach_network_interface(attachment_id, force).await {
-            Ok(()) => {}
-            Err(e) if e.is_conflict() || e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
+            other => other,
         }
+    };
+    let state = || async { ec2.network_interface(eni_id).await.map(|e| e.status) };
+    take_over(&format!("ENI {eni_id}"), from, options, detach, state).await
+}
+
+/// Detaches `what` from the dead instance `from` and waits until it is
+/// `available`: a polite detach first, forced once `detach_grace` has passed.
+async fn take_over<D, S>(
+    what: &str,
+    from: &str,
+    options: Options,
+    detach: impl Fn(bool) -> D,
+    state: impl Fn() -> S,
+) -> Result<(), Lost>
+where
+    D: std::future::Future<Output = Result<(), CloudError>>,
+    S: std::future::Future<Output = Result<String, CloudError>>,
+{
+    for force in [false, true] {
+        info!(from, force, "detaching {what} from dead instance {from}");
+        detach(force).await?;
+        fault::point("attach:after-detach");
         let total = if force { options.wait_timeout } else { options.detach_grace };
-        let what = format!("ENI {eni_id} to detach from {from}");
-        let waited = retry::wait(&what, POLL.with_total(total), || async {
-            match ec2.network_interface(eni_id).await {
-                Ok(e) if e.status == "available" => Attempt::Done(()),
-                Ok(e) => Attempt::Retry(Lost::Pending(format!("{eni_id} is {}", e.status))),
+        let waited = retry::wait(&format!("{what} to detach from {from}"), POLL.with_total(total), || async {
+            match state().await {
+                Ok(s) if s == "available" => Attempt::Done(()),
+                Ok(s) => Attempt::Retry(Lost::Pending(format!("{what} is {s}"))),
                 Err(e) => Attempt::Fail(Lost::from(e)),
             }
         })
         .await;
         match waited {
             Ok(()) => return Ok(()),
-            Err(Gave::Up { .. }) if !force => warn!("{eni_id} did not detach within {}s; forcing", total.as_secs()),
+            Err(Gave::Up { .. }) if !force => warn!("{what} did not detach within {}s; forcing", total.as_secs()),
             Err(e) => return Err(timeout(e)),
         }
     }
