@@ -290,5 +290,10 @@ fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
     assert!(picked.contains(&format!("src {}", member.eni_ip)), "{picked}");
     let sent = sh(&format!("ip -n {} -4 route get 10.80.12.10 from {}", ns.name, member.eni_ip));
     assert!(sent.contains("dev eth1") && sent.contains("table 1001"), "{sent}");
+    // A peer in the same subnet (more members than zones) too.
+    let picked = sh(&format!("ip -n {} -4 route get 10.80.10.11", ns.name));
+    assert!(picked.contains(&format!("src {}", member.eni_ip)), "{picked}");
+    let sent = sh(&format!("ip -n {} -4 route get 10.80.10.11 from {}", ns.name, member.eni_ip));
+    assert!(sent.contains("dev eth1"), "{sent}");
     drop(node.imds.take());
 }

@@ -248,37 +248,38 @@ fn bring_up_address(metadata: &impl Metadata, claim: &Claim, options: Options) -
     if !rules.lines().any(|l| l.contains(&format!("from {} lookup {table}", claim.eni_ip))) {
         run_command(Command::new("ip").args(["rule", "add", "from", &claim.eni_ip, "lookup", &table, "priority", &table]))?;
     }
-    prefer_eni_source(&claim.eni_ip)?;
+    prefer_eni_source(&claim.eni_ip, &subnet_s, &interface)?;
     info!(interface, address, table, "ENI address up with source routing");
     Ok(())
 }
 
-/// Makes the ENI's address the source of the node's outgoing traffic through
-/// the main table's default route. etcd dials its peers without binding an
-/// address; with the primary IP as source, the peers' TLS check of the
-/// caller's address against its certificate (which names the ENI's fixed
-/// address, the only one known ahead) would refuse the connection. With the
-/// ENI as source, the rule above sends the packets out through the ENI.
-fn prefer_eni_source(eni_ip: &str) -> Result<(), MountError> {
-    let routes = run_command(Command::new("ip").args(["-4", "-o", "route", "show", "default", "table", "main"]))?;
-    let Some(line) = routes.lines().find(|l| l.starts_with("default ")) else {
-        return Ok(()); // no default route: nothing leaves the subnet, nothing to prefer
-    };
-    if line.contains(&format!(" src {eni_ip}")) {
-        return Ok(());
-    }
-    let field = |name: &str| {
+/// Makes the ENI's address the source of the node's outgoing traffic: on the
+/// main table's default route, and on the other interface's route to the
+/// ENI's own subnet (the primary interface usually shares it). etcd dials
+/// its peers without binding an address; from the primary IP, the peers'
+/// TLS check of the caller's address against its certificate (which names
+/// the ENI's fixed address, the only one known ahead) would refuse the
+/// connection. From the ENI's address, the rule above sends the packets out
+/// through the ENI.
+fn prefer_eni_source(eni_ip: &str, subnet: &str, eni_interface: &str) -> Result<(), MountError> {
+    let routes = run_command(Command::new("ip").args(["-4", "-o", "route", "show", "table", "main"]))?;
+    for line in routes.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
-        words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1)).map(|s| s.to_string())
-    };
-    let mut args = vec!["route".to_string(), "replace".into(), "default".into()];
-    for name in ["via", "dev", "proto", "metric"] {
-        if let Some(value) = field(name) {
-            args.extend([name.to_string(), value]);
+        let field = |name: &str| words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1)).map(|s| s.to_string());
+        let to_subnet = words.first() == Some(&subnet) && field("dev").as_deref() != Some(eni_interface);
+        let default = words.first() == Some(&"default");
+        if !(default || to_subnet) || field("src").as_deref() == Some(eni_ip) {
+            continue;
         }
+        let mut args = vec!["route".to_string(), "replace".into(), words[0].to_string()];
+        for name in ["via", "dev", "proto", "scope", "metric"] {
+            if let Some(value) = field(name) {
+                args.extend([name.to_string(), value]);
+            }
+        }
+        args.extend(["src".to_string(), eni_ip.to_string()]);
+        run_command(Command::new("ip").args(&args))?;
     }
-    args.extend(["src".to_string(), eni_ip.to_string()]);
-    run_command(Command::new("ip").args(&args))?;
     Ok(())
 }
 
