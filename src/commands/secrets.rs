@@ -24,15 +24,10 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts")
 }
 
-/// Runs `work` with the operator's S3 and KMS clients for `env`:
-/// credentials from the environment variables first, then the profile
-/// `AWS_PROFILE` names, else the environment file's `aws_profile`.
+/// Runs `work` with the operator's S3 and KMS clients for `env` (the
+/// configuration every operator command shares, see `operator_runtime`).
 fn with_operator<T>(env: &Environment, work: impl AsyncFnOnce(&S3, &Kms) -> Result<T, Error>) -> Result<T, Error> {
-    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| env.aws_profile.clone());
-    runtime().block_on(async {
-        let sdk = aws::sdk_config_with_profile(&env.region, &profile).await;
-        work(&S3::new(&sdk), &Kms::new(&sdk)).await
-    })
+    super::operator_runtime(env, async |sdk| work(&S3::new(sdk), &Kms::new(sdk)).await)
 }
 
 fn store<'a>(env: &Environment, s3: &'a S3, kms: &'a Kms) -> Store<'a, S3, Kms> {
