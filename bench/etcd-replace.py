@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -51,40 +50,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests/lab"))
 import lab as lablib  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab_ec2  # noqa: E402
 import lab_proc  # noqa: E402
+from attach import SHORT, aws_cli, log  # noqa: E402
 
 SEED = REPO / "bench/seed-attach.sh"
-AWSCLI_VENV = Path(os.environ.get("AWSCLI_VENV", "/opt/awscli"))
 ROWS = {
     "nodeboot-stopped": ("nodeboot", "stop"),
     "nodeboot-terminated": ("nodeboot", "terminate"),
     "seed-terminated": ("seed", "terminate"),
     "seed-stopped": ("seed", "stop"),
 }
-SHORT = {
-    "DescribeVolumes": "DV",
-    "AttachVolume": "AV",
-    "DetachVolume": "DtV",
-    "DescribeNetworkInterfaces": "DNI",
-    "AttachNetworkInterface": "ANI",
-    "DetachNetworkInterface": "DtNI",
-    "DescribeInstances": "DI",
-}
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def aws_cli():
-    """The aws CLI in its own virtualenv (as bench/attach.py installs it)."""
-    aws = AWSCLI_VENV / "bin/aws"
-    if not aws.is_file():
-        log(f"installing the aws CLI into {AWSCLI_VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(AWSCLI_VENV)], check=True)
-        subprocess.run([str(AWSCLI_VENV / "bin/pip"), "install", "-q", "awscli"], check=True)
-    return aws
 
 
 def prefer_release_binary():

@@ -53,20 +53,7 @@ fn manifests_validate_against_the_kubernetes_schema_of_the_environment() {
 #[test]
 fn kube_apiserver_lists_exactly_the_member_eni_addresses() {
     let dir = tempfile::tempdir().unwrap();
-    let zones = "[\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\", \"eu-west-1d\", \"eu-west-1e\"]";
-    let subnets = |third: u32| format!("[{}]", (0..5).map(|z| format!("\"10.80.{}.0/24\"", third + z)).collect::<Vec<_>>().join(", "));
-    let env_file = env_file(
-        dir.path(),
-        "seven.tfvars",
-        &example_with(&[
-            ("availability_zones", zones),
-            ("secure_subnets", &subnets(10)),
-            ("compute_subnets", &subnets(20)),
-            ("elb_subnets", &subnets(100)),
-            ("mgmt_subnets", &subnets(110)),
-            ("etcd_count", "7"),
-        ]),
-    );
+    let env_file = env_file(dir.path(), "seven.tfvars", &seven_members_in_five_zones());
     let out = dir.path().join("out");
     render(&env_file, &out);
     let apiserver = std::fs::read_to_string(out.join("manifests/etcd/kube-apiserver.yaml")).unwrap();

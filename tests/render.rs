@@ -161,16 +161,7 @@ fn boot_stages_are_ordered_and_retried() {
 #[test]
 fn five_zone_seven_member_environment_renders_and_validates() {
     let dir = tempfile::tempdir().unwrap();
-    let zones = "[\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\", \"eu-west-1d\", \"eu-west-1e\"]";
-    let subnets = |third: u32| format!("[{}]", (0..5).map(|z| format!("\"10.80.{}.0/24\"", third + z)).collect::<Vec<_>>().join(", "));
-    let text = example_with(&[
-        ("availability_zones", zones),
-        ("secure_subnets", &subnets(10)),
-        ("compute_subnets", &subnets(20)),
-        ("elb_subnets", &subnets(100)),
-        ("mgmt_subnets", &subnets(110)),
-        ("etcd_count", "7"),
-    ]);
+    let text = seven_members_in_five_zones();
     let path = env_file(dir.path(), "big.tfvars", &text);
     let run = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));

@@ -75,6 +75,21 @@ fn bracket_balance(line: &str) -> i32 {
     line.chars().map(|c| match c { '[' => 1, ']' => -1, _ => 0 }).sum()
 }
 
+/// The example grown to 5 zones and 7 etcd members (two members share a
+/// zone's subnet in two of them).
+pub fn seven_members_in_five_zones() -> String {
+    let zones = "[\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\", \"eu-west-1d\", \"eu-west-1e\"]";
+    let subnets = |third: u32| format!("[{}]", (0..5).map(|z| format!("\"10.80.{}.0/24\"", third + z)).collect::<Vec<_>>().join(", "));
+    example_with(&[
+        ("availability_zones", zones),
+        ("secure_subnets", &subnets(10)),
+        ("compute_subnets", &subnets(20)),
+        ("elb_subnets", &subnets(100)),
+        ("mgmt_subnets", &subnets(110)),
+        ("etcd_count", "7"),
+    ])
+}
+
 /// The 1-based line of `field = ...` in `text`.
 pub fn line_of(text: &str, field: &str) -> usize {
     text.lines()
