@@ -111,7 +111,6 @@ fn every_rendered_unit_passes_systemd_analyze_verify() {
                 let path = root.join(exe.trim_start_matches('/'));
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, "#!/bin/sh\n").unwrap();
-                std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&path).unwrap().permissions(), 0o755);
                 std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
             }
             std::fs::write(unit_dir.join(&unit.name), &unit.contents).unwrap();
@@ -154,7 +153,7 @@ fn boot_stages_are_ordered_and_retried() {
     }
     let sync = units.iter().find(|u| u.name == "nodeboot-manifests.service").unwrap();
     assert!(sync.contents.contains("Restart=always"));
-    let names: Vec<&str> = render::units_for(&loaded.env, Role::Bastion).iter().map(|u| u.name.clone()).collect::<Vec<_>>().leak().iter().map(String::as_str).collect();
+    let names: Vec<String> = render::units_for(&loaded.env, Role::Bastion).into_iter().map(|u| u.name).collect();
     assert_eq!(names, ["nodeboot-discover.service"]);
 }
 

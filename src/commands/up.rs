@@ -70,11 +70,11 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
     })?;
     step("upload full Ignition configs", "check the credentials and the secrets bucket", || upload_full_configs(&env, &written))?;
     let hint = terraform_init_hint(options);
-    step("terraform init", &hint, || terraform(&env, env_path, options, &init_args(&env, options)))?;
+    step("terraform init", &hint, || terraform(&env, options, &init_args(&env, options)))?;
     let (name, verb) = if options.plan { ("terraform plan", "plan") } else { ("terraform apply", "apply") };
     let var_file = std::fs::canonicalize(env_path).map_err(|source| Error::Write { path: env_path.display().to_string(), source })?;
     let args = vec![verb.to_string(), "-input=false".into(), format!("-var-file={}", var_file.display())];
-    step(name, "read Terraform's output above", || terraform(&env, env_path, options, &args))?;
+    step(name, "read Terraform's output above", || terraform(&env, options, &args))?;
     if options.plan {
         eprintln!("plan only (--plan): nothing was applied");
     } else if options.write_kubeconfig {
@@ -155,8 +155,7 @@ fn terraform_init_hint(options: &UpOptions) -> String {
 
 /// Runs terraform in the Terraform directory, streaming its output, with
 /// the environment's profile unless credentials are already set.
-fn terraform(env: &Environment, env_path: &Path, options: &UpOptions, args: &[String]) -> Result<(), Error> {
-    let _ = env_path;
+fn terraform(env: &Environment, options: &UpOptions, args: &[String]) -> Result<(), Error> {
     let mut cmd = Command::new("terraform");
     cmd.args(args).current_dir(&options.terraform_dir).env("TF_IN_AUTOMATION", "1");
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
@@ -174,10 +173,10 @@ fn terraform(env: &Environment, env_path: &Path, options: &UpOptions, args: &[St
 /// `nodeboot outputs`: the Terraform outputs of the environment.
 pub fn outputs(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
     let env = load_env(env_path)?.env;
-    terraform(&env, env_path, options, &init_args(&env, options)).map_err(|source| Error::Step {
+    terraform(&env, options, &init_args(&env, options)).map_err(|source| Error::Step {
         step: "terraform init".into(),
         hint: terraform_init_hint(options),
         source: Box::new(source),
     })?;
-    terraform(&env, env_path, options, &["output".to_string()])
+    terraform(&env, options, &["output".to_string()])
 }
