@@ -91,10 +91,14 @@ async fn upload_files<O: Objects, K: Keys>(store: &Store<'_, O, K>, files: &[(Ob
 }
 
 pub fn upload(env_path: &Path, dir: Option<PathBuf>, paths: &[String], force: bool) -> Result<Vec<String>, Error> {
-    let env = load_env(env_path)?.env;
+    upload_for(&load_env(env_path)?.env, dir, paths, force)
+}
+
+/// `upload` for an environment already loaded (`up` validates it once).
+pub fn upload_for(env: &Environment, dir: Option<PathBuf>, paths: &[String], force: bool) -> Result<Vec<String>, Error> {
     let dir = dir.unwrap_or_else(|| layout::default_dir(&env.name));
     let files = files_to_upload(&dir, paths)?;
-    with_operator(&env, async |s3, kms| upload_files(&store(&env, s3, kms), &files, force).await)
+    with_operator(env, async |s3, kms| upload_files(&store(env, s3, kms), &files, force).await)
 }
 
 /// The keys below the given paths (each a key or a folder); every folder of
@@ -172,7 +176,11 @@ pub fn rm(env_path: &Path, paths: &[String]) -> Result<Vec<String>, Error> {
 /// `manifests/<role>/`; with `prune`, that role's objects with no local
 /// file are removed (and so, by the sync, from the nodes).
 pub fn manifests_upload(env_path: &Path, dir: &Path, prune: bool, force: bool) -> Result<Vec<String>, Error> {
-    let env = load_env(env_path)?.env;
+    manifests_upload_for(&load_env(env_path)?.env, dir, prune, force)
+}
+
+/// `manifests upload` for an environment already loaded.
+pub fn manifests_upload_for(env: &Environment, dir: &Path, prune: bool, force: bool) -> Result<Vec<String>, Error> {
     let roles: Vec<Role> = Role::ALL.into_iter().filter(|r| r.runs_kubelet() && dir.join(r.as_str()).is_dir()).collect();
     if roles.is_empty() {
         return Err(SecretError::BadPath {
@@ -181,8 +189,8 @@ pub fn manifests_upload(env_path: &Path, dir: &Path, prune: bool, force: bool) -
         }
         .into());
     }
-    with_operator(&env, async |s3, kms| {
-        let store = store(&env, s3, kms);
+    with_operator(env, async |s3, kms| {
+        let store = store(env, s3, kms);
         let mut lines = Vec::new();
         for role in roles {
             let prefix = layout::manifests_prefix(role);

@@ -63,10 +63,10 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
     step("upload secrets", "check the credentials and the secrets bucket", || {
         // The layout's folders only: `ca/` (CA keys, admin credentials) stays local.
         let folders: Vec<String> = ["common", "secure", "compute"].iter().map(|f| f.to_string()).collect();
-        super::secrets::upload(env_path, Some(secrets.clone()), &folders, false).map(|lines| print_indented(&lines))
+        super::secrets::upload_for(&env, Some(secrets.clone()), &folders, false).map(|lines| print_indented(&lines))
     })?;
     step("upload manifests", "check the credentials and the secrets bucket", || {
-        super::secrets::manifests_upload(env_path, &out.join("manifests"), true, false).map(|lines| print_indented(&lines))
+        super::secrets::manifests_upload_for(&env, &out.join("manifests"), true, false).map(|lines| print_indented(&lines))
     })?;
     step("upload full Ignition configs", "check the credentials and the secrets bucket", || upload_full_configs(&env, &written))?;
     let hint = terraform_init_hint(options);
