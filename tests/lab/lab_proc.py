@@ -85,6 +85,11 @@ def kill(rec, sig=signal.SIGKILL, wait=10.0):
         raise LabError(f"process {pid} survived signal {sig}")
 
 
+def reap(rec):
+    """Collects the exit status of a child of ours that has ended."""
+    _reap(rec)
+
+
 def _reap(rec):
     child = _children.get(rec.get("pid")) if rec else None
     if child is not None and child.poll() is not None:
