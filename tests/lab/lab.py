@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -42,8 +43,22 @@ REPO = LAB.parents[1]
 BED = REPO / "tests/bed"
 STATE_ROOT = Path(os.environ.get("NODEBOOT_LAB_STATE_DIR", "/run/nodeboot-lab"))
 DATA_ROOT = Path(os.environ.get("NODEBOOT_LAB_DATA_DIR", "/var/tmp/nodeboot-lab"))
-ETCD = "/usr/bin/etcd"  # Debian's etcd-server 3.4.23
-ETCDCTL = "/usr/bin/etcdctl"  # Debian's etcd-client
+
+
+def etcd_bin_dir():
+    """Where Debian's etcd 3.5 is: $NODEBOOT_ETCD_BIN, else what
+    tests/fetch-etcd prints (its cache; it fetches once, as root)."""
+    if os.environ.get("NODEBOOT_ETCD_BIN"):
+        return Path(os.environ["NODEBOOT_ETCD_BIN"])
+    done = subprocess.run([REPO / "tests/fetch-etcd"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return Path(f"/nonexistent/etcd-3.5 (tests/fetch-etcd: {done.stderr.strip()})")
+    return Path(done.stdout.strip())
+
+
+ETCD_BIN = etcd_bin_dir()
+ETCD = str(ETCD_BIN / "etcd")  # Debian's etcd-server 3.5, from tests/fetch-etcd
+ETCDCTL = str(ETCD_BIN / "etcdctl")  # Debian's etcd-client 3.5
 IMDS_ADDRESS = "169.254.169.254"
 ENDPOINT_PORT = 80
 VOLUME_MB = 1024  # sparse: only what is written takes space
@@ -76,9 +91,9 @@ def preflight():
     for tool in ("ip", "nsenter", "losetup", "mkfs.ext4", "blkid", "sysctl"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             problems.append(f"{tool} is missing (tests/setup installs it)")
-    for path, package in ((ETCD, "etcd-server"), (ETCDCTL, "etcd-client")):
+    for path in (ETCD, ETCDCTL):
         if not Path(path).exists():
-            problems.append(f"{path} is missing: apt-get install {package} (tests/setup does)")
+            problems.append(f"{path} is missing: run tests/fetch-etcd (tests/setup does)")
     binary = nodeboot_binary()
     if not binary.exists():
         problems.append(f"no nodeboot binary at {binary}: run `cargo build` (or set NODEBOOT_BIN)")
