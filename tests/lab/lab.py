@@ -16,8 +16,6 @@ tests/lab/README.md for the topology.
 """
 
 import argparse
-import base64
-import gzip
 import ipaddress
 import json
 import os
@@ -33,8 +31,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ignition_apply
 import lab_ec2
 import lab_net
+import lab_node
+import lab_nspawn
 import lab_proc
 from lab_proc import LabError, run
 
@@ -59,13 +60,14 @@ def etcd_bin_dir():
 ETCD_BIN = etcd_bin_dir()
 ETCD = str(ETCD_BIN / "etcd")  # Debian's etcd-server 3.5, from tests/fetch-etcd
 ETCDCTL = str(ETCD_BIN / "etcdctl")  # Debian's etcd-client 3.5
+ROLES = ("etcd", "compute")
+BOOT_TIMEOUT = 180
 IMDS_ADDRESS = "169.254.169.254"
 ENDPOINT_PORT = 80
 VOLUME_MB = 1024  # sparse: only what is written takes space
 # A lab name is also the environment's name (3-32 of a-z, 0-9, '-').
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{2,23}")
 ABORT_VAR = "NODEBOOT_LAB_ABORT_AT"
-STAGE_TIMEOUT = 240
 
 
 def nodeboot_binary():
@@ -88,7 +90,10 @@ def preflight():
     problems = []
     if os.geteuid() != 0:
         problems.append("the lab needs root (network namespaces, loop devices, mounts)")
-    for tool in ("ip", "nsenter", "losetup", "mkfs.ext4", "blkid", "sysctl"):
+    for tool in (
+        "ip", "nsenter", "losetup", "mkfs.ext4", "blkid", "sysctl",
+        "systemd-nspawn", "debootstrap", "dnsmasq", "useradd",
+    ):  # fmt: skip
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             problems.append(f"{tool} is missing (tests/setup installs it)")
     for path in (ETCD, ETCDCTL):
@@ -182,6 +187,7 @@ class Lab:
         self.state = {}
         self.lock = threading.RLock()
         self._ec2 = None
+        self.own_calls = Counter()
 
     # --- state ---------------------------------------------------------------
 
@@ -209,6 +215,11 @@ class Lab:
     def ec2(self):
         if self._ec2 is None:
             self._ec2 = lab_ec2.client(self.state["aws"]["url"])
+            # The lab's own calls (launching, EC2's hot-plug looking at
+            # attachments) are left out of a boot's count.
+            self._ec2.meta.events.register(
+                "before-call.ec2.*", lambda model, **_: self.own_calls.update([model.name])
+            )
         return self._ec2
 
     @property
@@ -217,6 +228,9 @@ class Lab:
 
     def netns_of(self, node):
         return f"nbl-{self.name}-{node}"
+
+    def own_machine(self, machine):
+        return re.fullmatch(rf"{re.escape(self.name)}-n\d+", machine) is not None
 
     def own_netns(self, ns):
         return re.fullmatch(rf"nbl-{re.escape(self.name)}-(router|n\d+)", ns) is not None
@@ -266,6 +280,7 @@ class Lab:
         lab.save()
         lab._environment(members)
         lab._start_aws(attach_delay_ms, shutdown_delay_ms)
+        lab._operator()
         lab._make_router()
         abort_point("after-router")
         lab._terraform()
@@ -278,7 +293,7 @@ class Lab:
 
     def _environment(self, members):
         """The lab's environment file (`nodeboot env new` with per-lab names),
-        the node.json that Ignition would write, and the PKI."""
+        every role's Ignition config (`nodeboot render`), and the PKI."""
         env_dir = self.dir / "env"
         env_dir.mkdir()
         run([self.bin, "env", "new", self.name, "--dir", env_dir])
@@ -302,10 +317,48 @@ class Lab:
             etcd_count=int(tf["etcd_count"]),
         )
         render = self.dir / "render"
-        run([self.bin, "render", "--env", env_file, "--out", render, "--role", "etcd"])
-        (self.dir / "node.json").write_bytes(node_json_from_ignition(render))
+        run([self.bin, "render", "--env", env_file, "--out", render])
+        for role in ROLES:  # user data over 16 KiB is a pointer: the lab applies the full one
+            full = render / f"{role}.full.ign"
+            if full.exists():
+                os.replace(full, render / f"{role}.ign")
         run([self.bin, "pki", "--env", env_file, "--dir", self.dir / "secrets"])
         self.save()
+
+    def operator_env(self):
+        """An operator's shell pointed at the emulator."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy")
+        }
+        env.pop("NODEBOOT_ABORT_AT", None)
+        env.update(
+            AWS_ENDPOINT_URL=self.state["aws"]["url"],
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_REGION=lab_ec2.REGION,
+            AWS_CONFIG_FILE="/dev/null",
+            AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        )
+        return env
+
+    def _operator(self):
+        """What `nodeboot up` does before Terraform, against the emulator:
+        the KMS key and buckets, the secrets (not the CA keys in ca/), the
+        static-pod manifests. The nodes' secrets stage fetches them."""
+        env, env_file = self.operator_env(), self.state["env_file"]
+        log = self.dir / "operator.log"
+        steps = [
+            ["prereqs", "--env", env_file],
+            ["secrets", "upload", "--env", env_file, "--dir", self.dir / "secrets",
+             "common", "secure", "compute"],
+            ["manifests", "upload", "--env", env_file, self.dir / "render/manifests"],
+        ]  # fmt: skip
+        for args in steps:
+            out = run([self.bin, *args], env=env, timeout=120)
+            with open(log, "a") as f:
+                f.write(f"== nodeboot {' '.join(map(str, args))}\n{out.stdout}{out.stderr}")
 
     def _start_aws(self, attach_delay_ms, shutdown_delay_ms):
         cmd = [
@@ -343,6 +396,7 @@ class Lab:
             gateways.append(f"{net.network_address + 1}/{net.prefixlen}")
         endpoint = str(ipaddress.ip_network(self.state["vpc_cidr"]).network_address + 10)
         lab_net.make_router(self.router, gateways, endpoint)
+        self._start_dhcp()
         port = urllib.parse.urlsplit(self.state["aws"]["url"]).port
         cmd = [
             sys.executable,
@@ -380,14 +434,19 @@ class Lab:
             )
             self.state["members"].append({**place, **made, "image": str(image), "loop": loop})
             self.save()
+            self._dhcp_host(made["eni_mac"], place["eni_ip"])
 
     # --- nodes ---------------------------------------------------------------
 
-    def launch(self, zone):
-        """The autoscaling group launches an instance in `zone`: RunInstances,
-        then the machine itself (a network namespace with eth0) and its IMDS."""
+    def launch(self, zone, role="etcd"):
+        """The autoscaling group launches an instance of `role` in `zone`:
+        RunInstances, then the machine (a network namespace with eth0, its
+        IMDS, its DHCP lease) and its root with the role's rendered Ignition
+        config applied, as on a first boot."""
         if zone not in self.state["subnets"]:
             raise LabError(f"zone {zone}: the lab's zones are {', '.join(self.state['subnets'])}")
+        if role not in ROLES:
+            raise LabError(f"role {role!r}: the lab boots {', '.join(ROLES)}")
         with self.lock:
             number = self.state["next_node"]
             self.state["next_node"] += 1
@@ -395,15 +454,18 @@ class Lab:
             d = self.dir / "nodes" / name
             n = {
                 "zone": zone,
+                "role": role,
                 "number": number,
                 "netns": self.netns_of(name),
                 "dir": str(d),
                 "root": str(d / "root"),
+                "machine": lab_nspawn.Container(f"{self.name}-{name}", d).state(),
                 "state": "launching",
                 "boots": [],
             }
             self.state["nodes"][name] = n
             self.save()
+        d.mkdir(parents=True)
         n.update(
             lab_ec2.launch(self.ec2, self.state["subnets"][zone]["id"], self.state["instance_type"])
         )
@@ -411,23 +473,46 @@ class Lab:
             raise LabError(
                 f"the emulator gave {n['instance_id']} a member's ENI address {n['primary_ip']}"
             )
-        config = Path(n["root"]) / "etc/nodeboot/node.json"
-        config.parent.mkdir(parents=True)
-        shutil.copy(self.dir / "node.json", config)
         self.save()
+        self._dhcp_host(n["mac"], n["primary_ip"])
+        self._ignite(n)
         self._power_on(n)
         return name
 
+    def _ignite(self, n):
+        """Ignition's first boot: the role's rendered config on the machine's
+        own root, then the lab's test-only files (lab_node.py)."""
+        c = self.container(n)
+        c.prepare()
+        done = ignition_apply.apply(c.root, self.dir / "render" / f"{n['role']}.ign")
+        done += [f"lab: {p}" for p in lab_node.install(c.root, self.state["endpoint"]["url"])]
+        (Path(n["dir"]) / "ignition.log").write_text("".join(line + "\n" for line in done))
+        n["enabled"] = sorted(
+            line.split()[1] for line in done if line.startswith("enabled ")
+        )
+        with self.lock:
+            n["machine"] = c.state()
+            self.save()
+
+    def container(self, n):
+        return lab_nspawn.Container.from_state(n["machine"])
+
+    def node_path(self, node, path):
+        """A path inside a running node (its /run is the machine's own tmpfs)."""
+        return self.container(self.node(node)).path(path)
+
+    def node_run(self, node, *cmd, check=True, timeout=60):
+        """A command inside a running node."""
+        return self.container(self.node(node)).run(*cmd, check=check, timeout=timeout)
+
     def _power_on(self, n):
-        """The machine: its namespace, eth0 as EC2's DHCP leaves it, its IMDS
-        on 169.254.169.254, and whatever EC2 already has attached."""
+        """The machine: its namespace, eth0 (networkd asks DHCP for its
+        address), its IMDS on 169.254.169.254, whatever EC2 already has
+        attached, and its root mounted (the instance's disk)."""
         subnet = ipaddress.ip_network(self.state["subnets"][n["zone"]]["cidr"])
         lab_net.add(n["netns"])
         lab_net.ip("addr", "add", f"{IMDS_ADDRESS}/32", "dev", "lo", ns=n["netns"])
         lab_net.plug(self.router, f"n{n['number']}e0", n["netns"], "eth0", n["mac"])
-        lab_net.configure_primary(
-            n["netns"], f"{n['primary_ip']}/{subnet.prefixlen}", str(subnet.network_address + 1)
-        )
         lab_net.pin(self.router, n["primary_ip"], n["mac"])
         identity = {
             "instance_id": n["instance_id"],
@@ -461,24 +546,18 @@ class Lab:
             Path(n["dir"]) / "imds-identity.json",
         ]
         self._start_server(n, "imds", cmd, Path(n["dir"]) / "imds")
+        self.container(n).prepare()
         n["state"] = "running"
         self.save()
-        self.hotplug(n)
+        if n["role"] == "etcd":
+            self.hotplug(n, volumes=False)
 
-    def hotplug(self, n):
-        """EC2's part once an attachment is made: the ENI appears in the node as
-        a NIC with its MAC (and in the metadata), the volume as its Nitro
-        by-id link. Idempotent; driven by what EC2 says is attached."""
-        volumes, enis = lab_ec2.attached(self.ec2, n["instance_id"])
-        by_id = Path(n["root"]) / "dev/disk/by-id"
-        by_id.mkdir(parents=True, exist_ok=True)
-        for volume_id in volumes:
-            member = next((m for m in self.state["members"] if m["volume_id"] == volume_id), None)
-            if member is None:
-                continue  # the root volume: not ours to show
-            link = by_id / f"nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"
-            if not link.is_symlink():
-                link.symlink_to(member["loop"])
+    def hotplug(self, n, volumes=True):
+        """EC2's part once an attachment is made: the ENI appears in the node
+        as a NIC with its MAC (and in the metadata), the volume as its loop
+        device at the Nitro by-id path inside the machine. Idempotent;
+        driven by what EC2 says is attached."""
+        attached_volumes, enis = lab_ec2.attached(self.ec2, n["instance_id"])
         identity_file = Path(n["dir"]) / "imds-identity.json"
         identity = json.loads(identity_file.read_text())
         for eni in enis:
@@ -505,120 +584,112 @@ class Lab:
                     }
                 )
         write_json(identity_file, identity)
-
-    def _hotplug_claim(self, n, timeout=120):
-        """EC2 hot-plugs once an attachment completes: wait until EC2 says the
-        claimed volume and ENI are attached here (at once after nodeboot's
-        attach, which waits for that itself; not after the seed's, which does
-        not), then plug them."""
-        claim = json.loads((Path(n["root"]) / "run/nodeboot/claim.json").read_text())
-        deadline = time.monotonic() + timeout
-        while True:
-            volumes, enis = lab_ec2.attached(self.ec2, n["instance_id"])
-            if claim["volume_id"] in volumes and claim["eni_id"] in [e["eni_id"] for e in enis]:
-                break
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"{claim['volume_id']} and {claim['eni_id']} not both attached to "
-                    f"{n['instance_id']} after {timeout}s"
+        if volumes:
+            c = self.container(n)
+            for volume_id in attached_volumes:
+                member = next(
+                    (m for m in self.state["members"] if m["volume_id"] == volume_id), None
                 )
-            time.sleep(0.1)
-        self.hotplug(n)
+                if member is not None:  # else the root volume: not ours to show
+                    link = f"nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"
+                    plug_block_device(c, member["loop"], f"/dev/disk/by-id/{link}")
+        return attached_volumes, enis
 
-    def boot(self, node, attach=None, count_calls=True):
-        """The node's boot, in the units' order: discover -> attach -> mount ->
-        etcd (with the lab's stand-in for the secrets stage just before etcd).
-        `attach(lab, node)` replaces the attach stage (the bench's seed loop).
-        Returns a report: seconds per step and, with count_calls, the API
-        calls of the node's own steps (GET /_bed/calls before and after each:
-        exact only when one node boots at a time)."""
-        n = self.node(node)
-        started = time.monotonic()
-        seconds, calls = {}, Counter()
-
-        def step(what, fn, count=False):
-            count = count and count_calls
-            t = time.monotonic()
-            before = lab_ec2.calls(self.state["aws"]["url"]) if count else None
-            try:
-                fn()
-            finally:  # a failed step's calls and time count too
-                if count:
-                    after = lab_ec2.calls(self.state["aws"]["url"])
-                    calls.update(Counter(after) - Counter(before))
-                seconds[what] = round(time.monotonic() - t, 3)
-
-        def report():
-            r = {"node": node, "instance_id": n["instance_id"], "zone": n["zone"]}
-            r["seconds"] = {**seconds, "total": round(time.monotonic() - started, 3)}
-            if count_calls:
-                r.update(api_calls=dict(sorted(calls.items())), api_calls_total=sum(calls.values()))
-            return r
-
+    def _hotplug_claim(self, n, c, plugged):
+        """Once the attach stage has claimed (its claim file exists) and EC2
+        says both are attached, plug them. True when plugged."""
         try:
-            step("discover", lambda: self._stage(node, "discover"))
-            if attach is None:
-                step(
-                    "attach",
-                    lambda: self._stage(
-                        node, "attach", "--wait-timeout", "60s", "--detach-grace", "5s"
-                    ),
-                    True,
-                )
-            else:
-                step("attach", lambda: attach(self, node), True)
-            step("hotplug", lambda: self._hotplug_claim(n))
-            step("mount", lambda: self._stage(node, "mount", "--wait-timeout", "30s"))
-            step("secrets", lambda: self._install_secrets(n))
-            step("etcd", lambda: self._start_etcd(node), True)
-        except LabError as err:
-            err.report = report()  # what got done, and its API calls
-            raise
-        claim = json.loads((Path(n["root"]) / "run/nodeboot/claim.json").read_text())
-        report = {**report(), "member": claim["member"]}
-        with self.lock:
+            claim = json.loads(c.path("/run/nodeboot/claim.json").read_text())
+        except (OSError, ValueError, LabError):
+            return False
+        key = (claim["volume_id"], claim["eni_id"])
+        if plugged.get("claim") == key:
+            return True
+        volumes, enis = self.hotplug(n)
+        if claim["volume_id"] in volumes and claim["eni_id"] in [e["eni_id"] for e in enis]:
+            plugged["claim"] = key
+            return True
+        return False
+
+    def boot(self, node, attach=None, count_calls=True, timeout=BOOT_TIMEOUT):
+        """Boots the node's machine: systemd runs the rendered units, the lab
+        plays EC2 (hot-plugs what the attach stage claimed). Done when every
+        unit the config enabled is active; LabError (with their journal)
+        when one failed or the boot did not finish in time.
+        `attach(lab, node)` replaces the attach stage (the bench's seed
+        loop): the node's attach unit then waits for the claim file.
+        Returns a report: seconds from the machine's start until each
+        enabled unit became active and, with count_calls, the AWS API calls
+        of the boot (GET /_bed/calls before and after, less the lab's own
+        calls: exact only when one node boots at a time)."""
+        n = self.node(node)
+        c = self.container(n)
+        url = self.state["aws"]["url"]
+        before, own_before = (lab_ec2.calls(url), Counter(self.own_calls)) if count_calls else (None, None)
+        if attach is not None:
+            lab_node.wait_for_claim(c.root)
+
+        def keep(container):
+            with self.lock:
+                n["machine"] = container.state()
+                self.save()
+
+        binds = lab_node.binds(self.bin, ETCD)
+        started = time.monotonic()
+        c.boot(netns=n["netns"], binds=binds, on_spawn=keep)
+        if n["role"] == "etcd":
+            self.hotplug(n)  # what EC2 had attached before the boot (a restart)
+        if attach is not None:
+            attach(self, node)
+        plugged = {}
+        deadline = time.monotonic() + timeout
+        units = n["enabled"]
+        while True:
+            if n["role"] == "etcd":
+                self._hotplug_claim(n, c, plugged)
+            state = c.systemctl("is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            if not c.alive():
+                raise LabError(f"node {node}: its machine stopped; {c.console}:\n{lab_proc.tail(c.console)}")
+            if time.monotonic() > deadline:
+                raise self._boot_failed(node, c, units, f"still {state} after {timeout}s")
+            time.sleep(0.1)
+        active = c.systemctl("is-active", *units, check=False).stdout.split()
+        report = {"node": node, "instance_id": n["instance_id"], "zone": n["zone"], "role": n["role"]}
+        seconds = {}
+        for unit in units:
+            entered = int(c.unit_property(unit, "ActiveEnterTimestampMonotonic") or 0)
+            if entered:
+                seconds[unit.removesuffix(".service")] = round(entered / 1e6 - started, 3)
+        report["seconds"] = {**dict(sorted(seconds.items(), key=lambda kv: kv[1])), "total": round(time.monotonic() - started, 3)}
+        if count_calls:
+            made = Counter(lab_ec2.calls(url)) - Counter(before)
+            made -= Counter(self.own_calls) - own_before
+            report.update(api_calls=dict(sorted(made.items())), api_calls_total=sum(made.values()))
+        if active != ["active"] * len(units) or state != "running":
+            err = self._boot_failed(node, c, units, f"system {state}")
+            err.report = report
+            raise err
+        if n["role"] == "etcd":
+            claim = json.loads(c.path("/run/nodeboot/claim.json").read_text())
+            report["member"] = claim["member"]
             n["member"] = claim["member"]
+        with self.lock:
             n["boots"].append(report)
             self.save()
         return report
 
-    def _stage_env(self):
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("AWS_")
-            and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-        }
-        env.pop("NODEBOOT_ABORT_AT", None)
-        env.update(
-            AWS_ENDPOINT_URL=self.state["endpoint"]["url"],
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_REGION=lab_ec2.REGION,
-            AWS_CONFIG_FILE="/dev/null",
-            AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-            NODEBOOT_LOG=os.environ.get("NODEBOOT_LOG", "info"),
-            PATH=env.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin",
+    def _boot_failed(self, node, c, units, why):
+        active = c.systemctl("is-active", *units, check=False).stdout.split()
+        bad = [u for u, a in zip(units, active, strict=False) if a != "active"]
+        failed = c.systemctl("--failed", "--plain", "--no-legend", check=False).stdout
+        journal = c.journalctl("-b", "-n", "60", *[f"--unit={u}" for u in bad or units], check=False).stdout
+        return LabError(
+            f"node {node}: boot not done ({why}); not active: "
+            f"{', '.join(f'{u} ({a})' for u, a in zip(units, active, strict=False) if a != 'active') or 'none'}"
+            f"\nfailed units: {failed.strip() or 'none'}\njournal:\n{journal[-4000:]}"
         )
-        return env
-
-    def _stage(self, node, *args):
-        """`nodeboot stage --root ROOT ARGS` inside the node's network namespace."""
-        n = self.node(node)
-        cmd = [*lab_net.nsenter(n["netns"]), self.bin, "stage", "--root", n["root"], *args]
-        t = time.monotonic()
-        out = run(cmd, check=False, env=self._stage_env(), timeout=STAGE_TIMEOUT)
-        with open(Path(n["dir"]) / "boot.log", "a") as log:
-            log.write(
-                f"== nodeboot stage {' '.join(args)}: exit {out.returncode} "
-                f"after {time.monotonic() - t:.2f}s\n"
-            )
-            log.write(out.stderr)
-        if out.returncode != 0:
-            raise LabError(
-                f"node {node}: stage {args[0]} exited {out.returncode}:\n"
-                f"{out.stderr.strip()[-3000:]}"
-            )
 
     @property
     def etcd_pki(self):
@@ -626,58 +697,10 @@ class Lab:
         keeps the CA's key apart, in ca/, which never reaches a node)."""
         return self.dir / "secrets/secure/etcd"
 
-    def _install_secrets(self, n):
-        """The lab's stand-in for `nodeboot stage secrets`: the secrets tree's
-        secure/etcd/ into the node's /run/nodeboot/secrets/etcd/."""
-        dst = Path(n["root"]) / "run/nodeboot/secrets/etcd"
-        dst.mkdir(parents=True, exist_ok=True)
-        for d in (dst.parent, dst):
-            d.chmod(0o700)
-        for f in sorted(self.etcd_pki.iterdir()):
-            if f.name.endswith("ca.key") or not f.is_file():
-                continue
-            target = dst / f.name
-            shutil.copyfile(f, target)
-            target.chmod(0o600 if f.suffix == ".key" else 0o644)
-
-    def _start_etcd(self, node, timeout=120):
-        """`nodeboot stage etcd --exec` in the background, in the node's
-        namespace: done when the process has become etcd."""
-        n = self.node(node)
-        log = Path(n["dir"]) / "etcd.log"
-        cmd = [
-            *lab_net.nsenter(n["netns"]),
-            self.bin,
-            "stage",
-            "--root",
-            n["root"],
-            "etcd",
-            "--exec",
-            "--etcd-binary",
-            ETCD,
-        ]
-        rec = lab_proc.spawn(cmd, log=log, env=self._stage_env())
-        with self.lock:
-            n["etcd"] = rec
-            self.save()
-        etcd = os.path.realpath(ETCD)
-        deadline = time.monotonic() + timeout
-        while lab_proc.exe(rec["pid"]) != etcd:
-            if not lab_proc.alive(rec):
-                raise LabError(
-                    f"node {node}: the etcd stage ended before it became etcd; "
-                    f"{log}:\n{lab_proc.tail(log)}"
-                )
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"node {node}: not running etcd after {timeout}s; {log}:\n{lab_proc.tail(log)}"
-                )
-            time.sleep(0.02)
-
-    def boot_node(self, zone, attach=None):
+    def boot_node(self, zone, attach=None, role="etcd"):
         """Launch and boot one node; returns the boot report (with `launch` seconds)."""
         t = time.monotonic()
-        node = self.launch(zone)
+        node = self.launch(zone, role)
         launched = round(time.monotonic() - t, 3)
         report = self.boot(node, attach=attach)
         report["seconds"] = {"launch": launched, **report["seconds"]}
@@ -690,11 +713,17 @@ class Lab:
         with ThreadPoolExecutor(len(nodes)) as pool:
             return list(pool.map(lambda node: self.boot(node, count_calls=False), nodes))
 
-    def _power_off(self, n):
-        """The machine is gone: etcd and every process in it, its mounts, its NICs."""
-        for key in ("etcd", "imds"):
-            lab_proc.kill(n.get(key))
-        unmount_under(n["root"])
+    def _power_off(self, n, clean=False):
+        """The machine is gone: every process in it (its mounts go with its
+        mount namespace), its IMDS, its NICs; its disk is unmounted."""
+        c = self.container(n)
+        if clean:
+            c.poweroff()
+        c.remove()
+        with self.lock:
+            n["machine"] = c.state()
+            self.save()
+        lab_proc.kill(n.get("imds"))
         lab_net.delete(n["netns"])
 
     def kill_node(self, node, how="stop"):
@@ -716,20 +745,20 @@ class Lab:
             self.save()
 
     def stop_node(self, node):
-        """Stop the instance (it keeps its volume and ENI); /run is a tmpfs, so
-        the node's run state is lost."""
+        """Stop the instance (it keeps its volume and ENI): systemd shuts the
+        machine down; its /run (a tmpfs) is lost, its disk kept."""
         n = self.node(node)
-        self._power_off(n)
+        self._power_off(n, clean=True)
         self.ec2.stop_instances(InstanceIds=[n["instance_id"]], Force=True)
         lab_ec2.wait_state(self.ec2, n["instance_id"], ["stopped"])
-        shutil.rmtree(Path(n["root"]) / "run", ignore_errors=True)
         with self.lock:
             n["state"] = "stopped"
             self.save()
 
     def start_node(self, node):
         """Start a stopped instance: same instance, same primary address, its
-        ENI and volume attached from the start; then the whole boot again."""
+        ENI and volume attached from the start; then the whole boot again
+        (without Ignition: it runs on the first boot only)."""
         n = self.node(node)
         if n["state"] != "stopped":
             raise LabError(f"node {node} is {n['state']}, not stopped")
@@ -740,6 +769,62 @@ class Lab:
         report = self.boot(node)
         report["seconds"]["total"] = round(time.monotonic() - t, 3)
         return report
+
+    # --- DHCP ------------------------------------------------------------------
+
+    def _start_dhcp(self):
+        gateways = []
+        for cidr in self.state["secure_subnets"]:
+            net = ipaddress.ip_network(cidr)
+            gateways.append((net, net.network_address + 1))
+        hosts = self.dir / "dhcp-hosts"
+        hosts.write_text("")
+        cmd = lab_net.dhcp_command(
+            self.router, gateways, hosts, self.dir / "dhcp.leases", self.dir / "dhcp.log"
+        )
+        rec = lab_proc.spawn(cmd, log=self.dir / "dhcp.out")
+        with self.lock:
+            self.state["dhcp"] = rec
+            self.save()
+        deadline = time.monotonic() + 10
+        while "started" not in lab_proc.tail(self.dir / "dhcp.log"):
+            if not lab_proc.alive(rec) or time.monotonic() > deadline:
+                raise LabError(f"dnsmasq did not start:\n{lab_proc.tail(self.dir / 'dhcp.out')}")
+            time.sleep(0.02)
+
+    def _dhcp_host(self, mac, ip):
+        """A fixed lease, as EC2's DHCP hands each interface its address."""
+        with self.lock:
+            with open(self.dir / "dhcp-hosts", "a") as f:
+                f.write(f"{mac},{ip}\n")
+            os.kill(self.state["dhcp"]["pid"], signal.SIGHUP)
+
+    def dhcp_log(self, mac=None):
+        """dnsmasq's DHCP lines (for one MAC): DHCPDISCOVER/OFFER/REQUEST/ACK."""
+        lines = (self.dir / "dhcp.log").read_text(errors="replace").splitlines()
+        return [x for x in lines if re.search(r"DHCP[A-Z]+\(", x) and (mac is None or mac in x)]
+
+    def renew_dhcp(self, node, iface, timeout=30):
+        """`networkctl renew IFACE` in the node; waits until the server has
+        ACKed a renewal (a DHCPREQUEST then DHCPACK for the interface's MAC
+        after the call). Returns the new log lines."""
+        mac = json.loads(self.node_run(node, "ip", "-j", "link", "show", iface).stdout)[0]["address"]
+        seen = len(self.dhcp_log(mac))
+        self.node_run(node, "networkctl", "renew", iface)
+        return self.wait_dhcp_ack(mac, seen, timeout)
+
+    def wait_dhcp_ack(self, mac, after, timeout=90):
+        """Waits for a DHCPACK for `mac` beyond the first `after` log lines
+        (a renewal that networkd makes on its own comes at T1, about a
+        minute into a two-minute lease)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            new = self.dhcp_log(mac)[after:]
+            if any("DHCPACK(" in x for x in new):
+                return new
+            if time.monotonic() > deadline:
+                raise LabError(f"no DHCPACK for {mac} within {timeout}s: {new}")
+            time.sleep(0.2)
 
     # --- etcd ----------------------------------------------------------------
 
@@ -799,15 +884,18 @@ class Lab:
         a crash may have left unrecorded."""
         nodes = self.state.get("nodes", {}).values()
         for n in nodes:
-            for key in ("etcd", "imds"):
-                lab_proc.kill(n.get(key))
+            if n.get("machine"):
+                lab_nspawn.Container.from_state(n["machine"]).remove()
+            lab_proc.kill(n.get("imds"))
+        lab_nspawn.sweep(self.own_machine)
+        lab_proc.kill(self.state.get("dhcp"))
         unmount_under(self.dir)
         unmount_under(self.data)
         names = {n["netns"] for n in nodes} | {self.router}
         names |= {ns for ns in lab_net.listed() if self.own_netns(ns)}
         for ns in sorted(names, key=lambda s: s.endswith("-router")):
             lab_net.delete(ns)
-        for key in ("endpoint", "aws"):
+        for key in ("endpoint", "aws", "dhcp"):
             lab_proc.kill(self.state.get(key))
         detach_loops(self.data)
         left = self.leftovers()
@@ -824,27 +912,25 @@ class Lab:
         left = [f"network namespace {ns}" for ns in lab_net.listed() if self.own_netns(ns)]
         left += [f"loop device {d}" for d in loops_over(self.data)]
         left += [f"mount {p}" for p in mounts_under(self.dir) + mounts_under(self.data)]
-        procs = [self.state.get("aws"), self.state.get("endpoint")]
+        procs = [self.state.get("aws"), self.state.get("endpoint"), self.state.get("dhcp")]
         for n in self.state.get("nodes", {}).values():
-            procs += [n.get("etcd"), n.get("imds")]
+            procs.append(n.get("imds"))
+            m = n.get("machine") or {}
+            procs += [m.get("nspawn"), m.get("leader")]
         left += [f"process {p['pid']}" for p in procs if lab_proc.alive(p)]
+        left += [f"cgroup of machine {m}" for m in lab_nspawn.listed_cgroups() if self.own_machine(m)]
         return left
 
 
-def node_json_from_ignition(render_dir):
-    """/etc/nodeboot/node.json as Ignition would write it from the rendered config."""
-    full = Path(render_dir) / "etcd.full.ign"
-    config = json.loads((full if full.exists() else Path(render_dir) / "etcd.ign").read_text())
-    for f in config.get("storage", {}).get("files", []):
-        if f["path"] == "/etc/nodeboot/node.json":
-            contents = f["contents"]
-            header, _, payload = contents["source"].partition(",")
-            if header.endswith(";base64"):
-                data = base64.b64decode(payload)
-            else:
-                data = urllib.parse.unquote_to_bytes(payload)
-            return gzip.decompress(data) if contents.get("compression") == "gzip" else data
-    raise LabError(f"no /etc/nodeboot/node.json in the etcd config rendered in {render_dir}")
+def plug_block_device(c, device, link):
+    """A block device appears in a running machine: its node in the
+    machine's /dev (a tmpfs of nspawn's) and a udev-style link to it."""
+    rdev = os.stat(device).st_rdev
+    script = (
+        f'[ -b {device} ] || mknod {device} b {os.major(rdev)} {os.minor(rdev)}; '
+        f'mkdir -p "$(dirname {link})"; ln -sfn {device} {link}'
+    )
+    run(["nsenter", "-t", c.leader["pid"], "-m", "--", "sh", "-c", script])
 
 
 # --- CLI -----------------------------------------------------------------------
@@ -875,12 +961,21 @@ def print_status(lab):
             f"volume {m['volume_id']} on {m['loop']}"
         )
     for name, n in s.get("nodes", {}).items():
-        etcd = "etcd running" if lab_proc.alive(n.get("etcd")) else "no etcd"
+        units = ""
+        if n["state"] == "running" and lab_proc.alive((n.get("machine") or {}).get("leader")):
+            c = lab.container(n)
+            active = c.systemctl("is-active", *n.get("enabled", []), check=False).stdout.split()
+            units = " ".join(
+                f"{u.removesuffix('.service')}={a}"
+                for u, a in zip(n.get("enabled", []), active, strict=False)
+            )
         print(
-            f"  node {name}: {n['state']:9} {n.get('instance_id', '?')} {n['zone']} "
-            f"eth0 {n.get('primary_ip', '?')}"
-            f"  member {n.get('member', '-')}  {etcd}  (netns {n['netns']}, logs in {n['dir']})"
+            f"  node {name}: {n['state']:9} {n.get('role', 'etcd')} {n.get('instance_id', '?')} "
+            f"{n['zone']} eth0 {n.get('primary_ip', '?')}  member {n.get('member', '-')}"
+            f"  (netns {n['netns']}, machine {n['machine']['machine']}, files in {n['dir']})"
         )
+        if units:
+            print(f"    {units}")
     if s.get("members") and s.get("endpoint"):
         out = lab.etcdctl("endpoint", "status", "-w", "table", check=False, command_timeout="3s")
         print(out.stdout + out.stderr, end="")
@@ -902,7 +997,9 @@ def main(argv=None):
     kill = sub.add_parser("kill-node", help="an instance failure (SIGKILL, stop --force in EC2)")
     kill.add_argument("node")
     kill.add_argument("--terminate", action="store_true", help="terminate instead of stop --force")
-    sub.add_parser("boot-node", help="launch and boot a node (a replacement)").add_argument("zone")
+    boot = sub.add_parser("boot-node", help="launch and boot a node (a replacement)")
+    boot.add_argument("zone")
+    boot.add_argument("--role", choices=ROLES, default="etcd")
     sub.add_parser("stop-node", help="stop an instance (keeps its attachments)").add_argument(
         "node"
     )
@@ -936,8 +1033,8 @@ def main(argv=None):
                 print(f"node {args.node}: killed")
             elif args.command == "boot-node":
                 t = time.monotonic()
-                report = lab.boot_node(args.zone)
-                healthy = lab.wait_healthy()
+                report = lab.boot_node(args.zone, role=args.role)
+                healthy = lab.wait_healthy() if args.role == "etcd" else 0.0
                 print(json.dumps(report, indent=2))
                 print(
                     f"node {report['node']}: booted; cluster healthy {time.monotonic() - t:.1f}s "

@@ -115,3 +115,41 @@ def pin(router, address, mac):
     it a node answering ARP for its ENI address on eth0 could draw the
     ENI's traffic to the wrong interface."""
     ip("neigh", "replace", address, "lladdr", mac, "dev", BRIDGE, "nud", "permanent", ns=router)
+
+
+# --- DHCP: the VPC's DHCP server, dnsmasq on the router's bridge ------------------
+
+# EC2's DHCP hands every interface its fixed private address. dnsmasq's
+# shortest lease is two minutes: networkd renews at half of it (T1), so a
+# renewal shows within a minute; `networkctl renew IFACE` asks for one now.
+LEASE = "2m"
+
+
+def dhcp_command(router, subnets, hosts_file, lease_file, log_file):
+    """dnsmasq in the router namespace: DHCP only (no DNS), static leases
+    from hosts_file (MAC,IP lines; re-read on SIGHUP), one range per subnet
+    with its gateway as the router option."""
+    cmd = [
+        "ip", "netns", "exec", router,
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--port=0",
+        f"--interface={BRIDGE}",
+        "--bind-interfaces",
+        "--dhcp-authoritative",
+        "--no-ping",
+        "--user=root",
+        "--group=root",
+        "--log-dhcp",
+        f"--log-facility={log_file}",
+        f"--dhcp-hostsfile={hosts_file}",
+        f"--dhcp-leasefile={lease_file}",
+        "--pid-file=",
+    ]  # fmt: skip
+    for i, (network, gateway) in enumerate(subnets):
+        cmd += [
+            f"--dhcp-range=set:s{i},{network.network_address},static,{network.netmask},{LEASE}",
+            f"--dhcp-option=tag:s{i},option:router,{gateway}",
+        ]
+    return cmd

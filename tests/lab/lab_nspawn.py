@@ -169,6 +169,7 @@ class Container:
             raise LabError(f"machine {self.machine} is already running")
         if not is_mounted(self.root):
             self.prepare()
+        self.nspawn = self.leader = None  # a previous boot's
         cgroups = cgroups_of(self.machine)
         for cg in cgroups:
             cg.mkdir(parents=True, exist_ok=True)
@@ -325,11 +326,11 @@ class Container:
         return left
 
 
-def sweep(prefix):
-    """Removes the cgroups of every machine whose name starts with `prefix`
+def sweep(owned):
+    """Removes the cgroups of every machine for which owned(name) is true
     (what a crash left unrecorded)."""
     for machine in listed_cgroups():
-        if machine.startswith(prefix):
+        if owned(machine):
             for cg in cgroups_of(machine):
                 remove_cgroup(cg)
 

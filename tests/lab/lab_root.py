@@ -22,7 +22,10 @@ from pathlib import Path
 from lab_proc import LabError, run
 
 CACHE = Path(os.environ.get("NODEBOOT_CACHE_DIR", "/var/cache/nodeboot"))
-PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "e2fsprogs", "util-linux"]
+# ca-certificates: the AWS SDK refuses to start without a root store (Flatcar has one).
+PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "iproute2", "e2fsprogs", "util-linux", "ca-certificates",
+]
 
 # Flatcar's /usr/lib/systemd/network/zz-default.network (flatcar/init), with
 # the lab's two differences: its `Driver=!veth` is gone, as the lab's NICs

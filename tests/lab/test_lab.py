@@ -1,5 +1,7 @@
-"""Acceptance tests of issue 4: a real etcd cluster booted by the real nodeboot
-stages in the lab (tests/lab/README.md), losing nodes and getting them back.
+"""Acceptance tests of issues 4 and 10: a real etcd cluster in the lab
+(tests/lab/README.md), each node a machine that boots systemd 252 from its
+rendered Ignition config, losing nodes and getting them back; compute nodes
+booted the same way.
 
 Root only: without root every test fails and says why, unless
 NODEBOOT_SKIP_ROOT_TESTS=1 (then they are skipped, visibly). Every lab has a
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab as lablib  # noqa: E402
 import lab_ec2  # noqa: E402
 import lab_net  # noqa: E402
+import lab_nspawn  # noqa: E402
 
 LAB_DIR = Path(__file__).resolve().parent
 
@@ -47,10 +50,15 @@ def unique_name():
 
 
 def assert_nothing_left(name, recorded):
-    """No namespace, loop device, mount, process or directory of lab `name`."""
+    """No machine, cgroup, namespace, loop device, mount, process or directory
+    of lab `name`."""
     probe = lablib.Lab(name)
     probe.state = recorded
     assert probe.leftovers() == []
+    assert not [m for m in lab_nspawn.listed_cgroups() if probe.own_machine(m)]
+    for n in recorded.get("nodes", {}).values():
+        m = n["machine"]
+        assert not lab_nspawn.Container.from_state(m).alive(), f"machine {m['machine']} runs"
     assert not [ns for ns in lab_net.listed() if probe.own_netns(ns)]
     assert lablib.loops_over(probe.data) == []
     assert lablib.mounts_under(probe.dir) == [] and lablib.mounts_under(probe.data) == []
@@ -127,14 +135,40 @@ def wait_for(what, check, timeout=60):
         time.sleep(0.2)
 
 
+def enabled_units(lab, role):
+    """The units the rendered config of `role` enables, read from the config."""
+    config = json.loads((lab.dir / "render" / f"{role}.ign").read_text())
+    return sorted(u["name"] for u in config["systemd"]["units"] if u.get("enabled"))
+
+
+def assert_all_active(lab, node, units):
+    """`systemctl is-active` of each unit (a unit whose dependency failed is
+    inactive, not failed: `systemctl --failed` would miss it)."""
+    out = lab.node_run(node, "systemctl", "is-active", *units, check=False).stdout.split()
+    assert dict(zip(units, out, strict=True)) == dict.fromkeys(units, "active"), node
+
+
 # --- 1. three nodes in three zones form a healthy cluster ----------------------
 
 
-def test_three_nodes_in_three_zones_form_a_healthy_three_member_cluster_over_tls(cluster):
+def test_three_nodes_boot_systemd_from_etcd_ign_and_form_a_healthy_cluster_over_tls(cluster):
     lab = cluster
     nodes = lab.state["nodes"].values()
     assert sorted(n["zone"] for n in nodes) == ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
     assert sorted(n["member"] for n in nodes) == [0, 1, 2]
+
+    units = enabled_units(lab, "etcd")
+    stages = [f"nodeboot-{s}.service" for s in ("discover", "attach", "mount", "secrets", "etcd")]
+    assert set(stages) | {"etcd-member.service", "kubelet.service"} <= set(units)
+    for node, n in lab.state["nodes"].items():
+        # systemd is the machine's PID 1, and it ran every unit the config enables.
+        assert lab.node_run(node, "cat", "/proc/1/comm").stdout.strip() == "systemd"
+        assert_all_active(lab, node, units)
+        # eth0's address came from the VPC's DHCP (networkd, dnsmasq's fixed lease).
+        acks = [x for x in lab.dhcp_log(n["mac"]) if "DHCPACK(" in x]
+        assert acks and n["primary_ip"] in acks[-1], acks
+        routes = lab.node_run(node, "ip", "-4", "route", "show", "default").stdout
+        assert "dev eth0 proto dhcp" in routes, routes
 
     health = etcd_json(lab, "endpoint", "health")
     assert sorted(h["endpoint"] for h in health) == [
@@ -203,7 +237,8 @@ def test_a_replacement_in_the_same_zone_rejoins_as_the_same_member_with_its_data
 
     new = lab.node(report["node"])
     assert report["member"] == 0 and new["zone"] == old["zone"]
-    claim = json.loads((Path(new["root"]) / "run/nodeboot/claim.json").read_text())
+    assert_all_active(lab, report["node"], enabled_units(lab, "etcd"))
+    claim = json.loads(lab.node_path(report["node"], "/run/nodeboot/claim.json").read_text())
     assert (claim["volume_id"], claim["eni_id"]) == (member0["volume_id"], member0["eni_id"])
     volumes, enis = lab_ec2.attached(lab.ec2, new["instance_id"])
     assert member0["volume_id"] in volumes and member0["eni_id"] in [e["eni_id"] for e in enis]
@@ -211,7 +246,7 @@ def test_a_replacement_in_the_same_zone_rejoins_as_the_same_member_with_its_data
     assert member0["volume_id"] not in old_volumes
     assert member0["eni_id"] not in [e["eni_id"] for e in old_enis]
 
-    etcd_env = (Path(new["root"]) / "run/nodeboot/etcd.env").read_text()
+    etcd_env = lab.node_path(report["node"], "/run/nodeboot/etcd.env").read_text()
     assert "ETCD_INITIAL_CLUSTER_STATE=existing" in etcd_env, etcd_env
     assert member_list(lab) == names_before, "same names and member ids: no member was added"
     assert statuses(lab, [0])[0]["header"]["member_id"] == old_id
@@ -264,7 +299,47 @@ def test_writes_fail_without_quorum_and_resume_when_the_stopped_nodes_return_wit
     assert member_list(lab) == members_before, "the same three members"
 
 
-# --- 4. teardown -----------------------------------------------------------------------
+# --- 4. compute nodes ---------------------------------------------------------------
+
+
+def test_compute_nodes_boot_from_compute_ign_without_a_single_ec2_call(capsys):
+    require_lab()
+    with lab_session(unique_name(), boot=False) as lab:
+        units = enabled_units(lab, "compute")
+        assert {"nodeboot-discover.service", "nodeboot-secrets.service", "kubelet.service"} <= set(
+            units
+        )
+        for zone in ("eu-west-1a", "eu-west-1b"):
+            report = lab.boot_node(zone, role="compute")
+            node = report["node"]
+            with capsys.disabled():
+                print(f"\n[lab] compute {node}: {report['seconds']}; calls {report['api_calls']}")
+            ec2 = {a: c for a, c in report["api_calls"].items() if a not in S3_KMS_ACTIONS}
+            assert ec2 == {}, f"a compute node called EC2: {ec2}"
+            assert report["api_calls"].get("Decrypt", 0) > 0, "its secrets came through KMS"
+            assert_all_active(lab, node, units)
+            # The kubelet stand-in refuses to start without the kubeconfig that
+            # the secrets stage writes; it started after that stage had finished.
+            saw = lab.node_path(node, "/run/lab-kubelet/started").read_text()
+            assert "kubeconfig=/run/nodeboot/secrets/kubelet.kubeconfig" in saw
+            c = lab.container(lab.node(node))
+            secrets_done = int(c.unit_property("nodeboot-secrets.service", "ActiveEnterTimestampMonotonic"))
+            kubelet_began = int(c.unit_property("kubelet.service", "ExecMainStartTimestampMonotonic"))
+            assert 0 < secrets_done <= kubelet_began
+            # No volume, no ENI: only the instance's own NIC.
+            links = lab.node_run(node, "ip", "-o", "link", "show").stdout
+            assert "eth1" not in links
+
+
+# S3 and KMS operations (every other action the emulator counts is EC2's).
+S3_KMS_ACTIONS = {
+    "GetObject", "HeadObject", "ListObjectsV2", "ListObjects", "PutObject", "DeleteObject",
+    "ListObjectVersions", "GetBucketVersioning", "HeadBucket",
+    "Decrypt", "GenerateDataKey", "Encrypt", "DescribeKey",
+}  # fmt: skip
+
+
+# --- 5. teardown -----------------------------------------------------------------------
 
 
 def test_a_failing_test_still_tears_its_lab_down():

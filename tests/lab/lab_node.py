@@ -1,0 +1,120 @@
+"""What the lab adds to a node's root besides its rendered Ignition config:
+the test-only parts, each listed in tests/lab/README.md ("What the lab
+adds to a node"). Everything else on a node is the rendered config,
+applied by ignition_apply.py.
+"""
+
+from pathlib import Path
+
+# Where the lab's etcd binary appears inside a node (bind-mounted read-only).
+ETCD_INSIDE = "/opt/lab/bin/etcd"
+# The AMI's baked paths (images/ami/provision.sh, units/kubelet.service).
+NODEBOOT_INSIDE = "/opt/bin/nodeboot"
+KUBELET_INSIDE = "/opt/bin/kubelet"
+KUBELET_RECORD = "/run/lab-kubelet/started"
+
+MARK = "# Test-only, written by the lab (tests/lab/lab_node.py; tests/lab/README.md)."
+
+# 1. The emulator instead of AWS's endpoints, and the credentials an instance
+#    profile would give (the IMDS double serves no credentials).
+AWS_CONF = """{mark}
+[Manager]
+DefaultEnvironment="AWS_ENDPOINT_URL={endpoint}" "AWS_ACCESS_KEY_ID=testing" "AWS_SECRET_ACCESS_KEY=testing"
+"""
+
+# 2. The one deviation from a Flatcar node: etcd-member.service runs the etcd
+#    binary with the same environment file instead of `docker run` of the
+#    etcd image (the lab has no docker and no registry). docker.service only
+#    stands in for the unit etcd-member requires.
+ETCD_DROPIN = """{mark}
+# The etcd binary instead of the etcd container: same environment file.
+[Service]
+ExecStartPre=
+ExecStart=
+ExecStart={etcd}
+ExecStop=
+EnvironmentFile={env_file}
+"""
+
+DOCKER_STANDIN = """{mark}
+[Unit]
+Description=lab stand-in for docker.service (etcd-member runs the etcd binary)
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+"""
+
+# 3. A kubelet stand-in at the AMI's path: it refuses to start without the
+#    kubeconfig the secrets stage writes, records what it saw, and stays up.
+KUBELET_STANDIN = """#!/bin/sh
+{mark}
+# The kubelet stand-in: no kube-apiserver runs in the lab.
+set -eu
+kubeconfig=
+config=
+for a in "$@"; do
+  case $a in
+    --kubeconfig=*) kubeconfig=${{a#--kubeconfig=}} ;;
+    --config=*) config=${{a#--config=}} ;;
+  esac
+done
+if [ ! -s "$kubeconfig" ]; then
+  echo "kubelet stand-in: no kubeconfig at '$kubeconfig' (the secrets stage writes it)" >&2
+  exit 1
+fi
+if [ ! -s "$config" ]; then
+  echo "kubelet stand-in: no config at '$config' (Ignition writes it)" >&2
+  exit 1
+fi
+mkdir -p "$(dirname {record})"
+echo "kubeconfig=$kubeconfig config=$config" > {record}
+exec sleep infinity
+"""
+
+
+def install(root, endpoint_url, env_file="/run/nodeboot/etcd.env"):
+    """Writes the lab's test-only files into a node's root (after Ignition)."""
+    root = Path(root)
+    written = []
+
+    def put(path, text, mode=0o644):
+        p = root / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        p.chmod(mode)
+        written.append(path)
+
+    put(
+        "/etc/systemd/system.conf.d/50-lab-aws.conf",
+        AWS_CONF.format(mark=MARK, endpoint=endpoint_url),
+    )
+    put(
+        "/etc/systemd/system/etcd-member.service.d/50-lab-etcd-binary.conf",
+        ETCD_DROPIN.format(mark=MARK, etcd=ETCD_INSIDE, env_file=env_file),
+    )
+    put("/etc/systemd/system/docker.service", DOCKER_STANDIN.format(mark=MARK))
+    put(KUBELET_INSIDE, KUBELET_STANDIN.format(mark=MARK, record=KUBELET_RECORD), 0o755)
+    return written
+
+
+def binds(nodeboot, etcd):
+    """The baked binaries: read-only bind mounts of the host's files."""
+    return [(str(nodeboot), NODEBOOT_INSIDE), (str(etcd), ETCD_INSIDE)]
+
+
+ATTACH_BY_THE_LAB = """{mark}
+# The bench replaces the attach stage (bench/etcd-replace.py): this unit
+# waits until the claim file it writes exists.
+[Service]
+ExecStart=
+ExecStart=/bin/sh -c 'while [ ! -s /run/nodeboot/claim.json ]; do sleep 0.1; done'
+"""
+
+
+def wait_for_claim(root):
+    """Makes the node's attach unit wait for a claim the lab writes."""
+    p = Path(root) / "etc/systemd/system/nodeboot-attach.service.d/60-lab-attach.conf"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(ATTACH_BY_THE_LAB.format(mark=MARK))
