@@ -18,6 +18,13 @@ IMAGE = "ami-12c6146b"  # the bed accepts any image id
 TAG_ENVIRONMENT = "nodeboot.io/environment"
 TAG_ROLE = "nodeboot.io/role"
 TAG_MEMBER = "nodeboot.io/member"
+# The S3 and KMS operations a node makes; the emulator counts calls by action
+# name across services, so every other action counted is taken as EC2's.
+S3_KMS_ACTIONS = {
+    "GetObject", "HeadObject", "ListObjectsV2", "ListObjects", "PutObject", "DeleteObject",
+    "ListObjectVersions", "GetBucketVersioning", "HeadBucket",
+    "Decrypt", "GenerateDataKey", "Encrypt", "DescribeKey",
+}  # fmt: skip
 
 
 def client(url):

@@ -314,7 +314,7 @@ def test_compute_nodes_boot_from_compute_ign_without_a_single_ec2_call(capsys):
             node = report["node"]
             with capsys.disabled():
                 print(f"\n[lab] compute {node}: {report['seconds']}; calls {report['api_calls']}")
-            ec2 = {a: c for a, c in report["api_calls"].items() if a not in S3_KMS_ACTIONS}
+            ec2 = {a: c for a, c in report["api_calls"].items() if a not in lab_ec2.S3_KMS_ACTIONS}
             assert ec2 == {}, f"a compute node called EC2: {ec2}"
             assert report["api_calls"].get("Decrypt", 0) > 0, "its secrets came through KMS"
             assert_all_active(lab, node, units)
@@ -330,13 +330,6 @@ def test_compute_nodes_boot_from_compute_ign_without_a_single_ec2_call(capsys):
             links = lab.node_run(node, "ip", "-o", "link", "show").stdout
             assert "eth1" not in links
 
-
-# S3 and KMS operations (every other action the emulator counts is EC2's).
-S3_KMS_ACTIONS = {
-    "GetObject", "HeadObject", "ListObjectsV2", "ListObjects", "PutObject", "DeleteObject",
-    "ListObjectVersions", "GetBucketVersioning", "HeadBucket",
-    "Decrypt", "GenerateDataKey", "Encrypt", "DescribeKey",
-}  # fmt: skip
 
 
 # --- 5. teardown -----------------------------------------------------------------------
