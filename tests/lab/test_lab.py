@@ -169,6 +169,12 @@ def test_three_nodes_boot_systemd_from_etcd_ign_and_form_a_healthy_cluster_over_
         assert acks and n["primary_ip"] in acks[-1], acks
         routes = lab.node_run(node, "ip", "-4", "route", "show", "default").stdout
         assert "dev eth0 proto dhcp" in routes, routes
+        # A renewal asked for now is ACKed with the same address.
+        renewal = lab.renew_dhcp(node, "eth0")
+        assert any("DHCPACK(" in x and n["primary_ip"] in x for x in renewal), renewal
+        # Ignition's passwd: the login user with the environment's key.
+        keys = lab.node_path(node, "/home/core/.ssh/authorized_keys").read_text()
+        assert keys.strip() and keys.strip() in (lab.dir / "render/etcd.ign").read_text()
 
     health = etcd_json(lab, "endpoint", "health")
     assert sorted(h["endpoint"] for h in health) == [
@@ -326,6 +332,10 @@ def test_compute_nodes_boot_from_compute_ign_without_a_single_ec2_call(capsys):
             secrets_done = int(c.unit_property("nodeboot-secrets.service", "ActiveEnterTimestampMonotonic"))
             kubelet_began = int(c.unit_property("kubelet.service", "ExecMainStartTimestampMonotonic"))
             assert 0 < secrets_done <= kubelet_began
+            # The manifest sync put the role's static pods where the kubelet reads them.
+            wanted = sorted(p.name for p in (lab.dir / "render/manifests/compute").iterdir())
+            manifests = lab.node_path(node, "/etc/kubernetes/manifests")
+            wait_for("the compute manifests", lambda: sorted(os.listdir(manifests)) == wanted, 30)
             # No volume, no ENI: only the instance's own NIC.
             links = lab.node_run(node, "ip", "-o", "link", "show").stdout
             assert "eth1" not in links
