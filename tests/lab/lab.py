@@ -487,9 +487,7 @@ class Lab:
         done = ignition_apply.apply(c.root, self.dir / "render" / f"{n['role']}.ign")
         done += [f"lab: {p}" for p in lab_node.install(c.root, self.state["endpoint"]["url"])]
         (Path(n["dir"]) / "ignition.log").write_text("".join(line + "\n" for line in done))
-        n["enabled"] = sorted(
-            line.split()[1] for line in done if line.startswith("enabled ")
-        )
+        n["enabled"] = sorted(line.split()[1] for line in done if line.startswith("enabled "))
         with self.lock:
             n["machine"] = c.state()
             self.save()
@@ -611,7 +609,7 @@ class Lab:
             return True
         return False
 
-    def boot(self, node, attach=None, count_calls=True, timeout=BOOT_TIMEOUT):
+    def boot(self, node, attach=None, count_calls=True, timeout=BOOT_TIMEOUT, check=True):
         """Boots the node's machine: systemd runs the rendered units, the lab
         plays EC2 (hot-plugs what the attach stage claimed). Done when every
         unit the config enabled is active; LabError (with their journal)
@@ -621,11 +619,15 @@ class Lab:
         Returns a report: seconds from the machine's start until each
         enabled unit became active and, with count_calls, the AWS API calls
         of the boot (GET /_bed/calls before and after, less the lab's own
-        calls: exact only when one node boots at a time)."""
+        calls: exact only when one node boots at a time), `system` (systemd's
+        `is-system-running`) and `units` ({unit: `is-active`}). With
+        check=False a boot that ends with units not active (or is not done
+        after `timeout`) returns its report instead of raising."""
         n = self.node(node)
         c = self.container(n)
         url = self.state["aws"]["url"]
-        before, own_before = (lab_ec2.calls(url), Counter(self.own_calls)) if count_calls else (None, None)
+        before = lab_ec2.calls(url) if count_calls else None
+        own_before = Counter(self.own_calls)
         if attach is not None:
             lab_node.wait_for_claim(c.root)
 
@@ -651,23 +653,30 @@ class Lab:
             if state in ("running", "degraded"):
                 break
             if not c.alive():
-                raise LabError(f"node {node}: its machine stopped; {c.console}:\n{lab_proc.tail(c.console)}")
+                tail = lab_proc.tail(c.console)
+                raise LabError(f"node {node}: its machine stopped; {c.console}:\n{tail}")
             if time.monotonic() > deadline:
-                raise self._boot_failed(node, c, units, f"still {state} after {timeout}s")
+                if check:
+                    raise self._boot_failed(node, c, units, f"still {state} after {timeout}s")
+                break
             time.sleep(0.1)
         active = c.systemctl("is-active", *units, check=False).stdout.split()
-        report = {"node": node, "instance_id": n["instance_id"], "zone": n["zone"], "role": n["role"]}
+        report = {"node": node, "instance_id": n["instance_id"], "zone": n["zone"]}
+        report.update(role=n["role"], system=state, units=dict(zip(units, active, strict=False)))
         seconds = {}
         for unit in units:
             entered = int(c.unit_property(unit, "ActiveEnterTimestampMonotonic") or 0)
             if entered:
                 seconds[unit.removesuffix(".service")] = round(entered / 1e6 - started, 3)
-        report["seconds"] = {**dict(sorted(seconds.items(), key=lambda kv: kv[1])), "total": round(time.monotonic() - started, 3)}
+        seconds = dict(sorted(seconds.items(), key=lambda kv: kv[1]))
+        report["seconds"] = {**seconds, "total": round(time.monotonic() - started, 3)}
         if count_calls:
             made = Counter(lab_ec2.calls(url)) - Counter(before)
             made -= Counter(self.own_calls) - own_before
             report.update(api_calls=dict(sorted(made.items())), api_calls_total=sum(made.values()))
         if active != ["active"] * len(units) or state != "running":
+            if not check:
+                return report
             err = self._boot_failed(node, c, units, f"system {state}")
             err.report = report
             raise err
@@ -682,12 +691,14 @@ class Lab:
 
     def _boot_failed(self, node, c, units, why):
         active = c.systemctl("is-active", *units, check=False).stdout.split()
-        bad = [u for u, a in zip(units, active, strict=False) if a != "active"]
+        states = dict(zip(units, active, strict=False))
+        bad = [u for u, a in states.items() if a != "active"]
         failed = c.systemctl("--failed", "--plain", "--no-legend", check=False).stdout
-        journal = c.journalctl("-b", "-n", "60", *[f"--unit={u}" for u in bad or units], check=False).stdout
+        which = [f"--unit={u}" for u in bad or units]
+        journal = c.journalctl("-b", "-n", "60", *which, check=False).stdout
         return LabError(
             f"node {node}: boot not done ({why}); not active: "
-            f"{', '.join(f'{u} ({a})' for u, a in zip(units, active, strict=False) if a != 'active') or 'none'}"
+            f"{', '.join(f'{u} ({states[u]})' for u in bad) or 'none'}"
             f"\nfailed units: {failed.strip() or 'none'}\njournal:\n{journal[-4000:]}"
         )
 
@@ -808,7 +819,8 @@ class Lab:
         """`networkctl renew IFACE` in the node; waits until the server has
         ACKed a renewal (a DHCPREQUEST then DHCPACK for the interface's MAC
         after the call). Returns the new log lines."""
-        mac = json.loads(self.node_run(node, "ip", "-j", "link", "show", iface).stdout)[0]["address"]
+        link = json.loads(self.node_run(node, "ip", "-j", "link", "show", iface).stdout)
+        mac = link[0]["address"]
         seen = len(self.dhcp_log(mac))
         self.node_run(node, "networkctl", "renew", iface)
         return self.wait_dhcp_ack(mac, seen, timeout)
@@ -918,7 +930,8 @@ class Lab:
             m = n.get("machine") or {}
             procs += [m.get("nspawn"), m.get("leader")]
         left += [f"process {p['pid']}" for p in procs if lab_proc.alive(p)]
-        left += [f"cgroup of machine {m}" for m in lab_nspawn.listed_cgroups() if self.own_machine(m)]
+        machines = [m for m in lab_nspawn.listed_cgroups() if self.own_machine(m)]
+        left += [f"cgroup of machine {m}" for m in machines]
         return left
 
 
@@ -927,7 +940,7 @@ def plug_block_device(c, device, link):
     machine's /dev (a tmpfs of nspawn's) and a udev-style link to it."""
     rdev = os.stat(device).st_rdev
     script = (
-        f'[ -b {device} ] || mknod {device} b {os.major(rdev)} {os.minor(rdev)}; '
+        f"[ -b {device} ] || mknod {device} b {os.major(rdev)} {os.minor(rdev)}; "
         f'mkdir -p "$(dirname {link})"; ln -sfn {device} {link}'
     )
     run(["nsenter", "-t", c.leader["pid"], "-m", "--", "sh", "-c", script])
@@ -1034,12 +1047,16 @@ def main(argv=None):
             elif args.command == "boot-node":
                 t = time.monotonic()
                 report = lab.boot_node(args.zone, role=args.role)
-                healthy = lab.wait_healthy() if args.role == "etcd" else 0.0
                 print(json.dumps(report, indent=2))
-                print(
-                    f"node {report['node']}: booted; cluster healthy {time.monotonic() - t:.1f}s "
-                    f"after launch ({healthy:.1f}s after etcd started)"
-                )
+                if args.role == "etcd":
+                    healthy = lab.wait_healthy()
+                    print(
+                        f"node {report['node']}: booted; cluster healthy "
+                        f"{time.monotonic() - t:.1f}s after launch "
+                        f"({healthy:.1f}s after etcd started)"
+                    )
+                else:
+                    print(f"node {report['node']}: booted in {time.monotonic() - t:.1f}s")
             elif args.command == "stop-node":
                 lab.stop_node(args.node)
                 print(f"node {args.node}: stopped")

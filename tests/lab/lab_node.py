@@ -19,7 +19,8 @@ MARK = "# Test-only, written by the lab (tests/lab/lab_node.py; tests/lab/README
 #    profile would give (the IMDS double serves no credentials).
 AWS_CONF = """{mark}
 [Manager]
-DefaultEnvironment="AWS_ENDPOINT_URL={endpoint}" "AWS_ACCESS_KEY_ID=testing" "AWS_SECRET_ACCESS_KEY=testing"
+DefaultEnvironment="AWS_ENDPOINT_URL={endpoint}"
+DefaultEnvironment="AWS_ACCESS_KEY_ID=testing" "AWS_SECRET_ACCESS_KEY=testing"
 """
 
 # 2. The one deviation from a Flatcar node: etcd-member.service runs the etcd

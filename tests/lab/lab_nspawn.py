@@ -173,9 +173,7 @@ class Container:
         cgroups = cgroups_of(self.machine)
         for cg in cgroups:
             cg.mkdir(parents=True, exist_ok=True)
-        net = (
-            [f"--network-namespace-path=/run/netns/{netns}"] if netns else ["--private-network"]
-        )
+        net = [f"--network-namespace-path=/run/netns/{netns}"] if netns else ["--private-network"]
         bind_args = []
         for b in binds:
             flag = "--bind" if len(b) > 2 and b[2] == "rw" else "--bind-ro"
@@ -195,9 +193,16 @@ class Container:
             *args,
         ]
         # The shell moves itself into the machine's cgroups, then becomes nspawn.
-        wrapper = 'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; shift; exec "$@"'
+        wrapper = (
+            'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; '
+            'shift; exec "$@"'
+        )
         procs = [str(cg / "cgroup.procs") for cg in cgroups]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "dumb", "SYSTEMD_COLORS": "0"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "TERM": "dumb",
+            "SYSTEMD_COLORS": "0",
+        }
         self.nspawn = lab_proc.spawn(
             ["sh", "-c", wrapper, "sh", *procs, "--", *nspawn], log=self.console, env=env
         )
@@ -333,7 +338,6 @@ def sweep(owned):
         if owned(machine):
             for cg in cgroups_of(machine):
                 remove_cgroup(cg)
-
 
 
 MACHINES = Path(os.environ.get("NODEBOOT_LAB_STATE_DIR", "/run/nodeboot-lab")) / "_machines"

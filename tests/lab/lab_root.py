@@ -24,7 +24,13 @@ from lab_proc import LabError, run
 CACHE = Path(os.environ.get("NODEBOOT_CACHE_DIR", "/var/cache/nodeboot"))
 # ca-certificates: the AWS SDK refuses to start without a root store (Flatcar has one).
 PACKAGES = [
-    "systemd", "systemd-sysv", "dbus", "iproute2", "e2fsprogs", "util-linux", "ca-certificates",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iproute2",
+    "e2fsprogs",
+    "util-linux",
+    "ca-certificates",
 ]
 
 # Flatcar's /usr/lib/systemd/network/zz-default.network (flatcar/init), with
@@ -94,9 +100,15 @@ def apt_source():
     raise LabError("no Debian main archive in /etc/apt/sources.list{,.d}: cannot debootstrap")
 
 
+# Bump when build() changes what it makes; the cache key covers it and
+# every input below, so a changed input builds a new root (and an edit that
+# changes nothing built, a comment or formatting, does not).
+RECIPE = 1
+
+
 def key():
-    text = "\n".join(PACKAGES) + Path(__file__).read_text()
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    inputs = [str(RECIPE), *PACKAGES, ZZ_DEFAULT_NETWORK, *MASKED]
+    return hashlib.sha256("\0".join(inputs).encode()).hexdigest()[:12]
 
 
 def path():
@@ -124,9 +136,7 @@ def ensure(log=sys.stderr):
             os.rename(tmp, root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        print(
-            f"lab: node root built in {time.monotonic() - started:.0f}s", file=log, flush=True
-        )
+        print(f"lab: node root built in {time.monotonic() - started:.0f}s", file=log, flush=True)
     return root
 
 

@@ -16,7 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ignition_apply import IgnitionError, apply  # noqa: E402
 
-UNIT = "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
+UNIT = (
+    "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
+)
 
 
 def need_root():
@@ -38,7 +40,9 @@ def config(**parts):
 def root(tmp_path):
     r = tmp_path / "root"
     (r / "etc").mkdir(parents=True)
-    (r / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nsvc:x:321:654::/nonexistent:/bin/false\n")
+    (r / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nsvc:x:321:654::/nonexistent:/bin/false\n"
+    )
     (r / "etc/group").write_text("root:x:0:\nsvcg:x:654:\n")
     (r / "etc/shadow").write_text("root:*:19000:0:99999:7:::\nsvc:*:19000:0:99999:7:::\n")
     (r / "etc/gshadow").write_text("root:*::\nsvcg:!::\n")
@@ -52,7 +56,12 @@ def test_files_are_written_with_their_mode_owner_and_decoded_contents(root):
     packed = gzip.compress(b"gzipped\n")
     files = [
         {"path": "/etc/a/plain", "mode": 0o600, "contents": {"source": "data:,hello%20world%0A"}},
-        {"path": "/etc/a/b64", "contents": {"source": b64(b"\x00\x01binary")}, "user": {"name": "svc"}, "group": {"id": 654}},
+        {
+            "path": "/etc/a/b64",
+            "contents": {"source": b64(b"\x00\x01binary")},
+            "user": {"name": "svc"},
+            "group": {"id": 654},
+        },
         {
             "path": "/etc/a/gz",
             "mode": 0o640,
@@ -99,7 +108,12 @@ def test_directories_and_links(root):
 def test_units_are_written_enabled_masked_and_given_dropins(root):
     need_root()
     units = [
-        {"name": "a.service", "contents": UNIT, "enabled": True, "dropins": [{"name": "10-x.conf", "contents": "[Service]\nEnvironment=X=1\n"}]},
+        {
+            "name": "a.service",
+            "contents": UNIT,
+            "enabled": True,
+            "dropins": [{"name": "10-x.conf", "contents": "[Service]\nEnvironment=X=1\n"}],
+        },
         {"name": "shipped.service", "enabled": True},
         {"name": "b.service", "mask": True},
         {"name": "c.service", "contents": UNIT, "enabled": False},
@@ -109,7 +123,10 @@ def test_units_are_written_enabled_masked_and_given_dropins(root):
     assert (etc / "a.service").read_text() == UNIT
     assert os.readlink(etc / "multi-user.target.wants/a.service") == "/etc/systemd/system/a.service"
     assert (etc / "a.service.d/10-x.conf").read_text().endswith("X=1\n")
-    assert os.readlink(etc / "timers.target.wants/shipped.service") == "/usr/lib/systemd/system/shipped.service"
+    assert (
+        os.readlink(etc / "timers.target.wants/shipped.service")
+        == "/usr/lib/systemd/system/shipped.service"
+    )
     assert os.readlink(etc / "b.service") == "/dev/null"
     assert not (etc / "multi-user.target.wants/c.service").exists()
 
@@ -118,7 +135,11 @@ def test_a_user_is_made_with_its_ssh_keys(root):
     need_root()
     keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB core@lab", "ssh-rsa AAAAB3 other"]
     apply(root, config(passwd={"users": [{"name": "core", "sshAuthorizedKeys": keys}]}))
-    entry = next(line.split(":") for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("core:"))
+    entry = next(
+        line.split(":")
+        for line in (root / "etc/passwd").read_text().splitlines()
+        if line.startswith("core:")
+    )
     uid, home = int(entry[2]), entry[5]
     f = root / home.lstrip("/") / ".ssh/authorized_keys.d/ignition"
     assert f.read_text() == "".join(k + "\n" for k in keys)
@@ -128,10 +149,15 @@ def test_a_user_is_made_with_its_ssh_keys(root):
 
 def test_a_pointer_config_is_fetched_checked_and_applied_instead(root):
     need_root()
-    real = json.dumps(config(storage={"files": [{"path": "/etc/real", "contents": {"source": "data:,yes"}}]})).encode()
+    real = json.dumps(
+        config(storage={"files": [{"path": "/etc/real", "contents": {"source": "data:,yes"}}]})
+    ).encode()
     pointer = config()
     pointer["ignition"]["config"] = {
-        "replace": {"source": "s3://bucket/etcd.ign", "verification": {"hash": "sha512-" + hashlib.sha512(real).hexdigest()}}
+        "replace": {
+            "source": "s3://bucket/etcd.ign",
+            "verification": {"hash": "sha512-" + hashlib.sha512(real).hexdigest()},
+        }
     }
     fetched = []
     apply(root, pointer, fetch=lambda url: fetched.append(url) or real)
@@ -148,25 +174,116 @@ def test_a_pointer_config_is_fetched_checked_and_applied_instead(root):
         ({"ignition": {"version": "2.3.0"}}, r"ignition.version"),
         (config(kernelArguments={"shouldExist": ["x"]}), r"config.kernelArguments: not supported"),
         (config(storage={"disks": [{"device": "/dev/vdb"}]}), r"storage.disks: not supported"),
-        (config(storage={"filesystems": [{"device": "/dev/vdb", "format": "ext4"}]}), r"storage.filesystems"),
-        (config(storage={"files": [{"path": "/x", "contents": {"source": "https://example.invalid/x"}}]}), r"files\[0\].contents: source .*only data URLs"),
-        (config(storage={"files": [{"path": "/x", "contents": {"source": "s3://b/k"}}]}), r"only data URLs"),
-        (config(storage={"files": [{"path": "/x", "contents": {"source": "data:,x", "compression": "zstd"}}]}), r"compression: 'zstd'"),
-        (config(storage={"files": [{"path": "/x", "append": [{"source": "data:,x"}]}]}), r"files\[0\].append: not supported"),
-        (config(storage={"files": [{"path": "/x", "frobnicate": True}]}), r"files\[0\].frobnicate: not supported"),
+        (
+            config(storage={"filesystems": [{"device": "/dev/vdb", "format": "ext4"}]}),
+            r"storage.filesystems",
+        ),
+        (
+            config(
+                storage={
+                    "files": [{"path": "/x", "contents": {"source": "https://example.invalid/x"}}]
+                }
+            ),
+            r"files\[0\].contents: source .*only data URLs",
+        ),
+        (
+            config(storage={"files": [{"path": "/x", "contents": {"source": "s3://b/k"}}]}),
+            r"only data URLs",
+        ),
+        (
+            config(
+                storage={
+                    "files": [
+                        {"path": "/x", "contents": {"source": "data:,x", "compression": "zstd"}}
+                    ]
+                }
+            ),
+            r"compression: 'zstd'",
+        ),
+        (
+            config(storage={"files": [{"path": "/x", "append": [{"source": "data:,x"}]}]}),
+            r"files\[0\].append: not supported",
+        ),
+        (
+            config(storage={"files": [{"path": "/x", "frobnicate": True}]}),
+            r"files\[0\].frobnicate: not supported",
+        ),
         (config(storage={"files": [{"path": "relative"}]}), r"is not absolute"),
         (config(storage={"files": [{"path": "/etc/../x"}]}), r"contains '..'"),
-        (config(storage={"files": [{"path": "/x", "contents": {"source": "data:,x", "verification": {"hash": "md5-00"}}}]}), r"unsupported function 'md5'"),
-        (config(storage={"files": [{"path": "/x", "contents": {"source": "data:;base64,!!!"}}]}), r"bad base64"),
-        (config(systemd={"units": [{"name": "a.service", "contents": UNIT.replace("WantedBy", "Also"), "enabled": True}]}), r"\[Install\] Also= is not supported"),
-        (config(systemd={"units": [{"name": "nowhere.service", "enabled": True}]}), r"no contents and is not in the root"),
-        (config(systemd={"units": [{"name": "a.service", "contents": UNIT, "frob": 1}]}), r"units\[0\].frob: not supported"),
-        (config(passwd={"users": [{"name": "core", "passwordHash": "x"}]}), r"users\[0\].passwordHash: not supported"),
+        (
+            config(
+                storage={
+                    "files": [
+                        {
+                            "path": "/x",
+                            "contents": {"source": "data:,x", "verification": {"hash": "md5-00"}},
+                        }
+                    ]
+                }
+            ),
+            r"unsupported function 'md5'",
+        ),
+        (
+            config(storage={"files": [{"path": "/x", "contents": {"source": "data:;base64,!!!"}}]}),
+            r"bad base64",
+        ),
+        (
+            config(
+                systemd={
+                    "units": [
+                        {
+                            "name": "a.service",
+                            "contents": UNIT.replace("WantedBy", "Also"),
+                            "enabled": True,
+                        }
+                    ]
+                }
+            ),
+            r"\[Install\] Also= is not supported",
+        ),
+        (
+            config(systemd={"units": [{"name": "nowhere.service", "enabled": True}]}),
+            r"no contents and is not in the root",
+        ),
+        (
+            config(systemd={"units": [{"name": "a.service", "contents": UNIT, "frob": 1}]}),
+            r"units\[0\].frob: not supported",
+        ),
+        (
+            config(passwd={"users": [{"name": "core", "passwordHash": "x"}]}),
+            r"users\[0\].passwordHash: not supported",
+        ),
         (config(passwd={"groups": [{"name": "g"}]}), r"passwd.groups: not supported"),
-        ({"ignition": {"version": "3.4.0", "config": {"merge": [{"source": "s3://b/k"}]}}}, r"config.merge: not supported"),
-        ({"ignition": {"version": "3.4.0", "config": {"replace": {"source": "s3://b/k"}}}}, r"without verification"),
-        (config(storage={"files": [{"path": "/x", "contents": {"source": "data:,x", "httpHeaders": [{"name": "a"}]}}]}), r"httpHeaders: not supported"),
-        ({"ignition": {"version": "3.4.0", "security": {"tls": {"certificateAuthorities": [{"source": "data:,x"}]}}}}, r"ignition.security: not supported"),
+        (
+            {"ignition": {"version": "3.4.0", "config": {"merge": [{"source": "s3://b/k"}]}}},
+            r"config.merge: not supported",
+        ),
+        (
+            {"ignition": {"version": "3.4.0", "config": {"replace": {"source": "s3://b/k"}}}},
+            r"without verification",
+        ),
+        (
+            config(
+                storage={
+                    "files": [
+                        {
+                            "path": "/x",
+                            "contents": {"source": "data:,x", "httpHeaders": [{"name": "a"}]},
+                        }
+                    ]
+                }
+            ),
+            r"httpHeaders: not supported",
+        ),
+        (
+            {
+                "ignition": {
+                    "version": "3.4.0",
+                    "security": {"tls": {"certificateAuthorities": [{"source": "data:,x"}]}},
+                }
+            },
+            r"ignition.security: not supported",
+        ),
     ],
 )
 def test_what_the_applier_does_not_understand_is_refused_by_name(tmp_path, cfg, message):

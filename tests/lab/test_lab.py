@@ -329,17 +329,24 @@ def test_compute_nodes_boot_from_compute_ign_without_a_single_ec2_call(capsys):
             saw = lab.node_path(node, "/run/lab-kubelet/started").read_text()
             assert "kubeconfig=/run/nodeboot/secrets/kubelet.kubeconfig" in saw
             c = lab.container(lab.node(node))
-            secrets_done = int(c.unit_property("nodeboot-secrets.service", "ActiveEnterTimestampMonotonic"))
-            kubelet_began = int(c.unit_property("kubelet.service", "ExecMainStartTimestampMonotonic"))
+            secrets_done = int(
+                c.unit_property("nodeboot-secrets.service", "ActiveEnterTimestampMonotonic")
+            )
+            kubelet_began = int(
+                c.unit_property("kubelet.service", "ExecMainStartTimestampMonotonic")
+            )
             assert 0 < secrets_done <= kubelet_began
             # The manifest sync put the role's static pods where the kubelet reads them.
             wanted = sorted(p.name for p in (lab.dir / "render/manifests/compute").iterdir())
             manifests = lab.node_path(node, "/etc/kubernetes/manifests")
-            wait_for("the compute manifests", lambda: sorted(os.listdir(manifests)) == wanted, 30)
+            wait_for(
+                "the compute manifests",
+                lambda m=manifests, w=wanted: sorted(os.listdir(m)) == w,
+                30,
+            )
             # No volume, no ENI: only the instance's own NIC.
             links = lab.node_run(node, "ip", "-o", "link", "show").stdout
             assert "eth1" not in links
-
 
 
 # --- 5. teardown -----------------------------------------------------------------------

@@ -52,7 +52,15 @@ WantedBy=multi-user.target
 def ignition_setup(root):
     config = {
         "ignition": {"version": "3.4.0"},
-        "storage": {"files": [{"path": "/etc/lab/probe.conf", "mode": 0o600, "contents": {"source": data_url("x=1\n")}}]},
+        "storage": {
+            "files": [
+                {
+                    "path": "/etc/lab/probe.conf",
+                    "mode": 0o600,
+                    "contents": {"source": data_url("x=1\n")},
+                }
+            ]
+        },
         "systemd": {"units": [{"name": "lab-probe.service", "contents": PROBE, "enabled": True}]},
     }
     ignition_apply.apply(root, config)
@@ -69,7 +77,9 @@ def test_a_machine_boots_systemd_to_running_and_runs_the_units_the_applier_enabl
     with lab_nspawn.machine(name(), setup=ignition_setup) as c:
         assert c.boot_state == "running", c.systemctl("--failed", check=False).stdout
         assert c.run("cat", "/proc/1/comm").stdout.strip() == "systemd"
-        assert c.systemctl("is-active", "lab-probe.service", "systemd-networkd.service").stdout.split() == ["active", "active"]
+        assert c.systemctl(
+            "is-active", "lab-probe.service", "systemd-networkd.service"
+        ).stdout.split() == ["active", "active"]
         # The unit ran inside, after the file was there with its mode.
         assert c.path("/run/probe-saw").read_text().strip() == "600"
         assert "lab probe" in c.journalctl("-u", "lab-probe.service").stdout
