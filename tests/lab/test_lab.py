@@ -172,6 +172,12 @@ def test_three_nodes_boot_systemd_from_etcd_ign_and_form_a_healthy_cluster_over_
         # A renewal asked for now is ACKed with the same address.
         renewal = lab.renew_dhcp(node, "eth0")
         assert any("DHCPACK(" in x and n["primary_ip"] in x for x in renewal), renewal
+        # The mount stage mounted the volume inside the machine, from its loop
+        # device at the Nitro path; the host's mount table does not have it.
+        member = lab.member(member=n["member"])
+        source = lab.node_run(node, "findmnt", "-n", "-o", "SOURCE", "/var/lib/etcd").stdout
+        assert source.strip() == member["loop"], source
+        assert not [p for p in lablib.mounts_under("/") if p.startswith("/var/lib/etcd")]
         # Ignition's passwd: the login user with the environment's key.
         keys = lab.node_path(node, "/home/core/.ssh/authorized_keys").read_text()
         assert keys.strip() and keys.strip() in (lab.dir / "render/etcd.ign").read_text()
