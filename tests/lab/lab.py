@@ -1037,6 +1037,9 @@ def main(argv=None):
                 lab = Lab.load(name) if (STATE_ROOT / name / "state.json").exists() else Lab(name)
                 lab.down()
                 print(f"lab {name}: down")
+            if args.all:
+                for machine in lab_nspawn.remove_all_machines():
+                    print(f"machine {machine}: removed")
         else:
             lab = Lab.load(default_name(args))
             if args.command == "status":

@@ -369,3 +369,20 @@ def machine(name, setup=None, netns=None, binds=(), wait=True, timeout=120):
         shutil.rmtree(c.dir, ignore_errors=True)
         if left:
             raise LabError(f"machine {name}: could not remove {'; '.join(left)}")
+
+
+def remove_all_machines(owned=lambda name: True):
+    """Removes every bare machine that machine() left (its block was killed
+    before its teardown ran); returns their names. For `lab.py down --all`."""
+    removed = []
+    for d in sorted(MACHINES.glob("*")) if MACHINES.is_dir() else []:
+        if not owned(d.name):
+            continue
+        c = Container(d.name, d)
+        c.remove()
+        left = c.leftovers()
+        if left:
+            raise LabError(f"machine {d.name}: could not remove {'; '.join(left)}")
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d.name)
+    return removed
