@@ -8,6 +8,7 @@
     tests/lab/lab.py boot-node [--name lab] ZONE      # a replacement (the ASG)
     tests/lab/lab.py stop-node / start-node [--name lab] NODE
     tests/lab/lab.py etcdctl [--name lab] -- ARGS...  # from the router, with the client cert
+    tests/lab/lab.py run [--name lab] NODE -- CMD...  # inside the node (journalctl -b, ...)
     tests/lab/lab.py down [--name lab]                # or tests/lab/down
 
 Everything the lab makes is recorded in /run/nodeboot-lab/NAME/state.json
@@ -1019,6 +1020,9 @@ def main(argv=None):
     sub.add_parser("start-node", help="start a stopped instance and boot it").add_argument("node")
     ctl = sub.add_parser("etcdctl", help="etcdctl at every member, from the router")
     ctl.add_argument("args", nargs=argparse.REMAINDER)
+    inside = sub.add_parser("run", help="a command inside a running node (journalctl, systemctl)")
+    inside.add_argument("node")
+    inside.add_argument("args", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     try:
         if args.command == "up":
@@ -1070,6 +1074,10 @@ def main(argv=None):
                 out = lab.etcdctl(*rest, check=False)
                 print(out.stdout + out.stderr, end="")
                 return out.returncode
+            elif args.command == "run":
+                rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+                enter = lab.container(lab.node(args.node))._enter()
+                return subprocess.run([*enter, *rest], check=False).returncode
     except LabError as err:
         print(f"lab: {err}", file=sys.stderr)
         return 1
