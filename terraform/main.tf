@@ -43,6 +43,14 @@ data "aws_ami" "flatcar" {
     name   = "virtualization-type"
     values = ["hvm"]
   }
+
+  # The kubelet must match the control plane's Kubernetes version: the bake
+  # tags each image with the kubelet it carries, so a rebake for the next
+  # minor is never picked up by an environment still on this one.
+  filter {
+    name   = "tag:nodeboot.io/kubelet-version"
+    values = [var.kubernetes_version]
+  }
 }
 
 # kms_master_id may be an alias; policies and volumes need the key's ARN.

@@ -546,6 +546,26 @@ def test_nodes_read_ignition_from_the_build_directory():
         assert user_data[role] == f'${{filebase64("${{local.ignition_dir}}/{role}.ign")}}', role
 
 
+def test_ami_lookup_filters_on_the_kubelet_version_the_bake_tags():
+    """A rebake for the next Kubernetes minor must not reach an environment
+    still on this one: the AMI's kubelet tag must equal kubernetes_version."""
+    (ami,) = [body for name, body in blocks(parse(TF / "main.tf"), "data") if name == "aws_ami"]
+    filters = {
+        unquote(f["name"]): [unquote(v) for v in f["values"]] for f in ami['"flatcar"']["filter"]
+    }
+    with (REPO / "images" / "ami" / "flatcar.pkr.hcl").open() as f:
+        packer = hcl2.load(f)
+    baked = {
+        unquote(k): v
+        for body in packer.get("locals", [])
+        for k, v in body.get("tags", {}).items()
+        if not k.startswith("__")
+    }
+    kubelet_tags = [k for k, v in baked.items() if v == "${var.kubelet_version}"]
+    assert kubelet_tags == ["nodeboot.io/kubelet-version"], baked
+    assert filters.get(f"tag:{kubelet_tags[0]}") == ["${var.kubernetes_version}"], filters
+
+
 def test_root_outputs():
     names = {name for path in tf_files(TF) for name, _ in blocks(parse(path), "output")}
     assert {
