@@ -2,12 +2,13 @@
 #
 #   make                     the build container, nodeboot/build:$(VERSION)
 #   make binary              the static musl binary ($(BINARY))
-#   make render              environments/example.tfvars -> out/example/*.ign
+#   make render [ENV_FILE=F] F (default the example) -> build/<environment>/ignition/,
+#                            where Terraform and `nodeboot up` read (dev build, no AWS SDK)
 #   make test                the whole test suite (tests/run)
 #   make ami                 the Flatcar AMI with nodeboot and the kubelet (packer)
 #   make shell ENV_NAME=N    the build container on environment N (entrypoint.sh -e N)
 #   make play                the build container on the playground play-$USER
-#   make clean               removes out/ (never cargo's target directory)
+#   make clean               removes out/ and build/ (never cargo's target directory)
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -20,6 +21,9 @@ BINARY := $(CARGO_TARGET_DIR)/$(TARGET)/release/nodeboot
 
 EXAMPLE := environments/example.tfvars
 OUT := out
+ENV_FILE ?= $(EXAMPLE)
+# terraform/main.tf reads build/<environment>/ignition/<role>.ign.
+RENDER_DIR = build/$(shell sed -n 's/^environment *= *"\(.*\)"$$/\1/p' $(ENV_FILE))/ignition
 
 PACKER_TEMPLATE := images/ami/flatcar.pkr.hcl
 PACKER_ARGS ?=
@@ -35,8 +39,8 @@ image:
 binary:
 	cargo build --release --locked --target $(TARGET)
 
-render: binary
-	$(BINARY) render --env $(EXAMPLE) --out $(OUT)/example
+render:
+	cargo run --locked --no-default-features -- render --env $(ENV_FILE) --out $(RENDER_DIR)
 
 test:
 	tests/run
@@ -54,4 +58,4 @@ play:
 	NODEBOOT_IMAGE=$(IMAGE):$(VERSION) images/build/entrypoint.sh --play
 
 clean:
-	rm -rf $(OUT)
+	rm -rf $(OUT) build

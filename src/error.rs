@@ -52,6 +52,8 @@ pub enum Error {
     Refused(String),
     #[error("{command}: {detail}")]
     Terraform { command: String, detail: String },
+    #[error("render: {0}")]
+    Render(#[from] crate::render::RenderError),
 }
 
 /// Exit codes. 2 matches clap's own code for bad arguments.
@@ -148,6 +150,8 @@ impl Error {
             Error::Missing(_) => exit::RESOURCES,
             Error::Refused(_) => exit::REFUSED,
             Error::Terraform { .. } => exit::TERRAFORM,
+            Error::Render(crate::render::RenderError::TooLarge { .. }) => exit::BAD_INPUT,
+            Error::Render(crate::render::RenderError::Write { .. }) => exit::IO,
             Error::Pki(e) => match e {
                 PkiError::Io { .. } => exit::IO,
                 PkiError::Bad { .. } | PkiError::UnknownRotate(..) => exit::BAD_INPUT,

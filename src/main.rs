@@ -15,6 +15,11 @@ use nodeboot::stage::Root;
 
 #[derive(Parser)]
 #[command(name = "nodeboot", version, about = "Boots and keeps alive a Kubernetes control plane on AWS")]
+#[cfg_attr(
+    not(feature = "aws"),
+    command(after_help = "Built without the `aws` feature: only the offline commands are here. \
+The commands that talk to AWS (up, prereqs, secrets, stage attach, ...) are in the default build.")
+)]
 struct Cli {
     /// More log output (-v debug, -vv trace); NODEBOOT_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -48,12 +53,14 @@ enum Command {
         command: EnvCommand,
     },
     /// Look at a running environment (the seed's aws-instances / aws-elbs).
+    #[cfg(feature = "aws")]
     Aws {
         #[command(subcommand)]
         command: AwsCommand,
     },
     /// Build the whole platform (the seed's `run`): validate, check prerequisites,
     /// pki, render, upload, terraform init and apply.
+    #[cfg(feature = "aws")]
     Up {
         #[arg(long = "env", value_name = "FILE")]
         env: PathBuf,
@@ -67,6 +74,7 @@ enum Command {
         terraform: TerraformArgs,
     },
     /// Print the Terraform outputs of the environment (the seed's `terraform.sh output`).
+    #[cfg(feature = "aws")]
     Outputs {
         #[arg(long = "env", value_name = "FILE")]
         env: PathBuf,
@@ -85,6 +93,7 @@ enum Command {
         write: Option<PathBuf>,
     },
     /// Print an OpenSSH client config that reaches every node through the bastion.
+    #[cfg(feature = "aws")]
     SshConfig {
         #[arg(long = "env", value_name = "FILE")]
         env: PathBuf,
@@ -101,21 +110,25 @@ enum Command {
         rotate: Vec<String>,
     },
     /// Create, idempotently, the KMS key (and alias) and the Terraform and secrets buckets.
+    #[cfg(feature = "aws")]
     Prereqs {
         #[arg(long = "env", value_name = "FILE")]
         env: PathBuf,
     },
     /// The environment's secrets in its bucket (client-side KMS envelope encryption).
+    #[cfg(feature = "aws")]
     Secrets {
         #[command(subcommand)]
         command: SecretsCommand,
     },
     /// Static-pod manifests in the secrets bucket.
+    #[cfg(feature = "aws")]
     Manifests {
         #[command(subcommand)]
         command: ManifestsCommand,
     },
     /// Long-running syncs on a node.
+    #[cfg(feature = "aws")]
     Sync {
         /// Resolve every path (config, state, target directories) under DIR.
         #[arg(long, global = true, default_value = "/", value_name = "DIR")]
@@ -133,6 +146,7 @@ enum Command {
     },
 }
 
+#[cfg(feature = "aws")]
 #[derive(clap::Args)]
 struct TerraformArgs {
     /// The Terraform root module.
@@ -143,12 +157,14 @@ struct TerraformArgs {
     plugin_dir: Option<PathBuf>,
 }
 
+#[cfg(feature = "aws")]
 impl TerraformArgs {
     fn options(self, plan: bool, write_kubeconfig: bool) -> commands::up::UpOptions {
         commands::up::UpOptions { plan, write_kubeconfig, terraform_dir: self.terraform_dir, plugin_dir: self.plugin_dir }
     }
 }
 
+#[cfg(feature = "aws")]
 #[derive(Subcommand)]
 enum AwsCommand {
     /// The environment's instances.
@@ -179,6 +195,7 @@ enum StageCommand {
         timeout: Duration,
     },
     /// Claim this zone's etcd member: its EBS volume and its ENI.
+    #[cfg(feature = "aws")]
     Attach {
         /// Give up waiting for one attachment or detachment after this long.
         #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
@@ -188,6 +205,7 @@ enum StageCommand {
         detach_grace: Duration,
     },
     /// Write the etcd member's configuration (/run/nodeboot/etcd.env).
+    #[cfg(feature = "aws")]
     Etcd {
         /// Then replace this process with etcd (containers, the lab).
         #[arg(long)]
@@ -197,6 +215,7 @@ enum StageCommand {
         etcd_binary: String,
     },
     /// Fetch and decrypt the role's secrets into /run/nodeboot/secrets (all or nothing).
+    #[cfg(feature = "aws")]
     Secrets {
         /// UID:GID to give the directory and files to (default root).
         #[arg(long, value_name = "UID:GID")]
@@ -213,6 +232,7 @@ enum StageCommand {
     },
 }
 
+#[cfg(feature = "aws")]
 #[derive(Subcommand)]
 enum SecretsCommand {
     /// Encrypt and upload local files (all of the local tree by default).
@@ -251,6 +271,7 @@ enum SecretsCommand {
     },
 }
 
+#[cfg(feature = "aws")]
 #[derive(Subcommand)]
 enum ManifestsCommand {
     /// Upload DIR/<role>/* to manifests/<role>/ (encrypted like every secret).
@@ -267,6 +288,7 @@ enum ManifestsCommand {
     },
 }
 
+#[cfg(feature = "aws")]
 #[derive(Subcommand)]
 enum SyncCommand {
     /// Keep the static-pod directory (and node.json's synced prefixes) equal to the bucket.
@@ -316,10 +338,15 @@ fn run(command: Command) -> Result<(), Error> {
             let path = commands::env_new(name, &dir)?;
             println!("wrote {}", path.display());
         }
+        #[cfg(feature = "aws")]
         Command::Aws { command: AwsCommand::Instances { env, output } } => println!("{}", commands::inspect::instances(&env, output)?),
+        #[cfg(feature = "aws")]
         Command::Aws { command: AwsCommand::Elbs { env, output } } => println!("{}", commands::inspect::load_balancers(&env, output)?),
+        #[cfg(feature = "aws")]
         Command::SshConfig { env } => print!("{}", commands::inspect::ssh_config(&env)?),
+        #[cfg(feature = "aws")]
         Command::Up { env, plan, write_kubeconfig, terraform } => commands::up::up(&env, &terraform.options(plan, write_kubeconfig))?,
+        #[cfg(feature = "aws")]
         Command::Outputs { env, terraform } => commands::up::outputs(&env, &terraform.options(false, false))?,
         Command::Kubeconfig { env, dir, write: None } => print!("{}", commands::kubeconfig::print(&env, dir.as_deref())?),
         Command::Kubeconfig { env, dir, write: Some(target) } => {
@@ -331,24 +358,31 @@ fn run(command: Command) -> Result<(), Error> {
                 println!("{line}");
             }
         }
+        #[cfg(feature = "aws")]
         Command::Prereqs { env } => print_lines(commands::secrets::prereqs(&env)?),
+        #[cfg(feature = "aws")]
         Command::Secrets { command } => print_lines(match command {
             SecretsCommand::Upload { env, dir, force, paths } => commands::secrets::upload(&env, dir, &paths, force)?,
             SecretsCommand::Fetch { env, dir, paths } => commands::secrets::fetch(&env, dir, &paths)?,
             SecretsCommand::Ls { env, paths } => commands::secrets::ls(&env, &paths)?,
             SecretsCommand::Rm { env, paths } => commands::secrets::rm(&env, &paths)?,
         }),
+        #[cfg(feature = "aws")]
         Command::Manifests { command: ManifestsCommand::Upload { env, prune, force, dir } } => {
             print_lines(commands::secrets::manifests_upload(&env, &dir, prune, force)?)
         }
+        #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
         Command::Stage { root, stage } => {
             let root = Root(root);
             match stage {
                 StageCommand::Discover { set_hostname, timeout } => commands::stage::discover(&root, set_hostname, timeout)?,
+                #[cfg(feature = "aws")]
                 StageCommand::Attach { wait_timeout, detach_grace } => commands::stage::attach(&root, wait_timeout, detach_grace)?,
+                #[cfg(feature = "aws")]
                 StageCommand::Secrets { owner } => commands::secrets::stage_secrets(&root, owner.as_deref())?,
                 StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, wait_timeout, skip_network)?,
+                #[cfg(feature = "aws")]
                 StageCommand::Etcd { exec, etcd_binary } => commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str()))?,
             }
         }
@@ -356,6 +390,7 @@ fn run(command: Command) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(feature = "aws")]
 fn print_lines(lines: Vec<String>) {
     for line in lines {
         println!("{line}");

@@ -240,6 +240,30 @@ fn render_writes_pointer_and_full_files_and_removes_stale_full() {
 }
 
 #[test]
+fn render_refuses_a_bastion_config_over_the_user_data_limit() {
+    // The bastion's instance profile has no S3 rights (terraform/modules/iam),
+    // so a pointer config would leave it unbootable: refuse, write nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..200).map(|i| format!("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{:0>40} u{i}\"", i)).collect();
+    let big = env_file(dir.path(), "big.tfvars", &example_with(&[("ssh_authorized_keys", &format!("[{}]", keys.join(", ")))]));
+    let env = env::load(&big).unwrap().env;
+    assert!(render::full_config(&env, Role::Bastion).len() > USER_DATA_LIMIT, "200 keys put the bastion over 16 KiB");
+    assert!(!render::can_fetch_full_config(Role::Bastion));
+
+    let out = dir.path().join("out");
+    let run = nodeboot(&["render", "--env", big.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2), "bad input: {}", stderr(&run));
+    let message = stderr(&run);
+    assert!(message.contains("bastion Ignition config is") && message.contains("16384"), "{message}");
+    assert!(!out.join("etcd.ign").exists() && !out.join("bastion.ign").exists(), "nothing is written");
+
+    // Only the bastion is refused: etcd alone still gets its pointer config.
+    let run = nodeboot(&["render", "--env", big.to_str().unwrap(), "--out", out.to_str().unwrap(), "--role", "etcd"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(out.join("etcd.full.ign").exists());
+}
+
+#[test]
 fn s3_sourced_binary_is_fetched_and_verified() {
     let dir = tempfile::tempdir().unwrap();
     let hash = "ab".repeat(64);

@@ -1,6 +1,7 @@
 //! The narrow interfaces the stages need from the cloud, and their AWS
 //! implementations. A stage sees `Metadata` and `Compute`, never the SDK.
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod imds;
 pub mod tags;

@@ -1,7 +1,9 @@
 //! One function per CLI command: what `main` calls once arguments are parsed.
 
+#[cfg(feature = "aws")]
 pub mod inspect;
 pub mod kubeconfig;
+#[cfg(feature = "aws")]
 pub mod up;
 
 use std::path::{Path, PathBuf};
@@ -13,11 +15,13 @@ use crate::error::Error;
 use crate::render;
 use crate::role::Role;
 
+#[cfg(feature = "aws")]
 pub mod secrets;
 
 /// Runs `work` with the operator's AWS configuration: credentials from the
 /// environment variables first, then the shared credentials file with the
 /// profile named by `aws_profile` (as the seed maps profile to environment).
+#[cfg(feature = "aws")]
 pub fn operator_runtime<T>(env: &crate::env::Environment, work: impl AsyncFnOnce(&aws_config::SdkConfig) -> Result<T, Error>) -> Result<T, Error> {
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| env.aws_profile.clone());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
@@ -47,8 +51,7 @@ pub fn validate(path: &Path) -> Result<String, Error> {
 pub fn render(path: &Path, out: &Path, roles: &[Role]) -> Result<Vec<String>, Error> {
     let loaded = load_env(path)?;
     let roles: Vec<Role> = if roles.is_empty() { Role::ALL.to_vec() } else { roles.to_vec() };
-    let written = render::write(&loaded.env, &roles, out)
-        .map_err(|source| Error::Write { path: out.display().to_string(), source })?;
+    let written = render::write(&loaded.env, &roles, out)?;
     let mut lines: Vec<String> = written
         .iter()
         .map(|w| match &w.full {
@@ -89,10 +92,13 @@ pub fn pki(env_path: &Path, dir: Option<&Path>, rotate: &[String]) -> Result<Vec
 pub mod stage {
     use std::time::Duration;
 
+    #[cfg(feature = "aws")]
     use crate::cloud::aws::{self, Ec2};
     use crate::cloud::imds::Imds;
     use crate::error::Error;
-    use crate::stage::{attach, discover, mount, Root};
+    #[cfg(feature = "aws")]
+    use crate::stage::attach;
+    use crate::stage::{discover, mount, Root};
 
     pub fn discover(root: &Root, set_hostname: bool, timeout: Duration) -> Result<(), Error> {
         let imds = Imds::from_env().with_policy(crate::cloud::imds::RETRY.with_total(timeout));
@@ -100,6 +106,7 @@ pub mod stage {
         Ok(())
     }
 
+    #[cfg(feature = "aws")]
     pub fn attach(root: &Root, wait_timeout: Duration, detach_grace: Duration) -> Result<(), Error> {
         let config = root.node_config().map_err(|e| Error::Attach(e.into()))?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
@@ -112,6 +119,7 @@ pub mod stage {
     }
 
     /// Writes etcd's configuration; with `exec_binary`, becomes etcd.
+    #[cfg(feature = "aws")]
     pub fn etcd(root: &Root, exec_binary: Option<&str>) -> Result<(), Error> {
         let config = root.node_config().map_err(|e| Error::Etcd(e.into()))?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");

@@ -58,7 +58,7 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
     })?;
     let out = build_dir(&env);
     let written = step("render Ignition configs and manifests", "check that the build directory is writable", || {
-        render::write(&env, &Role::ALL, &out).map_err(|source| Error::Write { path: out.display().to_string(), source })
+        Ok(render::write(&env, &Role::ALL, &out)?)
     })?;
     step("upload secrets", "check the credentials and the secrets bucket", || {
         // The layout's folders only: `ca/` (CA keys, admin credentials) stays local.

@@ -42,6 +42,28 @@ pub fn full_config_key(role: Role) -> String {
     format!("ignition/{role}.ign")
 }
 
+/// Whether nodes of `role` may read their full config from the secrets
+/// bucket (`ignition/<role>.ign`), so that a pointer config works for them.
+/// terraform/modules/iam grants that read to the roles that pull secrets;
+/// the bastion's instance profile has no S3 rights at all.
+pub fn can_fetch_full_config(role: Role) -> bool {
+    role.runs_kubelet()
+}
+
+/// Why `write` rendered nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(
+        "the {role} Ignition config is {bytes} bytes, over EC2's {limit}-byte user_data limit, and {role} nodes \
+         cannot fetch a full config from the secrets bucket (their instance profile has no S3 access), so a \
+         pointer config would never boot: make it smaller (ssh_authorized_keys is most of it)",
+        limit = USER_DATA_LIMIT
+    )]
+    TooLarge { role: Role, bytes: usize },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
 /// The serialised full config of `role`.
 pub fn full_config(env: &Environment, role: Role) -> Vec<u8> {
     to_bytes(&ignition::config_for(env, role))
@@ -91,11 +113,23 @@ pub struct Written {
 /// role, and its static-pod manifests to `DIR/manifests/<role>/`. A stale
 /// `.full.ign` from an earlier, larger render is removed so it can never be
 /// uploaded by mistake.
-pub fn write(env: &Environment, roles: &[Role], out: &Path) -> std::io::Result<Vec<Written>> {
+///
+/// Every role is rendered and checked before the first file is written: a
+/// role that would need a pointer config it cannot fetch fails the whole
+/// render and writes nothing.
+pub fn write(env: &Environment, roles: &[Role], out: &Path) -> Result<Vec<Written>, RenderError> {
+    let rendered: Vec<Rendered> = roles.iter().map(|&role| render_role(env, role, USER_DATA_LIMIT)).collect();
+    if let Some(r) = rendered.iter().find(|r| r.full.is_some() && !can_fetch_full_config(r.role)) {
+        return Err(RenderError::TooLarge { role: r.role, bytes: r.full.as_ref().map_or(0, Vec::len) });
+    }
+    write_rendered(env, &rendered, out).map_err(|source| RenderError::Write { path: out.display().to_string(), source })
+}
+
+fn write_rendered(env: &Environment, rendered: &[Rendered], out: &Path) -> std::io::Result<Vec<Written>> {
     std::fs::create_dir_all(out)?;
     let mut written = Vec::new();
-    for &role in roles {
-        let rendered = render_role(env, role, USER_DATA_LIMIT);
+    for rendered in rendered {
+        let role = rendered.role;
         let user_data = out.join(format!("{role}.ign"));
         let full_path = out.join(format!("{role}.full.ign"));
         fsutil::write_atomic(&user_data, &rendered.user_data, 0o644)?;
