@@ -44,6 +44,10 @@ etcd_instance_type = "m6i.large"
 # Kubernetes workers.
 compute_count         = 3
 compute_instance_type = "m6i.large"
+# A new image or Ignition config rolls through the workers (instance
+# refresh), keeping this percentage of them in service. etcd nodes are
+# replaced only by `nodeboot roll`.
+compute_min_healthy_percentage = 90
 
 bastion_instance_type = "t3.micro"
 
@@ -73,7 +77,15 @@ secrets_bucket_name = "example-nodeboot-secrets-eu-west-1"
 terraform_bucket_name = "example-nodeboot-terraform-eu-west-1"
 
 # --- DNS --------------------------------------------------------------------
+# The public API is kube-<environment>.<public_zone_name>. public_zone_id:
+#   ""       the existing public zone public_zone_name (found by name);
+#   "Z..."   the existing public zone with this id (named public_zone_name);
+#   "create" a new zone public_zone_name, which must be <environment>.<parent>,
+#            with its NS records written into the existing zone <parent>.
+# Existing zones outlive the environment: rebuilding it never changes the
+# name servers anyone delegated to.
 public_zone_name  = "example.com"
+public_zone_id    = ""
 private_zone_name = "example.internal"
 
 # --- Access -----------------------------------------------------------------

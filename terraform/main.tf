@@ -68,77 +68,81 @@ module "network" {
   compute_subnets    = var.compute_subnets
   elb_subnets        = var.elb_subnets
   mgmt_subnets       = var.mgmt_subnets
+  region             = var.region
 }
 
 module "iam" {
   source = "./modules/iam"
 
   environment         = var.environment
+  account_id          = var.aws_account
   region              = var.region
   secrets_bucket_name = var.secrets_bucket_name
   kms_key_arn         = data.aws_kms_key.master.arn
+  s3_endpoint_id      = module.network.s3_endpoint_id
 }
 
 module "lb" {
   source = "./modules/lb"
 
-  environment         = var.environment
-  vpc_id              = module.network.vpc_id
-  elb_subnet_ids      = module.network.subnet_ids.elb
-  secure_subnets      = var.secure_subnets
-  compute_subnets     = var.compute_subnets
-  kubeapi_access_list = var.kubeapi_access_list
+  environment               = var.environment
+  vpc_id                    = module.network.vpc_id
+  elb_subnet_ids            = module.network.subnet_ids.elb
+  etcd_security_group_id    = module.etcd.security_group_id
+  compute_security_group_id = module.compute.security_group_id
+  kubeapi_access_list       = var.kubeapi_access_list
 }
 
 module "etcd" {
   source = "./modules/etcd"
 
-  environment           = var.environment
-  availability_zones    = var.availability_zones
-  vpc_id                = module.network.vpc_id
-  vpc_cidr              = var.vpc_cidr
-  secure_subnets        = var.secure_subnets
-  secure_subnet_ids     = module.network.subnet_ids.secure
-  compute_subnets       = var.compute_subnets
-  elb_subnets           = var.elb_subnets
-  mgmt_subnets          = var.mgmt_subnets
-  etcd_count            = var.etcd_count
-  instance_type         = var.etcd_instance_type
-  ami_id                = data.aws_ami.flatcar.id
-  instance_profile_name = module.iam.instance_profile_names.etcd
-  kms_key_arn           = data.aws_kms_key.master.arn
-  target_group_arns     = module.lb.target_group_arns
-  user_data             = filebase64("${local.ignition_dir}/etcd.ign")
+  environment               = var.environment
+  availability_zones        = var.availability_zones
+  vpc_id                    = module.network.vpc_id
+  vpc_cidr                  = var.vpc_cidr
+  secure_subnets            = var.secure_subnets
+  secure_subnet_ids         = module.network.subnet_ids.secure
+  lb_security_group_ids     = module.lb.security_group_ids
+  compute_security_group_id = module.compute.security_group_id
+  bastion_security_group_id = module.bastion.security_group_id
+  etcd_count                = var.etcd_count
+  instance_type             = var.etcd_instance_type
+  ami_id                    = data.aws_ami.flatcar.id
+  instance_profile_name     = module.iam.instance_profile_names.etcd
+  kms_key_arn               = data.aws_kms_key.master.arn
+  target_group_arns         = module.lb.target_group_arns
+  user_data                 = filebase64("${local.ignition_dir}/etcd.ign")
 }
 
 module "compute" {
   source = "./modules/compute"
 
-  environment           = var.environment
-  vpc_id                = module.network.vpc_id
-  vpc_cidr              = var.vpc_cidr
-  compute_subnet_ids    = module.network.subnet_ids.compute
-  secure_subnets        = var.secure_subnets
-  mgmt_subnets          = var.mgmt_subnets
-  compute_count         = var.compute_count
-  instance_type         = var.compute_instance_type
-  ami_id                = data.aws_ami.flatcar.id
-  instance_profile_name = module.iam.instance_profile_names.compute
-  user_data             = filebase64("${local.ignition_dir}/compute.ign")
+  environment               = var.environment
+  vpc_id                    = module.network.vpc_id
+  vpc_cidr                  = var.vpc_cidr
+  compute_subnet_ids        = module.network.subnet_ids.compute
+  etcd_security_group_id    = module.etcd.security_group_id
+  bastion_security_group_id = module.bastion.security_group_id
+  compute_count             = var.compute_count
+  min_healthy_percentage    = var.compute_min_healthy_percentage
+  instance_type             = var.compute_instance_type
+  ami_id                    = data.aws_ami.flatcar.id
+  instance_profile_name     = module.iam.instance_profile_names.compute
+  user_data                 = filebase64("${local.ignition_dir}/compute.ign")
 }
 
 module "bastion" {
   source = "./modules/bastion"
 
-  environment           = var.environment
-  vpc_id                = module.network.vpc_id
-  vpc_cidr              = var.vpc_cidr
-  mgmt_subnet_id        = module.network.subnet_ids.mgmt[0]
-  ssh_access_list       = var.ssh_access_list
-  instance_type         = var.bastion_instance_type
-  ami_id                = data.aws_ami.flatcar.id
-  instance_profile_name = module.iam.instance_profile_names.bastion
-  user_data             = filebase64("${local.ignition_dir}/bastion.ign")
+  environment             = var.environment
+  vpc_id                  = module.network.vpc_id
+  node_security_group_ids = { etcd = module.etcd.security_group_id, compute = module.compute.security_group_id }
+  mgmt_subnet_id          = module.network.subnet_ids.mgmt[0]
+  ssh_access_list         = var.ssh_access_list
+  instance_type           = var.bastion_instance_type
+  ami_id                  = data.aws_ami.flatcar.id
+  instance_profile_name   = module.iam.instance_profile_names.bastion
+  user_data               = filebase64("${local.ignition_dir}/bastion.ign")
 }
 
 module "dns" {
@@ -147,6 +151,7 @@ module "dns" {
   environment       = var.environment
   vpc_id            = module.network.vpc_id
   public_zone_name  = lower(trimsuffix(var.public_zone_name, "."))
+  public_zone_id    = var.public_zone_id
   private_zone_name = lower(trimsuffix(var.private_zone_name, "."))
   public_lb         = module.lb.public
   internal_lb       = module.lb.internal
@@ -171,17 +176,5 @@ check "etcd_count_is_odd" {
   assert {
     condition     = var.etcd_count % 2 == 1
     error_message = "etcd_count is ${var.etcd_count}: an even cluster tolerates no more failures than ${var.etcd_count - 1} members would. Prefer an odd count."
-  }
-}
-
-check "etcd_members_fit_the_asg_spread" {
-  assert {
-    # The etcd ASG balances instances over zones by count; member i lives in
-    # zone i % n. The two agree when every zone holds the same number of
-    # members (or at most one each). Otherwise (5 members on 3 zones) the ASG
-    # may start the odd instance in a zone whose members are all taken, and
-    # that node waits for a volume that never frees up.
-    condition     = var.etcd_count <= length(var.availability_zones) || var.etcd_count % length(var.availability_zones) == 0
-    error_message = "etcd_count (${var.etcd_count}) is not a multiple of the number of zones (${length(var.availability_zones)}): the ASG's spread over zones may not match the members' zones."
   }
 }

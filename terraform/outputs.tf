@@ -18,8 +18,13 @@ output "compute_asg" {
   value       = module.compute.asg_name
 }
 
+output "etcd_asgs" {
+  description = "Names of the etcd auto-scaling groups, one per zone that holds members."
+  value       = module.etcd.asg_names
+}
+
 output "public_name_services" {
-  description = "Name servers of the public zone: delegate public_zone_name to these in the parent zone."
+  description = "Name servers of the public zone (with public_zone_id = \"create\", already delegated from the parent zone)."
   value       = module.dns.public_name_servers
 }
 

@@ -224,6 +224,16 @@ variable "compute_instance_type" {
   }
 }
 
+variable "compute_min_healthy_percentage" {
+  description = "Percentage of the workers kept in service while a new launch template version (image, Ignition config) rolls through them by instance refresh. etcd nodes are never replaced by Terraform; `nodeboot roll` does it."
+  type        = number
+
+  validation {
+    condition     = floor(var.compute_min_healthy_percentage) == var.compute_min_healthy_percentage && var.compute_min_healthy_percentage >= 0 && var.compute_min_healthy_percentage <= 100
+    error_message = "compute_min_healthy_percentage must be a whole number from 0 to 100."
+  }
+}
+
 variable "bastion_instance_type" {
   description = "EC2 instance type of the bastion (x86_64)."
   type        = string
@@ -354,12 +364,27 @@ variable "terraform_bucket_name" {
 # --- DNS --------------------------------------------------------------------
 
 variable "public_zone_name" {
-  description = "Public Route 53 zone created for the environment; the public API is kube-<environment>.<public_zone_name>."
+  description = "Public Route 53 zone of the environment; the public API is kube-<environment>.<public_zone_name>. An existing zone unless public_zone_id = \"create\"."
   type        = string
 
   validation {
     condition     = length(trimsuffix(var.public_zone_name, ".")) <= 253 && can(regex("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$", var.public_zone_name))
     error_message = "public_zone_name must be a DNS name of two labels or more, such as example.com."
+  }
+}
+
+variable "public_zone_id" {
+  description = "How the public zone is found: \"\" the existing public zone named public_zone_name; a zone id (Z...) of an existing zone named public_zone_name; \"create\" a new zone public_zone_name = <environment>.<parent>, its NS records written into the existing zone <parent>."
+  type        = string
+
+  validation {
+    condition     = var.public_zone_id == "" || var.public_zone_id == "create" || can(regex("^Z[A-Z0-9]{1,31}$", var.public_zone_id))
+    error_message = "public_zone_id must be \"\", \"create\" or a Route 53 zone id such as Z0123456789ABCDEFGHIJ."
+  }
+
+  validation {
+    condition     = var.public_zone_id != "create" || can(regex("^${var.environment}\\.[^.]+\\..+$", lower(trimsuffix(var.public_zone_name, "."))))
+    error_message = "with public_zone_id = \"create\", public_zone_name must be <environment>.<parent zone>, the parent of two labels or more."
   }
 }
 

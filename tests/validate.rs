@@ -118,3 +118,79 @@ fn example_environment_is_exactly_the_defaults() {
     let example = std::fs::read_to_string(example_env()).unwrap();
     assert_eq!(example, nodeboot::env::default_text("example"), "environments/example.tfvars drifted from the env-new template");
 }
+
+/// The members' recorded layout (what `up` writes after an apply) beside `path`.
+fn record_layout(path: &std::path::Path, members: &[(u32, &str, &str)]) {
+    let members: Vec<String> =
+        members.iter().map(|(i, zone, ip)| format!("{{\"index\": {i}, \"zone\": \"{zone}\", \"ip\": \"{ip}\"}}")).collect();
+    std::fs::write(nodeboot::env::record_path(path), format!("{{\"members\": [{}]}}\n", members.join(", "))).unwrap();
+}
+
+const EXAMPLE_MEMBERS: [(u32, &str, &str); 3] =
+    [(0, "eu-west-1a", "10.80.10.10"), (1, "eu-west-1b", "10.80.11.10"), (2, "eu-west-1c", "10.80.12.10")];
+
+#[test]
+fn validate_refuses_a_zone_list_that_moves_a_recorded_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example_with(&[("availability_zones", "[\"eu-west-1b\", \"eu-west-1a\", \"eu-west-1c\"]")]);
+    let path = env_file(dir.path(), "example.tfvars", &text);
+    // Without a record nothing exists yet: any layout is fine.
+    assert!(nodeboot(&["validate", "--env", path.to_str().unwrap()]).status.success());
+
+    record_layout(&path, &EXAMPLE_MEMBERS);
+    let out = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let prefix = format!("{}:{}: availability_zones:", path.display(), line_of(&text, "availability_zones"));
+    assert!(err.contains(&prefix), "{err}");
+    assert!(err.contains("etcd member 0 would move from eu-west-1a (10.80.10.10) to eu-west-1b (10.80.10.10)"), "{err}");
+    assert!(err.contains("etcd member 1 would move"), "{err}");
+    assert!(!err.contains("etcd member 2"), "member 2 stays in eu-west-1c: {err}");
+    // render loads the same way: nothing is rendered for a moving layout.
+    let out = nodeboot(&["render", "--env", path.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn validate_accepts_a_zone_appended_when_no_member_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example_with(&[
+        ("availability_zones", "[\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\", \"eu-west-1d\"]"),
+        ("secure_subnets", "[\"10.80.10.0/24\", \"10.80.11.0/24\", \"10.80.12.0/24\", \"10.80.13.0/24\"]"),
+        ("compute_subnets", "[\"10.80.20.0/24\", \"10.80.21.0/24\", \"10.80.22.0/24\", \"10.80.23.0/24\"]"),
+        ("elb_subnets", "[\"10.80.100.0/24\", \"10.80.101.0/24\", \"10.80.102.0/24\", \"10.80.103.0/24\"]"),
+        ("mgmt_subnets", "[\"10.80.110.0/24\", \"10.80.111.0/24\", \"10.80.112.0/24\", \"10.80.113.0/24\"]"),
+    ]);
+    let path = env_file(dir.path(), "example.tfvars", &text);
+    record_layout(&path, &EXAMPLE_MEMBERS);
+    let out = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A changed secure subnet moves the member's address: refused on that field.
+    let moved = text.replace("\"10.80.11.0/24\", \"10.80.12.0/24\", \"10.80.13.0/24\"", "\"10.80.14.0/24\", \"10.80.12.0/24\", \"10.80.13.0/24\"");
+    std::fs::write(&path, &moved).unwrap();
+    let out = nodeboot(&["validate", "--env", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("secure_subnets: etcd member 1 would move from eu-west-1b (10.80.11.10) to eu-west-1b (10.80.14.10)"), "{err}");
+}
+
+#[test]
+fn min_healthy_percentage_and_public_zone_id_are_checked() {
+    for (field, value, says) in [
+        ("compute_min_healthy_percentage", "101", "101 is not a percentage"),
+        ("public_zone_id", "\"example.com\"", "a Route 53 zone id"),
+    ] {
+        let (code, err, prefix) = run_case(&Case { field, value: value.into(), names: field, says });
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(&prefix) && err.contains(says), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = example_with(&[("public_zone_id", "\"create\""), ("public_zone_name", "\"other.example.com\"")]);
+    let path = env_file(dir.path(), "zone.tfvars", &text);
+    let err = stderr(&nodeboot(&["validate", "--env", path.to_str().unwrap()]));
+    assert!(err.contains("public_zone_name: with public_zone_id = \"create\" the zone is example.<parent zone>"), "{err}");
+    let text = example_with(&[("public_zone_id", "\"create\""), ("public_zone_name", "\"example.example.com\"")]);
+    let path = env_file(dir.path(), "zone.tfvars", &text);
+    assert!(nodeboot(&["validate", "--env", path.to_str().unwrap()]).status.success());
+}

@@ -77,7 +77,12 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
     step(name, "read Terraform's output above", || terraform(&env, options, &args))?;
     if options.plan {
         eprintln!("plan only (--plan): nothing was applied");
-    } else if options.write_kubeconfig {
+        return Ok(());
+    }
+    // What validate checks the next zone list against.
+    let record = crate::env::write_record(env_path, &env).map_err(|source| Error::Write { path: env_path.display().to_string(), source })?;
+    eprintln!("    recorded the etcd members' layout in {} (commit it with the environment file)", record.display());
+    if options.write_kubeconfig {
         step("write the admin kubeconfig", "see the message", || super::kubeconfig::write_default(&env, &secrets).map(|l| eprintln!("    {l}")))?;
     }
     Ok(())

@@ -60,6 +60,8 @@ pub struct Environment {
     pub etcd_instance_type: String,
     pub compute_count: u32,
     pub compute_instance_type: String,
+    /// Share of the workers kept in service while an instance refresh replaces them.
+    pub compute_min_healthy_percentage: u32,
     pub bastion_instance_type: String,
     pub flatcar_channel: String,
     pub kubernetes_version: String,
@@ -69,6 +71,10 @@ pub struct Environment {
     pub secrets_bucket_name: String,
     pub terraform_bucket_name: String,
     pub public_zone_name: String,
+    /// How Terraform gets the public zone: `""` the existing zone named
+    /// `public_zone_name`, a zone id, or `"create"` (a new zone delegated
+    /// from its parent).
+    pub public_zone_id: String,
     pub private_zone_name: String,
     pub kubeapi_access_list: Vec<Ipv4Net>,
     pub ssh_access_list: Vec<Ipv4Net>,
@@ -90,21 +96,30 @@ pub enum LoadError {
     Invalid(Diagnostics),
 }
 
-/// Reads, parses and validates an environment file.
+/// Reads, parses and validates an environment file, and checks it against
+/// the members' recorded layout beside it, if any (`layout::record_path`).
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
-    from_text(path, &text).map_err(LoadError::Invalid)
+    let record = layout::read_record(path);
+    from_text_with(path, &text, record).map_err(LoadError::Invalid)
 }
+
+pub use layout::{record_path, write_record};
 
 /// Parses and validates environment text; `path` is only used in messages.
 pub fn from_text(path: &Path, text: &str) -> Result<Loaded, Diagnostics> {
+    from_text_with(path, text, Ok(None))
+}
+
+fn from_text_with(path: &Path, text: &str, record: Result<Option<layout::Record>, String>) -> Result<Loaded, Diagnostics> {
     let raw = parse::parse(path, text)?;
     let mut reader = Reader::new(&raw);
     let env = read_fields(&mut reader);
     match env {
         Some(env) if !reader.diags.has_errors() => {
             validate::check(&env, &mut reader);
+            validate::check_recorded_layout(&env, record, &mut reader);
             let diags = std::mem::take(&mut reader.diags);
             if diags.has_errors() {
                 Err(diags)
@@ -134,6 +149,13 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
     let etcd_instance_type = r.string("etcd_instance_type", is_instance_type);
     let compute_count = r.count("compute_count");
     let compute_instance_type = r.string("compute_instance_type", is_instance_type);
+    let compute_min_healthy_percentage = r.count("compute_min_healthy_percentage").filter(|p| {
+        let ok = *p <= 100;
+        if !ok {
+            r.error("compute_min_healthy_percentage", format!("{p} is not a percentage (0 to 100)"));
+        }
+        ok
+    });
     let bastion_instance_type = r.string("bastion_instance_type", is_instance_type);
     let flatcar_channel = r.string("flatcar_channel", |s| FLATCAR_CHANNELS.contains(&s));
     let kubernetes_version = r.string("kubernetes_version", is_version);
@@ -143,6 +165,7 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
     let secrets_bucket_name = r.string("secrets_bucket_name", is_bucket_name);
     let terraform_bucket_name = r.string("terraform_bucket_name", is_bucket_name);
     let public_zone_name = r.string("public_zone_name", is_dns_name);
+    let public_zone_id = r.string("public_zone_id", |s| s.is_empty() || s == "create" || is_route53_zone_id(s));
     let private_zone_name = r.string("private_zone_name", is_dns_name);
     let kubeapi_access_list = r.cidr_list("kubeapi_access_list");
     let ssh_access_list = r.cidr_list("ssh_access_list");
@@ -160,6 +183,7 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
         etcd_instance_type: etcd_instance_type?,
         compute_count: compute_count?,
         compute_instance_type: compute_instance_type?,
+        compute_min_healthy_percentage: compute_min_healthy_percentage?,
         bastion_instance_type: bastion_instance_type?,
         flatcar_channel: flatcar_channel?,
         kubernetes_version: kubernetes_version?,
@@ -169,6 +193,7 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
         secrets_bucket_name: secrets_bucket_name?,
         terraform_bucket_name: terraform_bucket_name?,
         public_zone_name: public_zone_name?,
+        public_zone_id: public_zone_id?,
         private_zone_name: private_zone_name?,
         kubeapi_access_list: kubeapi_access_list?,
         ssh_access_list: ssh_access_list?,

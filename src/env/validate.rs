@@ -21,9 +21,48 @@ pub fn check(env: &Environment, r: &mut Reader) {
     if env.ssh_authorized_keys.is_empty() {
         r.warning("ssh_authorized_keys", "empty: nobody can log in to the nodes");
     }
+    if env.public_zone_id == "create" && !delegated_zone_fits(env) {
+        r.error(
+            "public_zone_name",
+            format!(
+                "with public_zone_id = \"create\" the zone is {}.<parent zone>, where <parent zone> is an existing zone of two labels or more; {:?} is not",
+                env.name, env.public_zone_name
+            ),
+        );
+    }
     if env.secrets_bucket_name == env.terraform_bucket_name {
         r.error("terraform_bucket_name", "must differ from secrets_bucket_name (state and secrets have different readers)");
     }
+}
+
+/// Refuses a change of the zone list or the secure subnets that would move a
+/// member Terraform has already created (its volume and ENI would be
+/// replaced, and with them the member's data and address).
+pub fn check_recorded_layout(env: &Environment, record: Result<Option<layout::Record>, String>, r: &mut Reader) {
+    let record = match record {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(e) => return r.error("availability_zones", format!("cannot read the recorded member layout {e}")),
+    };
+    for (old, new) in layout::moved_members(&record, env) {
+        let field = if old.zone != new.zone { "availability_zones" } else { "secure_subnets" };
+        r.error(
+            field,
+            format!(
+                "etcd member {} would move from {} ({}) to {} ({}): Terraform would replace its volume and ENI. \
+                 Append zones at the end, and only while no zone holds two members (terraform/README.md, \
+                 \"Growing the zone list\"); the members' layout is recorded in <environment>.members.json",
+                old.index, old.zone, old.ip, new.zone, new.ip
+            ),
+        );
+    }
+}
+
+/// A created public zone is `<environment>.<parent>`, delegated from the
+/// existing zone `<parent>` (two labels at least: Route 53 has no TLD zones).
+fn delegated_zone_fits(env: &Environment) -> bool {
+    let name = env.public_zone_name.trim_end_matches('.').to_ascii_lowercase();
+    name.strip_prefix(&format!("{}.", env.name)).is_some_and(|parent| parent.split('.').count() >= 2)
 }
 
 fn check_zones(env: &Environment, r: &mut Reader) {
@@ -198,6 +237,11 @@ pub mod syntax {
             && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
             && !s.contains("..")
             && s.parse::<std::net::Ipv4Addr>().is_err()
+    }
+
+    /// A Route 53 hosted zone id: `Z` and upper-case letters and digits.
+    pub fn is_route53_zone_id(s: &str) -> bool {
+        s.len() <= 32 && s.starts_with('Z') && s.len() > 1 && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     }
 
     pub fn is_dns_name(s: &str) -> bool {

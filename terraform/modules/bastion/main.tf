@@ -8,38 +8,42 @@ resource "aws_security_group" "bastion" {
   description = "Bastion of ${var.environment}"
   vpc_id      = var.vpc_id
 
-  # No rule at all when the list is empty: a rule needs a source.
-  dynamic "ingress" {
-    for_each = length(var.ssh_access_list) > 0 ? [var.ssh_access_list] : []
-
-    content {
-      description = "ssh from the operators"
-      protocol    = "tcp"
-      from_port   = 22
-      to_port     = 22
-      cidr_blocks = ingress.value
-    }
-  }
-
-  egress {
-    description = "ssh to the nodes"
-    protocol    = "tcp"
-    from_port   = 22
-    to_port     = 22
-    cidr_blocks = [var.vpc_cidr]
-  }
-
-  egress {
-    description = "HTTPS for OS updates and image pulls"
-    protocol    = "tcp"
-    from_port   = 443
-    to_port     = 443
-    cidr_blocks = ["0.0.0.0/0"]
-  }
-
   tags = {
     Name = "${var.environment}-bastion"
   }
+}
+
+# No rule at all when the list is empty.
+resource "aws_vpc_security_group_ingress_rule" "ssh" {
+  for_each = toset(var.ssh_access_list)
+
+  security_group_id = aws_security_group.bastion.id
+  description       = "ssh from the operators"
+  ip_protocol       = "tcp"
+  from_port         = 22
+  to_port           = 22
+  cidr_ipv4         = each.value
+}
+
+# ssh to the nodes' groups only (their ssh rules admit this group alone).
+resource "aws_vpc_security_group_egress_rule" "ssh" {
+  for_each = var.node_security_group_ids
+
+  security_group_id            = aws_security_group.bastion.id
+  description                  = "ssh to the ${each.key} nodes"
+  ip_protocol                  = "tcp"
+  from_port                    = 22
+  to_port                      = 22
+  referenced_security_group_id = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "https" {
+  security_group_id = aws_security_group.bastion.id
+  description       = "HTTPS for OS updates and image pulls"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = "0.0.0.0/0"
 }
 
 resource "aws_instance" "bastion" {
@@ -69,8 +73,9 @@ resource "aws_instance" "bastion" {
   }
 
   tags = {
-    Name               = "${var.environment}-bastion"
-    "nodeboot.io/role" = "bastion"
+    Name                                       = "${var.environment}-bastion"
+    "nodeboot.io/role"                         = "bastion"
+    "kubernetes.io/cluster/${var.environment}" = "owned"
   }
 
   volume_tags = {

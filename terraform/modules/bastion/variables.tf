@@ -8,9 +8,9 @@ variable "vpc_id" {
   type        = string
 }
 
-variable "vpc_cidr" {
-  description = "CIDR of the VPC: the bastion may ssh anywhere inside it."
-  type        = string
+variable "node_security_group_ids" {
+  description = "Security groups of the nodes the bastion reaches over ssh, by role."
+  type        = map(string)
 }
 
 variable "mgmt_subnet_id" {

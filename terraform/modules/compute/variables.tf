@@ -18,14 +18,19 @@ variable "compute_subnet_ids" {
   type        = list(string)
 }
 
-variable "secure_subnets" {
-  description = "Per-zone CIDRs of the secure layer, whose kube-apiserver calls the kubelets."
-  type        = list(string)
+variable "etcd_security_group_id" {
+  description = "Security group of the control plane, whose kube-apiserver calls the kubelets."
+  type        = string
 }
 
-variable "mgmt_subnets" {
-  description = "Per-zone CIDRs of the management layer (bastion), allowed to reach ssh."
-  type        = list(string)
+variable "bastion_security_group_id" {
+  description = "Security group of the bastion, allowed to reach ssh."
+  type        = string
+}
+
+variable "min_healthy_percentage" {
+  description = "Share of the workers kept in service while a new launch template version rolls through them."
+  type        = number
 }
 
 variable "compute_count" {

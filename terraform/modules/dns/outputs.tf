@@ -10,7 +10,7 @@ output "kubeapi_internal_fqdn" {
 
 output "public_name_servers" {
   description = "Name servers of the public zone."
-  value       = aws_route53_zone.public.name_servers
+  value       = local.public_zone.name_servers
 }
 
 output "private_zone_id" {

@@ -9,7 +9,12 @@ variable "vpc_id" {
 }
 
 variable "public_zone_name" {
-  description = "Name of the public zone to create."
+  description = "Name of the public zone (existing, or created with public_zone_id = \"create\")."
+  type        = string
+}
+
+variable "public_zone_id" {
+  description = "\"\": the existing zone public_zone_name; a zone id: that existing zone; \"create\": create public_zone_name and delegate it from its parent."
   type        = string
 }
 

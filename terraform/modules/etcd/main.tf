@@ -28,9 +28,21 @@ locals {
     }
   ]
 
-  # Only the zones that hold members: with fewer members than zones the ASG
-  # must not start a node where no member lives.
-  member_zone_count = min(var.etcd_count, length(var.availability_zones))
+  # One auto-scaling group per zone that holds members, sized to them (as
+  # kops does): a node can only claim a member of its own zone, so a group
+  # spread over zones could start a node where every member is taken.
+  zone_groups = {
+    for z, zone in var.availability_zones : zone => {
+      name       = "${var.environment}-etcd-${zone}-asg"
+      subnet_ids = [var.secure_subnet_ids[z]]
+      size       = length([for m in local.members : m if m.zone_index == z])
+    } if length([for m in local.members : m if m.zone_index == z]) > 0
+  }
+
+  # The member volumes alone carry this tag: the snapshot policy selects by
+  # it (DLM takes a volume that has any one of its target tags, and root
+  # volumes carry the environment tag too).
+  snapshot_tag = { "nodeboot.io/snapshots" = "${var.environment}-etcd" }
 }
 
 resource "aws_ebs_volume" "member" {
@@ -41,8 +53,30 @@ resource "aws_ebs_volume" "member" {
   type              = "gp3"
   encrypted         = true
   kms_key_id        = var.kms_key_arn
+  # A destroy that gets past prevent_destroy (the resource removed from the
+  # configuration) still leaves a snapshot of the member's data.
+  final_snapshot = true
 
-  tags = local.member_tags[count.index]
+  tags = merge(local.member_tags[count.index], local.snapshot_tag)
+
+  lifecycle {
+    # A member's data outlives every instance, and a plan that would replace
+    # or delete it (a changed zone list, a lower etcd_count applied before
+    # `nodeboot etcd remove-member`) stops here. Retiring a member on purpose:
+    # terraform/README.md.
+    prevent_destroy = true
+  }
+}
+
+# Each member's fixed address is reserved for explicit assignment, so EC2
+# never gives it to an instance's primary interface, whatever starts first.
+resource "aws_ec2_subnet_cidr_reservation" "member" {
+  count = var.etcd_count
+
+  subnet_id        = var.secure_subnet_ids[local.members[count.index].zone_index]
+  cidr_block       = "${local.members[count.index].ip}/32"
+  reservation_type = "explicit"
+  description      = "etcd member ${count.index} of ${var.environment}"
 }
 
 resource "aws_network_interface" "member" {
@@ -54,6 +88,8 @@ resource "aws_network_interface" "member" {
   security_groups = [aws_security_group.etcd.id]
 
   tags = local.member_tags[count.index]
+
+  depends_on = [aws_ec2_subnet_cidr_reservation.member]
 }
 
 resource "aws_security_group" "etcd" {
@@ -61,73 +97,51 @@ resource "aws_security_group" "etcd" {
   description = "etcd members and the Kubernetes control plane of ${var.environment}"
   vpc_id      = var.vpc_id
 
-  ingress {
-    description = "etcd peers"
-    protocol    = "tcp"
-    from_port   = 2380
-    to_port     = 2380
-    cidr_blocks = var.secure_subnets
-  }
-
-  ingress {
-    description = "etcd clients (kube-apiserver runs on the members)"
-    protocol    = "tcp"
-    from_port   = 2379
-    to_port     = 2379
-    cidr_blocks = var.secure_subnets
-  }
-
-  ingress {
-    description = "kube-apiserver from the load balancers (client IPs are not preserved)"
-    protocol    = "tcp"
-    from_port   = 6443
-    to_port     = 6443
-    cidr_blocks = var.elb_subnets
-  }
-
-  ingress {
-    description = "kube-apiserver from the workers"
-    protocol    = "tcp"
-    from_port   = 6443
-    to_port     = 6443
-    cidr_blocks = var.compute_subnets
-  }
-
-  ingress {
-    description = "kubelet API, from kube-apiserver on the other members"
-    protocol    = "tcp"
-    from_port   = 10250
-    to_port     = 10250
-    cidr_blocks = var.secure_subnets
-  }
-
-  ingress {
-    description = "ssh from the mgmt layer (the bastion)"
-    protocol    = "tcp"
-    from_port   = 22
-    to_port     = 22
-    cidr_blocks = var.mgmt_subnets
-  }
-
-  egress {
-    description = "HTTPS to AWS APIs, S3 and image registries"
-    protocol    = "tcp"
-    from_port   = 443
-    to_port     = 443
-    cidr_blocks = ["0.0.0.0/0"]
-  }
-
-  egress {
-    description = "anything inside the VPC"
-    protocol    = "-1"
-    from_port   = 0
-    to_port     = 0
-    cidr_blocks = [var.vpc_cidr]
-  }
-
   tags = {
     Name = "${var.environment}-etcd"
   }
+}
+
+# Sources are security groups, not subnets: only the members themselves, the
+# load balancers, the workers and the bastion, whatever else runs in their
+# subnets.
+locals {
+  ingress = {
+    etcd_peers       = { port = 2380, group = aws_security_group.etcd.id, description = "etcd peers" }
+    etcd_clients     = { port = 2379, group = aws_security_group.etcd.id, description = "etcd clients (kube-apiserver runs on the members)" }
+    kubeapi_public   = { port = 6443, group = var.lb_security_group_ids.public, description = "kube-apiserver from the public load balancer (client IPs are not preserved)" }
+    kubeapi_internal = { port = 6443, group = var.lb_security_group_ids.internal, description = "kube-apiserver from the internal load balancer" }
+    kubeapi_workers  = { port = 6443, group = var.compute_security_group_id, description = "kube-apiserver from the workers" }
+    kubelet          = { port = 10250, group = aws_security_group.etcd.id, description = "kubelet API, from kube-apiserver on the other members" }
+    ssh              = { port = 22, group = var.bastion_security_group_id, description = "ssh from the bastion" }
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "etcd" {
+  for_each = local.ingress
+
+  security_group_id            = aws_security_group.etcd.id
+  description                  = each.value.description
+  ip_protocol                  = "tcp"
+  from_port                    = each.value.port
+  to_port                      = each.value.port
+  referenced_security_group_id = each.value.group
+}
+
+resource "aws_vpc_security_group_egress_rule" "etcd_https" {
+  security_group_id = aws_security_group.etcd.id
+  description       = "HTTPS to AWS APIs and image registries (S3 goes through the gateway endpoint)"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+resource "aws_vpc_security_group_egress_rule" "etcd_vpc" {
+  security_group_id = aws_security_group.etcd.id
+  description       = "anything inside the VPC"
+  ip_protocol       = "-1"
+  cidr_ipv4         = var.vpc_cidr
 }
 
 module "nodes" {
@@ -137,10 +151,14 @@ module "nodes" {
   role                  = "etcd"
   ami_id                = var.ami_id
   instance_type         = var.instance_type
-  subnet_ids            = slice(var.secure_subnet_ids, 0, local.member_zone_count)
-  size                  = var.etcd_count
+  groups                = local.zone_groups
+  suspended_processes   = ["AZRebalance"]
   security_group_ids    = [aws_security_group.etcd.id]
   instance_profile_name = var.instance_profile_name
   target_group_arns     = var.target_group_arns
   user_data             = var.user_data
+
+  # No instance before every member's address is reserved and its interface
+  # and volume exist.
+  depends_on = [aws_network_interface.member, aws_ebs_volume.member, aws_ec2_subnet_cidr_reservation.member]
 }

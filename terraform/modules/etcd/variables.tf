@@ -19,7 +19,7 @@ variable "vpc_cidr" {
 }
 
 variable "secure_subnets" {
-  description = "Per-zone CIDRs of the secure layer; etcd peers and clients come only from these."
+  description = "Per-zone CIDRs of the secure layer: the members' fixed IPs are in them."
   type        = list(string)
 }
 
@@ -28,19 +28,22 @@ variable "secure_subnet_ids" {
   type        = list(string)
 }
 
-variable "compute_subnets" {
-  description = "Per-zone CIDRs of the workers, allowed to reach kube-apiserver."
-  type        = list(string)
+variable "lb_security_group_ids" {
+  description = "Security groups of the kube-apiserver load balancers, allowed to reach kube-apiserver."
+  type = object({
+    public   = string
+    internal = string
+  })
 }
 
-variable "elb_subnets" {
-  description = "Per-zone CIDRs of the load balancers, allowed to reach kube-apiserver."
-  type        = list(string)
+variable "compute_security_group_id" {
+  description = "Security group of the workers, allowed to reach kube-apiserver."
+  type        = string
 }
 
-variable "mgmt_subnets" {
-  description = "Per-zone CIDRs of the management layer (bastion), allowed to reach ssh."
-  type        = list(string)
+variable "bastion_security_group_id" {
+  description = "Security group of the bastion, allowed to reach ssh."
+  type        = string
 }
 
 variable "etcd_count" {
@@ -82,4 +85,10 @@ variable "data_volume_size" {
   description = "Size in GiB of each member's etcd data volume."
   type        = number
   default     = 20
+}
+
+variable "snapshot_retain_count" {
+  description = "Daily snapshots of each member's data volume kept by Data Lifecycle Manager."
+  type        = number
+  default     = 14
 }

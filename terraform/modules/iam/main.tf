@@ -8,7 +8,8 @@ locals {
   nodeboot_actions = {
     etcd = {
       describe = ["ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVolumes"]
-      attach   = ["ec2:AttachNetworkInterface", "ec2:AttachVolume", "ec2:DetachNetworkInterface", "ec2:DetachVolume"]
+      attach   = ["ec2:AttachNetworkInterface", "ec2:AttachVolume"]
+      detach   = ["ec2:DetachNetworkInterface", "ec2:DetachVolume"]
       read     = ["s3:GetObject"]
       list     = ["s3:ListBucket"]
       decrypt  = ["kms:Decrypt"]
@@ -35,7 +36,7 @@ locals {
   # Roles that read their share of the secrets bucket.
   secret_readers = { for role, groups in local.nodeboot_actions : role => groups if contains(keys(groups), "read") }
 
-  account    = data.aws_caller_identity.current.account_id
+  account    = var.account_id
   partition  = data.aws_partition.current.partition
   bucket_arn = "arn:${local.partition}:s3:::${var.secrets_bucket_name}"
 
@@ -54,7 +55,6 @@ locals {
   }
 }
 
-data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 
 data "aws_iam_policy_document" "assume_ec2" {
@@ -168,10 +168,61 @@ data "aws_iam_policy_document" "attach" {
 
   # Both sides of an attachment (the instance and the volume or interface)
   # must be tagged as etcd of this environment, so a node can neither take
-  # another environment's members nor detach a root volume.
+  # another environment's members nor detach a root volume. A node attaches
+  # to itself only: the instance side must be the caller's own instance
+  # (ec2:SourceInstanceARN, set on requests signed with an instance
+  # profile's credentials).
+  statement {
+    sid       = "AttachToTheCallingInstanceOnly"
+    actions   = local.nodeboot_actions.etcd.attach
+    resources = ["arn:${local.partition}:ec2:${var.region}:${local.account}:instance/*"]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ec2:SourceInstanceARN"
+      values   = ["arn:${local.partition}:ec2:${var.region}:${local.account}:instance/$${ec2:InstanceID}"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nodeboot.io/environment"
+      values   = [var.environment]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nodeboot.io/role"
+      values   = ["etcd"]
+    }
+  }
+
   statement {
     sid     = "AttachMembersOfThisEnvironment"
     actions = local.nodeboot_actions.etcd.attach
+    resources = [
+      "arn:${local.partition}:ec2:${var.region}:${local.account}:volume/*",
+      "arn:${local.partition}:ec2:${var.region}:${local.account}:network-interface/*",
+    ]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nodeboot.io/environment"
+      values   = [var.environment]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nodeboot.io/role"
+      values   = ["etcd"]
+    }
+  }
+
+  # Taking over a member held by a dead instance detaches it from that
+  # instance, so the instance side of a detach is any etcd node of this
+  # environment (the attach stage never detaches from a running holder).
+  statement {
+    sid     = "DetachMembersOfThisEnvironment"
+    actions = local.nodeboot_actions.etcd.detach
     resources = [
       "arn:${local.partition}:ec2:${var.region}:${local.account}:instance/*",
       "arn:${local.partition}:ec2:${var.region}:${local.account}:volume/*",
@@ -214,4 +265,45 @@ resource "aws_iam_role_policy" "attach" {
   name   = "attach-members"
   role   = aws_iam_role.node["etcd"].id
   policy = data.aws_iam_policy_document.attach.json
+}
+
+# --- The secrets bucket: node roles only through the VPC's S3 endpoint -------
+
+locals {
+  # Every S3 action a node role is granted, in any group of the map.
+  node_s3_actions = sort(distinct([for a in flatten([for groups in local.nodeboot_actions : values(groups)]) : a if startswith(a, "s3:")]))
+}
+
+# The nodes reach S3 through the gateway endpoint of their route tables;
+# credentials taken off a node are useless anywhere else. The operator and
+# Terraform are not node roles and keep their access.
+data "aws_iam_policy_document" "secrets_bucket" {
+  statement {
+    sid       = "NodeRolesOnlyThroughTheVpcEndpoint"
+    effect    = "Deny"
+    actions   = local.node_s3_actions
+    resources = [local.bucket_arn, "${local.bucket_arn}/*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:PrincipalArn"
+      values   = [for role in keys(local.nodeboot_actions) : "arn:${local.partition}:iam::${local.account}:role/${var.environment}-${role}"]
+    }
+
+    condition {
+      test     = "StringNotEquals"
+      variable = "aws:SourceVpce"
+      values   = [var.s3_endpoint_id]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "secrets" {
+  bucket = var.secrets_bucket_name
+  policy = data.aws_iam_policy_document.secrets_bucket.json
 }

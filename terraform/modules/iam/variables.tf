@@ -17,3 +17,13 @@ variable "kms_key_arn" {
   description = "ARN of the environment's KMS key (kms_master_id)."
   type        = string
 }
+
+variable "s3_endpoint_id" {
+  description = "The VPC's S3 gateway endpoint: the only way the node roles reach the secrets bucket."
+  type        = string
+}
+
+variable "account_id" {
+  description = "AWS account id of the environment (the provider's allowed_account_ids): the ARNs of its instances, volumes and interfaces."
+  type        = string
+}

@@ -15,14 +15,22 @@ locals {
     public = {
       name     = "${local.short_env}-kubeapi"
       internal = false
-      clients  = var.kubeapi_access_list
     }
     internal = {
       name     = "${local.short_env}-kubeapi-int"
       internal = true
-      clients  = concat(var.compute_subnets, var.secure_subnets)
     }
   }
+
+  # Who may connect on 443: the public one from the access list (CIDRs, it
+  # faces the internet), the internal one from the nodes' security groups.
+  clients = merge(
+    { for i, cidr in var.kubeapi_access_list : "public-${i}" => { lb = "public", cidr = cidr, group = null, description = "kube-apiserver clients (kubeapi_access_list)" } },
+    {
+      internal-etcd    = { lb = "internal", cidr = null, group = var.etcd_security_group_id, description = "kubelets and controllers on the control plane" }
+      internal-compute = { lb = "internal", cidr = null, group = var.compute_security_group_id, description = "kubelets and kube-proxy on the workers" }
+    },
+  )
 }
 
 resource "aws_security_group" "kubeapi" {
@@ -33,30 +41,32 @@ resource "aws_security_group" "kubeapi" {
   description = "${each.key} kube-apiserver load balancer of ${var.environment}"
   vpc_id      = var.vpc_id
 
-  # No rule at all when the list is empty: a rule needs a source.
-  dynamic "ingress" {
-    for_each = length(each.value.clients) > 0 ? [each.value.clients] : []
-
-    content {
-      description = "kube-apiserver clients"
-      protocol    = "tcp"
-      from_port   = 443
-      to_port     = 443
-      cidr_blocks = ingress.value
-    }
-  }
-
-  egress {
-    description = "kube-apiserver on the control plane nodes, and health checks"
-    protocol    = "tcp"
-    from_port   = 6443
-    to_port     = 6443
-    cidr_blocks = var.secure_subnets
-  }
-
   tags = {
     Name = "${var.environment}-kubeapi-${each.key}"
   }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "kubeapi" {
+  for_each = local.clients
+
+  security_group_id            = aws_security_group.kubeapi[each.value.lb].id
+  description                  = each.value.description
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+  cidr_ipv4                    = each.value.cidr
+  referenced_security_group_id = each.value.group
+}
+
+resource "aws_vpc_security_group_egress_rule" "kubeapi" {
+  for_each = local.load_balancers
+
+  security_group_id            = aws_security_group.kubeapi[each.key].id
+  description                  = "kube-apiserver on the control plane nodes, and health checks"
+  ip_protocol                  = "tcp"
+  from_port                    = 6443
+  to_port                      = 6443
+  referenced_security_group_id = var.etcd_security_group_id
 }
 
 resource "aws_lb" "kubeapi" {
@@ -86,7 +96,7 @@ resource "aws_lb_target_group" "kubeapi" {
   port        = 6443
 
   # The targets see the load balancer's address, not the client's: the etcd
-  # security group then admits the elb subnets, and a control plane node that
+  # security group then admits the load balancers' groups, and a control plane node that
   # reaches kube-apiserver through the internal LB is not routed back to itself
   # (an NLB drops such hairpin connections when client IPs are preserved).
   preserve_client_ip   = false

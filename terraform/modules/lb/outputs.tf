@@ -18,3 +18,8 @@ output "target_group_arns" {
   description = "Target groups the etcd (control plane) nodes join, port 6443."
   value       = [for tg in aws_lb_target_group.kubeapi : tg.arn]
 }
+
+output "security_group_ids" {
+  description = "Security groups of the load balancers: public and internal."
+  value       = { for k, g in aws_security_group.kubeapi : k => g.id }
+}

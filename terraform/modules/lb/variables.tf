@@ -13,14 +13,14 @@ variable "elb_subnet_ids" {
   type        = list(string)
 }
 
-variable "secure_subnets" {
-  description = "Per-zone CIDRs of the secure layer, where kube-apiserver listens on 6443."
-  type        = list(string)
+variable "etcd_security_group_id" {
+  description = "Security group of the control plane: the targets, and clients of the internal load balancer."
+  type        = string
 }
 
-variable "compute_subnets" {
-  description = "Per-zone CIDRs of the workers, the clients of the internal load balancer."
-  type        = list(string)
+variable "compute_security_group_id" {
+  description = "Security group of the workers, clients of the internal load balancer."
+  type        = string
 }
 
 variable "kubeapi_access_list" {

@@ -153,3 +153,17 @@ resource "aws_route_table_association" "private" {
   subnet_id      = aws_subnet.this[each.key].id
   route_table_id = aws_route_table.private[each.value.zone].id
 }
+
+# S3 from the private layers goes through a gateway endpoint rather than the
+# NAT gateways: no NAT charge, and the secrets bucket's policy admits the
+# node roles only through it.
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = aws_vpc.this.id
+  service_name      = "com.amazonaws.${var.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = aws_route_table.private[*].id
+
+  tags = {
+    Name = "${var.environment}-s3"
+  }
+}

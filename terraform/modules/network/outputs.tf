@@ -10,3 +10,8 @@ output "subnet_ids" {
     layer => [for i in range(length(cidrs)) : aws_subnet.this["${layer}-${i}"].id]
   }
 }
+
+output "s3_endpoint_id" {
+  description = "Id of the S3 gateway endpoint of the private route tables."
+  value       = aws_vpc_endpoint.s3.id
+}

@@ -38,3 +38,8 @@ variable "flow_log_retention_days" {
   type        = number
   default     = 365
 }
+
+variable "region" {
+  description = "AWS region of the VPC (the S3 endpoint's service name)."
+  type        = string
+}

@@ -10,11 +10,14 @@ locals {
   user_data_bytes = floor(length(var.user_data) * 3 / 4) - (endswith(var.user_data, "==") ? 2 : endswith(var.user_data, "=") ? 1 : 0)
 
   # The etcd role's IAM conditions require environment and role on the
-  # instance as well as on the volume or ENI it attaches.
+  # instance as well as on the volume or ENI it attaches. The cluster tag is
+  # the one the Kubernetes AWS cloud provider looks for on its nodes (the
+  # subnets carry it too).
   instance_tags = {
-    Name                      = local.name
-    "nodeboot.io/environment" = var.environment
-    "nodeboot.io/role"        = var.role
+    Name                                       = local.name
+    "nodeboot.io/environment"                  = var.environment
+    "nodeboot.io/role"                         = var.role
+    "kubernetes.io/cluster/${var.environment}" = "owned"
   }
 }
 
@@ -72,19 +75,42 @@ resource "aws_launch_template" "this" {
   }
 }
 
+# One group per entry of var.groups: compute has one over all its subnets,
+# etcd one per zone (each sized to the zone's members).
 resource "aws_autoscaling_group" "this" {
-  name                      = "${local.name}-asg"
-  min_size                  = var.size
-  max_size                  = var.size
-  desired_capacity          = var.size
-  vpc_zone_identifier       = var.subnet_ids
+  for_each = var.groups
+
+  name                      = each.value.name
+  min_size                  = each.value.size
+  max_size                  = each.value.size
+  desired_capacity          = each.value.size
+  vpc_zone_identifier       = each.value.subnet_ids
   target_group_arns         = var.target_group_arns
   health_check_type         = "EC2"
   health_check_grace_period = 300
+  suspended_processes       = var.suspended_processes
 
   launch_template {
-    id      = aws_launch_template.this.id
-    version = aws_launch_template.this.latest_version
+    id = aws_launch_template.this.id
+    # Rolling groups name the template's version, so a new version changes
+    # the group and starts an instance refresh. Groups without a refresh
+    # follow "$Latest": Terraform's change to the template never touches the
+    # group or its instances, and whatever replaces an instance later (a
+    # failure, `nodeboot roll`) boots the newest version.
+    version = var.min_healthy_percentage == null ? "$Latest" : aws_launch_template.this.latest_version
+  }
+
+  dynamic "instance_refresh" {
+    for_each = var.min_healthy_percentage == null ? [] : [var.min_healthy_percentage]
+
+    content {
+      strategy = "Rolling"
+
+      preferences {
+        min_healthy_percentage = instance_refresh.value
+        instance_warmup        = 300
+      }
+    }
   }
 
   dynamic "tag" {

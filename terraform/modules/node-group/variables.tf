@@ -18,14 +18,25 @@ variable "instance_type" {
   type        = string
 }
 
-variable "subnet_ids" {
-  description = "Subnets the auto-scaling group spreads the nodes over."
-  type        = list(string)
+variable "groups" {
+  description = "The auto-scaling groups of the role, by key: name, the subnets each spreads its nodes over, and its size (minimum, maximum and desired)."
+  type = map(object({
+    name       = string
+    subnet_ids = list(string)
+    size       = number
+  }))
 }
 
-variable "size" {
-  description = "Number of nodes: the group's minimum, maximum and desired size."
+variable "min_healthy_percentage" {
+  description = "With a number, a new launch template version rolls through the groups (instance refresh, Rolling) keeping this percentage healthy. null: Terraform never replaces the instances; the groups launch the newest version when something else replaces one."
   type        = number
+  default     = null
+}
+
+variable "suspended_processes" {
+  description = "Auto-scaling processes suspended on every group (etcd: AZRebalance, which may terminate a live member to even out zones)."
+  type        = list(string)
+  default     = []
 }
 
 variable "security_group_ids" {

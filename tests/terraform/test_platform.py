@@ -1,0 +1,731 @@
+"""The platform as an operator runs it for years (issue 14), on real plans.
+
+Two kinds of plan of the root module with environments/example.tfvars, both
+through `terraform test -json -verbose`, which prints each run's plan as
+JSON:
+
+* mocked: `mock_provider "aws"` (no provider configuration at all), as in
+  test_terraform.py;
+* real schema: the AWS provider from the local mirror, configured with
+  dummy credentials and every start-up call skipped, and `override_data`
+  for the data sources that would ask AWS (the AMI, the KMS key, the
+  account, the public zone). Every resource is then validated by the real
+  provider, and `aws_iam_policy_document` renders the real policy JSON.
+
+The policies are read from the real plan (the node roles' inline policies)
+and from a plan of modules/iam alone (the secrets bucket's policy, which
+needs the S3 endpoint's id), then evaluated against the requests a node's
+boot makes (the ones tests/iam.rs drives against the emulator) and against
+requests that must be refused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from test_terraform import (  # noqa: F401  (initialized_copy is a fixture)
+    EXAMPLE,
+    MOCK_PROVIDER,
+    MODULES,
+    NODEBOOT_ACTIONS,
+    REPO,
+    TF,
+    blocks,
+    diagnostics_text,
+    initialized_copy,
+    parse,
+    run_statuses,
+    terraform,
+    unquote,
+)
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+KMS_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
+ZONE_ID = "Z0123456789ABCDEFGHIJ"
+ENDPOINT = "vpce-0123456789abcdef0"
+BUCKET = "example-nodeboot-secrets-eu-west-1"
+
+REAL_PROVIDER = f"""
+provider "aws" {{
+  region                      = "{REGION}"
+  access_key                  = "offline"
+  secret_key                  = "offline"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+}}
+
+override_data {{
+  target = data.aws_ami.flatcar
+  values = {{ id = "ami-0123456789abcdef0" }}
+}}
+
+override_data {{
+  target = data.aws_kms_key.master
+  values = {{ arn = "{KMS_ARN}" }}
+}}
+
+override_data {{
+  target = module.network.data.aws_caller_identity.current
+  values = {{ account_id = "{ACCOUNT}" }}
+}}
+
+override_data {{
+  target = module.dns.data.aws_route53_zone.public
+  values = {{ zone_id = "{ZONE_ID}", name = "example.com", name_servers = ["ns-1.example.net"] }}
+}}
+
+override_resource {{
+  target          = module.network.aws_subnet.this["secure-0"]
+  override_during = plan
+  values          = {{ id = "subnet-secure0" }}
+}}
+
+override_resource {{
+  target          = module.network.aws_subnet.this["secure-1"]
+  override_during = plan
+  values          = {{ id = "subnet-secure1" }}
+}}
+
+override_resource {{
+  target          = module.network.aws_subnet.this["secure-2"]
+  override_during = plan
+  values          = {{ id = "subnet-secure2" }}
+}}
+
+override_data {{
+  target = module.dns.data.aws_route53_zone.parent
+  values = {{ zone_id = "ZPARENT0123456789", name = "example.com", name_servers = ["ns-1.example.net"] }}
+}}
+"""
+
+
+def plans(copy: Path, name: str, provider: str, runs: str) -> tuple[dict, dict, str]:
+    """Runs `terraform test -verbose` on one test file; returns the run
+    statuses, each run's plan (JSON) and a readable summary."""
+    directory = f"tests_{name}"
+    shutil.rmtree(copy / directory, ignore_errors=True)
+    (copy / directory).mkdir()
+    (copy / directory / f"{name}.tftest.hcl").write_text(provider + runs)
+    result = terraform(
+        "test",
+        "-json",
+        "-verbose",
+        f"-test-directory={directory}",
+        f"-var-file={EXAMPLE}",
+        cwd=copy,
+    )
+    messages = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    by_run = {m["@testrun"]: m["test_plan"] for m in messages if m.get("type") == "test_plan"}
+    text = "\n".join(
+        [m["@message"] for m in messages if m.get("type") not in ("diagnostic", "test_plan")]
+        + [diagnostics_text([m["diagnostic"]]) for m in messages if "diagnostic" in m]
+    )
+    problems = [m for m in messages if m.get("@level") in ("warn", "error")]
+    assert not problems, text + result.stderr
+    return run_statuses(messages), by_run, text + result.stderr
+
+
+def changes(plan: dict) -> dict[str, dict]:
+    """address -> planned `after` values of every resource."""
+    return {
+        c["address"]: c["change"]["after"]
+        for c in plan["resource_changes"]
+        if c["mode"] == "managed"
+    }
+
+
+def of_type(plan: dict, kind: str) -> dict[str, dict]:
+    return {
+        c["address"]: c["change"]["after"]
+        for c in plan["resource_changes"]
+        if c["type"] == kind and c["mode"] == "managed"
+    }
+
+
+def after_unknown(plan: dict, address: str) -> dict:
+    return next(c["change"]["after_unknown"] for c in plan["resource_changes"] if c["address"] == address)
+
+
+@pytest.fixture(scope="module")
+def real_plans(initialized_copy):  # noqa: F811
+    """The real-schema plans: the example, 5 members on 3 zones, one member."""
+    statuses, by_run, text = plans(
+        initialized_copy(),
+        "real_schema",
+        REAL_PROVIDER,
+        """
+run "example" {
+  command = plan
+}
+
+run "five_members" {
+  command = plan
+
+  variables {
+    etcd_count = 5
+  }
+}
+
+run "one_member" {
+  command = plan
+
+  variables {
+    etcd_count = 1
+  }
+}
+
+run "created_zone" {
+  command = plan
+
+  variables {
+    public_zone_id   = "create"
+    public_zone_name = "example.example.com"
+  }
+}
+""",
+    )
+    assert set(statuses.values()) == {"pass"}, text
+    return by_run
+
+
+# --- 1. one etcd group per zone ---------------------------------------------------
+
+
+def etcd_groups(plan: dict) -> dict[str, dict]:
+    return {
+        a.split('"')[1]: v
+        for a, v in of_type(plan, "aws_autoscaling_group").items()
+        if a.startswith("module.etcd.")
+    }
+
+
+def test_one_etcd_group_per_zone_sized_to_its_members(real_plans):
+    """Member i lives in zone i % 3: 5 members are 2, 2 and 1 per zone."""
+    sizes = {
+        run: {z: (g["min_size"], g["max_size"], g["desired_capacity"]) for z, g in etcd_groups(p).items()}
+        for run, p in real_plans.items()
+        if run != "created_zone"
+    }
+    assert sizes == {
+        "example": {z: (1, 1, 1) for z in ("eu-west-1a", "eu-west-1b", "eu-west-1c")},
+        "five_members": {
+            "eu-west-1a": (2, 2, 2),
+            "eu-west-1b": (2, 2, 2),
+            "eu-west-1c": (1, 1, 1),
+        },
+        # No group where no member lives: a node there would find nothing to claim.
+        "one_member": {"eu-west-1a": (1, 1, 1)},
+    }
+    for zone, group in etcd_groups(real_plans["five_members"]).items():
+        assert group["name"] == f"example-etcd-{zone}-asg"
+        assert group["suspended_processes"] == ["AZRebalance"], zone
+
+
+def test_each_etcd_group_stays_in_its_zones_secure_subnet(real_plans):
+    """The secure subnets' ids are given at plan time (override_resource)."""
+    groups = etcd_groups(real_plans["five_members"])
+    assert {z: g["vpc_zone_identifier"] for z, g in groups.items()} == {
+        "eu-west-1a": ["subnet-secure0"],
+        "eu-west-1b": ["subnet-secure1"],
+        "eu-west-1c": ["subnet-secure2"],
+    }
+
+
+# --- 2. member data protected ------------------------------------------------------
+
+
+def etcd_resources() -> dict:
+    return {
+        (unquote(kind), unquote(name)): body
+        for path in sorted((MODULES / "etcd").glob("*.tf"))
+        for kind, named in blocks(parse(path), "resource")
+        for name, body in named.items()
+        if not name.startswith("__")
+    }
+
+
+def test_member_volumes_cannot_be_destroyed_by_a_plan():
+    volume = etcd_resources()[("aws_ebs_volume", "member")]
+    lifecycle = volume["lifecycle"][0]
+    assert lifecycle["prevent_destroy"] is True
+    assert volume["final_snapshot"] is True
+
+
+def test_a_plan_that_deletes_a_member_volume_stops(initialized_copy):  # noqa: F811
+    """Lowering etcd_count before the members are removed from etcd would
+    delete their data: prevent_destroy stops the plan. (A changed zone list
+    would replace volumes; a mocked provider cannot say "replace", so that
+    case is `nodeboot validate`'s, tests/validate.rs.) The test's own
+    teardown cannot destroy the applied members either, which is the point."""
+    statuses, _, text = plans_expecting_failure(
+        initialized_copy(),
+        "fewer_members",
+        """
+run "apply_example" {
+  command = apply
+}
+
+run "one_member_left" {
+  command = plan
+
+  variables {
+    etcd_count = 1
+  }
+}
+""",
+    )
+    assert statuses == {"apply_example": "pass", "one_member_left": "error"}, text
+    for member in (1, 2):
+        assert f"Resource module.etcd.aws_ebs_volume.member[{member}] has lifecycle.prevent_destroy" in text, text
+
+
+# A mocked apply needs values the provider's validation accepts.
+MOCK_APPLY = MOCK_PROVIDER.rstrip().rstrip("}") + """
+  mock_resource "aws_launch_template" {
+    defaults = { id = "lt-0123456789abcdef0", latest_version = 1 }
+  }
+  mock_resource "aws_lb" {
+    defaults = { arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/net/x/0123456789abcdef" }
+  }
+  mock_resource "aws_lb_target_group" {
+    defaults = { arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/x/0123456789abcdef" }
+  }
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:eu-west-1:123456789012:log-group:mock" }
+  }
+}
+"""
+
+
+def plans_expecting_failure(copy: Path, name: str, runs: str) -> tuple[dict, dict, str]:
+    directory = f"tests_{name}"
+    shutil.rmtree(copy / directory, ignore_errors=True)
+    (copy / directory).mkdir()
+    (copy / directory / f"{name}.tftest.hcl").write_text(MOCK_APPLY + runs)
+    result = terraform(
+        "test", "-json", f"-test-directory={directory}", f"-var-file={EXAMPLE}", cwd=copy
+    )
+    messages = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    text = "\n".join(
+        [m["@message"] for m in messages if m.get("type") != "diagnostic"]
+        + [diagnostics_text([m["diagnostic"]]) for m in messages if "diagnostic" in m]
+    )
+    return run_statuses(messages), {}, text + result.stderr
+
+
+def test_member_volumes_get_daily_snapshots(real_plans):
+    plan = real_plans["example"]
+    volumes = of_type(plan, "aws_ebs_volume")
+    policies = of_type(plan, "aws_dlm_lifecycle_policy")
+    assert len(policies) == 1
+    details = next(iter(policies.values()))["policy_details"][0]
+    assert details["resource_types"] == ["VOLUME"]
+    target = details["target_tags"]
+    # DLM takes a volume with ANY of the target tags: every member volume has
+    # all of them, and nothing else the environment creates has one.
+    assert len(volumes) == 3
+    for address, volume in volumes.items():
+        assert target.items() <= volume["tags"].items(), address
+    others = {a: v for a, v in changes(plan).items() if a not in volumes}
+    for address, values in others.items():
+        tags = (values or {}).get("tags") or {}
+        assert not (target.items() & tags.items()), f"{address} would be snapshotted too"
+    for template in of_type(plan, "aws_launch_template").values():
+        for spec in template["tag_specifications"]:
+            assert not (target.items() & spec["tags"].items()), "root volumes would be snapshotted"
+    schedule = details["schedule"][0]
+    assert schedule["create_rule"][0]["interval"] == 24
+    assert schedule["retain_rule"][0]["count"] >= 7
+
+
+# --- 3. member addresses reserved, groups after the members ---------------------------
+
+
+def test_every_member_address_is_reserved_explicitly(real_plans):
+    plan = real_plans["five_members"]
+    reservations = of_type(plan, "aws_ec2_subnet_cidr_reservation")
+    ips = sorted(i["private_ips"][0] for i in of_type(plan, "aws_network_interface").values())
+    assert sorted(r["cidr_block"] for r in reservations.values()) == sorted(f"{ip}/32" for ip in ips)
+    assert {r["reservation_type"] for r in reservations.values()} == {"explicit"}
+    assert ips == ["10.80.10.10", "10.80.10.11", "10.80.11.10", "10.80.11.11", "10.80.12.10"]
+
+
+def test_etcd_groups_wait_for_the_members():
+    """The node-group call (its groups) depends on the members' interfaces,
+    volumes and reservations; the interfaces on the reservations."""
+    doc = parse(MODULES / "etcd" / "main.tf")
+    nodes = dict(blocks(doc, "module"))["nodes"]
+    assert set(nodes["depends_on"]) == {
+        "${aws_network_interface.member}",
+        "${aws_ebs_volume.member}",
+        "${aws_ec2_subnet_cidr_reservation.member}",
+    }
+    eni = etcd_resources()[("aws_network_interface", "member")]
+    assert eni["depends_on"] == ["${aws_ec2_subnet_cidr_reservation.member}"]
+
+
+# --- 4. rollouts ------------------------------------------------------------------------
+
+
+def test_compute_group_rolls_with_the_environments_min_healthy(real_plans):
+    groups = of_type(real_plans["example"], "aws_autoscaling_group")
+    compute = groups['module.compute.module.nodes.aws_autoscaling_group.this["compute"]']
+    refresh = compute["instance_refresh"]
+    assert len(refresh) == 1 and refresh[0]["strategy"] == "Rolling"
+    example = EXAMPLE.read_text()
+    percentage = int(re.search(r"^compute_min_healthy_percentage\s*=\s*(\d+)", example, re.M).group(1))
+    assert refresh[0]["preferences"][0]["min_healthy_percentage"] == percentage
+    # The template's latest version (known after apply), so a new one changes
+    # the group and starts the refresh.
+    unknown = after_unknown(real_plans["example"], 'module.compute.module.nodes.aws_autoscaling_group.this["compute"]')
+    assert unknown["launch_template"][0]["version"] is True
+
+
+def test_etcd_groups_are_never_rolled_by_terraform(real_plans):
+    for zone, group in etcd_groups(real_plans["example"]).items():
+        assert group["instance_refresh"] == [], zone
+        # Terraform's new template version never changes the group.
+        assert group["launch_template"][0]["version"] == "$Latest", zone
+
+
+# --- 5. network rules ------------------------------------------------------------------
+
+
+def sg_rules(plan: dict) -> list[dict]:
+    rules = []
+    for kind in ("aws_vpc_security_group_ingress_rule", "aws_vpc_security_group_egress_rule"):
+        for address, rule in of_type(plan, kind).items():
+            rules.append({"address": address, "kind": kind, **rule})
+    return rules
+
+
+def test_no_rule_admits_a_subnet_where_a_group_is_meant(real_plans):
+    """Inside the VPC, sources and destinations are security groups; CIDRs
+    only for the internet (access lists, HTTPS out) and the VPC egress."""
+    plan = real_plans["example"]
+    assert of_type(plan, "aws_security_group_rule") == {}
+    for group in of_type(plan, "aws_security_group").values():
+        assert group.get("ingress") in (None, []), "inline rules"
+    example = EXAMPLE.read_text()
+    subnets = set(re.findall(r'"(10\.80\.\d+\.0/24)"', example))
+    assert subnets
+    for rule in sg_rules(plan):
+        assert rule.get("cidr_ipv4") not in subnets, rule["address"]
+
+
+def test_only_the_named_rules_open_ssh_and_kubeapi(real_plans):
+    """Every ingress rule on 22 and 6443 in the whole plan, by address; what
+    each references is checked in the next test."""
+    found = {
+        (rule["from_port"], rule["address"])
+        for rule in sg_rules(real_plans["example"])
+        if rule["kind"].endswith("ingress_rule") and rule.get("from_port") in (22, 6443)
+    }
+    assert found == {
+        (22, 'module.etcd.aws_vpc_security_group_ingress_rule.etcd["ssh"]'),
+        (22, 'module.compute.aws_vpc_security_group_ingress_rule.compute["ssh"]'),
+        (22, 'module.bastion.aws_vpc_security_group_ingress_rule.ssh["203.0.113.0/24"]'),
+        (6443, 'module.etcd.aws_vpc_security_group_ingress_rule.etcd["kubeapi_public"]'),
+        (6443, 'module.etcd.aws_vpc_security_group_ingress_rule.etcd["kubeapi_internal"]'),
+        (6443, 'module.etcd.aws_vpc_security_group_ingress_rule.etcd["kubeapi_workers"]'),
+    }
+
+
+def test_rule_peers_are_the_named_groups():
+    """What each ssh and 6443 rule references, read from the configuration."""
+    locals_ = {
+        k: v
+        for body in parse(MODULES / "etcd" / "main.tf").get("locals", [])
+        for k, v in body.items()
+        if k == "ingress"
+    }["ingress"]
+    def group(key):
+        return locals_[key]["group"]
+    assert group("ssh") == "${var.bastion_security_group_id}"
+    assert group("kubeapi_public") == "${var.lb_security_group_ids.public}"
+    assert group("kubeapi_internal") == "${var.lb_security_group_ids.internal}"
+    assert group("kubeapi_workers") == "${var.compute_security_group_id}"
+    compute = {
+        k: v
+        for body in parse(MODULES / "compute" / "main.tf").get("locals", [])
+        for k, v in body.items()
+        if k == "ingress"
+    }["ingress"]
+    assert compute["ssh"]["group"] == "${var.bastion_security_group_id}"
+    root = dict(blocks(parse(TF / "main.tf"), "module"))
+    assert root["etcd"]["bastion_security_group_id"] == "${module.bastion.security_group_id}"
+    assert root["etcd"]["lb_security_group_ids"] == "${module.lb.security_group_ids}"
+    assert root["etcd"]["compute_security_group_id"] == "${module.compute.security_group_id}"
+    assert root["compute"]["bastion_security_group_id"] == "${module.bastion.security_group_id}"
+
+
+def test_s3_gateway_endpoint_on_the_private_route_tables(real_plans):
+    plan = real_plans["example"]
+    endpoints = of_type(plan, "aws_vpc_endpoint")
+    assert len(endpoints) == 1
+    endpoint = next(iter(endpoints.values()))
+    assert endpoint["service_name"] == f"com.amazonaws.{REGION}.s3"
+    assert endpoint["vpc_endpoint_type"] == "Gateway"
+    doc = parse(MODULES / "network" / "main.tf")
+    resource = {unquote(k): v for k, v in dict(blocks(doc, "resource"))["aws_vpc_endpoint"].items()}["s3"]
+    assert resource["route_table_ids"] == "${aws_route_table.private[*].id}"
+
+
+# --- 6. DNS ---------------------------------------------------------------------------
+
+
+def test_public_zone_is_taken_by_default_or_created_and_delegated(real_plans):
+    example = real_plans["example"]
+    assert of_type(example, "aws_route53_zone").keys() == {"module.dns.aws_route53_zone.private"}
+    record = of_type(example, "aws_route53_record")["module.dns.aws_route53_record.kubeapi_public"]
+    assert record["zone_id"] == ZONE_ID
+    assert record["name"] == "kube-example.example.com"
+
+    created = real_plans["created_zone"]
+    zones = of_type(created, "aws_route53_zone")
+    assert zones["module.dns.aws_route53_zone.public[0]"]["name"] == "example.example.com"
+    delegation = of_type(created, "aws_route53_record")["module.dns.aws_route53_record.delegation[0]"]
+    assert delegation["type"] == "NS"
+    assert delegation["name"] == "example.example.com"
+    assert delegation["zone_id"] == "ZPARENT0123456789"
+    assert after_unknown(created, "module.dns.aws_route53_record.delegation[0]")["records"] is True
+
+
+# --- 7. the policies themselves -------------------------------------------------------
+
+
+def node_policies(plan: dict) -> dict[str, list[dict]]:
+    """role -> every statement of its inline policies, from the real plan."""
+    out: dict[str, list[dict]] = {role: [] for role in NODEBOOT_ACTIONS}
+    for address, policy in of_type(plan, "aws_iam_role_policy").items():
+        if address == "module.iam.aws_iam_role_policy.attach":
+            role = "etcd"
+        elif address.startswith("module.iam.aws_iam_role_policy.secrets["):
+            role = address.split('"')[1]
+        else:
+            assert not address.startswith("module.iam."), f"{address}: which role?"
+            continue
+        out[role].extend(json.loads(policy["policy"])["Statement"])
+    return out
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def matches(pattern: str, value: str) -> bool:
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def condition_holds(test: str, key: str, expected: list, context: dict, resource_context: dict) -> bool:
+    values = {**context, **resource_context}
+    if key not in values:
+        return False
+    actual = values[key]
+    expected = [re.sub(r"\$\{ec2:InstanceID\}", resource_context.get("ec2:InstanceID", "?"), e) for e in expected]
+    if test in ("StringEquals", "ArnEquals", "Bool"):
+        return str(actual) in [str(e) for e in expected]
+    if test in ("StringLike", "ArnLike"):
+        return any(matches(e, str(actual)) for e in expected)
+    if test == "StringNotEquals":
+        return str(actual) not in expected
+    raise AssertionError(f"condition operator {test} is not evaluated here: add it")
+
+
+def allowed(statements: list[dict], action: str, resource: str, context: dict, resource_context: dict) -> list[str]:
+    """Sids of the Allow statements that allow `action` on `resource` (no Deny here)."""
+    sids = []
+    for s in statements:
+        if s["Effect"] != "Allow" or not any(matches(a, action) for a in as_list(s["Action"])):
+            continue
+        if not any(matches(r, resource) for r in as_list(s["Resource"])):
+            continue
+        conditions = s.get("Condition", {})
+        if all(
+            condition_holds(test, key, as_list(expected), context, resource_context)
+            for test, pairs in conditions.items()
+            for key, expected in pairs.items()
+        ):
+            sids.append(s.get("Sid", "?"))
+    return sids
+
+
+# The requests of a boot, as tests/iam.rs drives them against the emulator:
+# (role, action, resource, request context, resource context). The etcd node
+# is i-0self in zone a; i-0dead a stopped node whose member it takes over.
+INSTANCE = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance"
+MEMBER_TAGS = {
+    "aws:ResourceTag/nodeboot.io/environment": "example",
+    "aws:ResourceTag/nodeboot.io/role": "etcd",
+}
+SELF = {"ec2:SourceInstanceARN": f"{INSTANCE}/i-0self", "aws:RequestedRegion": REGION}
+OBJ = f"arn:aws:s3:::{BUCKET}"
+ENVELOPE = {"kms:EncryptionContext:environment": "example"}
+BOOT = [
+    ("etcd", "ec2:DescribeVolumes", "*", SELF, {}),
+    ("etcd", "ec2:DescribeNetworkInterfaces", "*", SELF, {}),
+    ("etcd", "ec2:DescribeInstances", "*", SELF, {}),
+    ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0self", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0self"}),
+    ("etcd", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, MEMBER_TAGS),
+    ("etcd", "ec2:AttachNetworkInterface", f"{INSTANCE}/i-0self", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0self"}),
+    ("etcd", "ec2:AttachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m0", SELF, MEMBER_TAGS),
+    ("etcd", "ec2:DetachVolume", f"{INSTANCE}/i-0dead", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0dead"}),
+    ("etcd", "ec2:DetachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, MEMBER_TAGS),
+    ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0dead", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0dead"}),
+    ("etcd", "ec2:DetachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m0", SELF, MEMBER_TAGS),
+    ("etcd", "kms:CreateGrant", KMS_ARN, {"kms:GrantIsForAWSResource": "true", "kms:ViaService": f"ec2.{REGION}.amazonaws.com"}, {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/secure/etcd/ca.crt", {}, {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/common/ca.crt", {}, {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/manifests/etcd/kube-apiserver.yaml", {}, {}),
+    ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "secure/"}, {}),
+    ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "manifests/etcd/"}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/ignition/etcd.ign"}, {}),
+    ("compute", "s3:GetObject", f"{OBJ}/compute/kube-proxy.kubeconfig", {}, {}),
+    ("compute", "s3:ListBucket", OBJ, {"s3:prefix": "manifests/compute/"}, {}),
+    ("compute", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
+    # Ignition fetching a pointer config's full config (SSE-KMS, decrypted by S3).
+    ("compute", "s3:GetObject", f"{OBJ}/ignition/compute.ign", {}, {}),
+    ("compute", "kms:Decrypt", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/ignition/compute.ign"}, {}),
+]
+
+# What must be refused.
+REFUSED = [
+    ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0other", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0other"}),
+    ("etcd", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0root", SELF, {"aws:ResourceTag/nodeboot.io/environment": "example"}),
+    ("etcd", "ec2:DetachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/environment": "other"}),
+    ("etcd", "s3:GetObject", f"{OBJ}/compute/kube-proxy.kubeconfig", {}, {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/ca/ca.key", {}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, {"kms:EncryptionContext:environment": "other"}, {}),
+    ("etcd", "kms:CreateGrant", KMS_ARN, {"kms:GrantIsForAWSResource": "false"}, {}),
+    ("compute", "s3:GetObject", f"{OBJ}/secure/etcd/ca.crt", {}, {}),
+    ("compute", "s3:ListBucket", OBJ, {"s3:prefix": "secure/"}, {}),
+    ("compute", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, MEMBER_TAGS),
+    ("bastion", "s3:GetObject", f"{OBJ}/common/ca.crt", {}, {}),
+]
+
+
+def test_each_role_allows_what_its_boot_does_and_nothing_more(real_plans):
+    policies = node_policies(real_plans["example"])
+    used: dict[str, set[tuple[str, str]]] = {role: set() for role in policies}
+    for role, action, resource, context, resource_context in BOOT:
+        sids = allowed(policies[role], action, resource, context, resource_context)
+        assert sids, f"{role} may not {action} on {resource}: {json.dumps(policies[role], indent=1)}"
+        used[role].update((sid, action) for sid in sids)
+    for role, action, resource, context, resource_context in REFUSED:
+        assert allowed(policies[role], action, resource, context, resource_context) == [], (
+            f"{role} may {action} on {resource} with {resource_context}"
+        )
+    # Nothing more: every action of every statement serves a request of the boot,
+    # and the actions are exactly the ones tests/iam.rs sees the code call.
+    for role, statements in policies.items():
+        granted = {(s.get("Sid", "?"), a) for s in statements for a in as_list(s["Action"])}
+        assert granted - used[role] == set(), f"{role}: granted but not used by a boot"
+        delegated = {"kms:CreateGrant"} if role == "etcd" else set()
+        assert {a for _, a in granted} == NODEBOOT_ACTIONS[role] | delegated
+
+
+def test_the_evaluator_refuses_without_the_conditions(real_plans):
+    """The check above must be able to fail: drop the conditions and the
+    refused requests get through."""
+    policies = node_policies(real_plans["example"])
+    loose = [{k: v for k, v in s.items() if k != "Condition"} for s in policies["etcd"]]
+    role, action, resource, context, resource_context = REFUSED[0]
+    assert allowed(loose, action, resource, context, resource_context)
+
+
+@pytest.fixture(scope="module")
+def iam_alone(tmp_path_factory):
+    """modules/iam planned alone by the real provider, with a known S3
+    endpoint id, so the secrets bucket's policy renders at plan time."""
+    plugin_dir = Path(__import__("os").environ.get("NODEBOOT_TF_PLUGIN_DIR") or "/opt/tf-plugins")
+    if not plugin_dir.is_dir():
+        pytest.fail(f"the Terraform provider plugin directory {plugin_dir} does not exist")
+    root = tmp_path_factory.mktemp("iam")
+    (root / "main.tf").write_text(
+        REAL_PROVIDER.split("override_data")[0]
+        + f"""
+module "iam" {{
+  source              = "{MODULES / 'iam'}"
+  environment         = "example"
+  account_id          = "{ACCOUNT}"
+  region              = "{REGION}"
+  secrets_bucket_name = "{BUCKET}"
+  kms_key_arn         = "{KMS_ARN}"
+  s3_endpoint_id      = "{ENDPOINT}"
+}}
+
+output "policies" {{
+  value = module.iam.policies
+}}
+"""
+    )
+    for args in (
+        ["init", "-input=false", "-backend=false", f"-plugin-dir={plugin_dir}"],
+        ["plan", "-input=false", "-out=plan"],
+    ):
+        result = terraform(*args, "-no-color", cwd=root)
+        assert result.returncode == 0, result.stdout + result.stderr
+    shown = terraform("show", "-json", "plan", cwd=root)
+    return json.loads(shown.stdout)["planned_values"]["outputs"]["policies"]["value"]
+
+
+def test_node_roles_reach_the_secrets_bucket_only_through_the_endpoint(iam_alone):
+    statements = json.loads(iam_alone["secrets_bucket"])["Statement"]
+    assert len(statements) == 1
+    deny = statements[0]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
+    assert set(as_list(deny["Action"])) == {a for r in NODEBOOT_ACTIONS.values() for a in r if a.startswith("s3:")}
+    assert set(as_list(deny["Resource"])) == {OBJ, f"{OBJ}/*"}
+    roles = set(as_list(deny["Condition"]["ArnEquals"]["aws:PrincipalArn"]))
+    assert roles == {f"arn:aws:iam::{ACCOUNT}:role/example-{r}" for r in NODEBOOT_ACTIONS}
+    assert deny["Condition"]["StringNotEquals"]["aws:SourceVpce"] == ENDPOINT
+    # The same inline policies as the whole-root plan renders.
+    assert set(iam_alone["node"]) == set(NODEBOOT_ACTIONS)
+
+
+# --- 8. small things ------------------------------------------------------------------
+
+
+def test_instances_carry_the_cluster_tag_like_the_subnets(real_plans):
+    plan = real_plans["example"]
+    cluster = {"kubernetes.io/cluster/example": "owned"}
+    for address, subnet in of_type(plan, "aws_subnet").items():
+        assert cluster.items() <= subnet["tags"].items(), address
+    for address, group in of_type(plan, "aws_autoscaling_group").items():
+        tags = {t["key"]: (t["value"], t["propagate_at_launch"]) for t in group["tag"]}
+        assert tags.get("kubernetes.io/cluster/example") == ("owned", True), address
+    bastion = of_type(plan, "aws_instance")["module.bastion.aws_instance.bastion"]
+    assert cluster.items() <= bastion["tags"].items()
+
+
+def test_make_render_writes_where_terraform_reads(tmp_path):
+    """`make render` for an environment renders into the directory
+    terraform/main.tf reads its user data from."""
+    env = tmp_path / "staging.tfvars"
+    env.write_text(EXAMPLE.read_text().replace('environment = "example"', 'environment = "staging"'))
+    result = __import__("subprocess").run(
+        ["make", "-n", "render", f"ENV_FILE={env}"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    out = re.search(r"--out (\S+)", result.stdout).group(1)
+    ignition_dir = dict(
+        (k, v)
+        for body in parse(TF / "main.tf").get("locals", [])
+        for k, v in body.items()
+        if k == "ignition_dir"
+    )["ignition_dir"]
+    # "${path.root}/../build/${var.environment}/ignition", path.root = terraform/
+    expected = unquote(ignition_dir).replace("${path.root}/../", "").replace("${var.environment}", "staging")
+    assert out == expected == "build/staging/ignition"
