@@ -600,6 +600,11 @@ BOOT = [
     ("compute", "kms:Decrypt", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/ignition/compute.ign"}, {}),
 ]
 
+# A node that gives up marks itself Unhealthy (once the code calls it).
+ASG = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:0123:autoScalingGroupName"
+if "autoscaling:SetInstanceHealth" in NODEBOOT_ACTIONS["etcd"]:
+    BOOT.append(("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-etcd-eu-west-1a-asg", SELF, MEMBER_TAGS))
+
 # What must be refused.
 REFUSED = [
     ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0other", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0other"}),
@@ -614,6 +619,10 @@ REFUSED = [
     ("compute", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, MEMBER_TAGS),
     ("bastion", "s3:GetObject", f"{OBJ}/common/ca.crt", {}, {}),
 ]
+if "autoscaling:SetInstanceHealth" in NODEBOOT_ACTIONS["etcd"]:
+    REFUSED.append(
+        ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/other-etcd-eu-west-1a-asg", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/environment": "other"})
+    )
 
 
 def test_each_role_allows_what_its_boot_does_and_nothing_more(real_plans):
@@ -631,7 +640,10 @@ def test_each_role_allows_what_its_boot_does_and_nothing_more(real_plans):
     # and the actions are exactly the ones tests/iam.rs sees the code call.
     for role, statements in policies.items():
         granted = {(s.get("Sid", "?"), a) for s in statements for a in as_list(s["Action"])}
-        assert granted - used[role] == set(), f"{role}: granted but not used by a boot"
+        assert granted - used[role] == set(), (
+            f"{role}: granted but not used by a boot; a new node call needs its request in BOOT "
+            "(and a refused one in REFUSED) above"
+        )
         delegated = {"kms:CreateGrant"} if role == "etcd" else set()
         assert {a for _, a in granted} == NODEBOOT_ACTIONS[role] | delegated
 
