@@ -8,7 +8,7 @@
 #   make ami                 the Flatcar AMI with nodeboot and the kubelet (packer)
 #   make shell ENV_NAME=N    the build container on environment N (entrypoint.sh -e N)
 #   make play                the build container on the playground play-$USER
-#   make clean               removes out/ and build/ (never cargo's target directory)
+#   make clean               removes out/ (never cargo's target directory, nor build/)
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -58,4 +58,4 @@ play:
 	NODEBOOT_IMAGE=$(IMAGE):$(VERSION) images/build/entrypoint.sh --play
 
 clean:
-	rm -rf $(OUT) build
+	rm -rf $(OUT)

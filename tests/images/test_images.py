@@ -157,17 +157,23 @@ def test_make_binary_is_the_static_musl_build(make_path):
     assert make_n("binary", path=make_path) == [MUSL_BUILD]
 
 
-def test_make_render_renders_the_example_into_out(make_path):
+def test_make_render_renders_the_example_where_terraform_reads(make_path):
+    """The dev build without the AWS SDK (the README's first command), into
+    build/<environment>/ignition (tests/terraform/test_platform.py checks
+    that this is terraform/main.tf's ignition_dir)."""
     assert make_n("render", path=make_path) == [
-        MUSL_BUILD,
-        f"target/{MUSL}/release/nodeboot render"
-        " --env environments/example.tfvars --out out/example",
+        "cargo run --locked --no-default-features -- render"
+        " --env environments/example.tfvars --out build/example/ignition",
     ]
 
 
-def test_make_render_follows_cargo_target_dir(make_path):
-    commands = make_n("render", path=make_path, CARGO_TARGET_DIR="/tmp/elsewhere")
-    assert commands[-1].startswith(f"/tmp/elsewhere/{MUSL}/release/nodeboot render ")
+def test_make_render_follows_env_file(make_path, tmp_path):
+    env = tmp_path / "staging.tfvars"
+    env.write_text((REPO / "environments" / "example.tfvars").read_text().replace('"example"', '"staging"', 1))
+    commands = make_n("render", path=make_path, ENV_FILE=str(env))
+    assert commands == [
+        f"cargo run --locked --no-default-features -- render --env {env} --out build/staging/ignition"
+    ]
 
 
 def test_make_test_runs_the_suite(make_path):
