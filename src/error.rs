@@ -54,6 +54,9 @@ pub enum Error {
     Terraform { command: String, detail: String },
     #[error("render: {0}")]
     Render(#[from] crate::render::RenderError),
+    /// A boot stage retried until its bound (`stage --retry`); exits with the last failure's code.
+    #[error("stage {stage} gave up after {seconds}s and {attempts} attempts; {signal}; last failure: {source}")]
+    GaveUp { stage: String, seconds: u64, attempts: u32, signal: String, source: Box<Error> },
 }
 
 /// Exit codes. 2 matches clap's own code for bad arguments.
@@ -146,7 +149,7 @@ impl Error {
                 EtcdError::Stage(e) => stage_code(e),
             },
             Error::Cloud(_) => exit::AWS,
-            Error::Step { source, .. } => source.exit_code(),
+            Error::Step { source, .. } | Error::GaveUp { source, .. } => source.exit_code(),
             Error::Missing(_) => exit::RESOURCES,
             Error::Refused(_) => exit::REFUSED,
             Error::Terraform { .. } => exit::TERRAFORM,

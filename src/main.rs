@@ -141,6 +141,9 @@ enum Command {
         /// Resolve every path (config, state, devices, mount points) under DIR.
         #[arg(long, global = true, default_value = "/", value_name = "DIR")]
         root: PathBuf,
+        /// Retry what retrying can fix, until node.json's `boot` bounds (the boot units run this).
+        #[arg(long, global = true)]
+        retry: bool,
         #[command(subcommand)]
         stage: StageCommand,
     },
@@ -197,8 +200,9 @@ enum StageCommand {
     /// Claim this zone's etcd member: its EBS volume and its ENI.
     #[cfg(feature = "aws")]
     Attach {
-        /// Give up waiting for one attachment or detachment after this long.
-        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        /// Give up waiting for one attachment or detachment after this long
+        /// (one attempt's budget; `--retry` starts another attempt).
+        #[arg(long, env = "NODEBOOT_ATTACH_WAIT_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
         wait_timeout: Duration,
         /// Wait this long for a dead instance's volume to detach before forcing it.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -230,6 +234,21 @@ enum StageCommand {
         #[arg(long)]
         skip_network: bool,
     },
+}
+
+impl StageCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            StageCommand::Discover { .. } => "discover",
+            #[cfg(feature = "aws")]
+            StageCommand::Attach { .. } => "attach",
+            #[cfg(feature = "aws")]
+            StageCommand::Secrets { .. } => "secrets",
+            StageCommand::Mount { .. } => "mount",
+            #[cfg(feature = "aws")]
+            StageCommand::Etcd { .. } => "etcd",
+        }
+    }
 }
 
 #[cfg(feature = "aws")]
@@ -373,17 +392,22 @@ fn run(command: Command) -> Result<(), Error> {
         }
         #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
-        Command::Stage { root, stage } => {
+        Command::Stage { root, retry, stage } => {
             let root = Root(root);
-            match stage {
-                StageCommand::Discover { set_hostname, timeout } => commands::stage::discover(&root, set_hostname, timeout)?,
+            let once = || match &stage {
+                StageCommand::Discover { set_hostname, timeout } => commands::stage::discover(&root, *set_hostname, *timeout),
                 #[cfg(feature = "aws")]
-                StageCommand::Attach { wait_timeout, detach_grace } => commands::stage::attach(&root, wait_timeout, detach_grace)?,
+                StageCommand::Attach { wait_timeout, detach_grace } => commands::stage::attach(&root, *wait_timeout, *detach_grace),
                 #[cfg(feature = "aws")]
-                StageCommand::Secrets { owner } => commands::secrets::stage_secrets(&root, owner.as_deref())?,
-                StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, wait_timeout, skip_network)?,
+                StageCommand::Secrets { owner } => commands::secrets::stage_secrets(&root, owner.as_deref()),
+                StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, *wait_timeout, *skip_network),
                 #[cfg(feature = "aws")]
-                StageCommand::Etcd { exec, etcd_binary } => commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str()))?,
+                StageCommand::Etcd { exec, etcd_binary } => commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str())),
+            };
+            if retry {
+                commands::until_done::run(&root, stage.name(), once)?
+            } else {
+                once()?
             }
         }
     }

@@ -42,6 +42,33 @@ pub struct NodeConfig {
     /// More prefixes `nodeboot sync manifests` keeps fresh (tokens, policy files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub synced: Vec<SyncedConfig>,
+    /// How long the boot stages keep retrying (`nodeboot stage --retry`).
+    #[serde(default)]
+    pub boot: BootConfig,
+}
+
+/// The bounds of a boot stage's retries. A stage that needs AWS retries
+/// inside its process until it succeeds or meets an error retrying cannot
+/// fix; past these bounds it gives up, fails its unit and (etcd nodes) marks
+/// its instance unhealthy so the auto-scaling group replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootConfig {
+    /// Give up on a stage after this long (an AWS outage, IAM still
+    /// propagating, secrets not uploaded yet all heal within it).
+    pub give_up_seconds: u64,
+    /// Give up sooner when every member of this zone stays held by a live
+    /// instance: the node is surplus, and waiting only hides that.
+    pub no_free_member_seconds: u64,
+}
+
+pub const BOOT_GIVE_UP_SECONDS: u64 = 3600;
+pub const BOOT_NO_FREE_MEMBER_SECONDS: u64 = 600;
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig { give_up_seconds: BOOT_GIVE_UP_SECONDS, no_free_member_seconds: BOOT_NO_FREE_MEMBER_SECONDS }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +127,7 @@ impl NodeConfig {
                 interval_seconds: MANIFEST_SYNC_INTERVAL_SECONDS,
             }),
             synced: Vec::new(),
+            boot: BootConfig::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ fn iam_action(api: &str) -> String {
         "GetObject" | "HeadObject" => "s3:GetObject".into(),
         "ListObjectsV2" | "ListObjects" => "s3:ListBucket".into(),
         "Decrypt" | "GenerateDataKey" | "DescribeKey" | "Encrypt" => format!("kms:{api}"),
+        "SetInstanceHealth" => "autoscaling:SetInstanceHealth".into(),
         a if a.starts_with("Describe") || a.starts_with("Attach") || a.starts_with("Detach") => format!("ec2:{a}"),
         other => panic!("no IAM mapping for API action {other}: add it here and to the role's policy"),
     }
@@ -96,6 +97,17 @@ fn each_roles_iam_policy_allows_exactly_what_its_boot_calls() {
         etcd.extend(actions_of(&aws, &mut second.stage_cmd(&aws, stage, &[])));
     }
     assert!(etcd.contains("DetachVolume"), "the takeover path ran: {etcd:?}");
+    // A node that finds no free member gives up (node.json's bound, here 1 s)
+    // and marks itself Unhealthy for its auto-scaling group.
+    let surplus = Node::launch_role(&aws, &env, &vpc, "eu-west-1a", Role::Etcd);
+    surplus.set_boot_bounds(60, 1);
+    join_auto_scaling_group(&aws, &surplus, "iam-etcd-a");
+    etcd.extend(actions_of(&aws, &mut surplus.stage_cmd(&aws, &["discover"], &[])));
+    aws.reset_calls();
+    let out = surplus.stage_cmd(&aws, &["--retry", "attach"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    etcd.extend(aws.calls().into_keys());
+    assert!(etcd.contains("SetInstanceHealth"), "the give-up path ran: {etcd:?}");
 
     // compute: discover, secrets, manifests.
     let worker = Node::launch_role(&aws, &env, &vpc, "eu-west-1b", Role::Compute);

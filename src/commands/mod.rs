@@ -17,6 +17,7 @@ use crate::role::Role;
 
 #[cfg(feature = "aws")]
 pub mod secrets;
+pub mod until_done;
 
 /// Runs `work` with the operator's AWS configuration: credentials from the
 /// environment variables first, then the shared credentials file with the

@@ -13,23 +13,23 @@ pub struct UnitFile {
     pub contents: String,
 }
 
-/// A boot stage: `nodeboot stage NAME`, one oneshot unit each.
+/// A boot stage: `nodeboot stage --retry NAME`, one oneshot unit each. The
+/// stage itself waits and retries (see `commands::until_done`): systemd's
+/// `Restart=` cannot, since a failed oneshot fails its dependants for good.
 struct Stage {
     name: &'static str,
     description: &'static str,
     /// The stages (by name) that must have succeeded first.
     after: &'static [&'static str],
     args: &'static str,
-    /// How long one attempt may take before systemd kills it and retries.
-    timeout_sec: u32,
 }
 
 const STAGES: [Stage; 5] = [
-    Stage { name: "discover", description: "instance identity from IMDSv2", after: &[], args: " --set-hostname", timeout_sec: 120 },
-    Stage { name: "attach", description: "claim this zone's etcd volume and ENI", after: &["discover"], args: "", timeout_sec: 900 },
-    Stage { name: "mount", description: "mount the etcd volume, bring up the ENI address", after: &["attach"], args: "", timeout_sec: 300 },
-    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount", "secrets"], args: "", timeout_sec: 120 },
-    Stage { name: "secrets", description: "fetch and decrypt this role's secrets", after: &["discover"], args: "", timeout_sec: 300 },
+    Stage { name: "discover", description: "instance identity from IMDSv2", after: &[], args: " --set-hostname" },
+    Stage { name: "attach", description: "claim this zone's etcd volume and ENI", after: &["discover"], args: "" },
+    Stage { name: "mount", description: "mount the etcd volume, bring up the ENI address", after: &["attach"], args: "" },
+    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount", "secrets"], args: "" },
+    Stage { name: "secrets", description: "fetch and decrypt this role's secrets", after: &["discover"], args: "" },
 ];
 
 fn stages_of(role: Role) -> &'static [&'static str] {
@@ -54,8 +54,6 @@ struct StageUnit<'a> {
     args: &'a str,
     after: Vec<String>,
     requires: Vec<String>,
-    restart_sec: u32,
-    timeout_sec: u32,
 }
 
 #[derive(Template)]
@@ -106,8 +104,6 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             args: stage.args,
             after: deps.clone(),
             requires: deps,
-            restart_sec: 10,
-            timeout_sec: stage.timeout_sec,
         };
         units.push(UnitFile { name: stage_unit_name(stage.name), contents: render(&unit) });
     }

@@ -115,6 +115,11 @@ impl Aws {
         self.post("/_bed/throttle", json!({"action": action, "count": count}));
     }
 
+    /// The next `count` calls of `action` fail with this AWS error code and HTTP status.
+    pub fn inject_error(&self, action: &str, count: u32, code: &str, status: u16) {
+        self.post("/_bed/throttle", json!({"action": action, "count": count, "code": code, "status": status}));
+    }
+
     pub fn set_attach_delay(&self, ms: u64) {
         self.post("/_bed/config", json!({"attach_delay_ms": ms}));
     }
@@ -312,6 +317,14 @@ impl Node {
         cmd
     }
 
+    /// Sets node.json's `boot` bounds (`stage --retry`).
+    pub fn set_boot_bounds(&self, give_up_seconds: u64, no_free_member_seconds: u64) {
+        let path = self.root().join("etc/nodeboot/node.json");
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["boot"] = json!({"give_up_seconds": give_up_seconds, "no_free_member_seconds": no_free_member_seconds});
+        write_json_atomic(&path, &config);
+    }
+
     pub fn claim(&self) -> Option<serde_json::Value> {
         let path = self.root().join("run/nodeboot/claim.json");
         std::fs::read(path).ok().map(|b| serde_json::from_slice(&b).unwrap())
@@ -335,6 +348,47 @@ impl Node {
     pub fn stop(&self, aws: &Aws) {
         runtime().block_on(aws.ec2.stop_instances().instance_ids(&self.instance_id).force(true).send()).unwrap();
     }
+}
+
+/// The emulator's Auto Scaling API, for checks the node's own calls cannot make.
+pub fn auto_scaling_client(aws: &Aws) -> aws_sdk_autoscaling::Client {
+    let config = runtime().block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(&aws.server.url)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "bed"))
+            .http_client(nodeboot::cloud::aws::http_client())
+            .load(),
+    );
+    aws_sdk_autoscaling::Client::new(&config)
+}
+
+/// Puts `node` into an auto-scaling group of its own, as Terraform's etcd group holds its instances.
+pub fn join_auto_scaling_group(aws: &Aws, node: &Node, group: &str) {
+    let asg = auto_scaling_client(aws);
+    runtime().block_on(async {
+        asg.create_launch_configuration().launch_configuration_name(group).image_id("ami-12c6146b").instance_type("t3.small").send().await.unwrap();
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name(group)
+            .launch_configuration_name(group)
+            .min_size(0)
+            .max_size(3)
+            .availability_zones(&node.zone)
+            .send()
+            .await
+            .unwrap();
+        asg.attach_instances().auto_scaling_group_name(group).instance_ids(&node.instance_id).send().await.unwrap();
+    });
+}
+
+/// The instance's health as its auto-scaling group records it (`HEALTHY`, `UNHEALTHY`).
+pub fn instance_health(aws: &Aws, node: &Node) -> String {
+    let asg = auto_scaling_client(aws);
+    runtime().block_on(async {
+        let out = asg.describe_auto_scaling_instances().instance_ids(&node.instance_id).send().await.unwrap();
+        // AWS answers HEALTHY/UNHEALTHY; moto echoes what SetInstanceHealth sent.
+        out.auto_scaling_instances()[0].health_status().unwrap().to_uppercase()
+    })
 }
 
 pub fn write_json_atomic(path: &Path, value: &serde_json::Value) {

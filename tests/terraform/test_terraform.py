@@ -56,6 +56,7 @@ NODEBOOT_ACTIONS = {
         "s3:GetObject",
         "s3:ListBucket",
         "kms:Decrypt",
+        "autoscaling:SetInstanceHealth",
     },
     "compute": {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"},
     "bastion": set(),

@@ -13,6 +13,8 @@ locals {
       read     = ["s3:GetObject"]
       list     = ["s3:ListBucket"]
       decrypt  = ["kms:Decrypt"]
+      # A node that gives up booting marks itself Unhealthy (stage --retry).
+      health = ["autoscaling:SetInstanceHealth"]
     }
     compute = {
       read    = ["s3:GetObject"]
@@ -239,6 +241,22 @@ data "aws_iam_policy_document" "attach" {
       test     = "StringEquals"
       variable = "aws:ResourceTag/nodeboot.io/role"
       values   = ["etcd"]
+    }
+  }
+
+  # A node that gives up booting (no free member in its zone, AWS failing for
+  # an hour) marks its own instance Unhealthy so its group replaces it.
+  # Auto Scaling has no condition key for the instance a call names; the
+  # call is limited to this environment's groups (their tags).
+  statement {
+    sid       = "MarkOwnInstanceUnhealthy"
+    actions   = local.nodeboot_actions.etcd.health
+    resources = ["arn:${local.partition}:autoscaling:${var.region}:${local.account}:autoScalingGroup:*:autoScalingGroupName/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nodeboot.io/environment"
+      values   = [var.environment]
     }
   }
 
