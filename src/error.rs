@@ -136,7 +136,7 @@ impl Error {
                 AttachError::Stage(e) => stage_code(e),
             },
             Error::Mount(e) => match e {
-                MountError::NoDevice { .. } | MountError::NoInterface { .. } => exit::TIMEOUT,
+                MountError::NoDevice { .. } | MountError::NoInterface { .. } | MountError::Network { .. } => exit::TIMEOUT,
                 MountError::NotBlank { .. } | MountError::NotBlock(_) | MountError::MountedElsewhere { .. } => exit::DEVICE_REFUSED,
                 MountError::Command { .. } | MountError::Mount { .. } => exit::SYSTEM,
                 MountError::Metadata(e) => discover_code(e),

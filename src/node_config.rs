@@ -79,6 +79,10 @@ pub struct EtcdConfig {
     pub device_name: String,
     pub mount_point: String,
     pub data_dir: String,
+    /// The VPC's range: traffic to it leaves from the member's ENI address
+    /// (peers check it against their certificates). See `stage::eni`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_cidr: Option<ipnet::Ipv4Net>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +124,7 @@ impl NodeConfig {
                 device_name: ETCD_DEVICE_NAME.into(),
                 mount_point: ETCD_MOUNT_POINT.into(),
                 data_dir: ETCD_DATA_DIR.into(),
+                vpc_cidr: Some(env.vpc_cidr),
             }),
             manifests: role.runs_kubelet().then(|| ManifestsConfig {
                 prefix: format!("manifests/{role}/"),

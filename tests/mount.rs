@@ -252,9 +252,12 @@ fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
     // and the metadata lists it.
     let host_end = format!("nbh{}", std::process::id());
     let primary_end = format!("nbp{}", std::process::id());
-    // The node's primary interface, with a default route via its subnet's router.
+    // The node's primary interface (its address from RunInstances), with a
+    // default route via its subnet's router.
+    let identity: serde_json::Value = serde_json::from_slice(&std::fs::read(&node.identity_path).unwrap()).unwrap();
+    let primary = identity["private_ip"].as_str().unwrap().to_string();
     sh(&format!(
-        "ip link add {primary_end} type veth peer name eth0 netns {ns} && ip -n {ns} addr add 10.80.10.4/24 dev eth0 \
+        "ip link add {primary_end} type veth peer name eth0 netns {ns} && ip -n {ns} addr add {primary}/24 dev eth0 \
          && ip -n {ns} link set eth0 up && ip -n {ns} route add default via 10.80.10.1 dev eth0",
         ns = ns.name
     ));
@@ -277,23 +280,23 @@ fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
     let addrs = sh(&format!("ip -n {} -o -4 addr show dev eth1", ns.name));
     assert!(addrs.contains(&format!("inet {}/24", member.eni_ip)), "{addrs}");
     let rules = sh(&format!("ip -n {} rule show", ns.name));
-    assert_eq!(rules.matches(&format!("from {} lookup 1001", member.eni_ip)).count(), 1, "one rule, even after a rerun:\n{rules}");
+    for rule in [format!("from {primary} lookup main"), format!("from {} lookup 1001", member.eni_ip), "from all to 10.80.0.0/16 lookup 1001".to_string()] {
+        assert_eq!(rules.matches(&rule).count(), 1, "one `{rule}`, even after a rerun:\n{rules}");
+    }
     let routes = sh(&format!("ip -n {} route show table 1001", ns.name));
-    assert!(routes.contains("default via 10.80.10.1 dev eth1"), "{routes}");
+    assert!(routes.contains(&format!("default via 10.80.10.1 dev eth1 src {}", member.eni_ip)), "{routes}");
     assert!(routes.contains(&format!("10.80.10.0/24 dev eth1 scope link src {}", member.eni_ip)), "{routes}");
-    // Outgoing connections (etcd dialling its peers) leave from the ENI's address.
-    let main = sh(&format!("ip -n {} -4 route show default", ns.name));
-    assert!(main.contains(&format!("default via 10.80.10.1 dev eth0 src {}", member.eni_ip)), "{main}");
-    // The source the kernel picks for a peer in another zone is the ENI's,
-    // and packets from it take the ENI (the rule's table).
-    let picked = sh(&format!("ip -n {} -4 route get 10.80.12.10", ns.name));
-    assert!(picked.contains(&format!("src {}", member.eni_ip)), "{picked}");
-    let sent = sh(&format!("ip -n {} -4 route get 10.80.12.10 from {}", ns.name, member.eni_ip));
-    assert!(sent.contains("dev eth1") && sent.contains("table 1001"), "{sent}");
-    // A peer in the same subnet (more members than zones) too.
-    let picked = sh(&format!("ip -n {} -4 route get 10.80.10.11", ns.name));
-    assert!(picked.contains(&format!("src {}", member.eni_ip)), "{picked}");
-    let sent = sh(&format!("ip -n {} -4 route get 10.80.10.11 from {}", ns.name, member.eni_ip));
-    assert!(sent.contains("dev eth1"), "{sent}");
+    // The primary interface's own routes are left as they were.
+    let main = sh(&format!("ip -n {} -4 route show table main", ns.name));
+    assert!(main.contains("default via 10.80.10.1 dev eth0") && !main.contains(&member.eni_ip), "{main}");
+    // Connections to peers (etcd dials them unbound) leave from the ENI's
+    // address through the ENI: in another zone, and in the same subnet.
+    for peer in ["10.80.12.10", "10.80.10.11"] {
+        let picked = sh(&format!("ip -n {} -4 -o route get {peer}", ns.name));
+        assert!(picked.contains(&format!("src {}", member.eni_ip)) && picked.contains("dev eth1"), "{picked}");
+        // What the primary address sends keeps to the primary interface.
+        let primary_route = sh(&format!("ip -n {} -4 -o route get {peer} from {primary}", ns.name));
+        assert!(primary_route.contains("dev eth0"), "{primary_route}");
+    }
     drop(node.imds.take());
 }

@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod discover;
+pub mod eni;
 pub mod etcd;
 pub mod mount;
 pub mod secrets;

@@ -36,6 +36,8 @@ pub enum MountError {
     Mount { device: String, mount_point: String, source: nix::Error },
     #[error("no network interface with MAC {mac} (ENI {eni}) appeared within {seconds}s")]
     NoInterface { mac: String, eni: String, seconds: u64 },
+    #[error("the routing of ENI {eni} did not take effect within {seconds}s: {detail}")]
+    Network { eni: String, detail: String, seconds: u64 },
     #[error(transparent)]
     Metadata(#[from] super::discover::DiscoverError),
     #[error(transparent)]
@@ -91,7 +93,7 @@ pub fn run(root: &Root, metadata: &impl Metadata, options: Options) -> Result<()
     std::fs::create_dir_all(&data_dir).map_err(|e| StageError::io(&data_dir, e))?;
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| StageError::io(&data_dir, e))?;
     if !options.skip_network {
-        bring_up_address(metadata, &claim, options)?;
+        bring_up_address(root, metadata, &claim, options)?;
     }
     info!(member = claim.member, device = %device.display(), mount_point = %mount_point.display(), "volume mounted");
     Ok(())
@@ -214,10 +216,7 @@ fn interface_with_mac(mac: &str) -> Result<Option<String>, MountError> {
     }))
 }
 
-/// Routing table for the ENI's source routing: one per device index.
-const TABLE_BASE: u32 = 1000;
-
-fn bring_up_address(metadata: &impl Metadata, claim: &Claim, options: Options) -> Result<(), MountError> {
+fn bring_up_address(root: &Root, metadata: &impl Metadata, claim: &Claim, options: Options) -> Result<(), MountError> {
     let mac = claim.eni_mac.to_lowercase();
     let what = format!("the interface of ENI {} ({mac})", claim.eni_id);
     let interface = retry::wait_blocking(&what, POLL.with_total(options.wait_timeout), || match interface_with_mac(&mac) {
@@ -229,58 +228,19 @@ fn bring_up_address(metadata: &impl Metadata, claim: &Claim, options: Options) -
         Gave::Failed(e) => e,
         Gave::Up { .. } => MountError::NoInterface { mac: mac.clone(), eni: claim.eni_id.clone(), seconds: options.wait_timeout.as_secs() },
     })?;
+    // Observe: the subnet (IMDS), the primary address (discover), the VPC (node.json).
     let cidr_path = format!("meta-data/network/interfaces/macs/{mac}/subnet-ipv4-cidr-block");
     let subnet: ipnet::Ipv4Net = super::discover::field(metadata, &cidr_path, "an IPv4 CIDR", |s| s.parse::<ipnet::Ipv4Net>().is_ok())?
         .parse()
         .expect("checked");
-    // The VPC router is the subnet's first host.
-    let gateway = std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1);
-    let table = (TABLE_BASE + super::attach::ENI_DEVICE_INDEX as u32).to_string();
-    let address = format!("{}/{}", claim.eni_ip, subnet.prefix_len());
-    run_command(Command::new("ip").args(["link", "set", &interface, "up"]))?;
-    run_command(Command::new("ip").args(["addr", "replace", &address, "dev", &interface]))?;
-    fault::point("mount:after-address");
-    let subnet_s = subnet.to_string();
-    let gateway_s = gateway.to_string();
-    run_command(Command::new("ip").args(["route", "replace", &subnet_s, "dev", &interface, "src", &claim.eni_ip, "table", &table]))?;
-    run_command(Command::new("ip").args(["route", "replace", "default", "via", &gateway_s, "dev", &interface, "table", &table]))?;
-    let rules = run_command(Command::new("ip").args(["rule", "show"]))?;
-    if !rules.lines().any(|l| l.contains(&format!("from {} lookup {table}", claim.eni_ip))) {
-        run_command(Command::new("ip").args(["rule", "add", "from", &claim.eni_ip, "lookup", &table, "priority", &table]))?;
-    }
-    prefer_eni_source(&claim.eni_ip, &subnet_s, &interface)?;
-    info!(interface, address, table, "ENI address up with source routing");
-    Ok(())
-}
-
-/// Makes the ENI's address the source of the node's outgoing traffic: on the
-/// main table's default route, and on the other interface's route to the
-/// ENI's own subnet (the primary interface usually shares it). etcd dials
-/// its peers without binding an address; from the primary IP, the peers'
-/// TLS check of the caller's address against its certificate (which names
-/// the ENI's fixed address, the only one known ahead) would refuse the
-/// connection. From the ENI's address, the rule above sends the packets out
-/// through the ENI.
-fn prefer_eni_source(eni_ip: &str, subnet: &str, eni_interface: &str) -> Result<(), MountError> {
-    let routes = run_command(Command::new("ip").args(["-4", "-o", "route", "show", "table", "main"]))?;
-    for line in routes.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let field = |name: &str| words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1)).map(|s| s.to_string());
-        let to_subnet = words.first() == Some(&subnet) && field("dev").as_deref() != Some(eni_interface);
-        let default = words.first() == Some(&"default");
-        if !(default || to_subnet) || field("src").as_deref() == Some(eni_ip) {
-            continue;
-        }
-        let mut args = vec!["route".to_string(), "replace".into(), words[0].to_string()];
-        for name in ["via", "dev", "proto", "scope", "metric"] {
-            if let Some(value) = field(name) {
-                args.extend([name.to_string(), value]);
-            }
-        }
-        args.extend(["src".to_string(), eni_ip.to_string()]);
-        run_command(Command::new("ip").args(&args))?;
-    }
-    Ok(())
+    let facts: super::discover::Facts = root.recorded(super::discover::FACTS_FILE, "discover")?;
+    let vpc = root.node_config()?.etcd.and_then(|e| e.vpc_cidr).unwrap_or(subnet);
+    let eni_ip = claim.eni_ip.parse().map_err(|_| StageError::BadFile { path: root.state(CLAIM_FILE), detail: format!("eni_ip {:?} is not an IPv4 address", claim.eni_ip) })?;
+    // Plan (pure), act, verify: see stage/eni.rs.
+    let plan = super::eni::plan(&claim.eni_id, &mac, eni_ip, subnet, facts.identity.private_ip, vpc);
+    let applier = super::eni::Applier::detect(root);
+    info!(interface, ?applier, "bringing up ENI {} at {}", claim.eni_id, plan.address);
+    super::eni::apply(&applier, &plan, &interface, options.wait_timeout)
 }
 
 #[cfg(test)]
