@@ -623,6 +623,10 @@ if "autoscaling:SetInstanceHealth" in NODEBOOT_ACTIONS["etcd"]:
     REFUSED.append(
         ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/other-etcd-eu-west-1a-asg", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/environment": "other"})
     )
+    # An etcd node may not take a worker out of service.
+    REFUSED.append(
+        ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-compute-asg", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/role": "compute"})
+    )
 
 
 def test_each_role_allows_what_its_boot_does_and_nothing_more(real_plans):

@@ -247,16 +247,22 @@ data "aws_iam_policy_document" "attach" {
   # A node that gives up booting (no free member in its zone, AWS failing for
   # an hour) marks its own instance Unhealthy so its group replaces it.
   # Auto Scaling has no condition key for the instance a call names; the
-  # call is limited to this environment's groups (their tags).
+  # call is limited to this environment's etcd groups (their tags and names).
   statement {
     sid       = "MarkOwnInstanceUnhealthy"
     actions   = local.nodeboot_actions.etcd.health
-    resources = ["arn:${local.partition}:autoscaling:${var.region}:${local.account}:autoScalingGroup:*:autoScalingGroupName/*"]
+    resources = ["arn:${local.partition}:autoscaling:${var.region}:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.environment}-etcd-*"]
 
     condition {
       test     = "StringEquals"
       variable = "aws:ResourceTag/nodeboot.io/environment"
       values   = [var.environment]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nodeboot.io/role"
+      values   = ["etcd"]
     }
   }
 
