@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """moto's server (EC2, S3, KMS and every other service moto has) with EC2's rules.
 
-    python3 tests/bed/aws_server.py --port 0 [--attach-delay-ms N] [--shutdown-delay-ms N]
+    python3 tests/bed/aws_server.py --port 0 [--attach-delay-ms N] [--shutdown-delay-ms N] [--max-page N]
 
 Binds 127.0.0.1, prints `READY http://127.0.0.1:PORT` on stdout once it
 accepts connections, logs to stderr, exits 0 on SIGTERM or when its stdin pipe
@@ -32,10 +32,18 @@ def parse_args(argv):
         default=0,
         help="time an instance spends `shutting-down`/`stopping`, attachments kept",
     )
+    parser.add_argument(
+        "--max-page",
+        type=int,
+        default=0,
+        help="at most this many items per DescribeVolumes/NetworkInterfaces/Instances page (0: no cap)",
+    )
     parser.add_argument("--quiet", action="store_true", help="don't log each request")
     args = parser.parse_args(argv)
     if args.attach_delay_ms < 0 or args.shutdown_delay_ms < 0:
         parser.error("delays are >= 0 ms")
+    if args.max_page < 0:
+        parser.error("--max-page is >= 0")
     return args
 
 
@@ -60,7 +68,7 @@ def main(argv=None):
 
     import ec2_rules  # after claim_stdout: it imports moto
 
-    ec2_rules.install(args.attach_delay_ms / 1000, args.shutdown_delay_ms / 1000)
+    ec2_rules.install(args.attach_delay_ms / 1000, args.shutdown_delay_ms / 1000, args.max_page)
     import s3_rules
 
     s3_rules.install()

@@ -11,9 +11,14 @@ start with `_`).
                            them (EC2: RequestLimitExceeded, HTTP 503);
                            optional "code", "status", "message" inject any
                            other error instead (e.g. InternalError, 500)
-  GET  /_bed/config        -> {"attach_delay_ms": 0, "shutdown_delay_ms": 0}
-  POST /_bed/config        same keys, either may be left out; applies to
-                           attachments and shutdowns started afterwards
+  GET  /_bed/detaches      -> [{"resource": "vol-…", "instance": "i-…",
+                               "instance_state": "stopped", "force": false}, ...]
+                           every detach the bed accepted, with the holder's
+                           state at that moment
+  GET  /_bed/config        -> {"attach_delay_ms": 0, "shutdown_delay_ms": 0, "max_page": 0}
+  POST /_bed/config        same keys, any may be left out; delays apply to
+                           attachments and shutdowns started afterwards,
+                           max_page to the next Describe pages
 
 Throttled calls are counted too: a client that retried twice and then
 succeeded has made three calls.
@@ -26,7 +31,7 @@ from collections import Counter
 from http import HTTPStatus
 from xml.sax.saxutils import escape
 
-from ec2_rules import TIMING
+from ec2_rules import DETACHES, LOCK, PAGING, TIMING
 from request_names import name_request
 
 # How each service says "slow down". The Rust and Python SDKs retry all three.
@@ -131,6 +136,7 @@ class BedControl:
             ("GET", "/_bed/calls"): self.get_calls,
             ("POST", "/_bed/calls/reset"): self.reset_calls,
             ("POST", "/_bed/throttle"): self.throttle,
+            ("GET", "/_bed/detaches"): self.get_detaches,
             ("GET", "/_bed/config"): self.get_config,
             ("POST", "/_bed/config"): self.set_config,
         }
@@ -166,10 +172,15 @@ class BedControl:
                 )
         return {"action": action, "count": count}
 
+    def get_detaches(self, _body):
+        with LOCK:
+            return list(DETACHES)
+
     def get_config(self, _body):
         return {
             "attach_delay_ms": round(TIMING.attach * 1000),
             "shutdown_delay_ms": round(TIMING.shutdown * 1000),
+            "max_page": PAGING.max_page,
         }
 
     def set_config(self, body):
@@ -177,6 +188,8 @@ class BedControl:
             TIMING.attach = _non_negative_ms(body["attach_delay_ms"]) / 1000
         if "shutdown_delay_ms" in body:
             TIMING.shutdown = _non_negative_ms(body["shutdown_delay_ms"]) / 1000
+        if "max_page" in body:
+            PAGING.max_page = _non_negative_ms(body["max_page"])
         return self.get_config(None)
 
 

@@ -33,6 +33,7 @@ from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.ec2.models.instances import Instance
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
+from moto.ec2.responses.instances import InstanceResponse
 from moto.packages.boto.ec2.blockdevicemapping import BlockDeviceType
 
 LOCK = threading.RLock()
@@ -46,6 +47,26 @@ class Timing:
 
 
 TIMING = Timing()
+
+
+class Paging:
+    """At most `max_page` items per Describe page (0: only MaxResults limits)."""
+
+    max_page = 0
+
+
+PAGING = Paging()
+
+# Every DetachVolume/DetachNetworkInterface the bed accepted, with the state
+# the holder was in at that moment: tests check nodeboot never detaches from
+# an instance whose OS may still write (GET /_bed/detaches).
+DETACHES = []
+
+
+def _record_detach(resource, instance, force):
+    DETACHES.append(
+        {"resource": resource, "instance": instance.id, "instance_state": instance._state.name, "force": force}
+    )
 
 
 def _after(delay, change):
@@ -138,7 +159,7 @@ def _find_volume_attachment(volume, instance_id, device):
     return attachment
 
 
-def detach_volume(backend, volume_id, instance_id, device):
+def detach_volume(backend, volume_id, instance_id, device, force=False):
     """Start detaching; InstanceId and Device are optional, as in EC2.
 
     Force is accepted and changes nothing: the bed has no guest OS to refuse.
@@ -147,6 +168,7 @@ def detach_volume(backend, volume_id, instance_id, device):
     with LOCK:
         volume = backend.get_volume(volume_id)
         attachment = _find_volume_attachment(volume, instance_id, device)
+        _record_detach(volume_id, attachment.instance, force)
         if attachment.status == "detaching":
             return attachment
         attachment.status = "detaching"
@@ -193,8 +215,9 @@ def _detach_volume_handler(self):
     volume_id = self._get_param("VolumeId")
     instance_id = self._get_param("InstanceId")
     device = self._get_param("Device")
+    force = self._get_bool_param("Force", False)
     self.error_on_dryrun()
-    attachment = detach_volume(self.ec2_backend, volume_id, instance_id, device)
+    attachment = detach_volume(self.ec2_backend, volume_id, instance_id, device, force)
     return _volume_attachment_result(attachment, "detaching")
 
 
@@ -246,11 +269,12 @@ def _eni_by_attachment(backend, attachment_id):
     raise InvalidNetworkAttachmentIdError(attachment_id)
 
 
-def detach_network_interface(backend, attachment_id):
+def detach_network_interface(backend, attachment_id, force=False):
     with LOCK:
         eni = _eni_by_attachment(backend, attachment_id)
         if eni.device_index == 0:
             raise LastEniDetachError()  # the primary interface stays
+        _record_detach(eni.id, eni.instance, force)
         if getattr(eni, "bed_attachment_status", None) == "detaching":
             return
         eni.bed_attachment_status = "detaching"
@@ -274,8 +298,9 @@ def _attach_eni_handler(self):
 
 def _detach_eni_handler(self):
     attachment_id = self._get_param("AttachmentId")
+    force = self._get_bool_param("Force", False)
     self.error_on_dryrun()
-    detach_network_interface(self.ec2_backend, attachment_id)
+    detach_network_interface(self.ec2_backend, attachment_id, force)
     return EmptyResult()
 
 
@@ -352,10 +377,67 @@ def _stop(self):
         return previous
 
 
-def install(attach_delay_s=0.0, shutdown_delay_s=0.0):
+# --- paging ------------------------------------------------------------------
+
+
+def _page(self, items, key):
+    """One page of `items` (sorted by `key`) after NextToken, and the next token.
+
+    EC2 pages DescribeVolumes, DescribeNetworkInterfaces and DescribeInstances
+    by MaxResults and NextToken, and may answer fewer items than asked for
+    with a NextToken; only a page without one is the last. moto ignores
+    MaxResults for volumes and ENIs, so the bed pages them, and
+    PAGING.max_page makes any page short to prove a client follows the
+    token. The token is the last id of the page, so a page holds the items
+    after it.
+    """
+    items = sorted(items, key=key)
+    token = self._get_param("NextToken")
+    if token:
+        items = [i for i in items if key(i) > token]
+    size = int(self._get_param("MaxResults") or 0) or len(items)
+    if PAGING.max_page:
+        size = min(size, PAGING.max_page)
+    page = items[:size]
+    return page, (key(page[-1]) if len(items) > size else None)
+
+
+def _describe_volumes_handler(self):
+    filters = self._filters_from_querystring()
+    volume_ids = self._get_param("VolumeIds", [])
+    volumes = self.ec2_backend.describe_volumes(volume_ids=volume_ids, filters=filters)
+    page, token = _page(self, volumes, lambda v: v.id)
+    return ActionResult({"Volumes": page, "NextToken": token})
+
+
+def _describe_enis_handler(self):
+    eni_ids = self._get_param("NetworkInterfaceIds", [])
+    filters = self._filters_from_querystring()
+    self.error_on_dryrun()
+    enis = self.ec2_backend.get_all_network_interfaces(eni_ids, filters)
+    page, token = _page(self, enis, lambda e: e.id)
+    return ActionResult({"NetworkInterfaces": page, "NextToken": token})
+
+
+_moto_describe_instances = InstanceResponse.describe_instances
+
+
+def _describe_instances_handler(self):
+    """moto pages reservations by MaxResults (default 100); PAGING caps it."""
+    if PAGING.max_page and "InstanceId.1" not in self.data:
+        asked = int(self._get_param("MaxResults") or 100)
+        self.params["MaxResults"] = min(asked, PAGING.max_page)
+    return _moto_describe_instances(self)
+
+
+def install(attach_delay_s=0.0, shutdown_delay_s=0.0, max_page=0):
     """Patch moto's EC2 in this process. Call once, before serving."""
     TIMING.attach = attach_delay_s
     TIMING.shutdown = shutdown_delay_s
+    PAGING.max_page = max_page
+    ElasticBlockStore.describe_volumes = _describe_volumes_handler
+    ElasticNetworkInterfaces.describe_network_interfaces = _describe_enis_handler
+    InstanceResponse.describe_instances = _describe_instances_handler
     ElasticBlockStore.attach_volume = _attach_volume_handler
     ElasticBlockStore.detach_volume = _detach_volume_handler
     ElasticNetworkInterfaces.attach_network_interface = _attach_eni_handler

@@ -201,6 +201,25 @@ def test_force_detach_frees_the_volume_for_another_node(ec2):
     assert describe_volume(ec2, volume)["Attachments"][0]["InstanceId"] == replacement
 
 
+def test_detaches_are_recorded_with_the_holders_state(aws, ec2):
+    holder, other = launch(ec2, ZONE_A, count=2)
+    volume = volume_in(ec2, ZONE_A)
+    eni = eni_in(ec2, ZONE_A)
+    ec2.attach_volume(VolumeId=volume, InstanceId=holder, Device="/dev/xvdf")
+    attachment = ec2.attach_network_interface(NetworkInterfaceId=eni, InstanceId=holder, DeviceIndex=1)
+    ec2.detach_volume(VolumeId=volume)
+    ec2.attach_volume(VolumeId=volume, InstanceId=other, Device="/dev/xvdf")
+    ec2.stop_instances(InstanceIds=[other], Force=True)
+    ec2.detach_volume(VolumeId=volume, Force=True)
+    ec2.detach_network_interface(AttachmentId=attachment["AttachmentId"])
+
+    assert bed_get(aws, "/_bed/detaches") == [
+        {"resource": volume, "instance": holder, "instance_state": "running", "force": False},
+        {"resource": volume, "instance": other, "instance_state": "stopped", "force": True},
+        {"resource": eni, "instance": holder, "instance_state": "running", "force": False},
+    ]
+
+
 def test_attaching_and_detaching_are_observable_with_a_delay(start_aws):
     aws = start_aws("--attach-delay-ms", "2000")
     ec2 = client(aws.url, "ec2")
@@ -235,7 +254,7 @@ def test_attach_delay_can_be_changed_at_runtime(aws, ec2):
     config = bed_post(aws, "/_bed/config", {"attach_delay_ms": 2000}).json()
     ec2.attach_volume(VolumeId=volume, InstanceId=node, Device="/dev/xvdf")
 
-    assert config == {"attach_delay_ms": 2000, "shutdown_delay_ms": 0}
+    assert config == {"attach_delay_ms": 2000, "shutdown_delay_ms": 0, "max_page": 0}
     assert describe_volume(ec2, volume)["Attachments"][0]["State"] == "attaching"
 
 
@@ -366,6 +385,42 @@ def test_filters_find_free_tagged_volumes_and_enis_in_a_zone(ec2):
     assert taken in [v["VolumeId"] for v in held["Volumes"]]
     assert [e["NetworkInterfaceId"] for e in enis["NetworkInterfaces"]] == [eni]
     assert [e["NetworkInterfaceId"] for e in attached["NetworkInterfaces"]] == [eni]
+
+
+# --- paging ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "operation,key,item_id",
+    [
+        ("describe_volumes", "Volumes", "VolumeId"),
+        ("describe_network_interfaces", "NetworkInterfaces", "NetworkInterfaceId"),
+        ("describe_instances", "Reservations", "ReservationId"),
+    ],
+)
+def test_describe_calls_page_by_max_results_and_the_bed_cap(aws, ec2, operation, key, item_id):
+    for _ in range(6):
+        launch(ec2, ZONE_A)  # a reservation, a root volume, a primary ENI each
+    everything = [i[item_id] for i in getattr(ec2, operation)()[key]]
+
+    def pages(**kwargs):
+        out, token = [], None
+        while True:
+            page = getattr(ec2, operation)(**kwargs, **({"NextToken": token} if token else {}))
+            out.append([i[item_id] for i in page[key]])
+            token = page.get("NextToken")
+            if not token:
+                return out
+
+    by_max_results = pages(MaxResults=5)
+    bed_post(aws, "/_bed/config", {"max_page": 2})
+    capped = pages()
+
+    assert len(everything) >= 6
+    assert len(by_max_results[0]) == 5, by_max_results
+    assert sorted(sum(by_max_results, [])) == sorted(everything)
+    assert [len(p) for p in capped][:2] == [2, 2], capped
+    assert sorted(sum(capped, [])) == sorted(everything), "every item once, none lost"
 
 
 # --- instances that stop or die ---------------------------------------------------
