@@ -1,6 +1,11 @@
 //! The one retry policy: exponential backoff with jitter and a bounded total
 //! time, logging what it waits for and for how long. Every stage waits on
 //! AWS through here instead of a sleep loop of its own.
+//!
+//! Backoff suits a service that may be down; a state that is known to change
+//! soon (an attachment EC2 is making) is better polled at a fixed interval
+//! (`Policy::every`): backoff's growing gaps would add up to seconds after the
+//! change happened.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -15,24 +20,45 @@ pub struct Policy {
     pub max_delay: Duration,
     /// Give up once this much time has passed.
     pub total: Duration,
+    /// Exponential backoff with jitter, or one fixed interval.
+    pub fixed: bool,
 }
 
 impl Policy {
+    /// Exponential backoff with jitter from `first_delay` up to `max_delay`.
     pub const fn new(first_delay: Duration, max_delay: Duration, total: Duration) -> Self {
-        Policy { first_delay, max_delay, total }
+        Policy { first_delay, max_delay, total, fixed: false }
+    }
+
+    /// A look every `interval`, no jitter: for a change that is expected soon.
+    pub const fn every(interval: Duration, total: Duration) -> Self {
+        Policy { first_delay: interval, max_delay: interval, total, fixed: true }
     }
 
     pub fn with_total(self, total: Duration) -> Self {
         Policy { total, ..self }
     }
 
-    fn delays(&self) -> impl Iterator<Item = Duration> {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(self.first_delay)
-            .with_max_delay(self.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build()
+    /// The first `n` sleeps between looks, for tests of a stage's schedule.
+    #[cfg(test)]
+    pub(crate) fn first_delays(&self, n: usize) -> Vec<Duration> {
+        let mut delays = self.delays();
+        let start = Instant::now();
+        (0..n).map(|_| next_delay(&mut delays, start, *self).expect("within the total")).collect()
+    }
+
+    fn delays(&self) -> Box<dyn Iterator<Item = Duration> + Send> {
+        if self.fixed {
+            return Box::new(backon::ConstantBuilder::default().with_delay(self.first_delay).without_max_times().build());
+        }
+        Box::new(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(self.first_delay)
+                .with_max_delay(self.max_delay)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        )
     }
 }
 
@@ -122,6 +148,29 @@ mod tests {
         assert!(err.starts_with("gave up waiting for a thing after 0s: try "), "{err}");
         assert!(tries > 3);
         assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_fixed_interval_never_grows_and_has_no_jitter() {
+        let policy = Policy::every(Duration::from_millis(400), Duration::from_secs(300));
+        assert_eq!(policy.first_delays(20), vec![Duration::from_millis(400); 20]);
+        // Backoff, by contrast, grows: after a few looks its gaps pass the interval.
+        let backoff = Policy::new(Duration::from_millis(250), Duration::from_secs(5), Duration::from_secs(300));
+        assert!(backoff.first_delays(6).iter().skip(3).all(|d| *d > Duration::from_millis(400)));
+    }
+
+    #[test]
+    fn a_fixed_interval_is_cut_at_the_total() {
+        let policy = Policy::every(Duration::from_millis(400), Duration::from_millis(100));
+        let start = Instant::now();
+        let mut tries = 0;
+        let result: Result<(), _> = wait_blocking("x", policy, || {
+            tries += 1;
+            Attempt::Retry("not yet")
+        });
+        assert!(matches!(result, Err(Gave::Up { .. })));
+        assert_eq!(tries, 2, "one look, the cut sleep, one last look");
+        assert!(start.elapsed() < Duration::from_millis(400));
     }
 
     #[test]

@@ -103,6 +103,22 @@ fn attach_gives_up_after_its_bound_with_exit_code_11() {
     assert!(err.contains("gave up waiting for volume") && err.contains("after 2s"), "{err}");
 }
 
+/// EC2 may answer a Describe call in pages, each with fewer items than
+/// asked for and a NextToken. With two items a page, the first page of
+/// three members lacks one member's volume or ENI: each zone's node must
+/// still see its whole member, never half of one.
+#[test]
+fn attach_reads_every_page_of_the_cluster_listing() {
+    let c = cluster("att-pages", 3, 0);
+    c.aws.set_max_page(2);
+    for (i, zone) in ZONES.iter().enumerate() {
+        let node = c.node(zone);
+        let out = attach(&c, &node);
+        assert!(out.status.success(), "{zone}: {}", stderr(&out));
+        assert_eq!(node.claim().unwrap()["member"], i as u64, "{zone}");
+    }
+}
+
 #[test]
 fn throttling_is_retried_by_the_sdk() {
     let c = cluster("att-throttle", 3, 0);
@@ -143,6 +159,95 @@ fn takeover_from_a_stopped_instance() {
     assert_eq!(new.claim().unwrap()["member"], 0);
     assert_eq!(volume_holder(&c.aws, &c.members[0].volume_id).as_deref(), Some(new.instance_id.as_str()));
     assert_eq!(eni_holder(&c.aws, &c.members[0].eni_id).as_deref(), Some(new.instance_id.as_str()));
+}
+
+/// Every detach the stage asked for was from a holder that could no longer
+/// write: `stopped` or `terminated`.
+fn assert_detached_only_dead_holders(c: &Cluster) {
+    for (resource, holder, state, force) in c.aws.detaches() {
+        assert!(state == "stopped" || state == "terminated", "{resource} detached (force {force}) from {holder} while it was {state}");
+    }
+}
+
+/// A holder that is shutting down may still flush to the volume: the
+/// replacement waits (saying so) until EC2 has terminated it and released
+/// the volume, and never detaches anything from it.
+#[test]
+fn a_shutting_down_holder_is_waited_for_not_robbed() {
+    let c = cluster("att-shutdown", 3, 200);
+    let old = c.node("eu-west-1a");
+    assert!(attach(&c, &old).status.success());
+    // Long enough to outlast the new node's launch and discover on a busy machine.
+    c.aws.set_shutdown_delay(10_000);
+    old.terminate(&c.aws);
+    assert_eq!(old.state(&c.aws), "shutting-down");
+    let new = c.node("eu-west-1a");
+    let out = attach(&c, &new);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("{}, which is shutting-down", old.instance_id)), "progress is logged:\n{err}");
+    assert_detached_only_dead_holders(&c);
+    assert_eq!(volume_holder(&c.aws, &c.members[0].volume_id).as_deref(), Some(new.instance_id.as_str()));
+    assert_eq!(eni_holder(&c.aws, &c.members[0].eni_id).as_deref(), Some(new.instance_id.as_str()));
+}
+
+/// The same for a holder that is stopping: wait until `stopped`, then
+/// detach and take over.
+#[test]
+fn a_stopping_holder_is_waited_for_then_taken_over() {
+    let c = cluster("att-stopping", 3, 200);
+    let old = c.node("eu-west-1b");
+    assert!(attach(&c, &old).status.success());
+    c.aws.set_shutdown_delay(10_000);
+    old.stop(&c.aws);
+    assert_eq!(old.state(&c.aws), "stopping");
+    let new = c.node("eu-west-1b");
+    let out = attach(&c, &new);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("{}, which is stopping", old.instance_id)), "progress is logged:\n{err}");
+    assert!(!c.aws.detaches().is_empty(), "the stopped holder's attachments were detached");
+    assert_detached_only_dead_holders(&c);
+    assert_eq!(new.claim().unwrap()["member"], 1);
+}
+
+/// Two replacements race for one dead member: while one waits for the
+/// volume to leave the dead holder, the other gets it. The loser sees the
+/// new live holder and plans again (here: no member is left, exit 10)
+/// instead of waiting out the detach grace and forcing a detach that is no
+/// longer the dead holder's.
+#[test]
+fn the_loser_of_a_takeover_race_plans_again() {
+    let c = cluster("att-takerace", 3, 1500);
+    let old = c.node("eu-west-1a");
+    assert!(attach(&c, &old).status.success());
+    old.stop(&c.aws);
+    let winner = c.node("eu-west-1a");
+    let loser = c.node("eu-west-1a");
+    let volume = c.members[0].volume_id.clone();
+    let mut cmd = loser.stage_cmd(&c.aws, &["attach", "--wait-timeout", "30s", "--detach-grace", "4s"], &[]);
+    let run = std::thread::spawn(move || cmd.output().unwrap());
+    // The winner attaches the moment EC2 has detached the volume.
+    let ec2 = c.aws.ec2.clone();
+    runtime().block_on(async {
+        loop {
+            let v = ec2.describe_volumes().volume_ids(&volume).send().await.unwrap();
+            if v.volumes()[0].state().map(|s| s.as_str()) == Some("available") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ec2.attach_volume().volume_id(&volume).instance_id(&winner.instance_id).device("/dev/xvdf").send().await.unwrap();
+    });
+    let out = run.join().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    // It saw the winner's attachment while waiting, or lost the AttachVolume
+    // race by a hair (VolumeInUse): either way it planned again at once.
+    assert!(err.contains("lost member 0 to another node") && err.contains("planning again"), "{err}");
+    assert!(err.contains(&format!("member 0 held by {}", winner.instance_id)), "{err}");
+    assert!(!err.contains("forcing"), "{err}");
+    assert_detached_only_dead_holders(&c);
 }
 
 #[test]

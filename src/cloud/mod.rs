@@ -23,6 +23,8 @@ pub struct Volume {
     pub state: String,
     pub attachments: Vec<Attachment>,
     pub tags: BTreeMap<String, String>,
+    /// The snapshot the volume was created from: it held data then.
+    pub snapshot_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +61,10 @@ pub enum InstanceState {
     Terminated,
     Stopping,
     Stopped,
-    /// DescribeInstances does not know the instance (terminated long ago).
-    Gone,
+    /// DescribeInstances did not list the instance even when asked by id
+    /// (EC2 is eventually consistent: a new instance may not show yet), or
+    /// answered a state nodeboot does not know. It may be running.
+    Unknown,
 }
 
 impl InstanceState {
@@ -72,14 +76,33 @@ impl InstanceState {
             "terminated" => InstanceState::Terminated,
             "stopping" => InstanceState::Stopping,
             "stopped" => InstanceState::Stopped,
-            _ => InstanceState::Gone,
+            _ => InstanceState::Unknown,
         }
     }
 
-    /// Whether the instance will never use its attachments again, so another
-    /// node may take them over.
-    pub fn is_dead(self) -> bool {
-        !matches!(self, InstanceState::Pending | InstanceState::Running)
+    /// Whether the instance's OS has stopped, so nothing writes to its
+    /// attachments any more and another node may detach and take them.
+    pub fn cannot_write(self) -> bool {
+        matches!(self, InstanceState::Stopped | InstanceState::Terminated)
+    }
+
+    /// Whether the instance is on its way down: soon it cannot write, but
+    /// its OS may still flush to its volumes now.
+    pub fn is_going_down(self) -> bool {
+        matches!(self, InstanceState::Stopping | InstanceState::ShuttingDown)
+    }
+
+    /// EC2's name of the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Unknown => "in an unknown state",
+        }
     }
 }
 
@@ -134,12 +157,16 @@ pub trait Compute {
     fn network_interfaces(&self, filter: &ClusterFilter) -> impl Future<Output = Result<Vec<NetworkInterface>, CloudError>>;
     fn volume(&self, id: &str) -> impl Future<Output = Result<Volume, CloudError>>;
     fn network_interface(&self, id: &str) -> impl Future<Output = Result<NetworkInterface, CloudError>>;
-    /// States of the given instances; unknown ids come back as `Gone`.
+    /// States of the given instances, every page; an id missing from the
+    /// listing is asked for once more by id, and comes back `Unknown` if
+    /// still missing.
     fn instance_states(&self, ids: &[String]) -> impl Future<Output = Result<BTreeMap<String, InstanceState>, CloudError>>;
     fn attach_volume(&self, volume_id: &str, instance_id: &str, device: &str) -> impl Future<Output = Result<(), CloudError>>;
     fn detach_volume(&self, volume_id: &str, instance_id: &str, force: bool) -> impl Future<Output = Result<(), CloudError>>;
     fn attach_network_interface(&self, eni_id: &str, instance_id: &str, device_index: i32) -> impl Future<Output = Result<(), CloudError>>;
     fn detach_network_interface(&self, attachment_id: &str, force: bool) -> impl Future<Output = Result<(), CloudError>>;
+    /// Adds (or overwrites) one tag on a volume.
+    fn tag_volume(&self, volume_id: &str, key: &str, value: &str) -> impl Future<Output = Result<(), CloudError>>;
     /// API calls made so far (SDK retries not counted).
     fn api_calls(&self) -> u32;
 }

@@ -124,6 +124,28 @@ impl Aws {
         self.post("/_bed/config", json!({"attach_delay_ms": ms}));
     }
 
+    /// Instances stay `shutting-down`/`stopping` this long from now on.
+    pub fn set_shutdown_delay(&self, ms: u64) {
+        self.post("/_bed/config", json!({"shutdown_delay_ms": ms}));
+    }
+
+    /// Every detach the bed accepted: (resource, holder, holder's state then, force).
+    pub fn detaches(&self) -> Vec<(String, String, String, bool)> {
+        let mut r = self.agent.get(format!("{}/_bed/detaches", self.server.url)).call().unwrap();
+        let list: Vec<serde_json::Value> = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        list.iter()
+            .map(|d| {
+                let s = |k: &str| d[k].as_str().unwrap().to_string();
+                (s("resource"), s("instance"), s("instance_state"), d["force"].as_bool().unwrap())
+            })
+            .collect()
+    }
+
+    /// Describe pages hold at most `items` from now on (0: no cap).
+    pub fn set_max_page(&self, items: u32) {
+        self.post("/_bed/config", json!({"max_page": items}));
+    }
+
     fn post(&self, path: &str, body: serde_json::Value) {
         let r = self.agent.post(format!("{}{path}", self.server.url)).header("content-type", "application/json").send(body.to_string()).unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
@@ -348,6 +370,18 @@ impl Node {
     pub fn stop(&self, aws: &Aws) {
         runtime().block_on(aws.ec2.stop_instances().instance_ids(&self.instance_id).force(true).send()).unwrap();
     }
+
+    pub fn terminate(&self, aws: &Aws) {
+        runtime().block_on(aws.ec2.terminate_instances().instance_ids(&self.instance_id).send()).unwrap();
+    }
+
+    /// EC2's state name of this instance (`running`, `stopping`, ...).
+    pub fn state(&self, aws: &Aws) -> String {
+        runtime().block_on(async {
+            let out = aws.ec2.describe_instances().instance_ids(&self.instance_id).send().await.unwrap();
+            out.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string()
+        })
+    }
 }
 
 /// The emulator's Auto Scaling API, for checks the node's own calls cannot make.
@@ -415,16 +449,23 @@ pub fn eni_holder(aws: &Aws, eni_id: &str) -> Option<String> {
 /// A loop device over a sparse file: the bed's EBS volume.
 pub struct LoopVolume {
     pub device: String,
-    _file: tempfile::NamedTempFile,
+    _file: Option<tempfile::NamedTempFile>,
 }
 
 impl LoopVolume {
     pub fn new(size_mb: u64) -> LoopVolume {
         let file = tempfile::NamedTempFile::new().unwrap();
         file.as_file().set_len(size_mb * 1024 * 1024).unwrap();
-        let out = Command::new("losetup").args(["--find", "--show"]).arg(file.path()).output().unwrap();
-        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
-        LoopVolume { device: String::from_utf8(out.stdout).unwrap().trim().to_string(), _file: file }
+        let mut volume = LoopVolume::over(file.path());
+        volume._file = Some(file);
+        volume
+    }
+
+    /// A loop device over an existing file (kept by the caller).
+    pub fn over(path: &Path) -> LoopVolume {
+        let out = Command::new("losetup").args(["--find", "--show"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "losetup {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        LoopVolume { device: String::from_utf8(out.stdout).unwrap().trim().to_string(), _file: None }
     }
 
     pub fn sha256(&self) -> String {

@@ -19,6 +19,51 @@ impl Ec2 {
     }
 }
 
+/// MaxResults per Describe page: EC2 recommends paged calls (an unpaged one
+/// may be throttled or time out) and allows 5-500 volumes, 5-1000 ENIs or
+/// instances per page. A page may still hold fewer, even none, with a
+/// NextToken: only the last page ends a listing.
+const VOLUMES_PAGE: i32 = 500;
+const PAGE: i32 = 1000;
+
+/// Every page of a Describe call, following NextToken to the end. A failed
+/// page fails the listing, so a caller never plans from part of it (half a
+/// member). A token that comes back twice fails it too: the SDK's own
+/// paginator would end the listing there, silently incomplete.
+async fn all_pages<T, F, Fut>(operation: &'static str, resource: &str, mut page: F) -> Result<Vec<T>, CloudError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), CloudError>>,
+{
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let (items, next) = page(token.take()).await?;
+        out.extend(items);
+        match next.filter(|t| !t.is_empty()) {
+            None => return Ok(out),
+            Some(t) if !seen.insert(t.clone()) => {
+                return Err(CloudError {
+                    operation,
+                    resource: resource.into(),
+                    code: None,
+                    message: format!("NextToken {t:?} came back twice; the listing is incomplete"),
+                })
+            }
+            Some(t) => token = Some(t),
+        }
+    }
+}
+
+fn instance_states_of(page: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput) -> Vec<(String, InstanceState)> {
+    page.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| Some((i.instance_id()?.to_string(), InstanceState::parse(i.state()?.name()?.as_str()))))
+        .collect()
+}
+
 fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
@@ -51,6 +96,7 @@ fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
             })
             .collect(),
         tags: tag_map(v.tags()),
+        snapshot_id: v.snapshot_id().filter(|s| !s.is_empty()).map(str::to_string),
     }
 }
 
@@ -74,27 +120,41 @@ fn network_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> NetworkInterfa
 
 impl Compute for Ec2 {
     async fn volumes(&self, f: &ClusterFilter) -> Result<Vec<Volume>, CloudError> {
-        self.calls.add();
-        let out = self
-            .client
-            .describe_volumes()
-            .set_filters(Some(cluster_filters(f)))
-            .send()
-            .await
-            .map_err(|e| cloud_error("DescribeVolumes", &format!("{}/{}", f.environment, f.role), e))?;
-        Ok(out.volumes().iter().map(volume).collect())
+        let resource = format!("{}/{}", f.environment, f.role);
+        let r = resource.as_str();
+        all_pages("DescribeVolumes", r, |token| async move {
+            self.calls.add();
+            let page = self
+                .client
+                .describe_volumes()
+                .set_filters(Some(cluster_filters(f)))
+                .max_results(VOLUMES_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| cloud_error("DescribeVolumes", r, e))?;
+            Ok((page.volumes().iter().map(volume).collect(), page.next_token().map(str::to_string)))
+        })
+        .await
     }
 
     async fn network_interfaces(&self, f: &ClusterFilter) -> Result<Vec<NetworkInterface>, CloudError> {
-        self.calls.add();
-        let out = self
-            .client
-            .describe_network_interfaces()
-            .set_filters(Some(cluster_filters(f)))
-            .send()
-            .await
-            .map_err(|e| cloud_error("DescribeNetworkInterfaces", &format!("{}/{}", f.environment, f.role), e))?;
-        Ok(out.network_interfaces().iter().map(network_interface).collect())
+        let resource = format!("{}/{}", f.environment, f.role);
+        let r = resource.as_str();
+        all_pages("DescribeNetworkInterfaces", r, |token| async move {
+            self.calls.add();
+            let page = self
+                .client
+                .describe_network_interfaces()
+                .set_filters(Some(cluster_filters(f)))
+                .max_results(PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| cloud_error("DescribeNetworkInterfaces", r, e))?;
+            Ok((page.network_interfaces().iter().map(network_interface).collect(), page.next_token().map(str::to_string)))
+        })
+        .await
     }
 
     async fn volume(&self, id: &str) -> Result<Volume, CloudError> {
@@ -126,22 +186,44 @@ impl Compute for Ec2 {
     }
 
     async fn instance_states(&self, ids: &[String]) -> Result<BTreeMap<String, InstanceState>, CloudError> {
-        let mut states: BTreeMap<String, InstanceState> = ids.iter().map(|id| (id.clone(), InstanceState::Gone)).collect();
+        let mut states: BTreeMap<String, InstanceState> = ids.iter().map(|id| (id.clone(), InstanceState::Unknown)).collect();
         if ids.is_empty() {
             return Ok(states);
         }
-        self.calls.add();
         // A filter, not InstanceIds: an unknown id must not fail the whole call.
-        let out = self
-            .client
-            .describe_instances()
-            .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build())
-            .send()
-            .await
-            .map_err(|e| cloud_error("DescribeInstances", &ids.join(","), e))?;
-        for instance in out.reservations().iter().flat_map(|r| r.instances()) {
-            if let (Some(id), Some(state)) = (instance.instance_id(), instance.state().and_then(|s| s.name())) {
-                states.insert(id.to_string(), InstanceState::parse(state.as_str()));
+        let resource = ids.join(",");
+        let r = resource.as_str();
+        let found = all_pages("DescribeInstances", r, |token| async move {
+            self.calls.add();
+            let page = self
+                .client
+                .describe_instances()
+                .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build())
+                .max_results(PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| cloud_error("DescribeInstances", r, e))?;
+            Ok((instance_states_of(&page), page.next_token().map(str::to_string)))
+        })
+        .await?;
+        states.extend(found);
+        // EC2 is eventually consistent: an instance launched a moment ago
+        // may be missing from a filtered listing. Ask for each missing id
+        // by name once; one still missing stays `Unknown` (alive to the plan).
+        for id in ids {
+            if states[id] != InstanceState::Unknown {
+                continue;
+            }
+            self.calls.add();
+            match self.client.describe_instances().instance_ids(id).send().await {
+                Ok(page) => states.extend(instance_states_of(&page)),
+                Err(e) => {
+                    let e = cloud_error("DescribeInstances", id, e);
+                    if e.code.as_deref() != Some("InvalidInstanceID.NotFound") {
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(states)
@@ -188,6 +270,18 @@ impl Compute for Ec2 {
 
     fn api_calls(&self) -> u32 {
         self.calls.get()
+    }
+
+    async fn tag_volume(&self, volume_id: &str, key: &str, value: &str) -> Result<(), CloudError> {
+        self.calls.add();
+        self.client
+            .create_tags()
+            .resources(volume_id)
+            .tags(Tag::builder().key(key).value(value).build())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| cloud_error("CreateTags", volume_id, e))
     }
 
     async fn detach_network_interface(&self, attachment_id: &str, force: bool) -> Result<(), CloudError> {

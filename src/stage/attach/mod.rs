@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use self::plan::{Observed, Pair, Plan, PlanError, Step};
 use super::discover::{Facts, FACTS_FILE};
 use super::{Root, StageError};
-use crate::cloud::{CloudError, ClusterFilter, Compute};
+use crate::cloud::{CloudError, ClusterFilter, Compute, InstanceState};
 use crate::fault;
 use crate::retry::{self, Attempt, Gave, Policy};
 
@@ -101,7 +101,13 @@ impl From<CloudError> for Lost {
     }
 }
 
-const POLL: Policy = Policy::new(Duration::from_millis(250), Duration::from_secs(5), Duration::from_secs(300));
+/// An attachment or detachment EC2 is making: a look every 0.4 s, so the
+/// stage notices within 0.4 s (backoff's growing gaps noticed seconds
+/// late). Two describes a look at most; EC2's budget for describe calls is
+/// a bucket of 100 refilled at 20 a second per account.
+const POLL: Policy = Policy::every(Duration::from_millis(400), Duration::from_secs(300));
+/// A holder that is stopping or shutting down takes seconds to minutes.
+const GOING_DOWN_POLL: Policy = Policy::new(Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(300));
 
 pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Claim, AttachError> {
     let started = Instant::now();
@@ -111,11 +117,10 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
     let device_name = config.etcd.as_ref().map(|e| e.device_name.clone()).unwrap_or_else(|| crate::node_config::ETCD_DEVICE_NAME.into());
     let rounds = config.etcd.as_ref().map_or(3, |e| e.members + 2);
     for round in 1..=rounds {
-        let observed = observe(ec2, &facts, &filter).await?;
-        let plan = plan::plan(&observed)
-            .map_err(|source| AttachError::Resources { environment: filter.environment.clone(), role: filter.role.clone(), source })?;
+        let plan = plan_once_no_holder_is_going_down(ec2, &facts, &filter, options).await?;
         let pair = match plan {
             Plan::NoFreeMember { zone, held } => return Err(AttachError::NoFreeMember { zone, held }),
+            Plan::Wait { .. } => unreachable!("waited through"),
             Plan::Held(pair) => pair,
             Plan::Claim { pair, steps } => {
                 info!(member = pair.member, volume = %pair.volume.id, eni = %pair.eni.id, "claiming member {} ({} steps)", pair.member, steps.len());
@@ -155,6 +160,32 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
         return Ok(claim);
     }
     Err(AttachError::Contended(rounds))
+}
+
+/// Observes and plans until the plan is not to wait for a holder that is
+/// stopping or shutting down (its OS may still write to the volume),
+/// logging the wait; bounded by `wait_timeout`.
+async fn plan_once_no_holder_is_going_down(ec2: &impl Compute, facts: &Facts, filter: &ClusterFilter, options: Options) -> Result<Plan, AttachError> {
+    let what = "a member's holder to stop or terminate";
+    retry::wait(what, GOING_DOWN_POLL.with_total(options.wait_timeout), || async {
+        let observed = match observe(ec2, facts, filter).await {
+            Ok(o) => o,
+            Err(e) => return Attempt::Fail(AttachError::from(e)),
+        };
+        match plan::plan(&observed) {
+            Ok(Plan::Wait { member, holder, state }) => Attempt::Retry(AttachError::Timeout(format!(
+                "member {member} is held by {holder}, which is {} and may still write to it",
+                state.name()
+            ))),
+            Ok(plan) => Attempt::Done(plan),
+            Err(source) => Attempt::Fail(AttachError::Resources { environment: filter.environment.clone(), role: filter.role.clone(), source }),
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        Gave::Failed(e) => e,
+        Gave::Up { what, elapsed, last } => AttachError::Timeout(format!("gave up waiting for {what} after {}s: {last}", elapsed.as_secs())),
+    })
 }
 
 async fn observe(ec2: &impl Compute, facts: &Facts, filter: &ClusterFilter) -> Result<Observed, CloudError> {
@@ -273,8 +304,12 @@ async fn take_volume_over(ec2: &impl Compute, volume_id: &str, from: &str, optio
             other => other,
         }
     };
-    let state = || async { ec2.volume(volume_id).await.map(|v| v.state) };
-    take_over(&format!("volume {volume_id}"), from, options, detach, state).await
+    let state = || async {
+        let v = ec2.volume(volume_id).await?;
+        let holder = v.attachments.iter().find(|a| a.state != "detached").map(|a| a.instance_id.clone());
+        Ok::<_, CloudError>((v.state, holder))
+    };
+    take_over(ec2, &format!("volume {volume_id}"), from, options, detach, state).await
 }
 
 async fn take_eni_over(ec2: &impl Compute, eni_id: &str, attachment_id: &str, from: &str, options: Options) -> Result<(), Lost> {
@@ -284,13 +319,20 @@ async fn take_eni_over(ec2: &impl Compute, eni_id: &str, attachment_id: &str, fr
             other => other,
         }
     };
-    let state = || async { ec2.network_interface(eni_id).await.map(|e| e.status) };
-    take_over(&format!("ENI {eni_id}"), from, options, detach, state).await
+    let state = || async {
+        let e = ec2.network_interface(eni_id).await?;
+        let holder = e.attachment.filter(|a| a.state != "detached").map(|a| a.instance_id);
+        Ok::<_, CloudError>((e.status, holder))
+    };
+    take_over(ec2, &format!("ENI {eni_id}"), from, options, detach, state).await
 }
 
-/// Detaches `what` from the dead instance `from` and waits until it is
-/// `available`: a polite detach first, forced once `detach_grace` has passed.
+/// Detaches `what` from the dead (stopped or terminated) instance `from`
+/// and waits until it is `available`: a polite detach first, forced once
+/// `detach_grace` has passed and only if `from` still cannot write. If
+/// another node attaches it meanwhile, the race is lost: plan again.
 async fn take_over<D, S>(
+    ec2: &impl Compute,
     what: &str,
     from: &str,
     options: Options,
@@ -299,17 +341,24 @@ async fn take_over<D, S>(
 ) -> Result<(), Lost>
 where
     D: std::future::Future<Output = Result<(), CloudError>>,
-    S: std::future::Future<Output = Result<String, CloudError>>,
+    S: std::future::Future<Output = Result<(String, Option<String>), CloudError>>,
 {
     for force in [false, true] {
+        if force {
+            let now = ec2.instance_states(&[from.to_string()]).await?.get(from).copied().unwrap_or(InstanceState::Unknown);
+            if !now.cannot_write() {
+                return Err(Lost::Race(format!("{from} is {} now; not forcing {what} off it", now.name())));
+            }
+        }
         info!(from, force, "detaching {what} from dead instance {from}");
         detach(force).await?;
         fault::point("attach:after-detach");
         let total = if force { options.wait_timeout } else { options.detach_grace };
         let waited = retry::wait(&format!("{what} to detach from {from}"), POLL.with_total(total), || async {
             match state().await {
-                Ok(s) if s == "available" => Attempt::Done(()),
-                Ok(s) => Attempt::Retry(Lost::Pending(format!("{what} is {s}"))),
+                Ok((s, _)) if s == "available" => Attempt::Done(()),
+                Ok((_, Some(holder))) if holder != from => Attempt::Fail(Lost::Race(format!("{what} is attached to {holder}"))),
+                Ok((s, _)) => Attempt::Retry(Lost::Pending(format!("{what} is {s}"))),
                 Err(e) => Attempt::Fail(Lost::from(e)),
             }
         })
@@ -321,4 +370,19 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// EC2 makes an attachment in seconds; a poll that backs off to 5 s
+    /// gaps would notice it seconds late. Half a second at most, no more
+    /// than two describes a second per node.
+    #[test]
+    fn an_attachment_is_polled_at_least_every_half_second() {
+        let gaps = POLL.first_delays(100);
+        assert!(gaps.iter().all(|d| *d <= Duration::from_millis(500)), "{gaps:?}");
+        assert!(gaps.iter().all(|d| *d >= Duration::from_millis(250)), "within EC2's describe budget: {gaps:?}");
+    }
 }

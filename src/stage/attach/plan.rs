@@ -44,6 +44,10 @@ pub enum Plan {
     /// Work towards holding `pair`; `steps` may be empty when only waiting
     /// on attachments in progress remains.
     Claim { pair: Pair, steps: Vec<Step> },
+    /// `member` is held by an instance that is stopping or shutting down:
+    /// its OS may still flush to the volume. Look again later; it is taken
+    /// over once `stopped` or `terminated`.
+    Wait { member: u32, holder: String, state: InstanceState },
     /// Every member in this zone is held by a live instance.
     NoFreeMember { zone: String, held: Vec<(u32, String)> },
 }
@@ -138,7 +142,10 @@ pub fn pairs(obs: &Observed) -> Result<Vec<Pair>, PlanError> {
 enum Holder<'a> {
     Free,
     Me,
+    /// Stopped or terminated: nothing writes any more.
     Dead(&'a str),
+    /// Stopping or shutting down: may still write, soon dead.
+    GoingDown(&'a str, InstanceState),
     Live(&'a str),
 }
 
@@ -148,11 +155,18 @@ fn holder<'a>(attachment: Option<&'a crate::cloud::Attachment>, obs: &Observed) 
         Some(a) if a.state == "detached" => Holder::Free,
         Some(a) if a.instance_id == obs.me => Holder::Me,
         Some(a) => match obs.instances.get(&a.instance_id) {
-            Some(state) if state.is_dead() => Holder::Dead(&a.instance_id),
-            // Unknown state is treated as alive: never steal on a guess.
+            Some(state) if state.cannot_write() => Holder::Dead(&a.instance_id),
+            Some(state) if state.is_going_down() => Holder::GoingDown(&a.instance_id, *state),
+            // Running, pending, an unknown state or no state at all: alive.
+            // Never steal on a guess.
             _ => Holder::Live(&a.instance_id),
         },
     }
+}
+
+/// The holders of a pair's volume and ENI.
+fn holders<'a>(p: &'a Pair, obs: &Observed) -> [Holder<'a>; 2] {
+    [holder(volume_attachment(&p.volume), obs), holder(p.eni.attachment.as_ref(), obs)]
 }
 
 fn volume_attachment(v: &Volume) -> Option<&crate::cloud::Attachment> {
@@ -190,12 +204,12 @@ pub fn plan(obs: &Observed) -> Result<Plan, PlanError> {
     if let Some(pair) = mine.first() {
         return finish(pair, obs);
     }
-    let claimable = |p: &&Pair| {
-        let v = holder(volume_attachment(&p.volume), obs);
-        let e = holder(p.eni.attachment.as_ref(), obs);
-        !matches!(v, Holder::Live(_)) && !matches!(e, Holder::Live(_))
-    };
-    match pairs.iter().find(claimable) {
+    let live = |p: &Pair| holders(p, obs).iter().any(|h| matches!(h, Holder::Live(_)));
+    let going_down = |p: &Pair| holders(p, obs).iter().any(|h| matches!(h, Holder::GoingDown(..)));
+    // A member that can be claimed now first; else wait for one whose holder
+    // is going down rather than report none free.
+    let now = pairs.iter().find(|p| !live(p) && !going_down(p));
+    match now.or_else(|| pairs.iter().find(|p| !live(p))) {
         Some(pair) => finish(pair, obs),
         None => Ok(Plan::NoFreeMember {
             zone: obs.zone.clone(),
@@ -217,6 +231,11 @@ fn finish(pair: &Pair, obs: &Observed) -> Result<Plan, PlanError> {
     let mut steps = Vec::new();
     let volume = holder(volume_attachment(&pair.volume), obs);
     let eni = holder(pair.eni.attachment.as_ref(), obs);
+    for h in [volume, eni] {
+        if let Holder::GoingDown(holder, state) = h {
+            return Ok(Plan::Wait { member: pair.member, holder: holder.into(), state });
+        }
+    }
     match volume {
         Holder::Me => {}
         Holder::Free => steps.push(Step::AttachVolume { volume_id: pair.volume.id.clone() }),
@@ -227,6 +246,7 @@ fn finish(pair: &Pair, obs: &Observed) -> Result<Plan, PlanError> {
         Holder::Live(holder) => {
             return Err(PlanError::VolumeHeldElsewhere { member: pair.member, volume: pair.volume.id.clone(), holder: holder.into() })
         }
+        Holder::GoingDown(..) => unreachable!("waited for above"),
     }
     match eni {
         Holder::Me => {}
@@ -239,6 +259,7 @@ fn finish(pair: &Pair, obs: &Observed) -> Result<Plan, PlanError> {
         Holder::Live(holder) => {
             return Err(PlanError::EniHeldElsewhere { member: pair.member, eni: pair.eni.id.clone(), holder: holder.into() })
         }
+        Holder::GoingDown(..) => unreachable!("waited for above"),
     }
     let attached = |state: Option<&str>| state == Some("attached");
     let settled = steps.is_empty()
@@ -267,6 +288,7 @@ mod tests {
                 .map(|h| vec![Attachment { instance_id: h.into(), state: "attached".into(), attachment_id: None, device: "/dev/xvdf".into() }])
                 .unwrap_or_default(),
             tags: [(tags::MEMBER.to_string(), member.to_string())].into(),
+            snapshot_id: None,
         }
     }
 
@@ -321,29 +343,128 @@ mod tests {
         assert_eq!(steps, vec![Step::AttachEni { eni_id: "eni-1".into() }]);
     }
 
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        TakesOver,
+        Waits,
+        NoneFree,
+    }
+
+    fn outcome(p: &Plan) -> Outcome {
+        match p {
+            Plan::Claim { steps, .. } => {
+                assert_eq!(steps[0], Step::DetachVolume { volume_id: "vol-0".into(), from: "i-old".into() });
+                assert!(matches!(&steps[2], Step::DetachEni { attachment_id, .. } if attachment_id == "attach-0"));
+                Outcome::TakesOver
+            }
+            Plan::Wait { member: 0, holder, .. } if holder == "i-old" => Outcome::Waits,
+            Plan::NoFreeMember { .. } => Outcome::NoneFree,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn dead_holders_are_taken_over_and_live_ones_never() {
-        for (state, takes) in [
+    fn dead_holders_are_taken_over_dying_ones_waited_for_live_ones_never() {
+        for (state, expected) in [
+            (Some(InstanceState::Stopped), Outcome::TakesOver),
+            (Some(InstanceState::Terminated), Outcome::TakesOver),
+            (Some(InstanceState::Stopping), Outcome::Waits),
+            (Some(InstanceState::ShuttingDown), Outcome::Waits),
+            (Some(InstanceState::Running), Outcome::NoneFree),
+            (Some(InstanceState::Pending), Outcome::NoneFree),
+            (Some(InstanceState::Unknown), Outcome::NoneFree),
+            // Not listed by DescribeInstances at all: alive.
+            (None, Outcome::NoneFree),
+        ] {
+            let instances: Vec<(&str, InstanceState)> = state.map(|s| ("i-old", s)).into_iter().collect();
+            let obs = observed(&[(0, ZONE, Some("i-old"))], &instances);
+            assert_eq!(outcome(&plan(&obs).unwrap()), expected, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_free_member_goes_before_waiting_for_a_dying_holder() {
+        let obs = observed(&[(0, ZONE, Some("i-old")), (1, ZONE, None)], &[("i-old", InstanceState::ShuttingDown)]);
+        assert!(matches!(plan(&obs).unwrap(), Plan::Claim { pair, .. } if pair.member == 1));
+        let obs = observed(&[(0, ZONE, Some("i-live")), (1, ZONE, Some("i-old"))], &[("i-live", InstanceState::Running), ("i-old", InstanceState::Stopping)]);
+        assert_eq!(plan(&obs).unwrap(), Plan::Wait { member: 1, holder: "i-old".into(), state: InstanceState::Stopping });
+    }
+
+    #[test]
+    fn a_half_held_member_waits_for_a_dying_holder_of_its_other_half() {
+        let mut obs = observed(&[(0, ZONE, Some("i-old"))], &[("i-old", InstanceState::ShuttingDown)]);
+        obs.volumes[0] = volume(0, ZONE, Some("i-me"));
+        assert_eq!(plan(&obs).unwrap(), Plan::Wait { member: 0, holder: "i-old".into(), state: InstanceState::ShuttingDown });
+    }
+
+    fn detaches(plan: &Plan) -> bool {
+        matches!(plan, Plan::Claim { steps, .. } if steps.iter().any(|s| matches!(s, Step::DetachVolume { .. } | Step::DetachEni { .. })))
+    }
+
+    /// A holder whose OS may still run (and flush to the volume) is never
+    /// detached: `stopping`/`shutting-down` still write, an unknown state
+    /// or an instance DescribeInstances did not list may be running.
+    #[test]
+    fn only_holders_that_cannot_write_are_detached() {
+        for (state, detached) in [
             (InstanceState::Stopped, true),
-            (InstanceState::Stopping, true),
-            (InstanceState::ShuttingDown, true),
-            (InstanceState::Gone, true),
+            (InstanceState::Terminated, true),
+            (InstanceState::Stopping, false),
+            (InstanceState::ShuttingDown, false),
             (InstanceState::Running, false),
             (InstanceState::Pending, false),
+            (InstanceState::parse("some-state-ec2-adds-later"), false),
+            (InstanceState::Unknown, false),
         ] {
             let obs = observed(&[(0, ZONE, Some("i-old"))], &[("i-old", state)]);
-            let p = plan(&obs).unwrap();
-            if takes {
-                let Plan::Claim { steps, .. } = p else { panic!("{state:?}") };
-                assert_eq!(steps[0], Step::DetachVolume { volume_id: "vol-0".into(), from: "i-old".into() }, "{state:?}");
-                assert!(matches!(&steps[2], Step::DetachEni { attachment_id, .. } if attachment_id == "attach-0"));
-            } else {
-                assert!(matches!(p, Plan::NoFreeMember { .. }), "{state:?}");
+            assert_eq!(detaches(&plan(&obs).unwrap()), detached, "{state:?}");
+        }
+        let listed_nowhere = observed(&[(0, ZONE, Some("i-old"))], &[]);
+        assert!(!detaches(&plan(&listed_nowhere).unwrap()));
+    }
+
+    /// Property: whatever the holders' states, a plan detaches only from
+    /// `stopped` or `terminated` instances.
+    #[test]
+    fn no_plan_detaches_from_a_holder_that_may_write() {
+        let states = [
+            InstanceState::Pending,
+            InstanceState::Running,
+            InstanceState::ShuttingDown,
+            InstanceState::Terminated,
+            InstanceState::Stopping,
+            InstanceState::Stopped,
+            InstanceState::parse("unknown"),
+        ];
+        for seed in 0..2000 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let members = rng.u32(1..5);
+            let holders = ["i-a", "i-b", "i-c", "i-me"];
+            let pick = |rng: &mut fastrand::Rng| (rng.bool()).then(|| holders[rng.usize(..holders.len())]);
+            let mut obs = observed(&[], &[]);
+            for m in 0..members {
+                let volume_holder = pick(&mut rng);
+                // The ENI usually goes with the volume; not always (a half claim, a crash).
+                let eni_holder = if rng.u8(..4) == 0 { pick(&mut rng) } else { volume_holder };
+                obs.volumes.push(volume(m, ZONE, volume_holder));
+                obs.enis.push(eni(m, ZONE, eni_holder));
+            }
+            for h in &holders[..3] {
+                if rng.u8(..5) != 0 {
+                    obs.instances.insert(h.to_string(), states[rng.usize(..states.len())]);
+                }
+            }
+            let Ok(Plan::Claim { steps, .. }) = plan(&obs) else { continue };
+            for step in steps {
+                if let Step::DetachVolume { from, .. } | Step::DetachEni { from, .. } = &step {
+                    let state = obs.instances.get(from);
+                    assert!(
+                        matches!(state, Some(InstanceState::Stopped | InstanceState::Terminated)),
+                        "seed {seed}: {step:?} from a holder in {state:?}"
+                    );
+                }
             }
         }
-        // A holder whose state is unknown is treated as alive.
-        let obs = observed(&[(0, ZONE, Some("i-unknown"))], &[]);
-        assert!(matches!(plan(&obs).unwrap(), Plan::NoFreeMember { .. }));
     }
 
     #[test]
@@ -405,6 +526,7 @@ mod tests {
                     Plan::NoFreeMember { .. } => {
                         done.insert(me, None);
                     }
+                    Plan::Wait { .. } => panic!("seed {seed}: a wait among running nodes"),
                     // Act on one step only: another node may move in between.
                     Plan::Claim { pair, steps } => match steps.first() {
                         Some(Step::AttachVolume { .. }) => {
