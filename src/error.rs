@@ -74,6 +74,8 @@ pub mod exit {
     pub const DEVICE_REFUSED: u8 = 15;
     pub const SYSTEM: u8 = 16;
     pub const TERRAFORM: u8 = 17;
+    /// A volume that held data reads blank: nodeboot will not format it.
+    pub const HELD_DATA: u8 = 18;
     /// A secret would not decrypt or authenticate: changed, another
     /// environment's or path's, under another key, or in no known format.
     pub const SECRET_REFUSED: u8 = 20;
@@ -139,6 +141,8 @@ impl Error {
                 MountError::NoDevice { .. } | MountError::NoInterface { .. } | MountError::Network { .. } => exit::TIMEOUT,
                 MountError::NotBlank { .. } | MountError::NotBlock(_) | MountError::MountedElsewhere { .. } => exit::DEVICE_REFUSED,
                 MountError::Command { .. } | MountError::Mount { .. } => exit::SYSTEM,
+                MountError::HeldData { .. } => exit::HELD_DATA,
+                MountError::Cloud(_) => exit::AWS,
                 MountError::Metadata(e) => discover_code(e),
                 MountError::Stage(e) => stage_code(e),
             },

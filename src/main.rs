@@ -226,6 +226,7 @@ enum StageCommand {
         owner: Option<String>,
     },
     /// Mount the claimed volume (formatting only a blank one) and bring up the ENI address.
+    #[cfg(feature = "aws")]
     Mount {
         /// Give up waiting for the device or the interface after this long.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
@@ -400,6 +401,7 @@ fn run(command: Command) -> Result<(), Error> {
                 StageCommand::Attach { wait_timeout, detach_grace } => commands::stage::attach(&root, *wait_timeout, *detach_grace),
                 #[cfg(feature = "aws")]
                 StageCommand::Secrets { owner } => commands::secrets::stage_secrets(&root, owner.as_deref()),
+                #[cfg(feature = "aws")]
                 StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, *wait_timeout, *skip_network),
                 #[cfg(feature = "aws")]
                 StageCommand::Etcd { exec, etcd_binary } => commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str())),

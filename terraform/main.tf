@@ -11,6 +11,12 @@ provider "aws" {
       "nodeboot.io/managed-by"  = "terraform"
     }
   }
+
+  # The mount stage tags an etcd volume it formatted (or found a filesystem
+  # on) so that it is never formatted again; a plan must not remove that tag.
+  ignore_tags {
+    keys = ["nodeboot.io/formatted"]
+  }
 }
 
 locals {

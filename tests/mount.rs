@@ -29,11 +29,48 @@ struct Bed {
 
 impl Bed {
     fn new(name: &str) -> Bed {
+        Bed::with_volume(name, LoopVolume::new(64))
+    }
+
+    fn with_volume(name: &str, volume: LoopVolume) -> Bed {
         let aws = Aws::start(0);
         let env = environment(name, 3);
         let vpc = Vpc::create(&aws, &env);
         let members = create_members(&aws, &env, &vpc);
-        Bed { aws, env, vpc, members, volume: LoopVolume::new(64) }
+        Bed { aws, env, vpc, members, volume }
+    }
+
+    /// Member 0's tags in EC2.
+    fn volume_tags(&self) -> std::collections::BTreeMap<String, String> {
+        runtime().block_on(async {
+            let out = self.aws.ec2.describe_volumes().volume_ids(&self.members[0].volume_id).send().await.unwrap();
+            out.volumes()[0].tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string())).collect()
+        })
+    }
+
+    fn tag_volume(&self, key: &str, value: &str) {
+        let tag = aws_sdk_ec2::types::Tag::builder().key(key).value(value).build();
+        runtime().block_on(self.aws.ec2.create_tags().resources(&self.members[0].volume_id).tags(tag).send()).unwrap();
+    }
+
+    /// Replaces member 0's volume with one created from a snapshot of it,
+    /// tagged the same, as a restore does. Returns the snapshot id.
+    fn restore_member_0_from_a_snapshot(&mut self) -> String {
+        let old = self.members[0].volume_id.clone();
+        let (snapshot, volume) = runtime().block_on(async {
+            let ec2 = &self.aws.ec2;
+            let snapshot = ec2.create_snapshot().volume_id(&old).send().await.unwrap().snapshot_id().unwrap().to_string();
+            let described = ec2.describe_volumes().volume_ids(&old).send().await.unwrap();
+            let tags = aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
+                .set_tags(Some(described.volumes()[0].tags().to_vec()))
+                .build();
+            let created = ec2.create_volume().availability_zone(&self.members[0].zone).snapshot_id(&snapshot).tag_specifications(tags).send().await.unwrap();
+            ec2.delete_volume().volume_id(&old).send().await.unwrap();
+            (snapshot, created.volume_id().unwrap().to_string())
+        });
+        self.members[0].volume_id = volume;
+        snapshot
     }
 
     /// Boots a node up to the mount stage: discover, attach, and the kernel's
@@ -102,17 +139,22 @@ fn mount_formats_a_blank_volume_once_and_reruns_as_a_no_op() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("blank device: creating ext4"));
     assert_eq!(blkid(&bed.volume.device, "TYPE"), "ext4");
+    let formatted = bed.volume_tags().get("nodeboot.io/formatted").cloned().expect("tagged after mkfs");
+    assert!(formatted.ends_with('Z') && formatted.len() == "2026-11-30T11:00:00Z".len(), "{formatted}");
     assert!(is_mounted(&node));
     let data = node.root().join("var/lib/etcd/data");
     assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
     let uuid = blkid(&bed.volume.device, "UUID");
 
     std::fs::write(data.join("written-after-mount"), b"etcd data").unwrap();
+    bed.aws.reset_calls();
     let again = bed.mount(&node, &[]);
+    assert_eq!(bed.aws.calls(), Default::default(), "a rerun in the same boot calls no API");
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("already mounted"), "{}", stderr(&again));
     assert_eq!(blkid(&bed.volume.device, "UUID"), uuid, "never formatted twice");
     assert_eq!(std::fs::read(data.join("written-after-mount")).unwrap(), b"etcd data");
+    assert_eq!(bed.volume_tags()["nodeboot.io/formatted"], formatted, "tagged once");
 }
 
 use std::os::unix::fs::PermissionsExt;
@@ -170,6 +212,182 @@ fn a_partition_table_is_never_formatted() {
     if require_root("a_partition_table_is_never_formatted") {
         assert_refused("echo 'label: gpt' | sfdisk --quiet DEV", "a gpt partition table");
     }
+}
+
+/// A FUSE file (tests/bed/faulty_disk.py) that reads as zeros except where
+/// reads fail with EIO; a loop device over it fails those reads in the
+/// kernel. Unmounted when dropped (after the loop device over it).
+struct FaultyDisk {
+    dir: tempfile::TempDir,
+    writes: std::path::PathBuf,
+    _server: Server,
+}
+
+impl FaultyDisk {
+    const SIZE: u64 = 64 << 20;
+
+    fn new(bad: &[(u64, u64)]) -> FaultyDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        let writes = dir.path().join("writes.log");
+        let mut cmd = Command::new("python3");
+        cmd.arg(common::repo().join("tests/bed/faulty_disk.py")).arg("--mount").arg(&mount).args(["--size", &Self::SIZE.to_string()]);
+        cmd.arg("--writes").arg(&writes);
+        for (start, end) in bad {
+            cmd.args(["--bad", &format!("{start}:{end}")]);
+        }
+        let server = start_server(cmd);
+        FaultyDisk { dir, writes, _server: server }
+    }
+
+    fn file(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt/disk")
+    }
+
+    /// Every write that reached the disk: `offset length` lines.
+    fn writes(&self) -> String {
+        std::fs::read_to_string(&self.writes).unwrap_or_default()
+    }
+}
+
+impl Drop for FaultyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path().join("mnt")).status();
+    }
+}
+
+/// What the real blkid (util-linux 2.38.1 here) says. Its exit code 2
+/// ("nothing found") is no proof of a blank device: on a device whose every
+/// read fails, a zero-size device and a path that does not exist it prints
+/// nothing, on stdout or stderr, and exits 2, exactly as on a blank device.
+/// Only a device it cannot open gets a word on stderr:
+/// `blkid: error: /dev/loop1: Permission denied`, exit 2.
+#[test]
+fn blkid_exit_2_does_not_tell_blank_from_unreadable() {
+    if !require_root("blkid_exit_2_does_not_tell_blank_from_unreadable") {
+        return;
+    }
+    let run = |device: &str, user: Option<&str>| {
+        let out = match user {
+            Some(u) => Command::new("setpriv").args(["--reuid", u, "--regid", u, "--clear-groups", "blkid", "-p", "-o", "export", device]).output().unwrap(),
+            None => Command::new("blkid").args(["-p", "-o", "export", device]).output().unwrap(),
+        };
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out))
+    };
+    let silent = (Some(2), String::new(), String::new());
+    let blank = LoopVolume::new(64);
+    assert_eq!(run(&blank.device, None), silent, "a blank device");
+    let disk = FaultyDisk::new(&[(0, FaultyDisk::SIZE)]);
+    let unreadable = LoopVolume::over(&disk.file());
+    let dd = Command::new("dd").args([&format!("if={}", unreadable.device), "of=/dev/null", "bs=4096", "count=1"]).output().unwrap();
+    assert!(stderr(&dd).contains("Input/output error"), "the device's reads fail: {}", stderr(&dd));
+    assert_eq!(run(&unreadable.device, None), silent, "an unreadable device looks blank to blkid");
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let zero = LoopVolume::over(empty.path());
+    assert_eq!(run(&zero.device, None), silent, "a zero-size device too");
+    assert_eq!(run("/dev/nodeboot-no-such-device", None), silent, "and a missing path");
+    let (code, stdout, err) = run(&blank.device, Some("65534"));
+    assert_eq!((code, stdout.as_str()), (Some(2), ""), "{err}");
+    assert!(err.contains(&format!("blkid: error: {}: Permission denied", blank.device)), "{err}");
+}
+
+/// The mount stage on a device it must leave alone: exit 15, naming what
+/// it found, nothing written, nothing mounted.
+fn assert_left_alone(bed: &Bed, says: &str) {
+    let node = bed.node_before_mount();
+    let _cleanup = Unmount::new(&node);
+    let out = bed.mount(&node, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(15), "{err}");
+    assert!(err.contains(&bed.volume.device) && err.contains(says) && err.contains("untouched"), "should say {says:?}: {err}");
+    assert!(!is_mounted(&node));
+    assert!(!bed.volume_tags().contains_key("nodeboot.io/formatted"));
+}
+
+#[test]
+fn an_unreadable_device_is_never_formatted() {
+    if !require_root("an_unreadable_device_is_never_formatted") {
+        return;
+    }
+    let disk = FaultyDisk::new(&[(0, FaultyDisk::SIZE)]);
+    let bed = Bed::with_volume("mnt-eio", LoopVolume::over(&disk.file()));
+    assert_left_alone(&bed, "Input/output error");
+    assert_eq!(disk.writes(), "", "nothing was written");
+}
+
+/// blkid reads the last MiB too, but stays silent when it fails there.
+#[test]
+fn a_device_whose_last_mib_fails_is_never_formatted() {
+    if !require_root("a_device_whose_last_mib_fails_is_never_formatted") {
+        return;
+    }
+    let disk = FaultyDisk::new(&[(FaultyDisk::SIZE - (1 << 20), FaultyDisk::SIZE)]);
+    let bed = Bed::with_volume("mnt-eio-end", LoopVolume::over(&disk.file()));
+    assert_left_alone(&bed, "Input/output error");
+    assert_eq!(disk.writes(), "", "nothing was written");
+}
+
+#[test]
+fn a_zero_size_device_is_never_formatted() {
+    if !require_root("a_zero_size_device_is_never_formatted") {
+        return;
+    }
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let bed = Bed::with_volume("mnt-zero", LoopVolume::over(empty.path()));
+    assert_left_alone(&bed, "zero-size");
+    assert_eq!(std::fs::metadata(empty.path()).unwrap().len(), 0);
+}
+
+/// A volume that held a filesystem and now reads blank: exit 18, a human
+/// must look; the device is not written, nothing is mounted.
+fn assert_held_data(bed: &Bed, says: &str) {
+    let before = bed.volume.sha256();
+    let node = bed.node_before_mount();
+    let _cleanup = Unmount::new(&node);
+    let out = bed.mount(&node, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(18), "{err}");
+    assert!(err.contains(says) && err.contains("A human must look") && err.contains(&bed.members[0].volume_id), "{err}");
+    assert_eq!(bed.volume.sha256(), before, "the device was not written");
+    assert!(!is_mounted(&node));
+}
+
+#[test]
+fn a_blank_volume_tagged_formatted_is_refused_with_exit_18() {
+    if !require_root("a_blank_volume_tagged_formatted_is_refused_with_exit_18") {
+        return;
+    }
+    let bed = Bed::new("mnt-tagged");
+    bed.tag_volume("nodeboot.io/formatted", "2026-11-30T10:00:00Z");
+    assert_held_data(&bed, "nodeboot formatted it at 2026-11-30T10:00:00Z");
+}
+
+#[test]
+fn a_blank_volume_created_from_a_snapshot_is_refused_with_exit_18() {
+    if !require_root("a_blank_volume_created_from_a_snapshot_is_refused_with_exit_18") {
+        return;
+    }
+    let mut bed = Bed::new("mnt-snap");
+    let snapshot = bed.restore_member_0_from_a_snapshot();
+    assert_held_data(&bed, &format!("created from snapshot {snapshot}"));
+}
+
+/// An ext4 volume from before the tag (or a crash between mkfs and the
+/// tag): the mount stage tags it, so it can never be formatted again.
+#[test]
+fn an_ext4_volume_without_the_tag_gets_it() {
+    if !require_root("an_ext4_volume_without_the_tag_gets_it") {
+        return;
+    }
+    let bed = Bed::new("mnt-tagext4");
+    let bytes = ext4_with_file(&bed.volume);
+    let node = bed.node_before_mount();
+    let _cleanup = Unmount::new(&node);
+    let out = bed.mount(&node, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(bed.volume_tags().contains_key("nodeboot.io/formatted"));
+    assert_eq!(std::fs::read(node.root().join("var/lib/etcd/data/keep.bin")).unwrap(), bytes);
 }
 
 #[test]
@@ -271,8 +489,12 @@ fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
     let run = |node: &Node| {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", ns.name)).arg(env!("CARGO_BIN_EXE_nodeboot")).args(["stage", "--root"]).arg(node.root());
-        cmd.args(["mount", "--wait-timeout", "10s"]).env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT").output().unwrap()
+        cmd.args(["mount", "--wait-timeout", "10s"]).envs(bed.aws.env()).env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT").output().unwrap()
     };
+    // The filesystem half first, where the emulator is reachable; the runs
+    // in the node's namespace then find it done (recorded) and call no API.
+    let out = bed.mount(&node, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
     for _ in 0..2 {
         let out = run(&node);
         assert!(out.status.success(), "{}", stderr(&out));

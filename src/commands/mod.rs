@@ -98,8 +98,8 @@ pub mod stage {
     use crate::cloud::imds::Imds;
     use crate::error::Error;
     #[cfg(feature = "aws")]
-    use crate::stage::attach;
-    use crate::stage::{discover, mount, Root};
+    use crate::stage::{attach, mount};
+    use crate::stage::{discover, Root};
 
     pub fn discover(root: &Root, set_hostname: bool, timeout: Duration) -> Result<(), Error> {
         let imds = Imds::from_env().with_policy(crate::cloud::imds::RETRY.with_total(timeout));
@@ -135,8 +135,15 @@ pub mod stage {
         }
     }
 
+    /// Mounts the claimed volume; EC2 tells its past (tag, snapshot) and gets the tag.
+    #[cfg(feature = "aws")]
     pub fn mount(root: &Root, wait_timeout: Duration, skip_network: bool) -> Result<(), Error> {
-        mount::run(root, &Imds::from_env(), mount::Options { wait_timeout, skip_network })?;
+        let config = root.node_config().map_err(|e| Error::Mount(e.into()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+        runtime.block_on(async {
+            let sdk = aws::sdk_config(&config.region).await;
+            mount::run(root, &Imds::from_env(), &Ec2::new(&sdk), mount::Options { wait_timeout, skip_network }).await
+        })?;
         Ok(())
     }
 }

@@ -40,7 +40,7 @@ pub enum Verdict {
 /// holding something else, which a human must look at. Every other code is
 /// something AWS, the kernel or the operator (uploading secrets, fixing
 /// tags, IAM propagating) fixes while the node waits.
-pub const PERMANENT: [u8; 5] = [exit::INTERNAL, exit::BAD_INPUT, exit::IO, exit::REFUSED, exit::DEVICE_REFUSED];
+pub const PERMANENT: [u8; 6] = [exit::INTERNAL, exit::BAD_INPUT, exit::IO, exit::REFUSED, exit::DEVICE_REFUSED, exit::HELD_DATA];
 
 /// Pure: the verdict on a failed attempt with exit `code`, when "no free
 /// member" has been the answer for `no_free_for` (None: it was not).

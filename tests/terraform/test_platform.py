@@ -540,6 +540,9 @@ def condition_holds(test: str, key: str, expected: list, context: dict, resource
         return any(matches(e, str(actual)) for e in expected)
     if test == "StringNotEquals":
         return str(actual) not in expected
+    if test == "ForAllValues:StringEquals":
+        # Every value of a multi-valued key (aws:TagKeys) is one of the expected.
+        return all(str(a) in [str(e) for e in expected] for a in as_list(actual))
     raise AssertionError(f"condition operator {test} is not evaluated here: add it")
 
 
@@ -585,6 +588,8 @@ BOOT = [
     ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0dead", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0dead"}),
     ("etcd", "ec2:DetachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m0", SELF, MEMBER_TAGS),
     ("etcd", "kms:CreateGrant", KMS_ARN, {"kms:GrantIsForAWSResource": "true", "kms:ViaService": f"ec2.{REGION}.amazonaws.com"}, {}),
+    # The mount stage marks the volume it formatted.
+    ("etcd", "ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", {**SELF, "aws:TagKeys": ["nodeboot.io/formatted"]}, MEMBER_TAGS),
     ("etcd", "s3:GetObject", f"{OBJ}/secure/etcd/ca.crt", {}, {}),
     ("etcd", "s3:GetObject", f"{OBJ}/common/ca.crt", {}, {}),
     ("etcd", "s3:GetObject", f"{OBJ}/manifests/etcd/kube-apiserver.yaml", {}, {}),
@@ -610,6 +615,8 @@ REFUSED = [
     ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0other", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0other"}),
     ("etcd", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0root", SELF, {"aws:ResourceTag/nodeboot.io/environment": "example"}),
     ("etcd", "ec2:DetachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/environment": "other"}),
+    ("etcd", "ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", {**SELF, "aws:TagKeys": ["nodeboot.io/member"]}, MEMBER_TAGS),
+    ("etcd", "ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", {**SELF, "aws:TagKeys": ["nodeboot.io/formatted"]}, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/environment": "other"}),
     ("etcd", "s3:GetObject", f"{OBJ}/compute/kube-proxy.kubeconfig", {}, {}),
     ("etcd", "s3:GetObject", f"{OBJ}/ca/ca.key", {}, {}),
     ("etcd", "kms:Decrypt", KMS_ARN, {"kms:EncryptionContext:environment": "other"}, {}),

@@ -53,6 +53,7 @@ NODEBOOT_ACTIONS = {
         "ec2:DetachVolume",
         "ec2:AttachNetworkInterface",
         "ec2:DetachNetworkInterface",
+        "ec2:CreateTags",
         "s3:GetObject",
         "s3:ListBucket",
         "kms:Decrypt",

@@ -10,6 +10,7 @@ locals {
       describe = ["ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVolumes"]
       attach   = ["ec2:AttachNetworkInterface", "ec2:AttachVolume"]
       detach   = ["ec2:DetachNetworkInterface", "ec2:DetachVolume"]
+      tag      = ["ec2:CreateTags"]
       read     = ["s3:GetObject"]
       list     = ["s3:ListBucket"]
       decrypt  = ["kms:Decrypt"]
@@ -263,6 +264,33 @@ data "aws_iam_policy_document" "attach" {
       test     = "StringEquals"
       variable = "aws:ResourceTag/nodeboot.io/role"
       values   = ["etcd"]
+    }
+  }
+
+  # The mount stage marks a member's volume that holds a filesystem
+  # (nodeboot.io/formatted), so it is never formatted again; that one tag
+  # key only, on this environment's etcd volumes only.
+  statement {
+    sid       = "MarkFormattedVolumes"
+    actions   = local.nodeboot_actions.etcd.tag
+    resources = ["arn:${local.partition}:ec2:${var.region}:${local.account}:volume/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nodeboot.io/environment"
+      values   = [var.environment]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nodeboot.io/role"
+      values   = ["etcd"]
+    }
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = ["nodeboot.io/formatted"]
     }
   }
 
