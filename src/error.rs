@@ -117,6 +117,8 @@ fn sync_code(e: &SyncError) -> u8 {
         SyncError::Config(_) => exit::BAD_INPUT,
         SyncError::Secret(e) => secret_code(e),
         SyncError::Reload { .. } => exit::SYSTEM,
+        SyncError::EmptyRefused { .. } => exit::REFUSED,
+        SyncError::Capabilities(_) => exit::SYSTEM,
     }
 }
 

@@ -301,6 +301,11 @@ enum ManifestsCommand {
         /// Also remove the role's manifests that have no file in DIR/<role>/.
         #[arg(long)]
         prune: bool,
+        /// With --prune: an empty DIR/<role>/ removes every manifest of the
+        /// role and puts manifests/<role>/.nodeboot-empty, without which the
+        /// nodes refuse to remove their last static pods.
+        #[arg(long, requires = "prune")]
+        allow_empty: bool,
         /// Upload even when the bucket holds the same bytes.
         #[arg(long)]
         force: bool,
@@ -388,8 +393,8 @@ fn run(command: Command) -> Result<(), Error> {
             SecretsCommand::Rm { env, paths } => commands::secrets::rm(&env, &paths)?,
         }),
         #[cfg(feature = "aws")]
-        Command::Manifests { command: ManifestsCommand::Upload { env, prune, force, dir } } => {
-            print_lines(commands::secrets::manifests_upload(&env, &dir, prune, force)?)
+        Command::Manifests { command: ManifestsCommand::Upload { env, prune, allow_empty, force, dir } } => {
+            print_lines(commands::secrets::manifests_upload(&env, &dir, prune, allow_empty, force)?)
         }
         #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,

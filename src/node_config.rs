@@ -12,6 +12,10 @@ pub const NODE_CONFIG_PATH: &str = "/etc/nodeboot/node.json";
 /// can be baked into an image.
 pub const STATE_DIR: &str = "/run/nodeboot";
 pub const SECRETS_DIR: &str = "/run/nodeboot/secrets";
+/// The sync's record of the files it placed, on disk like the directories
+/// it keeps (the static pods): a record in tmpfs would be lost at a reboot,
+/// and the manifests deleted from the bucket meanwhile never removed.
+pub const SYNC_RECORD_DIR: &str = "/var/lib/nodeboot/sync";
 pub const ETCD_ENV_FILE: &str = "/run/nodeboot/etcd.env";
 pub const ETCD_MOUNT_POINT: &str = "/var/lib/etcd";
 pub const ETCD_DATA_DIR: &str = "/var/lib/etcd/data";

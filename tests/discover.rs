@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -120,4 +121,39 @@ fn unreachable_metadata_service_is_retried_then_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(12), "{err}");
     assert!(err.contains("127.0.0.1:9") && err.contains("gave up"), "{err}");
+}
+
+/// `--set-hostname` in a UTS namespace of its own (unshare, util-linux), so
+/// the test machine keeps its name: the name is set now and for every later
+/// boot (/etc/hostname), and it is one the kubelet registers unchanged.
+#[test]
+fn set_hostname_persists_it_in_etc_hostname_as_a_valid_node_name() {
+    if !require_root("a UTS namespace for sethostname") {
+        return;
+    }
+    let s = setup("none");
+    let in_namespace = |extra: &[&str]| {
+        let script = format!("\"$0\" stage --root \"$1\" discover {} && hostname", extra.join(" "));
+        Command::new("unshare")
+            .args(["--uts", "sh", "-c", &script, env!("CARGO_BIN_EXE_nodeboot")])
+            .arg(s.root.path())
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &s.imds.url)
+            .output()
+            .unwrap()
+    };
+    let out = in_namespace(&["--set-hostname"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let live = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(live, "disco-etcd-i-0123456789abcdef0");
+    let persisted = std::fs::read_to_string(s.root.path().join("etc/hostname")).expect("/etc/hostname is written");
+    assert_eq!(persisted, format!("{live}\n"), "the next boot starts with the same name");
+    // The kubelet's node name is the hostname (no --hostname-override):
+    // a lowercase RFC 1123 name of at most 63 characters per label.
+    assert!(live.len() <= 63 && live.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{live}");
+    assert_eq!(std::fs::metadata(s.root.path().join("etc/hostname")).unwrap().permissions().mode() & 0o777, 0o644);
+
+    // Without --set-hostname nothing is written.
+    let plain = setup("none");
+    assert!(discover(&plain, &[]).status.success());
+    assert!(!plain.root.path().join("etc/hostname").exists());
 }

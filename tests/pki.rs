@@ -140,11 +140,34 @@ fn kubernetes_certificates_carry_what_each_component_needs() {
     assert_eq!(std::fs::metadata(dir.path().join("secure/sa.key")).unwrap().permissions().mode() & 0o777, 0o600);
     // The admin kubeconfig: kubectl's own parser accepts it when present;
     // otherwise check its embedded client certificate against the CA.
-    let kubeconfig: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("secure/kubeconfig_admin")).unwrap()).unwrap();
+    let kubeconfig: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("ca/admin.kubeconfig")).unwrap()).unwrap();
     assert_eq!(kubeconfig["clusters"][0]["cluster"]["server"], "https://kube-example.example.com");
     use base64::Engine;
     let embedded = base64::engine::general_purpose::STANDARD.decode(kubeconfig["users"][0]["user"]["client-certificate-data"].as_str().unwrap()).unwrap();
     let embedded_path = dir.path().join("embedded.crt");
     std::fs::write(&embedded_path, embedded).unwrap();
     openssl(&["verify", "-CAfile", ca.to_str().unwrap(), "-purpose", "sslclient", embedded_path.to_str().unwrap()]);
+}
+
+#[test]
+fn the_admin_kubeconfig_stays_out_of_every_uploaded_folder_and_an_old_one_is_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    for folder in ["common", "secure", "compute", "manifests"] {
+        for f in walk(&dir.path().join(folder)) {
+            assert!(!f.display().to_string().contains("admin"), "{}: the admin's credentials in an uploaded folder", f.display());
+        }
+    }
+    // A tree an older nodeboot made: the kubeconfig in secure/, where `secrets upload` takes it from.
+    let new = dir.path().join("ca/admin.kubeconfig");
+    let old = dir.path().join("secure/kubeconfig_admin");
+    let bytes = std::fs::read(&new).unwrap();
+    std::fs::rename(&new, &old).unwrap();
+    let env = example_env();
+    let run = nodeboot(&["pki", "--env", env.to_str().unwrap(), "--dir", dir.path().to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let printed = format!("{}{}", String::from_utf8_lossy(&run.stdout), stderr(&run));
+    assert!(!old.exists(), "moved out of secure/");
+    assert_eq!(std::fs::read(&new).unwrap(), bytes, "the same credentials, not new ones");
+    assert!(printed.contains("secrets rm") && printed.contains("secure/kubeconfig_admin"), "says how to remove the bucket's copy:\n{printed}");
 }

@@ -320,6 +320,7 @@ fn stage_secrets_pulls_common_and_the_roles_folder_into_a_private_directory() {
     let p = Platform::new("stg-pull");
     upload_role_tree(&p);
     let node = p.node(Role::Etcd);
+    node.claim(0);
     let out = node.stage_secrets(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = node.secrets_dir();
@@ -339,6 +340,37 @@ fn stage_secrets_pulls_common_and_the_roles_folder_into_a_private_directory() {
 }
 
 #[test]
+fn an_etcd_node_fetches_only_its_own_members_key() {
+    let p = Platform::new("stg-member");
+    p.upload("secure/etcd/ca.crt", b"ETCD CA");
+    for i in 0..3 {
+        p.upload(&format!("secure/etcd/member-{i}.crt"), format!("CERT {i}").as_bytes());
+        p.upload(&format!("secure/etcd/member-{i}.key"), format!("KEY {i}").as_bytes());
+    }
+    let node = p.node(Role::Etcd);
+    let out = node.stage_secrets(&[]);
+    assert_eq!(out.status.code(), Some(2), "no claim yet: {}", stderr(&out));
+    assert!(stderr(&out).contains("claim.json does not exist yet: run `nodeboot stage attach` first"), "{}", stderr(&out));
+
+    node.claim(1);
+    p.aws.reset_calls();
+    let out = node.stage_secrets(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        files_below(&node.secrets_dir()),
+        ["etcd/ca.crt", "etcd/member-0.crt", "etcd/member-1.crt", "etcd/member-1.key", "etcd/member-2.crt"]
+    );
+    assert_eq!(p.aws.calls().get("GetObject"), Some(&5), "the other members' keys are never fetched");
+
+    // The node takes another member over (a rerun after a new claim): the old key goes.
+    node.claim(2);
+    let out = node.stage_secrets(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(files_below(&node.secrets_dir()).contains(&"etcd/member-2.key".to_string()));
+    assert!(!files_below(&node.secrets_dir()).contains(&"etcd/member-1.key".to_string()));
+}
+
+#[test]
 fn stage_secrets_with_a_tampered_object_fails_naming_it_and_writes_nothing() {
     let p = Platform::new("stg-tamper");
     upload_role_tree(&p);
@@ -347,6 +379,7 @@ fn stage_secrets_with_a_tampered_object_fails_naming_it_and_writes_nothing() {
     body[last] ^= 0x80;
     p.put_raw("secure/etcd/peer.key", &body, &metadata);
     let node = p.node(Role::Etcd);
+    node.claim(0);
     let out = node.stage_secrets(&[]);
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
     assert!(stderr(&out).contains("secure/etcd/peer.key: refused"), "{}", stderr(&out));
@@ -358,6 +391,7 @@ fn stage_secrets_rerun_keeps_unchanged_files_and_removes_deleted_ones() {
     let p = Platform::new("stg-rerun");
     upload_role_tree(&p);
     let node = p.node(Role::Etcd);
+    node.claim(0);
     assert!(node.stage_secrets(&[]).status.success());
     let dir = node.secrets_dir();
     let inode = |f: &str| std::fs::metadata(dir.join(f)).unwrap().ino();
@@ -399,6 +433,7 @@ fn secrets_never_show_in_debug_output() {
     let p = Platform::new("sec-log");
     p.upload("common/token", b"s3cr3t-value");
     let node = p.node(Role::Etcd);
+    node.claim(0);
     let out = node.command(&["stage", "secrets"]).env("NODEBOOT_LOG", "trace").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("s3cr3t"), "a secret reached the log");
@@ -409,6 +444,7 @@ fn stage_secrets_killed_after_its_first_write_converges_on_rerun() {
     let p = Platform::new("stg-abort");
     upload_role_tree(&p);
     let node = p.node(Role::Etcd);
+    node.claim(0);
     let out = node.command(&["stage", "secrets"]).env(nodeboot::fault::VAR, "sync-after-write").output().unwrap();
     assert!(!out.status.success(), "the fault point was reached");
     assert_eq!(files_below(&node.secrets_dir()).len(), 1, "killed after one file");

@@ -336,3 +336,123 @@ fn a_node_with_nothing_to_sync_says_so() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("nothing to sync"), "{}", stderr(&out));
 }
+
+/// A reboot empties /run (tmpfs) but not the static-pod directory on disk.
+fn reboot(node: &TestNode) {
+    let run = node.path("/run");
+    if run.exists() {
+        std::fs::remove_dir_all(&run).unwrap();
+    }
+}
+
+#[test]
+fn a_manifest_deleted_while_the_node_was_down_is_removed_after_the_reboot() {
+    let p = Platform::new("syn-reboot");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    p.upload("manifests/etcd/a.yaml", b"a\n");
+    p.upload("manifests/etcd/b.yaml", b"b\n");
+    once_ok(&node);
+    assert_eq!(names(&dir), ["a.yaml", "b.yaml"]);
+
+    reboot(&node);
+    p.remove("manifests/etcd/b.yaml");
+    once_ok(&node);
+    assert_eq!(names(&dir), ["a.yaml"], "the record of placed files outlives the reboot");
+    assert!(node.path("/var/lib/nodeboot/sync").is_dir(), "the record lives on disk");
+}
+
+#[test]
+fn a_record_left_in_run_by_an_older_nodeboot_is_moved_to_disk_and_said_so() {
+    let p = Platform::new("syn-migrate");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    p.upload("manifests/etcd/a.yaml", b"a\n");
+    once_ok(&node);
+    // What an older nodeboot left: its record under /run, none on disk.
+    let old = node.path("/run/nodeboot/sync/etc-kubernetes-manifests.json");
+    let new = node.path("/var/lib/nodeboot/sync/etc-kubernetes-manifests.json");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::rename(&new, &old).unwrap();
+
+    p.remove("manifests/etcd/a.yaml");
+    let out = node.sync_once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("moved the record of placed files from {}", old.display())), "{}", stderr(&out));
+    assert!(names(&dir).is_empty(), "the moved record still knows a.yaml: {:?}", names(&dir));
+    assert!(!old.exists() && new.exists());
+}
+
+#[test]
+fn an_empty_listing_does_not_empty_the_directory_without_the_marker() {
+    let p = Platform::new("syn-empty");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    p.upload("manifests/etcd/kube-apiserver.yaml", b"api\n");
+    p.upload("manifests/etcd/kube-scheduler.yaml", b"sched\n");
+    once_ok(&node);
+
+    // An accidental prune: the prefix is complete and empty.
+    p.remove("manifests/etcd/kube-apiserver.yaml");
+    p.remove("manifests/etcd/kube-scheduler.yaml");
+    for _ in 0..2 {
+        let out = node.sync_once();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains("ERROR") && err.contains("refusing to remove all 2 files"), "{err}");
+        assert!(err.contains("manifests/etcd/.nodeboot-empty"), "says how to mean it: {err}");
+        assert_eq!(names(&dir), ["kube-apiserver.yaml", "kube-scheduler.yaml"]);
+    }
+
+    // The operator means it: the marker lets the node empty the directory.
+    p.upload("manifests/etcd/.nodeboot-empty", b"");
+    once_ok(&node);
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    assert!(!dir.join(".nodeboot-empty").exists(), "the marker is never a file on the node");
+}
+
+#[test]
+fn an_empty_prune_is_refused_by_the_operator_unless_allowed_and_then_writes_the_marker() {
+    let p = Platform::new("syn-prune0");
+    let rendered = p.dir.path().join("rendered");
+    std::fs::create_dir_all(rendered.join("etcd")).unwrap();
+    std::fs::write(rendered.join("etcd/kube-apiserver.yaml"), "api").unwrap();
+    let upload = |extra: &[&str]| {
+        let mut more = extra.to_vec();
+        more.push(rendered.to_str().unwrap());
+        p.nodeboot(&["manifests", "upload", "--env"], &more)
+    };
+    assert!(upload(&[]).status.success());
+    let node = p.node(Role::Etcd);
+    once_ok(&node);
+
+    std::fs::remove_file(rendered.join("etcd/kube-apiserver.yaml")).unwrap();
+    let out = upload(&["--prune"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--allow-empty"), "{}", stderr(&out));
+    once_ok(&node);
+    assert_eq!(names(&node.manifests_dir()), ["kube-apiserver.yaml"], "nothing was pruned");
+
+    let out = upload(&["--prune", "--allow-empty"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("marked    manifests/etcd/.nodeboot-empty"), "{}", String::from_utf8_lossy(&out.stdout));
+    once_ok(&node);
+    assert!(names(&node.manifests_dir()).is_empty());
+
+    // Manifests again: the marker goes, so a later accidental prune is refused again.
+    std::fs::write(rendered.join("etcd/kube-apiserver.yaml"), "api 2").unwrap();
+    assert!(upload(&[]).status.success());
+    let ls = p.nodeboot(&["secrets", "ls", "--env"], &["manifests/"]);
+    assert!(!String::from_utf8_lossy(&ls.stdout).contains(".nodeboot-empty"), "{}", String::from_utf8_lossy(&ls.stdout));
+}
+
+#[test]
+fn a_sync_that_cannot_drop_its_capabilities_stops() {
+    let p = Platform::new("syn-capfail");
+    let node = p.node(Role::Etcd);
+    p.upload("manifests/etcd/a.yaml", b"a\n");
+    let out = node.command(&["sync", "manifests", "--once"]).env(nodeboot::fault::FAIL_VAR, "sync:drop-capabilities").output().unwrap();
+    assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
+    assert!(stderr(&out).contains("could not drop capabilities"), "{}", stderr(&out));
+    assert!(names(&node.manifests_dir()).is_empty(), "no pass ran with the capabilities");
+}

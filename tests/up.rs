@@ -75,10 +75,12 @@ fn up_plan_runs_every_step_and_stops_at_terraform_init_with_a_clear_message() {
     // What up uploaded is in the bucket, encrypted, and reads back.
     let ls = nodeboot_in(dir.path(), &aws, &["secrets", "ls", "--env", env_arg]);
     let listing = String::from_utf8_lossy(&ls.stdout);
-    for key in ["common/ca.crt", "secure/etcd/member-0.key", "secure/kubeconfig_admin", "manifests/etcd/kube-apiserver.yaml"] {
+    for key in ["common/ca.crt", "secure/etcd/member-0.key", "manifests/etcd/kube-apiserver.yaml"] {
         assert!(listing.contains(key), "{key} not uploaded:\n{listing}\n{}", stderr(&ls));
     }
     assert!(!listing.contains("ca/"), "CA keys stay local:\n{listing}");
+    assert!(!listing.contains("kubeconfig_admin") && !listing.contains("admin.kubeconfig"), "the admin kubeconfig never leaves this machine:\n{listing}");
+    assert!(dir.path().join("secrets/example/ca/admin.kubeconfig").exists(), "it stays in the local tree");
 
     // A second run changes nothing locally and uploads nothing new.
     let again = nodeboot_in(dir.path(), &aws, &["up", "--plan", "--env", env_arg, "--terraform-dir", tf.to_str().unwrap()]);

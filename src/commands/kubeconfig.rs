@@ -11,7 +11,7 @@ use crate::env::Environment;
 use crate::error::Error;
 use crate::fsutil;
 
-pub const ADMIN_KUBECONFIG: &str = "secure/kubeconfig_admin";
+pub use crate::pki::ADMIN_KUBECONFIG;
 
 fn admin(secrets: &Path) -> Result<(PathBuf, Value), Error> {
     let path = secrets.join(ADMIN_KUBECONFIG);

@@ -18,6 +18,7 @@ use crate::secrets::layout::{self, FOLDERS};
 use crate::secrets::prereqs::{self, Wanted};
 use crate::secrets::{ObjectPath, SecretError, Store};
 use crate::stage::Root;
+use crate::sync::plan::EMPTY_MARKER;
 use crate::sync::{self, SyncError};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -174,13 +175,15 @@ pub fn rm(env_path: &Path, paths: &[String]) -> Result<Vec<String>, Error> {
 
 /// `nodeboot manifests upload DIR`: `DIR/<role>/` goes to
 /// `manifests/<role>/`; with `prune`, that role's objects with no local
-/// file are removed (and so, by the sync, from the nodes).
-pub fn manifests_upload(env_path: &Path, dir: &Path, prune: bool, force: bool) -> Result<Vec<String>, Error> {
-    manifests_upload_for(&load_env(env_path)?.env, dir, prune, force)
+/// file are removed (and so, by the sync, from the nodes). Pruning a role
+/// to nothing takes `allow_empty`, which also puts the empty marker the
+/// nodes need before they remove their last manifests.
+pub fn manifests_upload(env_path: &Path, dir: &Path, prune: bool, allow_empty: bool, force: bool) -> Result<Vec<String>, Error> {
+    manifests_upload_for(&load_env(env_path)?.env, dir, prune, allow_empty, force)
 }
 
 /// `manifests upload` for an environment already loaded.
-pub fn manifests_upload_for(env: &Environment, dir: &Path, prune: bool, force: bool) -> Result<Vec<String>, Error> {
+pub fn manifests_upload_for(env: &Environment, dir: &Path, prune: bool, allow_empty: bool, force: bool) -> Result<Vec<String>, Error> {
     let roles: Vec<Role> = Role::ALL.into_iter().filter(|r| r.runs_kubelet() && dir.join(r.as_str()).is_dir()).collect();
     if roles.is_empty() {
         return Err(SecretError::BadPath {
@@ -191,21 +194,43 @@ pub fn manifests_upload_for(env: &Environment, dir: &Path, prune: bool, force: b
     }
     with_operator(env, async |s3, kms| {
         let store = store(env, s3, kms);
-        let mut lines = Vec::new();
+        let mut work = Vec::new();
         for role in roles {
             let prefix = layout::manifests_prefix(role);
             let files: Vec<(ObjectPath, PathBuf)> = layout::local_files(&dir.join(role.as_str()), "")?
                 .into_iter()
                 .map(|(name, file)| Ok((ObjectPath::parse(&format!("{prefix}{name}"))?, file)))
                 .collect::<Result<_, SecretError>>()?;
+            let marker = ObjectPath::parse(&format!("{prefix}{EMPTY_MARKER}"))?;
+            let listed: Vec<String> = store.list(&prefix).await?.into_iter().map(|e| e.key).collect();
+            let others = listed.iter().filter(|k| **k != marker.as_str()).count();
+            if prune && files.is_empty() && others > 0 && !allow_empty {
+                return Err(Error::Refused(format!(
+                    "--prune with no file in {} would remove all {others} manifests of role {role}, and the nodes would stop its static pods: pass --allow-empty if that is what you mean",
+                    dir.join(role.as_str()).display()
+                )));
+            }
+            work.push((files, marker, listed));
+        }
+        let mut lines = Vec::new();
+        for (files, marker, listed) in work {
             lines.extend(upload_files(&store, &files, force).await?);
+            let marked = listed.iter().any(|k| *k == marker.as_str());
             if prune {
-                for entry in store.list(&prefix).await? {
-                    if !files.iter().any(|(p, _)| p.as_str() == entry.key) {
-                        store.delete(&ObjectPath::parse(&entry.key)?).await?;
-                        lines.push(format!("removed   {}", entry.key));
+                for key in listed.iter().filter(|k| **k != marker.as_str()) {
+                    if !files.iter().any(|(p, _)| p.as_str() == key) {
+                        store.delete(&ObjectPath::parse(key)?).await?;
+                        lines.push(format!("removed   {key}"));
                     }
                 }
+            }
+            if files.is_empty() && prune && allow_empty && !marked {
+                store.put(&marker, b"emptied on purpose by `nodeboot manifests upload --prune --allow-empty`\n").await?;
+                lines.push(format!("marked    {marker}"));
+            } else if !files.is_empty() && marked {
+                // Manifests again: a later empty listing is an accident again.
+                store.delete(&marker).await?;
+                lines.push(format!("unmarked  {marker}"));
             }
         }
         Ok(lines)
@@ -242,10 +267,16 @@ pub fn sync_manifests(root: &Root, interval: Option<Duration>, once: bool) -> Re
         return Err(Error::Sync(SyncError::Config("the interval must be more than 0s".into())));
     }
     let keep = sync::caps::needed(sources.iter().any(|s| s.target.owner.is_some()));
-    match sync::caps::keep_only(&keep) {
-        Ok(kept) if kept.is_empty() => info!("capabilities: kept none (root's own files need none)"),
-        Ok(kept) => info!("capabilities: kept {} (to give files to their owner), dropped the rest", kept.join(", ")),
-        Err(e) => warn!("capabilities: could not drop them ({e}); going on with what the process has"),
+    // A sync that could not drop its capabilities would run every pass and
+    // every reload command with them: stop instead (systemd restarts it).
+    let kept = if crate::fault::fails("sync:drop-capabilities") {
+        Err("injected by NODEBOOT_FAIL_AT".to_string())
+    } else {
+        sync::caps::keep_only(&keep).map_err(|e| e.to_string())
+    };
+    match kept.map_err(|detail| Error::Sync(SyncError::Capabilities(detail)))? {
+        kept if kept.is_empty() => info!("capabilities: kept none (root's own files need none)"),
+        kept => info!("capabilities: kept {} (to give files to their owner), dropped the rest", kept.join(", ")),
     }
     for s in &sources {
         info!("{}: keeping {} equal to s3://{}/{} every {}s", s.label, s.target.dir.display(), config.secrets_bucket, s.prefixes.join(", "), interval.as_secs_f64());

@@ -66,7 +66,7 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
         super::secrets::upload_for(&env, Some(secrets.clone()), &folders, false).map(|lines| print_indented(&lines))
     })?;
     step("upload manifests", "check the credentials and the secrets bucket", || {
-        super::secrets::manifests_upload_for(&env, &out.join("manifests"), true, false).map(|lines| print_indented(&lines))
+        super::secrets::manifests_upload_for(&env, &out.join("manifests"), true, false, false).map(|lines| print_indented(&lines))
     })?;
     step("upload full Ignition configs", "check the credentials and the secrets bucket", || upload_full_configs(&env, &written))?;
     let hint = terraform_init_hint(options);

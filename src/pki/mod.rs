@@ -23,7 +23,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 use tracing::{info, warn};
 
-pub use plan::{etcd_member_name, plan, CertSpec, KubeconfigSpec, Pki, Usage};
+pub use plan::{etcd_member_name, plan, CertSpec, KubeconfigSpec, Pki, Usage, ADMIN_KUBECONFIG, LEGACY_ADMIN_KUBECONFIG};
 
 use crate::fsutil;
 
@@ -84,6 +84,7 @@ pub fn ensure(dir: &Path, pki: &Pki, rotate: &[String]) -> Result<Outcome, PkiEr
         write(&public, key.public_key_pem().as_bytes(), 0o644)?;
         outcome.created.push(pair.id.clone());
     }
+    move_legacy_admin_kubeconfig(dir)?;
     for kc in &pki.kubeconfigs {
         let path = dir.join(&kc.path);
         if path.exists() && !renewed.contains(&kc.user) && !renewed.contains(&kc.ca) {
@@ -104,6 +105,29 @@ pub fn ensure(dir: &Path, pki: &Pki, rotate: &[String]) -> Result<Outcome, PkiEr
         }
     }
     Ok(outcome)
+}
+
+/// An older tree kept the admin kubeconfig in `secure/`, which is uploaded:
+/// move it to `ca/` (the same credentials), and say that the bucket's copy
+/// is the operator's to remove.
+fn move_legacy_admin_kubeconfig(dir: &Path) -> Result<(), PkiError> {
+    let (old, new) = (dir.join(plan::LEGACY_ADMIN_KUBECONFIG), dir.join(plan::ADMIN_KUBECONFIG));
+    if !old.exists() {
+        return Ok(());
+    }
+    if new.exists() {
+        std::fs::remove_file(&old).map_err(|e| PkiError::Io { path: old.clone(), source: e })?;
+    } else {
+        std::fs::create_dir_all(new.parent().expect("in ca/")).map_err(|e| PkiError::Io { path: new.clone(), source: e })?;
+        std::fs::rename(&old, &new).map_err(|e| PkiError::Io { path: old.clone(), source: e })?;
+    }
+    warn!(
+        "moved {} to {}: the admin kubeconfig never leaves this machine; if it was uploaded, remove the bucket's copy with `nodeboot secrets rm --env F {}`",
+        old.display(),
+        new.display(),
+        plan::LEGACY_ADMIN_KUBECONFIG
+    );
+    Ok(())
 }
 
 fn issue(dir: &Path, pki: &Pki, spec: &CertSpec) -> Result<(), PkiError> {

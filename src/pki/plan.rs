@@ -142,7 +142,8 @@ pub fn plan(env: &Environment) -> Pki {
         ca: "kubernetes-ca".into(),
     };
     let kubeconfigs = vec![
-        kc("admin", "secure/kubeconfig_admin", kube::public_url(env)),
+        // In ca/, which is never uploaded: the admin's credentials never leave the operator's machine.
+        kc("admin", ADMIN_KUBECONFIG, kube::public_url(env)),
         kc("controller-manager", "secure/controller-manager.kubeconfig", kube::LOCAL_URL.into()),
         kc("scheduler", "secure/scheduler.kubeconfig", kube::LOCAL_URL.into()),
         kc("kubelet", "common/kubelet.kubeconfig", kube::internal_url(env)),
@@ -150,6 +151,11 @@ pub fn plan(env: &Environment) -> Pki {
     ];
     Pki { certs, key_pairs, kubeconfigs }
 }
+
+/// The admin kubeconfig, in the local tree only (`ca/` is not a folder of the bucket's layout).
+pub const ADMIN_KUBECONFIG: &str = "ca/admin.kubeconfig";
+/// Where nodeboot before 0.2 wrote it, inside `secure/`, so `secrets upload` sent it to the bucket.
+pub const LEGACY_ADMIN_KUBECONFIG: &str = "secure/kubeconfig_admin";
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,7 @@ use crate::fsutil;
 use crate::role::Role;
 
 pub use self::ignition::SPEC_VERSION;
+pub use self::files::kubelet_config;
 pub use self::units::{etcd_image, units_for, UnitFile};
 
 /// EC2 refuses user data over 16 KiB (before base64).
@@ -133,6 +134,7 @@ fn write_rendered(env: &Environment, rendered: &[Rendered], out: &Path) -> std::
         let user_data = out.join(format!("{role}.ign"));
         let full_path = out.join(format!("{role}.full.ign"));
         fsutil::write_atomic(&user_data, &rendered.user_data, 0o644)?;
+        crate::fault::point("render:after-user-data");
         let full = match &rendered.full {
             Some(bytes) => {
                 fsutil::write_atomic(&full_path, bytes, 0o644)?;

@@ -19,22 +19,43 @@ pub struct UnitFile {
 struct Stage {
     name: &'static str,
     description: &'static str,
-    /// The stages (by name) that must have succeeded first.
+    /// The stages (by name) that must have succeeded first, among the role's.
     after: &'static [&'static str],
     args: &'static str,
+    /// Least privilege: what the stage may do and write.
+    limits: Limits,
 }
 
+/// A stage's privileges, for the unit's sandbox.
+struct Limits {
+    /// CapabilityBoundingSet=; empty: none at all.
+    caps: &'static str,
+    why_caps: &'static str,
+    /// The paths it writes (ProtectSystem=strict around them); `None`: no
+    /// mount namespace at all (the mount stage mounts for the host).
+    write_paths: Option<&'static str>,
+    /// Netlink for `ip`; AF_UNIX for D-Bus and the resolver; IP for AWS.
+    netlink: bool,
+    /// System calls beyond @system-service.
+    extra_syscalls: &'static str,
+}
+
+const AWS_ONLY: Limits = Limits { caps: "", why_caps: "none: it only talks to AWS and writes root's files", write_paths: Some("/run/nodeboot"), netlink: false, extra_syscalls: "" };
+
 const STAGES: [Stage; 5] = [
-    Stage { name: "discover", description: "instance identity from IMDSv2", after: &[], args: " --set-hostname" },
-    Stage { name: "attach", description: "claim this zone's etcd volume and ENI", after: &["discover"], args: "" },
-    Stage { name: "mount", description: "mount the etcd volume, bring up the ENI address", after: &["attach"], args: "" },
-    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount", "secrets"], args: "" },
-    Stage { name: "secrets", description: "fetch and decrypt this role's secrets", after: &["discover"], args: "" },
+    Stage { name: "discover", description: "instance identity from IMDSv2", after: &[], args: " --set-hostname",
+        limits: Limits { caps: "CAP_SYS_ADMIN", why_caps: "CAP_SYS_ADMIN sets the hostname", write_paths: Some("/run/nodeboot /etc"), netlink: false, extra_syscalls: " sethostname" } },
+    Stage { name: "attach", description: "claim this zone's etcd volume and ENI", after: &["discover"], args: "", limits: AWS_ONLY },
+    Stage { name: "mount", description: "mount the etcd volume, bring up the ENI address", after: &["attach"], args: "",
+        limits: Limits { caps: "CAP_SYS_ADMIN CAP_NET_ADMIN", why_caps: "CAP_SYS_ADMIN mounts, CAP_NET_ADMIN sets the ENI's address and routes", write_paths: None, netlink: true, extra_syscalls: "" } },
+    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount", "secrets"], args: "", limits: AWS_ONLY },
+    // After attach where there is one: an etcd node fetches only the key of the member it claimed.
+    Stage { name: "secrets", description: "fetch and decrypt this role's secrets", after: &["discover", "attach"], args: "", limits: AWS_ONLY },
 ];
 
 fn stages_of(role: Role) -> &'static [&'static str] {
     match role {
-        Role::Etcd => &["discover", "attach", "mount", "etcd", "secrets"],
+        Role::Etcd => &["discover", "attach", "mount", "secrets", "etcd"],
         Role::Compute => &["discover", "secrets"],
         Role::Bastion => &["discover"],
     }
@@ -54,6 +75,11 @@ struct StageUnit<'a> {
     args: &'a str,
     after: Vec<String>,
     requires: Vec<String>,
+    caps: &'a str,
+    why_caps: &'a str,
+    address_families: &'a str,
+    write_paths: Option<&'a str>,
+    extra_syscalls: &'a str,
 }
 
 #[derive(Template)]
@@ -82,6 +108,9 @@ struct ManifestSyncUnit<'a> {
     binary: &'a str,
     static_pod_dir: &'a str,
     interval: u64,
+    state_dir: &'a str,
+    /// StateDirectory= (relative to /var/lib): where the sync keeps its record.
+    record_dir: &'a str,
 }
 
 /// The etcd container image the member unit runs (etcd's official release image).
@@ -95,7 +124,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
     let mut units = Vec::new();
     for name in stages_of(role) {
         let stage = STAGES.iter().find(|s| s.name == *name).expect("every listed stage is defined");
-        let deps: Vec<String> = stage.after.iter().map(|d| stage_unit_name(d)).collect();
+        let deps: Vec<String> = stage.after.iter().filter(|d| stages_of(role).contains(d)).map(|d| stage_unit_name(d)).collect();
         let unit = StageUnit {
             role,
             stage: stage.name,
@@ -104,6 +133,11 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             args: stage.args,
             after: deps.clone(),
             requires: deps,
+            caps: stage.limits.caps,
+            why_caps: stage.limits.why_caps,
+            address_families: if stage.limits.netlink { "AF_UNIX AF_INET AF_INET6 AF_NETLINK" } else { "AF_UNIX AF_INET AF_INET6" },
+            write_paths: stage.limits.write_paths,
+            extra_syscalls: stage.limits.extra_syscalls,
         };
         units.push(UnitFile { name: stage_unit_name(stage.name), contents: render(&unit) });
     }
@@ -126,7 +160,13 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             static_pod_dir: STATIC_POD_DIR,
         };
         units.push(UnitFile { name: "kubelet.service".into(), contents: render(&kubelet) });
-        let sync = ManifestSyncUnit { binary, static_pod_dir: STATIC_POD_DIR, interval: MANIFEST_SYNC_INTERVAL_SECONDS };
+        let sync = ManifestSyncUnit {
+            binary,
+            static_pod_dir: STATIC_POD_DIR,
+            interval: MANIFEST_SYNC_INTERVAL_SECONDS,
+            state_dir: STATE_DIR,
+            record_dir: SYNC_RECORD_DIR.strip_prefix("/var/lib/").expect("the record lives under /var/lib"),
+        };
         units.push(UnitFile { name: "nodeboot-manifests.service".into(), contents: render(&sync) });
     }
     units

@@ -40,6 +40,15 @@ pub fn role_folder(role: Role) -> Option<&'static str> {
     }
 }
 
+/// Whether `key` is another etcd member's private key
+/// (`secure/etcd/member-<j>.key`, `j != member`): a member's node fetches
+/// only its own, so one node's disclosure is one member's key.
+pub fn is_other_members_key(key: &str, member: u32) -> bool {
+    key.strip_prefix("secure/etcd/member-")
+        .and_then(|rest| rest.strip_suffix(".key"))
+        .is_some_and(|index| index != member.to_string())
+}
+
 /// The manifests of `role`, as an object prefix.
 pub fn manifests_prefix(role: Role) -> String {
     format!("manifests/{role}/")
@@ -144,6 +153,17 @@ pub fn create_private_dirs(dir: &Path) -> Result<(), SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_other_members_keys_are_out_of_scope() {
+        assert!(is_other_members_key("secure/etcd/member-0.key", 1));
+        assert!(is_other_members_key("secure/etcd/member-10.key", 1));
+        assert!(!is_other_members_key("secure/etcd/member-1.key", 1));
+        assert!(!is_other_members_key("secure/etcd/member-0.crt", 1), "certificates are public");
+        assert!(!is_other_members_key("secure/etcd/ca.crt", 1));
+        assert!(!is_other_members_key("secure/apiserver.key", 1));
+        assert!(!is_other_members_key("common/etcd/member-0.key", 1));
+    }
 
     #[test]
     fn object_paths_stay_below_their_directory() {

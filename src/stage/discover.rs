@@ -57,6 +57,7 @@ pub fn run(root: &Root, metadata: &impl Metadata, set_hostname: bool) -> Result<
     let facts = Facts { identity, environment: config.environment, role: config.role, hostname };
     let path = root.record(FACTS_FILE, &facts)?;
     if set_hostname {
+        persist_hostname(root, &facts.hostname)?;
         nix::unistd::sethostname(&facts.hostname)
             .map_err(|source| DiscoverError::Hostname { hostname: facts.hostname.clone(), source })?;
     }
@@ -64,6 +65,22 @@ pub fn run(root: &Root, metadata: &impl Metadata, set_hostname: bool) -> Result<
     info!(instance = %id.instance_id, zone = %id.availability_zone, ip = %id.private_ip, "discovered; recorded {}", path.display());
     Ok(facts)
 }
+
+/// /etc/hostname, so the name holds from the next boot's first moment
+/// (systemd reads it before any unit runs) and the kubelet, which registers
+/// the node under its hostname, never sees another name. Not rewritten
+/// when it already says so.
+fn persist_hostname(root: &Root, hostname: &str) -> Result<(), DiscoverError> {
+    let path = root.path(HOSTNAME_FILE);
+    let text = format!("{hostname}\n");
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| StageError::io(&path, e))?;
+    Ok(())
+}
+
+pub const HOSTNAME_FILE: &str = "/etc/hostname";
 
 /// `<environment>-<role>-<instance id>`: unique, and says what the node is.
 pub fn hostname(environment: &str, role: Role, instance_id: &str) -> String {

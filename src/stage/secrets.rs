@@ -5,19 +5,25 @@
 //! before the first file is written, so a tampered object, a wrong key or
 //! another environment's object fails the stage and writes nothing. A rerun
 //! converges: unchanged files are kept, secrets gone from the bucket removed.
+//! An etcd node fetches only its own member's key (`secure/etcd/member-<i>.key`
+//! of its claim), so it runs after `attach`.
 
 use tracing::info;
 
 use super::Root;
 use crate::cloud::{Keys, Objects};
+use super::attach::{Claim, CLAIM_FILE};
 use crate::node_config::{NodeConfig, SECRETS_DIR};
+use crate::role::Role;
 use crate::secrets::layout::role_folder;
 use crate::secrets::Store;
 use crate::sync::{self, Mode, Source, SyncError, Target};
 
 pub const RECORD_FILE: &str = "secrets.placed.json";
 
-pub fn source(root: &Root, config: &NodeConfig, owner: Option<(u32, u32)>) -> Source {
+/// `member`: the etcd member this node holds (its claim), whose key is
+/// the only member key it fetches.
+pub fn source(root: &Root, config: &NodeConfig, owner: Option<(u32, u32)>, member: Option<u32>) -> Source {
     let mut prefixes = vec!["common/".to_string()];
     prefixes.extend(role_folder(config.role).map(|f| format!("{f}/")));
     Source {
@@ -25,12 +31,18 @@ pub fn source(root: &Root, config: &NodeConfig, owner: Option<(u32, u32)>) -> So
         prefixes,
         target: Target { dir: root.path(SECRETS_DIR), file_mode: 0o600, dir_mode: Some(0o700), owner, record: root.state(RECORD_FILE) },
         reload: Vec::new(),
+        member,
     }
 }
 
 pub async fn run<O: Objects, K: Keys>(root: &Root, store: &Store<'_, O, K>, owner: Option<(u32, u32)>) -> Result<sync::Report, SyncError> {
     let config = root.node_config()?;
-    let source = source(root, &config, owner);
+    // An etcd node runs this after attach: its claim says which member it is.
+    let member = match config.role {
+        Role::Etcd => Some(root.recorded::<Claim>(CLAIM_FILE, "attach")?.member),
+        _ => None,
+    };
+    let source = source(root, &config, owner, member);
     let report = sync::pass(store, &source, Mode::AllOrNothing).await?;
     info!(
         written = report.written.len(),

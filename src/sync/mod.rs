@@ -13,6 +13,7 @@ pub mod plan;
 pub mod target;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
@@ -33,6 +34,9 @@ pub struct Source {
     pub target: Target,
     /// Run (no shell) after a pass that changed a file.
     pub reload: Vec<String>,
+    /// On an etcd member's node, its member index: the other members'
+    /// private keys are neither fetched nor kept (and removed if placed).
+    pub member: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,10 @@ pub enum SyncError {
     Config(String),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error("{label}: refused to remove all {files} files of {dir}: the bucket lists nothing under {prefixes} (put {marker} to mean it)")]
+    EmptyRefused { label: String, files: usize, dir: String, prefixes: String, marker: String },
+    #[error("could not drop capabilities: {0}; refusing to run with them")]
+    Capabilities(String),
     #[error("{label}: reload command {command:?} {outcome}")]
     Reload { label: String, command: Vec<String>, outcome: String },
 }
@@ -66,6 +74,8 @@ pub struct Report {
     pub unchanged: Vec<String>,
     /// Objects that could not be fetched or opened (best effort only).
     pub failed: Vec<SecretError>,
+    /// The listing was empty and unmarked: these removals were refused.
+    pub refused_empty: Option<SyncError>,
 }
 
 impl Report {
@@ -74,30 +84,56 @@ impl Report {
     }
 }
 
-/// Lists every prefix of `source`; one failed page fails it all.
-async fn listing<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source) -> Result<BTreeMap<Name, Remote>, SecretError> {
-    let mut remote = BTreeMap::new();
+/// Lists every prefix of `source`; one failed page fails it all. Also
+/// says whether a prefix holds the empty marker (never synced as a file).
+async fn listing<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source) -> Result<(BTreeMap<Name, Remote>, bool), SecretError> {
+    let mut listings = Vec::new();
     for prefix in &source.prefixes {
-        for entry in store.list(prefix).await? {
+        listings.push((prefix.as_str(), store.list(prefix).await?));
+    }
+    let (remote, marked, unusable) = remote_from_listings(&listings, source.member);
+    for key in unusable {
+        warn!("{}: skipping s3://{}/{key}: not a usable file name", source.label, store.bucket);
+    }
+    Ok((remote, marked))
+}
+
+/// What complete listings (prefix, its objects; the last prefix wins a
+/// name) hold for the planner: the objects by local name, whether a prefix
+/// holds the empty marker, and the keys that are no usable file name.
+/// Pure: the S3 half of the planner's input, fuzzed in fuzz/.
+pub fn remote_from_listings(listings: &[(&str, Vec<crate::cloud::ObjectEntry>)], member: Option<u32>) -> (BTreeMap<Name, Remote>, bool, Vec<String>) {
+    let mut remote = BTreeMap::new();
+    let mut marked = false;
+    let mut unusable = Vec::new();
+    for (prefix, entries) in listings {
+        for entry in entries {
             if entry.key.ends_with('/') {
                 continue; // a console "folder" marker
+            }
+            if member.is_some_and(|m| crate::secrets::layout::is_other_members_key(&entry.key, m)) {
+                continue;
+            }
+            if entry.key.strip_prefix(prefix) == Some(plan::EMPTY_MARKER) {
+                marked = true;
+                continue;
             }
             let parsed = ObjectPath::parse(&entry.key).ok();
             match parsed.as_ref().and_then(|key| Some((key.clone(), key.strip_prefix(prefix)?))) {
                 Some((key, name)) => {
-                    remote.insert(name, Remote { key, etag: entry.etag });
+                    remote.insert(name, Remote { key, etag: entry.etag.clone() });
                 }
-                None => warn!("{}: skipping s3://{}/{}: not a usable file name", source.label, store.bucket, entry.key),
+                None => unusable.push(entry.key.clone()),
             }
         }
     }
-    Ok(remote)
+    (remote, marked, unusable)
 }
 
 /// One pass over `source`. Errors that end the pass (listing, local I/O)
 /// come back as `Err`; in `BestEffort` mode objects that fail are in the report.
 pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source, mode: Mode) -> Result<Report, SecretError> {
-    let remote = listing(store, source).await?;
+    let (remote, marked) = listing(store, source).await?;
     let target = &source.target;
     let mut record = target.load_record();
     let mut local = BTreeMap::new();
@@ -106,8 +142,26 @@ pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source,
             local.insert(name.clone(), stat);
         }
     }
-    let actions = plan::plan(&remote, &record, &local);
+    let mut actions = plan::plan(&remote, &record, &local);
     let mut report = Report::default();
+    if let Some(files) = plan::refused_to_empty(&remote, marked, &actions) {
+        let refused = SyncError::EmptyRefused {
+            label: source.label.clone(),
+            files,
+            dir: target.dir.display().to_string(),
+            prefixes: source.prefixes.join(", "),
+            marker: source.prefixes.iter().map(|p| format!("s3://{}/{p}{}", store.bucket, plan::EMPTY_MARKER)).collect::<Vec<_>>().join(" or "),
+        };
+        error!(
+            "{}: the bucket lists nothing under {} although nodeboot placed files in {}: refusing to remove all {files} files (an accidental `manifests upload --prune`?); to empty the directory on purpose, put {} (`nodeboot manifests upload --prune --allow-empty`)",
+            source.label,
+            source.prefixes.join(", "),
+            target.dir.display(),
+            source.prefixes.iter().map(|p| format!("{p}{}", plan::EMPTY_MARKER)).collect::<Vec<_>>().join(" or "),
+        );
+        actions.retain(|a| !matches!(a, Action::Delete { .. }));
+        report.refused_empty = Some(refused);
+    }
     if actions.is_empty() {
         target.prepare()?;
         return Ok(report);
@@ -212,6 +266,9 @@ pub async fn run<O: Objects, K: Keys>(store: &Store<'_, O, K>, sources: &[Source
                     if !report.changed() && report.failed.is_empty() {
                         debug!("{}: in sync", source.label);
                     }
+                    if let Some(e) = report.refused_empty {
+                        first_error.get_or_insert(e);
+                    }
                     if let Some(e) = report.failed.into_iter().next() {
                         first_error.get_or_insert(SyncError::Secret(e));
                     }
@@ -252,7 +309,7 @@ pub fn parse_owner(s: &str) -> Result<(u32, u32), String> {
 /// What `nodeboot sync manifests` keeps on this node: the role's manifests
 /// and the extra prefixes of node.json.
 pub fn sources(root: &crate::stage::Root, config: &crate::node_config::NodeConfig) -> Result<Vec<Source>, SyncError> {
-    let record = |dir: &str| root.state("sync").join(target::record_name(dir));
+    let record = |dir: &str| record_path(root, dir);
     let mut out = Vec::new();
     if let Some(m) = &config.manifests {
         out.push(Source {
@@ -260,6 +317,7 @@ pub fn sources(root: &crate::stage::Root, config: &crate::node_config::NodeConfi
             prefixes: vec![prefix(&m.prefix)?],
             target: Target { dir: root.path(&m.dir), file_mode: 0o600, dir_mode: None, owner: None, record: record(&m.dir) },
             reload: Vec::new(),
+            member: None,
         });
     }
     for s in &config.synced {
@@ -269,12 +327,37 @@ pub fn sources(root: &crate::stage::Root, config: &crate::node_config::NodeConfi
             prefixes: vec![prefix(&s.prefix)?],
             target: Target { dir: root.path(&s.dir), file_mode: 0o600, dir_mode: Some(0o700), owner, record: record(&s.dir) },
             reload: s.reload.clone(),
+            member: None,
         });
     }
     if out.is_empty() {
         return Err(SyncError::Config("node.json has no manifests and nothing under synced: nothing to sync on this node".into()));
     }
     Ok(out)
+}
+
+/// Where the record of `dir` lives: on disk (SYNC_RECORD_DIR). A record an
+/// older nodeboot left in /run/nodeboot/sync is moved there, and the log
+/// says so; nothing is adopted without a record.
+fn record_path(root: &crate::stage::Root, dir: &str) -> PathBuf {
+    let name = target::record_name(dir);
+    let path = root.path(crate::node_config::SYNC_RECORD_DIR).join(&name);
+    let old = root.state("sync").join(&name);
+    if !path.exists() && old.exists() {
+        match move_file(&old, &path) {
+            Ok(()) => warn!("moved the record of placed files from {} to {} (it now survives reboots)", old.display(), path.display()),
+            Err(e) => warn!("could not move the record of placed files from {} to {}: {e}; starting a new record", old.display(), path.display()),
+        }
+    }
+    path
+}
+
+/// Across filesystems (tmpfs to disk): an atomic copy, then the removal.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(from)?;
+    std::fs::create_dir_all(to.parent().expect("records live in a directory"))?;
+    crate::fsutil::write_atomic(to, &bytes, 0o600)?;
+    std::fs::remove_file(from)
 }
 
 /// A prefix is a folder: `manifests/etcd/`, never a partial name.

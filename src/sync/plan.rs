@@ -72,6 +72,19 @@ pub fn plan(remote: &BTreeMap<Name, Remote>, record: &BTreeMap<Name, Placed>, lo
     actions
 }
 
+/// The object an operator puts under a prefix to say "empty is right":
+/// without it, a complete but empty listing never removes the last files.
+pub const EMPTY_MARKER: &str = ".nodeboot-empty";
+
+/// How many files `actions` would remove although the listing is empty and
+/// unmarked: an accidental `manifests upload --prune` with an empty
+/// directory must not take a whole control plane down within one interval.
+/// `None` when the plan may go ahead.
+pub fn refused_to_empty(remote: &BTreeMap<Name, Remote>, marked: bool, actions: &[Action]) -> Option<usize> {
+    let deletes = actions.iter().filter(|a| matches!(a, Action::Delete { .. })).count();
+    (remote.is_empty() && !marked && deletes > 0).then_some(deletes)
+}
+
 /// The names whose local state the planner needs.
 pub fn names_to_stat<'a>(remote: &'a BTreeMap<Name, Remote>, record: &'a BTreeMap<Name, Placed>) -> BTreeSet<&'a Name> {
     remote.keys().chain(record.keys()).collect()
@@ -140,6 +153,19 @@ mod tests {
                 Action::Forget { name: name("vanished.yaml"), changed: false },
             ]
         );
+    }
+
+    #[test]
+    fn an_empty_listing_empties_the_directory_only_when_marked() {
+        let record = placed(&[("a.yaml", "e1", 1), ("b.yaml", "e2", 2)]);
+        let local = local(&[("a.yaml", 1), ("b.yaml", 2)]);
+        let actions = plan(&remote(&[]), &record, &local);
+        assert_eq!(refused_to_empty(&remote(&[]), false, &actions), Some(2));
+        assert_eq!(refused_to_empty(&remote(&[]), true, &actions), None);
+        let one_left = remote(&[("a.yaml", "e1")]);
+        assert_eq!(refused_to_empty(&one_left, false, &plan(&one_left, &record, &local)), None, "not emptied: deletes go ahead");
+        let nothing_placed = plan(&remote(&[]), &BTreeMap::new(), &local);
+        assert_eq!(refused_to_empty(&remote(&[]), false, &nothing_placed), None);
     }
 
     fn any_state() -> impl Strategy<Value = (BTreeMap<Name, Remote>, BTreeMap<Name, Placed>, BTreeMap<Name, Stat>)> {

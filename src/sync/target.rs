@@ -1,6 +1,7 @@
 //! The local half of a sync: a directory, the record of the files nodeboot
-//! placed in it (kept under /run/nodeboot, so it never outlives a boot),
-//! and atomic writes and removals.
+//! placed in it (kept where the caller says: beside the directory's own
+//! lifetime, /var/lib/nodeboot for the static pods on disk, /run/nodeboot
+//! for the secrets in tmpfs), and atomic writes and removals.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};

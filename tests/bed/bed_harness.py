@@ -62,6 +62,25 @@ class BedProcess:
         return self.proc.returncode
 
 
+def require_root(what):
+    """Root-only tests fail without root, saying why, unless the user opts
+    out with NODEBOOT_SKIP_ROOT_TESTS=1; then they are skipped, visibly
+    (pytest prints the reason with -rs)."""
+    import os
+
+    import pytest
+
+    if os.geteuid() == 0:
+        return
+    if os.environ.get("NODEBOOT_SKIP_ROOT_TESTS") == "1":
+        pytest.skip(f"{what} needs root (skipped knowingly: NODEBOOT_SKIP_ROOT_TESTS=1)")
+    pytest.fail(
+        f"{what} needs root: run the suite as root, "
+        "or set NODEBOOT_SKIP_ROOT_TESTS=1 to skip it knowingly",
+        pytrace=False,
+    )
+
+
 def client(url, service, attempts=1):
     """A boto3 client as nodeboot's SDK would be set up: endpoint URL, dummy keys.
 

@@ -30,6 +30,7 @@ from bed_harness import (
     launch,
     make_bucket,
     node_identity,
+    require_root,
     subnet_in,
     volume_in,
     write_identity,
@@ -867,15 +868,23 @@ def test_fault_switched_live_from_the_identity_file(imds, identity_file):
     assert (faulty, healthy) == (404, 200)
 
 
-def _netns_available():
-    if os.geteuid() != 0:
-        return False
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True)
-    return probe.returncode == 0
+def test_root_only_tests_fail_without_root_unless_opted_out(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("NODEBOOT_SKIP_ROOT_TESTS", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="the probe needs root"):
+        require_root("the probe")
+    monkeypatch.setenv("NODEBOOT_SKIP_ROOT_TESTS", "0")
+    with pytest.raises(pytest.fail.Exception):
+        require_root("the probe")
+    monkeypatch.setenv("NODEBOOT_SKIP_ROOT_TESTS", "1")
+    with pytest.raises(pytest.skip.Exception, match="skipped knowingly"):
+        require_root("the probe")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    require_root("the probe")
 
 
-@pytest.mark.skipif(not _netns_available(), reason="needs root and `ip netns`")
 def test_imds_serves_169_254_169_254_inside_a_network_namespace(start_imds):
+    require_root("a network namespace")
     namespace = f"bed-imds-{os.getpid()}"
     ip = ["ip", "-n", namespace]
     subprocess.run(["ip", "netns", "add", namespace], check=True)

@@ -20,16 +20,43 @@ pub const REGION: &str = "eu-west-1";
 pub const ZONES: [&str; 3] = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
 
 /// Root-only tests (loop devices, mounts, namespaces) run in CI, which is
-/// root. Elsewhere they fail with this message unless the user opts out.
+/// root. Elsewhere they fail with this message unless the user opts out
+/// with NODEBOOT_SKIP_ROOT_TESTS=1; then the test returns early and says
+/// `skipped` on the terminal (libtest reports it `ok`: it has no "skipped").
 pub fn require_root(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
+    match root_decision(nix::unistd::geteuid().is_root(), std::env::var("NODEBOOT_SKIP_ROOT_TESTS").ok().as_deref()) {
+        RootDecision::Run => true,
+        RootDecision::Skip => {
+            say_skipped(what);
+            false
+        }
+        RootDecision::Fail => panic!("{what} needs root (loop devices, mounts, network namespaces); run the suite as root, or set NODEBOOT_SKIP_ROOT_TESTS=1 to skip it knowingly"),
     }
-    if std::env::var("NODEBOOT_SKIP_ROOT_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED (NODEBOOT_SKIP_ROOT_TESTS=1): {what} needs root");
-        return false;
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RootDecision {
+    Run,
+    Skip,
+    Fail,
+}
+
+/// Only an explicit `1` skips; anything else without root fails.
+pub fn root_decision(is_root: bool, opt_out: Option<&str>) -> RootDecision {
+    match (is_root, opt_out) {
+        (true, _) => RootDecision::Run,
+        (false, Some("1")) => RootDecision::Skip,
+        (false, _) => RootDecision::Fail,
     }
-    panic!("{what} needs root (loop devices, mounts, network namespaces); run the suite as root, or set NODEBOOT_SKIP_ROOT_TESTS=1 to skip it knowingly");
+}
+
+/// libtest captures `eprintln!` of a passing test and never shows it;
+/// a write to the stderr handle itself is not captured, so the skip shows
+/// in `cargo test`'s output beside the test's `ok`.
+fn say_skipped(what: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr().lock(), "test {name} ... skipped (NODEBOOT_SKIP_ROOT_TESTS=1: {what} needs root)");
 }
 
 /// A bed server (aws_server.py or imds.py): started with stdin piped, so

@@ -184,6 +184,23 @@ impl TestNode {
         write_node_config(self.root.path(), config);
     }
 
+    /// What `stage attach` records on an etcd node: this node holds `member`.
+    pub fn claim(&self, member: u32) {
+        let claim = nodeboot::stage::attach::Claim {
+            member,
+            instance_id: "i-0123456789abcdef0".into(),
+            zone: "eu-west-1a".into(),
+            volume_id: format!("vol-{member}"),
+            device_name: "/dev/xvdf".into(),
+            eni_id: format!("eni-{member}"),
+            eni_ip: format!("10.80.10.{}", 10 + member),
+            eni_mac: "02:00:00:00:00:01".into(),
+        };
+        let path = self.path("/run/nodeboot/claim.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec(&claim).unwrap()).unwrap();
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeboot"));
         cmd.args(args.iter().take(1)).arg("--root").arg(self.root.path()).args(args.iter().skip(1));

@@ -35,6 +35,11 @@ ExecStart=
 ExecStart={etcd}
 ExecStop=
 EnvironmentFile={env_file}
+# The unit's sandbox fits docker's client (AF_UNIX only, nothing writable);
+# the etcd binary needs what dockerd gives the container: the network and
+# its data directory.
+RestrictAddressFamilies=
+ReadWritePaths=/var/lib/etcd
 """
 
 DOCKER_STANDIN = """{mark}
