@@ -154,7 +154,8 @@ fn the_admin_kubeconfig_stays_out_of_every_uploaded_folder_and_an_old_one_is_mov
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());
     for folder in ["common", "secure", "compute", "manifests"] {
-        for f in walk(&dir.path().join(folder)) {
+        let folder = dir.path().join(folder);
+        for f in if folder.exists() { walk(&folder) } else { Vec::new() } {
             assert!(!f.display().to_string().contains("admin"), "{}: the admin's credentials in an uploaded folder", f.display());
         }
     }

@@ -380,14 +380,14 @@ fn the_kubelets_node_name_is_the_hostname_discover_set() {
 #[test]
 fn every_unit_scores_under_its_exposure_ceiling() {
     let ceilings = [
-        ("nodeboot-discover.service", 4.0),
-        ("nodeboot-attach.service", 3.0),
-        ("nodeboot-mount.service", 7.0),
-        ("nodeboot-etcd.service", 3.0),
-        ("nodeboot-secrets.service", 3.0),
-        ("nodeboot-manifests.service", 3.0),
-        ("etcd-member.service", 3.0),
-        ("kubelet.service", 9.5),
+        ("nodeboot-discover.service", 2.3),
+        ("nodeboot-attach.service", 2.0),
+        ("nodeboot-mount.service", 4.5),
+        ("nodeboot-etcd.service", 2.0),
+        ("nodeboot-secrets.service", 2.0),
+        ("nodeboot-manifests.service", 2.0),
+        ("etcd-member.service", 2.0),
+        ("kubelet.service", 9.3),
     ];
     let loaded = env::load(&example_env()).unwrap();
     let mut failures = Vec::new();

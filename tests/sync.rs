@@ -117,6 +117,7 @@ fn sync_never_removes_files_it_did_not_place_or_that_changed_since() {
     std::fs::write(dir.join("by-hand.yaml"), "admin: true\n").unwrap();
     p.upload("manifests/etcd/ours.yaml", b"ours\n");
     p.upload("manifests/etcd/edited.yaml", b"edited\n");
+    p.upload("manifests/etcd/stays.yaml", b"stays\n");
     once_ok(&node);
     std::fs::write(dir.join("edited.yaml"), "edited on the node\n").unwrap();
 
@@ -124,10 +125,10 @@ fn sync_never_removes_files_it_did_not_place_or_that_changed_since() {
     p.remove("manifests/etcd/edited.yaml");
     let out = node.sync_once();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(names(&dir), ["by-hand.yaml", "edited.yaml"]);
+    assert_eq!(names(&dir), ["by-hand.yaml", "edited.yaml", "stays.yaml"]);
     assert!(stderr(&out).contains("changed locally since nodeboot placed it: left in place"), "{}", stderr(&out));
     once_ok(&node);
-    assert_eq!(names(&dir), ["by-hand.yaml", "edited.yaml"]);
+    assert_eq!(names(&dir), ["by-hand.yaml", "edited.yaml", "stays.yaml"]);
 }
 
 #[test]
@@ -137,6 +138,7 @@ fn a_failed_listing_deletes_nothing() {
     let dir = node.manifests_dir();
     p.upload("manifests/etcd/a.yaml", b"a\n");
     p.upload("manifests/etcd/b.yaml", b"b\n");
+    p.upload("manifests/etcd/c.yaml", b"c\n");
     once_ok(&node);
     p.remove("manifests/etcd/a.yaml");
     p.remove("manifests/etcd/b.yaml");
@@ -146,11 +148,11 @@ fn a_failed_listing_deletes_nothing() {
         let out = node.sync_once();
         assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
         assert!(stderr(&out).contains("nothing deleted"), "{}", stderr(&out));
-        assert_eq!(names(&dir), ["a.yaml", "b.yaml"]);
+        assert_eq!(names(&dir), ["a.yaml", "b.yaml", "c.yaml"]);
     }
     refuse(&p, "ListObjectsV2", 0);
     once_ok(&node);
-    assert!(names(&dir).is_empty(), "a complete listing removes them: {:?}", names(&dir));
+    assert_eq!(names(&dir), ["c.yaml"], "a complete listing removes them");
 }
 
 #[test]
@@ -368,6 +370,7 @@ fn a_record_left_in_run_by_an_older_nodeboot_is_moved_to_disk_and_said_so() {
     let node = p.node(Role::Etcd);
     let dir = node.manifests_dir();
     p.upload("manifests/etcd/a.yaml", b"a\n");
+    p.upload("manifests/etcd/stays.yaml", b"stays\n");
     once_ok(&node);
     // What an older nodeboot left: its record under /run, none on disk.
     let old = node.path("/run/nodeboot/sync/etc-kubernetes-manifests.json");
@@ -379,7 +382,7 @@ fn a_record_left_in_run_by_an_older_nodeboot_is_moved_to_disk_and_said_so() {
     let out = node.sync_once();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!("moved the record of placed files from {}", old.display())), "{}", stderr(&out));
-    assert!(names(&dir).is_empty(), "the moved record still knows a.yaml: {:?}", names(&dir));
+    assert_eq!(names(&dir), ["stays.yaml"], "the moved record still knows a.yaml");
     assert!(!old.exists() && new.exists());
 }
 
