@@ -7,6 +7,7 @@ pub mod env;
 pub mod error;
 pub mod fault;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod kube;
 pub mod node_config;
 pub mod pki;

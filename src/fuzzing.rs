@@ -1,0 +1,141 @@
+//! The bodies of the fuzz targets (fuzz/fuzz_targets/*.rs call them), here
+//! so that the normal test suite replays the committed corpus and every
+//! crash found through the same code (tests/fuzz_corpus.rs). Each takes
+//! arbitrary bytes, feeds them to a parser of outside input, and panics
+//! only on a broken invariant, never on bad input.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::cloud::imds::ImdsError;
+use crate::cloud::{Metadata, ObjectEntry};
+use crate::secrets::{format, Context, Secret};
+use crate::sync::plan::{self, Action, Placed, Stat};
+
+/// The targets by name, as `cargo fuzz run NAME` knows them.
+pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+    ("env_file", env_file),
+    ("secret_envelope", secret_envelope),
+    ("imds_answers", imds_answers),
+    ("state_files", state_files),
+    ("sync_listing", sync_listing),
+];
+
+/// `env::from_text`: parse (HCL), typed fields, validation.
+pub fn env_file(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Err(diagnostics) = crate::env::from_text(Path::new("fuzz.tfvars"), &text) {
+        // Every diagnostic renders (file:line: field: message).
+        let _ = diagnostics.to_string();
+    }
+}
+
+/// `secrets::format`: parse the envelope, then open it under a fixed data
+/// key and context (a random input almost never authenticates; the parser
+/// and the length arithmetic are what is under test).
+pub fn secret_envelope(data: &[u8]) {
+    let Ok(envelope) = format::parse(data) else { return };
+    let key = Secret::new(vec![7; 32]);
+    let context = Context { environment: "fuzz".into(), path: "common/ca.crt".into() };
+    if let Ok(plain) = format::open(&envelope, &key, &context) {
+        assert!(plain.len() + 16 <= data.len(), "opened more bytes than were stored");
+    }
+}
+
+/// Metadata that answers each path asked with the next NUL-separated piece
+/// of the input, or 404 when the piece is `\x01` or the input is used up.
+struct Answers<'a> {
+    pieces: std::cell::RefCell<std::vec::IntoIter<&'a [u8]>>,
+}
+
+impl Metadata for Answers<'_> {
+    fn get(&self, _path: &str) -> Result<Option<String>, ImdsError> {
+        Ok(match self.pieces.borrow_mut().next() {
+            None | Some(b"\x01") => None,
+            Some(piece) => Some(String::from_utf8_lossy(piece).into_owned()),
+        })
+    }
+}
+
+/// `stage::discover::observe`: identity, placement, addresses, every interface.
+pub fn imds_answers(data: &[u8]) {
+    let pieces: Vec<&[u8]> = data.split(|b| *b == 0).collect();
+    let md = Answers { pieces: std::cell::RefCell::new(pieces.into_iter()) };
+    if let Ok(identity) = crate::stage::discover::observe(&md) {
+        assert!(identity.instance_id.starts_with("i-"));
+        assert!(identity.availability_zone.starts_with(&identity.region));
+        assert!(identity.interfaces.windows(2).all(|w| w[0].device_number <= w[1].device_number));
+    }
+}
+
+/// node.json, claim.json, facts.json: the first byte picks the file.
+pub fn state_files(data: &[u8]) {
+    let Some((which, json)) = data.split_first() else { return };
+    match which % 3 {
+        0 => {
+            if let Ok(config) = serde_json::from_slice::<crate::node_config::NodeConfig>(json) {
+                // What the sync derives from it must not panic either.
+                let _ = crate::sync::sources(&crate::stage::Root("/nonexistent-fuzz-root".into()), &config);
+            }
+        }
+        1 => {
+            let _ = serde_json::from_slice::<crate::stage::attach::Claim>(json);
+        }
+        _ => {
+            let _ = serde_json::from_slice::<crate::stage::discover::Facts>(json);
+        }
+    }
+}
+
+/// S3 listings (keys and ETags from the input, one entry per line,
+/// `key\tetag`, a line `--` starting the next prefix's listing) into the
+/// sync planner, against a record and local files also drawn from the
+/// input; checks the planner's safety rules on every plan.
+pub fn sync_listing(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let prefixes = ["manifests/etcd/", "secure/"];
+    let mut listings: Vec<(&str, Vec<ObjectEntry>)> = prefixes.iter().map(|p| (*p, Vec::new())).collect();
+    let mut current = 0;
+    let mut record = BTreeMap::new();
+    let mut local = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line == "--" {
+            current = (current + 1) % listings.len();
+            continue;
+        }
+        let (key, etag) = line.split_once('\t').unwrap_or((line, "\"e\""));
+        // Every third line also stands for a file placed earlier, half of
+        // them unchanged since.
+        if i % 3 == 0 {
+            if let Ok(name) = crate::secrets::ObjectPath::parse(key.rsplit('/').next().unwrap_or(key)) {
+                let stat = Stat { len: i as u64, mtime_ns: i as i128, inode: i as u64 };
+                record.insert(name.clone(), Placed { key: key.to_string(), etag: etag.to_string(), stat });
+                if i % 2 == 0 {
+                    local.insert(name, stat);
+                } else {
+                    local.insert(name, Stat { len: 0, ..stat });
+                }
+            }
+        }
+        listings[current].1.push(ObjectEntry { key: key.to_string(), etag: etag.to_string(), size: 0 });
+    }
+    let member = data.first().map(|b| u32::from(*b % 4));
+    let (remote, marked, _) = crate::sync::remote_from_listings(&listings, member);
+    for (name, object) in &remote {
+        assert!(!name.as_str().is_empty() && !object.key.as_str().ends_with('/'));
+        assert_ne!(name.as_str(), plan::EMPTY_MARKER, "the marker is never a file");
+        assert!(member.is_none_or(|m| !crate::secrets::layout::is_other_members_key(object.key.as_str(), m)));
+    }
+    let actions = plan::plan(&remote, &record, &local);
+    for action in &actions {
+        if let Action::Delete { name } = action {
+            assert!(!remote.contains_key(name), "deletes a file whose object is listed");
+            assert_eq!(local.get(name), Some(&record[name].stat), "deletes a file changed since it was placed");
+        }
+    }
+    if remote.is_empty() && !marked {
+        let refused = plan::refused_to_empty(&remote, marked, &actions);
+        let deletes = actions.iter().filter(|a| matches!(a, Action::Delete { .. })).count();
+        assert_eq!(refused, (deletes > 0).then_some(deletes), "an empty unmarked listing empties nothing");
+    }
+}
