@@ -245,6 +245,7 @@ impl StageCommand {
             StageCommand::Attach { .. } => "attach",
             #[cfg(feature = "aws")]
             StageCommand::Secrets { .. } => "secrets",
+            #[cfg(feature = "aws")]
             StageCommand::Mount { .. } => "mount",
             #[cfg(feature = "aws")]
             StageCommand::Etcd { .. } => "etcd",
