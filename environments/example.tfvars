@@ -66,6 +66,15 @@ nodeboot_path   = "/opt/bin/nodeboot"
 nodeboot_s3_url = ""
 nodeboot_sha512 = ""
 
+# --- Cluster add-ons --------------------------------------------------------
+# What the control plane applies to the cluster (server-side apply, see the
+# README's "Add-ons"): "flannel", the pod network (VXLAN, UDP 8472 between
+# nodes), and "coredns", the cluster DNS. Each runs the version named here,
+# its images pinned by digest in nodeboot; validate names the versions it knows.
+addons          = ["flannel", "coredns"]
+flannel_version = "0.26.0"
+coredns_version = "1.11.3"
+
 # --- Secrets and state ------------------------------------------------------
 # KMS key (id, ARN or alias/...) that encrypts the secrets and the volumes.
 kms_master_id = "alias/example-nodeboot"

@@ -50,6 +50,8 @@ pub enum Error {
     Missing(String),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("version skew: {0}")]
+    VersionSkew(String),
     #[error("{command}: {detail}")]
     Terraform { command: String, detail: String },
     #[error("render: {0}")]
@@ -157,6 +159,7 @@ impl Error {
             Error::Cloud(_) => exit::AWS,
             Error::Step { source, .. } | Error::GaveUp { source, .. } => source.exit_code(),
             Error::Missing(_) => exit::RESOURCES,
+            Error::VersionSkew(_) => exit::BAD_INPUT,
             Error::Refused(_) => exit::REFUSED,
             Error::Terraform { .. } => exit::TERRAFORM,
             Error::Render(crate::render::RenderError::TooLarge { .. }) => exit::BAD_INPUT,
@@ -164,7 +167,7 @@ impl Error {
             Error::Pki(e) => match e {
                 PkiError::Io { .. } => exit::IO,
                 PkiError::Bad { .. } | PkiError::UnknownRotate(..) => exit::BAD_INPUT,
-                PkiError::Generate { .. } => exit::INTERNAL,
+                PkiError::Generate { .. } | PkiError::Random(_) => exit::INTERNAL,
             },
             Error::Secrets(e) => secret_code(e),
             Error::Prereqs(e) => match e {

@@ -46,6 +46,11 @@ enum Command {
     Validate {
         #[arg(long = "env", value_name = "FILE")]
         env: PathBuf,
+        /// The Kubernetes version the cluster runs now (`kubectl version`'s
+        /// server version): refuses a kubernetes_version more than one minor
+        /// above it, or below it (kubelets would be newer than the API server).
+        #[arg(long, value_name = "VERSION")]
+        running_version: Option<String>,
     },
     /// Environment files.
     Env {
@@ -105,9 +110,15 @@ enum Command {
         /// The local secrets tree; default secrets/<environment>.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// Issue this certificate again (repeatable); a CA re-issues what it signs.
+        /// Issue this certificate, key or token again (repeatable); a CA re-issues what it signs.
         #[arg(long, value_name = "NAME")]
         rotate: Vec<String>,
+        /// Also issue again every certificate and token that ends within 21 days.
+        #[arg(long)]
+        renew: bool,
+        /// Print every certificate and token with its expiry as this instead of what changed.
+        #[arg(long, value_enum)]
+        output: Option<commands::inspect::Output>,
     },
     /// Create, idempotently, the KMS key (and alias) and the Terraform and secrets buckets.
     #[cfg(feature = "aws")]
@@ -359,7 +370,7 @@ fn run(command: Command) -> Result<(), Error> {
                 println!("{line}");
             }
         }
-        Command::Validate { env } => println!("{}", commands::validate(&env)?),
+        Command::Validate { env, running_version } => println!("{}", commands::validate(&env, running_version.as_deref())?),
         Command::Env { command: EnvCommand::New { name, dir } } => {
             let path = commands::env_new(name, &dir)?;
             println!("wrote {}", path.display());
@@ -379,8 +390,9 @@ fn run(command: Command) -> Result<(), Error> {
             let target = (!target.as_os_str().is_empty()).then_some(target);
             println!("{}", commands::kubeconfig::write(&env, dir.as_deref(), target.as_deref())?)
         }
-        Command::Pki { env, dir, rotate } => {
-            for line in commands::pki(&env, dir.as_deref(), &rotate)? {
+        Command::Pki { env, dir, rotate, renew, output } => {
+            let options = nodeboot::pki::Options { rotate, renew };
+            for line in commands::pki(&env, dir.as_deref(), &options, output)? {
                 println!("{line}");
             }
         }

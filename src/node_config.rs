@@ -25,6 +25,16 @@ pub const ETCD_DEVICE_NAME: &str = "/dev/xvdf";
 pub const STATIC_POD_DIR: &str = "/etc/kubernetes/manifests";
 pub const KUBELET_CONFIG_PATH: &str = "/etc/kubernetes/kubelet.yaml";
 pub const KUBELET_BINARY: &str = "/opt/bin/kubelet";
+/// The kubelet's own kubeconfig, written by the kubelet after TLS bootstrap
+/// (it points at the certificates in /var/lib/kubelet/pki).
+pub const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
+/// Where control-plane nodes keep the add-ons (`manifests/addons/`) that
+/// nodeboot-addons.service applies.
+pub const ADDONS_DIR: &str = "/etc/kubernetes/addons";
+pub const ADDONS_PREFIX: &str = "manifests/addons/";
+pub const ADDONS_UNIT: &str = "nodeboot-addons.service";
+pub const AUDIT_POLICY_PATH: &str = "/etc/kubernetes/audit-policy.yaml";
+pub const AUDIT_LOG_DIR: &str = "/var/log/kubernetes/audit";
 pub const MANIFEST_SYNC_INTERVAL_SECONDS: u64 = 10;
 
 /// Format version of `node.json`; bump on incompatible change.
@@ -135,7 +145,18 @@ impl NodeConfig {
                 dir: STATIC_POD_DIR.into(),
                 interval_seconds: MANIFEST_SYNC_INTERVAL_SECONDS,
             }),
-            synced: Vec::new(),
+            // The control plane keeps the add-ons fresh and has them applied
+            // after a pass that changed one.
+            synced: if role == Role::Etcd {
+                vec![SyncedConfig {
+                    prefix: ADDONS_PREFIX.into(),
+                    dir: ADDONS_DIR.into(),
+                    owner: None,
+                    reload: ["systemctl", "start", "--no-block", ADDONS_UNIT].map(String::from).to_vec(),
+                }]
+            } else {
+                Vec::new()
+            },
             boot: BootConfig::default(),
         }
     }

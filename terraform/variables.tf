@@ -431,3 +431,18 @@ variable "ssh_authorized_keys" {
     error_message = "every ssh_authorized_keys entry must be an OpenSSH public key line (type, base64 key, optional comment)."
   }
 }
+
+variable "addons" {
+  description = "Cluster add-ons the control plane applies (read by nodeboot render): flannel, coredns."
+  type        = list(string)
+}
+
+variable "flannel_version" {
+  description = "Flannel release (read by nodeboot render; opens UDP 8472 between nodes)."
+  type        = string
+}
+
+variable "coredns_version" {
+  description = "CoreDNS release (read by nodeboot render)."
+  type        = string
+}

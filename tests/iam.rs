@@ -69,8 +69,16 @@ impl Drop for UnmountOnDrop {
 }
 
 fn sync_once(node: &Node, aws: &Aws) -> Command {
+    // A control-plane node's sync asks systemd to apply changed add-ons
+    // (`systemctl start --no-block nodeboot-addons.service`); no systemd
+    // manages this host's test node, so a stand-in accepts the job.
+    let bin = node.root().join("test-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("systemctl"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(bin.join("systemctl"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeboot"));
-    cmd.arg("sync").arg("--root").arg(node.root()).args(["manifests", "--once"]).envs(aws.env());
+    cmd.arg("sync").arg("--root").arg(node.root()).args(["manifests", "--once"]).envs(aws.env()).env("PATH", path);
     cmd
 }
 

@@ -39,7 +39,15 @@ fn manifests_validate_against_the_kubernetes_schema_of_the_environment() {
     let minor = env.kubernetes_version.rsplit_once('.').unwrap().0.to_string() + ".0";
     let mut all = files(&out.path().join("manifests/etcd"));
     all.extend(files(&out.path().join("manifests/compute")));
-    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all.len(), 5, "four static pods on the control plane, kube-proxy on workers: {all:?}");
+    let addons = files(&out.path().join("manifests/addons"));
+    assert!(!addons.is_empty());
+    all.extend(addons);
+    // The bootstrap-token Secret `nodeboot pki` makes, applied with the add-ons.
+    let secrets = tempfile::tempdir().unwrap();
+    let pki = nodeboot(&["pki", "--env", example_env().to_str().unwrap(), "--dir", secrets.path().to_str().unwrap()]);
+    assert!(pki.status.success(), "{}", stderr(&pki));
+    all.extend(files(&secrets.path().join("secure/addons")));
     let run = kubernetes_validate(&minor, &all);
     assert!(run.status.success(), "{}{}", String::from_utf8_lossy(&run.stdout), stderr(&run));
 
@@ -80,6 +88,8 @@ fn manifests_refer_only_to_secrets_the_pki_creates_for_that_role() {
         produced.insert(k.public.clone());
     }
     produced.extend(pki.kubeconfigs.iter().map(|k| k.path.clone()));
+    produced.extend(pki.bootstrap_token.kubeconfigs.iter().map(|(path, _)| path.clone()));
+    produced.insert(pki.encryption_key.path.clone());
     for (role, folder) in [(Role::Etcd, "secure"), (Role::Compute, "compute")] {
         for (name, text) in nodeboot::render::manifests::manifests_for(&env, role) {
             for reference in text.split(|c: char| c.is_whitespace() || c == '=').filter_map(|w| w.strip_prefix("/run/nodeboot/secrets/")) {
@@ -88,4 +98,56 @@ fn manifests_refer_only_to_secrets_the_pki_creates_for_that_role() {
             }
         }
     }
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/tests/data/kubernetes/schemas/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn check(validator: &jsonschema::Validator, what: &str, value: &serde_json::Value) -> Vec<String> {
+    validator.iter_errors(value).map(|e| format!("{what}: {e} at {}", e.instance_path)).collect()
+}
+
+fn yaml(text: &str) -> serde_json::Value {
+    serde_yaml_ng::from_str(text).unwrap()
+}
+
+/// The component configuration files have no OpenAPI schema (they are not
+/// API objects): they are checked against strict schemas of their upstream
+/// Go types (tests/data/kubernetes/schemas/, field lists from 1.31).
+#[test]
+fn kubelet_encryption_audit_and_kubeconfig_files_match_their_types() {
+    let env = nodeboot::env::load(&example_env()).unwrap().env;
+    let secrets = tempfile::tempdir().unwrap();
+    let pki = nodeboot(&["pki", "--env", example_env().to_str().unwrap(), "--dir", secrets.path().to_str().unwrap()]);
+    assert!(pki.status.success(), "{}", stderr(&pki));
+    let mut problems = Vec::new();
+    let kubelet = schema("kubeletconfiguration-v1beta1");
+    for role in [Role::Etcd, Role::Compute] {
+        problems.extend(check(&kubelet, &format!("kubelet config ({role})"), &yaml(&nodeboot::render::files::kubelet_config(role))));
+    }
+    problems.extend(check(&schema("policy-audit-v1"), "audit policy", &yaml(&nodeboot::render::files::audit_policy())));
+    let encryption: serde_json::Value = serde_json::from_slice(&std::fs::read(secrets.path().join("secure/encryption-config.yaml")).unwrap()).unwrap();
+    problems.extend(check(&schema("encryptionconfiguration-v1"), "encryption config", &encryption));
+    let plan = nodeboot::pki::plan(&env);
+    let mut kubeconfigs: Vec<String> = plan.kubeconfigs.iter().map(|k| k.path.clone()).collect();
+    kubeconfigs.extend(plan.bootstrap_token.kubeconfigs.iter().map(|(p, _)| p.clone()));
+    let config = schema("config-kubeconfig-v1");
+    for path in &kubeconfigs {
+        let value: serde_json::Value = serde_json::from_slice(&std::fs::read(secrets.path().join(path)).unwrap()).unwrap();
+        problems.extend(check(&config, path, &value));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(kubeconfigs.len(), 7);
+
+    // The schemas refuse a misspelt or misplaced field.
+    let typo = nodeboot::render::files::kubelet_config(Role::Compute).replace("serverTLSBootstrap", "serverTlsBootstrap");
+    assert!(!check(&kubelet, "typo", &yaml(&typo)).is_empty());
+    let mut bad = encryption.clone();
+    bad["resources"][0]["providers"][0]["aescbc"]["key"] = serde_json::json!([]);
+    assert!(!check(&schema("encryptionconfiguration-v1"), "typo", &bad).is_empty());
+    let policy = nodeboot::render::files::audit_policy().replace("level: Request\n", "level: Everything\n");
+    assert!(!check(&schema("policy-audit-v1"), "typo", &yaml(&policy)).is_empty());
 }

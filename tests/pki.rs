@@ -94,7 +94,7 @@ fn rotating_a_ca_reissues_what_it_signs_and_its_kubeconfigs() {
     pki(dir.path());
     let before = snapshot(dir.path());
     let out = pki_with(dir.path(), &["--rotate", "kubernetes-ca"]);
-    for id in ["kubernetes-ca", "apiserver", "admin", "admin-kubeconfig", "kubelet-kubeconfig"] {
+    for id in ["kubernetes-ca", "apiserver", "admin", "admin-kubeconfig", "bootstrap-token-kubeconfigs"] {
         assert!(out.contains(&format!("created  {id}\n")), "{id} not re-issued:\n{out}");
     }
     assert!(out.contains("kept     etcd-ca") && out.contains("kept     etcd-member-0"), "other CAs untouched:\n{out}");
@@ -130,13 +130,18 @@ fn kubernetes_certificates_carry_what_each_component_needs() {
     assert!(admin.contains("O = system:masters") && admin.contains("CN = kubernetes-admin"), "{admin}");
     let front = dir.path().join("secure/front-proxy-ca.crt");
     openssl(&["verify", "-CAfile", front.to_str().unwrap(), "-purpose", "sslclient", &cert("secure/front-proxy-client.crt")]);
-    // Private keys of CAs stay local: not in a folder that is uploaded.
+    // Private keys of CAs stay local (not in a folder that is uploaded),
+    // except the cluster CA's, which the control plane's controller-manager
+    // signs kubelet certificates with.
     for folder in ["common", "secure", "compute"] {
         for f in walk(&dir.path().join(folder)) {
-            let name = f.display().to_string();
-            assert!(!name.contains("ca.key") && !name.ends_with("-ca.key"), "{name}: a CA key in an uploaded folder");
+            let name = f.strip_prefix(dir.path()).unwrap().display().to_string();
+            assert!(name == "secure/ca.key" || !name.ends_with("ca.key"), "{name}: a CA key in an uploaded folder");
         }
     }
+    let public_of_key = openssl(&["pkey", "-pubout", "-in", &cert("secure/ca.key")]);
+    let public_of_cert = openssl(&["x509", "-noout", "-pubkey", "-in", &cert("common/ca.crt")]);
+    assert_eq!(public_of_key, public_of_cert, "secure/ca.key is the cluster CA's key");
     assert_eq!(std::fs::metadata(dir.path().join("secure/sa.key")).unwrap().permissions().mode() & 0o777, 0o600);
     // The admin kubeconfig: kubectl's own parser accepts it when present;
     // otherwise check its embedded client certificate against the CA.
@@ -171,4 +176,170 @@ fn the_admin_kubeconfig_stays_out_of_every_uploaded_folder_and_an_old_one_is_mov
     assert!(!old.exists(), "moved out of secure/");
     assert_eq!(std::fs::read(&new).unwrap(), bytes, "the same credentials, not new ones");
     assert!(printed.contains("secrets rm") && printed.contains("secure/kubeconfig_admin"), "says how to remove the bucket's copy:\n{printed}");
+}
+
+#[test]
+fn no_shared_kubelet_identity_is_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    for f in walk(dir.path()) {
+        let text = std::fs::read(&f).unwrap();
+        assert!(!String::from_utf8_lossy(&text).contains("system:node:nodeboot"), "{}", f.display());
+        if f.extension().is_some_and(|e| e == "crt") {
+            let subject = openssl(&["x509", "-noout", "-subject", "-in", f.to_str().unwrap()]);
+            assert!(!subject.contains("system:nodes"), "{}: a node certificate made ahead of time: {subject}", f.display());
+        }
+    }
+    assert!(!dir.path().join("common/kubelet.kubeconfig").exists());
+}
+
+#[test]
+fn an_old_tree_keeps_its_cluster_ca_when_the_key_moves_to_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let ca = std::fs::read(dir.path().join("common/ca.crt")).unwrap();
+    // A tree made before: the key in ca/, never uploaded.
+    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
+    std::fs::rename(dir.path().join("secure/ca.key"), dir.path().join("ca/kubernetes-ca.key")).unwrap();
+    let out = pki(dir.path());
+    assert!(out.contains("kept     kubernetes-ca"), "{out}");
+    assert_eq!(std::fs::read(dir.path().join("common/ca.crt")).unwrap(), ca);
+    assert!(dir.path().join("secure/ca.key").exists() && !dir.path().join("ca/kubernetes-ca.key").exists());
+}
+
+#[test]
+fn the_listing_names_every_certificate_and_the_token_with_its_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&pki_with(dir.path(), &["--output", "json"])).unwrap();
+    let env = nodeboot::env::load(&example_env()).unwrap().env;
+    let plan = nodeboot::pki::plan(&env);
+    let ids: Vec<&str> = listed.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let mut want: Vec<&str> = plan.certs.iter().map(|c| c.id.as_str()).collect();
+    want.push("bootstrap-token");
+    assert_eq!(ids, want);
+    for item in &listed {
+        let path = dir.path().join(item["path"].as_str().unwrap());
+        let days = item["days_left"].as_i64().unwrap();
+        if item["kind"] == "bootstrap-token" {
+            assert!((nodeboot::pki::BOOTSTRAP_TOKEN_VALIDITY_DAYS - 1..=nodeboot::pki::BOOTSTRAP_TOKEN_VALIDITY_DAYS).contains(&days), "{item}");
+            continue;
+        }
+        // openssl's view of the end date agrees.
+        let end = openssl(&["x509", "-noout", "-enddate", "-in", path.to_str().unwrap()]);
+        let date = std::process::Command::new("date").args(["-u", "-d", end.trim().trim_start_matches("notAfter="), "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
+        assert_eq!(item["not_after"].as_str().unwrap(), String::from_utf8_lossy(&date.stdout).trim(), "{item}");
+        let want = if item["kind"] == "ca" { nodeboot::pki::CA_VALIDITY_DAYS } else { nodeboot::pki::LEAF_VALIDITY_DAYS };
+        assert!(days == want || days == want - 1, "{item}: {days} days");
+    }
+}
+
+/// A certificate that ends within 21 days is renewed by `--renew`, with what
+/// depends on it; the rest is kept byte for byte.
+#[test]
+fn renew_reissues_only_what_ends_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    // Make the scheduler's certificate end in 10 days (signed by the same CA).
+    let cert = dir.path().join("ca/scheduler.crt");
+    let key = dir.path().join("ca/scheduler.key");
+    let csr = dir.path().join("s.csr");
+    openssl(&["req", "-new", "-key", key.to_str().unwrap(), "-subj", "/CN=system:kube-scheduler", "-out", csr.to_str().unwrap()]);
+    openssl(&[
+        "x509", "-req", "-in", csr.to_str().unwrap(), "-CA", dir.path().join("common/ca.crt").to_str().unwrap(),
+        "-CAkey", dir.path().join("secure/ca.key").to_str().unwrap(), "-days", "10", "-out", cert.to_str().unwrap(),
+    ]);
+    let before = snapshot(dir.path());
+    let warned = nodeboot(&["pki", "--env", example_env().to_str().unwrap(), "--dir", dir.path().to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&warned.stdout).into_owned();
+    assert!(said.contains("expiring scheduler in 9 days") || said.contains("expiring scheduler in 10 days"), "{said}");
+    assert_eq!(snapshot(dir.path()), before, "without --renew nothing changes");
+    let out = pki_with(dir.path(), &["--renew"]);
+    assert!(out.contains("created  scheduler\n") && out.contains("created  scheduler-kubeconfig\n"), "{out}");
+    let after = snapshot(dir.path());
+    let changed: Vec<&String> = after.keys().filter(|k| before.get(*k) != after.get(*k)).collect();
+    assert_eq!(changed, ["ca/scheduler.crt", "ca/scheduler.key", "secure/scheduler.kubeconfig"]);
+}
+
+#[test]
+fn rotating_the_bootstrap_token_and_the_encryption_key() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let token = |folder: &str| -> String {
+        let kc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(format!("{folder}/bootstrap-kubelet.kubeconfig"))).unwrap()).unwrap();
+        kc["users"][0]["user"]["token"].as_str().unwrap().to_string()
+    };
+    let old = token("compute");
+    assert_eq!(old, token("secure"));
+    let out = pki_with(dir.path(), &["--rotate", "bootstrap-token"]);
+    assert!(out.contains("created  bootstrap-token\n"), "{out}");
+    assert_ne!(token("compute"), old);
+    assert_eq!(token("compute"), token("secure"));
+    let secret: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("secure/addons/bootstrap-token.yaml")).unwrap()).unwrap();
+    assert_eq!(format!("{}.{}", secret["stringData"]["token-id"].as_str().unwrap(), secret["stringData"]["token-secret"].as_str().unwrap()), token("compute"));
+
+    let keys = |_: ()| -> Vec<String> {
+        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("secure/encryption-config.yaml")).unwrap()).unwrap();
+        c["resources"][0]["providers"][0]["aescbc"]["keys"].as_array().unwrap().iter().map(|k| k["secret"].as_str().unwrap().to_string()).collect()
+    };
+    let first = keys(());
+    assert_eq!(first.len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // key names carry the second
+    pki_with(dir.path(), &["--rotate", "encryption-key"]);
+    let second = keys(());
+    assert_eq!(second.len(), 2);
+    assert_eq!(second[1], first[0], "the old key still reads what it wrote");
+    assert_ne!(second[0], first[0]);
+}
+
+/// What `stage secrets` places on a node of `role`: `common/` and the role's
+/// folder, the role's file winning on a clash.
+fn node_view(dir: &Path, role: nodeboot::role::Role) -> BTreeMap<String, Vec<u8>> {
+    let mut view = BTreeMap::new();
+    let Some(folder) = nodeboot::secrets::layout::role_folder(role) else { return view };
+    for top in ["common", folder] {
+        let base = dir.join(top);
+        if base.is_dir() {
+            for f in walk(&base) {
+                view.insert(f.strip_prefix(&base).unwrap().display().to_string(), std::fs::read(&f).unwrap());
+            }
+        }
+    }
+    view
+}
+
+#[test]
+fn no_compute_node_gets_a_control_plane_or_etcd_secret() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut forbidden: Vec<(String, Vec<u8>)> = ["secure/ca.key", "secure/sa.key", "ca/admin.kubeconfig", "secure/addons-applier.kubeconfig", "secure/encryption-config.yaml", "secure/addons/bootstrap-token.yaml"]
+        .iter()
+        .map(|p| (p.to_string(), std::fs::read(dir.path().join(p)).unwrap()))
+        .collect();
+    // Every etcd key, and the keys of the CAs and control-plane clients kept
+    // in ca/ (kube-proxy's own key is a worker's credential: allowed).
+    for f in walk(&dir.path().join("secure/etcd")).into_iter().chain(walk(&dir.path().join("ca"))) {
+        if f.extension().is_some_and(|e| e == "key") && !f.ends_with("kube-proxy.key") {
+            forbidden.push((f.strip_prefix(dir.path()).unwrap().display().to_string(), std::fs::read(&f).unwrap()));
+        }
+    }
+    assert!(forbidden.len() >= 6 + 3 + 1, "{:?}", forbidden.iter().map(|f| &f.0).collect::<Vec<_>>());
+    let compute = node_view(dir.path(), nodeboot::role::Role::Compute);
+    assert!(compute.contains_key("bootstrap-kubelet.kubeconfig") && compute.contains_key("ca.crt"), "{:?}", compute.keys());
+    for (name, bytes) in &compute {
+        let text = String::from_utf8_lossy(bytes);
+        for (secret, secret_bytes) in &forbidden {
+            let raw = String::from_utf8_lossy(secret_bytes);
+            assert!(!text.contains(raw.trim()) && !text.contains(&b64(secret_bytes)), "compute gets {secret} inside {name}");
+        }
+    }
+    assert!(node_view(dir.path(), nodeboot::role::Role::Bastion).is_empty(), "the bastion pulls no secrets");
+    // The checker can fail: the control plane does hold them.
+    let etcd = node_view(dir.path(), nodeboot::role::Role::Etcd);
+    assert_eq!(etcd["ca.key"], std::fs::read(dir.path().join("secure/ca.key")).unwrap());
+    assert!(etcd.contains_key("sa.key") && etcd.contains_key("addons-applier.kubeconfig") && etcd.contains_key("encryption-config.yaml"));
+    // ... but not the operator's admin kubeconfig (ca/ is never uploaded).
+    assert!(!etcd.contains_key("admin.kubeconfig") && !etcd.contains_key("kubeconfig_admin"), "{:?}", etcd.keys());
 }

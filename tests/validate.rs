@@ -194,3 +194,20 @@ fn min_healthy_percentage_and_public_zone_id_are_checked() {
     let path = env_file(dir.path(), "zone.tfvars", &text);
     assert!(nodeboot(&["validate", "--env", path.to_str().unwrap()]).status.success());
 }
+
+#[test]
+fn validate_refuses_a_version_skew_with_the_running_cluster() {
+    let env = example_env();
+    let run = |running: &str| nodeboot(&["validate", "--env", env.to_str().unwrap(), "--running-version", running]);
+    // The example is 1.31.4.
+    for ok in ["1.31.0", "v1.31.4", "1.30.9"] {
+        let out = run(ok);
+        assert!(out.status.success(), "{ok}: {}", stderr(&out));
+    }
+    let two_minors = run("1.29.3");
+    assert_eq!(two_minors.status.code(), Some(2));
+    assert!(stderr(&two_minors).contains("kubernetes_version: the cluster runs 1.29.3; upgrade one minor at a time (1.30 first)"), "{}", stderr(&two_minors));
+    let downgrade = run("1.32.1");
+    assert_eq!(downgrade.status.code(), Some(2));
+    assert!(stderr(&downgrade).contains("kubelets may not be newer than kube-apiserver"), "{}", stderr(&downgrade));
+}

@@ -42,8 +42,11 @@ pub fn load_env(path: &Path) -> Result<Loaded, Error> {
 }
 
 /// `nodeboot validate`: prints what is wrong; Ok when nothing is an error.
-pub fn validate(path: &Path) -> Result<String, Error> {
+pub fn validate(path: &Path, running_version: Option<&str>) -> Result<String, Error> {
     let loaded = load_env(path)?;
+    if let Some(problem) = running_version.and_then(|running| crate::kube::skew_problem(running, &loaded.env.kubernetes_version)) {
+        return Err(Error::VersionSkew(format!("{}: kubernetes_version: {problem}", path.display())));
+    }
     let warnings = loaded.warnings.warnings().count();
     Ok(format!("{}: valid ({} warning{})", path.display(), warnings, if warnings == 1 { "" } else { "s" }))
 }
@@ -66,7 +69,8 @@ pub fn render(path: &Path, out: &Path, roles: &[Role]) -> Result<Vec<String>, Er
             ),
         })
         .collect();
-    lines.extend(written.iter().flat_map(|w| w.manifests.iter().map(|m| format!("{}: static pod", m.display()))));
+    let kind = |m: &Path| if m.parent().is_some_and(|d| d.ends_with(render::addons::ADDONS)) { "add-on" } else { "static pod" };
+    lines.extend(written.iter().flat_map(|w| w.manifests.iter().map(|m| format!("{}: {}", m.display(), kind(m)))));
     info!(roles = roles.len(), out = %out.display(), "rendered");
     Ok(lines)
 }
@@ -77,11 +81,23 @@ pub fn env_new(name: Option<String>, dir: &Path) -> Result<PathBuf, Error> {
     Ok(env::write_new(dir, &name)?)
 }
 
-/// `nodeboot pki`: creates the missing certificates, keeps the rest.
-pub fn pki(env_path: &Path, dir: Option<&Path>, rotate: &[String]) -> Result<Vec<String>, Error> {
+/// `nodeboot pki`: creates the missing certificates, keeps the rest; with
+/// `output`, lists every certificate and token with its expiry instead.
+pub fn pki(env_path: &Path, dir: Option<&Path>, options: &crate::pki::Options, output: Option<inspect::Output>) -> Result<Vec<String>, Error> {
     let loaded = load_env(env_path)?;
     let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| crate::secrets::layout::default_dir(&loaded.env.name));
-    let outcome = crate::pki::ensure(&dir, &crate::pki::plan(&loaded.env), rotate)?;
+    let plan = crate::pki::plan(&loaded.env);
+    let outcome = crate::pki::ensure_with(&dir, &plan, options)?;
+    if let Some(format) = output {
+        let items = crate::pki::inventory(&dir, &plan)?;
+        return Ok(match format {
+            inspect::Output::Json => vec![serde_json::to_string_pretty(&items).expect("inventory serialises")],
+            inspect::Output::Table => items
+                .iter()
+                .map(|i| format!("{:<28} {:<16} {:<22} {:>5} days  {}", i.id, i.kind, i.not_after.as_deref().unwrap_or("-"), i.days_left.unwrap_or_default(), i.path))
+                .collect(),
+        });
+    }
     let mut lines: Vec<String> = outcome.created.iter().map(|n| format!("created  {n}")).collect();
     lines.extend(outcome.kept.iter().map(|n| format!("kept     {n}")));
     lines.extend(outcome.expiring.iter().map(|(n, d)| format!("expiring {n} in {d} days")));

@@ -184,8 +184,11 @@ pub fn manifests_upload(env_path: &Path, dir: &Path, prune: bool, allow_empty: b
 
 /// `manifests upload` for an environment already loaded.
 pub fn manifests_upload_for(env: &Environment, dir: &Path, prune: bool, allow_empty: bool, force: bool) -> Result<Vec<String>, Error> {
-    let roles: Vec<Role> = Role::ALL.into_iter().filter(|r| r.runs_kubelet() && dir.join(r.as_str()).is_dir()).collect();
-    if roles.is_empty() {
+    // Each role's static pods, and the add-ons the control plane applies.
+    let mut names: Vec<&str> = Role::ALL.into_iter().filter(|r| r.runs_kubelet()).map(Role::as_str).collect();
+    names.push(crate::render::addons::ADDONS);
+    names.retain(|name| dir.join(name).is_dir());
+    if names.is_empty() {
         return Err(SecretError::BadPath {
             path: dir.display().to_string(),
             detail: "holds no role directory (etcd/, compute/) of manifests".into(),
@@ -195,19 +198,19 @@ pub fn manifests_upload_for(env: &Environment, dir: &Path, prune: bool, allow_em
     with_operator(env, async |s3, kms| {
         let store = store(env, s3, kms);
         let mut work = Vec::new();
-        for role in roles {
-            let prefix = layout::manifests_prefix(role);
-            let files: Vec<(ObjectPath, PathBuf)> = layout::local_files(&dir.join(role.as_str()), "")?
+        for name in names {
+            let prefix = format!("manifests/{name}/");
+            let files: Vec<(ObjectPath, PathBuf)> = layout::local_files(&dir.join(name), "")?
                 .into_iter()
-                .map(|(name, file)| Ok((ObjectPath::parse(&format!("{prefix}{name}"))?, file)))
+                .map(|(file_name, file)| Ok((ObjectPath::parse(&format!("{prefix}{file_name}"))?, file)))
                 .collect::<Result<_, SecretError>>()?;
             let marker = ObjectPath::parse(&format!("{prefix}{EMPTY_MARKER}"))?;
             let listed: Vec<String> = store.list(&prefix).await?.into_iter().map(|e| e.key).collect();
             let others = listed.iter().filter(|k| **k != marker.as_str()).count();
             if prune && files.is_empty() && others > 0 && !allow_empty {
                 return Err(Error::Refused(format!(
-                    "--prune with no file in {} would remove all {others} manifests of role {role}, and the nodes would stop its static pods: pass --allow-empty if that is what you mean",
-                    dir.join(role.as_str()).display()
+                    "--prune with no file in {} would remove all {others} objects of manifests/{name}/, and the nodes would stop what they run from it: pass --allow-empty if that is what you mean",
+                    dir.join(name).display()
                 )));
             }
             work.push((files, marker, listed));

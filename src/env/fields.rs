@@ -44,6 +44,9 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("kubeapi_access_list", "a list of IPv4 CIDRs"),
     ("ssh_access_list", "a list of IPv4 CIDRs"),
     ("ssh_authorized_keys", "a list of OpenSSH public keys"),
+    ("addons", "a list of cluster add-ons: \"flannel\", \"coredns\""),
+    ("flannel_version", "a Flannel release nodeboot pins, such as \"0.26.0\""),
+    ("coredns_version", "a CoreDNS release nodeboot pins, such as \"1.11.3\""),
 ];
 
 fn expected(field: &str) -> &'static str {

@@ -1,6 +1,7 @@
 //! The environment file: one Terraform variables file (`environments/NAME.tfvars`)
 //! that drives both Terraform and nodeboot.
 
+pub mod addons;
 mod diag;
 mod fields;
 mod layout;
@@ -79,6 +80,7 @@ pub struct Environment {
     pub kubeapi_access_list: Vec<Ipv4Net>,
     pub ssh_access_list: Vec<Ipv4Net>,
     pub ssh_authorized_keys: Vec<String>,
+    pub addons: addons::Addons,
 }
 
 /// A loaded environment and the warnings it earned.
@@ -170,6 +172,7 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
     let kubeapi_access_list = r.cidr_list("kubeapi_access_list");
     let ssh_access_list = r.cidr_list("ssh_access_list");
     let ssh_authorized_keys = r.string_list("ssh_authorized_keys", is_ssh_public_key);
+    let addons = read_addons(r);
 
     Some(Environment {
         name: name?,
@@ -198,7 +201,42 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
         kubeapi_access_list: kubeapi_access_list?,
         ssh_access_list: ssh_access_list?,
         ssh_authorized_keys: ssh_authorized_keys?,
+        addons: addons?,
     })
+}
+
+/// `addons` and the version field of each: a known add-on, listed once, at
+/// a version nodeboot has the image digests of.
+fn read_addons(r: &mut Reader) -> Option<addons::Addons> {
+    let names = r.string_list("addons", |s| addons::ADDON_NAMES.contains(&s));
+    let flannel = r.string("flannel_version", validate::syntax::is_version);
+    let coredns = r.string("coredns_version", validate::syntax::is_version);
+    let (names, flannel, coredns) = (names?, flannel?, coredns?);
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &names {
+        if !seen.insert(name.as_str()) {
+            r.error("addons", format!("{name} is listed twice"));
+        }
+    }
+    let mut pick = |addon: &str, field: &str, version: &str| -> Option<Option<&'static addons::Release>> {
+        if !names.iter().any(|n| n == addon) {
+            return Some(None);
+        }
+        match addons::release(addon, version) {
+            Some(release) => Some(Some(release)),
+            None => {
+                let known = addons::known_versions(addon).join(", ");
+                r.error(field, format!("nodeboot has no pinned images for {addon} {version} (known: {known})"));
+                None
+            }
+        }
+    };
+    let flannel = pick("flannel", "flannel_version", &flannel);
+    let coredns = pick("coredns", "coredns_version", &coredns);
+    if flannel == Some(None) {
+        r.warning("addons", "no flannel: bring your own CNI, or nodes stay NotReady");
+    }
+    Some(addons::Addons { flannel: flannel?, coredns: coredns? })
 }
 
 fn read_nodeboot_source(r: &mut Reader) -> Option<NodebootSource> {

@@ -22,3 +22,19 @@ pub fn render(spec: &KubeconfigSpec, ca_pem: &str, cert_pem: &str, key_pem: &str
     });
     serde_json::to_string_pretty(&value).expect("kubeconfig serialises") + "\n"
 }
+
+/// A kubeconfig whose user authenticates with a bearer token (the kubelet's
+/// bootstrap kubeconfig).
+pub fn render_token(cluster: &str, server: &str, user: &str, token: &str, ca_pem: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": format!("{user}@{cluster}"), "context": {"cluster": cluster, "user": user}}],
+        "current-context": format!("{user}@{cluster}"),
+        "preferences": {},
+    });
+    serde_json::to_string_pretty(&value).expect("kubeconfig serialises") + "\n"
+}

@@ -51,11 +51,36 @@ pub struct KubeconfigSpec {
     pub ca: String,
 }
 
+/// The kubelets' TLS-bootstrap token: a `bootstrap.kubernetes.io/token`
+/// Secret for the API (control plane only) and bootstrap kubeconfigs that
+/// carry the token (one per role folder, each with the URL that role uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapTokenSpec {
+    pub id: String,
+    /// The Secret, applied to the cluster as an add-on by the control plane.
+    pub secret: String,
+    /// `(path, server)` of each bootstrap kubeconfig.
+    pub kubeconfigs: Vec<(String, String)>,
+    pub cluster: String,
+    /// The CA (by id) that serves the API.
+    pub ca: String,
+}
+
+/// The key kube-apiserver encrypts Secrets with in etcd, inside the
+/// `EncryptionConfiguration` it reads (`--encryption-provider-config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionKeySpec {
+    pub id: String,
+    pub path: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pki {
     pub certs: Vec<CertSpec>,
     pub key_pairs: Vec<KeyPairSpec>,
     pub kubeconfigs: Vec<KubeconfigSpec>,
+    pub bootstrap_token: BootstrapTokenSpec,
+    pub encryption_key: EncryptionKeySpec,
 }
 
 impl Pki {
@@ -69,11 +94,22 @@ pub fn etcd_member_name(environment: &str, index: u32) -> String {
     format!("{environment}-etcd-{index}")
 }
 
+/// Where the cluster CA's key lives: with the control plane (role etcd),
+/// whose kube-controller-manager signs the kubelets' certificates with it
+/// (`--cluster-signing-key-file`). Never in `common/` or `compute/`.
+pub const CLUSTER_CA_KEY: &str = "secure/ca.key";
+/// Where it lived before the controller-manager signed; `ensure` moves it.
+pub const OLD_CLUSTER_CA_KEY: &str = "ca/kubernetes-ca.key";
+
+/// The group every nodeboot bootstrap token adds (kubeadm's pattern
+/// `system:bootstrappers:<tool>:default-node-token`); the RBAC objects bind it.
+pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers:nodeboot:default-node-token";
+
 fn ca(id: &str, cert: &str, common_name: String) -> CertSpec {
     CertSpec {
         id: id.into(),
         cert: cert.into(),
-        key: format!("ca/{id}.key"),
+        key: if id == "kubernetes-ca" { CLUSTER_CA_KEY.into() } else { format!("ca/{id}.key") },
         common_name,
         organization: None,
         issuer: None,
@@ -125,11 +161,15 @@ pub fn plan(env: &Environment) -> Pki {
         leaf("apiserver-kubelet-client", "secure/apiserver-kubelet-client", "kubernetes-ca", "kube-apiserver-kubelet-client", Some("system:masters"), vec![], Usage::Client),
         leaf("front-proxy-client", "secure/front-proxy-client", "front-proxy-ca", "front-proxy-client", None, vec![], Usage::Client),
         leaf("admin", "ca/admin", "kubernetes-ca", "kubernetes-admin", Some("system:masters"), vec![], Usage::Client),
+        // The control plane's add-on applier (nodeboot-addons.service): its own
+        // identity, so the operator's admin kubeconfig never leaves ca/. The
+        // control plane already holds cluster-admin material (the cluster CA
+        // key, the API server's kubelet client), so this adds no exposure.
+        leaf("addons-applier", "ca/addons-applier", "kubernetes-ca", "nodeboot:addons-applier", Some("system:masters"), vec![], Usage::Client),
         leaf("controller-manager", "ca/controller-manager", "kubernetes-ca", "system:kube-controller-manager", None, vec![], Usage::Client),
         leaf("scheduler", "ca/scheduler", "kubernetes-ca", "system:kube-scheduler", None, vec![], Usage::Client),
-        // One shared node identity: nodes come and go with the auto-scaling
-        // groups, so no per-node certificate can be made ahead of time.
-        leaf("kubelet", "ca/kubelet", "kubernetes-ca", "system:node:nodeboot", Some("system:nodes"), vec![], Usage::Client),
+        // No kubelet certificate: every kubelet gets its own identity,
+        // system:node:<its hostname>, by TLS bootstrap (see BootstrapTokenSpec).
         leaf("kube-proxy", "ca/kube-proxy", "kubernetes-ca", "system:kube-proxy", None, vec![], Usage::Client),
     ]);
     let key_pairs = vec![KeyPairSpec { id: "service-account".into(), key: "secure/sa.key".into(), public: "secure/sa.pub".into() }];
@@ -146,16 +186,33 @@ pub fn plan(env: &Environment) -> Pki {
         kc("admin", ADMIN_KUBECONFIG, kube::public_url(env)),
         kc("controller-manager", "secure/controller-manager.kubeconfig", kube::LOCAL_URL.into()),
         kc("scheduler", "secure/scheduler.kubeconfig", kube::LOCAL_URL.into()),
-        kc("kubelet", "common/kubelet.kubeconfig", kube::internal_url(env)),
+        kc("addons-applier", ADDONS_KUBECONFIG, kube::LOCAL_URL.into()),
+        // kube-proxy runs on every node role; the control plane reaches its
+        // own API locally (no load-balancer hairpin), workers the internal LB.
         kc("kube-proxy", "compute/kube-proxy.kubeconfig", kube::internal_url(env)),
+        KubeconfigSpec { id: "kube-proxy-local-kubeconfig".into(), ..kc("kube-proxy", "secure/kube-proxy.kubeconfig", kube::LOCAL_URL.into()) },
     ];
-    Pki { certs, key_pairs, kubeconfigs }
+    let bootstrap_token = BootstrapTokenSpec {
+        id: "bootstrap-token".into(),
+        secret: "secure/addons/bootstrap-token.yaml".into(),
+        kubeconfigs: vec![
+            ("compute/bootstrap-kubelet.kubeconfig".into(), kube::internal_url(env)),
+            ("secure/bootstrap-kubelet.kubeconfig".into(), kube::LOCAL_URL.into()),
+        ],
+        cluster: name.clone(),
+        ca: "kubernetes-ca".into(),
+    };
+    let encryption_key = EncryptionKeySpec { id: "encryption-key".into(), path: "secure/encryption-config.yaml".into() };
+    Pki { certs, key_pairs, kubeconfigs, bootstrap_token, encryption_key }
 }
 
 /// The admin kubeconfig, in the local tree only (`ca/` is not a folder of the bucket's layout).
 pub const ADMIN_KUBECONFIG: &str = "ca/admin.kubeconfig";
 /// Where nodeboot before 0.2 wrote it, inside `secure/`, so `secrets upload` sent it to the bucket.
 pub const LEGACY_ADMIN_KUBECONFIG: &str = "secure/kubeconfig_admin";
+/// The add-on applier's kubeconfig, for the control plane (not in
+/// `secure/addons/`, whose files are applied as manifests).
+pub const ADDONS_KUBECONFIG: &str = "secure/addons-applier.kubeconfig";
 
 #[cfg(test)]
 mod tests {
@@ -170,10 +227,11 @@ mod tests {
                 let at = pki.certs.iter().position(|x| &x.id == issuer).expect("issuer planned");
                 assert!(at < i && pki.certs[at].usage == Usage::Ca, "{}", c.id);
             }
-            assert!(!c.key.starts_with("common/"), "{}: a private key would reach every node", c.id);
+            assert!(!c.key.starts_with("common/") && !c.key.starts_with("compute/"), "{}: a private key would reach workers", c.id);
         }
         for c in pki.certs.iter().filter(|c| c.usage == Usage::Ca) {
-            assert!(c.key.starts_with("ca/"), "{}: CA keys are never uploaded", c.id);
+            let allowed = if c.id == "kubernetes-ca" { CLUSTER_CA_KEY.to_string() } else { format!("ca/{}.key", c.id) };
+            assert_eq!(c.key, allowed, "{}: only the cluster CA's key goes to the control plane, the others are never uploaded", c.id);
         }
     }
 }

@@ -4,7 +4,7 @@ use base64::Engine;
 use ignition_config::v3_4 as ign;
 
 use crate::env::{Environment, NodebootSource};
-use crate::node_config::{NodeConfig, KUBELET_CONFIG_PATH, NODE_CONFIG_PATH, STATIC_POD_DIR};
+use crate::node_config::{NodeConfig, AUDIT_POLICY_PATH, KUBELET_CONFIG_PATH, NODE_CONFIG_PATH, STATIC_POD_DIR};
 use crate::role::Role;
 
 use super::{files, units};
@@ -24,8 +24,10 @@ pub fn config_for(env: &Environment, role: Role) -> ign::Config {
                 .into_iter()
                 .map(|u| {
                     let mut unit = ign::Unit::new(u.name);
+                    // A unit another one starts (a timer's service) has no
+                    // [Install] section: enabling it would mean nothing.
+                    unit.enabled = Some(u.contents.contains("\n[Install]\n"));
                     unit.contents = Some(u.contents);
-                    unit.enabled = Some(true);
                     unit
                 })
                 .collect(),
@@ -63,6 +65,9 @@ fn storage(env: &Environment, role: Role) -> ign::Storage {
         let mut dir = ign::Directory::new(STATIC_POD_DIR.into());
         dir.mode = Some(0o755);
         directories.push(dir);
+    }
+    if role == Role::Etcd {
+        files.push(file(AUDIT_POLICY_PATH, 0o600, resource(data_url(files::audit_policy().as_bytes()), None)));
     }
     ign::Storage {
         directories: (!directories.is_empty()).then_some(directories),

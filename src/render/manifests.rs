@@ -7,7 +7,7 @@ use askama::Template;
 
 use crate::env::Environment;
 use crate::kube;
-use crate::node_config::SECRETS_DIR;
+use crate::node_config::{AUDIT_LOG_DIR, AUDIT_POLICY_PATH, SECRETS_DIR};
 use crate::role::Role;
 use crate::stage::etcd::CLIENT_PORT;
 
@@ -22,6 +22,12 @@ pub struct Common {
     pub issuer: String,
     pub service_cidr: &'static str,
     pub cluster_cidr: &'static str,
+    pub node_cidr_mask_size: u8,
+    pub audit_policy: &'static str,
+    pub audit_log_dir: &'static str,
+    pub audit_max_age_days: u32,
+    pub audit_max_backups: u32,
+    pub audit_max_size_mb: u32,
 }
 
 macro_rules! manifest {
@@ -50,6 +56,12 @@ pub fn common(env: &Environment) -> Common {
         issuer: kube::internal_url(env),
         service_cidr: kube::SERVICE_CIDR,
         cluster_cidr: kube::CLUSTER_CIDR,
+        node_cidr_mask_size: kube::NODE_CIDR_MASK_SIZE,
+        audit_policy: AUDIT_POLICY_PATH,
+        audit_log_dir: AUDIT_LOG_DIR,
+        audit_max_age_days: kube::AUDIT_MAX_AGE_DAYS,
+        audit_max_backups: kube::AUDIT_MAX_BACKUPS,
+        audit_max_size_mb: kube::AUDIT_MAX_SIZE_MB,
     }
 }
 
@@ -62,6 +74,9 @@ pub fn manifests_for(env: &Environment, role: Role) -> Vec<(String, String)> {
             ("kube-apiserver.yaml".into(), render(&ApiServer { c: &c })),
             ("kube-controller-manager.yaml".into(), render(&ControllerManager { c: &c })),
             ("kube-scheduler.yaml".into(), render(&Scheduler { c: &c })),
+            // kube-proxy on the control plane too: webhooks and aggregated
+            // APIs behind a ClusterIP are reached from here.
+            ("kube-proxy.yaml".into(), render(&Proxy { c: &c })),
         ],
         Role::Compute => vec![("kube-proxy.yaml".into(), render(&Proxy { c: &c }))],
         Role::Bastion => vec![],

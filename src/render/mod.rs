@@ -3,7 +3,8 @@
 //! Output is deterministic (no timestamps, fixed field order): the same
 //! environment gives byte-identical files, so Terraform sees no diff.
 
-mod files;
+pub mod addons;
+pub mod files;
 mod ignition;
 pub mod manifests;
 mod units;
@@ -152,6 +153,16 @@ fn write_rendered(env: &Environment, rendered: &[Rendered], out: &Path) -> std::
             let path = dir.join(name);
             fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
             manifests.push(path);
+        }
+        if role == Role::Etcd {
+            // The control plane applies the add-ons: rendered beside its static pods.
+            let dir = out.join("manifests").join(addons::ADDONS);
+            std::fs::create_dir_all(&dir)?;
+            for (name, text) in addons::addons_for(env) {
+                let path = dir.join(name);
+                fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
+                manifests.push(path);
+            }
         }
         written.push(Written { role, user_data, user_data_len: rendered.user_data.len(), full, manifests });
     }

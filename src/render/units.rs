@@ -98,6 +98,7 @@ struct KubeletUnit<'a> {
     kubernetes_version: &'a str,
     kubelet: &'a str,
     kubelet_config: &'a str,
+    kubeconfig: &'a str,
     secrets_dir: &'a str,
     static_pod_dir: &'a str,
 }
@@ -111,6 +112,28 @@ struct ManifestSyncUnit<'a> {
     state_dir: &'a str,
     /// StateDirectory= (relative to /var/lib): where the sync keeps its record.
     record_dir: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "nodeboot-addons.service", escape = "none")]
+struct AddonsUnit<'a> {
+    kubernetes_version: &'a str,
+    image: String,
+    addons_dir: &'a str,
+    secrets_dir: &'a str,
+    server: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "nodeboot-addons.timer", escape = "none")]
+struct AddonsTimer {
+    interval_minutes: u32,
+}
+
+/// Upstream's kubectl image of the cluster's release (published with every
+/// Kubernetes release since 1.28); it applies the add-ons.
+pub fn kubectl_image(version: &str) -> String {
+    format!("registry.k8s.io/kubectl:v{version}")
 }
 
 /// The etcd container image the member unit runs (etcd's official release image).
@@ -150,12 +173,22 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             secrets_dir: SECRETS_DIR,
         };
         units.push(UnitFile { name: "etcd-member.service".into(), contents: render(&unit) });
+        let addons = AddonsUnit {
+            kubernetes_version: &env.kubernetes_version,
+            image: kubectl_image(&env.kubernetes_version),
+            addons_dir: ADDONS_DIR,
+            secrets_dir: SECRETS_DIR,
+            server: crate::kube::LOCAL_URL,
+        };
+        units.push(UnitFile { name: ADDONS_UNIT.into(), contents: render(&addons) });
+        units.push(UnitFile { name: "nodeboot-addons.timer".into(), contents: render(&AddonsTimer { interval_minutes: 5 }) });
     }
     if role.runs_kubelet() {
         let kubelet = KubeletUnit {
             kubernetes_version: &env.kubernetes_version,
             kubelet: KUBELET_BINARY,
             kubelet_config: KUBELET_CONFIG_PATH,
+            kubeconfig: KUBELET_KUBECONFIG,
             secrets_dir: SECRETS_DIR,
             static_pod_dir: STATIC_POD_DIR,
         };

@@ -53,21 +53,24 @@ ExecStart=/bin/true
 """
 
 # 3. A kubelet stand-in at the AMI's path: it refuses to start without the
-#    kubeconfig the secrets stage writes, records what it saw, and stays up.
+#    bootstrap kubeconfig the secrets stage writes (the kubelet writes its
+#    own --kubeconfig after TLS bootstrap), records what it saw, stays up.
 KUBELET_STANDIN = """#!/bin/sh
 {mark}
 # The kubelet stand-in: no kube-apiserver runs in the lab.
 set -eu
+bootstrap=
 kubeconfig=
 config=
 for a in "$@"; do
   case $a in
+    --bootstrap-kubeconfig=*) bootstrap=${{a#--bootstrap-kubeconfig=}} ;;
     --kubeconfig=*) kubeconfig=${{a#--kubeconfig=}} ;;
     --config=*) config=${{a#--config=}} ;;
   esac
 done
-if [ ! -s "$kubeconfig" ]; then
-  echo "kubelet stand-in: no kubeconfig at '$kubeconfig' (the secrets stage writes it)" >&2
+if [ ! -s "$bootstrap" ]; then
+  echo "kubelet stand-in: no bootstrap kubeconfig at '$bootstrap' (the secrets stage writes it)" >&2
   exit 1
 fi
 if [ ! -s "$config" ]; then
@@ -75,7 +78,7 @@ if [ ! -s "$config" ]; then
   exit 1
 fi
 mkdir -p "$(dirname {record})"
-echo "kubeconfig=$kubeconfig config=$config" > {record}
+echo "bootstrap-kubeconfig=$bootstrap kubeconfig=$kubeconfig config=$config" > {record}
 exec sleep infinity
 """
 

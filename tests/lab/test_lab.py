@@ -330,10 +330,12 @@ def test_compute_nodes_boot_from_compute_ign_without_a_single_ec2_call(capsys):
             assert ec2 == {}, f"a compute node called EC2: {ec2}"
             assert report["api_calls"].get("Decrypt", 0) > 0, "its secrets came through KMS"
             assert_all_active(lab, node, units)
-            # The kubelet stand-in refuses to start without the kubeconfig that
-            # the secrets stage writes; it started after that stage had finished.
+            # The kubelet stand-in refuses to start without the bootstrap
+            # kubeconfig that the secrets stage writes (TLS bootstrap: no shared
+            # identity); it started after that stage had finished.
             saw = lab.node_path(node, "/run/lab-kubelet/started").read_text()
-            assert "kubeconfig=/run/nodeboot/secrets/kubelet.kubeconfig" in saw
+            assert "bootstrap-kubeconfig=/run/nodeboot/secrets/bootstrap-kubelet.kubeconfig" in saw
+            assert "kubeconfig=/var/lib/kubelet/kubeconfig" in saw
             c = lab.container(lab.node(node))
             secrets_done = int(
                 c.unit_property("nodeboot-secrets.service", "ActiveEnterTimestampMonotonic")
