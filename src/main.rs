@@ -118,7 +118,7 @@ enum Command {
         renew: bool,
         /// Print every certificate and token with its expiry as this instead of what changed.
         #[arg(long, value_enum)]
-        output: Option<commands::inspect::Output>,
+        output: Option<commands::Output>,
     },
     /// Create, idempotently, the KMS key (and alias) and the Terraform and secrets buckets.
     #[cfg(feature = "aws")]

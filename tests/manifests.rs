@@ -140,7 +140,7 @@ fn kubelet_encryption_audit_and_kubeconfig_files_match_their_types() {
         problems.extend(check(&config, path, &value));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert_eq!(kubeconfigs.len(), 7);
+    assert_eq!(kubeconfigs.len(), 8, "admin, controller-manager, scheduler, addons-applier, kube-proxy (2), bootstrap (2)");
 
     // The schemas refuse a misspelt or misplaced field.
     let typo = nodeboot::render::files::kubelet_config(Role::Compute).replace("serverTLSBootstrap", "serverTlsBootstrap");

@@ -315,7 +315,7 @@ fn secrets_come_after_attach_on_etcd_nodes_and_before_etcd() {
     assert!(secrets.contains(&"nodeboot-attach.service".to_string()), "the claim names the member whose key is fetched: {secrets:?}");
     let etcd_stage = requires(&etcd, "nodeboot-etcd.service");
     assert!(etcd_stage.contains(&"nodeboot-secrets.service".to_string()), "{etcd_stage:?}");
-    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service").collect();
+    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service" && !n.starts_with("nodeboot-addons.")).collect();
     assert_eq!(order, ["nodeboot-discover.service", "nodeboot-attach.service", "nodeboot-mount.service", "nodeboot-secrets.service", "nodeboot-etcd.service"]);
     // A compute node has no attach: its secrets follow discover alone.
     let compute = render::units_for(&loaded.env, Role::Compute);
@@ -387,13 +387,15 @@ fn every_unit_scores_under_its_exposure_ceiling() {
         ("nodeboot-secrets.service", 2.0),
         ("nodeboot-manifests.service", 2.0),
         ("etcd-member.service", 2.0),
+        ("nodeboot-addons.service", 2.0),
         ("kubelet.service", 9.3),
     ];
     let loaded = env::load(&example_env()).unwrap();
     let mut failures = Vec::new();
     for role in Role::ALL {
         let dir = tempfile::tempdir().unwrap();
-        for unit in render::units_for(&loaded.env, role) {
+        // Exposure is a service's (a timer runs no process of its own).
+        for unit in render::units_for(&loaded.env, role).into_iter().filter(|u| u.name.ends_with(".service")) {
             let path = dir.path().join(&unit.name);
             std::fs::write(&path, &unit.contents).unwrap();
             let run = Command::new("systemd-analyze")

@@ -10,11 +10,7 @@ use crate::cloud::aws::inventory::AwsInventory;
 use crate::cloud::{InstanceInfo, Inventory, LoadBalancerInfo};
 use crate::error::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
-}
+pub use super::Output;
 
 fn inventory<T>(env_path: &Path, f: impl AsyncFnOnce(&AwsInventory, &str) -> Result<T, crate::cloud::CloudError>) -> Result<T, Error> {
     let env = load_env(env_path)?.env;

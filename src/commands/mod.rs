@@ -83,7 +83,7 @@ pub fn env_new(name: Option<String>, dir: &Path) -> Result<PathBuf, Error> {
 
 /// `nodeboot pki`: creates the missing certificates, keeps the rest; with
 /// `output`, lists every certificate and token with its expiry instead.
-pub fn pki(env_path: &Path, dir: Option<&Path>, options: &crate::pki::Options, output: Option<inspect::Output>) -> Result<Vec<String>, Error> {
+pub fn pki(env_path: &Path, dir: Option<&Path>, options: &crate::pki::Options, output: Option<Output>) -> Result<Vec<String>, Error> {
     let loaded = load_env(env_path)?;
     let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| crate::secrets::layout::default_dir(&loaded.env.name));
     let plan = crate::pki::plan(&loaded.env);
@@ -91,8 +91,8 @@ pub fn pki(env_path: &Path, dir: Option<&Path>, options: &crate::pki::Options, o
     if let Some(format) = output {
         let items = crate::pki::inventory(&dir, &plan)?;
         return Ok(match format {
-            inspect::Output::Json => vec![serde_json::to_string_pretty(&items).expect("inventory serialises")],
-            inspect::Output::Table => items
+            Output::Json => vec![serde_json::to_string_pretty(&items).expect("inventory serialises")],
+            Output::Table => items
                 .iter()
                 .map(|i| format!("{:<28} {:<16} {:<22} {:>5} days  {}", i.id, i.kind, i.not_after.as_deref().unwrap_or("-"), i.days_left.unwrap_or_default(), i.path))
                 .collect(),
@@ -162,4 +162,12 @@ pub mod stage {
         })?;
         Ok(())
     }
+}
+
+/// How a listing is printed (`pki --output`, `inspect`): here, not in
+/// `inspect`, so the offline build (no AWS) has it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
