@@ -155,6 +155,10 @@ fn boot_stages_are_ordered_and_retried() {
         assert!(unit.contents.lines().any(|l| l == "TimeoutStartSec=infinity"), "{}", unit.name);
         assert!(!unit.contents.lines().any(|l| l.starts_with("Restart")), "{}: no Restart=", unit.name);
     }
+    // A learner is promoted once its etcd runs: after the member unit, retried like a stage.
+    let promote = units.iter().find(|u| u.name == "nodeboot-etcd-promote.service").unwrap();
+    assert!(promote.contents.lines().any(|l| l.starts_with("After=") && l.contains("etcd-member.service")), "{}", promote.contents);
+    assert!(promote.contents.lines().any(|l| l.starts_with("ExecStart=") && l.ends_with(" stage --retry etcd-promote")), "{}", promote.contents);
     let sync = units.iter().find(|u| u.name == "nodeboot-manifests.service").unwrap();
     assert!(sync.contents.contains("Restart=always"));
     let names: Vec<String> = render::units_for(&loaded.env, Role::Bastion).into_iter().map(|u| u.name).collect();

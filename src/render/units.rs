@@ -116,6 +116,19 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             secrets_dir: SECRETS_DIR,
         };
         units.push(UnitFile { name: "etcd-member.service".into(), contents: render(&unit) });
+        // A member that joined as a learner becomes a voter once caught up;
+        // on every other start this finds it a voter and is done at once.
+        let after = vec!["etcd-member.service".to_string()];
+        let promote = StageUnit {
+            role,
+            stage: "etcd-promote",
+            description: "promote this etcd member once it has caught up",
+            binary,
+            args: "",
+            after: after.clone(),
+            requires: after,
+        };
+        units.push(UnitFile { name: stage_unit_name("etcd-promote"), contents: render(&promote) });
     }
     if role.runs_kubelet() {
         let kubelet = KubeletUnit {
