@@ -52,6 +52,14 @@ pub enum Error {
     Refused(String),
     #[error("{command}: {detail}")]
     Terraform { command: String, detail: String },
+    #[error("etcd backup: {0}")]
+    Backup(#[from] crate::backup::store::BackupError),
+    #[error("{0}")]
+    Unhealthy(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("refused: {0}")]
+    VersionRefused(String),
 }
 
 /// Exit codes. 2 matches clap's own code for bad arguments.
@@ -74,6 +82,10 @@ pub mod exit {
     pub const SECRET_REFUSED: u8 = 20;
     /// The named secret does not exist.
     pub const NOT_FOUND: u8 = 21;
+    /// etcd does not answer, has no leader, or a restore failed on a member.
+    pub const ETCD_UNHEALTHY: u8 = 30;
+    /// An `etcd_version` change of more than one minor version, or a downgrade.
+    pub const ETCD_VERSION_REFUSED: u8 = 31;
 }
 
 fn stage_code(e: &StageError) -> u8 {
@@ -110,6 +122,20 @@ fn sync_code(e: &SyncError) -> u8 {
         SyncError::Config(_) => exit::BAD_INPUT,
         SyncError::Secret(e) => secret_code(e),
         SyncError::Reload { .. } => exit::SYSTEM,
+    }
+}
+
+fn backup_code(e: &crate::backup::store::BackupError) -> u8 {
+    use crate::backup::store::BackupError as B;
+    match e {
+        B::Refused { .. } => exit::SECRET_REFUSED,
+        B::NotFound { .. } | B::NoBackups { .. } => exit::NOT_FOUND,
+        B::Io { .. } => exit::IO,
+        B::TooLarge { .. } | B::Bad(_) => exit::BAD_INPUT,
+        B::Cloud(_) => exit::AWS,
+        B::Etcd(_) => exit::ETCD_UNHEALTHY,
+        B::Command { .. } => exit::SYSTEM,
+        B::Timeout(_) => exit::TIMEOUT,
     }
 }
 
@@ -161,6 +187,10 @@ impl Error {
                 PrereqsError::Cloud(_) => exit::AWS,
             },
             Error::SecretsStage(e) | Error::Sync(e) => sync_code(e),
+            Error::Backup(e) => backup_code(e),
+            Error::Unhealthy(_) => exit::ETCD_UNHEALTHY,
+            Error::Timeout(_) => exit::TIMEOUT,
+            Error::VersionRefused(_) => exit::ETCD_VERSION_REFUSED,
         }
     }
 }

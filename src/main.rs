@@ -41,6 +41,9 @@ enum Command {
     Validate {
         #[arg(long = "env", value_name = "FILE")]
         env: PathBuf,
+        /// Also compare etcd_version with what the cluster runs (the newest backup in the secrets bucket).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Environment files.
     Env {
@@ -122,6 +125,32 @@ enum Command {
         root: PathBuf,
         #[command(subcommand)]
         command: SyncCommand,
+    },
+    /// Replace a role's nodes one at a time (an AMI upgrade): etcd members with a backup before each.
+    Roll {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A member's client URL (repeatable); default every member's ENI address.
+        #[arg(long = "endpoint", value_name = "URL")]
+        endpoints: Vec<String>,
+        /// The local secrets tree with secure/etcd/client.{crt,key}; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "etcdctl", env = "NODEBOOT_ETCDCTL")]
+        etcdctl: String,
+        /// How long one member may take from termination to healthy and caught up.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        per_member: Duration,
+        /// How long to wait for a healthy cluster before each member.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        healthy_wait: Duration,
+    },
+    /// etcd operations: status, backups, restore, verify-backup; the node's backup service.
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
     },
     /// Run one boot stage on a node (systemd runs them in order).
     Stage {
@@ -281,6 +310,84 @@ enum SyncCommand {
 }
 
 #[derive(Subcommand)]
+enum EtcdCommand {
+    /// Members, leader, health, revision, DB size and quota, the newest backup (run where the members' client URLs are reachable, e.g. the bastion).
+    Status {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// A member's client URL (repeatable); default every member's ENI address.
+        #[arg(long = "endpoint", value_name = "URL")]
+        endpoints: Vec<String>,
+        /// The local secrets tree with secure/etcd/client.{crt,key}; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The etcdctl command (v3.4+; split on spaces, no shell).
+        #[arg(long, default_value = "etcdctl", env = "NODEBOOT_ETCDCTL")]
+        etcdctl: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+    /// List the backups in s3://<secrets bucket>/backups/etcd/, oldest first.
+    Backups {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+    /// Restore every member from a backup (the newest by default); waits until the cluster is healthy.
+    Restore {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// A backup id as `etcd backups` lists it.
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        /// Give up waiting for the members after this long.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Restore a backup (the newest by default) into a scratch etcd here; check its revision and key count.
+    VerifyBackup {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        #[arg(long, default_value = "etcd", env = "NODEBOOT_ETCD")]
+        etcd: String,
+        /// etcdutl (3.5+), or etcdctl for etcd 3.4 (split on spaces, no shell).
+        #[arg(long, default_value = "etcdutl", env = "NODEBOOT_ETCDUTL")]
+        etcdutl: String,
+        #[arg(long, default_value = "etcdctl", env = "NODEBOOT_ETCDCTL")]
+        etcdctl: String,
+    },
+    /// The node's backup service: backups on the leader every interval, restores on request.
+    Backup {
+        /// Resolve every path under DIR.
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// Time between backups; default node.json's (the environment's etcd_backup_interval).
+        #[arg(long, env = "NODEBOOT_ETCD_BACKUP_INTERVAL", value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        /// Time between passes (restore requests are seen within this).
+        #[arg(long, env = "NODEBOOT_ETCD_BACKUP_POLL", default_value = "10s", value_parser = humantime::parse_duration)]
+        poll: Duration,
+        /// One pass, then exit with its outcome.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value = "etcdctl")]
+        etcdctl: String,
+        #[arg(long, default_value = "etcdutl")]
+        etcdutl: String,
+        #[arg(long, default_value = "systemctl stop etcd-member.service")]
+        stop_etcd: String,
+        #[arg(long, default_value = "systemctl start etcd-member.service")]
+        start_etcd: String,
+        /// How long a restored member may take to see a leader.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        restore_wait: Duration,
+    },
+}
+
+#[derive(Subcommand)]
 enum EnvCommand {
     /// Write environments/NAME.tfvars from the defaults (never overwrites).
     New {
@@ -311,7 +418,12 @@ fn run(command: Command) -> Result<(), Error> {
                 println!("{line}");
             }
         }
-        Command::Validate { env } => println!("{}", commands::validate(&env)?),
+        Command::Validate { env, cluster } => {
+            println!("{}", commands::validate(&env)?);
+            if cluster {
+                println!("{}", commands::etcd::check_version(&commands::load_env(&env)?.env)?);
+            }
+        }
         Command::Env { command: EnvCommand::New { name, dir } } => {
             let path = commands::env_new(name, &dir)?;
             println!("wrote {}", path.display());
@@ -342,6 +454,25 @@ fn run(command: Command) -> Result<(), Error> {
             print_lines(commands::secrets::manifests_upload(&env, &dir, prune, force)?)
         }
         Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
+        Command::Roll { env, role, endpoints, dir, etcdctl, per_member, healthy_wait } => print_lines(commands::roll::roll(
+            &env,
+            role,
+            commands::roll::RollOptions { endpoints, dir, etcdctl, per_member, healthy_wait },
+        )?),
+        Command::Etcd { command } => match command {
+            EtcdCommand::Status { env, endpoints, dir, etcdctl, output } => {
+                println!("{}", commands::etcd::status(&env, commands::etcd::StatusOptions { endpoints, dir, etcdctl, output })?)
+            }
+            EtcdCommand::Backups { env, output } => println!("{}", commands::etcd::list(&env, output)?),
+            EtcdCommand::Restore { env, backup, timeout } => print_lines(commands::etcd::restore(&env, backup.as_deref(), timeout)?),
+            EtcdCommand::VerifyBackup { env, backup, etcd, etcdutl, etcdctl } => {
+                print_lines(commands::etcd::verify(&env, commands::etcd::VerifyOptions { backup, etcd, etcdutl, etcdctl })?)
+            }
+            EtcdCommand::Backup { root, interval, poll, once, etcdctl, etcdutl, stop_etcd, start_etcd, restore_wait } => commands::etcd::service(
+                &Root(root),
+                commands::etcd::ServiceOptions { interval, poll, once, etcdctl, etcdutl, stop_etcd, start_etcd, restore_wait },
+            )?,
+        },
         Command::Stage { root, stage } => {
             let root = Root(root);
             match stage {

@@ -52,6 +52,23 @@ pub struct EtcdConfig {
     pub device_name: String,
     pub mount_point: String,
     pub data_dir: String,
+    /// The backup service (`nodeboot etcd backup`): its interval and retention.
+    #[serde(default)]
+    pub backup: EtcdBackupConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdBackupConfig {
+    pub interval_seconds: u64,
+    pub keep_hourly_seconds: u64,
+    pub keep_daily_seconds: u64,
+}
+
+impl Default for EtcdBackupConfig {
+    fn default() -> Self {
+        EtcdBackupConfig { interval_seconds: 15 * 60, keep_hourly_seconds: 7 * 86_400, keep_daily_seconds: 365 * 86_400 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +110,11 @@ impl NodeConfig {
                 device_name: ETCD_DEVICE_NAME.into(),
                 mount_point: ETCD_MOUNT_POINT.into(),
                 data_dir: ETCD_DATA_DIR.into(),
+                backup: EtcdBackupConfig {
+                    interval_seconds: env.etcd_backup.interval.as_secs(),
+                    keep_hourly_seconds: env.etcd_backup.keep_hourly.as_secs(),
+                    keep_daily_seconds: env.etcd_backup.keep_daily.as_secs(),
+                },
             }),
             manifests: role.runs_kubelet().then(|| ManifestsConfig {
                 prefix: format!("manifests/{role}/"),

@@ -1,7 +1,9 @@
 //! One function per CLI command: what `main` calls once arguments are parsed.
 
+pub mod etcd;
 pub mod inspect;
 pub mod kubeconfig;
+pub mod roll;
 pub mod up;
 
 use std::path::{Path, PathBuf};

@@ -69,6 +69,16 @@ struct EtcdMemberUnit<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "nodeboot-etcd-backup.service", escape = "none")]
+struct EtcdBackupUnit<'a> {
+    binary: &'a str,
+    image: String,
+    mount_point: &'a str,
+    secrets_dir: &'a str,
+    interval_seconds: u64,
+}
+
+#[derive(Template)]
 #[template(path = "kubelet.service", escape = "none")]
 struct KubeletUnit<'a> {
     kubernetes_version: &'a str,
@@ -120,6 +130,14 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             secrets_dir: SECRETS_DIR,
         };
         units.push(UnitFile { name: "etcd-member.service".into(), contents: render(&unit) });
+        let backup = EtcdBackupUnit {
+            binary,
+            image: etcd_image(&env.etcd_version),
+            mount_point: ETCD_MOUNT_POINT,
+            secrets_dir: SECRETS_DIR,
+            interval_seconds: env.etcd_backup.interval.as_secs(),
+        };
+        units.push(UnitFile { name: "nodeboot-etcd-backup.service".into(), contents: render(&backup) });
     }
     if role.runs_kubelet() {
         let kubelet = KubeletUnit {
