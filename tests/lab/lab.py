@@ -113,6 +113,24 @@ def preflight():
     return problems
 
 
+def require_lab():
+    """For the lab's tests: fail, saying why, without root or a usable
+    machine, unless NODEBOOT_SKIP_ROOT_TESTS=1 (then skip, visibly)."""
+    import pytest
+
+    if os.geteuid() != 0:
+        if os.environ.get("NODEBOOT_SKIP_ROOT_TESTS") == "1":
+            pytest.skip("the lab needs root (skipped knowingly: NODEBOOT_SKIP_ROOT_TESTS=1)")
+        pytest.fail(
+            "the lab needs root (network namespaces, loop devices, mounts): run the suite as "
+            "root, or set NODEBOOT_SKIP_ROOT_TESTS=1 to skip it knowingly",
+            pytrace=False,
+        )
+    problems = preflight()
+    if problems:
+        pytest.fail("the lab cannot run here:\n  " + "\n  ".join(problems), pytrace=False)
+
+
 def abort_point(name):
     """Crash here when NODEBOOT_LAB_ABORT_AT=name (the teardown tests use it)."""
     if os.environ.get(ABORT_VAR) == name:
@@ -503,6 +521,12 @@ class Lab:
     def node_run(self, node, *cmd, check=True, timeout=60):
         """A command inside a running node."""
         return self.container(self.node(node)).run(*cmd, check=check, timeout=timeout)
+
+    def unit_journal(self, node, unit):
+        """This boot's journal of one unit inside a running node."""
+        return self.node_run(
+            node, "journalctl", "--no-pager", "-b", "-o", "cat", "-u", unit, check=False
+        ).stdout
 
     def _power_on(self, n):
         """The machine: its namespace, eth0 (networkd asks DHCP for its

@@ -362,11 +362,7 @@ def test_bad_input_fails_the_stage_visibly_and_starts_nothing_after_it(rendered)
 # --- whole lab nodes (lab.py): the rendered etcd config against the emulator ------
 
 
-def require_lab():
-    require_root()
-    problems = lab.preflight()
-    if problems:
-        pytest.fail("the lab cannot run here:\n  " + "\n  ".join(problems), pytrace=False)
+require_lab = lab.require_lab
 
 
 def bed_post(url, path, body):
@@ -466,17 +462,7 @@ def test_a_boot_whose_attach_needs_several_attempts_ends_with_every_unit_active(
         bed_post(url, "/_bed/throttle", {"action": "AttachVolume", "count": 8})
         report = the_lab.boot(node, check=False)
         units = the_lab.node(node)["enabled"]
-        journal = the_lab.node_run(
-            node,
-            "journalctl",
-            "--no-pager",
-            "-b",
-            "-o",
-            "cat",
-            "-u",
-            "nodeboot-attach.service",
-            check=False,
-        ).stdout
+        journal = the_lab.unit_journal(node, "nodeboot-attach.service")
         assert report["units"] == dict.fromkeys(units, "active"), (report, journal)
         assert report["system"] == "running", report
         assert "attempt 1 failed (exit 13), retrying" in journal, journal
@@ -504,17 +490,7 @@ def test_a_stage_that_gives_up_fails_its_unit_and_marks_the_instance_unhealthy()
             surplus, "systemctl", "is-failed", "nodeboot-attach.service", check=False
         )
         assert out.stdout.strip() == "failed"
-        journal = the_lab.node_run(
-            surplus,
-            "journalctl",
-            "--no-pager",
-            "-b",
-            "-o",
-            "cat",
-            "-u",
-            "nodeboot-attach.service",
-            check=False,
-        ).stdout
+        journal = the_lab.unit_journal(surplus, "nodeboot-attach.service")
         gave_up = [line for line in journal.splitlines() if line.startswith("stage attach gave up")]
         assert len(gave_up) == 1, journal
         assert "no free etcd member in eu-west-1a" in gave_up[0], gave_up

@@ -10,30 +10,15 @@ interface on DHCP, `zz-default.network`) against the lab's DHCP server
 
 import contextlib
 import json
-import os
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab as lablib  # noqa: E402
 
-
-def require_lab():
-    if os.geteuid() != 0:
-        if os.environ.get("NODEBOOT_SKIP_ROOT_TESTS") == "1":
-            pytest.skip("the lab needs root (skipped knowingly: NODEBOOT_SKIP_ROOT_TESTS=1)")
-        pytest.fail(
-            "the lab needs root (network namespaces, loop devices, mounts): run the suite as "
-            "root, or set NODEBOOT_SKIP_ROOT_TESTS=1 to skip it knowingly",
-            pytrace=False,
-        )
-    problems = lablib.preflight()
-    if problems:
-        pytest.fail("the lab cannot run here:\n  " + "\n  ".join(problems), pytrace=False)
+require_lab = lablib.require_lab
 
 
 @contextlib.contextmanager

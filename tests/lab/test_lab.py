@@ -31,18 +31,7 @@ import lab_nspawn  # noqa: E402
 LAB_DIR = Path(__file__).resolve().parent
 
 
-def require_lab():
-    if os.geteuid() != 0:
-        if os.environ.get("NODEBOOT_SKIP_ROOT_TESTS") == "1":
-            pytest.skip("the lab needs root (skipped knowingly: NODEBOOT_SKIP_ROOT_TESTS=1)")
-        pytest.fail(
-            "the lab needs root (network namespaces, loop devices, mounts): run the suite as "
-            "root, or set NODEBOOT_SKIP_ROOT_TESTS=1 to skip it knowingly",
-            pytrace=False,
-        )
-    problems = lablib.preflight()
-    if problems:
-        pytest.fail("the lab cannot run here:\n  " + "\n  ".join(problems), pytrace=False)
+require_lab = lablib.require_lab
 
 
 def unique_name():
