@@ -83,6 +83,15 @@ pub mod exit {
     pub const SECRET_REFUSED: u8 = 20;
     /// The named secret does not exist.
     pub const NOT_FOUND: u8 = 21;
+    /// A blank etcd member that the cluster cannot take back (no member
+    /// answers and backups exist, or no quorum without it): nothing was
+    /// changed; the message names `nodeboot etcd restore`.
+    pub const ETCD_NO_QUORUM: u8 = 22;
+    /// The etcd cluster is busy (another member joining) or did not answer a
+    /// call the stage needed; retrying helps.
+    pub const ETCD_BUSY: u8 = 23;
+    /// The etcd binary is more than one minor version from the data's.
+    pub const ETCD_VERSION: u8 = 24;
 }
 
 fn stage_code(e: &StageError) -> u8 {
@@ -153,8 +162,11 @@ impl Error {
             Error::Etcd(e) => match e {
                 EtcdError::Cloud(_) => exit::AWS,
                 EtcdError::Members { .. } | EtcdError::NoCertificate { .. } => exit::RESOURCES,
-                EtcdError::Exec { .. } => exit::SYSTEM,
+                EtcdError::Exec { .. } | EtcdError::BinaryVersion { .. } => exit::SYSTEM,
                 EtcdError::Stage(e) => stage_code(e),
+                EtcdError::NoQuorum { .. } => exit::ETCD_NO_QUORUM,
+                EtcdError::Busy { .. } | EtcdError::Client(_) | EtcdError::Backup { .. } | EtcdError::Promote { .. } => exit::ETCD_BUSY,
+                EtcdError::Version { .. } => exit::ETCD_VERSION,
             },
             Error::Cloud(_) => exit::AWS,
             Error::Step { source, .. } | Error::GaveUp { source, .. } => source.exit_code(),

@@ -5,6 +5,7 @@ pub mod cloud;
 pub mod commands;
 pub mod env;
 pub mod error;
+pub mod etcd;
 pub mod fault;
 pub mod fsutil;
 pub mod fuzzing;

@@ -138,6 +138,12 @@ enum Command {
         #[command(subcommand)]
         command: ManifestsCommand,
     },
+    /// The etcd cluster (operator side: the etcd client certificate of the local secrets tree).
+    #[cfg(feature = "aws")]
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
+    },
     /// Long-running syncs on a node.
     #[cfg(feature = "aws")]
     Sync {
@@ -229,6 +235,13 @@ enum StageCommand {
         #[arg(long, default_value = "etcd")]
         etcd_binary: String,
     },
+    /// Make this etcd member a voting member once it has caught up (after it
+    /// joined as a learner); done at once when it is one already.
+    EtcdPromote {
+        /// Give up after this long.
+        #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Fetch and decrypt the role's secrets into /run/nodeboot/secrets (all or nothing).
     #[cfg(feature = "aws")]
     Secrets {
@@ -260,6 +273,7 @@ impl StageCommand {
             StageCommand::Mount { .. } => "mount",
             #[cfg(feature = "aws")]
             StageCommand::Etcd { .. } => "etcd",
+            StageCommand::EtcdPromote { .. } => "etcd-promote",
         }
     }
 }
@@ -326,6 +340,26 @@ enum ManifestsCommand {
 }
 
 #[cfg(feature = "aws")]
+#[cfg(feature = "aws")]
+#[derive(Subcommand)]
+enum EtcdCommand {
+    /// Remove a member cleanly before Terraform deletes its volume (etcd_count
+    /// going down: the highest members first, never below quorum).
+    RemoveMember {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The local secrets tree; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Client URLs to ask (e.g. an SSH tunnel's https://127.0.0.1:PORT);
+        /// default every other member's ENI address.
+        #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+        endpoints: Vec<String>,
+        /// The member's index or name (`<environment>-etcd-<i>`).
+        member: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum SyncCommand {
     /// Keep the static-pod directory (and node.json's synced prefixes) equal to the bucket.
@@ -410,6 +444,10 @@ fn run(command: Command) -> Result<(), Error> {
             print_lines(commands::secrets::manifests_upload(&env, &dir, prune, allow_empty, force)?)
         }
         #[cfg(feature = "aws")]
+        Command::Etcd { command: EtcdCommand::RemoveMember { env, dir, endpoints, member } } => {
+            print_lines(commands::etcd::remove_member(&env, dir.as_deref(), &endpoints, &member)?)
+        }
+        #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
         Command::Stage { root, retry, stage } => {
             let root = Root(root);
@@ -423,6 +461,7 @@ fn run(command: Command) -> Result<(), Error> {
                 StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, *wait_timeout, *skip_network),
                 #[cfg(feature = "aws")]
                 StageCommand::Etcd { exec, etcd_binary } => commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str())),
+                StageCommand::EtcdPromote { timeout } => commands::stage::etcd_promote(&root, *timeout),
             };
             if retry {
                 commands::until_done::run(&root, stage.name(), once)?

@@ -19,6 +19,9 @@ pub const SYNC_RECORD_DIR: &str = "/var/lib/nodeboot/sync";
 pub const ETCD_ENV_FILE: &str = "/run/nodeboot/etcd.env";
 pub const ETCD_MOUNT_POINT: &str = "/var/lib/etcd";
 pub const ETCD_DATA_DIR: &str = "/var/lib/etcd/data";
+/// On the volume, beside the data: the etcd version that last started on
+/// it (one line, `3.5.16`), written by the etcd stage before it starts etcd.
+pub const ETCD_VERSION_FILE: &str = "/var/lib/etcd/etcd-version";
 /// The device name nodeboot asks EC2 for; Nitro instances show the volume as
 /// NVMe and we find it by its by-id link instead (see the mount stage).
 pub const ETCD_DEVICE_NAME: &str = "/dev/xvdf";

@@ -155,6 +155,10 @@ fn boot_stages_are_ordered_and_retried() {
         assert!(unit.contents.lines().any(|l| l == "TimeoutStartSec=infinity"), "{}", unit.name);
         assert!(!unit.contents.lines().any(|l| l.starts_with("Restart")), "{}: no Restart=", unit.name);
     }
+    // A learner is promoted once its etcd runs: after the member unit, retried like a stage.
+    let promote = units.iter().find(|u| u.name == "nodeboot-etcd-promote.service").unwrap();
+    assert!(promote.contents.lines().any(|l| l.starts_with("After=") && l.contains("etcd-member.service")), "{}", promote.contents);
+    assert!(promote.contents.lines().any(|l| l.starts_with("ExecStart=") && l.ends_with(" stage --retry etcd-promote")), "{}", promote.contents);
     let sync = units.iter().find(|u| u.name == "nodeboot-manifests.service").unwrap();
     assert!(sync.contents.contains("Restart=always"));
     let names: Vec<String> = render::units_for(&loaded.env, Role::Bastion).into_iter().map(|u| u.name).collect();
@@ -315,7 +319,7 @@ fn secrets_come_after_attach_on_etcd_nodes_and_before_etcd() {
     assert!(secrets.contains(&"nodeboot-attach.service".to_string()), "the claim names the member whose key is fetched: {secrets:?}");
     let etcd_stage = requires(&etcd, "nodeboot-etcd.service");
     assert!(etcd_stage.contains(&"nodeboot-secrets.service".to_string()), "{etcd_stage:?}");
-    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service" && !n.starts_with("nodeboot-addons.")).collect();
+    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service" && *n != "nodeboot-etcd-promote.service" && !n.starts_with("nodeboot-addons.")).collect();
     assert_eq!(order, ["nodeboot-discover.service", "nodeboot-attach.service", "nodeboot-mount.service", "nodeboot-secrets.service", "nodeboot-etcd.service"]);
     // A compute node has no attach: its secrets follow discover alone.
     let compute = render::units_for(&loaded.env, Role::Compute);
@@ -385,6 +389,7 @@ fn every_unit_scores_under_its_exposure_ceiling() {
         ("nodeboot-mount.service", 4.5),
         ("nodeboot-etcd.service", 2.0),
         ("nodeboot-secrets.service", 2.0),
+        ("nodeboot-etcd-promote.service", 2.0),
         ("nodeboot-manifests.service", 2.0),
         ("etcd-member.service", 2.0),
         ("nodeboot-addons.service", 2.0),

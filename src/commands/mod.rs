@@ -1,6 +1,8 @@
 //! One function per CLI command: what `main` calls once arguments are parsed.
 
 #[cfg(feature = "aws")]
+pub mod etcd;
+#[cfg(feature = "aws")]
 pub mod inspect;
 pub mod kubeconfig;
 #[cfg(feature = "aws")]
@@ -135,20 +137,52 @@ pub mod stage {
         Ok(())
     }
 
-    /// Writes etcd's configuration; with `exec_binary`, becomes etcd.
+    /// Writes etcd's configuration; with `exec_binary`, becomes etcd. A
+    /// member that joined as a learner is promoted by `stage etcd-promote`:
+    /// its own unit under systemd, a child started here with `--exec`.
     #[cfg(feature = "aws")]
     pub fn etcd(root: &Root, exec_binary: Option<&str>) -> Result<(), Error> {
+        use crate::stage::etcd;
         let config = root.node_config().map_err(|e| Error::Etcd(e.into()))?;
+        let binary_version = match exec_binary {
+            Some(binary) => etcd::binary_version(binary)?,
+            None => {
+                let wanted = config.etcd.as_ref().map(|e| e.version.as_str()).unwrap_or_default();
+                wanted.parse().map_err(|detail| Error::Etcd(etcd::EtcdError::BinaryVersion { detail: format!("node.json etcd.version: {detail}") }))?
+            }
+        };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
-        let vars = runtime.block_on(async {
+        let configured = runtime.block_on(async {
             let sdk = aws::sdk_config(&config.region).await;
-            crate::stage::etcd::run(root, &Ec2::new(&sdk)).await
+            etcd::run(root, &Ec2::new(&sdk), &etcd::NoBackups, binary_version).await
         })?;
         drop(runtime);
-        match exec_binary {
-            Some(binary) => Err(crate::stage::etcd::exec(binary, &vars).into()),
-            None => Ok(()),
+        let Some(binary) = exec_binary else { return Ok(()) };
+        if configured.promote {
+            spawn_promoter(root)?;
         }
+        Err(etcd::exec(binary, &configured.vars).into())
+    }
+
+    /// `nodeboot stage etcd-promote` in the background, its output on ours.
+    #[cfg(feature = "aws")]
+    fn spawn_promoter(root: &Root) -> Result<(), Error> {
+        let me = std::env::current_exe().map_err(|source| Error::Write { path: "/proc/self/exe".into(), source })?;
+        std::process::Command::new(&me)
+            .arg("stage")
+            .arg("--root")
+            .arg(&root.0)
+            .arg("etcd-promote")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|source| Error::Etcd(crate::stage::etcd::EtcdError::Exec { binary: me.display().to_string(), source }))?;
+        Ok(())
+    }
+
+    pub fn etcd_promote(root: &Root, timeout: Duration) -> Result<(), Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+        runtime.block_on(crate::stage::etcd::promote(root, timeout))?;
+        Ok(())
     }
 
     /// Mounts the claimed volume; EC2 tells its past (tag, snapshot) and gets the tag.

@@ -42,13 +42,18 @@ struct Limits {
 
 const AWS_ONLY: Limits = Limits { caps: "", why_caps: "none: it only talks to AWS and writes root's files", write_paths: Some("/run/nodeboot"), netlink: false, extra_syscalls: "" };
 
+/// A client of the local etcd member: reads this node's files, writes nothing but its state.
+const ETCD_CLIENT_ONLY: Limits = Limits { caps: "", why_caps: "none: it only talks to etcd", write_paths: Some("/run/nodeboot"), netlink: false, extra_syscalls: "" };
+
 const STAGES: [Stage; 5] = [
     Stage { name: "discover", description: "instance identity from IMDSv2", after: &[], args: " --set-hostname",
         limits: Limits { caps: "CAP_SYS_ADMIN", why_caps: "CAP_SYS_ADMIN sets the hostname", write_paths: Some("/run/nodeboot /etc"), netlink: false, extra_syscalls: " sethostname" } },
     Stage { name: "attach", description: "claim this zone's etcd volume and ENI", after: &["discover"], args: "", limits: AWS_ONLY },
     Stage { name: "mount", description: "mount the etcd volume, bring up the ENI address", after: &["attach"], args: "",
         limits: Limits { caps: "CAP_SYS_ADMIN CAP_NET_ADMIN", why_caps: "CAP_SYS_ADMIN mounts, CAP_NET_ADMIN sets the ENI's address and routes", write_paths: None, netlink: true, extra_syscalls: "" } },
-    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount", "secrets"], args: "", limits: AWS_ONLY },
+    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount", "secrets"], args: "",
+        // Writes the data's etcd version on the volume, beside data/.
+        limits: Limits { caps: "", why_caps: "none: it talks to AWS and etcd, and writes root's files", write_paths: Some("/run/nodeboot /var/lib/etcd"), netlink: false, extra_syscalls: "" } },
     // After attach where there is one: an etcd node fetches only the key of the member it claimed.
     Stage { name: "secrets", description: "fetch and decrypt this role's secrets", after: &["discover", "attach"], args: "", limits: AWS_ONLY },
 ];
@@ -182,6 +187,24 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
         };
         units.push(UnitFile { name: ADDONS_UNIT.into(), contents: render(&addons) });
         units.push(UnitFile { name: "nodeboot-addons.timer".into(), contents: render(&AddonsTimer { interval_minutes: 5 }) });
+        // A member that joined as a learner becomes a voter once caught up;
+        // on every other start this finds it a voter and is done at once.
+        let after = vec!["etcd-member.service".to_string()];
+        let promote = StageUnit {
+            role,
+            stage: "etcd-promote",
+            description: "promote this etcd member once it has caught up",
+            binary,
+            args: "",
+            after: after.clone(),
+            requires: after,
+            caps: ETCD_CLIENT_ONLY.caps,
+            why_caps: ETCD_CLIENT_ONLY.why_caps,
+            address_families: "AF_UNIX AF_INET AF_INET6",
+            write_paths: ETCD_CLIENT_ONLY.write_paths,
+            extra_syscalls: ETCD_CLIENT_ONLY.extra_syscalls,
+        };
+        units.push(UnitFile { name: stage_unit_name("etcd-promote"), contents: render(&promote) });
     }
     if role.runs_kubelet() {
         let kubelet = KubeletUnit {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bed;
+pub mod etcd;
 pub mod ignition_lint;
 pub mod secrets_bed;
 

@@ -1,0 +1,453 @@
+//! [`Client`]: etcd's JSON gateway over HTTPS with a client certificate.
+//! Keys and values travel base64-encoded, 64-bit numbers as strings (proto3
+//! JSON); both are hidden here.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+
+use super::{Cluster, EtcdClientError, KeyValue, Member, Status};
+
+/// One connection attempt gives up after this long (a dead member's address
+/// drops packets; its neighbours answer in milliseconds).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One unary call gives up after this long; etcd's own proposal timeout is
+/// about 7 s ("etcdserver: request timed out"), so its answer comes first.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A snapshot stream may pause this long between chunks.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The CA that signed the members' certificates, and the caller's own
+/// certificate and key (a member's, or the operator's `etcd-client`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub struct Client {
+    endpoints: Vec<String>,
+    agent: ureq::Agent,
+    stream_agent: ureq::Agent,
+    /// The endpoint that answered last; asked first next time.
+    preferred: AtomicUsize,
+}
+
+/// A lease: its ID and the TTL etcd granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    pub ttl: i64,
+}
+
+/// What a snapshot stream delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub endpoint: String,
+    /// The bytes written: the bbolt database followed by etcd's SHA-256 of it,
+    /// the file `etcdctl snapshot save` writes and `etcdutl snapshot restore` reads.
+    pub bytes: u64,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, EtcdClientError> {
+    std::fs::read(path).map_err(|e| EtcdClientError::Tls { path: path.display().to_string(), detail: e.to_string() })
+}
+
+fn tls_config(files: &TlsFiles) -> Result<TlsConfig, EtcdClientError> {
+    let bad = |path: &Path, e: ureq::Error| EtcdClientError::Tls { path: path.display().to_string(), detail: e.to_string() };
+    let ca_pem = read(&files.ca)?;
+    let roots: Vec<Certificate<'static>> = ureq::tls::parse_pem(&ca_pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&files.ca, e))?;
+    if roots.is_empty() {
+        return Err(EtcdClientError::Tls { path: files.ca.display().to_string(), detail: "no certificate in the file".into() });
+    }
+    let cert = Certificate::from_pem(&read(&files.cert)?).map_err(|e| bad(&files.cert, e))?;
+    let key = PrivateKey::from_pem(&read(&files.key)?).map_err(|e| bad(&files.key, e))?;
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .root_certs(RootCerts::Specific(Arc::new(roots)))
+        .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
+        .build())
+}
+
+/// The smallest key after every key that starts with `prefix` (etcd's
+/// `GetPrefixRangeEnd`); `\0` means "to the end" for an empty prefix.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn b64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+impl Client {
+    /// A client of the members at `endpoints` (`https://10.0.10.10:2379`, ...).
+    pub fn new(endpoints: Vec<String>, tls: &TlsFiles) -> Result<Self, EtcdClientError> {
+        Self::with_timeouts(endpoints, tls, CONNECT_TIMEOUT, CALL_TIMEOUT)
+    }
+
+    pub fn with_timeouts(endpoints: Vec<String>, tls: &TlsFiles, connect: Duration, call: Duration) -> Result<Self, EtcdClientError> {
+        let tls = tls_config(tls)?;
+        let build = |global: Option<Duration>, read: Option<Duration>| -> ureq::Agent {
+            ureq::Agent::config_builder()
+                .tls_config(tls.clone())
+                .timeout_connect(Some(connect))
+                .timeout_global(global)
+                .timeout_per_read(read)
+                .http_status_as_error(false)
+                .proxy(None)
+                .build()
+                .into()
+        };
+        let endpoints = endpoints.into_iter().map(|e| e.trim_end_matches('/').to_string()).collect();
+        Ok(Client { endpoints, agent: build(Some(call), None), stream_agent: build(None, Some(STREAM_READ_TIMEOUT)), preferred: AtomicUsize::new(0) })
+    }
+
+    /// Asks each endpoint in turn (the last one that answered first) until
+    /// one answers; moves on only when an endpoint is unreachable or has
+    /// no leader, so an answer from etcd (a refusal) is final.
+    fn call(&self, path: &str, body: Value) -> Result<(String, Value), EtcdClientError> {
+        let n = self.endpoints.len();
+        let mut last = EtcdClientError::NoEndpoints;
+        for i in 0..n {
+            let index = (self.preferred.load(Ordering::Relaxed) + i) % n;
+            let endpoint = &self.endpoints[index];
+            match self.call_at(endpoint, path, &body) {
+                Ok(v) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok((endpoint.clone(), v));
+                }
+                Err(e) if e.is_unavailable() => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// One call to one endpoint.
+    pub fn call_at(&self, endpoint: &str, path: &str, body: &Value) -> Result<Value, EtcdClientError> {
+        let url = format!("{endpoint}{path}");
+        let unreachable = |e: ureq::Error| EtcdClientError::Unreachable { endpoint: endpoint.to_string(), detail: e.to_string() };
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().map_err(unreachable)?;
+        let bad = |detail: String| EtcdClientError::Bad { endpoint: endpoint.to_string(), call: path.to_string(), detail };
+        let value: Value = serde_json::from_str(&text).map_err(|e| bad(format!("HTTP {status}, not JSON ({e}): {}", snippet(&text))))?;
+        if status != 200 {
+            return Err(api_error(endpoint, path, &value).unwrap_or_else(|| bad(format!("HTTP {status}: {}", snippet(&text)))));
+        }
+        Ok(value)
+    }
+
+    /// Puts `key`; returns the revision of the write.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<i64, EtcdClientError> {
+        let (_, v) = self.call("/v3/kv/put", json!({"key": b64(key), "value": b64(value)}))?;
+        Ok(i64_at(&v, &["header", "revision"]))
+    }
+
+    /// Puts `key` attached to a lease (it goes when the lease expires).
+    pub fn put_with_lease(&self, key: &[u8], value: &[u8], lease: i64) -> Result<i64, EtcdClientError> {
+        let (_, v) = self.call("/v3/kv/put", json!({"key": b64(key), "value": b64(value), "lease": lease.to_string()}))?;
+        Ok(i64_at(&v, &["header", "revision"]))
+    }
+
+    /// Puts `key` only if it does not exist (a transaction on its version);
+    /// true when this call created it.
+    pub fn put_if_absent(&self, key: &[u8], value: &[u8], lease: Option<i64>) -> Result<bool, EtcdClientError> {
+        let mut put = json!({"key": b64(key), "value": b64(value)});
+        if let Some(lease) = lease {
+            put["lease"] = json!(lease.to_string());
+        }
+        let txn = json!({
+            "compare": [{"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}],
+            "success": [{"request_put": put}],
+        });
+        let (_, v) = self.call("/v3/kv/txn", txn)?;
+        Ok(v.get("succeeded").and_then(Value::as_bool).unwrap_or(false))
+    }
+
+    /// The value of `key`, read through the leader (linearizable).
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, EtcdClientError> {
+        let (endpoint, v) = self.call("/v3/kv/range", json!({"key": b64(key)}))?;
+        Ok(kvs(&endpoint, &v)?.into_iter().next())
+    }
+
+    /// Every key that starts with `prefix`, in key order.
+    pub fn range_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, EtcdClientError> {
+        let (endpoint, v) = self.call("/v3/kv/range", json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix))}))?;
+        kvs(&endpoint, &v)
+    }
+
+    /// How many keys start with `prefix`, and the store's revision.
+    pub fn count_prefix(&self, prefix: &[u8]) -> Result<(i64, i64), EtcdClientError> {
+        let body = json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix)), "count_only": true});
+        let (_, v) = self.call("/v3/kv/range", body)?;
+        Ok((i64_at(&v, &["count"]), i64_at(&v, &["header", "revision"])))
+    }
+
+    /// Deletes `key`; returns how many keys went (0 or 1).
+    pub fn delete(&self, key: &[u8]) -> Result<i64, EtcdClientError> {
+        let (_, v) = self.call("/v3/kv/deleterange", json!({"key": b64(key)}))?;
+        Ok(i64_at(&v, &["deleted"]))
+    }
+
+    pub fn lease_grant(&self, ttl_seconds: i64) -> Result<Lease, EtcdClientError> {
+        let (_, v) = self.call("/v3/lease/grant", json!({"TTL": ttl_seconds.to_string()}))?;
+        Ok(Lease { id: i64_at(&v, &["ID"]), ttl: i64_at(&v, &["TTL"]) })
+    }
+
+    /// Renews a lease once; returns its new TTL (0: the lease has expired).
+    pub fn lease_keepalive(&self, id: i64) -> Result<i64, EtcdClientError> {
+        let (_, v) = self.call("/v3/lease/keepalive", json!({"ID": id.to_string()}))?;
+        // A bidirectional stream: the gateway answers {"result": {...}}.
+        let result = v.get("result").unwrap_or(&v);
+        Ok(i64_at(result, &["TTL"]))
+    }
+
+    pub fn lease_revoke(&self, id: i64) -> Result<(), EtcdClientError> {
+        self.call("/v3/lease/revoke", json!({"ID": id.to_string()}))?;
+        Ok(())
+    }
+
+    /// Streams a snapshot of the member that answers into `out`.
+    pub fn snapshot(&self, out: &mut impl Write) -> Result<SnapshotInfo, EtcdClientError> {
+        let n = self.endpoints.len();
+        let mut last = EtcdClientError::NoEndpoints;
+        for i in 0..n {
+            let endpoint = self.endpoints[(self.preferred.load(Ordering::Relaxed) + i) % n].clone();
+            match self.snapshot_from(&endpoint, out) {
+                Ok(info) => return Ok(info),
+                // Nothing written yet when it could not connect: try the next member.
+                Err((0, e)) if e.is_unavailable() => last = e,
+                Err((_, e)) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Streams one member's snapshot; on failure also says how many bytes
+    /// were already written (the caller must discard a partial file).
+    pub fn snapshot_from(&self, endpoint: &str, out: &mut impl Write) -> Result<SnapshotInfo, (u64, EtcdClientError)> {
+        const CALL: &str = "/v3/maintenance/snapshot";
+        let unreachable = |e: String| EtcdClientError::Unreachable { endpoint: endpoint.to_string(), detail: e };
+        let bad = |detail: String| EtcdClientError::Bad { endpoint: endpoint.to_string(), call: CALL.into(), detail };
+        let response = self
+            .stream_agent
+            .post(&format!("{endpoint}{CALL}"))
+            .header("content-type", "application/json")
+            .send("{}".as_bytes())
+            .map_err(|e| (0, unreachable(e.to_string())))?;
+        let status = response.status().as_u16();
+        let mut lines = BufReader::new(response.into_body().into_reader());
+        let mut written = 0u64;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = lines.read_until(b'\n', &mut line).map_err(|e| (written, unreachable(e.to_string())))?;
+            if n == 0 {
+                break;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&line).map_err(|e| (written, bad(format!("HTTP {status}, a chunk is not JSON: {e}"))))?;
+            if let Some(e) = api_error(endpoint, CALL, &v) {
+                return Err((written, e));
+            }
+            let blob = v.pointer("/result/blob").and_then(Value::as_str).unwrap_or("");
+            let bytes = B64.decode(blob).map_err(|e| (written, bad(format!("a chunk's blob is not base64: {e}"))))?;
+            out.write_all(&bytes).map_err(|e| (written, EtcdClientError::Write(e)))?;
+            written += bytes.len() as u64;
+        }
+        if status != 200 || written == 0 {
+            return Err((written, bad(format!("HTTP {status}, {written} bytes"))));
+        }
+        out.flush().map_err(|e| (written, EtcdClientError::Write(e)))?;
+        Ok(SnapshotInfo { endpoint: endpoint.to_string(), bytes: written })
+    }
+}
+
+impl Cluster for Client {
+    fn endpoints(&self) -> Vec<String> {
+        self.endpoints.clone()
+    }
+
+    fn status(&self, endpoint: &str) -> Result<Status, EtcdClientError> {
+        let v = self.call_at(endpoint, "/v3/maintenance/status", &json!({}))?;
+        Ok(Status {
+            endpoint: endpoint.to_string(),
+            member_id: u64_at(&v, &["header", "member_id"]),
+            cluster_id: u64_at(&v, &["header", "cluster_id"]),
+            version: v.get("version").and_then(Value::as_str).unwrap_or_default().to_string(),
+            leader: u64_at(&v, &["leader"]),
+            revision: i64_at(&v, &["header", "revision"]),
+            raft_term: u64_at(&v, &["raftTerm"]),
+            raft_index: u64_at(&v, &["raftIndex"]),
+            raft_applied_index: u64_at(&v, &["raftAppliedIndex"]),
+            db_size: i64_at(&v, &["dbSize"]),
+            db_size_in_use: i64_at(&v, &["dbSizeInUse"]),
+            is_learner: v.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
+            errors: v
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn member_list(&self) -> Result<Vec<Member>, EtcdClientError> {
+        // Linearizable (3.5.13+ reads the flag; older 3.5 answer from the
+        // member's own view, which the callers cross-check with `status`).
+        let (endpoint, v) = self.call("/v3/cluster/member/list", json!({"linearizable": true}))?;
+        members(&endpoint, "/v3/cluster/member/list", &v, "members")
+    }
+
+    fn member_add(&self, peer_urls: &[String], learner: bool) -> Result<Member, EtcdClientError> {
+        const CALL: &str = "/v3/cluster/member/add";
+        let (endpoint, v) = self.call(CALL, json!({"peerURLs": peer_urls, "isLearner": learner}))?;
+        serde_json::from_value(v.get("member").cloned().unwrap_or(Value::Null))
+            .map_err(|e| EtcdClientError::Bad { endpoint, call: CALL.into(), detail: format!("no member in the answer: {e}") })
+    }
+
+    fn member_remove(&self, id: u64) -> Result<(), EtcdClientError> {
+        self.call("/v3/cluster/member/remove", json!({"ID": id.to_string()}))?;
+        Ok(())
+    }
+
+    fn member_promote(&self, id: u64) -> Result<(), EtcdClientError> {
+        self.call("/v3/cluster/member/promote", json!({"ID": id.to_string()}))?;
+        Ok(())
+    }
+}
+
+fn snippet(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+/// `{"code": 14, "message": "..."}` (unary) or `{"error": {"grpc_code": .., "message": ..}}` (streams).
+fn api_error(endpoint: &str, call: &str, v: &Value) -> Option<EtcdClientError> {
+    let (code, message) = match (v.get("code"), v.get("error")) {
+        (Some(code), _) => (code.as_i64()?, v.get("message").and_then(Value::as_str).unwrap_or_default()),
+        (None, Some(e)) if e.is_object() => (
+            e.get("grpc_code").or_else(|| e.get("code")).and_then(Value::as_i64).unwrap_or(2),
+            e.get("message").and_then(Value::as_str).unwrap_or_default(),
+        ),
+        _ => return None,
+    };
+    Some(EtcdClientError::Api { endpoint: endpoint.to_string(), call: call.to_string(), code, message: message.to_string() })
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+/// A proto3 JSON integer (a string, or a number); absent means 0.
+fn u64_at(v: &Value, path: &[&str]) -> u64 {
+    match at(v, path) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(n) => n.as_u64().unwrap_or(0),
+        None => 0,
+    }
+}
+
+fn i64_at(v: &Value, path: &[&str]) -> i64 {
+    match at(v, path) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(n) => n.as_i64().unwrap_or(0),
+        None => 0,
+    }
+}
+
+fn members(endpoint: &str, call: &str, v: &Value, field: &str) -> Result<Vec<Member>, EtcdClientError> {
+    serde_json::from_value(v.get(field).cloned().unwrap_or_else(|| json!([])))
+        .map_err(|e| EtcdClientError::Bad { endpoint: endpoint.to_string(), call: call.to_string(), detail: e.to_string() })
+}
+
+fn kvs(endpoint: &str, v: &Value) -> Result<Vec<KeyValue>, EtcdClientError> {
+    let bad = |detail: String| EtcdClientError::Bad { endpoint: endpoint.to_string(), call: "/v3/kv/range".into(), detail };
+    let decode = |kv: &Value, field: &str| -> Result<Vec<u8>, EtcdClientError> {
+        B64.decode(kv.get(field).and_then(Value::as_str).unwrap_or_default()).map_err(|e| bad(format!("{field} is not base64: {e}")))
+    };
+    let mut out = Vec::new();
+    for kv in v.get("kvs").and_then(Value::as_array).into_iter().flatten() {
+        out.push(KeyValue {
+            key: decode(kv, "key")?,
+            value: decode(kv, "value")?,
+            create_revision: i64_at(kv, &["create_revision"]),
+            mod_revision: i64_at(kv, &["mod_revision"]),
+            version: i64_at(kv, &["version"]),
+            lease: i64_at(kv, &["lease"]),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/a"), b"/b");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+    }
+
+    #[test]
+    fn gateway_errors_of_unary_calls_and_streams_are_read() {
+        let unary = json!({"code": 14, "message": "etcdserver: request timed out"});
+        let e = api_error("https://e", "/v3/kv/put", &unary).unwrap();
+        assert!(e.is_unavailable(), "{e}");
+        assert_eq!(e.to_string(), "etcd at https://e/v3/kv/put: etcdserver: request timed out (gRPC code 14)");
+        let stream = json!({"error": {"grpc_code": 9, "message": "too many learners"}});
+        let e = api_error("https://e", "/v3/x", &stream).unwrap();
+        assert!(!e.is_unavailable());
+        assert_eq!(e.api_message(), Some("too many learners"));
+        assert!(api_error("https://e", "/v3/x", &json!({"result": {"blob": ""}})).is_none());
+    }
+
+    #[test]
+    fn members_read_the_gateways_json_including_unstarted_learners() {
+        // As etcd 3.5.16's gateway answers /v3/cluster/member/list.
+        let v: Value = serde_json::from_str(
+            r#"{"header":{"cluster_id":"18356651462332683079"},"members":[
+              {"ID":"14438441095318856526","peerURLs":["https://127.0.0.1:23801"],"isLearner":true},
+              {"ID":"15605283837629904139","name":"m0","peerURLs":["https://127.0.0.1:23800"],"clientURLs":["https://127.0.0.1:23790"]}]}"#,
+        )
+        .unwrap();
+        let m = members("e", "c", &v, "members").unwrap();
+        assert_eq!(m[0].id, 14438441095318856526);
+        assert!(m[0].is_learner && !m[0].started());
+        assert_eq!(m[1].name, "m0");
+        assert!(!m[1].is_learner && m[1].started());
+        assert_eq!(m[1].hex_id(), "d8911af85113350b");
+    }
+}

@@ -1,0 +1,514 @@
+//! `nodeboot stage etcd`: the etcd member's configuration, derived from
+//! what this node holds and what the cluster says. The member name comes
+//! from the claimed member, the URLs from its ENI's address, the peers from
+//! every member's tagged ENI (read from EC2, never hard-coded).
+//!
+//! Observe → plan ([`plan`], pure) → act → record:
+//! - a volume that holds a member restarts as `existing` (after the version
+//!   check: the binary may be at most one minor version from the one that
+//!   last ran on the volume, recorded in [`ETCD_VERSION_FILE`]);
+//! - a blank volume asks the other members (their client URLs, TLS with
+//!   this member's certificate): nobody answers and no backup exists, or
+//!   they are still forming the cluster → `new`; the cluster runs with
+//!   quorum without this member → backup hook, remove this name's stale
+//!   member, add this member as a learner, `existing` (promoted by
+//!   [`promote`] once caught up); otherwise it touches nothing and stops
+//!   ([`EtcdError::NoQuorum`], [`EtcdError::Busy`]).
+//!
+//! Writes `/run/nodeboot/etcd.env` (read by etcd-member.service); with
+//! `--exec` it then replaces itself with etcd.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::attach::{Claim, CLAIM_FILE};
+use super::{Root, StageError};
+use crate::cloud::{tags, CloudError, ClusterFilter, Compute};
+use crate::etcd::version::Version;
+use crate::etcd::{Client, Cluster, EtcdClientError, TlsFiles};
+use crate::fault;
+use crate::fsutil;
+use crate::node_config::{ETCD_DATA_DIR, ETCD_ENV_FILE, ETCD_VERSION_FILE, SECRETS_DIR};
+use crate::pki::etcd_member_name;
+use crate::retry::{self, Attempt, Policy};
+use plan::{Data, Me, Observed, Plan, View};
+
+pub const PEER_PORT: u16 = 2380;
+pub const CLIENT_PORT: u16 = 2379;
+
+/// How long `promote` waits for this learner to catch up with the leader.
+pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
+const PROMOTE_RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(5), PROMOTE_TIMEOUT);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error("etcd members of {environment}: {detail}")]
+    Members { environment: String, detail: String },
+    #[error("{path} is missing: the etcd certificates come from `nodeboot stage secrets`")]
+    NoCertificate { path: PathBuf },
+    #[error("cannot run {binary}: {source}")]
+    Exec { binary: String, source: std::io::Error },
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    /// A blank member that the cluster cannot take back (exit code 22).
+    #[error(
+        "{member} has a blank volume and cannot rejoin: {reason}. Nothing was changed. \
+         Bring the missing members back (this stage retries), or restore the cluster from a backup: \
+         nodeboot etcd restore --env <environment file>"
+    )]
+    NoQuorum { member: String, reason: String },
+    /// Another membership change is under way (exit code 23; the unit retries).
+    #[error("{member} waits to join: {reason}")]
+    Busy { member: String, reason: String },
+    #[error("etcd cluster: {0}")]
+    Client(#[from] EtcdClientError),
+    #[error("backup before {change}: {detail}; the membership is unchanged")]
+    Backup { change: String, detail: String },
+    /// The binary is too far from the data's version (exit code 24).
+    #[error(
+        "etcd {binary} would open data last run by etcd {data} ({record}): etcd moves one minor version at a time; \
+         run an etcd between them first (or set etcd_version back)"
+    )]
+    Version { binary: Version, data: Version, record: PathBuf },
+    #[error("cannot tell the etcd version: {detail}")]
+    BinaryVersion { detail: String },
+    #[error("promoting {member}: {detail}")]
+    Promote { member: String, detail: String },
+}
+
+/// What the etcd stage asks of backups. The backup module implements it;
+/// until then [`NoBackups`] stands in.
+pub trait BackupHook {
+    /// Whether backups show that this environment's cluster has run before
+    /// (so a blank member that finds nobody must not start a new cluster).
+    fn history(&self) -> impl Future<Output = Result<bool, String>>;
+    /// Takes a backup through `cluster` before `change`; an error stops the change.
+    fn before_membership_change(&self, cluster: &Client, change: &str) -> impl Future<Output = Result<(), String>>;
+}
+
+/// No backups yet: no history, and a membership change goes ahead without a
+/// backup, saying so in the log.
+// TODO-by-etcdops: replace with the backup service's implementation (the
+// newest backup's existence for `history`, a fresh snapshot to S3 before
+// the change).
+pub struct NoBackups;
+
+impl BackupHook for NoBackups {
+    async fn history(&self) -> Result<bool, String> {
+        Ok(false)
+    }
+
+    async fn before_membership_change(&self, _cluster: &Client, change: &str) -> Result<(), String> {
+        warn!("backup hook called before {change}: no backup taken (backups are not implemented yet)");
+        Ok(())
+    }
+}
+
+/// The TLS files of this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    pub fn for_member(root: &Root, member: u32) -> Tls {
+        let dir = root.path(SECRETS_DIR).join("etcd");
+        Tls { ca: dir.join("ca.crt"), cert: dir.join(format!("member-{member}.crt")), key: dir.join(format!("member-{member}.key")) }
+    }
+
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+    }
+}
+
+fn url(ip: &str, port: u16) -> String {
+    format!("https://{ip}:{port}")
+}
+
+/// `ETCD_INITIAL_CLUSTER` of a new cluster: every member's ENI.
+pub fn cluster_from_enis(environment: &str, peers: &BTreeMap<u32, String>) -> String {
+    let cluster: Vec<String> = peers.iter().map(|(m, ip)| format!("{}={}", etcd_member_name(environment, *m), url(ip, PEER_PORT))).collect();
+    cluster.join(",")
+}
+
+/// What etcd is told, as `ETCD_*` variables in a fixed order.
+pub fn member_env(
+    environment: &str,
+    claim: &Claim,
+    initial_cluster: String,
+    data_dir: &Path,
+    existing: bool,
+    tls: &Tls,
+) -> Vec<(&'static str, String)> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        ("ETCD_NAME", etcd_member_name(environment, claim.member)),
+        ("ETCD_DATA_DIR", path(data_dir)),
+        ("ETCD_LISTEN_PEER_URLS", url(&claim.eni_ip, PEER_PORT)),
+        ("ETCD_LISTEN_CLIENT_URLS", format!("{},{}", url(&claim.eni_ip, CLIENT_PORT), url("127.0.0.1", CLIENT_PORT))),
+        ("ETCD_ADVERTISE_CLIENT_URLS", url(&claim.eni_ip, CLIENT_PORT)),
+        ("ETCD_INITIAL_ADVERTISE_PEER_URLS", url(&claim.eni_ip, PEER_PORT)),
+        ("ETCD_INITIAL_CLUSTER", initial_cluster),
+        ("ETCD_INITIAL_CLUSTER_STATE", if existing { "existing" } else { "new" }.into()),
+        ("ETCD_INITIAL_CLUSTER_TOKEN", format!("{environment}-etcd")),
+        ("ETCD_CERT_FILE", path(&tls.cert)),
+        ("ETCD_KEY_FILE", path(&tls.key)),
+        ("ETCD_TRUSTED_CA_FILE", path(&tls.ca)),
+        ("ETCD_CLIENT_CERT_AUTH", "true".into()),
+        ("ETCD_PEER_CERT_FILE", path(&tls.cert)),
+        ("ETCD_PEER_KEY_FILE", path(&tls.key)),
+        ("ETCD_PEER_TRUSTED_CA_FILE", path(&tls.ca)),
+        ("ETCD_PEER_CLIENT_CERT_AUTH", "true".into()),
+    ]
+}
+
+/// A new cluster starts from exactly the environment's members. (A running
+/// one is what it says it is: after `etcd_count` changed, a node booted
+/// with the old count still rejoins.)
+pub fn check_count(environment: &str, peers: &BTreeMap<u32, String>, expected: u32) -> Result<(), EtcdError> {
+    if peers.len() as u32 != expected {
+        let detail = format!("found {} member ENIs, the environment has {expected} members", peers.len());
+        return Err(EtcdError::Members { environment: environment.into(), detail });
+    }
+    Ok(())
+}
+
+/// Every member's ENI address by member index, checked against the claim.
+pub fn peers_from(
+    environment: &str,
+    enis: &[crate::cloud::NetworkInterface],
+    claim: &Claim,
+) -> Result<BTreeMap<u32, String>, EtcdError> {
+    let fail = |detail: String| EtcdError::Members { environment: environment.into(), detail };
+    let mut peers = BTreeMap::new();
+    for eni in enis {
+        let member: u32 = eni
+            .tags
+            .get(tags::MEMBER)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| fail(format!("{} has no valid {} tag", eni.id, tags::MEMBER)))?;
+        if peers.insert(member, eni.private_ip.clone()).is_some() {
+            return Err(fail(format!("two ENIs are tagged member {member}")));
+        }
+    }
+    match peers.get(&claim.member) {
+        Some(ip) if *ip == claim.eni_ip => Ok(peers),
+        other => Err(fail(format!("this node holds member {} at {}, but EC2 says {:?}", claim.member, claim.eni_ip, other))),
+    }
+}
+
+/// Asks every endpoint for its status at once (a dead member costs one
+/// connect timeout, not one each), then one that answered for the members.
+pub fn observe_cluster<C: Cluster + Sync>(cluster: &C) -> Result<Option<View>, EtcdClientError> {
+    let endpoints = cluster.endpoints();
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let asks: Vec<_> = endpoints.iter().map(|e| s.spawn(move || cluster.status(e))).collect();
+        asks.into_iter().map(|a| a.join().expect("a status call does not panic")).collect()
+    });
+    let mut healthy = std::collections::BTreeSet::new();
+    let mut answered = 0;
+    for answer in answers {
+        match answer {
+            Ok(status) => {
+                answered += 1;
+                info!(endpoint = status.endpoint, leader = status.leader != 0, "etcd member {:x} answers", status.member_id);
+                if status.has_leader() && !status.is_learner {
+                    healthy.insert(status.member_id);
+                }
+            }
+            Err(e) => info!("{e}"),
+        }
+    }
+    if answered == 0 {
+        return Ok(None);
+    }
+    Ok(Some(View { members: cluster.member_list()?, healthy }))
+}
+
+/// The data's version must be at most one minor away from the binary's.
+fn check_version(record: &Path, data: Data, binary: Version) -> Result<(), EtcdError> {
+    if data == Data::Blank {
+        return Ok(());
+    }
+    let text = match std::fs::read_to_string(record) {
+        Ok(t) => t,
+        // Data from before the record existed: nothing to compare with.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StageError::io(record, e).into()),
+    };
+    let data_version: Version =
+        text.trim().parse().map_err(|detail| StageError::BadFile { path: record.to_path_buf(), detail })?;
+    if Version::may_open(binary, data_version) {
+        Ok(())
+    } else {
+        Err(EtcdError::Version { binary, data: data_version, record: record.to_path_buf() })
+    }
+}
+
+/// The version of an etcd binary, from `etcd --version`.
+pub fn binary_version(binary: &str) -> Result<Version, EtcdError> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .map_err(|source| EtcdError::Exec { binary: binary.into(), source })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Version::from_etcd_output(&text)
+        .ok_or_else(|| EtcdError::BinaryVersion { detail: format!("{binary} --version printed {:?}", text.lines().next().unwrap_or("")) })
+}
+
+/// What the stage decided, for `--exec` and the log.
+pub struct Configured {
+    pub vars: Vec<(&'static str, String)>,
+    /// This member joined as a learner: promote it once etcd runs.
+    pub promote: bool,
+}
+
+/// Observes, plans and acts; writes the env file and the version record.
+/// `binary` is the etcd version that will run (the image's on Flatcar, the
+/// binary's with `--exec`).
+pub async fn run(root: &Root, ec2: &impl Compute, backups: &impl BackupHook, binary: Version) -> Result<Configured, EtcdError> {
+    let config = root.node_config()?;
+    let claim: Claim = root.recorded(CLAIM_FILE, "attach")?;
+    let tls = Tls::for_member(root, claim.member);
+    for path in [&tls.ca, &tls.cert, &tls.key] {
+        if !path.exists() {
+            return Err(EtcdError::NoCertificate { path: path.clone() });
+        }
+    }
+    let environment = &config.environment;
+    let filter = ClusterFilter { environment: environment.clone(), role: config.role.to_string() };
+    let enis = ec2.network_interfaces(&filter).await?;
+    let expected = config.etcd.as_ref().map_or(0, |e| e.members);
+    let peers = peers_from(environment, &enis, &claim)?;
+    let data_dir = root.path(ETCD_DATA_DIR);
+    let data = if data_dir.join("member").is_dir() { Data::Member } else { Data::Blank };
+    let record = root.path(ETCD_VERSION_FILE);
+    check_version(&record, data, binary)?;
+
+    let me = Me { name: etcd_member_name(environment, claim.member), peer_url: url(&claim.eni_ip, PEER_PORT) };
+    let others: Vec<String> = peers.iter().filter(|(m, _)| **m != claim.member).map(|(_, ip)| url(ip, CLIENT_PORT)).collect();
+    let client = Client::new(others, &tls.files())?;
+    let cluster = match data {
+        Data::Member => None,
+        Data::Blank => observe_cluster(&client)?,
+    };
+    let history = data == Data::Blank && cluster.is_none() && backups.history().await.map_err(|detail| EtcdError::Backup { change: "deciding how to start".into(), detail })?;
+    let members_seen = cluster.as_ref().map(|v| v.members.clone()).unwrap_or_default();
+    let plan = plan::plan(&Observed { data, me: me.clone(), cluster, history });
+    info!(member = me.name, "etcd plan: {plan:?}");
+
+    let names: BTreeMap<String, String> = peers.iter().map(|(m, ip)| (url(ip, PEER_PORT), etcd_member_name(environment, *m))).collect();
+    let initial_cluster = match &plan {
+        Plan::Restart => cluster_from_enis(environment, &peers),
+        Plan::Bootstrap => {
+            check_count(environment, &peers, expected)?;
+            cluster_from_enis(environment, &peers)
+        }
+        Plan::Resume { .. } => plan::initial_cluster(&members_seen, &me, &names),
+        Plan::Join { remove } => {
+            let change = match remove {
+                Some(m) => format!("replacing etcd member {} ({}) with a blank one", m.hex_id(), me.name),
+                None => format!("adding etcd member {}", me.name),
+            };
+            backups.before_membership_change(&client, &change).await.map_err(|detail| EtcdError::Backup { change: change.clone(), detail })?;
+            fault::point("etcd:after-backup");
+            if let Some(stale) = remove {
+                match client.member_remove(stale.id) {
+                    Ok(()) => info!("removed the stale etcd member {} ({})", stale.hex_id(), stale.peer_urls.join(",")),
+                    Err(e) if e.api_message().is_some_and(|m| m.contains("member not found")) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                fault::point("etcd:after-remove");
+            }
+            let added = client.member_add(std::slice::from_ref(&me.peer_url), true).map_err(|e| match e.api_message() {
+                Some(m) if m.contains("too many learner") || m.contains("unhealthy") => EtcdError::Busy { member: me.name.clone(), reason: m.to_string() },
+                _ => e.into(),
+            })?;
+            info!("added etcd member {} ({}) as a learner", added.hex_id(), me.peer_url);
+            fault::point("etcd:after-add");
+            plan::initial_cluster(&client.member_list()?, &me, &names)
+        }
+        Plan::Wait { reason } => return Err(EtcdError::Busy { member: me.name, reason: reason.clone() }),
+        Plan::Refuse { reason } => return Err(EtcdError::NoQuorum { member: me.name, reason: reason.clone() }),
+    };
+
+    let vars = member_env(environment, &claim, initial_cluster, &data_dir, plan.existing(), &tls);
+    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let path = root.path(ETCD_ENV_FILE);
+    fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| StageError::io(&path, e))?;
+    // On the volume's mount point (the mount stage made it); written before
+    // etcd starts, so the next start compares with the version that ran last.
+    if record.parent().is_some_and(Path::is_dir) {
+        fsutil::write_atomic(&record, format!("{binary}\n").as_bytes(), 0o644).map_err(|e| StageError::io(&record, e))?;
+    }
+    info!(
+        member = claim.member,
+        state = if plan.existing() { "existing" } else { "new" },
+        "etcd member {} configured in {}",
+        me.name,
+        path.display()
+    );
+    Ok(Configured { vars, promote: matches!(plan, Plan::Join { .. } | Plan::Resume { .. }) })
+}
+
+/// `nodeboot stage etcd-promote`: once this member's etcd runs, makes it a
+/// voting member as soon as etcd agrees it has caught up with the leader.
+/// Done at once when it is not a learner; converges when rerun.
+pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
+    let config = root.node_config()?;
+    let claim: Claim = root.recorded(CLAIM_FILE, "attach")?;
+    let tls = Tls::for_member(root, claim.member);
+    let me = Me { name: etcd_member_name(&config.environment, claim.member), peer_url: url(&claim.eni_ip, PEER_PORT) };
+    // A learner serves neither MemberList nor MemberPromote ("rpc not
+    // supported for learner"): ask the members its env file names.
+    let env_file = root.path(ETCD_ENV_FILE);
+    let text = std::fs::read_to_string(&env_file).map_err(|e| StageError::io(&env_file, e))?;
+    let client = Client::new(promote_endpoints(&text, &me.peer_url), &tls.files())?;
+    // Started by `stage etcd --exec` just before it became etcd: when etcd
+    // exits, this process is orphaned and has nothing left to promote.
+    let parent = std::os::unix::process::parent_id();
+    let outcome = retry::wait(&format!("{} to be promoted", me.name), PROMOTE_RETRY.with_total(timeout), || async {
+        if std::os::unix::process::parent_id() != parent {
+            return Attempt::Fail("the process that started this one (etcd) has exited".to_string());
+        }
+        let members = match client.member_list() {
+            Ok(m) => m,
+            Err(e) => return Attempt::Retry(e.to_string()),
+        };
+        let Some(mine) = members.iter().find(|m| m.peer_urls.contains(&me.peer_url)) else {
+            return Attempt::Fail(format!("{} is not a member of the cluster", me.peer_url));
+        };
+        if !mine.is_learner {
+            return Attempt::Done(false);
+        }
+        match client.member_promote(mine.id) {
+            Ok(()) => Attempt::Done(true),
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    })
+    .await;
+    match outcome {
+        Ok(true) => info!("promoted etcd member {} to a voting member", me.name),
+        Ok(false) => info!("etcd member {} is a voting member", me.name),
+        Err(e) => return Err(EtcdError::Promote { member: me.name, detail: e.to_string() }),
+    }
+    Ok(())
+}
+
+/// The other members' client URLs, from the env file's initial cluster
+/// (`name=https://IP:2380,...`; every member serves clients on IP:2379).
+fn promote_endpoints(env_file: &str, my_peer_url: &str) -> Vec<String> {
+    let cluster = env_file.lines().find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=")).unwrap_or_default();
+    cluster
+        .split(',')
+        .filter_map(|entry| entry.split_once('=').map(|(_, peer)| peer))
+        .filter(|peer| *peer != my_peer_url)
+        .filter_map(|peer| peer.strip_suffix(&format!(":{PEER_PORT}")).map(|base| format!("{base}:{CLIENT_PORT}")))
+        .collect()
+}
+
+/// Replaces this process with etcd, configured by `vars`.
+pub fn exec(binary: &str, vars: &[(&'static str, String)]) -> EtcdError {
+    use std::os::unix::process::CommandExt;
+    info!("exec {binary}");
+    let source = std::process::Command::new(binary).envs(vars.iter().map(|(k, v)| (*k, v))).exec();
+    EtcdError::Exec { binary: binary.into(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::NetworkInterface;
+
+    fn eni(member: &str, ip: &str) -> NetworkInterface {
+        NetworkInterface {
+            id: format!("eni-{member}"),
+            zone: "eu-west-1a".into(),
+            subnet_id: "s".into(),
+            private_ip: ip.into(),
+            mac: "0e:00:00:00:00:01".into(),
+            status: "in-use".into(),
+            attachment: None,
+            tags: [(tags::MEMBER.to_string(), member.to_string())].into(),
+        }
+    }
+
+    fn claim(member: u32, ip: &str) -> Claim {
+        Claim {
+            member,
+            instance_id: "i-1".into(),
+            zone: "eu-west-1a".into(),
+            volume_id: "vol-1".into(),
+            device_name: "/dev/xvdf".into(),
+            eni_id: "eni-x".into(),
+            eni_ip: ip.into(),
+            eni_mac: "0e:00:00:00:00:01".into(),
+        }
+    }
+
+    #[test]
+    fn initial_cluster_lists_every_member_by_eni_address() {
+        let enis = [eni("2", "10.0.12.10"), eni("0", "10.0.10.10"), eni("1", "10.0.11.10")];
+        let me = claim(1, "10.0.11.10");
+        let peers = peers_from("env", &enis, &me).unwrap();
+        check_count("env", &peers, 3).unwrap();
+        let tls = Tls { ca: "/s/ca.crt".into(), cert: "/s/m.crt".into(), key: "/s/m.key".into() };
+        let vars: BTreeMap<_, _> = member_env("env", &me, cluster_from_enis("env", &peers), Path::new("/d"), false, &tls).into_iter().collect();
+        assert_eq!(vars["ETCD_NAME"], "env-etcd-1");
+        assert_eq!(
+            vars["ETCD_INITIAL_CLUSTER"],
+            "env-etcd-0=https://10.0.10.10:2380,env-etcd-1=https://10.0.11.10:2380,env-etcd-2=https://10.0.12.10:2380"
+        );
+        assert_eq!(vars["ETCD_ADVERTISE_CLIENT_URLS"], "https://10.0.11.10:2379");
+        assert_eq!(vars["ETCD_INITIAL_CLUSTER_STATE"], "new");
+        let vars: BTreeMap<_, _> = member_env("env", &me, cluster_from_enis("env", &peers), Path::new("/d"), true, &tls).into_iter().collect();
+        assert_eq!(vars["ETCD_INITIAL_CLUSTER_STATE"], "existing");
+    }
+
+    #[test]
+    fn a_learner_is_promoted_through_the_other_members() {
+        let env = "ETCD_NAME=e-etcd-1\nETCD_INITIAL_CLUSTER=e-etcd-0=https://10.0.10.10:2380,e-etcd-1=https://10.0.11.10:2380,unstarted-9=https://10.0.12.10:2380\n";
+        assert_eq!(promote_endpoints(env, "https://10.0.11.10:2380"), ["https://10.0.10.10:2379", "https://10.0.12.10:2379"]);
+        assert!(promote_endpoints("", "x").is_empty());
+    }
+
+    #[test]
+    fn the_version_check_refuses_data_more_than_one_minor_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("etcd-version");
+        let v = |s: &str| s.parse::<Version>().unwrap();
+        // No record (data from before the record existed) and blank data pass.
+        check_version(&record, Data::Member, v("3.6.0")).unwrap();
+        std::fs::write(&record, "3.4.23\n").unwrap();
+        check_version(&record, Data::Blank, v("3.6.0")).unwrap();
+        check_version(&record, Data::Member, v("3.5.16")).unwrap();
+        let err = check_version(&record, Data::Member, v("3.6.0")).unwrap_err();
+        assert!(matches!(err, EtcdError::Version { .. }), "{err}");
+        assert!(err.to_string().contains("etcd 3.6.0 would open data last run by etcd 3.4.23"), "{err}");
+        std::fs::write(&record, "garbage\n").unwrap();
+        let err = check_version(&record, Data::Member, v("3.5.16")).unwrap_err();
+        assert!(err.to_string().contains("etcd-version"), "{err}");
+    }
+
+    #[test]
+    fn member_set_must_match_the_environment_and_the_claim() {
+        let me = claim(0, "10.0.10.10");
+        let two = [eni("0", "10.0.10.10"), eni("1", "10.0.11.10")];
+        let peers = peers_from("env", &two, &me).unwrap();
+        assert!(check_count("env", &peers, 3).unwrap_err().to_string().contains("found 2 member ENIs, the environment has 3"));
+        let dup = [eni("0", "10.0.10.10"), eni("0", "10.0.11.10"), eni("1", "10.0.12.10")];
+        assert!(peers_from("env", &dup, &me).unwrap_err().to_string().contains("two ENIs are tagged member 0"));
+        let moved = [eni("0", "10.0.10.99"), eni("1", "10.0.11.10"), eni("2", "10.0.12.10")];
+        assert!(peers_from("env", &moved, &me).unwrap_err().to_string().contains("EC2 says"));
+    }
+}

@@ -1,0 +1,132 @@
+//! The etcd client against a real etcd 3.5 (tests/fetch-etcd), TLS from
+//! `nodeboot pki`: key-value, transactions, leases, status, snapshot (read
+//! back by etcdutl) and membership with a learner that is promoted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::etcd::*;
+use nodeboot::etcd::{Client, Cluster, EtcdClientError, TlsFiles};
+
+fn one_member(dir: &std::path::Path, tls: &TlsFiles) -> Member {
+    let ports = Ports::free();
+    let m = Member::start(dir, tls, "m0", &ports, &format!("m0={}", ports.peer_url()), "new");
+    let client = Client::new(vec![m.client_url.clone()], tls).unwrap();
+    wait_until("etcd answers with a leader", Duration::from_secs(20), || client.status(&m.client_url).is_ok_and(|s| s.has_leader()));
+    m
+}
+
+#[test]
+fn kv_txn_leases_status_and_snapshot_over_tls_with_a_member_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let tls = member_tls(&etcd_dir, 0);
+    let m = one_member(dir.path(), &tls);
+    // A dead endpoint first: the client moves on to the one that answers.
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let client = Client::new(vec![dead.clone(), m.client_url.clone()], &tls).unwrap();
+
+    let rev = client.put(b"/t/a", b"1").unwrap();
+    assert!(rev > 1);
+    client.put(b"/t/b", b"\x00\xffbinary").unwrap();
+    client.put(b"/u/c", b"3").unwrap();
+    assert_eq!(client.get(b"/t/b").unwrap().unwrap().value, b"\x00\xffbinary");
+    assert_eq!(client.get(b"/nope").unwrap(), None);
+    let keys: Vec<Vec<u8>> = client.range_prefix(b"/t/").unwrap().into_iter().map(|kv| kv.key).collect();
+    assert_eq!(keys, [b"/t/a".to_vec(), b"/t/b".to_vec()]);
+    assert_eq!(client.count_prefix(b"/").unwrap().0, 3);
+
+    assert!(client.put_if_absent(b"/lock", b"me", None).unwrap());
+    assert!(!client.put_if_absent(b"/lock", b"you", None).unwrap());
+    assert_eq!(client.get(b"/lock").unwrap().unwrap().value, b"me");
+    assert_eq!(client.delete(b"/lock").unwrap(), 1);
+
+    let lease = client.lease_grant(30).unwrap();
+    assert!(lease.id != 0 && lease.ttl == 30, "{lease:?}");
+    client.put_with_lease(b"/leased", b"x", lease.id).unwrap();
+    assert_eq!(client.get(b"/leased").unwrap().unwrap().lease, lease.id);
+    assert!(client.lease_keepalive(lease.id).unwrap() > 0);
+    client.lease_revoke(lease.id).unwrap();
+    assert_eq!(client.get(b"/leased").unwrap(), None, "a revoked lease takes its keys");
+
+    let status = client.status(&m.client_url).unwrap();
+    assert_eq!(status.version, "3.5.16");
+    assert!(status.has_leader() && status.leader == status.member_id && status.db_size > 0, "{status:?}");
+    assert!(matches!(client.status(&dead), Err(EtcdClientError::Unreachable { .. })));
+
+    // The snapshot is the file etcdctl would save: etcdutl reads it.
+    let path = dir.path().join("snap.db");
+    let info = client.snapshot(&mut std::fs::File::create(&path).unwrap()).unwrap();
+    assert_eq!(info.bytes, std::fs::metadata(&path).unwrap().len());
+    let out = std::process::Command::new(etcd_bin_dir().join("etcdutl"))
+        .args(["snapshot", "status", path.to_str().unwrap(), "-w", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "etcdutl snapshot status: {}", String::from_utf8_lossy(&out.stderr));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["revision"].as_i64().unwrap(), client.count_prefix(b"/").unwrap().1, "{st}");
+}
+
+#[test]
+fn a_client_with_another_ca_or_no_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let tls = member_tls(&etcd_dir, 0);
+    let m = one_member(dir.path(), &tls);
+    // Another environment's PKI: its CA does not know the server, nor the server its certificate.
+    let other = tempfile::tempdir().unwrap();
+    let other_dir = pki(other.path());
+    let client = Client::new(vec![m.client_url.clone()], &member_tls(&other_dir, 0)).unwrap();
+    let err = client.put(b"k", b"v").unwrap_err();
+    assert!(matches!(err, EtcdClientError::Unreachable { .. }), "{err}");
+    let bad = Client::new(vec![m.client_url.clone()], &TlsFiles { cert: dir.path().join("missing.crt"), ..tls.clone() });
+    assert!(bad.err().unwrap().to_string().contains("missing.crt"));
+}
+
+#[test]
+fn a_learner_is_added_refused_promotion_until_it_runs_then_promoted_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let tls0 = member_tls(&etcd_dir, 0);
+    let m0 = one_member(dir.path(), &tls0);
+    let client = Client::new(vec![m0.client_url.clone()], &tls0).unwrap();
+    for i in 0..100 {
+        client.put(format!("/k/{i}").as_bytes(), b"v").unwrap();
+    }
+
+    let ports = Ports::free();
+    let added = client.member_add(&[ports.peer_url()], true).unwrap();
+    assert!(added.is_learner && !added.started(), "{added:?}");
+    let listed = client.member_list().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|m| m.id == added.id && m.is_learner && m.name.is_empty()));
+    // One learner at a time: etcd 3.5 refuses a second.
+    let second = client.member_add(&[Ports::free().peer_url()], true).unwrap_err();
+    assert!(second.api_message().is_some_and(|m| m.contains("too many learner")), "{second}");
+    // Not running, so not in sync: etcd refuses to promote it.
+    let early = client.member_promote(added.id).unwrap_err();
+    assert!(early.api_message().is_some_and(|m| m.contains("learner")), "{early}");
+
+    let cluster = format!("m0={},m1={}", m0.peer_url, ports.peer_url());
+    let m1 = Member::start(dir.path(), &member_tls(&etcd_dir, 1), "m1", &ports, &cluster, "existing");
+    wait_until("the learner catches up and is promoted", Duration::from_secs(30), || client.member_promote(added.id).is_ok());
+    let listed = client.member_list().unwrap();
+    assert!(listed.iter().all(|m| !m.is_learner && m.started()), "{listed:?}\n{}", m1.log_tail());
+    let c1 = Client::new(vec![m1.client_url.clone()], &tls0).unwrap();
+    assert_eq!(c1.count_prefix(b"/k/").unwrap().0, 100, "the promoted member serves every key");
+
+    // etcd refuses to remove a voting member until the others have been
+    // connected for 5 s ("unhealthy cluster"): a retryable answer.
+    let mut removed = false;
+    wait_until("the member is removed", Duration::from_secs(20), || {
+        match client.member_remove(added.id) {
+            Ok(()) => removed = true,
+            Err(e) => assert!(e.is_unavailable(), "{e}"),
+        }
+        removed
+    });
+    assert_eq!(client.member_list().unwrap().len(), 1);
+    let gone = client.member_remove(added.id).unwrap_err();
+    assert!(gone.api_message().is_some_and(|m| m.contains("member not found")), "{gone}");
+}
