@@ -423,3 +423,32 @@ fn every_unit_scores_under_its_exposure_ceiling() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Every directory the manifest sync writes (node.json's `manifests.dir` and
+/// each `synced[].dir`) is writable in its sandbox and exists at boot:
+/// `ProtectSystem=strict` makes the rest of /etc read-only, and the add-on
+/// sync once failed every pass with "Read-only file system" in the lab.
+#[test]
+fn the_manifest_sync_may_write_every_directory_it_keeps() {
+    let loaded = env::load(&example_env()).unwrap();
+    for role in Role::ALL {
+        let node = nodeboot::node_config::NodeConfig::new(&loaded.env, role);
+        let mut dirs: Vec<String> = node.synced.iter().map(|s| s.dir.clone()).collect();
+        dirs.extend(node.manifests.iter().map(|m| m.dir.clone()));
+        if dirs.is_empty() {
+            continue;
+        }
+        let units = render::units_for(&loaded.env, role);
+        let sync = units.iter().find(|u| u.name == "nodeboot-manifests.service").unwrap_or_else(|| panic!("{role}: no sync unit"));
+        let writable: Vec<&str> = sync.contents.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).flat_map(str::split_whitespace).collect();
+        let config: Value = serde_json::from_slice(&render::full_config(&loaded.env, role)).unwrap();
+        let made: Vec<String> = config["storage"]["directories"]
+            .as_array()
+            .map(|a| a.iter().map(|d| d["path"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        for dir in &dirs {
+            assert!(writable.contains(&dir.as_str()), "{role}: the sync writes {dir}, ReadWritePaths={writable:?}");
+            assert!(made.contains(dir), "{role}: {dir} is not made by Ignition ({made:?}): ReadWritePaths= of a missing path fails the unit");
+        }
+    }
+}

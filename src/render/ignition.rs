@@ -79,6 +79,12 @@ fn storage(env: &Environment, role: Role) -> ign::Storage {
         dir.mode = Some(0o755);
         directories.push(dir);
     }
+    // The sync's sandbox can write only directories that exist.
+    for synced in &NodeConfig::new(env, role).synced {
+        let mut dir = ign::Directory::new(synced.dir.clone());
+        dir.mode = Some(0o755);
+        directories.push(dir);
+    }
     if role == Role::Etcd {
         files.push(file(AUDIT_POLICY_PATH, 0o600, resource(data_url(files::audit_policy().as_bytes()), None)));
     }

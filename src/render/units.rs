@@ -113,6 +113,8 @@ struct KubeletUnit<'a> {
 struct ManifestSyncUnit<'a> {
     binary: &'a str,
     static_pod_dir: &'a str,
+    /// The directories of node.json's `synced` (the add-ons on etcd nodes).
+    synced_dirs: Vec<String>,
     interval: u64,
     state_dir: &'a str,
     /// StateDirectory= (relative to /var/lib): where the sync keeps its record.
@@ -219,6 +221,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
         let sync = ManifestSyncUnit {
             binary,
             static_pod_dir: STATIC_POD_DIR,
+            synced_dirs: NodeConfig::new(env, role).synced.into_iter().map(|s| s.dir).collect(),
             interval: MANIFEST_SYNC_INTERVAL_SECONDS,
             state_dir: STATE_DIR,
             record_dir: SYNC_RECORD_DIR.strip_prefix("/var/lib/").expect("the record lives under /var/lib"),

@@ -82,6 +82,19 @@ echo "bootstrap-kubeconfig=$bootstrap kubeconfig=$kubeconfig config=$config" > {
 exec sleep infinity
 """
 
+# 4. The add-on applier: `docker run` of upstream's kubectl image against a
+#    kube-apiserver, neither of which the lab has. The stand-in checks what
+#    kubectl would read (the add-on files the sync placed, the applier's
+#    kubeconfig from the secrets stage), records the files, and succeeds.
+ADDONS_DROPIN = """{mark}
+# A kubectl stand-in instead of `docker run ... kubectl apply` (no apiserver).
+[Service]
+ExecStart=
+ExecStart=/bin/sh -c 'test -s {secrets}/addons-applier.kubeconfig && ls {addons} | grep -q . && mkdir -p /run/lab-addons && ls {addons} > /run/lab-addons/applied'
+RestrictAddressFamilies=
+ReadWritePaths=/run
+"""
+
 
 def install(root, endpoint_url, env_file="/run/nodeboot/etcd.env"):
     """Writes the lab's test-only files into a node's root (after Ignition)."""
@@ -104,6 +117,10 @@ def install(root, endpoint_url, env_file="/run/nodeboot/etcd.env"):
         ETCD_DROPIN.format(mark=MARK, etcd=ETCD_INSIDE, env_file=env_file),
     )
     put("/etc/systemd/system/docker.service", DOCKER_STANDIN.format(mark=MARK))
+    put(
+        "/etc/systemd/system/nodeboot-addons.service.d/50-lab-kubectl.conf",
+        ADDONS_DROPIN.format(mark=MARK, secrets="/run/nodeboot/secrets", addons="/etc/kubernetes/addons"),
+    )
     put(KUBELET_INSIDE, KUBELET_STANDIN.format(mark=MARK, record=KUBELET_RECORD), 0o755)
     return written
 

@@ -407,14 +407,17 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
 
 /// The other members' client URLs, from the env file's initial cluster
 /// (`name=https://IP:2380,...`; every member serves clients on IP:2379).
+/// A cluster of one asks the member itself: it is a voter (a learner is
+/// never alone), so it answers, and the member is found not to be a learner.
 fn promote_endpoints(env_file: &str, my_peer_url: &str) -> Vec<String> {
     let cluster = env_file.lines().find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=")).unwrap_or_default();
-    cluster
-        .split(',')
-        .filter_map(|entry| entry.split_once('=').map(|(_, peer)| peer))
-        .filter(|peer| *peer != my_peer_url)
-        .filter_map(|peer| peer.strip_suffix(&format!(":{PEER_PORT}")).map(|base| format!("{base}:{CLIENT_PORT}")))
-        .collect()
+    let client_url = |peer: &str| peer.strip_suffix(&format!(":{PEER_PORT}")).map(|base| format!("{base}:{CLIENT_PORT}"));
+    let peers: Vec<&str> = cluster.split(',').filter_map(|entry| entry.split_once('=').map(|(_, peer)| peer)).collect();
+    let others: Vec<String> = peers.iter().filter(|peer| **peer != my_peer_url).filter_map(|peer| client_url(peer)).collect();
+    if others.is_empty() {
+        return peers.iter().filter_map(|peer| client_url(peer)).collect();
+    }
+    others
 }
 
 /// Replaces this process with etcd, configured by `vars`.
@@ -480,6 +483,10 @@ mod tests {
         let env = "ETCD_NAME=e-etcd-1\nETCD_INITIAL_CLUSTER=e-etcd-0=https://10.0.10.10:2380,e-etcd-1=https://10.0.11.10:2380,unstarted-9=https://10.0.12.10:2380\n";
         assert_eq!(promote_endpoints(env, "https://10.0.11.10:2380"), ["https://10.0.10.10:2379", "https://10.0.12.10:2379"]);
         assert!(promote_endpoints("", "x").is_empty());
+        // A cluster of one: the member itself answers (a lab of one member
+        // waited for ever with nobody to ask).
+        let alone = "ETCD_INITIAL_CLUSTER=e-etcd-0=https://10.0.10.10:2380\n";
+        assert_eq!(promote_endpoints(alone, "https://10.0.10.10:2380"), ["https://10.0.10.10:2379"]);
     }
 
     #[test]
