@@ -12,6 +12,8 @@ tests/render.rs holds the ceilings each unit must stay under.
 """
 
 import argparse
+import base64
+import gzip
 import json
 import os
 import subprocess
@@ -31,6 +33,20 @@ def nodeboot_binary():
             return target / profile / "nodeboot"
     subprocess.run(["cargo", "build", "--quiet"], cwd=REPO, check=True)
     return target / "debug/nodeboot"
+
+
+def unit_files(config):
+    """(name, text) of every unit the config writes: the gzipped files in
+    /etc/systemd/system (how nodeboot ships them) and inline contents."""
+    for f in config.get("storage", {}).get("files", []):
+        if f["path"].startswith("/etc/systemd/system/"):
+            data = base64.b64decode(f["contents"]["source"].split(",", 1)[1])
+            if f["contents"].get("compression") == "gzip":
+                data = gzip.decompress(data)
+            yield f["path"].rsplit("/", 1)[1], data.decode()
+    for unit in config.get("systemd", {}).get("units", []):
+        if unit.get("contents"):
+            yield unit["name"], unit["contents"]
 
 
 def exposure(unit_path):
@@ -63,16 +79,16 @@ def main():
             full = out / ign.name.replace(".ign", ".full.ign")
             config = json.loads((full if full.exists() else ign).read_text())
             role = ign.stem
-            for unit in config.get("systemd", {}).get("units", []):
-                if not unit.get("contents") or not unit["name"].endswith(".service"):
+            for unit, text in unit_files(config):
+                if not unit.endswith(".service"):
                     continue
-                path = Path(tmp) / role / unit["name"]
+                path = Path(tmp) / role / unit
                 path.parent.mkdir(exist_ok=True)
-                path.write_text(unit["contents"])
+                path.write_text(text)
                 score, verdict, warnings = exposure(path)
-                rows.append((role, unit["name"], score, verdict))
+                rows.append((role, unit, score, verdict))
                 if args.verbose and warnings:
-                    print(f"{role}/{unit['name']}: {warnings}", file=sys.stderr)
+                    print(f"{role}/{unit}: {warnings}", file=sys.stderr)
     print(f"| {'role':<8} | {'unit':<28} | exposure | verdict   |")
     print(f"| {'-' * 8} | {'-' * 28} | -------- | --------- |")
     for role, name, score, verdict in rows:

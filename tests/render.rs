@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::ignition_lint::{decode_data_url, lint};
+use common::ignition_lint::{file_contents, lint};
 use common::*;
 use nodeboot::env;
 use nodeboot::render::{self, USER_DATA_LIMIT};
@@ -298,7 +298,7 @@ fn node_config_in_ignition_is_what_the_stages_read() {
     render_dir(&example_env(), out.path());
     let config = read_json(&out.path().join("etcd.ign"));
     let file = config["storage"]["files"].as_array().unwrap().iter().find(|f| f["path"] == "/etc/nodeboot/node.json").unwrap();
-    let bytes = decode_data_url(file["contents"]["source"].as_str().unwrap()).unwrap();
+    let bytes = file_contents(file).unwrap();
     let node: nodeboot::node_config::NodeConfig = serde_json::from_slice(&bytes).expect("stages can parse it");
     assert_eq!(node.role, Role::Etcd);
     assert_eq!(node.environment, "example");

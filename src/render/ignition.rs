@@ -17,23 +17,42 @@ const LOGIN_USER: &str = "core";
 pub fn config_for(env: &Environment, role: Role) -> ign::Config {
     let mut config = ign::Config::new(ign::Ignition::new(SPEC_VERSION.into()));
     config.passwd = Some(passwd(env));
-    config.storage = Some(storage(env, role));
+    let mut storage = storage(env, role);
+    let rendered = units::units_for(env, role);
+    // The unit files travel gzipped in storage.files (Ignition writes them
+    // before it enables units); systemd.units only enables them. Inline
+    // unit contents cannot be compressed, and the etcd role's units alone
+    // would take most of EC2's 16 KiB of user data.
+    storage.files.get_or_insert_with(Vec::new).extend(rendered.iter().map(|u| {
+        data_file(&format!("{UNIT_DIR}/{}", u.name), 0o644, without_comments(&u.contents).as_bytes())
+    }));
+    config.storage = Some(storage);
     config.systemd = Some(ign::Systemd {
         units: Some(
-            units::units_for(env, role)
+            rendered
                 .into_iter()
                 .map(|u| {
                     let mut unit = ign::Unit::new(u.name);
                     // A unit another one starts (a timer's service) has no
                     // [Install] section: enabling it would mean nothing.
                     unit.enabled = Some(u.contents.contains("\n[Install]\n"));
-                    unit.contents = Some(without_comments(&u.contents));
                     unit
                 })
                 .collect(),
         ),
     });
     config
+}
+
+/// Where Ignition writes unit files (as it does for `systemd.units[].contents`).
+pub const UNIT_DIR: &str = "/etc/systemd/system";
+
+/// Deterministic gzip (no name, no time): rendering twice gives the same bytes.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
 }
 
 /// A unit as Ignition carries it: without its comment lines, which explain
@@ -68,13 +87,13 @@ fn passwd(env: &Environment) -> ign::Passwd {
 
 fn storage(env: &Environment, role: Role) -> ign::Storage {
     let node_config = serde_json::to_vec_pretty(&NodeConfig::new(env, role)).expect("node config serialises");
-    let mut files = vec![file(NODE_CONFIG_PATH, 0o644, resource(data_url(&node_config), None))];
+    let mut files = vec![data_file(NODE_CONFIG_PATH, 0o644, &node_config)];
     if let NodebootSource::S3 { path, url, sha512 } = &env.nodeboot {
         files.push(file(path, 0o755, resource(url.clone(), Some(sha512))));
     }
     let mut directories = Vec::new();
     if role.runs_kubelet() {
-        files.push(file(KUBELET_CONFIG_PATH, 0o644, resource(data_url(files::kubelet_config(role).as_bytes()), None)));
+        files.push(data_file(KUBELET_CONFIG_PATH, 0o644, files::kubelet_config(role).as_bytes()));
         let mut dir = ign::Directory::new(STATIC_POD_DIR.into());
         dir.mode = Some(0o755);
         directories.push(dir);
@@ -86,7 +105,7 @@ fn storage(env: &Environment, role: Role) -> ign::Storage {
         directories.push(dir);
     }
     if role == Role::Etcd {
-        files.push(file(AUDIT_POLICY_PATH, 0o600, resource(data_url(files::audit_policy().as_bytes()), None)));
+        files.push(data_file(AUDIT_POLICY_PATH, 0o600, files::audit_policy().as_bytes()));
     }
     ign::Storage {
         directories: (!directories.is_empty()).then_some(directories),
@@ -112,6 +131,16 @@ fn resource(source: String, sha512_hex: Option<&str>) -> ign::Resource {
 }
 
 /// RFC 2397 data URL; base64 keeps any byte and is what Butane emits.
+/// A file whose contents travel in the config itself, gzipped (EC2 user
+/// data holds 16 KiB; Ignition decompresses before it writes).
+fn data_file(path: &str, mode: i64, bytes: &[u8]) -> ign::File {
+    let mut f = file(path, mode, resource(data_url(&gzip(bytes)), None));
+    if let Some(contents) = f.contents.as_mut() {
+        contents.compression = Some("gzip".into());
+    }
+    f
+}
+
 fn data_url(bytes: &[u8]) -> String {
     format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }

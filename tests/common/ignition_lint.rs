@@ -105,8 +105,12 @@ fn units(config: &Value, out: &mut Vec<String>) {
         if !seen.insert(name.to_string()) {
             out.push(format!("systemd.units: duplicate unit {name:?}"));
         }
-        if unit.get("enabled") == Some(&Value::Bool(true)) && unit.get("contents").is_none() {
-            out.push(format!("systemd.units: {name} is enabled but has no contents"));
+        let written = config
+            .pointer("/storage/files")
+            .and_then(Value::as_array)
+            .is_some_and(|files| files.iter().any(|f| f["path"].as_str() == Some(&format!("/etc/systemd/system/{name}"))));
+        if unit.get("enabled") == Some(&Value::Bool(true)) && unit.get("contents").is_none() && !written {
+            out.push(format!("systemd.units: {name} is enabled but has no contents and no file in /etc/systemd/system"));
         }
     }
 }
@@ -156,6 +160,21 @@ pub fn decode_data_url(url: &str) -> Option<Vec<u8>> {
         base64::engine::general_purpose::STANDARD.decode(data).ok()
     } else {
         percent_decode(data)
+    }
+}
+
+/// The bytes Ignition would write for a file entry with a data URL:
+/// decoded, and decompressed when `compression` is gzip.
+pub fn file_contents(file: &Value) -> Option<Vec<u8>> {
+    let data = decode_data_url(file["contents"]["source"].as_str()?)?;
+    match file["contents"]["compression"].as_str() {
+        None | Some("") => Some(data),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut out).ok()?;
+            Some(out)
+        }
+        Some(_) => None,
     }
 }
 
