@@ -362,6 +362,16 @@ enum EtcdCommand {
 
 #[derive(Subcommand)]
 enum SyncCommand {
+    /// Keep this node's secrets equal to the bucket (the secrets stage, kept
+    /// running) and restart exactly the components whose files changed.
+    Secrets {
+        /// Time between passes.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+        interval: Duration,
+        /// One pass, then exit with its outcome.
+        #[arg(long)]
+        once: bool,
+    },
     /// Keep the static-pod directory (and node.json's synced prefixes) equal to the bucket.
     Manifests {
         /// Time between passes; default node.json's interval_seconds (10s).
@@ -449,6 +459,8 @@ fn run(command: Command) -> Result<(), Error> {
         }
         #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
+        #[cfg(feature = "aws")]
+        Command::Sync { root, command: SyncCommand::Secrets { interval, once } } => commands::secrets::sync_secrets(&Root(root), interval, once)?,
         Command::Stage { root, retry, stage } => {
             let root = Root(root);
             let once = || match &stage {

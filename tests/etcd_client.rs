@@ -130,3 +130,31 @@ fn a_learner_is_added_refused_promotion_until_it_runs_then_promoted_and_removed(
     let gone = client.member_remove(added.id).unwrap_err();
     assert!(gone.api_message().is_some_and(|m| m.contains("member not found")), "{gone}");
 }
+
+/// The restart lock against a real etcd: one holder; the same holder
+/// takes it over after a kill; a dead holder's lock goes with its lease.
+#[test]
+fn the_lock_has_one_holder_survives_its_holders_rerun_and_expires_with_its_lease() {
+    use nodeboot::etcd::lock;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let tls = member_tls(&etcd_dir, 0);
+    let m = one_member(dir.path(), &tls);
+    let client = Client::new(vec![m.client_url.clone()], &tls).unwrap();
+
+    let held = lock::try_acquire(&client, "etcd-restart", "member-0", 30).unwrap().expect("free: taken");
+    assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30).unwrap().is_none(), "a second holder is refused");
+    assert_eq!(lock::holder(&client, "etcd-restart").unwrap().as_deref(), Some("member-0"));
+    // member-0 killed and run again: it takes its own lock over.
+    let again = lock::try_acquire(&client, "etcd-restart", "member-0", 30).unwrap().expect("its own lock");
+    again.refresh(&client).unwrap();
+    again.release(&client).unwrap();
+    assert_eq!(lock::holder(&client, "etcd-restart").unwrap(), None, "released");
+    drop(held);
+
+    // A holder that dies without releasing: the lock goes with its lease.
+    let _dead = lock::try_acquire(&client, "etcd-restart", "member-2", 2).unwrap().expect("free again");
+    assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30).unwrap().is_none());
+    wait_until("the dead holder's lease expires", Duration::from_secs(15), || lock::holder(&client, "etcd-restart").unwrap().is_none());
+    assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30).unwrap().is_some());
+}

@@ -258,6 +258,74 @@ pub fn stage_secrets(root: &Root, owner: Option<&str>) -> Result<(), Error> {
     Ok(())
 }
 
+/// `nodeboot sync secrets`: the secrets stage kept running. Every
+/// interval: one all-or-nothing pass (a certificate never arrives without
+/// its key), then every reader of a secret that changed takes it (see
+/// `sync::readers`): observe the fingerprints of what each reader reads,
+/// plan against the record of what it was started with (pure), restart,
+/// record. A pass or restart that fails is tried again on the next tick.
+pub fn sync_secrets(root: &Root, interval: Duration, once: bool) -> Result<(), Error> {
+    use crate::sync::{consumers, readers};
+    let fail = Error::SecretsStage;
+    if interval.is_zero() {
+        return Err(fail(SyncError::Config("the interval must be more than 0s".into())));
+    }
+    let config = root.node_config().map_err(|e| fail(e.into()))?;
+    let record_path = root.state(readers::RECORD_FILE);
+    let save = |record: &_| readers::save_record(&record_path, record).map_err(|e| SyncError::Stage(crate::stage::StageError::io(&record_path, e)));
+    info!(
+        "secrets: keeping {} equal to the bucket every {}s; a reader restarts when a file it reads changes",
+        root.path(crate::node_config::SECRETS_DIR).display(),
+        interval.as_secs_f64()
+    );
+    runtime()
+        .block_on(async {
+            let sdk = aws::sdk_config(&config.region).await;
+            let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+            let store = node_store(&config, &s3, &kms);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let mut failed = None;
+                if let Err(e) = crate::stage::secrets::run(root, &store, None).await {
+                    warn!("secrets: pass failed, nothing written; trying again in {}s: {e}", interval.as_secs());
+                    failed = Some(e);
+                }
+                let current = readers::fingerprints(root, &readers::inputs(root, &config));
+                let mut record = readers::load_record(&record_path);
+                record.retain(|c, _| current.contains_key(c));
+                for step in consumers::plan(&record, &current) {
+                    match step {
+                        consumers::Step::Adopt(c) => {
+                            record.insert(c.clone(), current[&c].clone());
+                        }
+                        consumers::Step::Restart(c) => {
+                            info!("secrets: a file {c} reads changed: restarting it");
+                            match readers::restart(root, &config, &c).await {
+                                Ok(true) => {
+                                    record.insert(c.clone(), current[&c].clone());
+                                }
+                                Ok(false) => {}
+                                Err(e) => {
+                                    warn!("secrets: restarting {c}: {e}; trying again in {}s", interval.as_secs());
+                                    failed.get_or_insert(SyncError::Config(format!("restarting {c}: {e}")));
+                                }
+                            }
+                        }
+                    }
+                    // After every step: a kill later keeps what is done.
+                    save(&record)?;
+                }
+                save(&record)?;
+                if once {
+                    return failed.map_or(Ok(()), Err);
+                }
+            }
+        })
+        .map_err(fail)
+}
+
 /// `nodeboot sync manifests`: drops the capabilities it does not need
 /// before any thread starts, then syncs every interval (or once).
 pub fn sync_manifests(root: &Root, interval: Option<Duration>, once: bool) -> Result<(), Error> {

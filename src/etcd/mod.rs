@@ -12,6 +12,7 @@
 //! and certificate paths.
 
 pub mod client;
+pub mod lock;
 pub mod version;
 
 pub use client::{Client, TlsFiles};

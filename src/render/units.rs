@@ -122,6 +122,20 @@ struct ManifestSyncUnit<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "nodeboot-secrets-sync.service", escape = "none")]
+struct SecretsSyncUnit<'a> {
+    binary: &'a str,
+    secrets_dir: &'a str,
+    state_dir: &'a str,
+    interval: u64,
+    /// The readers it may restart start first.
+    after: Vec<&'a str>,
+}
+
+/// Seconds between two passes of the secrets sync.
+pub const SECRETS_SYNC_INTERVAL_SECONDS: u64 = 60;
+
+#[derive(Template)]
 #[template(path = "nodeboot-addons.service", escape = "none")]
 struct AddonsUnit<'a> {
     kubernetes_version: &'a str,
@@ -227,6 +241,17 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             record_dir: SYNC_RECORD_DIR.strip_prefix("/var/lib/").expect("the record lives under /var/lib"),
         };
         units.push(UnitFile { name: "nodeboot-manifests.service".into(), contents: render(&sync) });
+    }
+    if stages_of(role).contains(&"secrets") {
+        let mut after = Vec::new();
+        if role == Role::Etcd {
+            after.push("etcd-member.service");
+        }
+        if role.runs_kubelet() {
+            after.push("kubelet.service");
+        }
+        let sync = SecretsSyncUnit { binary, secrets_dir: SECRETS_DIR, state_dir: STATE_DIR, interval: SECRETS_SYNC_INTERVAL_SECONDS, after };
+        units.push(UnitFile { name: "nodeboot-secrets-sync.service".into(), contents: render(&sync) });
     }
     units
 }

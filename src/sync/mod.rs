@@ -9,7 +9,10 @@
 //! listing ends the pass before anything is planned, so it deletes nothing.
 
 pub mod caps;
+pub mod consumers;
 pub mod plan;
+#[cfg(feature = "aws")]
+pub mod readers;
 pub mod target;
 
 use std::collections::BTreeMap;
