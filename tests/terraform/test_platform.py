@@ -752,3 +752,42 @@ def test_make_render_writes_where_terraform_reads(tmp_path):
     # "${path.root}/../build/${var.environment}/ignition", path.root = terraform/
     expected = unquote(ignition_dir).replace("${path.root}/../", "").replace("${var.environment}", "staging")
     assert out == expected == "build/staging/ignition"
+
+
+# --- issue 12: the CNI's own traffic ---------------------------------------------------
+
+FLANNEL_VXLAN = 8472  # flannel's vxlan backend on Linux, as the rendered net-conf sets it
+
+
+def test_flannel_vxlan_is_open_between_every_pair_of_node_groups(real_plans):
+    """Flannel runs on every node (the control plane too: kube-proxy and
+    pods reach webhooks and CoreDNS over the overlay): UDP 8472 from each
+    node group to each, by group. Workers to workers is the all-protocol
+    `workers` rule."""
+    found = {
+        rule["address"]
+        for rule in sg_rules(real_plans["example"])
+        if rule["kind"].endswith("ingress_rule")
+        and rule.get("ip_protocol") == "udp"
+        and rule.get("from_port") == FLANNEL_VXLAN == rule.get("to_port")
+    }
+    assert found == {
+        'module.etcd.aws_vpc_security_group_ingress_rule.etcd["flannel_members"]',
+        'module.etcd.aws_vpc_security_group_ingress_rule.etcd["flannel_workers"]',
+        'module.compute.aws_vpc_security_group_ingress_rule.compute["flannel_control_plane"]',
+    }
+    def ingress(module):
+        return {
+            k: v
+            for body in parse(MODULES / module / "main.tf").get("locals", [])
+            for k, v in body.items()
+            if k == "ingress"
+        }["ingress"]
+    etcd, compute = ingress("etcd"), ingress("compute")
+    assert etcd["flannel_members"]["group"] == "${aws_security_group.etcd.id}"
+    assert etcd["flannel_workers"]["group"] == "${var.compute_security_group_id}"
+    assert compute["flannel_control_plane"]["group"] == "${var.etcd_security_group_id}"
+    assert unquote(compute["workers"]["protocol"]) == "-1"
+    # The port the rendered flannel config sets (src/kube.rs) is this one.
+    port = re.search(r"FLANNEL_VXLAN_PORT: u16 = (\d+);", (REPO / "src/kube.rs").read_text())
+    assert port and int(port.group(1)) == FLANNEL_VXLAN

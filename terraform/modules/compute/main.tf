@@ -17,7 +17,9 @@ locals {
   ingress = {
     kubelet = { port = 10250, protocol = "tcp", group = var.etcd_security_group_id, description = "kubelet API, from kube-apiserver on the control plane" }
     workers = { port = null, protocol = "-1", group = aws_security_group.compute.id, description = "workers to workers: pod network and node ports" }
-    ssh     = { port = 22, protocol = "tcp", group = var.bastion_security_group_id, description = "ssh from the bastion" }
+    # Flannel's VXLAN overlay: the control plane's pods and kube-proxy reach pods on workers.
+    flannel_control_plane = { port = 8472, protocol = "udp", group = var.etcd_security_group_id, description = "Flannel VXLAN from the control plane" }
+    ssh                   = { port = 22, protocol = "tcp", group = var.bastion_security_group_id, description = "ssh from the bastion" }
   }
 }
 

@@ -107,13 +107,16 @@ resource "aws_security_group" "etcd" {
 # subnets.
 locals {
   ingress = {
-    etcd_peers       = { port = 2380, group = aws_security_group.etcd.id, description = "etcd peers" }
-    etcd_clients     = { port = 2379, group = aws_security_group.etcd.id, description = "etcd clients (kube-apiserver runs on the members)" }
-    kubeapi_public   = { port = 6443, group = var.lb_security_group_ids.public, description = "kube-apiserver from the public load balancer (client IPs are not preserved)" }
-    kubeapi_internal = { port = 6443, group = var.lb_security_group_ids.internal, description = "kube-apiserver from the internal load balancer" }
-    kubeapi_workers  = { port = 6443, group = var.compute_security_group_id, description = "kube-apiserver from the workers" }
-    kubelet          = { port = 10250, group = aws_security_group.etcd.id, description = "kubelet API, from kube-apiserver on the other members" }
-    ssh              = { port = 22, group = var.bastion_security_group_id, description = "ssh from the bastion" }
+    etcd_peers       = { port = 2380, protocol = "tcp", group = aws_security_group.etcd.id, description = "etcd peers" }
+    etcd_clients     = { port = 2379, protocol = "tcp", group = aws_security_group.etcd.id, description = "etcd clients (kube-apiserver runs on the members)" }
+    kubeapi_public   = { port = 6443, protocol = "tcp", group = var.lb_security_group_ids.public, description = "kube-apiserver from the public load balancer (client IPs are not preserved)" }
+    kubeapi_internal = { port = 6443, protocol = "tcp", group = var.lb_security_group_ids.internal, description = "kube-apiserver from the internal load balancer" }
+    kubeapi_workers  = { port = 6443, protocol = "tcp", group = var.compute_security_group_id, description = "kube-apiserver from the workers" }
+    kubelet          = { port = 10250, protocol = "tcp", group = aws_security_group.etcd.id, description = "kubelet API, from kube-apiserver on the other members" }
+    ssh              = { port = 22, protocol = "tcp", group = var.bastion_security_group_id, description = "ssh from the bastion" }
+    # Flannel's VXLAN overlay runs on every node, the control plane too.
+    flannel_members = { port = 8472, protocol = "udp", group = aws_security_group.etcd.id, description = "Flannel VXLAN between control-plane nodes" }
+    flannel_workers = { port = 8472, protocol = "udp", group = var.compute_security_group_id, description = "Flannel VXLAN from the workers" }
   }
 }
 
@@ -122,7 +125,7 @@ resource "aws_vpc_security_group_ingress_rule" "etcd" {
 
   security_group_id            = aws_security_group.etcd.id
   description                  = each.value.description
-  ip_protocol                  = "tcp"
+  ip_protocol                  = each.value.protocol
   from_port                    = each.value.port
   to_port                      = each.value.port
   referenced_security_group_id = each.value.group
