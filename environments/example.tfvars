@@ -57,6 +57,15 @@ flatcar_channel = "stable"
 kubernetes_version = "1.31.4"
 etcd_version       = "3.5.17"
 
+# etcd backups (`nodeboot etcd backup` on the etcd nodes, the leader writes):
+# a snapshot every etcd_backup_interval (1m to 24h) and before every
+# membership change, sealed into s3://<secrets bucket>/backups/etcd/. One per
+# hour is kept for etcd_backup_keep_hourly, one per day for
+# etcd_backup_keep_daily; the newest is always kept. Optional (these defaults).
+etcd_backup_interval    = "15m"
+etcd_backup_keep_hourly = "7d"
+etcd_backup_keep_daily  = "365d"
+
 # Where nodeboot comes from on the node:
 #   nodeboot_source = "ami": baked into the AMI at nodeboot_path (see images/);
 #   nodeboot_source = "s3":  fetched by Ignition from nodeboot_s3_url and

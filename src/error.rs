@@ -59,6 +59,14 @@ pub enum Error {
     /// A boot stage retried until its bound (`stage --retry`); exits with the last failure's code.
     #[error("stage {stage} gave up after {seconds}s and {attempts} attempts; {signal}; last failure: {source}")]
     GaveUp { stage: String, seconds: u64, attempts: u32, signal: String, source: Box<Error> },
+    #[error("etcd backup: {0}")]
+    Backup(#[from] crate::backup::store::BackupError),
+    #[error("{0}")]
+    Unhealthy(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("refused: {0}")]
+    VersionRefused(String),
 }
 
 /// Exit codes. 2 matches clap's own code for bad arguments.
@@ -92,6 +100,10 @@ pub mod exit {
     pub const ETCD_BUSY: u8 = 23;
     /// The etcd binary is more than one minor version from the data's.
     pub const ETCD_VERSION: u8 = 24;
+    /// etcd does not answer, has no leader, or a restore failed on a member.
+    pub const ETCD_UNHEALTHY: u8 = 30;
+    /// An `etcd_version` change of more than one minor version, or a downgrade.
+    pub const ETCD_VERSION_REFUSED: u8 = 31;
 }
 
 fn stage_code(e: &StageError) -> u8 {
@@ -130,6 +142,20 @@ fn sync_code(e: &SyncError) -> u8 {
         SyncError::Reload { .. } => exit::SYSTEM,
         SyncError::EmptyRefused { .. } => exit::REFUSED,
         SyncError::Capabilities(_) => exit::SYSTEM,
+    }
+}
+
+fn backup_code(e: &crate::backup::store::BackupError) -> u8 {
+    use crate::backup::store::BackupError as B;
+    match e {
+        B::Refused { .. } => exit::SECRET_REFUSED,
+        B::NotFound { .. } | B::NoBackups { .. } => exit::NOT_FOUND,
+        B::Io { .. } => exit::IO,
+        B::TooLarge { .. } | B::Bad(_) => exit::BAD_INPUT,
+        B::Cloud(_) => exit::AWS,
+        B::Etcd(_) => exit::ETCD_UNHEALTHY,
+        B::Command { .. } => exit::SYSTEM,
+        B::Timeout(_) => exit::TIMEOUT,
     }
 }
 
@@ -189,6 +215,10 @@ impl Error {
                 PrereqsError::Cloud(_) => exit::AWS,
             },
             Error::SecretsStage(e) | Error::Sync(e) => sync_code(e),
+            Error::Backup(e) => backup_code(e),
+            Error::Unhealthy(_) => exit::ETCD_UNHEALTHY,
+            Error::Timeout(_) => exit::TIMEOUT,
+            Error::VersionRefused(_) => exit::ETCD_VERSION_REFUSED,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! runs the boot stages of its nodes. See ARCHITECTURE.md for the map.
 
 pub mod cloud;
+pub mod backup;
 pub mod commands;
 pub mod env;
 pub mod error;

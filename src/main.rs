@@ -51,6 +51,9 @@ enum Command {
         /// above it, or below it (kubelets would be newer than the API server).
         #[arg(long, value_name = "VERSION")]
         running_version: Option<String>,
+        /// Also compare etcd_version with what the cluster runs (the newest backup in the secrets bucket).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Environment files.
     Env {
@@ -152,6 +155,26 @@ enum Command {
         root: PathBuf,
         #[command(subcommand)]
         command: SyncCommand,
+    },
+    #[cfg(feature = "aws")]
+    /// Replace a role's nodes one at a time (an AMI upgrade): etcd members with a backup before each.
+    Roll {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A member's client URL (repeatable); default every member's ENI address.
+        #[arg(long = "endpoint", value_name = "URL")]
+        endpoints: Vec<String>,
+        /// The local secrets tree with secure/etcd/client.{crt,key}; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// How long one member may take from termination to healthy and caught up.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        per_member: Duration,
+        /// How long to wait for a healthy cluster before each member.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        healthy_wait: Duration,
     },
     /// Run one boot stage on a node (systemd runs them in order).
     Stage {
@@ -358,6 +381,71 @@ enum EtcdCommand {
         /// The member's index or name (`<environment>-etcd-<i>`).
         member: String,
     },
+    /// Members, leader, health, revision, DB size and quota, the newest backup (run where the members' client URLs are reachable, e.g. the bastion).
+    Status {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// A member's client URL (repeatable); default every member's ENI address.
+        #[arg(long = "endpoint", value_name = "URL")]
+        endpoints: Vec<String>,
+        /// The local secrets tree with secure/etcd/client.{crt,key}; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+    /// List the backups in s3://<secrets bucket>/backups/etcd/, oldest first.
+    Backups {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+    /// Restore every member from a backup (the newest by default); waits until the cluster is healthy.
+    Restore {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// A backup id as `etcd backups` lists it.
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        /// Give up waiting for the members after this long.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Restore a backup (the newest by default) into a scratch etcd here; check its revision and key count.
+    VerifyBackup {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        #[arg(long, default_value = "etcd", env = "NODEBOOT_ETCD")]
+        etcd: String,
+        /// etcd 3.5's etcdutl (split on spaces, no shell).
+        #[arg(long, default_value = "etcdutl", env = "NODEBOOT_ETCDUTL")]
+        etcdutl: String,
+    },
+    /// The node's backup service: backups on the leader every interval, restores on request.
+    Backup {
+        /// Resolve every path under DIR.
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// Time between backups; default node.json's (the environment's etcd_backup_interval).
+        #[arg(long, env = "NODEBOOT_ETCD_BACKUP_INTERVAL", value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        /// Time between passes (restore requests are seen within this).
+        #[arg(long, env = "NODEBOOT_ETCD_BACKUP_POLL", default_value = "10s", value_parser = humantime::parse_duration)]
+        poll: Duration,
+        /// One pass, then exit with its outcome.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value = "systemctl stop etcd-member.service")]
+        stop_etcd: String,
+        #[arg(long, default_value = "systemctl start etcd-member.service")]
+        start_etcd: String,
+        /// How long a restored member may take to see a leader.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        restore_wait: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -382,6 +470,7 @@ enum SyncCommand {
         once: bool,
     },
 }
+
 
 #[derive(Subcommand)]
 enum EnvCommand {
@@ -414,7 +503,12 @@ fn run(command: Command) -> Result<(), Error> {
                 println!("{line}");
             }
         }
-        Command::Validate { env, running_version } => println!("{}", commands::validate(&env, running_version.as_deref())?),
+        Command::Validate { env, running_version, cluster } => {
+            println!("{}", commands::validate(&env, running_version.as_deref())?);
+            if cluster {
+                println!("{}", validate_cluster(&env)?);
+            }
+        }
         Command::Env { command: EnvCommand::New { name, dir } } => {
             let path = commands::env_new(name, &dir)?;
             println!("wrote {}", path.display());
@@ -454,13 +548,33 @@ fn run(command: Command) -> Result<(), Error> {
             print_lines(commands::secrets::manifests_upload(&env, &dir, prune, allow_empty, force)?)
         }
         #[cfg(feature = "aws")]
-        Command::Etcd { command: EtcdCommand::RemoveMember { env, dir, endpoints, member } } => {
-            print_lines(commands::etcd::remove_member(&env, dir.as_deref(), &endpoints, &member)?)
-        }
-        #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
         #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Secrets { interval, once } } => commands::secrets::sync_secrets(&Root(root), interval, once)?,
+        #[cfg(feature = "aws")]
+        Command::Roll { env, role, endpoints, dir, per_member, healthy_wait } => print_lines(commands::roll::roll(
+            &env,
+            role,
+            commands::roll::RollOptions { endpoints, dir, per_member, healthy_wait },
+        )?),
+        #[cfg(feature = "aws")]
+        Command::Etcd { command } => match command {
+            EtcdCommand::RemoveMember { env, dir, endpoints, member } => {
+                print_lines(commands::etcd::remove_member(&env, dir.as_deref(), &endpoints, &member)?)
+            }
+            EtcdCommand::Status { env, endpoints, dir, output } => {
+                println!("{}", commands::etcd_backup::status(&env, commands::etcd_backup::StatusOptions { endpoints, dir, output })?)
+            }
+            EtcdCommand::Backups { env, output } => println!("{}", commands::etcd_backup::list(&env, output)?),
+            EtcdCommand::Restore { env, backup, timeout } => print_lines(commands::etcd_backup::restore(&env, backup.as_deref(), timeout)?),
+            EtcdCommand::VerifyBackup { env, backup, etcd, etcdutl } => {
+                print_lines(commands::etcd_backup::verify(&env, commands::etcd_backup::VerifyOptions { backup, etcd, etcdutl })?)
+            }
+            EtcdCommand::Backup { root, interval, poll, once, stop_etcd, start_etcd, restore_wait } => commands::etcd_backup::service(
+                &Root(root),
+                commands::etcd_backup::ServiceOptions { interval, poll, once, stop_etcd, start_etcd, restore_wait },
+            )?,
+        },
         Command::Stage { root, retry, stage } => {
             let root = Root(root);
             let once = || match &stage {
@@ -483,6 +597,17 @@ fn run(command: Command) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `validate --cluster`: the etcd version rule against the newest backup (needs the bucket).
+#[cfg(feature = "aws")]
+fn validate_cluster(env: &std::path::Path) -> Result<String, Error> {
+    commands::etcd_backup::check_version(&commands::load_env(env)?.env)
+}
+
+#[cfg(not(feature = "aws"))]
+fn validate_cluster(_env: &std::path::Path) -> Result<String, Error> {
+    Err(Error::Refused("validate --cluster reads the secrets bucket: it needs the default build (the `aws` feature)".into()))
 }
 
 #[cfg(feature = "aws")]

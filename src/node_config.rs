@@ -100,6 +100,49 @@ pub struct EtcdConfig {
     /// (peers check it against their certificates). See `stage::eni`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc_cidr: Option<ipnet::Ipv4Net>,
+    /// The backup service (`nodeboot etcd backup`): its interval and retention.
+    #[serde(default)]
+    pub backup: EtcdBackupConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdBackupConfig {
+    pub interval_seconds: u64,
+    pub keep_hourly_seconds: u64,
+    pub keep_daily_seconds: u64,
+    /// The `etcdutl` a restore runs (program and arguments, no shell;
+    /// `snapshot restore ...` is appended). Default ([`EtcdConfig::etcdutl`]):
+    /// etcdutl of the member's own image, by docker, with the volume mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcdutl: Option<Vec<String>>,
+}
+
+/// The container image etcd runs from (`etcd-member.service`).
+pub fn etcd_image(version: &str) -> String {
+    format!("quay.io/coreos/etcd:v{version}")
+}
+
+impl EtcdConfig {
+    /// The command a restore runs etcdutl with: node.json's
+    /// `etcd.backup.etcdutl`, else etcdutl from the image the member runs
+    /// (Flatcar has no etcd binaries on the host), seeing the volume at the
+    /// same path and no network.
+    pub fn etcdutl(&self) -> Vec<String> {
+        if let Some(command) = &self.backup.etcdutl {
+            return command.clone();
+        }
+        let volume = format!("{0}:{0}:rw", self.mount_point);
+        ["/usr/bin/docker", "run", "--rm", "--network", "none", "--volume", &volume, &etcd_image(&self.version), "/usr/local/bin/etcdutl"]
+            .map(str::to_string)
+            .to_vec()
+    }
+}
+
+impl Default for EtcdBackupConfig {
+    fn default() -> Self {
+        EtcdBackupConfig { interval_seconds: 15 * 60, keep_hourly_seconds: 7 * 86_400, keep_daily_seconds: 365 * 86_400, etcdutl: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +185,12 @@ impl NodeConfig {
                 mount_point: ETCD_MOUNT_POINT.into(),
                 data_dir: ETCD_DATA_DIR.into(),
                 vpc_cidr: Some(env.vpc_cidr),
+                backup: EtcdBackupConfig {
+                    interval_seconds: env.etcd_backup.interval.as_secs(),
+                    keep_hourly_seconds: env.etcd_backup.keep_hourly.as_secs(),
+                    keep_daily_seconds: env.etcd_backup.keep_daily.as_secs(),
+                    etcdutl: None,
+                },
             }),
             manifests: role.runs_kubelet().then(|| ManifestsConfig {
                 prefix: format!("manifests/{role}/"),

@@ -274,6 +274,24 @@ variable "etcd_version" {
   }
 }
 
+variable "etcd_backup_interval" {
+  description = "How often the etcd leader writes a backup (read by nodeboot render; 1m to 24h)."
+  type        = string
+  default     = "15m"
+}
+
+variable "etcd_backup_keep_hourly" {
+  description = "How long one etcd backup per hour is kept (read by nodeboot)."
+  type        = string
+  default     = "7d"
+}
+
+variable "etcd_backup_keep_daily" {
+  description = "How long one etcd backup per day is kept (read by nodeboot)."
+  type        = string
+  default     = "365d"
+}
+
 variable "nodeboot_source" {
   description = "Where nodes get nodeboot: \"ami\" (baked into the image at nodeboot_path) or \"s3\" (fetched by Ignition from nodeboot_s3_url and checked against nodeboot_sha512). Read by nodeboot render."
   type        = string

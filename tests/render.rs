@@ -319,7 +319,7 @@ fn secrets_come_after_attach_on_etcd_nodes_and_before_etcd() {
     assert!(secrets.contains(&"nodeboot-attach.service".to_string()), "the claim names the member whose key is fetched: {secrets:?}");
     let etcd_stage = requires(&etcd, "nodeboot-etcd.service");
     assert!(etcd_stage.contains(&"nodeboot-secrets.service".to_string()), "{etcd_stage:?}");
-    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service" && *n != "nodeboot-etcd-promote.service" && *n != "nodeboot-secrets-sync.service" && !n.starts_with("nodeboot-addons.")).collect();
+    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service" && *n != "nodeboot-etcd-promote.service" && *n != "nodeboot-secrets-sync.service" && *n != "nodeboot-etcd-backup.service" && !n.starts_with("nodeboot-addons.")).collect();
     assert_eq!(order, ["nodeboot-discover.service", "nodeboot-attach.service", "nodeboot-mount.service", "nodeboot-secrets.service", "nodeboot-etcd.service"]);
     // A compute node has no attach: its secrets follow discover alone.
     let compute = render::units_for(&loaded.env, Role::Compute);
@@ -396,6 +396,7 @@ fn every_unit_scores_under_its_exposure_ceiling() {
         ("nodeboot-manifests.service", 2.0),
         ("etcd-member.service", 2.0),
         ("nodeboot-addons.service", 2.0),
+        ("nodeboot-etcd-backup.service", 2.0),
         ("kubelet.service", 9.3),
     ];
     let loaded = env::load(&example_env()).unwrap();

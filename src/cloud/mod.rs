@@ -288,3 +288,29 @@ pub trait Inventory {
     fn instances(&self, environment: &str) -> impl Future<Output = Result<Vec<InstanceInfo>, CloudError>>;
     fn load_balancers(&self, environment: &str) -> impl Future<Output = Result<Vec<LoadBalancerInfo>, CloudError>>;
 }
+
+/// What HEAD (or a streamed GET) says about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub etag: String,
+    pub size: u64,
+    /// User metadata (`x-amz-meta-*`), keys lower-case.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Objects too large to hold in memory (etcd backups): streamed between a
+/// local file and the bucket.
+pub trait ObjectFiles {
+    /// Uploads the file at `path` (one PutObject, streamed from disk).
+    fn put_file(&self, bucket: &str, key: &str, path: &std::path::Path, metadata: &BTreeMap<String, String>) -> impl Future<Output = Result<String, CloudError>>;
+    /// Streams the object into `path`; `Ok(None)` when there is no such key.
+    fn get_file(&self, bucket: &str, key: &str, path: &std::path::Path) -> impl Future<Output = Result<Option<ObjectHead>, CloudError>>;
+    /// `Ok(None)` when there is no such key.
+    fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<ObjectHead>, CloudError>>;
+}
+
+/// What `nodeboot roll` does to an instance: terminate it (its autoscaling
+/// group launches the replacement).
+pub trait Instances {
+    fn terminate_instance(&self, id: &str) -> impl Future<Output = Result<(), CloudError>>;
+}

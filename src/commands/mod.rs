@@ -3,8 +3,12 @@
 #[cfg(feature = "aws")]
 pub mod etcd;
 #[cfg(feature = "aws")]
+pub mod etcd_backup;
+#[cfg(feature = "aws")]
 pub mod inspect;
 pub mod kubeconfig;
+#[cfg(feature = "aws")]
+pub mod roll;
 #[cfg(feature = "aws")]
 pub mod up;
 

@@ -50,6 +50,9 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
     let env = step("validate the environment", "fix what the messages name, then run again", || Ok(load_env(env_path)?.env))?;
     let prereqs_hint = format!("run `nodeboot prereqs --env {}` to create the KMS key and the buckets", env_path.display());
     step("check prerequisites (KMS key, state and secrets buckets)", &prereqs_hint, || check_prereqs(&env))?;
+    step("check the etcd version against the cluster's", "change etcd_version by at most one minor version, never down", || {
+        super::etcd_backup::check_version(&env).map(|line| eprintln!("    {line}"))
+    })?;
     let secrets = crate::secrets::layout::default_dir(&env.name);
     step("pki", "see the message; `nodeboot pki --env F` alone shows the same", || {
         let outcome = crate::pki::ensure(&secrets, &crate::pki::plan(&env), &[])?;

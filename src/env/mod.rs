@@ -47,6 +47,14 @@ pub struct Subnets {
     pub mgmt: Vec<Ipv4Net>,
 }
 
+/// When the etcd backup service snapshots and how long backups are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtcdBackupPolicy {
+    pub interval: std::time::Duration,
+    pub keep_hourly: std::time::Duration,
+    pub keep_daily: std::time::Duration,
+}
+
 /// A validated environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Environment {
@@ -67,6 +75,7 @@ pub struct Environment {
     pub flatcar_channel: String,
     pub kubernetes_version: String,
     pub etcd_version: String,
+    pub etcd_backup: EtcdBackupPolicy,
     pub nodeboot: NodebootSource,
     pub kms_master_id: String,
     pub secrets_bucket_name: String,
@@ -162,6 +171,7 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
     let flatcar_channel = r.string("flatcar_channel", |s| FLATCAR_CHANNELS.contains(&s));
     let kubernetes_version = r.string("kubernetes_version", is_version);
     let etcd_version = r.string("etcd_version", is_version);
+    let etcd_backup = read_backup_policy(r);
     let nodeboot = read_nodeboot_source(r);
     let kms_master_id = r.string("kms_master_id", is_kms_key_id);
     let secrets_bucket_name = r.string("secrets_bucket_name", is_bucket_name);
@@ -191,6 +201,7 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
         flatcar_channel: flatcar_channel?,
         kubernetes_version: kubernetes_version?,
         etcd_version: etcd_version?,
+        etcd_backup: etcd_backup?,
         nodeboot: nodeboot?,
         kms_master_id: kms_master_id?,
         secrets_bucket_name: secrets_bucket_name?,
@@ -237,6 +248,21 @@ fn read_addons(r: &mut Reader) -> Option<addons::Addons> {
         r.warning("addons", "no flannel: bring your own CNI, or nodes stay NotReady");
     }
     Some(addons::Addons { flannel: flannel?, coredns: coredns? })
+}
+
+fn read_backup_policy(r: &mut Reader) -> Option<EtcdBackupPolicy> {
+    let duration = |s: &str| humantime::parse_duration(s).ok();
+    let interval = r.optional_string("etcd_backup_interval", "15m", |s| {
+        duration(s).is_some_and(|d| d >= std::time::Duration::from_secs(60) && d <= std::time::Duration::from_secs(86_400))
+    });
+    let hourly = r.optional_string("etcd_backup_keep_hourly", "7d", |s| duration(s).is_some());
+    let daily = r.optional_string("etcd_backup_keep_daily", "365d", |s| duration(s).is_some());
+    let policy = EtcdBackupPolicy { interval: duration(&interval?)?, keep_hourly: duration(&hourly?)?, keep_daily: duration(&daily?)? };
+    if policy.keep_daily < policy.keep_hourly {
+        r.error("etcd_backup_keep_daily", "shorter than etcd_backup_keep_hourly; the daily tier keeps backups after the hourly one ends");
+        return None;
+    }
+    Some(policy)
 }
 
 fn read_nodeboot_source(r: &mut Reader) -> Option<NodebootSource> {

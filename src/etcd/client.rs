@@ -109,10 +109,24 @@ impl Client {
     }
 
     pub fn with_timeouts(endpoints: Vec<String>, tls: &TlsFiles, connect: Duration, call: Duration) -> Result<Self, EtcdClientError> {
-        let tls = tls_config(tls)?;
+        Ok(Self::build(endpoints, Some(tls_config(tls)?), connect, call))
+    }
+
+    /// A client of plain-HTTP endpoints: only for an etcd nodeboot started
+    /// itself on this machine's loopback (`etcd verify-backup`'s scratch
+    /// etcd); every member of a cluster speaks TLS.
+    pub fn plain_local(endpoints: Vec<String>) -> Self {
+        Self::build(endpoints, None, CONNECT_TIMEOUT, CALL_TIMEOUT)
+    }
+
+    fn build(endpoints: Vec<String>, tls: Option<TlsConfig>, connect: Duration, call: Duration) -> Self {
         let build = |global: Option<Duration>, read: Option<Duration>| -> ureq::Agent {
-            ureq::Agent::config_builder()
-                .tls_config(tls.clone())
+            let config = ureq::Agent::config_builder();
+            let config = match &tls {
+                Some(tls) => config.tls_config(tls.clone()),
+                None => config,
+            };
+            config
                 .timeout_connect(Some(connect))
                 .timeout_global(global)
                 .timeout_per_read(read)
@@ -122,7 +136,7 @@ impl Client {
                 .into()
         };
         let endpoints = endpoints.into_iter().map(|e| e.trim_end_matches('/').to_string()).collect();
-        Ok(Client { endpoints, agent: build(Some(call), None), stream_agent: build(None, Some(STREAM_READ_TIMEOUT)), preferred: AtomicUsize::new(0) })
+        Client { endpoints, agent: build(Some(call), None), stream_agent: build(None, Some(STREAM_READ_TIMEOUT)), preferred: AtomicUsize::new(0) }
     }
 
     /// Asks each endpoint in turn (the last one that answered first) until
@@ -207,7 +221,16 @@ impl Client {
 
     /// How many keys start with `prefix`, and the store's revision.
     pub fn count_prefix(&self, prefix: &[u8]) -> Result<(i64, i64), EtcdClientError> {
-        let body = json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix)), "count_only": true});
+        self.count_prefix_at(prefix, None)
+    }
+
+    /// How many keys started with `prefix` at `revision` (now when `None`),
+    /// and the store's revision now.
+    pub fn count_prefix_at(&self, prefix: &[u8], revision: Option<i64>) -> Result<(i64, i64), EtcdClientError> {
+        let mut body = json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix)), "count_only": true});
+        if let Some(revision) = revision {
+            body["revision"] = json!(revision.to_string());
+        }
         let (_, v) = self.call("/v3/kv/range", body)?;
         Ok((i64_at(&v, &["count"]), i64_at(&v, &["header", "revision"])))
     }

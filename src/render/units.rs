@@ -98,6 +98,14 @@ struct EtcdMemberUnit<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "nodeboot-etcd-backup.service", escape = "none")]
+struct EtcdBackupUnit<'a> {
+    binary: &'a str,
+    mount_point: &'a str,
+    interval_seconds: u64,
+}
+
+#[derive(Template)]
 #[template(path = "kubelet.service", escape = "none")]
 struct KubeletUnit<'a> {
     kubernetes_version: &'a str,
@@ -159,7 +167,7 @@ pub fn kubectl_image(version: &str) -> String {
 
 /// The etcd container image the member unit runs (etcd's official release image).
 pub fn etcd_image(version: &str) -> String {
-    format!("quay.io/coreos/etcd:v{version}")
+    crate::node_config::etcd_image(version)
 }
 
 /// Every unit of `role`, in boot order.
@@ -221,6 +229,8 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             extra_syscalls: ETCD_CLIENT_ONLY.extra_syscalls,
         };
         units.push(UnitFile { name: stage_unit_name("etcd-promote"), contents: render(&promote) });
+        let backup = EtcdBackupUnit { binary, mount_point: ETCD_MOUNT_POINT, interval_seconds: env.etcd_backup.interval.as_secs() };
+        units.push(UnitFile { name: "nodeboot-etcd-backup.service".into(), contents: render(&backup) });
     }
     if role.runs_kubelet() {
         let kubelet = KubeletUnit {

@@ -74,15 +74,21 @@ impl Context {
     /// The context as associated data: each pair, sorted by key, as
     /// `u16 length, key, u16 length, value` (lengths big-endian).
     pub fn aad(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (k, v) in self.kms() {
-            for part in [k.as_bytes(), v.as_bytes()] {
-                out.extend_from_slice(&(part.len().min(u16::MAX as usize) as u16).to_be_bytes());
-                out.extend_from_slice(part);
-            }
-        }
-        out
+        context_aad(&self.kms())
     }
+}
+
+/// An encryption context as associated data: each pair, sorted by key, as
+/// `u16 length, key, u16 length, value` (shared with the backups' format 2).
+pub fn context_aad(context: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in context {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            out.extend_from_slice(&(part.len().min(u16::MAX as usize) as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -296,3 +296,11 @@ impl Compute for Ec2 {
             .map_err(|e| cloud_error("DetachNetworkInterface", attachment_id, e))
     }
 }
+
+impl crate::cloud::Instances for Ec2 {
+    async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.calls.add();
+        self.client.terminate_instances().instance_ids(id).send().await.map_err(|e| cloud_error("TerminateInstances", id, e))?;
+        Ok(())
+    }
+}

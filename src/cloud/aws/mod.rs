@@ -7,6 +7,7 @@ pub mod ec2;
 pub mod inventory;
 pub mod kms;
 pub mod s3;
+mod s3_files;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

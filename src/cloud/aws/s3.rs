@@ -14,7 +14,7 @@ use super::{cloud_error, CallCount};
 use crate::cloud::{BucketState, Buckets, CloudError, ObjectEntry, Objects, StoredObject};
 
 pub struct S3 {
-    client: Client,
+    pub(crate) client: Client,
     pub calls: CallCount,
 }
 
@@ -29,7 +29,7 @@ impl S3 {
 
 /// The error with its code; S3 answers HEAD requests without a body, so a
 /// bare 404 or 403 gets the code `NotFound` or `Forbidden`.
-fn error<E>(operation: &'static str, resource: &str, err: aws_sdk_s3::error::SdkError<E, HttpResponse>) -> CloudError
+pub(crate) fn error<E>(operation: &'static str, resource: &str, err: aws_sdk_s3::error::SdkError<E, HttpResponse>) -> CloudError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -45,7 +45,7 @@ where
     e
 }
 
-fn code_is(e: &CloudError, codes: &[&str]) -> bool {
+pub(crate) fn code_is(e: &CloudError, codes: &[&str]) -> bool {
     e.code.as_deref().is_some_and(|c| codes.contains(&c))
 }
 
