@@ -277,19 +277,16 @@ variable "etcd_version" {
 variable "etcd_backup_interval" {
   description = "How often the etcd leader writes a backup (read by nodeboot render; 1m to 24h)."
   type        = string
-  default     = "15m"
 }
 
 variable "etcd_backup_keep_hourly" {
   description = "How long one etcd backup per hour is kept (read by nodeboot)."
   type        = string
-  default     = "7d"
 }
 
 variable "etcd_backup_keep_daily" {
   description = "How long one etcd backup per day is kept (read by nodeboot)."
   type        = string
-  default     = "365d"
 }
 
 variable "nodeboot_source" {

@@ -31,9 +31,9 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("flatcar_channel", "one of \"stable\", \"beta\", \"alpha\""),
     ("kubernetes_version", "a version such as \"1.31.4\""),
     ("etcd_version", "a version such as \"3.5.17\""),
-    ("etcd_backup_interval", "a duration from \"1m\" to \"24h\" such as \"15m\" (optional)"),
-    ("etcd_backup_keep_hourly", "a duration such as \"7d\": how long one backup per hour is kept (optional)"),
-    ("etcd_backup_keep_daily", "a duration such as \"365d\", at least etcd_backup_keep_hourly (optional)"),
+    ("etcd_backup_interval", "a duration from \"1m\" to \"24h\" such as \"15m\""),
+    ("etcd_backup_keep_hourly", "a duration such as \"7d\": how long one backup per hour is kept"),
+    ("etcd_backup_keep_daily", "a duration such as \"365d\", at least etcd_backup_keep_hourly"),
     ("nodeboot_source", "\"ami\" (baked into the image) or \"s3\" (fetched at boot)"),
     ("nodeboot_path", "an absolute path such as \"/opt/bin/nodeboot\""),
     ("nodeboot_s3_url", "an S3 URL such as \"s3://bucket/nodeboot\" (empty when nodeboot_source = \"ami\")"),
@@ -122,15 +122,6 @@ impl<'a> Reader<'a> {
             hcl::Value::String(s) if valid(s) => Ok(s.clone()),
             other => Err(describe(other)),
         })
-    }
-
-    /// An optional field: `default` when absent, else checked like `string`.
-    pub fn optional_string(&mut self, field: &str, default: &str, valid: impl Fn(&str) -> bool) -> Option<String> {
-        if self.raw.attrs.contains_key(field) {
-            self.string(field, valid)
-        } else {
-            Some(default.to_string())
-        }
     }
 
     pub fn count(&mut self, field: &str) -> Option<u32> {

@@ -252,11 +252,11 @@ fn read_addons(r: &mut Reader) -> Option<addons::Addons> {
 
 fn read_backup_policy(r: &mut Reader) -> Option<EtcdBackupPolicy> {
     let duration = |s: &str| humantime::parse_duration(s).ok();
-    let interval = r.optional_string("etcd_backup_interval", "15m", |s| {
+    let interval = r.string("etcd_backup_interval", |s| {
         duration(s).is_some_and(|d| d >= std::time::Duration::from_secs(60) && d <= std::time::Duration::from_secs(86_400))
     });
-    let hourly = r.optional_string("etcd_backup_keep_hourly", "7d", |s| duration(s).is_some());
-    let daily = r.optional_string("etcd_backup_keep_daily", "365d", |s| duration(s).is_some());
+    let hourly = r.string("etcd_backup_keep_hourly", |s| duration(s).is_some());
+    let daily = r.string("etcd_backup_keep_daily", |s| duration(s).is_some());
     let policy = EtcdBackupPolicy { interval: duration(&interval?)?, keep_hourly: duration(&hourly?)?, keep_daily: duration(&daily?)? };
     if policy.keep_daily < policy.keep_hourly {
         r.error("etcd_backup_keep_daily", "shorter than etcd_backup_keep_hourly; the daily tier keeps backups after the hourly one ends");
