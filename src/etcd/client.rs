@@ -352,6 +352,11 @@ impl Cluster for Client {
         members(&endpoint, "/v3/cluster/member/list", &v, "members")
     }
 
+    fn member_list_local(&self, endpoint: &str) -> Result<Vec<Member>, EtcdClientError> {
+        let v = self.call_at(endpoint, "/v3/cluster/member/list", &json!({"linearizable": false}))?;
+        members(endpoint, "/v3/cluster/member/list", &v, "members")
+    }
+
     fn member_add(&self, peer_urls: &[String], learner: bool) -> Result<Member, EtcdClientError> {
         const CALL: &str = "/v3/cluster/member/add";
         let (endpoint, v) = self.call(CALL, json!({"peerURLs": peer_urls, "isLearner": learner}))?;

@@ -88,7 +88,7 @@ impl Member {
 
 /// `Maintenance/Status` of one member: answered by that member alone, with
 /// or without quorum (`leader` is 0 when it knows no leader).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Status {
     pub endpoint: String,
     pub member_id: u64,
@@ -129,7 +129,12 @@ pub trait Cluster {
     /// The client URLs this handle asks, in order.
     fn endpoints(&self) -> Vec<String>;
     fn status(&self, endpoint: &str) -> Result<Status, EtcdClientError>;
+    /// The members, linearizable: needs a leader (without one etcd answers
+    /// "request timed out" after its request timeout).
     fn member_list(&self) -> Result<Vec<Member>, EtcdClientError>;
+    /// The members as `endpoint` itself knows them (no leader needed; may
+    /// lag the cluster).
+    fn member_list_local(&self, endpoint: &str) -> Result<Vec<Member>, EtcdClientError>;
     /// Adds a member (a learner when `learner`); returns it as etcd lists it.
     fn member_add(&self, peer_urls: &[String], learner: bool) -> Result<Member, EtcdClientError>;
     fn member_remove(&self, id: u64) -> Result<(), EtcdClientError>;

@@ -436,24 +436,129 @@ class Lab:
             self.ec2, self.state["vpc_cidr"], self.state["zones"], self.state["secure_subnets"]
         )
         self.state.update(vpc_id=vpc_id, subnets=subnets)
+        self.save()
+        self.add_members()
+
+    def add_members(self):
+        """Terraform's side of the members up to etcd_count that do not exist
+        yet (all of them at `up`; the new ones when etcd_count goes up): a
+        tagged volume over a blank loop file and a tagged ENI each."""
         zones, subnets_cidr = self.state["zones"], self.state["secure_subnets"]
+        have = {m["member"] for m in self.state["members"]}
         for place in lab_ec2.placement(zones, subnets_cidr, self.state["etcd_count"]):
-            image = self.data / f"member-{place['member']}.img"
-            with open(image, "wb") as f:
-                f.truncate(VOLUME_MB * 1024 * 1024)
-            loop = run(["losetup", "--find", "--show", image]).stdout.strip()
+            if place["member"] in have:
+                continue
             made = lab_ec2.create_member(
                 self.ec2,
                 self.name,
                 place["member"],
                 place["zone"],
-                subnets[place["zone"]]["id"],
+                self.state["subnets"][place["zone"]]["id"],
                 place["eni_ip"],
                 max(1, VOLUME_MB // 1024),
             )
-            self.state["members"].append({**place, **made, "image": str(image), "loop": loop})
-            self.save()
+            with self.lock:
+                self.state["members"].append({**place, **made})
+                self.save()
+            self._blank_loop(self.state["members"][-1], made["volume_id"])
             self._dhcp_host(made["eni_mac"], place["eni_ip"])
+
+    def _blank_loop(self, m, volume_id, suffix=""):
+        """A blank sparse file and its loop device behind volume `volume_id`
+        of member `m` (recorded before the loop device is made)."""
+        image = self.data / f"member-{m['member']}{suffix}.img"
+        with open(image, "wb") as f:
+            f.truncate(VOLUME_MB * 1024 * 1024)
+        loop = run(["losetup", "--find", "--show", image]).stdout.strip()
+        with self.lock:
+            m.update(volume_id=volume_id, image=str(image), loop=loop)
+            self.save()
+
+    def replace_volume(self, member, timeout=60):
+        """The member's EBS volume is lost and replaced by a blank one (what
+        Terraform does once the old one is gone): the old volume is detached
+        (forced: its instance is stopped or terminated) and deleted, a new
+        blank volume takes its tags. No running node may hold the member."""
+        m = self.member(member=member)
+        if any(
+            n.get("member") == member and n["state"] == "running"
+            for n in self.state["nodes"].values()
+        ):
+            raise LabError(f"member {member} is held by a running node: kill or stop it first")
+        old, old_loop = m["volume_id"], m["loop"]
+        deadline = time.monotonic() + timeout
+        while (v := self.ec2.describe_volumes(VolumeIds=[old])["Volumes"][0])[
+            "State"
+        ] != "available":
+            if v["State"] == "in-use" and all(a["State"] == "attached" for a in v["Attachments"]):
+                self.ec2.detach_volume(VolumeId=old, Force=True)
+            if time.monotonic() > deadline:
+                raise LabError(f"volume {old} still {v['State']} after {timeout}s")
+            time.sleep(0.1)
+        self.ec2.delete_volume(VolumeId=old)
+        run(["losetup", "--detach", old_loop], check=False)
+        volume = self.ec2.create_volume(
+            AvailabilityZone=m["zone"],
+            Size=max(1, VOLUME_MB // 1024),
+            TagSpecifications=lab_ec2._tags("volume", self.name, member),
+        )
+        self._blank_loop(m, volume["VolumeId"], suffix=f"-{volume['VolumeId']}")
+
+    def set_etcd_count(self, count):
+        """The operator changes etcd_count and runs `nodeboot up` up to
+        Terraform: the environment file, every role's config rendered again
+        (the launch templates' user data: only nodes launched from now on get
+        it), `pki` (certificates for new members; the rest is kept) and the
+        secrets uploaded again."""
+        env_file = Path(self.state["env_file"])
+        text = re.sub(r"(?m)^etcd_count\s*=.*$", f"etcd_count = {count}", env_file.read_text())
+        env_file.write_text(text)
+        render = self.dir / "render"
+        run([self.bin, "render", "--env", env_file, "--out", render])
+        for role in ROLES:
+            full = render / f"{role}.full.ign"
+            if full.exists():
+                os.replace(full, render / f"{role}.ign")
+        run([self.bin, "pki", "--env", env_file, "--dir", self.dir / "secrets"])
+        args = ["secrets", "upload", "--env", env_file, "--dir", self.dir / "secrets", "secure"]
+        out = run([self.bin, *args], env=self.operator_env(), timeout=120)
+        with open(self.dir / "operator.log", "a") as f:
+            f.write(f"== nodeboot {' '.join(map(str, args))}\n{out.stdout}{out.stderr}")
+        with self.lock:
+            self.state["etcd_count"] = count
+            self.save()
+
+    def remove_members(self):
+        """Terraform's side of etcd_count going down: the instances holding
+        members at or above etcd_count are terminated (after a clean
+        shutdown), then those members' volumes and ENIs deleted."""
+        count = self.state["etcd_count"]
+        for m in [m for m in self.state["members"] if m["member"] >= count]:
+            for name, n in self.state["nodes"].items():
+                if n.get("member") == m["member"] and n["state"] in ("running", "stopped"):
+                    self.kill_node(name, how="terminate", clean=True)
+                    lab_ec2.wait_state(self.ec2, n["instance_id"], ["terminated"])
+            deadline = time.monotonic() + 60
+            while (
+                self.ec2.describe_volumes(VolumeIds=[m["volume_id"]])["Volumes"][0]["State"]
+                != "available"
+            ):
+                if time.monotonic() > deadline:
+                    raise LabError(f"volume {m['volume_id']} not detached after 60s")
+                time.sleep(0.1)
+            self.ec2.delete_volume(VolumeId=m["volume_id"])
+            self.ec2.delete_network_interface(NetworkInterfaceId=m["eni_id"])
+            run(["losetup", "--detach", m["loop"]], check=False)
+            with self.lock:
+                self.state["members"].remove(m)
+                self.save()
+
+    def operator(self, *args, timeout=120):
+        """A `nodeboot` command as the operator runs it from a machine in the
+        VPC (the router's namespace), with the lab's secrets tree and the
+        emulator as AWS. Returns the completed process (check it yourself)."""
+        cmd = [*lab_net.nsenter(self.router), self.bin, *args]
+        return run(cmd, check=False, timeout=timeout, env=self.operator_env())
 
     # --- nodes ---------------------------------------------------------------
 
@@ -762,14 +867,15 @@ class Lab:
         lab_proc.kill(n.get("imds"))
         lab_net.delete(n["netns"])
 
-    def kill_node(self, node, how="stop"):
+    def kill_node(self, node, how="stop", clean=False):
         """An instance failure: SIGKILL, the kernel's state gone, and in EC2
         `stop-instances --force` (how="stop": the instance keeps its volume and
         ENI until a replacement's attach stage takes them over) or a
         termination (how="terminate": EC2 detaches them itself, after
-        --shutdown-delay-ms)."""
+        --shutdown-delay-ms). clean=True: systemd shuts the machine down
+        first, as on a TerminateInstances of a healthy instance (a roll)."""
         n = self.node(node)
-        self._power_off(n)
+        self._power_off(n, clean=clean)
         if how == "stop":
             self.ec2.stop_instances(InstanceIds=[n["instance_id"]], Force=True)
         elif how == "terminate":

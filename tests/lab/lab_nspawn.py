@@ -186,7 +186,7 @@ class Container:
             f"--machine={self.machine}",
             "--register=no",
             "--keep-unit",
-            "--console=passive",
+            "--console=read-only",
             "--capability=CAP_NET_ADMIN",
             *net,
             *bind_args,

@@ -216,11 +216,11 @@ pub fn observe_cluster<C: Cluster + Sync>(cluster: &C) -> Result<Option<View>, E
         asks.into_iter().map(|a| a.join().expect("a status call does not panic")).collect()
     });
     let mut healthy = std::collections::BTreeSet::new();
-    let mut answered = 0;
+    let mut answered = None;
     for answer in answers {
         match answer {
             Ok(status) => {
-                answered += 1;
+                answered.get_or_insert_with(|| status.endpoint.clone());
                 info!(endpoint = status.endpoint, leader = status.leader != 0, "etcd member {:x} answers", status.member_id);
                 if status.has_leader() && !status.is_learner {
                     healthy.insert(status.member_id);
@@ -229,10 +229,16 @@ pub fn observe_cluster<C: Cluster + Sync>(cluster: &C) -> Result<Option<View>, E
             Err(e) => info!("{e}"),
         }
     }
-    if answered == 0 {
+    let Some(answered) = answered else {
         return Ok(None);
-    }
-    Ok(Some(View { members: cluster.member_list()?, healthy }))
+    };
+    // A linearizable MemberList needs a leader: without one etcd answers
+    // "request timed out" (retryable, exit 23) and a blank member would
+    // wait for ever instead of refusing (exit 22). Knowing no leader, the
+    // plan can only refuse, bootstrap (a forming cluster) or resume, none
+    // of which changes the membership, so a member's own view will do.
+    let members = if healthy.is_empty() { cluster.member_list_local(&answered)? } else { cluster.member_list()? };
+    Ok(Some(View { members, healthy }))
 }
 
 /// The data's version must be at most one minor away from the binary's.
@@ -505,6 +511,58 @@ mod tests {
         std::fs::write(&record, "garbage\n").unwrap();
         let err = check_version(&record, Data::Member, v("3.5.16")).unwrap_err();
         assert!(err.to_string().contains("etcd-version"), "{err}");
+    }
+
+    /// A cluster whose answering members know no leader: a linearizable
+    /// MemberList times out there (etcd 3.5.16: "etcdserver: request timed
+    /// out" after ~9 s, seen in the lab), the local one answers.
+    struct Leaderless {
+        members: Vec<crate::etcd::Member>,
+    }
+
+    impl Cluster for Leaderless {
+        fn endpoints(&self) -> Vec<String> {
+            vec!["https://10.0.11.10:2379".into(), "https://10.0.12.10:2379".into()]
+        }
+        fn status(&self, endpoint: &str) -> Result<crate::etcd::Status, EtcdClientError> {
+            if endpoint.contains("10.0.11.10") {
+                return Err(EtcdClientError::Unreachable { endpoint: endpoint.into(), detail: "timeout: connect".into() });
+            }
+            Ok(crate::etcd::Status { endpoint: endpoint.into(), member_id: 3, leader: 0, ..Default::default() })
+        }
+        fn member_list(&self) -> Result<Vec<crate::etcd::Member>, EtcdClientError> {
+            Err(EtcdClientError::Api { endpoint: "https://10.0.12.10:2379".into(), call: "/v3/cluster/member/list".into(), code: 14, message: "etcdserver: request timed out".into() })
+        }
+        fn member_list_local(&self, _endpoint: &str) -> Result<Vec<crate::etcd::Member>, EtcdClientError> {
+            Ok(self.members.clone())
+        }
+        fn member_add(&self, _: &[String], _: bool) -> Result<crate::etcd::Member, EtcdClientError> {
+            unreachable!("the observation changes nothing")
+        }
+        fn member_remove(&self, _: u64) -> Result<(), EtcdClientError> {
+            unreachable!("the observation changes nothing")
+        }
+        fn member_promote(&self, _: u64) -> Result<(), EtcdClientError> {
+            unreachable!("the observation changes nothing")
+        }
+    }
+
+    #[test]
+    fn a_cluster_without_a_leader_is_observed_and_refused_not_taken_for_busy() {
+        let member = |id: u64, i: u32| crate::etcd::Member {
+            id,
+            name: format!("env-etcd-{i}"),
+            peer_urls: vec![format!("https://10.0.1{i}.10:2380")],
+            client_urls: vec![format!("https://10.0.1{i}.10:2379")],
+            is_learner: false,
+        };
+        let cluster = Leaderless { members: vec![member(1, 0), member(2, 1), member(3, 2)] };
+        let view = observe_cluster(&cluster).expect("a leaderless cluster is observed, not an error").expect("one member answered");
+        assert!(view.healthy.is_empty());
+        assert_eq!(view.members.len(), 3);
+        let me = Me { name: "env-etcd-0".into(), peer_url: "https://10.0.10.10:2380".into() };
+        let plan = plan::plan(&plan::Observed { data: Data::Blank, me, cluster: Some(view), history: false });
+        assert!(matches!(&plan, Plan::Refuse { reason } if reason.contains("no quorum without this member")), "{plan:?}");
     }
 
     #[test]

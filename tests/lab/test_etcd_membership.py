@@ -1,0 +1,156 @@
+"""Acceptance tests of issue 11 (the etcd stage's half), in the systemd lab
+(tests/lab/README.md): a member whose volume is replaced by a blank one
+rejoins by itself; without quorum a blank member touches nothing and names
+the restore command, and joins once quorum returns. Real etcd 3.5, real
+systemd 252 running the rendered units, the emulator as AWS.
+
+Root only, like test_lab.py: without root every test fails and says why,
+unless NODEBOOT_SKIP_ROOT_TESTS=1. Every lab has its own name and is torn
+down and checked clean however the test ends.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab as lablib  # noqa: E402
+import lab_net  # noqa: E402
+from test_lab import (  # noqa: E402
+    etcd_json,
+    lab_session,
+    put_keys,
+    read_keys,
+    unique_name,
+    wait_for,
+)
+
+ETCD_NO_QUORUM = 22  # README: exit codes
+ETCD_STAGE = "nodeboot-etcd.service"
+
+
+@pytest.fixture
+def cluster():
+    lablib.require_lab()
+    with lab_session(unique_name()) as lab:
+        yield lab
+
+
+def members(lab, at=None):
+    """The member list (etcdctl's JSON) as the members `at` (default all) see it."""
+    return etcd_json(lab, "member", "list", members=at)["members"]
+
+
+def local_members(lab, member):
+    """The members as `member` itself knows them (MemberList with
+    linearizable false, through its JSON gateway): answers without a
+    leader, where `etcdctl member list` (linearizable in 3.5.16) times out."""
+    pki = lab.etcd_pki
+    out = lablib.run([
+        *lab_net.nsenter(lab.router), "curl", "-sS", "--fail-with-body", "--max-time", "10",
+        "--cacert", pki / "ca.crt", "--cert", pki / "client.crt", "--key", pki / "client.key",
+        "-d", '{"linearizable": false}', f"{lab.endpoints([member])[0]}/v3/cluster/member/list",
+    ])  # fmt: skip
+    return json.loads(out.stdout)["members"]
+
+
+def voting(lab, count):
+    """`count` members, every one started (named) and none a learner."""
+    ms = members(lab)
+    return len(ms) == count and all(m.get("name") and not m.get("isLearner") for m in ms)
+
+
+def all_active(lab, node):
+    units = lab.node(node)["enabled"]
+    out = lab.node_run(node, "systemctl", "is-active", *units, check=False).stdout.split()
+    return out == ["active"] * len(units)
+
+
+def line_index(text, needle):
+    """The index of the first line of `text` containing `needle`, else -1."""
+    return next((i for i, line in enumerate(text.splitlines()) if needle in line), -1)
+
+
+# --- 1. a blank volume rejoins ---------------------------------------------------
+
+
+def test_a_member_whose_volume_is_replaced_by_a_blank_one_rejoins_as_itself(cluster, capsys):
+    lab = cluster
+    before = {m["name"]: m for m in members(lab)}
+    written = put_keys(lab, "/lab/before", 30)
+    victim = lab.node_of_member(0)
+    zone = lab.node(victim)["zone"]
+    lab.kill_node(victim)
+    lab.replace_volume(0)
+    lab.wait_healthy(members=[1, 2])
+    written |= put_keys(lab, "/lab/during", 30, members=[1, 2])
+
+    report = lab.boot_node(zone)  # every unit active: etcd-promote too
+    node = report["node"]
+    assert report["member"] == 0, report
+    lab.wait_healthy()
+    wait_for("three voting members", lambda: voting(lab, 3), 60)
+    with capsys.disabled():
+        print(f"\n[etcd] blank-volume replacement, launch to voting member: {report['seconds']}")
+
+    after = {m["name"]: m for m in members(lab)}
+    name0 = f"{lab.name}-etcd-0"
+    assert set(after) == set(before), "the same member names, none stale, none extra"
+    assert after[name0]["peerURLs"] == before[name0]["peerURLs"], "the same peer URL"
+    assert after[name0]["ID"] != before[name0]["ID"], "a new member took the stale one's place"
+    for name in set(before) - {name0}:
+        assert after[name]["ID"] == before[name]["ID"], name
+    assert read_keys(lab, "/lab/", 0, serializable=True) == written, "its own copy has every key"
+    for m in (0, 1, 2):
+        assert read_keys(lab, "/lab/", m) == written
+
+    env = lab.node_path(node, "/run/nodeboot/etcd.env").read_text()
+    assert "ETCD_INITIAL_CLUSTER_STATE=existing" in env, env
+    journal = lab.unit_journal(node, ETCD_STAGE)
+    hook = line_index(journal, "backup hook called before replacing etcd member")
+    removed = line_index(journal, "removed the stale etcd member")
+    added = line_index(journal, "added etcd member")
+    assert -1 not in (hook, removed, added) and hook < removed < added, journal[-4000:]
+    promote = lab.unit_journal(node, "nodeboot-etcd-promote.service")
+    assert f"promoted etcd member {name0} to a voting member" in promote, promote
+    record = lab.node_path(node, "/var/lib/etcd/etcd-version").read_text().strip()
+    assert record.startswith("3.5."), record
+
+
+# --- 2. no quorum: touch nothing, then join once quorum returns -------------------
+
+
+def test_a_blank_member_without_quorum_touches_nothing_then_joins_when_quorum_returns(cluster):
+    lab = cluster
+    written = put_keys(lab, "/lab/before", 10)
+    before = sorted((m["ID"], m["name"]) for m in local_members(lab, 2))
+    victim, other = lab.node_of_member(0), lab.node_of_member(1)
+    zone = lab.node(victim)["zone"]
+    lab.kill_node(victim)
+    lab.replace_volume(0)
+    lab.stop_node(other)  # two of three gone: member 2 alone has no quorum
+
+    node = lab.launch(zone)
+    report = lab.boot(node, check=False, timeout=45)
+    journal = lab.unit_journal(node, ETCD_STAGE)
+    assert report["units"][ETCD_STAGE] == "activating", (report, journal[-3000:])
+    assert f"(exit {ETCD_NO_QUORUM}), retrying" in journal, journal[-3000:]
+    assert "has no quorum without this member" in journal, journal[-3000:]
+    assert "Nothing was changed" in journal and "nodeboot etcd restore --env" in journal, journal
+    assert not lab.node_path(node, "/run/nodeboot/etcd.env").exists(), "etcd was not configured"
+    assert report["units"]["etcd-member.service"] != "active", report
+    assert sorted((m["ID"], m["name"]) for m in local_members(lab, 2)) == before, "untouched"
+    assert "removed the stale" not in journal and "added etcd member" not in journal, journal
+
+    # The stopped member returns; the blank member's stage, still retrying, joins.
+    lab.start_node(other)
+    lab.wait_healthy(members=[1, 2])
+    wait_for(f"{node}'s units to be active", lambda: all_active(lab, node), 180)
+    lab.wait_healthy()
+    wait_for("three voting members", lambda: voting(lab, 3), 60)
+    assert {m["name"] for m in members(lab)} == {f"{lab.name}-etcd-{i}" for i in range(3)}
+    assert read_keys(lab, "/lab/", 0, serializable=True) == written
+    journal = lab.unit_journal(node, ETCD_STAGE)
+    assert "removed the stale etcd member" in journal, journal[-3000:]
