@@ -98,6 +98,17 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The first key of a prefix range: etcd refuses an empty key ("key is not
+/// provided"), so every key (the empty prefix) starts at `\0`, as clientv3's
+/// `WithPrefix` does.
+fn range_start(prefix: &[u8]) -> &[u8] {
+    if prefix.is_empty() {
+        b"\0"
+    } else {
+        prefix
+    }
+}
+
 fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
 }
@@ -215,7 +226,7 @@ impl Client {
 
     /// Every key that starts with `prefix`, in key order.
     pub fn range_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, EtcdClientError> {
-        let (endpoint, v) = self.call("/v3/kv/range", json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix))}))?;
+        let (endpoint, v) = self.call("/v3/kv/range", json!({"key": b64(range_start(prefix)), "range_end": b64(&prefix_end(prefix))}))?;
         kvs(&endpoint, &v)
     }
 
@@ -227,7 +238,7 @@ impl Client {
     /// How many keys started with `prefix` at `revision` (now when `None`),
     /// and the store's revision now.
     pub fn count_prefix_at(&self, prefix: &[u8], revision: Option<i64>) -> Result<(i64, i64), EtcdClientError> {
-        let mut body = json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix)), "count_only": true});
+        let mut body = json!({"key": b64(range_start(prefix)), "range_end": b64(&prefix_end(prefix)), "count_only": true});
         if let Some(revision) = revision {
             body["revision"] = json!(revision.to_string());
         }
