@@ -11,13 +11,17 @@ down and checked clean however the test ends.
 
 import json
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab as lablib  # noqa: E402
+import lab_ec2  # noqa: E402
 import lab_net  # noqa: E402
+from lab_writer import Writer  # noqa: E402
 from test_lab import (  # noqa: E402
     etcd_json,
     lab_session,
@@ -71,6 +75,13 @@ def all_active(lab, node):
 def line_index(text, needle):
     """The index of the first line of `text` containing `needle`, else -1."""
     return next((i for i, line in enumerate(text.splitlines()) if needle in line), -1)
+
+
+def assert_acknowledged_writes_read_back(lab, writer, at):
+    for m in at:
+        got = read_keys(lab, "/w/", m)
+        lost = sorted(k for k, v in writer.acked.items() if got.get(k) != v)
+        assert not lost, f"member {m} lacks {len(lost)} acknowledged writes: {lost[:5]}"
 
 
 # --- 1. a blank volume rejoins ---------------------------------------------------
@@ -154,3 +165,97 @@ def test_a_blank_member_without_quorum_touches_nothing_then_joins_when_quorum_re
     assert read_keys(lab, "/lab/", 0, serializable=True) == written
     journal = lab.unit_journal(node, ETCD_STAGE)
     assert "removed the stale etcd member" in journal, journal[-3000:]
+
+
+# --- 3. scaling with a writer ------------------------------------------------------
+
+
+def test_three_to_five_to_three_members_with_a_writer_loses_no_acknowledged_write(cluster, capsys):
+    lab = cluster
+    with Writer(lab, members=[0, 1, 2]) as writer:
+        t = time.monotonic()
+        lab.set_etcd_count(5)  # nodeboot up: config, certificates, secrets
+        lab.add_members()  # Terraform: the volumes and ENIs of members 3 and 4
+        zones = [lab.member(member=m)["zone"] for m in (3, 4)]
+        nodes = [lab.launch(z) for z in zones]  # the groups launch both at once
+        with ThreadPoolExecutor(2) as pool:
+            reports = list(pool.map(lab.boot, nodes))
+        assert sorted(r["member"] for r in reports) == [3, 4], reports
+        wait_for("five voting members", lambda: voting(lab, 5), 120)
+        lab.wait_healthy()
+        up_seconds = time.monotonic() - t
+        waits = [lab.unit_journal(n, ETCD_STAGE).count("(exit 23), retrying") for n in nodes]
+
+        refused = lab.operator("etcd", "remove-member", "--env", lab.state["env_file"],
+                               "--dir", lab.dir / "secrets", "3")  # fmt: skip
+        assert refused.returncode == 4, (refused.returncode, refused.stderr)
+        assert "remove members from the highest down" in refused.stderr, refused.stderr
+        t = time.monotonic()
+        for m in (4, 3):
+            out = lab.operator("etcd", "remove-member", "--env", lab.state["env_file"],
+                               "--dir", lab.dir / "secrets", str(m))  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            assert f"removed {lab.name}-etcd-{m}" in out.stdout, out.stdout
+        again = lab.operator("etcd", "remove-member", "--env", lab.state["env_file"],
+                             "--dir", lab.dir / "secrets", "4")  # fmt: skip
+        assert again.returncode == 0 and "already removed" in again.stdout, again.stderr
+        lab.set_etcd_count(3)
+        lab.remove_members()  # Terraform deletes members 3 and 4's volumes and ENIs
+        lab.wait_healthy()
+        down_seconds = time.monotonic() - t
+        time.sleep(1)  # a few more writes on three members
+    assert voting(lab, 3)
+    assert {m["name"] for m in members(lab)} == {f"{lab.name}-etcd-{i}" for i in range(3)}
+    assert len(lab.state["members"]) == 3
+    assert writer.count() > 100, (writer.count(), writer.failures)
+    assert_acknowledged_writes_read_back(lab, writer, (0, 1, 2))
+    with capsys.disabled():
+        print(
+            f"\n[etcd] 3->5 in {up_seconds:.1f}s (exit-23 waits per joiner: {waits}), "
+            f"5->3 in {down_seconds:.1f}s; writer: {writer.count()} acknowledged, "
+            f"{writer.failed} failed, none lost; longest gap {writer.longest_gap():.2f}s"
+        )
+
+
+# --- 4. rolling replacement under a writer -------------------------------------------
+
+
+def test_a_rolling_replacement_of_every_member_loses_no_acknowledged_write(cluster, capsys):
+    """What `nodeboot roll --role etcd` does, driven by the lab: one member at
+    a time, terminate its instance (a clean shutdown, then EC2 detaches its
+    volume and ENI) and boot a replacement in the same zone; member 1 comes
+    back on a blank volume. A writer puts a key every 50 ms throughout."""
+    lab = cluster
+    ids = {m["name"]: m["ID"] for m in members(lab)}
+    seconds = []
+    with Writer(lab, members=[0, 1, 2], interval=0.05) as writer:
+        time.sleep(2)
+        for member in (0, 1, 2):
+            lab.wait_healthy()
+            node = lab.node_of_member(member)
+            zone = lab.node(node)["zone"]
+            t = time.monotonic()
+            lab.kill_node(node, how="terminate", clean=True)
+            lab_ec2.wait_state(lab.ec2, lab.node(node)["instance_id"], ["terminated"])
+            if member == 1:
+                lab.replace_volume(1)
+            report = lab.boot_node(zone)
+            assert report["member"] == member, report
+            lab.wait_healthy()
+            wait_for("three voting members", lambda: voting(lab, 3), 120)
+            seconds.append(round(time.monotonic() - t, 1))
+        time.sleep(2)
+    after = {m["name"]: m["ID"] for m in members(lab)}
+    assert set(after) == set(ids)
+    name1 = f"{lab.name}-etcd-1"
+    assert after[name1] != ids[name1], "member 1 came back as a new member (blank volume)"
+    for name in set(ids) - {name1}:
+        assert after[name] == ids[name], f"{name} kept its member ID (its data)"
+    assert writer.count() > 100, (writer.count(), writer.failures)
+    assert_acknowledged_writes_read_back(lab, writer, (0, 1, 2))
+    with capsys.disabled():
+        print(
+            f"\n[etcd] rolling replacement of 3 members (member 1 blank): {seconds} s each; "
+            f"writer: {writer.count()} acknowledged, {writer.failed} failed, none lost; "
+            f"longest write outage {writer.longest_gap():.2f}s; failures: {writer.failures[:3]}"
+        )
