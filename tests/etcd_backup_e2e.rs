@@ -324,3 +324,52 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
     let asides = std::fs::read_dir(&volume).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("member.pre-restore-")).count();
     assert_eq!(asides, 1);
 }
+
+#[test]
+fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_one() {
+    use common::etcd::{member_tls, pki, Member, Ports};
+    use nodeboot::stage::etcd::BackupHook;
+    let p = Platform::new("bk-hook");
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
+    let initial: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("m{i}={}", p.peer_url())).collect();
+    let mut members: Vec<Member> =
+        (0..3).map(|i| Member::start(dir.path(), &member_tls(&etcd_dir, i as u32), &format!("m{i}"), &ports[i], &initial.join(","), "new")).collect();
+    // The blank member 0's view: the other members' client URLs, its own certificate.
+    let others = Client::new(vec![members[1].client_url.clone(), members[2].client_url.clone()], &member_tls(&etcd_dir, 0)).unwrap();
+    common::etcd::wait_until("a leader", Duration::from_secs(30), || others.key_count(None).is_ok());
+    put_keys(&others, "/k/", 7);
+
+    let sdk = sdk_config(&p.aws.server.url);
+    let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+    let work = tempfile::tempdir().unwrap();
+    let hook = nodeboot::backup::hook::StageBackups {
+        objects: &s3,
+        keys: &kms,
+        bucket: p.bucket().to_string(),
+        environment: p.env.name.clone(),
+        key_id: p.env.kms_master_id.clone(),
+        work: work.path().to_path_buf(),
+        member_name: "m0".into(),
+        members: 3,
+    };
+    let backups = Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
+    assert!(!runtime().block_on(hook.history()).unwrap(), "no backup yet: no history");
+    runtime().block_on(hook.before_membership_change(&others, "adding m0")).unwrap();
+    let listed = runtime().block_on(backups.list()).unwrap();
+    assert_eq!(listed.len(), 1, "one backup before the change");
+    let head = runtime().block_on(backups.head_metadata(&listed[0].id)).unwrap().unwrap();
+    assert_eq!(head.metadata.get("nodeboot-keys").map(String::as_str), Some("7"));
+    assert_eq!(head.metadata.get("nodeboot-members").map(String::as_str), Some("3"));
+    assert!(runtime().block_on(hook.history()).unwrap(), "a backup is history");
+
+    // Two of three gone: the one left has no quorum, the hook fails and writes nothing.
+    members[2].kill();
+    members[0].kill();
+    let alone = Client::new(vec![members[1].client_url.clone()], &member_tls(&etcd_dir, 0)).unwrap();
+    let err = runtime().block_on(hook.before_membership_change(&alone, "replacing m0")).unwrap_err();
+    assert!(!err.is_empty());
+    assert_eq!(runtime().block_on(backups.list()).unwrap().len(), 1, "no backup without quorum");
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "no temporary file left");
+}

@@ -8,6 +8,8 @@
 
 pub mod etcd;
 pub mod format;
+#[cfg(feature = "aws")]
+pub mod hook;
 pub mod restore;
 pub mod retention;
 pub mod service;

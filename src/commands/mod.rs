@@ -158,7 +158,9 @@ pub mod stage {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
         let configured = runtime.block_on(async {
             let sdk = aws::sdk_config(&config.region).await;
-            etcd::run(root, &Ec2::new(&sdk), &etcd::NoBackups, binary_version).await
+            let (s3, kms) = (crate::cloud::aws::S3::new(&sdk), crate::cloud::aws::Kms::new(&sdk));
+            let backups = stage_backups(root, &config, &s3, &kms)?;
+            etcd::run(root, &Ec2::new(&sdk), &backups, binary_version).await
         })?;
         drop(runtime);
         let Some(binary) = exec_binary else { return Ok(()) };
@@ -166,6 +168,28 @@ pub mod stage {
             spawn_promoter(root)?;
         }
         Err(etcd::exec(binary, &configured.vars).into())
+    }
+
+    /// The etcd stage's backups: the secrets bucket, this member's name,
+    /// temporary files on the etcd volume.
+    #[cfg(feature = "aws")]
+    fn stage_backups<'a>(
+        root: &Root,
+        config: &crate::node_config::NodeConfig,
+        s3: &'a crate::cloud::aws::S3,
+        kms: &'a crate::cloud::aws::Kms,
+    ) -> Result<crate::backup::hook::StageBackups<'a, crate::cloud::aws::S3, crate::cloud::aws::Kms>, crate::stage::etcd::EtcdError> {
+        let claim: crate::stage::attach::Claim = root.recorded(crate::stage::attach::CLAIM_FILE, "attach")?;
+        Ok(crate::backup::hook::StageBackups {
+            objects: s3,
+            keys: kms,
+            bucket: config.secrets_bucket.clone(),
+            environment: config.environment.clone(),
+            key_id: config.kms_key_id.clone(),
+            work: root.path(crate::node_config::ETCD_MOUNT_POINT).join("nodeboot-backup"),
+            member_name: crate::pki::etcd_member_name(&config.environment, claim.member),
+            members: config.etcd.as_ref().map_or(0, |e| e.members),
+        })
     }
 
     /// `nodeboot stage etcd-promote` in the background, its output on ours.

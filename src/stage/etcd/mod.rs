@@ -84,8 +84,8 @@ pub enum EtcdError {
     Promote { member: String, detail: String },
 }
 
-/// What the etcd stage asks of backups. The backup module implements it;
-/// until then [`NoBackups`] stands in.
+/// What the etcd stage asks of backups: `backup::hook::StageBackups`
+/// implements it with the backup service's "backup now".
 pub trait BackupHook {
     /// Whether backups show that this environment's cluster has run before
     /// (so a blank member that finds nobody must not start a new cluster).
@@ -94,11 +94,8 @@ pub trait BackupHook {
     fn before_membership_change(&self, cluster: &Client, change: &str) -> impl Future<Output = Result<(), String>>;
 }
 
-/// No backups yet: no history, and a membership change goes ahead without a
-/// backup, saying so in the log.
-// TODO-by-etcdops: replace with the backup service's implementation (the
-// newest backup's existence for `history`, a fresh snapshot to S3 before
-// the change).
+/// No backups: no history, and a membership change goes ahead without a
+/// backup, saying so in the log (tests of the plan's acting half).
 pub struct NoBackups;
 
 impl BackupHook for NoBackups {
@@ -107,7 +104,7 @@ impl BackupHook for NoBackups {
     }
 
     async fn before_membership_change(&self, _cluster: &Client, change: &str) -> Result<(), String> {
-        warn!("backup hook called before {change}: no backup taken (backups are not implemented yet)");
+        warn!("backup hook called before {change}: no backup taken (NoBackups)");
         Ok(())
     }
 }
