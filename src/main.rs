@@ -445,6 +445,9 @@ enum EtcdCommand {
         /// How long a restored member may take to see a leader.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         restore_wait: Duration,
+        /// This member's client URL (the tests' etcd on another port).
+        #[arg(long, default_value = "https://127.0.0.1:2379", hide = true)]
+        endpoint: String,
     },
 }
 
@@ -570,9 +573,9 @@ fn run(command: Command) -> Result<(), Error> {
             EtcdCommand::VerifyBackup { env, backup, etcd, etcdutl } => {
                 print_lines(commands::etcd_backup::verify(&env, commands::etcd_backup::VerifyOptions { backup, etcd, etcdutl })?)
             }
-            EtcdCommand::Backup { root, interval, poll, once, stop_etcd, start_etcd, restore_wait } => commands::etcd_backup::service(
+            EtcdCommand::Backup { root, interval, poll, once, stop_etcd, start_etcd, restore_wait, endpoint } => commands::etcd_backup::service(
                 &Root(root),
-                commands::etcd_backup::ServiceOptions { interval, poll, once, stop_etcd, start_etcd, restore_wait },
+                commands::etcd_backup::ServiceOptions { interval, poll, once, stop_etcd, start_etcd, restore_wait, endpoint },
             )?,
         },
         Command::Stage { root, retry, stage } => {

@@ -25,6 +25,8 @@ fn actions_of(aws: &Aws, cmd: &mut Command) -> BTreeSet<String> {
 fn iam_action(api: &str) -> String {
     match api {
         "GetObject" | "HeadObject" => "s3:GetObject".into(),
+        "PutObject" => "s3:PutObject".into(),
+        "DeleteObject" => "s3:DeleteObject".into(),
         "ListObjectsV2" | "ListObjects" => "s3:ListBucket".into(),
         "Decrypt" | "GenerateDataKey" | "DescribeKey" | "Encrypt" => format!("kms:{api}"),
         "SetInstanceHealth" => "autoscaling:SetInstanceHealth".into(),
@@ -53,6 +55,32 @@ fn policy_actions() -> BTreeMap<String, BTreeSet<String>> {
         out.insert(role.clone(), actions);
     }
     out
+}
+
+/// One pass of the node's backup service (`nodeboot etcd backup --once`)
+/// against a real etcd 3.5 member with this node's own certificate, after
+/// an old backup that retention prunes: what a backup pass calls.
+fn backup_once(node: &Node, aws: &Aws) -> BTreeSet<String> {
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(node.root().join("etc/nodeboot/node.json")).unwrap()).unwrap();
+    let bucket = config["secrets_bucket"].as_str().unwrap().to_string();
+    let member = node.claim().unwrap()["member"].as_u64().unwrap() as u32;
+    let tls = common::etcd::member_tls(&node.root().join("run/nodeboot/secrets/etcd"), member);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = common::etcd::Ports::free();
+    let etcd = common::etcd::Member::start(dir.path(), &tls, "m", &ports, &format!("m={}", ports.peer_url()), "new");
+    let client = nodeboot::etcd::Client::new(vec![etcd.client_url.clone()], &tls).unwrap();
+    common::etcd::wait_until("etcd answers", std::time::Duration::from_secs(30), || nodeboot::etcd::Cluster::status(&client, &etcd.client_url).is_ok_and(|s| s.has_leader()));
+    let s3 = aws_sdk_s3::Client::new(&common::secrets_bed::sdk_config(&aws.server.url));
+    let old = "backups/etcd/20200101T000000Z-r1.snapshot";
+    runtime().block_on(s3.put_object().bucket(&bucket).key(old).body(b"old".to_vec().into()).send()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeboot"));
+    cmd.arg("etcd").arg("backup").arg("--root").arg(node.root()).args(["--once", "--endpoint", &etcd.client_url]).envs(aws.env());
+    let seen = actions_of(aws, &mut cmd);
+    let listed = runtime().block_on(s3.list_objects_v2().bucket(&bucket).prefix("backups/etcd/").send()).unwrap();
+    let keys: Vec<String> = listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect();
+    assert!(!keys.iter().any(|k| k == old), "the old backup was pruned: {keys:?}");
+    assert_eq!(keys.len(), 1, "one fresh backup: {keys:?}");
+    seen
 }
 
 fn operator(dir: &Path, aws: &Aws, args: &[&str]) {
@@ -121,6 +149,8 @@ fn each_roles_iam_policy_allows_exactly_what_its_boot_calls() {
         etcd.extend(actions_of(&aws, &mut first.stage_cmd(&aws, stage, &[])));
     }
     etcd.extend(actions_of(&aws, &mut sync_once(&first, &aws)));
+    etcd.extend(backup_once(&first, &aws));
+    assert!(etcd.contains("PutObject") && etcd.contains("DeleteObject"), "the backup service wrote and pruned: {etcd:?}");
     first.stop(&aws);
     let second = Node::launch_role(&aws, &env, &vpc, "eu-west-1a", Role::Etcd);
     for stage in [&["discover"][..], &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"]] {

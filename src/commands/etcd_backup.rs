@@ -405,6 +405,8 @@ pub struct ServiceOptions {
     pub stop_etcd: String,
     pub start_etcd: String,
     pub restore_wait: Duration,
+    /// This member's client URL.
+    pub endpoint: String,
 }
 
 /// `nodeboot etcd backup` on a node: forever (or `--once`), one pass per poll.
@@ -413,7 +415,7 @@ pub fn service(root: &Root, options: ServiceOptions) -> Result<(), Error> {
     let etcd_config = config.etcd.clone().ok_or_else(|| Error::Refused(format!("{}: not an etcd node", root.path(crate::node_config::NODE_CONFIG_PATH).display())))?;
     let claim: Claim = root.recorded(CLAIM_FILE, "attach").map_err(|e| Error::Etcd(e.into()))?;
     let tls = Tls::for_member(root, claim.member);
-    let etcd = Client::new(vec![format!("https://127.0.0.1:{CLIENT_PORT}")], &tls.files()).map_err(|e| Error::Etcd(e.into()))?;
+    let etcd = Client::new(vec![options.endpoint.clone()], &tls.files()).map_err(|e| Error::Etcd(e.into()))?;
     let interval = options.interval.unwrap_or(Duration::from_secs(etcd_config.backup.interval_seconds));
     let retention = Retention { hourly_for: Duration::from_secs(etcd_config.backup.keep_hourly_seconds), daily_for: Duration::from_secs(etcd_config.backup.keep_daily_seconds) };
     let volume = root.path(ETCD_MOUNT_POINT);
@@ -424,7 +426,7 @@ pub fn service(root: &Root, options: ServiceOptions) -> Result<(), Error> {
         let node = NodeBackup {
             backups: Backups::new(&s3, &kms, &config.secrets_bucket, &config.environment, &config.kms_key_id),
             etcd: &etcd,
-            endpoint: format!("https://127.0.0.1:{CLIENT_PORT}"),
+            endpoint: options.endpoint.clone(),
             work: volume.join("nodeboot-backup"),
             member_name: crate::pki::etcd_member_name(&config.environment, claim.member),
             members: etcd_config.members,

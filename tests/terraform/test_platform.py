@@ -509,7 +509,7 @@ def node_policies(plan: dict) -> dict[str, list[dict]]:
     """role -> every statement of its inline policies, from the real plan."""
     out: dict[str, list[dict]] = {role: [] for role in NODEBOOT_ACTIONS}
     for address, policy in of_type(plan, "aws_iam_role_policy").items():
-        if address == "module.iam.aws_iam_role_policy.attach":
+        if address in ("module.iam.aws_iam_role_policy.attach", "module.iam.aws_iam_role_policy.backups"):
             role = "etcd"
         elif address.startswith("module.iam.aws_iam_role_policy.secrets["):
             role = address.split('"')[1]
@@ -575,6 +575,8 @@ MEMBER_TAGS = {
 SELF = {"ec2:SourceInstanceARN": f"{INSTANCE}/i-0self", "aws:RequestedRegion": REGION}
 OBJ = f"arn:aws:s3:::{BUCKET}"
 ENVELOPE = {"kms:EncryptionContext:environment": "example"}
+BACKUP = "backups/etcd/20261130T113500Z-r1234.snapshot"
+REPORT = "backups/etcd/restore/20261130T120000Z-20261130T113500Z-r1234/member-0"
 BOOT = [
     ("etcd", "ec2:DescribeVolumes", "*", SELF, {}),
     ("etcd", "ec2:DescribeNetworkInterfaces", "*", SELF, {}),
@@ -597,6 +599,18 @@ BOOT = [
     ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "manifests/etcd/"}, {}),
     ("etcd", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
     ("etcd", "kms:Decrypt", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/ignition/etcd.ign"}, {}),
+    # etcd backups (tests/etcd_backup_e2e.rs, tests/iam.rs): list, write,
+    # read back, prune; restore requests read, reports written.
+    ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "backups/etcd/"}, {}),
+    ("etcd", "s3:PutObject", f"{OBJ}/{BACKUP}", {}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:purpose": "etcd-backup", "kms:EncryptionContext:path": BACKUP}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/{BACKUP}"}, {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/{BACKUP}", {}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:purpose": "etcd-backup", "kms:EncryptionContext:path": BACKUP}, {}),
+    ("etcd", "s3:DeleteObject", f"{OBJ}/backups/etcd/20241130T113500Z-r17.snapshot", {}, {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/backups/etcd/restore/request", {}, {}),
+    ("etcd", "s3:PutObject", f"{OBJ}/{REPORT}", {}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:path": REPORT}, {}),
     ("compute", "s3:GetObject", f"{OBJ}/compute/kube-proxy.kubeconfig", {}, {}),
     ("compute", "s3:ListBucket", OBJ, {"s3:prefix": "manifests/compute/"}, {}),
     ("compute", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
@@ -621,6 +635,17 @@ REFUSED = [
     ("etcd", "s3:GetObject", f"{OBJ}/ca/ca.key", {}, {}),
     ("etcd", "kms:Decrypt", KMS_ARN, {"kms:EncryptionContext:environment": "other"}, {}),
     ("etcd", "kms:CreateGrant", KMS_ARN, {"kms:GrantIsForAWSResource": "false"}, {}),
+    # Backups write nothing but backups/etcd/, and seal nothing but backups and reports.
+    ("etcd", "s3:PutObject", f"{OBJ}/secure/etcd/ca.crt", {}, {}),
+    ("etcd", "s3:PutObject", f"{OBJ}/manifests/etcd/kube-apiserver.yaml", {}, {}),
+    ("etcd", "s3:DeleteObject", f"{OBJ}/common/ca.crt", {}, {}),
+    ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "compute/"}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:path": "secure/etcd/ca.crt"}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:path": "backups/etcd/restore/request"}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, {"kms:EncryptionContext:environment": "other", "kms:EncryptionContext:purpose": "etcd-backup"}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/secure/etcd/ca.crt"}, {}),
+    ("compute", "s3:PutObject", f"{OBJ}/{BACKUP}", {}, {}),
+    ("compute", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:purpose": "etcd-backup"}, {}),
     ("compute", "s3:GetObject", f"{OBJ}/secure/etcd/ca.crt", {}, {}),
     ("compute", "s3:ListBucket", OBJ, {"s3:prefix": "secure/"}, {}),
     ("compute", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, MEMBER_TAGS),

@@ -58,6 +58,10 @@ NODEBOOT_ACTIONS = {
         "s3:ListBucket",
         "kms:Decrypt",
         "autoscaling:SetInstanceHealth",
+        # etcd backups: written and pruned under backups/etcd/, sealed.
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "kms:GenerateDataKey",
     },
     "compute": {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"},
     "bastion": set(),

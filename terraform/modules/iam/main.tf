@@ -16,6 +16,10 @@ locals {
       decrypt  = ["kms:Decrypt"]
       # A node that gives up booting marks itself Unhealthy (stage --retry).
       health = ["autoscaling:SetInstanceHealth"]
+      # etcd backups (nodeboot-etcd-backup.service, the etcd stage's backup
+      # before a membership change): written and pruned under backups/etcd/.
+      backup_write = ["s3:DeleteObject", "s3:PutObject"]
+      encrypt      = ["kms:GenerateDataKey"]
     }
     compute = {
       read    = ["s3:GetObject"]
@@ -317,6 +321,108 @@ resource "aws_iam_role_policy" "attach" {
   name   = "attach-members"
   role   = aws_iam_role.node["etcd"].id
   policy = data.aws_iam_policy_document.attach.json
+}
+
+# --- etcd: backups under backups/etcd/ of the secrets bucket -----------------
+
+locals {
+  backup_objects = "${local.bucket_arn}/backups/etcd/*"
+}
+
+data "aws_iam_policy_document" "backups" {
+  # Snapshots, restore requests and reports: read (download, HEAD), write,
+  # prune. Nothing outside backups/etcd/.
+  statement {
+    sid       = "ReadBackups"
+    actions   = local.nodeboot_actions.etcd.read
+    resources = [local.backup_objects]
+  }
+
+  statement {
+    sid       = "WriteAndPruneBackups"
+    actions   = local.nodeboot_actions.etcd.backup_write
+    resources = [local.backup_objects]
+  }
+
+  statement {
+    sid       = "ListBackups"
+    actions   = local.nodeboot_actions.etcd.list
+    resources = [local.bucket_arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["backups/etcd/*"]
+    }
+  }
+
+  # A backup's data key: its own encryption context (purpose etcd-backup),
+  # so a node cannot seal a secret. Reading one back is the environment's
+  # Decrypt of the read-secrets policy.
+  statement {
+    sid       = "SealBackups"
+    actions   = local.nodeboot_actions.etcd.encrypt
+    resources = [var.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:environment"
+      values   = [var.environment]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:purpose"
+      values   = ["etcd-backup"]
+    }
+  }
+
+  # A member's restore report (sealed like a secret, its path in the
+  # context): only reports, never a restore request.
+  statement {
+    sid       = "SealRestoreReports"
+    actions   = local.nodeboot_actions.etcd.encrypt
+    resources = [var.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:environment"
+      values   = [var.environment]
+    }
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:path"
+      values   = ["backups/etcd/restore/*/member-*"]
+    }
+  }
+
+  # The bucket encrypts by default under the same key (SSE-KMS): S3 asks KMS
+  # for a data key with the writer's credentials, context aws:s3:arn (the
+  # bucket's ARN with S3 Bucket Keys).
+  statement {
+    sid       = "EncryptBackupObjectsThroughS3"
+    actions   = local.nodeboot_actions.etcd.encrypt
+    resources = [var.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:aws:s3:arn"
+      values   = [local.bucket_arn, local.backup_objects]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "backups" {
+  name   = "etcd-backups"
+  role   = aws_iam_role.node["etcd"].id
+  policy = data.aws_iam_policy_document.backups.json
 }
 
 # --- The secrets bucket: node roles only through the VPC's S3 endpoint -------

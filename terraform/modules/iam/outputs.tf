@@ -19,7 +19,7 @@ output "policies" {
     node = {
       for role in keys(local.nodeboot_actions) : role => merge(
         contains(keys(local.secret_readers), role) ? { "read-secrets" = data.aws_iam_policy_document.secrets[role].json } : {},
-        role == "etcd" ? { "attach-members" = data.aws_iam_policy_document.attach.json } : {},
+        role == "etcd" ? { "attach-members" = data.aws_iam_policy_document.attach.json, "etcd-backups" = data.aws_iam_policy_document.backups.json } : {},
       )
     }
     secrets_bucket = data.aws_iam_policy_document.secrets_bucket.json
