@@ -4,10 +4,16 @@ adds to a node"). Everything else on a node is the rendered config,
 applied by ignition_apply.py.
 """
 
+import json
 from pathlib import Path
 
 # Where the lab's etcd binary appears inside a node (bind-mounted read-only).
 ETCD_INSIDE = "/opt/lab/bin/etcd"
+# etcdutl beside it: what a restore runs (node.json's etcd.backup.etcdutl).
+ETCDUTL_INSIDE = "/opt/lab/bin/etcdutl"
+# Test-only settings of the backup service, read by its drop-in
+# (NODEBOOT_ETCD_BACKUP_INTERVAL, NODEBOOT_ETCD_BACKUP_POLL).
+BACKUP_ENV = "/etc/nodeboot/lab-backup.env"
 # The AMI's baked paths (images/ami/provision.sh, units/kubelet.service).
 NODEBOOT_INSIDE = "/opt/bin/nodeboot"
 KUBELET_INSIDE = "/opt/bin/kubelet"
@@ -96,6 +102,29 @@ ReadWritePaths=/run
 """
 
 
+# 5. The backup service's restore runs etcdutl from the lab's cache instead of
+#    `docker run` of the etcd image (node.json's etcd.backup.etcdutl, the
+#    setting an operator would use), and a test may shorten its interval.
+BACKUP_DROPIN = """{mark}
+# A test may set NODEBOOT_ETCD_BACKUP_INTERVAL and _POLL here.
+[Service]
+EnvironmentFile=-{env}
+"""
+
+
+def use_lab_etcdutl(root):
+    """node.json's etcd.backup.etcdutl: the lab's etcdutl (etcd nodes only)."""
+    path = Path(root) / "etc/nodeboot/node.json"
+    if not path.exists():
+        return []
+    config = json.loads(path.read_text())
+    if not config.get("etcd"):
+        return []
+    config["etcd"].setdefault("backup", {})["etcdutl"] = [ETCDUTL_INSIDE]
+    path.write_text(json.dumps(config, indent=2))
+    return ["/etc/nodeboot/node.json: etcd.backup.etcdutl"]
+
+
 def install(root, endpoint_url, env_file="/run/nodeboot/etcd.env"):
     """Writes the lab's test-only files into a node's root (after Ignition)."""
     root = Path(root)
@@ -122,12 +151,22 @@ def install(root, endpoint_url, env_file="/run/nodeboot/etcd.env"):
         ADDONS_DROPIN.format(mark=MARK, secrets="/run/nodeboot/secrets", addons="/etc/kubernetes/addons"),
     )
     put(KUBELET_INSIDE, KUBELET_STANDIN.format(mark=MARK, record=KUBELET_RECORD), 0o755)
+    put(
+        "/etc/systemd/system/nodeboot-etcd-backup.service.d/50-lab-backup.conf",
+        BACKUP_DROPIN.format(mark=MARK, env=BACKUP_ENV),
+    )
+    written += use_lab_etcdutl(root)
     return written
 
 
 def binds(nodeboot, etcd):
     """The baked binaries: read-only bind mounts of the host's files."""
-    return [(str(nodeboot), NODEBOOT_INSIDE), (str(etcd), ETCD_INSIDE)]
+    etcdutl = Path(etcd).parent / "etcdutl"
+    return [
+        (str(nodeboot), NODEBOOT_INSIDE),
+        (str(etcd), ETCD_INSIDE),
+        (str(etcdutl), ETCDUTL_INSIDE),
+    ]
 
 
 ATTACH_BY_THE_LAB = """{mark}
