@@ -50,6 +50,9 @@ pub enum Error {
     Missing(String),
     #[error("refused: {0}")]
     Refused(String),
+    /// The reboot coordinator cannot observe or act (etcd, files).
+    #[error("reboot-coordinator: {0}")]
+    Reboot(String),
     #[error("version skew: {0}")]
     VersionSkew(String),
     #[error("{command}: {detail}")]
@@ -198,6 +201,7 @@ impl Error {
             Error::Step { source, .. } | Error::GaveUp { source, .. } => source.exit_code(),
             Error::Missing(_) => exit::RESOURCES,
             Error::VersionSkew(_) => exit::BAD_INPUT,
+            Error::Reboot(_) => exit::ETCD_BUSY,
             Error::Refused(_) => exit::REFUSED,
             Error::Terraform { .. } => exit::TERRAFORM,
             Error::Render(crate::render::RenderError::TooLarge { .. }) => exit::BAD_INPUT,

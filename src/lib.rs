@@ -14,6 +14,7 @@ pub mod kube;
 pub mod node_config;
 pub mod pki;
 pub mod render;
+pub mod reboot;
 pub mod retry;
 pub mod role;
 pub mod secrets;

@@ -176,6 +176,25 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         healthy_wait: Duration,
     },
+    /// On an etcd node: reboot for a staged OS update only under the etcd
+    /// reboot lock, one node at a time, while the other members are healthy.
+    #[cfg(feature = "aws")]
+    RebootCoordinator {
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// Time between two looks.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        interval: Duration,
+        /// A file whose existence asks for a coordinated reboot (besides update_engine).
+        #[arg(long, default_value = "/run/reboot-required")]
+        sentinel: String,
+        /// How to reboot (no shell; split on spaces).
+        #[arg(long, env = "NODEBOOT_REBOOT_COMMAND", default_value = "systemctl reboot")]
+        reboot_command: String,
+        /// One look (and its action), then exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Run one boot stage on a node (systemd runs them in order).
     Stage {
         /// Resolve every path (config, state, devices, mount points) under DIR.
@@ -552,6 +571,10 @@ fn run(command: Command) -> Result<(), Error> {
         }
         #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
+        #[cfg(feature = "aws")]
+        Command::RebootCoordinator { root, interval, sentinel, reboot_command, once } => {
+            commands::reboot::run(&Root(root), &commands::reboot::Options { interval, sentinel, reboot_command, once })?
+        }
         #[cfg(feature = "aws")]
         Command::Sync { root, command: SyncCommand::Secrets { interval, once } } => commands::secrets::sync_secrets(&Root(root), interval, once)?,
         #[cfg(feature = "aws")]

@@ -319,7 +319,7 @@ fn secrets_come_after_attach_on_etcd_nodes_and_before_etcd() {
     assert!(secrets.contains(&"nodeboot-attach.service".to_string()), "the claim names the member whose key is fetched: {secrets:?}");
     let etcd_stage = requires(&etcd, "nodeboot-etcd.service");
     assert!(etcd_stage.contains(&"nodeboot-secrets.service".to_string()), "{etcd_stage:?}");
-    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service" && *n != "nodeboot-etcd-promote.service" && *n != "nodeboot-secrets-sync.service" && *n != "nodeboot-etcd-backup.service" && !n.starts_with("nodeboot-addons.")).collect();
+    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service" && *n != "nodeboot-etcd-promote.service" && *n != "nodeboot-secrets-sync.service" && *n != "nodeboot-etcd-backup.service" && *n != "nodeboot-reboot.service" && !n.starts_with("nodeboot-addons.")).collect();
     assert_eq!(order, ["nodeboot-discover.service", "nodeboot-attach.service", "nodeboot-mount.service", "nodeboot-secrets.service", "nodeboot-etcd.service"]);
     // A compute node has no attach: its secrets follow discover alone.
     let compute = render::units_for(&loaded.env, Role::Compute);
@@ -390,6 +390,7 @@ fn every_unit_scores_under_its_exposure_ceiling() {
         ("nodeboot-etcd.service", 2.0),
         ("nodeboot-secrets.service", 2.0),
         ("nodeboot-etcd-promote.service", 2.0),
+        ("nodeboot-reboot.service", 2.0),
         // No ProtectProc=invisible: it must see a static pod's processes
         // to stop them, whichever user they run as.
         ("nodeboot-secrets-sync.service", 2.2),
@@ -454,5 +455,21 @@ fn the_manifest_sync_may_write_every_directory_it_keeps() {
             assert!(writable.contains(&dir.as_str()), "{role}: the sync writes {dir}, ReadWritePaths={writable:?}");
             assert!(made.contains(dir), "{role}: {dir} is not made by Ignition ({made:?}): ReadWritePaths= of a missing path fails the unit");
         }
+    }
+}
+
+/// Flatcar's update settings per role: locksmithd never reboots an etcd node
+/// (the reboot coordinator does, one at a time), workers are replaced
+/// rather than updated in place, the bastion reboots by itself.
+#[test]
+fn update_conf_per_role_leaves_etcd_reboots_to_the_coordinator() {
+    let loaded = env::load(&example_env()).unwrap();
+    let expected = [(Role::Etcd, "REBOOT_STRATEGY=off\n"), (Role::Compute, "SERVER=disabled\n"), (Role::Bastion, "REBOOT_STRATEGY=reboot\n")];
+    for (role, want) in expected {
+        let config: Value = serde_json::from_slice(&render::full_config(&loaded.env, role)).unwrap();
+        let file = config["storage"]["files"].as_array().unwrap().iter().find(|f| f["path"] == "/etc/flatcar/update.conf").unwrap_or_else(|| panic!("{role}: no update.conf"));
+        assert_eq!(String::from_utf8(file_contents(file).unwrap()).unwrap(), want, "{role}");
+        let coordinated = render::units_for(&loaded.env, role).iter().any(|u| u.name == "nodeboot-reboot.service");
+        assert_eq!(coordinated, role == Role::Etcd, "{role}: the reboot coordinator runs on etcd nodes only");
     }
 }

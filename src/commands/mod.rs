@@ -6,6 +6,8 @@ pub mod etcd;
 pub mod etcd_backup;
 #[cfg(feature = "aws")]
 pub mod inspect;
+#[cfg(feature = "aws")]
+pub mod reboot;
 pub mod kubeconfig;
 #[cfg(feature = "aws")]
 pub mod roll;

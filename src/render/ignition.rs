@@ -44,6 +44,21 @@ pub fn config_for(env: &Environment, role: Role) -> ign::Config {
     config
 }
 
+/// Flatcar's update settings (update_engine and locksmithd read it).
+pub const UPDATE_CONF_PATH: &str = "/etc/flatcar/update.conf";
+
+/// Per role: etcd nodes reboot only through `nodeboot reboot-coordinator`
+/// (one at a time, see src/reboot.rs), so locksmithd must not; workers get
+/// a new OS by being replaced (the compute group's instance refresh on a
+/// new image), never in place; the bastion reboots when an update is staged.
+pub fn update_conf(role: Role) -> &'static str {
+    match role {
+        Role::Etcd => "REBOOT_STRATEGY=off\n",
+        Role::Compute => "SERVER=disabled\n",
+        Role::Bastion => "REBOOT_STRATEGY=reboot\n",
+    }
+}
+
 /// Where Ignition writes unit files (as it does for `systemd.units[].contents`).
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 
@@ -104,6 +119,7 @@ fn storage(env: &Environment, role: Role) -> ign::Storage {
         dir.mode = Some(0o755);
         directories.push(dir);
     }
+    files.push(data_file(UPDATE_CONF_PATH, 0o644, update_conf(role).as_bytes()));
     if role == Role::Etcd {
         files.push(data_file(AUDIT_POLICY_PATH, 0o600, files::audit_policy().as_bytes()));
     }

@@ -130,6 +130,12 @@ struct ManifestSyncUnit<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "nodeboot-reboot.service", escape = "none")]
+struct RebootUnit<'a> {
+    binary: &'a str,
+}
+
+#[derive(Template)]
 #[template(path = "nodeboot-secrets-sync.service", escape = "none")]
 struct SecretsSyncUnit<'a> {
     binary: &'a str,
@@ -231,6 +237,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
         units.push(UnitFile { name: stage_unit_name("etcd-promote"), contents: render(&promote) });
         let backup = EtcdBackupUnit { binary, mount_point: ETCD_MOUNT_POINT, interval_seconds: env.etcd_backup.interval.as_secs() };
         units.push(UnitFile { name: "nodeboot-etcd-backup.service".into(), contents: render(&backup) });
+        units.push(UnitFile { name: "nodeboot-reboot.service".into(), contents: render(&RebootUnit { binary }) });
     }
     if role.runs_kubelet() {
         let kubelet = KubeletUnit {

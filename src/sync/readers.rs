@@ -186,7 +186,7 @@ fn systemctl(args: &[&str]) -> Result<(), String> {
 
 /// A client of every member the env file names (this one included), with
 /// this member's certificate, and the member's own client URL.
-fn etcd_client(root: &Root) -> Result<(Client, String, String), String> {
+pub(crate) fn etcd_client(root: &Root) -> Result<(Client, String, String), String> {
     let claim: Claim = root
         .recorded(CLAIM_FILE, "attach")
         .map_err(|e| e.to_string())?;
@@ -218,7 +218,7 @@ fn etcd_client(root: &Root) -> Result<(Client, String, String), String> {
 }
 
 /// Every voting member other than `me` answers with a leader.
-fn others_healthy(client: &Client, me: &str) -> Result<(), String> {
+pub(crate) fn others_healthy(client: &Client, me: &str) -> Result<(), String> {
     let members =
         crate::etcd::Cluster::member_list(client).map_err(|e| format!("member list: {e}"))?;
     for m in members.iter().filter(|m| !m.is_learner) {

@@ -912,6 +912,24 @@ class Lab:
         report["seconds"]["total"] = round(time.monotonic() - t, 3)
         return report
 
+    def went_down(self, node):
+        """The node's machine has stopped by itself (a `systemctl reboot`
+        inside ends systemd-nspawn, as a reboot ends the instance's OS)."""
+        n = self.node(node)
+        return n["state"] == "running" and not self.container(n).alive()
+
+    def reboot_node(self, node):
+        """The OS reboot of an instance that stays running in EC2: its
+        machine (which ended itself) is cleaned up and booted again, with
+        its disk, ENI and volume as they were; /run starts empty."""
+        n = self.node(node)
+        t = time.monotonic()
+        self._power_off(n)
+        self._power_on(n)
+        report = self.boot(node)
+        report["seconds"]["total"] = round(time.monotonic() - t, 3)
+        return report
+
     # --- DHCP ------------------------------------------------------------------
 
     def _start_dhcp(self):

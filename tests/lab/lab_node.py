@@ -101,6 +101,15 @@ RestrictAddressFamilies=
 ReadWritePaths=/run
 """
 
+# 5. The reboot: `systemctl reboot` of a machine may restart it inside
+#    systemd-nspawn, where the lab cannot see it nor plug its volume again;
+#    the reboot coordinator powers the machine off instead, and the lab
+#    boots it again (Lab.reboot_node), as EC2 keeps the instance running.
+REBOOT_DROPIN = """{mark}
+[Service]
+Environment=NODEBOOT_REBOOT_COMMAND="systemctl poweroff"
+"""
+
 
 # 5. The backup service's restore runs etcdutl from the lab's cache instead of
 #    `docker run` of the etcd image (node.json's etcd.backup.etcdutl, the
@@ -146,6 +155,10 @@ def install(root, endpoint_url, env_file="/run/nodeboot/etcd.env"):
         ETCD_DROPIN.format(mark=MARK, etcd=ETCD_INSIDE, env_file=env_file),
     )
     put("/etc/systemd/system/docker.service", DOCKER_STANDIN.format(mark=MARK))
+    put(
+        "/etc/systemd/system/nodeboot-reboot.service.d/50-lab-poweroff.conf",
+        REBOOT_DROPIN.format(mark=MARK),
+    )
     put(
         "/etc/systemd/system/nodeboot-addons.service.d/50-lab-kubectl.conf",
         ADDONS_DROPIN.format(mark=MARK, secrets="/run/nodeboot/secrets", addons="/etc/kubernetes/addons"),
