@@ -10,11 +10,13 @@ down and checked clean however the test ends.
 """
 
 import json
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,6 +74,23 @@ def all_active(lab, node):
     return out == ["active"] * len(units)
 
 
+def backup_objects(lab):
+    """{(bucket, key): metadata} of every etcd backup in the emulated S3."""
+    s3 = boto3.client(
+        "s3", endpoint_url=lab.state["aws"]["url"], region_name=lab_ec2.REGION,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    found = {}
+    for bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix="backups/etcd/"
+        ):
+            for o in page.get("Contents", []):
+                head = s3.head_object(Bucket=bucket, Key=o["Key"])
+                found[(bucket, o["Key"])] = head["Metadata"]
+    return found
+
+
 def line_index(text, needle):
     """The index of the first line of `text` containing `needle`, else -1."""
     return next((i for i, line in enumerate(text.splitlines()) if needle in line), -1)
@@ -91,6 +110,7 @@ def test_a_member_whose_volume_is_replaced_by_a_blank_one_rejoins_as_itself(clus
     lab = cluster
     before = {m["name"]: m for m in members(lab)}
     written = put_keys(lab, "/lab/before", 30)
+    backups_before = backup_objects(lab)
     victim = lab.node_of_member(0)
     zone = lab.node(victim)["zone"]
     lab.kill_node(victim)
@@ -120,10 +140,17 @@ def test_a_member_whose_volume_is_replaced_by_a_blank_one_rejoins_as_itself(clus
     env = lab.node_path(node, "/run/nodeboot/etcd.env").read_text()
     assert "ETCD_INITIAL_CLUSTER_STATE=existing" in env, env
     journal = lab.unit_journal(node, ETCD_STAGE)
-    hook = line_index(journal, "backup hook called before replacing etcd member")
+    hook = line_index(journal, "backup taken before replacing etcd member")
     removed = line_index(journal, "removed the stale etcd member")
     added = line_index(journal, "added etcd member")
     assert -1 not in (hook, removed, added) and hook < removed < added, journal[-4000:]
+    backup = re.search(r"backup=(\S+)", journal.splitlines()[hook])
+    assert backup, journal.splitlines()[hook]
+    new_backups = {k: v for k, v in backup_objects(lab).items() if k not in backups_before}
+    taken = [(k, v) for k, v in new_backups.items() if backup[1] in k[1]]
+    assert len(taken) == 1, (backup[1], new_backups)
+    (_, key), meta = taken[0]
+    assert int(meta["nodeboot-keys"]) >= len(written), (key, meta)  # every key written by then
     promote = lab.unit_journal(node, "nodeboot-etcd-promote.service")
     assert f"promoted etcd member {name0} to a voting member" in promote, promote
     record = lab.node_path(node, "/var/lib/etcd/etcd-version").read_text().strip()
