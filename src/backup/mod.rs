@@ -1,10 +1,10 @@
 //! etcd backups in the secrets bucket: snapshots sealed in envelope format 2
 //! (`format`, chunked, streamed through temporary files, never whole in
 //! memory) under `backups/etcd/`, their names and metadata (here), what to
-//! prune (`retention`, pure), which etcd versions may follow which
-//! (`version`, pure), the bucket side (`store`) and the node's long-running
-//! service that writes them and acts on restore requests (`service`,
-//! `restore`).
+//! prune (`retention`, pure), the bucket side (`store`), the node's
+//! long-running service that writes them and acts on restore requests
+//! (`service`, `restore`) and the etcd stage's hook (`hook`). Which etcd
+//! versions may follow which is `etcd::version`.
 
 pub mod etcd;
 pub mod format;
@@ -14,7 +14,6 @@ pub mod restore;
 pub mod retention;
 pub mod service;
 pub mod store;
-pub mod version;
 
 use std::collections::BTreeMap;
 

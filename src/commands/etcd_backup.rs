@@ -502,7 +502,7 @@ pub fn check_version(env: &Environment) -> Result<String, Error> {
         let Some(running) = head.as_ref().and_then(|h| h.metadata.get("nodeboot-etcd-version")).filter(|v| !v.is_empty()) else {
             return Ok(format!("etcd {}: backup {} records no etcd version", env.etcd_version, newest.id));
         };
-        crate::backup::version::check_change(running, &env.etcd_version)
+        crate::etcd::version::check_change(running, &env.etcd_version)
             .map(|()| format!("etcd {running} -> {}: allowed (from backup {})", env.etcd_version, newest.id))
             .map_err(|why| Error::VersionRefused(format!("etcd_version: {why} (the cluster runs {running}, says backup {})", newest.id)))
     })

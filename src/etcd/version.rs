@@ -54,9 +54,57 @@ impl Version {
     }
 }
 
+/// Why changing the cluster's etcd from `running` to `wanted` (the
+/// environment's `etcd_version`) is refused; `Ok` when allowed. Stricter
+/// than [`Version::may_open`]: an operator's change goes one minor version
+/// up at a time (3.4 -> 3.5 -> 3.6, the whole cluster on the older minor
+/// first) and never down a minor version (the v3.5 and v3.6 upgrade
+/// guides); patch releases within a minor go either way.
+pub fn check_change(running: &str, wanted: &str) -> Result<(), String> {
+    let parse = |s: &str, what: &str| s.parse::<Version>().map_err(|e| format!("{what} etcd version: {e}"));
+    let (from, to) = (parse(running, "the cluster's")?, parse(wanted, "the wanted")?);
+    if from.major != to.major {
+        return Err(format!("etcd {from} -> {to} changes the major version; etcd upgrades one minor version at a time"));
+    }
+    match to.minor.cmp(&from.minor) {
+        std::cmp::Ordering::Less => Err(format!(
+            "etcd {from} -> {to} is a downgrade; etcd cannot go back a minor version (restore a backup taken on {to} instead)"
+        )),
+        std::cmp::Ordering::Greater if to.minor - from.minor > 1 => Err(format!(
+            "etcd {from} -> {to} skips a minor version; upgrade to {}.{}.x first and let every member run it",
+            from.major,
+            from.minor + 1
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_goes_one_minor_up_at_a_time_never_down() {
+        let table = [
+            ("3.5.17", "3.5.17", true),
+            ("3.5.17", "3.5.21", true),
+            ("3.5.17", "3.5.9", true),
+            ("3.4.23", "3.5.17", true),
+            ("3.5.17", "3.6.0", true),
+            ("3.4.23", "3.6.0", false),
+            ("3.5.17", "3.4.23", false),
+            ("3.6.1", "3.4.23", false),
+            ("3.5.17", "4.0.0", false),
+            ("3.5.17", "2.3.8", false),
+            ("v3.5.17", "3.6.2", true),
+            ("3.5.17", "latest", false),
+        ];
+        for (from, to, ok) in table {
+            assert_eq!(check_change(from, to).is_ok(), ok, "{from} -> {to}: {:?}", check_change(from, to));
+        }
+        assert!(check_change("3.4.23", "3.6.0").unwrap_err().contains("upgrade to 3.5.x first"));
+        assert!(check_change("3.5.17", "3.4.23").unwrap_err().contains("downgrade"));
+    }
 
     fn v(s: &str) -> Version {
         s.parse().unwrap()
