@@ -373,3 +373,55 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
     assert_eq!(runtime().block_on(backups.list()).unwrap().len(), 1, "no backup without quorum");
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "no temporary file left");
 }
+
+#[test]
+fn etcd_status_reports_members_leader_and_the_newest_backup_and_fails_when_one_is_down() {
+    use common::etcd::{member_tls, pki, Member, Ports};
+    let p = Platform::new("bk-status");
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
+    let initial: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("m{i}={}", p.peer_url())).collect();
+    let mut members: Vec<Member> =
+        (0..3).map(|i| Member::start(dir.path(), &member_tls(&etcd_dir, i as u32), &format!("m{i}"), &ports[i], &initial.join(","), "new")).collect();
+    let urls: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
+    let client = Client::new(urls.clone(), &member_tls(&etcd_dir, 0)).unwrap();
+    common::etcd::wait_until("a leader", Duration::from_secs(30), || client.key_count(None).is_ok());
+    put_keys(&client, "/s/", 3);
+    // A backup, through the cluster (as the etcd stage's hook takes one).
+    let sdk = sdk_config(&p.aws.server.url);
+    let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+    let work = tempfile::tempdir().unwrap();
+    let node = NodeBackup {
+        backups: Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id),
+        etcd: &client,
+        endpoint: String::new(),
+        work: work.path().to_path_buf(),
+        member_name: "m0".into(),
+        members: 3,
+    };
+    let backup = runtime().block_on(node.backup_now(None)).unwrap();
+
+    let secrets = dir.path().join("secrets");
+    let mut args: Vec<String> = urls.iter().map(|u| format!("--endpoint={u}")).collect();
+    args.extend([format!("--dir={}", secrets.display()), "--output=json".into()]);
+    let more: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = p.nodeboot(&["etcd", "status", "--env"], &more);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["healthy"], true, "{report}");
+    let names: Vec<&str> = report["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["m0", "m1", "m2"], "{report}");
+    assert!(names.contains(&report["leader"].as_str().unwrap()), "{report}");
+    assert!(report["members"].as_array().unwrap().iter().all(|m| m["revision"].as_i64().unwrap() >= backup.id.revision && m["version"].as_str().unwrap().starts_with("3.5.")));
+    assert_eq!(report["newest_backup"]["id"], backup.id.name(), "{report}");
+
+    members[2].kill();
+    let out = p.nodeboot(&["etcd", "status", "--env"], &more);
+    assert_eq!(out.status.code(), Some(30), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not healthy"), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let down = &report["members"][2];
+    assert_eq!((down["healthy"].as_bool(), down["endpoint"].as_str()), (Some(false), Some(urls[2].as_str())), "{report}");
+    assert!(down["error"].as_str().is_some_and(|e| !e.is_empty()), "{report}");
+}
