@@ -44,6 +44,8 @@ pub const CLIENT_PORT: u16 = 2379;
 
 /// How long `promote` waits for this learner to catch up with the leader.
 pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long `MemberAdd` is asked again while etcd answers "unhealthy cluster".
+const ADD_RETRY: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(2), Duration::from_secs(15));
 const PROMOTE_RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(5), PROMOTE_TIMEOUT);
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +271,30 @@ pub fn binary_version(binary: &str) -> Result<Version, EtcdError> {
         .ok_or_else(|| EtcdError::BinaryVersion { detail: format!("{binary} --version printed {:?}", text.lines().next().unwrap_or("")) })
 }
 
+/// Adds this member as a learner. Right after the stale member's removal
+/// etcd 3.5 may answer "unhealthy cluster" (its strict reconfiguration
+/// check, `mayAddMember`, wants the answering member connected to every
+/// voting member for the last 5 s): asked again within `policy` here, as a
+/// new run of the stage would take another backup first. Another learner
+/// already joining is busy at once (exit 23; members join one at a time).
+pub fn add_learner<C: Cluster>(cluster: &C, name: &str, peer_url: &str, policy: Policy) -> Result<crate::etcd::Member, EtcdError> {
+    let what = format!("etcd to add {name} ({peer_url}) as a learner");
+    let added = retry::wait_blocking(&what, policy, || match cluster.member_add(&[peer_url.to_string()], true) {
+        Ok(m) => Attempt::Done(m),
+        Err(e) if e.api_message().is_some_and(|m| m.contains("unhealthy")) => Attempt::Retry(e),
+        Err(e) => Attempt::Fail(e),
+    });
+    added.map_err(|gave| {
+        let e = match gave {
+            retry::Gave::Failed(e) | retry::Gave::Up { last: e, .. } => e,
+        };
+        match e.api_message() {
+            Some(m) if m.contains("too many learner") || m.contains("unhealthy") => EtcdError::Busy { member: name.into(), reason: m.to_string() },
+            _ => e.into(),
+        }
+    })
+}
+
 /// What the stage decided, for `--exec` and the log.
 pub struct Configured {
     pub vars: Vec<(&'static str, String)>,
@@ -333,10 +359,7 @@ pub async fn run(root: &Root, ec2: &impl Compute, backups: &impl BackupHook, bin
                 }
                 fault::point("etcd:after-remove");
             }
-            let added = client.member_add(std::slice::from_ref(&me.peer_url), true).map_err(|e| match e.api_message() {
-                Some(m) if m.contains("too many learner") || m.contains("unhealthy") => EtcdError::Busy { member: me.name.clone(), reason: m.to_string() },
-                _ => e.into(),
-            })?;
+            let added = add_learner(&client, &me.name, &me.peer_url, ADD_RETRY)?;
             info!("added etcd member {} ({}) as a learner", added.hex_id(), me.peer_url);
             fault::point("etcd:after-add");
             plan::initial_cluster(&client.member_list()?, &me, &names)
@@ -560,6 +583,61 @@ mod tests {
         let me = Me { name: "env-etcd-0".into(), peer_url: "https://10.0.10.10:2380".into() };
         let plan = plan::plan(&plan::Observed { data: Data::Blank, me, cluster: Some(view), history: false });
         assert!(matches!(&plan, Plan::Refuse { reason } if reason.contains("no quorum without this member")), "{plan:?}");
+    }
+
+    /// MemberAdd answering "unhealthy cluster" `refusals` times (etcd 3.5's
+    /// strict reconfiguration check right after a removal), then adding.
+    struct Reconfiguring {
+        refusals: std::cell::Cell<u32>,
+        message: &'static str,
+        calls: std::cell::Cell<u32>,
+    }
+
+    impl Cluster for Reconfiguring {
+        fn endpoints(&self) -> Vec<String> {
+            vec!["https://10.0.11.10:2379".into()]
+        }
+        fn status(&self, _: &str) -> Result<crate::etcd::Status, EtcdClientError> {
+            unreachable!()
+        }
+        fn member_list(&self) -> Result<Vec<crate::etcd::Member>, EtcdClientError> {
+            unreachable!()
+        }
+        fn member_list_local(&self, _: &str) -> Result<Vec<crate::etcd::Member>, EtcdClientError> {
+            unreachable!()
+        }
+        fn member_add(&self, peer_urls: &[String], learner: bool) -> Result<crate::etcd::Member, EtcdClientError> {
+            self.calls.set(self.calls.get() + 1);
+            if self.refusals.get() > 0 {
+                self.refusals.set(self.refusals.get() - 1);
+                return Err(EtcdClientError::Api { endpoint: "https://10.0.11.10:2379".into(), call: "/v3/cluster/member/add".into(), code: 14, message: self.message.into() });
+            }
+            Ok(crate::etcd::Member { id: 7, name: String::new(), peer_urls: peer_urls.to_vec(), client_urls: vec![], is_learner: learner })
+        }
+        fn member_remove(&self, _: u64) -> Result<(), EtcdClientError> {
+            unreachable!()
+        }
+        fn member_promote(&self, _: u64) -> Result<(), EtcdClientError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn a_learner_add_refused_as_unhealthy_right_after_a_removal_is_asked_again_in_the_same_run() {
+        let fast = Policy::new(Duration::from_millis(1), Duration::from_millis(2), Duration::from_secs(5));
+        let cluster = Reconfiguring { refusals: 2.into(), message: "etcdserver: unhealthy cluster", calls: 0.into() };
+        let added = add_learner(&cluster, "env-etcd-0", "https://10.0.10.10:2380", fast).expect("added on the third call");
+        assert!(added.is_learner && added.peer_urls == ["https://10.0.10.10:2380"]);
+        assert_eq!(cluster.calls.get(), 3);
+        // Another learner joining: busy at once (exit 23), not waited for here.
+        let busy = Reconfiguring { refusals: 1.into(), message: "etcdserver: too many learner members in cluster", calls: 0.into() };
+        let err = add_learner(&busy, "env-etcd-0", "https://10.0.10.10:2380", fast).unwrap_err();
+        assert!(matches!(err, EtcdError::Busy { .. }), "{err}");
+        assert_eq!(busy.calls.get(), 1);
+        // Still unhealthy when the bound runs out: busy (the unit retries).
+        let stuck = Reconfiguring { refusals: u32::MAX.into(), message: "etcdserver: unhealthy cluster", calls: 0.into() };
+        let short = Policy::new(Duration::from_millis(1), Duration::from_millis(2), Duration::from_millis(20));
+        assert!(matches!(add_learner(&stuck, "env-etcd-0", "https://10.0.10.10:2380", short), Err(EtcdError::Busy { .. })));
     }
 
     #[test]
