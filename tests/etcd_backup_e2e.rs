@@ -287,6 +287,7 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
         store: &store,
         etcd: &client,
         member: 0,
+        members: 1,
         identity: MemberIdentity {
             name: "source".into(),
             peer_url: etcd.peer_url.clone(),
@@ -424,4 +425,50 @@ fn etcd_status_reports_members_leader_and_the_newest_backup_and_fails_when_one_i
     let down = &report["members"][2];
     assert_eq!((down["healthy"].as_bool(), down["endpoint"].as_str()), (Some(false), Some(urls[2].as_str())), "{report}");
     assert!(down["error"].as_str().is_some_and(|e| !e.is_empty()), "{report}");
+}
+
+#[test]
+fn a_restoring_member_starts_etcd_only_once_every_member_has_stopped_and_restored() {
+    let p = Platform::new("bk-barrier");
+    let etcd = ScriptedEtcd::start();
+    put_keys(&etcd.client(), "/before/", 4);
+    let entry = backup_through(&p, &etcd.url);
+    put_keys(&etcd.client(), "/after/", 2);
+    let sdk = sdk_config(&p.aws.server.url);
+    let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+    let backups = Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
+    let store = nodeboot::secrets::Store::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
+    let client = etcd.client();
+    let volume = etcd.volume.path().to_path_buf();
+    let sh = |name: &str| vec!["sh".to_string(), etcd.volume.path().join(name).display().to_string()];
+    // Member 0 of two: member 1 (another node) has not stopped its etcd yet.
+    let restorer = Restorer {
+        backups: &backups,
+        store: &store,
+        etcd: &client,
+        member: 0,
+        members: 2,
+        identity: MemberIdentity {
+            name: "source".into(),
+            peer_url: etcd.peer_url.clone(),
+            initial_cluster: format!("source={}", etcd.peer_url),
+            token: "bk-barrier-etcd".into(),
+            data_dir: volume.join("data"),
+        },
+        volume: volume.clone(),
+        endpoint: etcd.url.clone(),
+        commands: Commands { stop_etcd: sh("stop.sh"), start_etcd: sh("start.sh"), etcdutl: vec![etcd_bin().join("etcdutl").display().to_string()] },
+        wait: Duration::from_secs(4),
+    };
+    let request = restore::new_request(&entry.id, nodeboot::backup::service::now_unix());
+    let err = runtime().block_on(restorer.act(&request)).unwrap_err();
+    assert!(err.to_string().contains("member 1"), "it waits for member 1: {err}");
+    assert!(!volume.join("etcd.pid").exists(), "etcd was not started while another member may still run the old data");
+    assert!(volume.join("data/member").is_dir(), "the restored data is in place, waiting");
+
+    // Member 1 restored its data too: now member 0 starts, on the restored data.
+    let other = Report { request: request.id.clone(), member: 1, phase: Phase::Starting, revision: 0, detail: "test".into(), unix: 0 };
+    runtime().block_on(restore::write_json(&store, &restore::report_path(&request.id, 1), &other)).unwrap();
+    assert!(runtime().block_on(restorer.act(&request)).unwrap());
+    assert_eq!(etcd.client().key_count(None).unwrap().0, 4);
 }

@@ -171,6 +171,9 @@ pub struct Restorer<'a, O, K, E> {
     pub store: &'a Store<'a, O, K>,
     pub etcd: &'a E,
     pub member: u32,
+    /// How many members the cluster has (node.json's etcd.members): every
+    /// one must have stopped etcd and restored before any starts.
+    pub members: u32,
     pub identity: MemberIdentity,
     /// The etcd volume's mount point: the old data goes aside here.
     pub volume: PathBuf,
@@ -224,7 +227,8 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
             std::fs::write(&marker, id.name()).map_err(|e| BackupError::io(&marker, e))?;
             fsync_dir(&work);
         }
-        self.report(request, Phase::Starting, 0, format!("starting etcd ({})", self.commands.start_etcd.join(" "))).await;
+        self.report(request, Phase::Starting, 0, format!("restored; starting etcd once every member has ({})", self.commands.start_etcd.join(" "))).await;
+        self.wait_for_every_member(request).await?;
         run(&self.commands.start_etcd, &[])?;
         self.wait_healthy(id.revision).await
     }
@@ -285,6 +289,34 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
         std::fs::rename(staged.join("member"), &current).map_err(|e| BackupError::io(&current, e))?;
         fsync_dir(data);
         Ok(())
+    }
+
+    /// A member that starts on the restored data while another still runs
+    /// the old cluster (same member IDs) would be caught up by that
+    /// cluster's leader, undoing the restore: etcd starts only once every
+    /// member reported that it stopped etcd and restored (Starting or Done).
+    async fn wait_for_every_member(&self, request: &Request) -> Result<(), BackupError> {
+        let policy = retry::Policy::new(Duration::from_millis(200), Duration::from_secs(2), self.wait);
+        retry::wait("every etcd member to stop and restore before etcd starts", policy, || async {
+            let mut waiting = Vec::new();
+            for m in (0..self.members).filter(|m| *m != self.member) {
+                match read_json::<Report, _, _>(self.store, &report_path(&request.id, m)).await {
+                    Ok(Some(r)) if matches!(r.phase, Phase::Starting | Phase::Done) => {}
+                    // A member that failed tries again at its next pass.
+                    Ok(Some(r)) if r.phase == Phase::Failed => waiting.push(format!("member {m} (failed, retrying: {})", r.detail)),
+                    Ok(Some(r)) => waiting.push(format!("member {m} ({:?})", r.phase)),
+                    Ok(None) => waiting.push(format!("member {m} (no report)")),
+                    Err(e) => return Attempt::Retry(e.to_string()),
+                }
+            }
+            if waiting.is_empty() {
+                Attempt::Done(())
+            } else {
+                Attempt::Retry(format!("waiting for {}", waiting.join(", ")))
+            }
+        })
+        .await
+        .map_err(|e| BackupError::Timeout(e.to_string()))
     }
 
     async fn wait_healthy(&self, revision: i64) -> Result<i64, BackupError> {

@@ -294,7 +294,7 @@ pub fn restore(env_path: &Path, backup: Option<&str>, timeout: Duration) -> Resu
         let revision = reports.iter().map(|r| r.revision).min().unwrap_or(0);
         Ok(vec![format!(
             "restored backup {} (revision {}) on all {} members in {}s; the cluster is healthy at revision {revision}; \
-             each member's old data directory is kept on its volume as {ETCD_MOUNT_POINT}/member.pre-restore-{}",
+             a member that held data keeps it on its volume as {ETCD_MOUNT_POINT}/member.pre-restore-{}",
             entry.id,
             entry.id.revision,
             reports.len(),
@@ -477,6 +477,7 @@ async fn pass(
             store,
             etcd,
             member,
+            members: config.etcd.as_ref().map_or(1, |e| e.members),
             identity,
             volume: volume.to_path_buf(),
             endpoint: node.endpoint.clone(),

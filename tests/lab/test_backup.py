@@ -170,3 +170,26 @@ def test_restore_after_total_loss_brings_every_key_back():
         assert keys(lab, "/k/") == [f"/k/{i:04}" for i in range(30)]
         members = json.loads(lab.etcdctl("member", "list", "-w", "json").stdout)["members"]
         assert len(members) == 3
+
+
+def test_a_restore_on_a_running_cluster_rolls_back_and_keeps_the_newer_data_aside():
+    require_lab()
+    with cluster() as lab:
+        for node in etcd_nodes(lab):
+            tune_backups(lab, node, "2s")
+        lab.etcdctl("put", "/old", "1")
+        backup = wait_for_backup(lab, revision(lab))
+        for node in etcd_nodes(lab):
+            tune_backups(lab, node, "24h")
+        lab.etcdctl("put", "/new", "2")
+        out = operator(
+            lab, "etcd", "restore", "--backup", backup["id"], "--timeout", "300s", timeout=360
+        )
+        assert out.returncode == 0, (out.stderr, journals(lab))
+        lab.wait_healthy()
+        assert keys(lab, "/old") == ["/old"] and keys(lab, "/new") == []
+        for node in etcd_nodes(lab):
+            aside = list(lab.node_path(node, "/var/lib/etcd").glob("member.pre-restore-*"))
+            # The data the restore replaced, whole, on the volume.
+            assert len(aside) == 1 and (aside[0] / "wal").is_dir(), (node, aside)
+            assert (aside[0] / "snap/db").is_file(), (node, aside)
