@@ -286,3 +286,47 @@ def test_a_rolling_replacement_of_every_member_loses_no_acknowledged_write(clust
             f"writer: {writer.count()} acknowledged, {writer.failed} failed, none lost; "
             f"longest write outage {writer.longest_gap():.2f}s; failures: {writer.failures[:3]}"
         )
+
+
+# --- 5. the etcd stage killed between its steps converges when run again ----------------
+
+
+@pytest.mark.parametrize("point", ["etcd:after-backup", "etcd:after-remove", "etcd:after-add"])
+def test_a_blank_member_whose_etcd_stage_is_killed_mid_join_rejoins_when_run_again(cluster, point):
+    """The stage aborts (NODEBOOT_ABORT_AT, a debug build's fault point)
+    after the backup, after the stale member's removal or after MemberAdd;
+    its unit fails and nothing after it starts. Then the units that are not
+    active are started again (an operator's `systemctl start`): the stage
+    sees what the first run left and finishes the join."""
+    lab = cluster
+    written = put_keys(lab, "/lab/before", 20)
+    ids = {m["name"]: m["ID"] for m in members(lab)}
+    victim = lab.node_of_member(0)
+    zone = lab.node(victim)["zone"]
+    lab.kill_node(victim)
+    lab.replace_volume(0)
+    node = lab.launch(zone)
+    dropin = Path(lab.node(node)["root"]) / "etc/systemd/system/nodeboot-etcd.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "90-lab-abort.conf").write_text(f"[Service]\nEnvironment=NODEBOOT_ABORT_AT={point}\n")
+    report = lab.boot(node, check=False, timeout=60)
+    journal = lab.unit_journal(node, ETCD_STAGE)
+    assert report["units"][ETCD_STAGE] == "failed", (report, journal[-3000:])
+    assert f"aborting at {point}" in journal, journal[-3000:]
+    assert report["units"]["etcd-member.service"] != "active", report
+
+    (dropin / "90-lab-abort.conf").unlink()
+    lab.node_run(node, "systemctl", "daemon-reload")
+    stopped = [u for u, state in report["units"].items() if state != "active"]
+    lab.node_run(node, "systemctl", "start", "--no-block", *stopped)
+    wait_for(f"{node}'s units to be active", lambda: all_active(lab, node), 120)
+    lab.wait_healthy()
+    wait_for("three voting members", lambda: voting(lab, 3), 60)
+    after = {m["name"]: m["ID"] for m in members(lab)}
+    name0 = f"{lab.name}-etcd-0"
+    assert set(after) == set(ids), "the same member names, none stale, none extra"
+    assert after[name0] != ids[name0]
+    assert read_keys(lab, "/lab/", 0, serializable=True) == written
+    again = lab.unit_journal(node, ETCD_STAGE)
+    if point == "etcd:after-add":  # listed, never started: resumed, not added twice
+        assert again.count("added etcd member") == 1, again[-3000:]
