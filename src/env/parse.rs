@@ -63,6 +63,12 @@ pub fn parse(file: &Path, text: &str) -> Result<RawEnv, Diagnostics> {
         let key = attr.key.as_str().to_string();
         let line = line.unwrap_or(0);
         let expr: hcl::Expression = attr.value.clone().into();
+        // Evaluated only once it is known to be a literal: the evaluator
+        // panics on some arithmetic (`10 % 0`, `1 % 0.0`; found by fuzzing).
+        if let Err(what) = literal_only(&expr) {
+            diags.push(Diagnostic::error(&file, Some(line), Some(&key), format!("only literal values are allowed in a .tfvars file, not {what}")));
+            continue;
+        }
         let value = match expr.evaluate(&hcl::eval::Context::new()) {
             Ok(v) => v,
             Err(err) => {
@@ -78,6 +84,39 @@ pub fn parse(file: &Path, text: &str) -> Result<RawEnv, Diagnostics> {
         attrs.insert(key, Attr { line, value });
     }
     diags.into_result(RawEnv { file, attrs })
+}
+
+/// A literal: null, a bool, a number (negative too), a string or template
+/// without interpolation or directive, and arrays and objects of literals.
+fn literal_only(expr: &hcl::Expression) -> Result<(), &'static str> {
+    use hcl::expr::{Operation, UnaryOperator};
+    use hcl::Expression as E;
+    match expr {
+        E::Null | E::Bool(_) | E::Number(_) | E::String(_) => Ok(()),
+        E::TemplateExpr(t) => {
+            let raw = match t.as_ref() {
+                hcl::TemplateExpr::QuotedString(s) => s.as_str(),
+                hcl::TemplateExpr::Heredoc(h) => h.template.as_str(),
+            };
+            if raw.contains("${") || raw.contains("%{") { Err("a template with interpolation") } else { Ok(()) }
+        }
+        E::Array(items) => items.iter().try_for_each(literal_only),
+        E::Object(object) => object.iter().try_for_each(|(key, value)| match key {
+            hcl::ObjectKey::Identifier(_) => literal_only(value),
+            hcl::ObjectKey::Expression(k) => literal_only(k).and_then(|()| literal_only(value)),
+            _ => Err("an object key that is no literal"),
+        }),
+        E::Parenthesis(inner) => literal_only(inner),
+        E::Operation(op) => match op.as_ref() {
+            Operation::Unary(u) if u.operator == UnaryOperator::Neg && matches!(u.expr, E::Number(_)) => Ok(()),
+            _ => Err("an operation"),
+        },
+        E::Variable(_) | E::Traversal(_) => Err("a reference"),
+        E::FuncCall(_) => Err("a function call"),
+        E::Conditional(_) => Err("a conditional"),
+        E::ForExpr(_) => Err("a for expression"),
+        _ => Err("an expression"),
+    }
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -125,6 +164,19 @@ mod tests {
         let err = parse_str("a = 1\na = 2\n").unwrap_err().to_string();
         assert!(err.contains("t.tfvars:2: a: not valid HCL"), "{err}");
         assert!(err.contains("redefined"), "{err}");
+    }
+
+    /// Found by fuzz/env_file: the evaluator panicked on these; now they are
+    /// refused before evaluation, naming the field, and literals still parse.
+    #[test]
+    fn arithmetic_is_refused_without_evaluating_it() {
+        for text in ["nmak=10%0.0", "a = 10 % 0\n", "a = 1 + 2\n", "a = [1, 2 * 3]\n", "a = { b = 4 / 0 }\n", "a = \"${1 % 0}\"\n", "a = true ? 1 : 2\n"] {
+            let err = parse_str(text).unwrap_err().to_string();
+            assert!(err.contains("only literal values"), "{text}: {err}");
+        }
+        let raw = parse_str("a = -1\nb = [\"x\", -2.5, null, true]\nc = { d = \"e\", \"f\" = 1 }\ng = (3)\n").unwrap();
+        assert_eq!(raw.attrs["a"].value, hcl::Value::from(-1));
+        assert_eq!(raw.attrs.len(), 4);
     }
 
     #[test]
