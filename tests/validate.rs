@@ -211,3 +211,29 @@ fn validate_refuses_a_version_skew_with_the_running_cluster() {
     assert_eq!(downgrade.status.code(), Some(2));
     assert!(stderr(&downgrade).contains("kubelets may not be newer than kube-apiserver"), "{}", stderr(&downgrade));
 }
+
+/// 5 -> 3 (issue 11): the members above the new count must leave the
+/// cluster before Terraform deletes their volumes; validate says so, with
+/// the commands in the order that keeps quorum (highest first).
+#[test]
+fn validate_explains_the_order_of_an_etcd_count_going_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let five = env_file(dir.path(), "example.tfvars", &example_with(&[("etcd_count", "5")]));
+    let loaded = nodeboot::env::load(&five).unwrap();
+    nodeboot::env::write_record(&five, &loaded.env).unwrap();
+    // Same count: nothing to say.
+    let out = nodeboot(&["validate", "--env", five.to_str().unwrap()]);
+    assert!(out.status.success() && !stderr(&out).contains("remove-member"), "{}", stderr(&out));
+
+    let text = example_with(&[("etcd_count", "3")]);
+    std::fs::write(&five, &text).unwrap();
+    let out = nodeboot(&["validate", "--env", five.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "a warning, not an error (the members may be out already): {err}");
+    let prefix = format!("{}:{}: etcd_count:", five.display(), line_of(&text, "etcd_count"));
+    assert!(err.contains(&prefix), "{err}");
+    let four = err.find(&format!("nodeboot etcd remove-member --env {} 4", five.display())).unwrap_or_else(|| panic!("{err}"));
+    let three = err.find(&format!("nodeboot etcd remove-member --env {} 3", five.display())).unwrap_or_else(|| panic!("{err}"));
+    assert!(four < three, "highest first: {err}");
+    assert!(!err.contains(&format!("remove-member --env {} 2", five.display())), "member 2 stays: {err}");
+}

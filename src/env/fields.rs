@@ -70,6 +70,11 @@ impl<'a> Reader<'a> {
         reader
     }
 
+    /// The environment file, as the diagnostics name it.
+    pub fn file(&self) -> &str {
+        &self.raw.file
+    }
+
     pub fn line(&self, field: &str) -> Option<usize> {
         self.raw.attrs.get(field).map(|a| a.line)
     }

@@ -44,6 +44,23 @@ pub fn check_recorded_layout(env: &Environment, record: Result<Option<layout::Re
         Ok(None) => return,
         Err(e) => return r.error("availability_zones", format!("cannot read the recorded member layout {e}")),
     };
+    let recorded = record.members.len() as u32;
+    if env.etcd_count < recorded {
+        let removals: Vec<String> =
+            (env.etcd_count..recorded).rev().map(|m| format!("`nodeboot etcd remove-member --env {} {m}`", r.file())).collect();
+        r.warning(
+            "etcd_count",
+            format!(
+                "etcd_count goes from {recorded} to {}: Terraform will delete members {}..{}'s volumes and ENIs. First take them \
+                 out of the cluster, the highest first, so the others keep a quorum: {}; then `nodeboot up` \
+                 (README, \"Changing etcd_count\")",
+                env.etcd_count,
+                env.etcd_count,
+                recorded - 1,
+                removals.join(", then ")
+            ),
+        );
+    }
     for (old, new) in layout::moved_members(&record, env) {
         let field = if old.zone != new.zone { "availability_zones" } else { "secure_subnets" };
         r.error(
