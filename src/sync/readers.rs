@@ -384,13 +384,25 @@ mod tests {
     fn processes_are_found_by_their_programs_name() {
         let dir = tempfile::tempdir().unwrap();
         let name = format!("kube-fake-{}", std::process::id());
+        // A symlink, not a copy: exec of a file this multi-threaded test
+        // process just wrote can fail with ETXTBSY (another test's fork
+        // inherits the open write descriptor).
         let program = dir.path().join(&name);
-        std::fs::copy("/bin/sleep", &program).unwrap();
+        std::os::unix::fs::symlink("/bin/sleep", &program).unwrap();
         let mut child = std::process::Command::new(&program)
             .arg("30")
             .spawn()
             .unwrap();
-        let found = processes_named(Path::new("/proc"), &name);
+        // Right after the spawn the child's /proc entry can still show the
+        // parent's command line for a moment: look again for up to 5 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let found = loop {
+            let found = processes_named(Path::new("/proc"), &name);
+            if !found.is_empty() || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(found, vec![child.id() as i32]);
