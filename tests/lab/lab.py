@@ -17,6 +17,7 @@ tests/lab/README.md for the topology.
 """
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -1082,6 +1084,19 @@ class Lab:
         machines = [m for m in lab_nspawn.listed_cgroups() if self.own_machine(m)]
         left += [f"cgroup of machine {m}" for m in machines]
         return left
+
+
+@contextlib.contextmanager
+def session(prefix="t", **up):
+    """A lab of a name of its own (tests run in parallel), torn down however
+    the block ends; the teardown checks that nothing of it is left."""
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    try:
+        yield Lab.up(name, **up)
+    finally:
+        lab = Lab.load(name) if (STATE_ROOT / name / "state.json").exists() else Lab(name)
+        lab.down()
+        assert lab.leftovers() == []
 
 
 def plug_block_device(c, device, link):

@@ -7,13 +7,11 @@ Root only, like every lab test.
 """
 
 import calendar
-import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,19 +23,8 @@ require_lab = lablib.require_lab
 UNIT = "nodeboot-etcd-backup.service"
 
 
-@contextlib.contextmanager
 def cluster():
-    name = f"b{uuid.uuid4().hex[:8]}"
-    try:
-        yield lablib.Lab.up(name)
-    finally:
-        lab = (
-            lablib.Lab.load(name)
-            if (lablib.STATE_ROOT / name / "state.json").exists()
-            else lablib.Lab(name)
-        )
-        lab.down()
-        assert lab.leftovers() == []
+    return lablib.session(prefix="b")
 
 
 def etcd_nodes(lab):

@@ -9,7 +9,6 @@ the restart succeeds. So nodeboot's stage units wait inside the process
 (`nodeboot stage --retry`, `TimeoutStartSec=infinity`), and the tests below
 boot the rendered units with the real binary. Root only, like the lab."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -432,20 +431,9 @@ def shorten(the_lab, node, attach_budget=None, bounds=None):
         path.write_text(json.dumps(config))
 
 
-@contextlib.contextmanager
 def lab_of(members):
     """A lab without booted nodes, torn down however the block ends."""
-    the_name = f"t{uuid.uuid4().hex[:8]}"
-    try:
-        yield lab.Lab.up(the_name, members=members, boot=False)
-    finally:
-        the_lab = (
-            lab.Lab.load(the_name)
-            if (lab.STATE_ROOT / the_name / "state.json").exists()
-            else lab.Lab(the_name)
-        )
-        the_lab.down()
-        assert the_lab.leftovers() == []
+    return lab.session(members=members, boot=False)
 
 
 def test_a_boot_whose_attach_needs_several_attempts_ends_with_every_unit_active():

@@ -8,11 +8,9 @@ interface on DHCP, `zz-default.network`) against the lab's DHCP server
 (tests/lab/README.md). Root only, like the lab.
 """
 
-import contextlib
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,19 +19,8 @@ import lab as lablib  # noqa: E402
 require_lab = lablib.require_lab
 
 
-@contextlib.contextmanager
 def cluster():
-    name = f"t{uuid.uuid4().hex[:8]}"
-    try:
-        yield lablib.Lab.up(name)
-    finally:
-        lab = (
-            lablib.Lab.load(name)
-            if (lablib.STATE_ROOT / name / "state.json").exists()
-            else lablib.Lab(name)
-        )
-        lab.down()
-        assert lab.leftovers() == []
+    return lablib.session(prefix="t")
 
 
 def route_to(lab, node, peer):

@@ -8,13 +8,11 @@ a blank one) and a writer putting one key every 50 ms throughout.
 Root only, like every lab test.
 """
 
-import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,19 +23,8 @@ import lab_writer  # noqa: E402
 require_lab = lablib.require_lab
 
 
-@contextlib.contextmanager
 def cluster():
-    name = f"r{uuid.uuid4().hex[:8]}"
-    try:
-        yield lablib.Lab.up(name)
-    finally:
-        lab = (
-            lablib.Lab.load(name)
-            if (lablib.STATE_ROOT / name / "state.json").exists()
-            else lablib.Lab(name)
-        )
-        lab.down()
-        assert lab.leftovers() == []
+    return lablib.session(prefix="r")
 
 
 class Asg(threading.Thread):
