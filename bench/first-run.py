@@ -138,6 +138,9 @@ def main() -> int:
         clone = work / "nodeboot"
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], check=True)
         subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", "--detach", args.rev], check=True)
+        # The tests read ../shared (the upstream Ignition schemas) beside the clone, as CI has it.
+        if (REPO.parent / "shared").is_dir():
+            shutil.copytree(REPO.parent / "shared", work / "shared", symlinks=True)
         env = dict(os.environ, CARGO_TARGET_DIR=str(work / "target"), CARGO_TERM_COLOR="never")
         env.pop("RUSTFLAGS", None)
         subprocess.run(["cargo", "fetch", "--locked"], cwd=clone, env=env, check=True, stderr=subprocess.DEVNULL)
