@@ -152,6 +152,13 @@ fn the_lock_has_one_holder_survives_its_holders_rerun_and_expires_with_its_lease
     assert_eq!(lock::holder(&client, "etcd-restart").unwrap(), None, "released");
     drop(held);
 
+    // Released by name after a reboot: only by its holder.
+    let _after_reboot = lock::try_acquire(&client, "reboot", "member-3", 30).unwrap().expect("free");
+    lock::release_if_held_by(&client, "reboot", "member-4").unwrap();
+    assert_eq!(lock::holder(&client, "reboot").unwrap().as_deref(), Some("member-3"), "not member-4's to release");
+    lock::release_if_held_by(&client, "reboot", "member-3").unwrap();
+    assert_eq!(lock::holder(&client, "reboot").unwrap(), None);
+
     // A holder that dies without releasing: the lock goes with its lease.
     let _dead = lock::try_acquire(&client, "etcd-restart", "member-2", 2).unwrap().expect("free again");
     assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30).unwrap().is_none());

@@ -52,9 +52,7 @@ pub fn run(root: &Root, options: &Options) -> Result<(), Error> {
             }
             Action::Reboot => reboot_under_lock(&client, &me, &boot_id, &marker_path, &options.reboot_command).map_err(fail)?,
             Action::Release => {
-                if observed.holder.as_deref() == Some(me.as_str()) {
-                    client.delete(format!("{}{LOCK}", lock::PREFIX).as_bytes()).map_err(|e| fail(format!("releasing the reboot lock: {e}")))?;
-                }
+                lock::release_if_held_by(&client, LOCK, &me).map_err(|e| fail(format!("releasing the reboot lock: {e}")))?;
                 if let Err(e) = std::fs::remove_file(&marker_path) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         return Err(fail(format!("{}: {e}", marker_path.display())));

@@ -51,6 +51,15 @@ pub fn try_acquire(
     Ok(None)
 }
 
+/// Gives `name` back if `holder_name` holds it (after a reboot, when the
+/// `Held` of the run that took it is gone with that run).
+pub fn release_if_held_by(client: &Client, name: &str, holder_name: &str) -> Result<(), EtcdClientError> {
+    if holder(client, name)?.as_deref() == Some(holder_name) {
+        client.delete(format!("{PREFIX}{name}").as_bytes())?;
+    }
+    Ok(())
+}
+
 impl Held {
     /// Keeps the lock while a long step runs (call more often than the TTL).
     pub fn refresh(&self, client: &Client) -> Result<(), EtcdClientError> {

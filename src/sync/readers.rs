@@ -201,14 +201,7 @@ pub(crate) fn etcd_client(root: &Root) -> Result<(Client, String, String), Strin
     let me = var("ETCD_ADVERTISE_CLIENT_URLS")
         .ok_or_else(|| format!("{}: no ETCD_ADVERTISE_CLIENT_URLS", env_path.display()))?;
     let name = var("ETCD_NAME").unwrap_or_else(|| format!("member-{}", claim.member));
-    let mut endpoints: Vec<String> = var("ETCD_INITIAL_CLUSTER")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(_, peer)| peer.replace(":2380", ":2379"))
-        })
-        .collect();
+    let mut endpoints = crate::stage::etcd::member_client_urls(&env);
     if !endpoints.contains(&me) {
         endpoints.push(me.clone());
     }
@@ -250,16 +243,12 @@ async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String>
         return Ok(false);
     };
     systemctl(&["restart", "etcd-member.service"])?;
-    let local = Client::new(
-        vec![me.clone()],
-        &Tls::for_member(root, etcd_claim_member(root)?).files(),
-    )
-    .map_err(|e| e.to_string())?;
+    // `status` asks exactly this member.
     let back = retry::wait(
         &format!("{name} to answer with a leader after its restart"),
         RESTART_WAIT,
         || async {
-            match crate::etcd::Cluster::status(&local, &me) {
+            match crate::etcd::Cluster::status(&client, &me) {
                 Ok(s) if s.has_leader() => Attempt::Done(()),
                 Ok(_) => Attempt::Retry("no leader yet".to_string()),
                 Err(e) => Attempt::Retry(e.to_string()),
@@ -270,7 +259,7 @@ async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String>
     match back {
         Ok(()) => {
             // The lease may have run out meanwhile; then the key is gone already.
-            if let Err(e) = held.release(&local) {
+            if let Err(e) = held.release(&client) {
                 warn!("releasing the etcd-restart lock: {e} (it expires with its lease)");
             }
             info!("etcd-member.service restarted with the new certificates; {name} answers with a leader");
@@ -282,11 +271,6 @@ async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String>
     }
 }
 
-fn etcd_claim_member(root: &Root) -> Result<u32, String> {
-    root.recorded::<Claim>(CLAIM_FILE, "attach")
-        .map(|c| c.member)
-        .map_err(|e| e.to_string())
-}
 
 /// The pids whose program (argv[0]'s file name) is `name`.
 pub fn processes_named(proc_dir: &Path, name: &str) -> Vec<i32> {

@@ -436,14 +436,28 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
 /// A cluster of one asks the member itself: it is a voter (a learner is
 /// never alone), so it answers, and the member is found not to be a learner.
 fn promote_endpoints(env_file: &str, my_peer_url: &str) -> Vec<String> {
-    let cluster = env_file.lines().find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=")).unwrap_or_default();
-    let client_url = |peer: &str| peer.strip_suffix(&format!(":{PEER_PORT}")).map(|base| format!("{base}:{CLIENT_PORT}"));
-    let peers: Vec<&str> = cluster.split(',').filter_map(|entry| entry.split_once('=').map(|(_, peer)| peer)).collect();
-    let others: Vec<String> = peers.iter().filter(|peer| **peer != my_peer_url).filter_map(|peer| client_url(peer)).collect();
+    let peers = initial_cluster_peers(env_file);
+    let others: Vec<String> = peers.iter().filter(|peer| **peer != my_peer_url).filter_map(|peer| client_url_of(peer)).collect();
     if others.is_empty() {
-        return peers.iter().filter_map(|peer| client_url(peer)).collect();
+        return member_client_urls(env_file);
     }
     others
+}
+
+/// The peer URLs of the env file's `ETCD_INITIAL_CLUSTER` (`name=https://IP:2380,...`).
+fn initial_cluster_peers(env_file: &str) -> Vec<&str> {
+    let cluster = env_file.lines().find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=")).unwrap_or_default();
+    cluster.split(',').filter_map(|entry| entry.split_once('=').map(|(_, peer)| peer)).collect()
+}
+
+/// A member's client URL from its peer URL (every member serves clients on IP:2379).
+fn client_url_of(peer: &str) -> Option<String> {
+    peer.strip_suffix(&format!(":{PEER_PORT}")).map(|base| format!("{base}:{CLIENT_PORT}"))
+}
+
+/// Every member's client URL, from the env file's initial cluster.
+pub fn member_client_urls(env_file: &str) -> Vec<String> {
+    initial_cluster_peers(env_file).into_iter().filter_map(client_url_of).collect()
 }
 
 /// Replaces this process with etcd, configured by `vars`.
