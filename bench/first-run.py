@@ -13,7 +13,11 @@ CARGO_TARGET_DIR:
 2. the README's test command: by default only its build
    (`cargo test --locked --all-targets --no-run`, the dev-profile build the
    suite runs on), `--test full` runs the command itself (needs root, takes
-   long), `--test none` skips it;
+   long) with every cache the suite fills empty too, as on a new machine:
+   the fuzz build's target directory (NODEBOOT_FUZZ_TARGET_DIR) and the
+   downloaded etcd and lab machines' Debian root (NODEBOOT_CACHE_DIR);
+   what tests/setup installs system-wide (Debian packages, pip packages,
+   cargo-fuzz, the musl target) stays installed; `--test none` skips it;
 3. with `--release`, the README's former first command
    (`cargo run --release -- render ...`, the AWS SDK in release with LTO),
    for comparison.
@@ -110,7 +114,7 @@ def timed(command: str, cwd: Path, env: dict) -> dict:
         "cpu": cpu,
         "tree": peak[0],
         "load": load,
-        "stderr": err[-3000:],
+        "stderr": err,
     }
 
 
@@ -141,7 +145,13 @@ def main() -> int:
         # The tests read ../shared (the upstream Ignition schemas) beside the clone, as CI has it.
         if (REPO.parent / "shared").is_dir():
             shutil.copytree(REPO.parent / "shared", work / "shared", symlinks=True)
-        env = dict(os.environ, CARGO_TARGET_DIR=str(work / "target"), CARGO_TERM_COLOR="never")
+        env = dict(
+            os.environ,
+            CARGO_TARGET_DIR=str(work / "target"),
+            NODEBOOT_FUZZ_TARGET_DIR=str(work / "fuzz-target"),
+            NODEBOOT_CACHE_DIR=str(work / "cache"),
+            CARGO_TERM_COLOR="never",
+        )
         env.pop("RUSTFLAGS", None)
         subprocess.run(["cargo", "fetch", "--locked"], cwd=clone, env=env, check=True, stderr=subprocess.DEVNULL)
 
@@ -162,8 +172,11 @@ def main() -> int:
             row = timed(command, clone, env)
             row["step"] = name
             rows.append(row)
+            log = args.workdir / f"{work.name}-step{len(rows)}.log"
+            log.write_text(row["stderr"])
+            print(f"   {fmt_wall(row['wall'])}, output in {log}", file=sys.stderr, flush=True)
             if not row["ok"]:
-                print(row["stderr"], file=sys.stderr)
+                print(row["stderr"][-3000:], file=sys.stderr)
     finally:
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
@@ -171,7 +184,8 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", args.rev], capture_output=True, text=True).stdout.strip()
-    print(f"\nnodeboot {rev}, {os.cpu_count()} cores, fresh CARGO_TARGET_DIR, crates already downloaded\n")
+    empty = "fresh CARGO_TARGET_DIR" + (", fuzz target dir and download caches" if args.test == "full" else "")
+    print(f"\nnodeboot {rev}, {os.cpu_count()} cores, {empty}, crates already downloaded\n")
     print("| step | command | wall | CPU (user+sys) | peak RSS, largest process | peak RSS, whole tree | load at start | ok |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
