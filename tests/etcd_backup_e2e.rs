@@ -328,15 +328,12 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
 
 #[test]
 fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_one() {
-    use common::etcd::{member_tls, pki, Member, Ports};
+    use common::etcd::{member_tls, pki, start_cluster};
     use nodeboot::stage::etcd::BackupHook;
     let p = Platform::new("bk-hook");
     let dir = tempfile::tempdir().unwrap();
     let etcd_dir = pki(dir.path());
-    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
-    let initial: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("m{i}={}", p.peer_url())).collect();
-    let mut members: Vec<Member> =
-        (0..3).map(|i| Member::start(dir.path(), &member_tls(&etcd_dir, i as u32), &format!("m{i}"), &ports[i], &initial.join(","), "new")).collect();
+    let mut members = start_cluster(dir.path(), &etcd_dir, 3);
     // The blank member 0's view: the other members' client URLs, its own certificate.
     let others = Client::new(vec![members[1].client_url.clone(), members[2].client_url.clone()], &member_tls(&etcd_dir, 0)).unwrap();
     common::etcd::wait_until("a leader", Duration::from_secs(30), || others.key_count(None).is_ok());
@@ -377,14 +374,11 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
 
 #[test]
 fn etcd_status_reports_members_leader_and_the_newest_backup_and_fails_when_one_is_down() {
-    use common::etcd::{member_tls, pki, Member, Ports};
+    use common::etcd::{member_tls, pki, start_cluster};
     let p = Platform::new("bk-status");
     let dir = tempfile::tempdir().unwrap();
     let etcd_dir = pki(dir.path());
-    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
-    let initial: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("m{i}={}", p.peer_url())).collect();
-    let mut members: Vec<Member> =
-        (0..3).map(|i| Member::start(dir.path(), &member_tls(&etcd_dir, i as u32), &format!("m{i}"), &ports[i], &initial.join(","), "new")).collect();
+    let mut members = start_cluster(dir.path(), &etcd_dir, 3);
     let urls: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
     let client = Client::new(urls.clone(), &member_tls(&etcd_dir, 0)).unwrap();
     common::etcd::wait_until("a leader", Duration::from_secs(30), || client.key_count(None).is_ok());

@@ -293,7 +293,9 @@ pub fn sync_secrets(root: &Root, interval: Duration, once: bool) -> Result<(), E
                     failed = Some(e);
                 }
                 let current = readers::fingerprints(root, &readers::inputs(root, &config));
-                let mut record = readers::load_record(&record_path);
+                // Written only when it changes: a quiet tick writes nothing.
+                let mut saved = readers::load_record(&record_path);
+                let mut record = saved.clone();
                 record.retain(|c, _| current.contains_key(c));
                 for step in consumers::plan(&record, &current) {
                     match step {
@@ -315,9 +317,14 @@ pub fn sync_secrets(root: &Root, interval: Duration, once: bool) -> Result<(), E
                         }
                     }
                     // After every step: a kill later keeps what is done.
+                    if record != saved {
+                        save(&record)?;
+                        saved = record.clone();
+                    }
+                }
+                if record != saved {
                     save(&record)?;
                 }
-                save(&record)?;
                 if once {
                     return failed.map_or(Ok(()), Err);
                 }

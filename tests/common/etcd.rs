@@ -116,6 +116,14 @@ impl Member {
     }
 }
 
+/// Starts a new cluster of `n` members `m0`.. with TLS from `etcd_dir`
+/// (`pki`); does not wait for a leader.
+pub fn start_cluster(dir: &Path, etcd_dir: &Path, n: u32) -> Vec<Member> {
+    let ports: Vec<Ports> = (0..n).map(|_| Ports::free()).collect();
+    let initial: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("m{i}={}", p.peer_url())).collect();
+    ports.iter().enumerate().map(|(i, p)| Member::start(dir, &member_tls(etcd_dir, i as u32), &format!("m{i}"), p, &initial.join(","), "new")).collect()
+}
+
 impl Drop for Member {
     fn drop(&mut self) {
         self.kill();

@@ -20,8 +20,16 @@ Handled (Ignition spec 3.4.0 / 3.x semantics):
 - storage.directories (mode default 0755), storage.links (symbolic, or
   hard), with the same owner and overwrite rules.
 - systemd.units: contents into /etc/systemd/system, dropins into NAME.d/,
-  enabled true (the [Install] WantedBy=/RequiredBy= symlinks, as `systemctl
-  enable`) or false (those symlinks removed), mask (a link to /dev/null).
+  mask (a link to /dev/null), enabled true or false as Ignition does it:
+  a line `enable NAME` or `disable NAME` appended to
+  /etc/systemd/system-preset/20-ignition.preset (Ignition's
+  internal/exec/util/unit.go). Ignition makes no symlink: systemd applies
+  the presets itself on the machine's first boot (no /etc/machine-id:
+  machine-id(5), "First Boot Semantics"), which is how a Flatcar node's
+  units get enabled; the lab boots its machines that way (lab_nspawn.py).
+  As a lint the applier also refuses an enabled unit it cannot find or
+  whose [Install] has no WantedBy=/RequiredBy=: systemd would leave it
+  disabled without a word.
 - passwd.users: name, uid, gecos, homeDir, shell, groups, sshAuthorizedKeys
   (into ~/.ssh/authorized_keys.d/ignition and ~/.ssh/authorized_keys, 0600,
   as Flatcar's update-ssh-keys leaves them). A missing user is made with
@@ -41,6 +49,8 @@ from pathlib import Path, PurePosixPath
 
 SPEC_VERSIONS = {"3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0"}
 UNIT_DIR = "/etc/systemd/system"
+# Where Ignition writes `enable`/`disable` lines (its util.PresetPath).
+PRESET_FILE = "/etc/systemd/system-preset/20-ignition.preset"
 UNIT_SEARCH = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"]
 
 
@@ -352,31 +362,23 @@ class Applier:
         raise IgnitionError(f"{where}: unit {name} has no contents and is not in the root")
 
     def enable(self, name, enabled, where):
-        """`systemctl enable/disable`: the [Install] section's links."""
-        text, found_in = self.unit_text(name, where)
+        """Ignition's EnableUnit / DisableUnit: a line in its preset file,
+        which systemd applies on the first boot."""
+        text, _ = self.unit_text(name, where)
         install = install_section(text)
         for key in install:
             if key not in ("WantedBy", "RequiredBy"):
                 raise IgnitionError(f"{where}: [Install] {key}= is not supported by the applier")
-        links = [
-            (f"{target}.{'wants' if key == 'WantedBy' else 'requires'}", target)
-            for key, targets in install.items()
-            for target in targets
-        ]
-        if enabled and not links:
+        targets = [t for key, ts in install.items() for t in ts]
+        if enabled and not targets:
             raise IgnitionError(f"{where}: enabled, but {name} has no WantedBy=/RequiredBy=")
-        for suffix, _ in links:
-            d = self.root / UNIT_DIR.lstrip("/") / suffix
-            link = d / name
-            if enabled:
-                d.mkdir(parents=True, exist_ok=True)
-                if link.is_symlink():
-                    link.unlink()
-                link.symlink_to(f"{found_in}/{name}")
-            elif link.is_symlink():
-                link.unlink()
+        preset = self.root / PRESET_FILE.lstrip("/")
+        preset.parent.mkdir(parents=True, exist_ok=True)
+        with preset.open("a") as f:
+            f.write(f"{'enable' if enabled else 'disable'} {name}\n")
+        preset.chmod(0o644)
         state = "enabled" if enabled else "disabled"
-        self.done.append(f"{state} {name} ({', '.join(s for s, _ in links) or 'no links'})")
+        self.done.append(f"{state} {name} (preset; [Install] {', '.join(targets) or 'none'})")
 
     # --- passwd ----------------------------------------------------------------------
 

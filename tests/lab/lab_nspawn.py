@@ -146,17 +146,23 @@ class Container:
     def prepare(self):
         """The machine's own root: an overlay whose lower layer is the cached
         root (built on first use) and whose upper layer is this machine's
-        disk, kept across reboots until remove()."""
+        disk, kept across reboots until remove().
+
+        A new machine has no /etc/machine-id, as a Flatcar image has none:
+        its first boot is then systemd's "first boot" (machine-id(5)), in
+        which systemd 252 itself applies the presets, Ignition's
+        `enable` lines among them (ignition_apply.py), and writes the id.
+        Later boots keep it, as a Flatcar node's do."""
         if self.base is None:
             self.base = lab_root.ensure()
+        new = not (self.dir / "upper").exists()
         for d in ("upper", "work", "root"):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
         if not is_mounted(self.root):
             opts = f"lowerdir={self.base},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}"
             run(["mount", "-t", "overlay", "overlay", "-o", opts, self.root])
-        machine_id = self.root / "etc/machine-id"
-        if not machine_id.read_text().strip():
-            machine_id.write_text(os.urandom(16).hex() + "\n")
+        if new:
+            (self.root / "etc/machine-id").unlink(missing_ok=True)
         return self.root
 
     # --- boot ----------------------------------------------------------------------

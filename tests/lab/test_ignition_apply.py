@@ -121,14 +121,14 @@ def test_units_are_written_enabled_masked_and_given_dropins(root):
     apply(root, config(systemd={"units": units}))
     etc = root / "etc/systemd/system"
     assert (etc / "a.service").read_text() == UNIT
-    assert os.readlink(etc / "multi-user.target.wants/a.service") == "/etc/systemd/system/a.service"
     assert (etc / "a.service.d/10-x.conf").read_text().endswith("X=1\n")
-    assert (
-        os.readlink(etc / "timers.target.wants/shipped.service")
-        == "/usr/lib/systemd/system/shipped.service"
-    )
     assert os.readlink(etc / "b.service") == "/dev/null"
-    assert not (etc / "multi-user.target.wants/c.service").exists()
+    # Enabled and disabled as Ignition does it: preset lines in config
+    # order, no [Install] links (systemd makes them on the first boot).
+    preset = root / "etc/systemd/system-preset/20-ignition.preset"
+    assert preset.read_text() == "enable a.service\nenable shipped.service\ndisable c.service\n"
+    assert stat.S_IMODE(preset.stat().st_mode) == 0o644
+    assert not list(etc.glob("*.wants")) and not list(etc.glob("*.requires"))
 
 
 def test_a_user_is_made_with_its_ssh_keys(root):

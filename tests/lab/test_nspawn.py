@@ -74,8 +74,21 @@ def assert_gone(c):
 
 def test_a_machine_boots_systemd_to_running_and_runs_the_units_the_applier_enabled():
     require_root()
-    with lab_nspawn.machine(name(), setup=ignition_setup) as c:
+    before = {}
+
+    def setup(root):
+        ignition_setup(root)
+        before["machine-id"] = (root / "etc/machine-id").exists()
+        before["links"] = sorted(p.name for p in (root / "etc/systemd/system").rglob("lab-probe*"))
+
+    with lab_nspawn.machine(name(), setup=setup) as c:
         assert c.boot_state == "running", c.systemctl("--failed", check=False).stdout
+        # Ignition enables by preset, not by link: systemd's first boot (no
+        # machine id before it) applied the preset, as on a Flatcar node.
+        assert before == {"machine-id": False, "links": ["lab-probe.service"]}
+        assert c.systemctl("is-enabled", "lab-probe.service").stdout.strip() == "enabled"
+        assert c.path("/etc/systemd/system/multi-user.target.wants/lab-probe.service").is_symlink()
+        assert len(c.path("/etc/machine-id").read_text().strip()) == 32
         assert c.run("cat", "/proc/1/comm").stdout.strip() == "systemd"
         assert c.systemctl(
             "is-active", "lab-probe.service", "systemd-networkd.service"

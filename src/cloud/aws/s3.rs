@@ -19,6 +19,23 @@ pub struct S3 {
 }
 
 impl S3 {
+    /// PutObject of `body` (bytes or a file) with user `metadata`; its ETag.
+    pub(crate) async fn put_stream(&self, bucket: &str, key: &str, body: ByteStream, metadata: &BTreeMap<String, String>) -> Result<String, CloudError> {
+        self.calls.add();
+        let out = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .set_metadata(Some(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| error("PutObject", &format!("s3://{bucket}/{key}"), e))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
     /// Path-style addressing whenever an endpoint is overridden: the
     /// emulator (and most S3 look-alikes) cannot route `bucket.127.0.0.1`.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
@@ -119,19 +136,7 @@ impl Objects for S3 {
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, metadata: &BTreeMap<String, String>) -> Result<String, CloudError> {
-        self.calls.add();
-        let out = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| error("PutObject", &format!("s3://{bucket}/{key}"), e))?;
-        Ok(out.e_tag().unwrap_or_default().to_string())
+        self.put_stream(bucket, key, ByteStream::from(body), metadata).await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), CloudError> {

@@ -22,19 +22,7 @@ impl ObjectFiles for S3 {
     async fn put_file(&self, bucket: &str, key: &str, path: &Path, metadata: &BTreeMap<String, String>) -> Result<String, CloudError> {
         let resource = format!("s3://{bucket}/{key}");
         let body = ByteStream::from_path(path).await.map_err(|e| io_error("PutObject", &resource, format!("{}: {e}", path.display())))?;
-        self.calls.add();
-        let out = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| error("PutObject", &resource, e))?;
-        Ok(out.e_tag().unwrap_or_default().to_string())
+        self.put_stream(bucket, key, body, metadata).await
     }
 
     async fn get_file(&self, bucket: &str, key: &str, path: &Path) -> Result<Option<ObjectHead>, CloudError> {
