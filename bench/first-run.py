@@ -135,13 +135,17 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the clone and its target directory")
     args = parser.parse_args()
 
+    # The commit measured, resolved now: HEAD may move while this runs.
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short=12", args.rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
     args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="first-run-", dir=args.workdir))
     rows = []
     try:
         clone = work / "nodeboot"
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], check=True)
-        subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", "--detach", args.rev], check=True)
+        subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", "--detach", rev], check=True)
         # The tests read ../shared (the upstream Ignition schemas) beside the clone, as CI has it.
         if (REPO.parent / "shared").is_dir():
             shutil.copytree(REPO.parent / "shared", work / "shared", symlinks=True)
@@ -183,7 +187,6 @@ def main() -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", args.rev], capture_output=True, text=True).stdout.strip()
     empty = "fresh CARGO_TARGET_DIR" + (", fuzz target dir and download caches" if args.test == "full" else "")
     print(f"\nnodeboot {rev}, {os.cpu_count()} cores, {empty}, crates already downloaded\n")
     print("| step | command | wall | CPU (user+sys) | peak RSS, largest process | peak RSS, whole tree | load at start | ok |")
