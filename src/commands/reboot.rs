@@ -11,7 +11,6 @@ use crate::error::Error;
 use crate::etcd::{lock, Client, Cluster};
 use crate::reboot::{self, Action, Marker, Observed};
 use crate::stage::Root;
-use crate::sync::readers;
 
 /// The lock every etcd node's coordinator takes before it reboots.
 pub const LOCK: &str = "reboot";
@@ -32,14 +31,14 @@ pub fn run(root: &Root, options: &Options) -> Result<(), Error> {
     let marker_path = root.path(MARKER);
     let mut last_wait = String::new();
     loop {
-        let (client, me_url, me) = readers::etcd_client(root).map_err(fail)?;
+        let (client, me_url, me) = crate::stage::etcd::node_client(root).map_err(fail)?;
         let boot_id = boot_token(root).map_err(fail)?;
         let observed = Observed {
             boot_id: boot_id.clone(),
             needed: root.path(&options.sentinel).exists() || update_engine_says_reboot(),
             marker: std::fs::read(&marker_path).ok().and_then(|b| serde_json::from_slice::<Marker>(&b).ok()),
             holder: lock::holder(&client, LOCK).ok().flatten(),
-            others_healthy: readers::others_healthy(&client, &me_url).is_ok(),
+            others_healthy: crate::stage::etcd::others_healthy(&client, &me_url).is_ok(),
             me_healthy: client.status(&me_url).is_ok_and(|s| s.has_leader() && !s.is_learner),
         };
         match reboot::plan(&observed, &me) {

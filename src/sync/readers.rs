@@ -19,14 +19,13 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::consumers::{self, Consumer};
-use crate::etcd::{lock, Client};
+use crate::etcd::lock;
 use crate::node_config::{
     NodeConfig, ADDONS_UNIT, ETCD_ENV_FILE, KUBELET_CONFIG_PATH, SECRETS_DIR, STATIC_POD_DIR,
 };
 use crate::retry::{self, Attempt, Policy};
 use crate::role::Role;
-use crate::stage::attach::{Claim, CLAIM_FILE};
-use crate::stage::etcd::Tls;
+use crate::stage::etcd::{node_client, others_healthy};
 use crate::stage::Root;
 
 /// The record of fingerprints each reader was last (re)started with.
@@ -184,50 +183,8 @@ fn systemctl(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// A client of every member the env file names (this one included), with
-/// this member's certificate, and the member's own client URL.
-pub(crate) fn etcd_client(root: &Root) -> Result<(Client, String, String), String> {
-    let claim: Claim = root
-        .recorded(CLAIM_FILE, "attach")
-        .map_err(|e| e.to_string())?;
-    let env_path = root.path(ETCD_ENV_FILE);
-    let env =
-        std::fs::read_to_string(&env_path).map_err(|e| format!("{}: {e}", env_path.display()))?;
-    let var = |name: &str| {
-        env.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .map(|v| v.trim_matches('"').to_string())
-    };
-    let me = var("ETCD_ADVERTISE_CLIENT_URLS")
-        .ok_or_else(|| format!("{}: no ETCD_ADVERTISE_CLIENT_URLS", env_path.display()))?;
-    let name = var("ETCD_NAME").unwrap_or_else(|| format!("member-{}", claim.member));
-    let mut endpoints = crate::stage::etcd::member_client_urls(&env);
-    if !endpoints.contains(&me) {
-        endpoints.push(me.clone());
-    }
-    let client = Client::new(endpoints, &Tls::for_member(root, claim.member).files())
-        .map_err(|e| e.to_string())?;
-    Ok((client, me, name))
-}
-
-/// Every voting member other than `me` answers with a leader.
-pub(crate) fn others_healthy(client: &Client, me: &str) -> Result<(), String> {
-    let members =
-        crate::etcd::Cluster::member_list(client).map_err(|e| format!("member list: {e}"))?;
-    for m in members.iter().filter(|m| !m.is_learner) {
-        for url in m.client_urls.iter().filter(|u| *u != me) {
-            let status = crate::etcd::Cluster::status(client, url)
-                .map_err(|e| format!("{}: {e}", m.name))?;
-            if !status.has_leader() {
-                return Err(format!("{} has no leader", m.name));
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String> {
-    let (client, me, name) = etcd_client(root)?;
+    let (client, me, name) = node_client(root)?;
     if let Err(why) = others_healthy(&client, &me) {
         warn!("etcd-member.service must restart for new certificates, but the rest of the cluster is not healthy ({why}): waiting");
         return Ok(false);
@@ -298,7 +255,7 @@ pub fn processes_named(proc_dir: &Path, name: &str) -> Vec<i32> {
 async fn restart_static_pod(root: &Root, config: &NodeConfig, name: &str) -> Result<bool, String> {
     let proc_dir = Path::new("/proc");
     let held = if config.role == Role::Etcd {
-        let (client, _, holder) = etcd_client(root)?;
+        let (client, _, holder) = node_client(root)?;
         match lock::try_acquire(
             &client,
             &format!("static-pod-{name}"),

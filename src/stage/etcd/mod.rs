@@ -460,6 +460,49 @@ pub fn member_client_urls(env_file: &str) -> Vec<String> {
     initial_cluster_peers(env_file).into_iter().filter_map(client_url_of).collect()
 }
 
+/// On a running etcd node (the secrets sync, the reboot coordinator): a
+/// client of every member its env file names (this one included), with this
+/// member's certificate; the member's own client URL and its name.
+pub fn node_client(root: &Root) -> Result<(Client, String, String), String> {
+    let claim: Claim = root
+        .recorded(CLAIM_FILE, "attach")
+        .map_err(|e| e.to_string())?;
+    let env_path = root.path(ETCD_ENV_FILE);
+    let env =
+        std::fs::read_to_string(&env_path).map_err(|e| format!("{}: {e}", env_path.display()))?;
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('"').to_string())
+    };
+    let me = var("ETCD_ADVERTISE_CLIENT_URLS")
+        .ok_or_else(|| format!("{}: no ETCD_ADVERTISE_CLIENT_URLS", env_path.display()))?;
+    let name = var("ETCD_NAME").unwrap_or_else(|| format!("member-{}", claim.member));
+    let mut endpoints = member_client_urls(&env);
+    if !endpoints.contains(&me) {
+        endpoints.push(me.clone());
+    }
+    let client = Client::new(endpoints, &Tls::for_member(root, claim.member).files())
+        .map_err(|e| e.to_string())?;
+    Ok((client, me, name))
+}
+
+/// Every voting member other than `me` answers with a leader.
+pub fn others_healthy(client: &Client, me: &str) -> Result<(), String> {
+    let members =
+        crate::etcd::Cluster::member_list(client).map_err(|e| format!("member list: {e}"))?;
+    for m in members.iter().filter(|m| !m.is_learner) {
+        for url in m.client_urls.iter().filter(|u| *u != me) {
+            let status = crate::etcd::Cluster::status(client, url)
+                .map_err(|e| format!("{}: {e}", m.name))?;
+            if !status.has_leader() {
+                return Err(format!("{} has no leader", m.name));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Replaces this process with etcd, configured by `vars`.
 pub fn exec(binary: &str, vars: &[(&'static str, String)]) -> EtcdError {
     use std::os::unix::process::CommandExt;
