@@ -249,10 +249,9 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_before_parsing() {
         let deep = format!("a = 1\nb = {}1{}\n", "[".repeat(40), "]".repeat(40));
-        let t = std::time::Instant::now();
+        // The parser itself has no such message: the check ran before it.
         let err = parse_str(&deep).unwrap_err().to_string();
         assert!(err.contains("t.tfvars:2: brackets nested more than 16 deep"), "{err}");
-        assert!(t.elapsed() < std::time::Duration::from_secs(1));
         let fine = format!("a = \"{}\" # {}\nb = [[{{ c = 1 }}]]\n", "[".repeat(40), "(".repeat(40));
         assert!(parse_str(&fine).is_ok());
     }
