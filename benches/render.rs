@@ -23,9 +23,12 @@ fn main() {
     let bin = env!("CARGO_BIN_EXE_nodeboot");
 
     let rows = [
-        ("load + validate example env (in-process)", measure(|| {
-            env::load(&example).unwrap();
-        })),
+        (
+            "load + validate example env (in-process)",
+            measure(|| {
+                env::load(&example).unwrap();
+            }),
+        ),
         ("render all roles (in-process, no I/O)", {
             let loaded = env::load(&example).unwrap();
             measure(|| {
@@ -35,16 +38,34 @@ fn main() {
             })
         }),
         ("process: nodeboot --version", measure(|| run(bin, &["--version"]))),
-        ("process: nodeboot render (all roles)", measure(|| {
-            run(bin, &["render", "--env", example.to_str().unwrap(), "--out", out.path().to_str().unwrap()])
-        })),
+        (
+            "process: nodeboot render (all roles)",
+            measure(|| {
+                run(
+                    bin,
+                    &[
+                        "render",
+                        "--env",
+                        example.to_str().unwrap(),
+                        "--out",
+                        out.path().to_str().unwrap(),
+                    ],
+                )
+            }),
+        ),
     ];
 
     println!("{:<45} {:>10} {:>10} {:>10}", "benchmark", "p50", "p99", "max");
     for (name, mut samples) in rows {
         samples.sort();
         let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
-        println!("{:<45} {:>10} {:>10} {:>10}", name, fmt(pct(0.5)), fmt(pct(0.99)), fmt(*samples.last().unwrap()));
+        println!(
+            "{:<45} {:>10} {:>10} {:>10}",
+            name,
+            fmt(pct(0.5)),
+            fmt(pct(0.99)),
+            fmt(*samples.last().unwrap())
+        );
     }
     println!("({RUNS} runs each; target: a whole render as a process under 10 ms)");
 }
@@ -61,7 +82,12 @@ fn measure(mut f: impl FnMut()) -> Vec<Duration> {
 }
 
 fn run(bin: &str, args: &[&str]) {
-    let status = Command::new(bin).args(args).env("NODEBOOT_LOG", "warn").output().unwrap().status;
+    let status = Command::new(bin)
+        .args(args)
+        .env("NODEBOOT_LOG", "warn")
+        .output()
+        .unwrap()
+        .status;
     assert!(status.success(), "{bin} {args:?} failed");
 }
 

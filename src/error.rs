@@ -4,14 +4,14 @@
 
 use crate::cloud::imds::ImdsError;
 use crate::env::{Diagnostics, LoadError, ScaffoldError};
-use crate::stage::attach::AttachError;
 use crate::pki::PkiError;
+use crate::secrets::prereqs::PrereqsError;
+use crate::secrets::SecretError;
+use crate::stage::attach::AttachError;
 use crate::stage::discover::DiscoverError;
 use crate::stage::etcd::EtcdError;
 use crate::stage::mount::MountError;
 use crate::stage::StageError;
-use crate::secrets::prereqs::PrereqsError;
-use crate::secrets::SecretError;
 use crate::sync::SyncError;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,11 @@ pub enum Error {
     #[error(transparent)]
     Cloud(crate::cloud::CloudError),
     #[error("{step} failed: {source}\n  what to do: {hint}")]
-    Step { step: String, hint: String, source: Box<Error> },
+    Step {
+        step: String,
+        hint: String,
+        source: Box<Error>,
+    },
     #[error("missing: {0}")]
     Missing(String),
     #[error("refused: {0}")]
@@ -61,7 +65,13 @@ pub enum Error {
     Render(#[from] crate::render::RenderError),
     /// A boot stage retried until its bound (`stage --retry`); exits with the last failure's code.
     #[error("stage {stage} gave up after {seconds}s and {attempts} attempts; {signal}; last failure: {source}")]
-    GaveUp { stage: String, seconds: u64, attempts: u32, signal: String, source: Box<Error> },
+    GaveUp {
+        stage: String,
+        seconds: u64,
+        attempts: u32,
+        signal: String,
+        source: Box<Error>,
+    },
     #[error("etcd backup: {0}")]
     Backup(#[from] crate::backup::store::BackupError),
     #[error("{0}")]
@@ -180,8 +190,12 @@ impl Error {
                 AttachError::Stage(e) => stage_code(e),
             },
             Error::Mount(e) => match e {
-                MountError::NoDevice { .. } | MountError::NoInterface { .. } | MountError::Network { .. } => exit::TIMEOUT,
-                MountError::NotBlank { .. } | MountError::NotBlock(_) | MountError::MountedElsewhere { .. } => exit::DEVICE_REFUSED,
+                MountError::NoDevice { .. } | MountError::NoInterface { .. } | MountError::Network { .. } => {
+                    exit::TIMEOUT
+                }
+                MountError::NotBlank { .. } | MountError::NotBlock(_) | MountError::MountedElsewhere { .. } => {
+                    exit::DEVICE_REFUSED
+                }
                 MountError::Command { .. } | MountError::Mount { .. } => exit::SYSTEM,
                 MountError::HeldData { .. } => exit::HELD_DATA,
                 MountError::Cloud(_) => exit::AWS,
@@ -194,7 +208,10 @@ impl Error {
                 EtcdError::Exec { .. } | EtcdError::BinaryVersion { .. } => exit::SYSTEM,
                 EtcdError::Stage(e) => stage_code(e),
                 EtcdError::NoQuorum { .. } => exit::ETCD_NO_QUORUM,
-                EtcdError::Busy { .. } | EtcdError::Client(_) | EtcdError::Backup { .. } | EtcdError::Promote { .. } => exit::ETCD_BUSY,
+                EtcdError::Busy { .. }
+                | EtcdError::Client(_)
+                | EtcdError::Backup { .. }
+                | EtcdError::Promote { .. } => exit::ETCD_BUSY,
                 EtcdError::Version { .. } => exit::ETCD_VERSION,
             },
             Error::Cloud(_) => exit::AWS,

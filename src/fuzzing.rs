@@ -36,7 +36,10 @@ pub fn env_file(data: &[u8]) {
 pub fn secret_envelope(data: &[u8]) {
     let Ok(envelope) = format::parse(data) else { return };
     let key = Secret::new(vec![7; 32]);
-    let context = Context { environment: "fuzz".into(), path: "common/ca.crt".into() };
+    let context = Context {
+        environment: "fuzz".into(),
+        path: "common/ca.crt".into(),
+    };
     if let Ok(plain) = format::open(&envelope, &key, &context) {
         assert!(plain.len() + 16 <= data.len(), "opened more bytes than were stored");
     }
@@ -60,17 +63,24 @@ impl Metadata for Answers<'_> {
 /// `stage::discover::observe`: identity, placement, addresses, every interface.
 pub fn imds_answers(data: &[u8]) {
     let pieces: Vec<&[u8]> = data.split(|b| *b == 0).collect();
-    let md = Answers { pieces: std::cell::RefCell::new(pieces.into_iter()) };
+    let md = Answers {
+        pieces: std::cell::RefCell::new(pieces.into_iter()),
+    };
     if let Ok(identity) = crate::stage::discover::observe(&md) {
         assert!(identity.instance_id.starts_with("i-"));
         assert!(identity.availability_zone.starts_with(&identity.region));
-        assert!(identity.interfaces.windows(2).all(|w| w[0].device_number <= w[1].device_number));
+        assert!(identity
+            .interfaces
+            .windows(2)
+            .all(|w| w[0].device_number <= w[1].device_number));
     }
 }
 
 /// node.json, claim.json, facts.json: the first byte picks the file.
 pub fn state_files(data: &[u8]) {
-    let Some((which, json)) = data.split_first() else { return };
+    let Some((which, json)) = data.split_first() else {
+        return;
+    };
     match which % 3 {
         0 => {
             if let Ok(config) = serde_json::from_slice::<crate::node_config::NodeConfig>(json) {
@@ -108,8 +118,19 @@ pub fn sync_listing(data: &[u8]) {
         // them unchanged since.
         if i % 3 == 0 {
             if let Ok(name) = crate::secrets::ObjectPath::parse(key.rsplit('/').next().unwrap_or(key)) {
-                let stat = Stat { len: i as u64, mtime_ns: i as i128, inode: i as u64 };
-                record.insert(name.clone(), Placed { key: key.to_string(), etag: etag.to_string(), stat });
+                let stat = Stat {
+                    len: i as u64,
+                    mtime_ns: i as i128,
+                    inode: i as u64,
+                };
+                record.insert(
+                    name.clone(),
+                    Placed {
+                        key: key.to_string(),
+                        etag: etag.to_string(),
+                        stat,
+                    },
+                );
                 if i % 2 == 0 {
                     local.insert(name, stat);
                 } else {
@@ -117,7 +138,11 @@ pub fn sync_listing(data: &[u8]) {
                 }
             }
         }
-        listings[current].1.push(ObjectEntry { key: key.to_string(), etag: etag.to_string(), size: 0 });
+        listings[current].1.push(ObjectEntry {
+            key: key.to_string(),
+            etag: etag.to_string(),
+            size: 0,
+        });
     }
     let member = data.first().map(|b| u32::from(*b % 4));
     let (remote, marked, _) = crate::sync::remote_from_listings(&listings, member);
@@ -130,12 +155,20 @@ pub fn sync_listing(data: &[u8]) {
     for action in &actions {
         if let Action::Delete { name } = action {
             assert!(!remote.contains_key(name), "deletes a file whose object is listed");
-            assert_eq!(local.get(name), Some(&record[name].stat), "deletes a file changed since it was placed");
+            assert_eq!(
+                local.get(name),
+                Some(&record[name].stat),
+                "deletes a file changed since it was placed"
+            );
         }
     }
     if remote.is_empty() && !marked {
         let refused = plan::refused_to_empty(&remote, marked, &actions);
         let deletes = actions.iter().filter(|a| matches!(a, Action::Delete { .. })).count();
-        assert_eq!(refused, (deletes > 0).then_some(deletes), "an empty unmarked listing empties nothing");
+        assert_eq!(
+            refused,
+            (deletes > 0).then_some(deletes),
+            "an empty unmarked listing empties nothing"
+        );
     }
 }

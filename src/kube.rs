@@ -56,7 +56,9 @@ pub fn skew_problem(running: &str, wanted: &str) -> Option<String> {
         return Some(format!("cannot compare {running} with {wanted}: not MAJOR.MINOR.PATCH"));
     };
     if run.0 != want.0 {
-        return Some(format!("the cluster runs {running}; a change of major version to {wanted} is not supported"));
+        return Some(format!(
+            "the cluster runs {running}; a change of major version to {wanted} is not supported"
+        ));
     }
     if want.1 < run.1 {
         return Some(format!(
@@ -65,7 +67,11 @@ pub fn skew_problem(running: &str, wanted: &str) -> Option<String> {
         ));
     }
     if want.1 > run.1 + 1 {
-        return Some(format!("the cluster runs {running}; upgrade one minor at a time ({}.{} first), not to {wanted}", run.0, run.1 + 1));
+        return Some(format!(
+            "the cluster runs {running}; upgrade one minor at a time ({}.{} first), not to {wanted}",
+            run.0,
+            run.1 + 1
+        ));
     }
     None
 }
@@ -87,7 +93,12 @@ mod tests {
             ("1.31.4", "2.0.0", false),
             ("garbage", "1.31.0", false),
         ] {
-            assert_eq!(skew_problem(running, wanted).is_none(), ok, "{running} -> {wanted}: {:?}", skew_problem(running, wanted));
+            assert_eq!(
+                skew_problem(running, wanted).is_none(),
+                ok,
+                "{running} -> {wanted}: {:?}",
+                skew_problem(running, wanted)
+            );
         }
         assert!(skew_problem("1.31.4", "1.33.0").unwrap().contains("1.32 first"));
         assert!(skew_problem("1.31.4", "1.30.9").unwrap().contains("kubelets"));

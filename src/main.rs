@@ -3,8 +3,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -14,7 +14,11 @@ use nodeboot::role::Role;
 use nodeboot::stage::Root;
 
 #[derive(Parser)]
-#[command(name = "nodeboot", version, about = "Boots and keeps alive a Kubernetes control plane on AWS")]
+#[command(
+    name = "nodeboot",
+    version,
+    about = "Boots and keeps alive a Kubernetes control plane on AWS"
+)]
 #[cfg_attr(
     not(feature = "aws"),
     command(after_help = "Built without the `aws` feature: only the offline commands are here. \
@@ -222,7 +226,12 @@ struct TerraformArgs {
 #[cfg(feature = "aws")]
 impl TerraformArgs {
     fn options(self, plan: bool, write_kubeconfig: bool) -> commands::up::UpOptions {
-        commands::up::UpOptions { plan, write_kubeconfig, terraform_dir: self.terraform_dir, plugin_dir: self.plugin_dir }
+        commands::up::UpOptions {
+            plan,
+            write_kubeconfig,
+            terraform_dir: self.terraform_dir,
+            plugin_dir: self.plugin_dir,
+        }
     }
 }
 
@@ -493,7 +502,6 @@ enum SyncCommand {
     },
 }
 
-
 #[derive(Subcommand)]
 enum EnvCommand {
     /// Write environments/NAME.tfvars from the defaults (never overwrites).
@@ -525,32 +533,62 @@ fn run(command: Command) -> Result<(), Error> {
                 println!("{line}");
             }
         }
-        Command::Validate { env, running_version, cluster } => {
+        Command::Validate {
+            env,
+            running_version,
+            cluster,
+        } => {
             println!("{}", commands::validate(&env, running_version.as_deref())?);
             if cluster {
                 println!("{}", validate_cluster(&env)?);
             }
         }
-        Command::Env { command: EnvCommand::New { name, dir } } => {
+        Command::Env {
+            command: EnvCommand::New { name, dir },
+        } => {
             let path = commands::env_new(name, &dir)?;
             println!("wrote {}", path.display());
         }
         #[cfg(feature = "aws")]
-        Command::Aws { command: AwsCommand::Instances { env, output } } => println!("{}", commands::inspect::instances(&env, output)?),
+        Command::Aws {
+            command: AwsCommand::Instances { env, output },
+        } => println!("{}", commands::inspect::instances(&env, output)?),
         #[cfg(feature = "aws")]
-        Command::Aws { command: AwsCommand::Elbs { env, output } } => println!("{}", commands::inspect::load_balancers(&env, output)?),
+        Command::Aws {
+            command: AwsCommand::Elbs { env, output },
+        } => println!("{}", commands::inspect::load_balancers(&env, output)?),
         #[cfg(feature = "aws")]
         Command::SshConfig { env } => print!("{}", commands::inspect::ssh_config(&env)?),
         #[cfg(feature = "aws")]
-        Command::Up { env, plan, write_kubeconfig, terraform } => commands::up::up(&env, &terraform.options(plan, write_kubeconfig))?,
+        Command::Up {
+            env,
+            plan,
+            write_kubeconfig,
+            terraform,
+        } => commands::up::up(&env, &terraform.options(plan, write_kubeconfig))?,
         #[cfg(feature = "aws")]
         Command::Outputs { env, terraform } => commands::up::outputs(&env, &terraform.options(false, false))?,
-        Command::Kubeconfig { env, dir, write: None } => print!("{}", commands::kubeconfig::print(&env, dir.as_deref())?),
-        Command::Kubeconfig { env, dir, write: Some(target) } => {
-            let target = (!target.as_os_str().is_empty()).then_some(target);
-            println!("{}", commands::kubeconfig::write(&env, dir.as_deref(), target.as_deref())?)
+        Command::Kubeconfig { env, dir, write: None } => {
+            print!("{}", commands::kubeconfig::print(&env, dir.as_deref())?)
         }
-        Command::Pki { env, dir, rotate, renew, output } => {
+        Command::Kubeconfig {
+            env,
+            dir,
+            write: Some(target),
+        } => {
+            let target = (!target.as_os_str().is_empty()).then_some(target);
+            println!(
+                "{}",
+                commands::kubeconfig::write(&env, dir.as_deref(), target.as_deref())?
+            )
+        }
+        Command::Pki {
+            env,
+            dir,
+            rotate,
+            renew,
+            output,
+        } => {
             let options = nodeboot::pki::Options { rotate, renew };
             for line in commands::pki(&env, dir.as_deref(), &options, output)? {
                 println!("{line}");
@@ -566,53 +604,150 @@ fn run(command: Command) -> Result<(), Error> {
             SecretsCommand::Rm { env, paths } => commands::secrets::rm(&env, &paths)?,
         }),
         #[cfg(feature = "aws")]
-        Command::Manifests { command: ManifestsCommand::Upload { env, prune, allow_empty, force, dir } } => {
-            print_lines(commands::secrets::manifests_upload(&env, &dir, prune, allow_empty, force)?)
-        }
+        Command::Manifests {
+            command:
+                ManifestsCommand::Upload {
+                    env,
+                    prune,
+                    allow_empty,
+                    force,
+                    dir,
+                },
+        } => print_lines(commands::secrets::manifests_upload(
+            &env,
+            &dir,
+            prune,
+            allow_empty,
+            force,
+        )?),
         #[cfg(feature = "aws")]
-        Command::Sync { root, command: SyncCommand::Manifests { interval, once } } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
+        Command::Sync {
+            root,
+            command: SyncCommand::Manifests { interval, once },
+        } => commands::secrets::sync_manifests(&Root(root), interval, once)?,
         #[cfg(feature = "aws")]
-        Command::RebootCoordinator { root, interval, sentinel, reboot_command, once } => {
-            commands::reboot::run(&Root(root), &commands::reboot::Options { interval, sentinel, reboot_command, once })?
-        }
+        Command::RebootCoordinator {
+            root,
+            interval,
+            sentinel,
+            reboot_command,
+            once,
+        } => commands::reboot::run(
+            &Root(root),
+            &commands::reboot::Options {
+                interval,
+                sentinel,
+                reboot_command,
+                once,
+            },
+        )?,
         #[cfg(feature = "aws")]
-        Command::Sync { root, command: SyncCommand::Secrets { interval, once } } => commands::secrets::sync_secrets(&Root(root), interval, once)?,
+        Command::Sync {
+            root,
+            command: SyncCommand::Secrets { interval, once },
+        } => commands::secrets::sync_secrets(&Root(root), interval, once)?,
         #[cfg(feature = "aws")]
-        Command::Roll { env, role, endpoints, dir, per_member, healthy_wait } => print_lines(commands::roll::roll(
+        Command::Roll {
+            env,
+            role,
+            endpoints,
+            dir,
+            per_member,
+            healthy_wait,
+        } => print_lines(commands::roll::roll(
             &env,
             role,
-            commands::roll::RollOptions { endpoints, dir, per_member, healthy_wait },
+            commands::roll::RollOptions {
+                endpoints,
+                dir,
+                per_member,
+                healthy_wait,
+            },
         )?),
         #[cfg(feature = "aws")]
         Command::Etcd { command } => match command {
-            EtcdCommand::RemoveMember { env, dir, endpoints, member } => {
-                print_lines(commands::etcd::remove_member(&env, dir.as_deref(), &endpoints, &member)?)
-            }
-            EtcdCommand::Status { env, endpoints, dir, output } => {
-                println!("{}", commands::etcd_backup::status(&env, commands::etcd_backup::StatusOptions { endpoints, dir, output })?)
+            EtcdCommand::RemoveMember {
+                env,
+                dir,
+                endpoints,
+                member,
+            } => print_lines(commands::etcd::remove_member(
+                &env,
+                dir.as_deref(),
+                &endpoints,
+                &member,
+            )?),
+            EtcdCommand::Status {
+                env,
+                endpoints,
+                dir,
+                output,
+            } => {
+                println!(
+                    "{}",
+                    commands::etcd_backup::status(
+                        &env,
+                        commands::etcd_backup::StatusOptions { endpoints, dir, output }
+                    )?
+                )
             }
             EtcdCommand::Backups { env, output } => println!("{}", commands::etcd_backup::list(&env, output)?),
-            EtcdCommand::Restore { env, backup, timeout } => print_lines(commands::etcd_backup::restore(&env, backup.as_deref(), timeout)?),
-            EtcdCommand::VerifyBackup { env, backup, etcd, etcdutl } => {
-                print_lines(commands::etcd_backup::verify(&env, commands::etcd_backup::VerifyOptions { backup, etcd, etcdutl })?)
+            EtcdCommand::Restore { env, backup, timeout } => {
+                print_lines(commands::etcd_backup::restore(&env, backup.as_deref(), timeout)?)
             }
-            EtcdCommand::Backup { root, interval, poll, once, stop_etcd, start_etcd, restore_wait, endpoint } => commands::etcd_backup::service(
+            EtcdCommand::VerifyBackup {
+                env,
+                backup,
+                etcd,
+                etcdutl,
+            } => print_lines(commands::etcd_backup::verify(
+                &env,
+                commands::etcd_backup::VerifyOptions { backup, etcd, etcdutl },
+            )?),
+            EtcdCommand::Backup {
+                root,
+                interval,
+                poll,
+                once,
+                stop_etcd,
+                start_etcd,
+                restore_wait,
+                endpoint,
+            } => commands::etcd_backup::service(
                 &Root(root),
-                commands::etcd_backup::ServiceOptions { interval, poll, once, stop_etcd, start_etcd, restore_wait, endpoint },
+                commands::etcd_backup::ServiceOptions {
+                    interval,
+                    poll,
+                    once,
+                    stop_etcd,
+                    start_etcd,
+                    restore_wait,
+                    endpoint,
+                },
             )?,
         },
         Command::Stage { root, retry, stage } => {
             let root = Root(root);
             let once = || match &stage {
-                StageCommand::Discover { set_hostname, timeout } => commands::stage::discover(&root, *set_hostname, *timeout),
+                StageCommand::Discover { set_hostname, timeout } => {
+                    commands::stage::discover(&root, *set_hostname, *timeout)
+                }
                 #[cfg(feature = "aws")]
-                StageCommand::Attach { wait_timeout, detach_grace } => commands::stage::attach(&root, *wait_timeout, *detach_grace),
+                StageCommand::Attach {
+                    wait_timeout,
+                    detach_grace,
+                } => commands::stage::attach(&root, *wait_timeout, *detach_grace),
                 #[cfg(feature = "aws")]
                 StageCommand::Secrets { owner } => commands::secrets::stage_secrets(&root, owner.as_deref()),
                 #[cfg(feature = "aws")]
-                StageCommand::Mount { wait_timeout, skip_network } => commands::stage::mount(&root, *wait_timeout, *skip_network),
+                StageCommand::Mount {
+                    wait_timeout,
+                    skip_network,
+                } => commands::stage::mount(&root, *wait_timeout, *skip_network),
                 #[cfg(feature = "aws")]
-                StageCommand::Etcd { exec, etcd_binary } => commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str())),
+                StageCommand::Etcd { exec, etcd_binary } => {
+                    commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str()))
+                }
                 StageCommand::EtcdPromote { timeout } => commands::stage::etcd_promote(&root, *timeout),
             };
             if retry {
@@ -633,7 +768,9 @@ fn validate_cluster(env: &std::path::Path) -> Result<String, Error> {
 
 #[cfg(not(feature = "aws"))]
 fn validate_cluster(_env: &std::path::Path) -> Result<String, Error> {
-    Err(Error::Refused("validate --cluster reads the secrets bucket: it needs the default build (the `aws` feature)".into()))
+    Err(Error::Refused(
+        "validate --cluster reads the secrets bucket: it needs the default build (the `aws` feature)".into(),
+    ))
 }
 
 #[cfg(feature = "aws")]

@@ -84,7 +84,10 @@ pub const BOOT_NO_FREE_MEMBER_SECONDS: u64 = 600;
 
 impl Default for BootConfig {
     fn default() -> Self {
-        BootConfig { give_up_seconds: BOOT_GIVE_UP_SECONDS, no_free_member_seconds: BOOT_NO_FREE_MEMBER_SECONDS }
+        BootConfig {
+            give_up_seconds: BOOT_GIVE_UP_SECONDS,
+            no_free_member_seconds: BOOT_NO_FREE_MEMBER_SECONDS,
+        }
     }
 }
 
@@ -133,15 +136,30 @@ impl EtcdConfig {
             return command.clone();
         }
         let volume = format!("{0}:{0}:rw", self.mount_point);
-        ["/usr/bin/docker", "run", "--rm", "--network", "none", "--volume", &volume, &etcd_image(&self.version), "/usr/local/bin/etcdutl"]
-            .map(str::to_string)
-            .to_vec()
+        [
+            "/usr/bin/docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--volume",
+            &volume,
+            &etcd_image(&self.version),
+            "/usr/local/bin/etcdutl",
+        ]
+        .map(str::to_string)
+        .to_vec()
     }
 }
 
 impl Default for EtcdBackupConfig {
     fn default() -> Self {
-        EtcdBackupConfig { interval_seconds: 15 * 60, keep_hourly_seconds: 7 * 86_400, keep_daily_seconds: 365 * 86_400, etcdutl: None }
+        EtcdBackupConfig {
+            interval_seconds: 15 * 60,
+            keep_hourly_seconds: 7 * 86_400,
+            keep_daily_seconds: 365 * 86_400,
+            etcdutl: None,
+        }
     }
 }
 
@@ -204,7 +222,9 @@ impl NodeConfig {
                     prefix: ADDONS_PREFIX.into(),
                     dir: ADDONS_DIR.into(),
                     owner: None,
-                    reload: ["systemctl", "start", "--no-block", ADDONS_UNIT].map(String::from).to_vec(),
+                    reload: ["systemctl", "start", "--no-block", ADDONS_UNIT]
+                        .map(String::from)
+                        .to_vec(),
                 }]
             } else {
                 Vec::new()

@@ -64,13 +64,23 @@ pub enum Action {
 pub fn plan(o: &Observed, me: &str) -> Action {
     let rebooted = o.marker.as_ref().is_some_and(|m| m.boot_id != o.boot_id);
     if rebooted {
-        return if o.me_healthy { Action::Release } else { Action::Wait(format!("{me} rebooted; waiting until it answers with a leader before the next node may reboot")) };
+        return if o.me_healthy {
+            Action::Release
+        } else {
+            Action::Wait(format!(
+                "{me} rebooted; waiting until it answers with a leader before the next node may reboot"
+            ))
+        };
     }
     // A marker of this boot: a run killed (or a race lost) between the
     // marker and the reboot; what follows decides as if it were not there.
     if !o.needed {
         // Ours, or a marker left: the reboot is no longer wanted.
-        return if o.holder.as_deref() == Some(me) || o.marker.is_some() { Action::Release } else { Action::Nothing };
+        return if o.holder.as_deref() == Some(me) || o.marker.is_some() {
+            Action::Release
+        } else {
+            Action::Nothing
+        };
     }
     match o.holder.as_deref() {
         Some(other) if other != me => Action::Wait(format!("{other} holds the reboot lock")),
@@ -81,7 +91,9 @@ pub fn plan(o: &Observed, me: &str) -> Action {
 
 /// Whether `update_engine_client -status` output says a staged update waits for a reboot.
 pub fn update_engine_needs_reboot(status: &str) -> bool {
-    status.lines().any(|l| l.trim() == "CURRENT_OP=UPDATE_STATUS_UPDATED_NEED_REBOOT")
+    status
+        .lines()
+        .any(|l| l.trim() == "CURRENT_OP=UPDATE_STATUS_UPDATED_NEED_REBOOT")
 }
 
 #[cfg(test)]
@@ -92,7 +104,11 @@ mod tests {
     fn o(needed: bool, marker: Option<bool>, holder: Option<&str>, others: bool, me: bool) -> Observed {
         Observed {
             needed,
-            marker: marker.map(|earlier| Marker { holder: "m0".into(), unix: 1, boot_id: if earlier { "boot-1" } else { "boot-2" }.into() }),
+            marker: marker.map(|earlier| Marker {
+                holder: "m0".into(),
+                unix: 1,
+                boot_id: if earlier { "boot-1" } else { "boot-2" }.into(),
+            }),
             boot_id: "boot-2".into(),
             holder: holder.map(str::to_string),
             others_healthy: others,
@@ -110,9 +126,17 @@ mod tests {
                         for me in [false, true] {
                             let got = plan(&o(needed, marker, holder, others, me), "m0");
                             let want = if marker == Some(true) {
-                                if me { Action::Release } else { Action::Wait(String::new()) }
+                                if me {
+                                    Action::Release
+                                } else {
+                                    Action::Wait(String::new())
+                                }
                             } else if !needed {
-                                if holder == Some("m0") || marker.is_some() { Action::Release } else { Action::Nothing }
+                                if holder == Some("m0") || marker.is_some() {
+                                    Action::Release
+                                } else {
+                                    Action::Nothing
+                                }
                             } else if holder == Some("m1") || !others {
                                 Action::Wait(String::new())
                             } else {
@@ -132,8 +156,13 @@ mod tests {
 
     #[test]
     fn another_holder_or_an_unhealthy_cluster_makes_it_wait_and_says_why() {
-        assert_eq!(plan(&o(true, None, Some("m1"), true, true), "m0"), Action::Wait("m1 holds the reboot lock".into()));
-        assert!(matches!(plan(&o(true, None, None, false, true), "m0"), Action::Wait(w) if w.contains("other etcd member")));
+        assert_eq!(
+            plan(&o(true, None, Some("m1"), true, true), "m0"),
+            Action::Wait("m1 holds the reboot lock".into())
+        );
+        assert!(
+            matches!(plan(&o(true, None, None, false, true), "m0"), Action::Wait(w) if w.contains("other etcd member"))
+        );
     }
 
     #[test]

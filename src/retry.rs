@@ -27,12 +27,22 @@ pub struct Policy {
 impl Policy {
     /// Exponential backoff with jitter from `first_delay` up to `max_delay`.
     pub const fn new(first_delay: Duration, max_delay: Duration, total: Duration) -> Self {
-        Policy { first_delay, max_delay, total, fixed: false }
+        Policy {
+            first_delay,
+            max_delay,
+            total,
+            fixed: false,
+        }
     }
 
     /// A look every `interval`, no jitter: for a change that is expected soon.
     pub const fn every(interval: Duration, total: Duration) -> Self {
-        Policy { first_delay: interval, max_delay: interval, total, fixed: true }
+        Policy {
+            first_delay: interval,
+            max_delay: interval,
+            total,
+            fixed: true,
+        }
     }
 
     pub fn with_total(self, total: Duration) -> Self {
@@ -44,12 +54,19 @@ impl Policy {
     pub(crate) fn first_delays(&self, n: usize) -> Vec<Duration> {
         let mut delays = self.delays();
         let start = Instant::now();
-        (0..n).map(|_| next_delay(&mut delays, start, *self).expect("within the total")).collect()
+        (0..n)
+            .map(|_| next_delay(&mut delays, start, *self).expect("within the total"))
+            .collect()
     }
 
     fn delays(&self) -> Box<dyn Iterator<Item = Duration> + Send> {
         if self.fixed {
-            return Box::new(backon::ConstantBuilder::default().with_delay(self.first_delay).without_max_times().build());
+            return Box::new(
+                backon::ConstantBuilder::default()
+                    .with_delay(self.first_delay)
+                    .without_max_times()
+                    .build(),
+            );
         }
         Box::new(
             backon::ExponentialBuilder::default()
@@ -96,7 +113,13 @@ pub async fn wait<T, E: Display, F: Future<Output = Attempt<T, E>>>(
                     info!("waiting for {what}: {reason} ({}s so far)", start.elapsed().as_secs());
                     tokio::time::sleep(delay).await;
                 }
-                None => return Err(Gave::Up { what: what.to_string(), elapsed: start.elapsed(), last: reason }),
+                None => {
+                    return Err(Gave::Up {
+                        what: what.to_string(),
+                        elapsed: start.elapsed(),
+                        last: reason,
+                    })
+                }
             },
         }
     }
@@ -104,7 +127,11 @@ pub async fn wait<T, E: Display, F: Future<Output = Attempt<T, E>>>(
 
 /// The blocking twin of [`wait`], for code that runs before any runtime
 /// exists (instance metadata).
-pub fn wait_blocking<T, E: Display>(what: &str, policy: Policy, mut attempt: impl FnMut() -> Attempt<T, E>) -> Result<T, Gave<E>> {
+pub fn wait_blocking<T, E: Display>(
+    what: &str,
+    policy: Policy,
+    mut attempt: impl FnMut() -> Attempt<T, E>,
+) -> Result<T, Gave<E>> {
     let start = Instant::now();
     let mut delays = policy.delays();
     loop {
@@ -116,7 +143,13 @@ pub fn wait_blocking<T, E: Display>(what: &str, policy: Policy, mut attempt: imp
                     info!("waiting for {what}: {reason} ({}s so far)", start.elapsed().as_secs());
                     std::thread::sleep(delay);
                 }
-                None => return Err(Gave::Up { what: what.to_string(), elapsed: start.elapsed(), last: reason }),
+                None => {
+                    return Err(Gave::Up {
+                        what: what.to_string(),
+                        elapsed: start.elapsed(),
+                        last: reason,
+                    })
+                }
             },
         }
     }
@@ -137,7 +170,11 @@ mod tests {
 
     #[test]
     fn gives_up_after_the_total_time_with_the_last_reason() {
-        let policy = Policy::new(Duration::from_millis(1), Duration::from_millis(5), Duration::from_millis(50));
+        let policy = Policy::new(
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+        );
         let mut tries = 0;
         let start = Instant::now();
         let result: Result<(), _> = wait_blocking("a thing", policy, || {
@@ -155,8 +192,16 @@ mod tests {
         let policy = Policy::every(Duration::from_millis(400), Duration::from_secs(300));
         assert_eq!(policy.first_delays(20), vec![Duration::from_millis(400); 20]);
         // Backoff, by contrast, grows: after a few looks its gaps pass the interval.
-        let backoff = Policy::new(Duration::from_millis(250), Duration::from_secs(5), Duration::from_secs(300));
-        assert!(backoff.first_delays(6).iter().skip(3).all(|d| *d > Duration::from_millis(400)));
+        let backoff = Policy::new(
+            Duration::from_millis(250),
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+        );
+        assert!(backoff
+            .first_delays(6)
+            .iter()
+            .skip(3)
+            .all(|d| *d > Duration::from_millis(400)));
     }
 
     #[test]
@@ -175,7 +220,11 @@ mod tests {
 
     #[test]
     fn a_failure_is_not_retried() {
-        let policy = Policy::new(Duration::from_millis(1), Duration::from_millis(1), Duration::from_secs(5));
+        let policy = Policy::new(
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+            Duration::from_secs(5),
+        );
         let mut tries = 0;
         let result: Result<(), Gave<&str>> = wait_blocking("x", policy, || {
             tries += 1;

@@ -50,7 +50,10 @@ fn attach_claims_the_member_of_its_own_zone() {
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = c.aws.total_calls();
     eprintln!("attach: {calls} API calls: {:?}", c.aws.calls());
-    assert!(calls <= 6, "a fresh claim needs 2 describes, 2 attaches and 2 verifying describes, not {calls}");
+    assert!(
+        calls <= 6,
+        "a fresh claim needs 2 describes, 2 attaches and 2 verifying describes, not {calls}"
+    );
     let claim = node.claim().expect("claim.json recorded");
     let member = &c.members[1];
     assert_eq!(claim["member"], 1);
@@ -59,10 +62,20 @@ fn attach_claims_the_member_of_its_own_zone() {
     assert_eq!(claim["eni_id"], member.eni_id);
     assert_eq!(claim["eni_ip"], "10.80.11.10");
     assert_eq!(claim["eni_mac"], member.eni_mac);
-    assert_eq!(volume_holder(&c.aws, &member.volume_id).as_deref(), Some(node.instance_id.as_str()));
-    assert_eq!(eni_holder(&c.aws, &member.eni_id).as_deref(), Some(node.instance_id.as_str()));
+    assert_eq!(
+        volume_holder(&c.aws, &member.volume_id).as_deref(),
+        Some(node.instance_id.as_str())
+    );
+    assert_eq!(
+        eni_holder(&c.aws, &member.eni_id).as_deref(),
+        Some(node.instance_id.as_str())
+    );
     for other in [&c.members[0], &c.members[2]] {
-        assert_eq!(volume_holder(&c.aws, &other.volume_id), None, "other zones' members untouched");
+        assert_eq!(
+            volume_holder(&c.aws, &other.volume_id),
+            None,
+            "other zones' members untouched"
+        );
     }
 }
 
@@ -89,8 +102,14 @@ fn attach_waits_for_attaching_with_backoff_and_logs_it() {
     let out = attach(&c, &node);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("waiting for volume") && err.contains("is attaching"), "progress is logged:\n{err}");
-    assert_eq!(volume_holder(&c.aws, &c.members[2].volume_id).as_deref(), Some(node.instance_id.as_str()));
+    assert!(
+        err.contains("waiting for volume") && err.contains("is attaching"),
+        "progress is logged:\n{err}"
+    );
+    assert_eq!(
+        volume_holder(&c.aws, &c.members[2].volume_id).as_deref(),
+        Some(node.instance_id.as_str())
+    );
 }
 
 #[test]
@@ -100,7 +119,10 @@ fn attach_gives_up_after_its_bound_with_exit_code_11() {
     let out = node.stage(&c.aws, &["attach", "--wait-timeout", "2s"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(11), "{err}");
-    assert!(err.contains("gave up waiting for volume") && err.contains("after 2s"), "{err}");
+    assert!(
+        err.contains("gave up waiting for volume") && err.contains("after 2s"),
+        "{err}"
+    );
 }
 
 /// EC2 may answer a Describe call in pages, each with fewer items than
@@ -128,8 +150,14 @@ fn throttling_is_retried_by_the_sdk() {
     let out = attach(&c, &node);
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = c.aws.calls();
-    assert_eq!(calls["AttachVolume"], 3, "two throttled attempts, then success: {calls:?}");
-    assert_eq!(volume_holder(&c.aws, &c.members[0].volume_id).as_deref(), Some(node.instance_id.as_str()));
+    assert_eq!(
+        calls["AttachVolume"], 3,
+        "two throttled attempts, then success: {calls:?}"
+    );
+    assert_eq!(
+        volume_holder(&c.aws, &c.members[0].volume_id).as_deref(),
+        Some(node.instance_id.as_str())
+    );
 }
 
 #[test]
@@ -141,7 +169,11 @@ fn a_zone_without_a_free_member_exits_10() {
     let out = attach(&c, &second);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(10), "{err}");
-    assert!(err.contains("no free etcd member in eu-west-1b") && err.contains(&format!("member 1 held by {}", first.instance_id)), "{err}");
+    assert!(
+        err.contains("no free etcd member in eu-west-1b")
+            && err.contains(&format!("member 1 held by {}", first.instance_id)),
+        "{err}"
+    );
     assert!(second.claim().is_none());
 }
 
@@ -155,17 +187,32 @@ fn takeover_from_a_stopped_instance() {
     let out = attach(&c, &new);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains(&format!("detaching volume {} from dead instance {}", c.members[0].volume_id, old.instance_id)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "detaching volume {} from dead instance {}",
+            c.members[0].volume_id, old.instance_id
+        )),
+        "{err}"
+    );
     assert_eq!(new.claim().unwrap()["member"], 0);
-    assert_eq!(volume_holder(&c.aws, &c.members[0].volume_id).as_deref(), Some(new.instance_id.as_str()));
-    assert_eq!(eni_holder(&c.aws, &c.members[0].eni_id).as_deref(), Some(new.instance_id.as_str()));
+    assert_eq!(
+        volume_holder(&c.aws, &c.members[0].volume_id).as_deref(),
+        Some(new.instance_id.as_str())
+    );
+    assert_eq!(
+        eni_holder(&c.aws, &c.members[0].eni_id).as_deref(),
+        Some(new.instance_id.as_str())
+    );
 }
 
 /// Every detach the stage asked for was from a holder that could no longer
 /// write: `stopped` or `terminated`.
 fn assert_detached_only_dead_holders(c: &Cluster) {
     for (resource, holder, state, force) in c.aws.detaches() {
-        assert!(state == "stopped" || state == "terminated", "{resource} detached (force {force}) from {holder} while it was {state}");
+        assert!(
+            state == "stopped" || state == "terminated",
+            "{resource} detached (force {force}) from {holder} while it was {state}"
+        );
     }
 }
 
@@ -185,10 +232,19 @@ fn a_shutting_down_holder_is_waited_for_not_robbed() {
     let out = attach(&c, &new);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains(&format!("{}, which is shutting-down", old.instance_id)), "progress is logged:\n{err}");
+    assert!(
+        err.contains(&format!("{}, which is shutting-down", old.instance_id)),
+        "progress is logged:\n{err}"
+    );
     assert_detached_only_dead_holders(&c);
-    assert_eq!(volume_holder(&c.aws, &c.members[0].volume_id).as_deref(), Some(new.instance_id.as_str()));
-    assert_eq!(eni_holder(&c.aws, &c.members[0].eni_id).as_deref(), Some(new.instance_id.as_str()));
+    assert_eq!(
+        volume_holder(&c.aws, &c.members[0].volume_id).as_deref(),
+        Some(new.instance_id.as_str())
+    );
+    assert_eq!(
+        eni_holder(&c.aws, &c.members[0].eni_id).as_deref(),
+        Some(new.instance_id.as_str())
+    );
 }
 
 /// The same for a holder that is stopping: wait until `stopped`, then
@@ -205,8 +261,14 @@ fn a_stopping_holder_is_waited_for_then_taken_over() {
     let out = attach(&c, &new);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains(&format!("{}, which is stopping", old.instance_id)), "progress is logged:\n{err}");
-    assert!(!c.aws.detaches().is_empty(), "the stopped holder's attachments were detached");
+    assert!(
+        err.contains(&format!("{}, which is stopping", old.instance_id)),
+        "progress is logged:\n{err}"
+    );
+    assert!(
+        !c.aws.detaches().is_empty(),
+        "the stopped holder's attachments were detached"
+    );
     assert_detached_only_dead_holders(&c);
     assert_eq!(new.claim().unwrap()["member"], 1);
 }
@@ -225,7 +287,11 @@ fn the_loser_of_a_takeover_race_plans_again() {
     let winner = c.node("eu-west-1a");
     let loser = c.node("eu-west-1a");
     let volume = c.members[0].volume_id.clone();
-    let mut cmd = loser.stage_cmd(&c.aws, &["attach", "--wait-timeout", "30s", "--detach-grace", "4s"], &[]);
+    let mut cmd = loser.stage_cmd(
+        &c.aws,
+        &["attach", "--wait-timeout", "30s", "--detach-grace", "4s"],
+        &[],
+    );
     let run = std::thread::spawn(move || cmd.output().unwrap());
     // The winner attaches the moment EC2 has detached the volume.
     let ec2 = c.aws.ec2.clone();
@@ -237,15 +303,27 @@ fn the_loser_of_a_takeover_race_plans_again() {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        ec2.attach_volume().volume_id(&volume).instance_id(&winner.instance_id).device("/dev/xvdf").send().await.unwrap();
+        ec2.attach_volume()
+            .volume_id(&volume)
+            .instance_id(&winner.instance_id)
+            .device("/dev/xvdf")
+            .send()
+            .await
+            .unwrap();
     });
     let out = run.join().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(10), "{err}");
     // It saw the winner's attachment while waiting, or lost the AttachVolume
     // race by a hair (VolumeInUse): either way it planned again at once.
-    assert!(err.contains("lost member 0 to another node") && err.contains("planning again"), "{err}");
-    assert!(err.contains(&format!("member 0 held by {}", winner.instance_id)), "{err}");
+    assert!(
+        err.contains("lost member 0 to another node") && err.contains("planning again"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("member 0 held by {}", winner.instance_id)),
+        "{err}"
+    );
     assert!(!err.contains("forcing"), "{err}");
     assert_detached_only_dead_holders(&c);
 }
@@ -259,7 +337,10 @@ fn a_running_holder_is_never_robbed() {
     assert!(attach(&c, &a).status.success());
     let b = c.node("eu-west-1c");
     assert_eq!(attach(&c, &b).status.code(), Some(10));
-    assert_eq!(volume_holder(&c.aws, &c.members[2].volume_id).as_deref(), Some(a.instance_id.as_str()));
+    assert_eq!(
+        volume_holder(&c.aws, &c.members[2].volume_id).as_deref(),
+        Some(a.instance_id.as_str())
+    );
 }
 
 fn bad_tags_case(name: &str, tweak: impl FnOnce(&Aws, &nodeboot::env::Environment, &Vpc), says: &str) {
@@ -275,32 +356,57 @@ fn bad_tags_case(name: &str, tweak: impl FnOnce(&Aws, &nodeboot::env::Environmen
     assert_eq!(out.status.code(), Some(14), "{name}: {err}");
     assert!(err.contains(says), "{name}: should say {says:?}:\n{err}");
     assert!(node.claim().is_none());
-    assert_eq!(aws.calls().get("AttachVolume"), None, "{name}: nothing attached on bad tags");
+    assert_eq!(
+        aws.calls().get("AttachVolume"),
+        None,
+        "{name}: nothing attached on bad tags"
+    );
 }
 
 #[test]
 fn missing_member_tag_is_a_clear_error() {
-    bad_tags_case("att-notag", |aws, env, vpc| {
-        create_member(aws, env, vpc, 3, "eu-west-1a", "10.80.10.11", "");
-    }, "has no nodeboot.io/member tag");
+    bad_tags_case(
+        "att-notag",
+        |aws, env, vpc| {
+            create_member(aws, env, vpc, 3, "eu-west-1a", "10.80.10.11", "");
+        },
+        "has no nodeboot.io/member tag",
+    );
 }
 
 #[test]
 fn duplicate_member_tag_is_a_clear_error() {
-    bad_tags_case("att-dup", |aws, env, vpc| {
-        create_member(aws, env, vpc, 3, "eu-west-1a", "10.80.10.11", "0");
-    }, "member 0 has two volumes");
+    bad_tags_case(
+        "att-dup",
+        |aws, env, vpc| {
+            create_member(aws, env, vpc, 3, "eu-west-1a", "10.80.10.11", "0");
+        },
+        "member 0 has two volumes",
+    );
 }
 
 #[test]
 fn member_split_across_zones_is_a_clear_error() {
-    bad_tags_case("att-split", |aws, env, vpc| {
-        // member 3: volume in 1a, ENI in 1b
-        let m = create_member(aws, env, vpc, 3, "eu-west-1a", "10.80.10.11", "3");
-        runtime().block_on(aws.ec2.delete_network_interface().network_interface_id(&m.eni_id).send()).unwrap();
-        let other = create_member(aws, env, vpc, 9, "eu-west-1b", "10.80.11.11", "3");
-        runtime().block_on(aws.ec2.delete_volume().volume_id(&other.volume_id).send()).unwrap();
-    }, "must share a zone");
+    bad_tags_case(
+        "att-split",
+        |aws, env, vpc| {
+            // member 3: volume in 1a, ENI in 1b
+            let m = create_member(aws, env, vpc, 3, "eu-west-1a", "10.80.10.11", "3");
+            runtime()
+                .block_on(
+                    aws.ec2
+                        .delete_network_interface()
+                        .network_interface_id(&m.eni_id)
+                        .send(),
+                )
+                .unwrap();
+            let other = create_member(aws, env, vpc, 9, "eu-west-1b", "10.80.11.11", "3");
+            runtime()
+                .block_on(aws.ec2.delete_volume().volume_id(&other.volume_id).send())
+                .unwrap();
+        },
+        "must share a zone",
+    );
 }
 
 /// 5 nodes boot at once against 3 members in their zone: exactly 3 claim a
@@ -309,7 +415,10 @@ fn member_split_across_zones_is_a_clear_error() {
 #[test]
 fn race_five_nodes_three_members_fifty_rounds() {
     let aws = Aws::start(0);
-    let rounds: u32 = std::env::var("NODEBOOT_RACE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let rounds: u32 = std::env::var("NODEBOOT_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     for round in 0..rounds {
         let mut env = environment(&format!("race-{round}"), 3);
@@ -318,7 +427,17 @@ fn race_five_nodes_three_members_fifty_rounds() {
         env.subnets.secure.truncate(2);
         let vpc = Vpc::create(&aws, &env);
         let members: Vec<MemberResources> = (0..3u32)
-            .map(|i| create_member(&aws, &env, &vpc, i, "eu-west-1a", &format!("10.80.10.{}", 10 + i), &i.to_string()))
+            .map(|i| {
+                create_member(
+                    &aws,
+                    &env,
+                    &vpc,
+                    i,
+                    "eu-west-1a",
+                    &format!("10.80.10.{}", 10 + i),
+                    &i.to_string(),
+                )
+            })
             .collect();
         aws.set_attach_delay(rng.u64(0..400));
         let nodes: Vec<Node> = (0..5).map(|_| Node::launch(&aws, &env, &vpc, "eu-west-1a")).collect();
@@ -338,18 +457,39 @@ fn race_five_nodes_three_members_fifty_rounds() {
             .collect();
         let outputs: Vec<Output> = children.into_iter().map(|h| h.join().unwrap()).collect();
         let codes: Vec<Option<i32>> = outputs.iter().map(|o| o.status.code()).collect();
-        let winners: Vec<&Node> = nodes.iter().zip(&outputs).filter(|(_, o)| o.status.success()).map(|(n, _)| n).collect();
+        let winners: Vec<&Node> = nodes
+            .iter()
+            .zip(&outputs)
+            .filter(|(_, o)| o.status.success())
+            .map(|(n, _)| n)
+            .collect();
         let report = || outputs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
         assert_eq!(winners.len(), 3, "round {round}: codes {codes:?}\n{}", report());
-        assert_eq!(codes.iter().filter(|c| **c == Some(10)).count(), 2, "round {round}: codes {codes:?}\n{}", report());
-        let claimed: BTreeSet<u64> = winners.iter().map(|n| n.claim().unwrap()["member"].as_u64().unwrap()).collect();
+        assert_eq!(
+            codes.iter().filter(|c| **c == Some(10)).count(),
+            2,
+            "round {round}: codes {codes:?}\n{}",
+            report()
+        );
+        let claimed: BTreeSet<u64> = winners
+            .iter()
+            .map(|n| n.claim().unwrap()["member"].as_u64().unwrap())
+            .collect();
         assert_eq!(claimed.len(), 3, "round {round}: members claimed twice");
         for m in &members {
             let v = volume_holder(&aws, &m.volume_id).expect("every volume claimed");
             let e = eni_holder(&aws, &m.eni_id).expect("every ENI claimed");
-            assert_eq!(v, e, "round {round}: member {}'s volume and ENI are held by one node", m.member);
+            assert_eq!(
+                v, e,
+                "round {round}: member {}'s volume and ENI are held by one node",
+                m.member
+            );
             let holder = winners.iter().find(|n| n.instance_id == v).expect("held by a winner");
-            assert_eq!(holder.claim().unwrap()["member"], m.member, "round {round}: the holder believes it holds this member");
+            assert_eq!(
+                holder.claim().unwrap()["member"],
+                m.member,
+                "round {round}: the holder believes it holds this member"
+            );
         }
     }
 }
@@ -358,7 +498,12 @@ fn race_five_nodes_three_members_fifty_rounds() {
 /// converges to the same end state as an uninterrupted run.
 #[test]
 fn attach_converges_after_an_abort_at_every_step() {
-    for point in ["attach:after-attach-volume", "attach:after-volume-verified", "attach:after-attach-eni", "attach:after-detach"] {
+    for point in [
+        "attach:after-attach-volume",
+        "attach:after-volume-verified",
+        "attach:after-attach-eni",
+        "attach:after-detach",
+    ] {
         let c = cluster(&format!("att-abort-{}", point.len()), 3, 200);
         let takeover = point == "attach:after-detach";
         if takeover {
@@ -367,14 +512,33 @@ fn attach_converges_after_an_abort_at_every_step() {
             old.stop(&c.aws);
         }
         let node = c.node("eu-west-1b");
-        let out = node.stage_cmd(&c.aws, &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"], &[(nodeboot::fault::VAR, point)]).output().unwrap();
+        let out = node
+            .stage_cmd(
+                &c.aws,
+                &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"],
+                &[(nodeboot::fault::VAR, point)],
+            )
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{point}: the abort happened");
-        assert!(stderr(&out).contains(&format!("aborting at {point}")), "{point}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("aborting at {point}")),
+            "{point}: {}",
+            stderr(&out)
+        );
         assert!(node.claim().is_none(), "{point}: nothing recorded before the end");
         let again = attach(&c, &node);
         assert!(again.status.success(), "{point}: rerun: {}", stderr(&again));
         assert_eq!(node.claim().unwrap()["member"], 1, "{point}");
-        assert_eq!(volume_holder(&c.aws, &c.members[1].volume_id).as_deref(), Some(node.instance_id.as_str()), "{point}");
-        assert_eq!(eni_holder(&c.aws, &c.members[1].eni_id).as_deref(), Some(node.instance_id.as_str()), "{point}");
+        assert_eq!(
+            volume_holder(&c.aws, &c.members[1].volume_id).as_deref(),
+            Some(node.instance_id.as_str()),
+            "{point}"
+        );
+        assert_eq!(
+            eni_holder(&c.aws, &c.members[1].eni_id).as_deref(),
+            Some(node.instance_id.as_str()),
+            "{point}"
+        );
     }
 }

@@ -19,7 +19,11 @@ fn setup(fault: &str) -> Setup {
     let env = environment("disco", 3);
     let config = nodeboot::node_config::NodeConfig::new(&env, nodeboot::role::Role::Etcd);
     std::fs::create_dir_all(root.path().join("etc/nodeboot")).unwrap();
-    std::fs::write(root.path().join("etc/nodeboot/node.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    std::fs::write(
+        root.path().join("etc/nodeboot/node.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
     let identity = root.path().join("identity.json");
     write_json_atomic(
         &identity,
@@ -37,8 +41,13 @@ fn setup(fault: &str) -> Setup {
         }),
     );
     let mut cmd = Command::new("python3");
-    cmd.arg(common::repo().join("tests/bed/imds.py")).args(["--listen", "127.0.0.1:0", "--slow-seconds", "30", "--identity"]).arg(&identity);
-    Setup { imds: start_server(cmd), root }
+    cmd.arg(common::repo().join("tests/bed/imds.py"))
+        .args(["--listen", "127.0.0.1:0", "--slow-seconds", "30", "--identity"])
+        .arg(&identity);
+    Setup {
+        imds: start_server(cmd),
+        root,
+    }
 }
 
 fn discover(s: &Setup, extra: &[&str]) -> std::process::Output {
@@ -57,7 +66,8 @@ fn discover_records_the_identity_from_imdsv2() {
     let s = setup("none");
     let out = discover(&s, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let facts: serde_json::Value = serde_json::from_slice(&std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap()).unwrap();
+    let facts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap()).unwrap();
     assert_eq!(facts["instance_id"], "i-0123456789abcdef0");
     assert_eq!(facts["availability_zone"], "eu-west-1b");
     assert_eq!(facts["region"], "eu-west-1");
@@ -71,7 +81,10 @@ fn discover_records_the_identity_from_imdsv2() {
     // Rerun converges to the same file.
     let before = std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap();
     assert!(discover(&s, &[]).status.success());
-    assert_eq!(before, std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap());
+    assert_eq!(
+        before,
+        std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap()
+    );
 }
 
 fn assert_metadata_failure(fault: &str, says: &str, extra: &[&str]) -> Duration {
@@ -82,7 +95,10 @@ fn assert_metadata_failure(fault: &str, says: &str, extra: &[&str]) -> Duration 
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(12), "{fault}: exit code; stderr:\n{err}");
     assert!(err.contains(says), "{fault}: stderr should say {says:?}:\n{err}");
-    assert!(!s.root.path().join("run/nodeboot/facts.json").exists(), "{fault}: nothing recorded");
+    assert!(
+        !s.root.path().join("run/nodeboot/facts.json").exists(),
+        "{fault}: nothing recorded"
+    );
     took
 }
 
@@ -146,11 +162,28 @@ fn set_hostname_persists_it_in_etc_hostname_as_a_valid_node_name() {
     let live = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(live, "disco-etcd-i-0123456789abcdef0");
     let persisted = std::fs::read_to_string(s.root.path().join("etc/hostname")).expect("/etc/hostname is written");
-    assert_eq!(persisted, format!("{live}\n"), "the next boot starts with the same name");
+    assert_eq!(
+        persisted,
+        format!("{live}\n"),
+        "the next boot starts with the same name"
+    );
     // The kubelet's node name is the hostname (no --hostname-override):
     // a lowercase RFC 1123 name of at most 63 characters per label.
-    assert!(live.len() <= 63 && live.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{live}");
-    assert_eq!(std::fs::metadata(s.root.path().join("etc/hostname")).unwrap().permissions().mode() & 0o777, 0o644);
+    assert!(
+        live.len() <= 63
+            && live
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+        "{live}"
+    );
+    assert_eq!(
+        std::fs::metadata(s.root.path().join("etc/hostname"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
 
     // Without --set-hostname nothing is written.
     let plain = setup("none");

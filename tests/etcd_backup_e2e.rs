@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bed::runtime;
+use common::etcd::{etcd_bin_dir as etcd_bin, free_port};
 use common::secrets_bed::*;
 use common::stderr;
-use common::etcd::{etcd_bin_dir as etcd_bin, free_port};
 use nodeboot::backup::etcd::EtcdAccess;
 use nodeboot::backup::restore::{self, Commands, MemberIdentity, Phase, Report, Restorer};
 use nodeboot::backup::service::NodeBackup;
@@ -40,7 +40,12 @@ impl LocalEtcd {
             .args(["--name", "source", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
             .args(["--initial-cluster", &format!("source={peer_url}")])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -97,7 +102,11 @@ fn backup_through(p: &Platform, url: &str) -> Entry {
         members: 1,
     };
     let entry = runtime().block_on(node.backup_now(Some(url))).unwrap();
-    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "temporary files are removed");
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "temporary files are removed"
+    );
     entry
 }
 
@@ -113,7 +122,11 @@ fn a_backup_is_sealed_with_its_metadata_and_opens_to_etcds_snapshot() {
     let etcd = LocalEtcd::start();
     etcd.put_keys("/k/", 25);
     let entry = backup_of(&p, &etcd);
-    assert!(entry.key.starts_with("backups/etcd/") && entry.key.ends_with(".snapshot"), "{}", entry.key);
+    assert!(
+        entry.key.starts_with("backups/etcd/") && entry.key.ends_with(".snapshot"),
+        "{}",
+        entry.key
+    );
     let (stored, metadata) = p.get_raw(&entry.key);
     assert_eq!(&stored[..9], b"NBSECRET\x02", "envelope format 2");
     assert_eq!(metadata.get("nodeboot-format").map(String::as_str), Some("2"));
@@ -124,7 +137,11 @@ fn a_backup_is_sealed_with_its_metadata_and_opens_to_etcds_snapshot() {
     assert_eq!((meta.keys, meta.members, meta.revision), (25, 1, entry.id.revision));
     assert!(meta.etcd_version.starts_with("3.5."), "{}", meta.etcd_version);
     // etcd's own tool accepts the opened snapshot (it checks etcd's hash).
-    let status = Command::new(etcd_bin().join("etcdutl")).args(["snapshot", "status", "-w", "json"]).arg(&out).output().unwrap();
+    let status = Command::new(etcd_bin().join("etcdutl"))
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(status.status.success(), "etcdutl snapshot status: {}", stderr(&status));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(status["revision"].as_i64().unwrap() >= entry.id.revision, "{status}");
@@ -141,24 +158,53 @@ fn a_tampered_backup_fails_to_open_naming_the_object_and_writes_nothing() {
     let out = dir.path().join("snap.db");
     // A byte in the header's metadata, in the first chunk, in the last tag; and the object cut short.
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("metadata byte", { let mut b = stored.clone(); let i = stored.windows(8).position(|w| w == b"revision").unwrap(); b[i] ^= 1; b }),
-        ("chunk byte", { let mut b = stored.clone(); let i = stored.len() / 2; b[i] ^= 0x80; b }),
-        ("last tag byte", { let mut b = stored.clone(); let i = stored.len() - 1; b[i] ^= 1; b }),
+        ("metadata byte", {
+            let mut b = stored.clone();
+            let i = stored.windows(8).position(|w| w == b"revision").unwrap();
+            b[i] ^= 1;
+            b
+        }),
+        ("chunk byte", {
+            let mut b = stored.clone();
+            let i = stored.len() / 2;
+            b[i] ^= 0x80;
+            b
+        }),
+        ("last tag byte", {
+            let mut b = stored.clone();
+            let i = stored.len() - 1;
+            b[i] ^= 1;
+            b
+        }),
         ("cut short", stored[..stored.len() - 17].to_vec()),
     ];
     for (what, body) in cases {
         p.put_raw(&entry.key, &body, &metadata);
         let err = download(&p, &entry, &out).unwrap_err();
         assert!(matches!(err, BackupError::Refused { .. }), "{what}: {err}");
-        assert!(err.to_string().contains(&entry.key), "{what}: the message names the object: {err}");
+        assert!(
+            err.to_string().contains(&entry.key),
+            "{what}: the message names the object: {err}"
+        );
         assert!(!out.exists(), "{what}: nothing is written");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{what}: no temporary file is left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{what}: no temporary file is left"
+        );
     }
     // Moved to another key, it does not open either (the key is in the KMS context and the associated data).
     p.put_raw(&entry.key, &stored, &metadata);
-    let other = nodeboot::backup::BackupId { unix: entry.id.unix + 1, revision: entry.id.revision };
+    let other = nodeboot::backup::BackupId {
+        unix: entry.id.unix + 1,
+        revision: entry.id.revision,
+    };
     p.put_raw(&other.key(), &stored, &metadata);
-    let moved = Entry { id: other.clone(), key: other.key(), size: entry.size };
+    let moved = Entry {
+        id: other.clone(),
+        key: other.key(),
+        size: entry.size,
+    };
     let err = download(&p, &moved, &out).unwrap_err();
     assert!(err.to_string().contains(&other.key()), "{err}");
     download(&p, &entry, &out).expect("the original still opens");
@@ -176,7 +222,12 @@ fn backups_lists_oldest_first_and_verify_backup_passes_then_fails_naming_a_corru
     let out = p.nodeboot(&["etcd", "backups", "--output", "json", "--env"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [first.id.name(), second.id.name()]);
 
     let bin = etcd_bin();
@@ -192,7 +243,10 @@ fn backups_lists_oldest_first_and_verify_backup_passes_then_fails_naming_a_corru
     let good = verify(&[]);
     let text = String::from_utf8_lossy(&good.stdout).to_string();
     assert!(good.status.success(), "{}", stderr(&good));
-    assert!(text.contains(&format!("backup {} verified: 20 keys", second.id)), "{text}");
+    assert!(
+        text.contains(&format!("backup {} verified: 20 keys", second.id)),
+        "{text}"
+    );
     assert!(text.contains("restore into a scratch etcd"), "{text}");
     let older = verify(&["--backup", &first.id.name()]);
     assert!(older.status.success(), "{}", stderr(&older));
@@ -205,7 +259,11 @@ fn backups_lists_oldest_first_and_verify_backup_passes_then_fails_naming_a_corru
     p.put_raw(&second.key, &bad, &metadata);
     let corrupted = verify(&[]);
     assert_eq!(corrupted.status.code(), Some(20), "{}", stderr(&corrupted));
-    assert!(stderr(&corrupted).contains(&second.key), "names the object: {}", stderr(&corrupted));
+    assert!(
+        stderr(&corrupted).contains(&second.key),
+        "names the object: {}",
+        stderr(&corrupted)
+    );
 }
 
 /// An etcd that outlives its starter, started and stopped by scripts on
@@ -239,7 +297,11 @@ impl ScriptedEtcd {
         )
         .unwrap();
         let etcd = ScriptedEtcd { volume, url, peer_url };
-        assert!(Command::new("sh").args(etcd.script("start.sh")).status().unwrap().success());
+        assert!(Command::new("sh")
+            .args(etcd.script("start.sh"))
+            .status()
+            .unwrap()
+            .success());
         etcd.wait_answers();
         etcd
     }
@@ -255,7 +317,10 @@ impl ScriptedEtcd {
     fn wait_answers(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.client().status(&self.url).is_err() {
-            assert!(Instant::now() < deadline, "the scripted etcd did not answer within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "the scripted etcd did not answer within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -298,8 +363,20 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
         volume: volume.clone(),
         endpoint: etcd.url.clone(),
         commands: Commands {
-            stop_etcd: etcd.script("stop.sh").into_iter().fold(vec!["sh".to_string()], |mut v, s| { v.push(s); v }),
-            start_etcd: etcd.script("start.sh").into_iter().fold(vec!["sh".to_string()], |mut v, s| { v.push(s); v }),
+            stop_etcd: etcd
+                .script("stop.sh")
+                .into_iter()
+                .fold(vec!["sh".to_string()], |mut v, s| {
+                    v.push(s);
+                    v
+                }),
+            start_etcd: etcd
+                .script("start.sh")
+                .into_iter()
+                .fold(vec!["sh".to_string()], |mut v, s| {
+                    v.push(s);
+                    v
+                }),
             etcdutl: vec![etcd_bin().join("etcdutl").display().to_string()],
         },
         wait: Duration::from_secs(60),
@@ -314,15 +391,31 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
     assert!(revision >= entry.id.revision);
     // The old data directory is kept on the volume, whole.
     let aside = volume.join(format!("member.pre-restore-{}", request.id));
-    assert!(aside.join("snap/db").is_file(), "{} holds the old database", aside.display());
+    assert!(
+        aside.join("snap/db").is_file(),
+        "{} holds the old database",
+        aside.display()
+    );
     assert!(volume.join("data/member/snap/db").is_file());
-    let report: Report = runtime().block_on(restore::read_json(&store, &restore::report_path(&request.id, 0))).unwrap().expect("a report");
+    let report: Report = runtime()
+        .block_on(restore::read_json(&store, &restore::report_path(&request.id, 0)))
+        .unwrap()
+        .expect("a report");
     assert_eq!(report.phase, Phase::Done, "{report:?}");
     // Done is done: a second pass does not stop etcd or restore again.
     let again = runtime().block_on(restorer.act(&request)).unwrap();
     assert!(!again, "a member that reported done does not restore again");
     assert_eq!(etcd.client().key_count(None).unwrap().0, 10);
-    let asides = std::fs::read_dir(&volume).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("member.pre-restore-")).count();
+    let asides = std::fs::read_dir(&volume)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("member.pre-restore-")
+        })
+        .count();
     assert_eq!(asides, 1);
 }
 
@@ -335,7 +428,11 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
     let etcd_dir = pki(dir.path());
     let mut members = start_cluster(dir.path(), &etcd_dir, 3);
     // The blank member 0's view: the other members' client URLs, its own certificate.
-    let others = Client::new(vec![members[1].client_url.clone(), members[2].client_url.clone()], &member_tls(&etcd_dir, 0)).unwrap();
+    let others = Client::new(
+        vec![members[1].client_url.clone(), members[2].client_url.clone()],
+        &member_tls(&etcd_dir, 0),
+    )
+    .unwrap();
     common::etcd::wait_until("a leader", Duration::from_secs(30), || others.key_count(None).is_ok());
     put_keys(&others, "/k/", 7);
 
@@ -353,11 +450,19 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
         members: 3,
     };
     let backups = Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
-    assert!(!runtime().block_on(hook.history()).unwrap(), "no backup yet: no history");
-    runtime().block_on(hook.before_membership_change(&others, "adding m0")).unwrap();
+    assert!(
+        !runtime().block_on(hook.history()).unwrap(),
+        "no backup yet: no history"
+    );
+    runtime()
+        .block_on(hook.before_membership_change(&others, "adding m0"))
+        .unwrap();
     let listed = runtime().block_on(backups.list()).unwrap();
     assert_eq!(listed.len(), 1, "one backup before the change");
-    let head = runtime().block_on(backups.head_metadata(&listed[0].id)).unwrap().unwrap();
+    let head = runtime()
+        .block_on(backups.head_metadata(&listed[0].id))
+        .unwrap()
+        .unwrap();
     assert_eq!(head.metadata.get("nodeboot-keys").map(String::as_str), Some("7"));
     assert_eq!(head.metadata.get("nodeboot-members").map(String::as_str), Some("3"));
     assert!(runtime().block_on(hook.history()).unwrap(), "a backup is history");
@@ -366,10 +471,20 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
     members[2].kill();
     members[0].kill();
     let alone = Client::new(vec![members[1].client_url.clone()], &member_tls(&etcd_dir, 0)).unwrap();
-    let err = runtime().block_on(hook.before_membership_change(&alone, "replacing m0")).unwrap_err();
+    let err = runtime()
+        .block_on(hook.before_membership_change(&alone, "replacing m0"))
+        .unwrap_err();
     assert!(!err.is_empty());
-    assert_eq!(runtime().block_on(backups.list()).unwrap().len(), 1, "no backup without quorum");
-    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "no temporary file left");
+    assert_eq!(
+        runtime().block_on(backups.list()).unwrap().len(),
+        1,
+        "no backup without quorum"
+    );
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "no temporary file left"
+    );
 }
 
 #[test]
@@ -405,10 +520,20 @@ fn etcd_status_reports_members_leader_and_the_newest_backup_and_fails_when_one_i
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["healthy"], true, "{report}");
-    let names: Vec<&str> = report["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["m0", "m1", "m2"], "{report}");
     assert!(names.contains(&report["leader"].as_str().unwrap()), "{report}");
-    assert!(report["members"].as_array().unwrap().iter().all(|m| m["revision"].as_i64().unwrap() >= backup.id.revision && m["version"].as_str().unwrap().starts_with("3.5.")));
+    assert!(report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["revision"].as_i64().unwrap() >= backup.id.revision
+            && m["version"].as_str().unwrap().starts_with("3.5.")));
     assert_eq!(report["newest_backup"]["id"], backup.id.name(), "{report}");
 
     members[2].kill();
@@ -417,7 +542,11 @@ fn etcd_status_reports_members_leader_and_the_newest_backup_and_fails_when_one_i
     assert!(stderr(&out).contains("not healthy"), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let down = &report["members"][2];
-    assert_eq!((down["healthy"].as_bool(), down["endpoint"].as_str()), (Some(false), Some(urls[2].as_str())), "{report}");
+    assert_eq!(
+        (down["healthy"].as_bool(), down["endpoint"].as_str()),
+        (Some(false), Some(urls[2].as_str())),
+        "{report}"
+    );
     assert!(down["error"].as_str().is_some_and(|e| !e.is_empty()), "{report}");
 }
 
@@ -451,18 +580,41 @@ fn a_restoring_member_starts_etcd_only_once_every_member_has_stopped_and_restore
         },
         volume: volume.clone(),
         endpoint: etcd.url.clone(),
-        commands: Commands { stop_etcd: sh("stop.sh"), start_etcd: sh("start.sh"), etcdutl: vec![etcd_bin().join("etcdutl").display().to_string()] },
+        commands: Commands {
+            stop_etcd: sh("stop.sh"),
+            start_etcd: sh("start.sh"),
+            etcdutl: vec![etcd_bin().join("etcdutl").display().to_string()],
+        },
         wait: Duration::from_secs(4),
     };
     let request = restore::new_request(&entry.id, nodeboot::backup::service::now_unix());
     let err = runtime().block_on(restorer.act(&request)).unwrap_err();
     assert!(err.to_string().contains("member 1"), "it waits for member 1: {err}");
-    assert!(!volume.join("etcd.pid").exists(), "etcd was not started while another member may still run the old data");
-    assert!(volume.join("data/member").is_dir(), "the restored data is in place, waiting");
+    assert!(
+        !volume.join("etcd.pid").exists(),
+        "etcd was not started while another member may still run the old data"
+    );
+    assert!(
+        volume.join("data/member").is_dir(),
+        "the restored data is in place, waiting"
+    );
 
     // Member 1 restored its data too: now member 0 starts, on the restored data.
-    let other = Report { request: request.id.clone(), member: 1, phase: Phase::Starting, revision: 0, detail: "test".into(), unix: 0 };
-    runtime().block_on(restore::write_json(&store, &restore::report_path(&request.id, 1), &other)).unwrap();
+    let other = Report {
+        request: request.id.clone(),
+        member: 1,
+        phase: Phase::Starting,
+        revision: 0,
+        detail: "test".into(),
+        unix: 0,
+    };
+    runtime()
+        .block_on(restore::write_json(
+            &store,
+            &restore::report_path(&request.id, 1),
+            &other,
+        ))
+        .unwrap();
     assert!(runtime().block_on(restorer.act(&request)).unwrap());
     assert_eq!(etcd.client().key_count(None).unwrap().0, 4);
 }

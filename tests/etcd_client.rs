@@ -13,7 +13,9 @@ fn one_member(dir: &std::path::Path, tls: &TlsFiles) -> Member {
     let ports = Ports::free();
     let m = Member::start(dir, tls, "m0", &ports, &format!("m0={}", ports.peer_url()), "new");
     let client = Client::new(vec![m.client_url.clone()], tls).unwrap();
-    wait_until("etcd answers with a leader", Duration::from_secs(20), || client.status(&m.client_url).is_ok_and(|s| s.has_leader()));
+    wait_until("etcd answers with a leader", Duration::from_secs(20), || {
+        client.status(&m.client_url).is_ok_and(|s| s.has_leader())
+    });
     m
 }
 
@@ -33,7 +35,12 @@ fn kv_txn_leases_status_and_snapshot_over_tls_with_a_member_certificate() {
     client.put(b"/u/c", b"3").unwrap();
     assert_eq!(client.get(b"/t/b").unwrap().unwrap().value, b"\x00\xffbinary");
     assert_eq!(client.get(b"/nope").unwrap(), None);
-    let keys: Vec<Vec<u8>> = client.range_prefix(b"/t/").unwrap().into_iter().map(|kv| kv.key).collect();
+    let keys: Vec<Vec<u8>> = client
+        .range_prefix(b"/t/")
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     assert_eq!(keys, [b"/t/a".to_vec(), b"/t/b".to_vec()]);
     assert_eq!(client.count_prefix(b"/").unwrap().0, 3);
 
@@ -52,7 +59,10 @@ fn kv_txn_leases_status_and_snapshot_over_tls_with_a_member_certificate() {
 
     let status = client.status(&m.client_url).unwrap();
     assert_eq!(status.version, "3.5.16");
-    assert!(status.has_leader() && status.leader == status.member_id && status.db_size > 0, "{status:?}");
+    assert!(
+        status.has_leader() && status.leader == status.member_id && status.db_size > 0,
+        "{status:?}"
+    );
     assert!(matches!(client.status(&dead), Err(EtcdClientError::Unreachable { .. })));
 
     // The snapshot is the file etcdctl would save: etcdutl reads it.
@@ -63,9 +73,17 @@ fn kv_txn_leases_status_and_snapshot_over_tls_with_a_member_certificate() {
         .args(["snapshot", "status", path.to_str().unwrap(), "-w", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "etcdutl snapshot status: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "etcdutl snapshot status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(st["revision"].as_i64().unwrap(), client.count_prefix(b"/").unwrap().1, "{st}");
+    assert_eq!(
+        st["revision"].as_i64().unwrap(),
+        client.count_prefix(b"/").unwrap().1,
+        "{st}"
+    );
 }
 
 #[test]
@@ -80,7 +98,13 @@ fn a_client_with_another_ca_or_no_certificate_is_refused() {
     let client = Client::new(vec![m.client_url.clone()], &member_tls(&other_dir, 0)).unwrap();
     let err = client.put(b"k", b"v").unwrap_err();
     assert!(matches!(err, EtcdClientError::Unreachable { .. }), "{err}");
-    let bad = Client::new(vec![m.client_url.clone()], &TlsFiles { cert: dir.path().join("missing.crt"), ..tls.clone() });
+    let bad = Client::new(
+        vec![m.client_url.clone()],
+        &TlsFiles {
+            cert: dir.path().join("missing.crt"),
+            ..tls.clone()
+        },
+    );
     assert!(bad.err().unwrap().to_string().contains("missing.crt"));
 }
 
@@ -100,21 +124,45 @@ fn a_learner_is_added_refused_promotion_until_it_runs_then_promoted_and_removed(
     assert!(added.is_learner && !added.started(), "{added:?}");
     let listed = client.member_list().unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().any(|m| m.id == added.id && m.is_learner && m.name.is_empty()));
+    assert!(listed
+        .iter()
+        .any(|m| m.id == added.id && m.is_learner && m.name.is_empty()));
     // One learner at a time: etcd 3.5 refuses a second.
     let second = client.member_add(&[Ports::free().peer_url()], true).unwrap_err();
-    assert!(second.api_message().is_some_and(|m| m.contains("too many learner")), "{second}");
+    assert!(
+        second.api_message().is_some_and(|m| m.contains("too many learner")),
+        "{second}"
+    );
     // Not running, so not in sync: etcd refuses to promote it.
     let early = client.member_promote(added.id).unwrap_err();
     assert!(early.api_message().is_some_and(|m| m.contains("learner")), "{early}");
 
     let cluster = format!("m0={},m1={}", m0.peer_url, ports.peer_url());
-    let m1 = Member::start(dir.path(), &member_tls(&etcd_dir, 1), "m1", &ports, &cluster, "existing");
-    wait_until("the learner catches up and is promoted", Duration::from_secs(30), || client.member_promote(added.id).is_ok());
+    let m1 = Member::start(
+        dir.path(),
+        &member_tls(&etcd_dir, 1),
+        "m1",
+        &ports,
+        &cluster,
+        "existing",
+    );
+    wait_until(
+        "the learner catches up and is promoted",
+        Duration::from_secs(30),
+        || client.member_promote(added.id).is_ok(),
+    );
     let listed = client.member_list().unwrap();
-    assert!(listed.iter().all(|m| !m.is_learner && m.started()), "{listed:?}\n{}", m1.log_tail());
+    assert!(
+        listed.iter().all(|m| !m.is_learner && m.started()),
+        "{listed:?}\n{}",
+        m1.log_tail()
+    );
     let c1 = Client::new(vec![m1.client_url.clone()], &tls0).unwrap();
-    assert_eq!(c1.count_prefix(b"/k/").unwrap().0, 100, "the promoted member serves every key");
+    assert_eq!(
+        c1.count_prefix(b"/k/").unwrap().0,
+        100,
+        "the promoted member serves every key"
+    );
 
     // etcd refuses to remove a voting member until the others have been
     // connected for 5 s ("unhealthy cluster"): a retryable answer.
@@ -128,7 +176,10 @@ fn a_learner_is_added_refused_promotion_until_it_runs_then_promoted_and_removed(
     });
     assert_eq!(client.member_list().unwrap().len(), 1);
     let gone = client.member_remove(added.id).unwrap_err();
-    assert!(gone.api_message().is_some_and(|m| m.contains("member not found")), "{gone}");
+    assert!(
+        gone.api_message().is_some_and(|m| m.contains("member not found")),
+        "{gone}"
+    );
 }
 
 /// The restart lock against a real etcd: one holder; the same holder
@@ -142,26 +193,52 @@ fn the_lock_has_one_holder_survives_its_holders_rerun_and_expires_with_its_lease
     let m = one_member(dir.path(), &tls);
     let client = Client::new(vec![m.client_url.clone()], &tls).unwrap();
 
-    let held = lock::try_acquire(&client, "etcd-restart", "member-0", 30).unwrap().expect("free: taken");
-    assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30).unwrap().is_none(), "a second holder is refused");
-    assert_eq!(lock::holder(&client, "etcd-restart").unwrap().as_deref(), Some("member-0"));
+    let held = lock::try_acquire(&client, "etcd-restart", "member-0", 30)
+        .unwrap()
+        .expect("free: taken");
+    assert!(
+        lock::try_acquire(&client, "etcd-restart", "member-1", 30)
+            .unwrap()
+            .is_none(),
+        "a second holder is refused"
+    );
+    assert_eq!(
+        lock::holder(&client, "etcd-restart").unwrap().as_deref(),
+        Some("member-0")
+    );
     // member-0 killed and run again: it takes its own lock over.
-    let again = lock::try_acquire(&client, "etcd-restart", "member-0", 30).unwrap().expect("its own lock");
+    let again = lock::try_acquire(&client, "etcd-restart", "member-0", 30)
+        .unwrap()
+        .expect("its own lock");
     again.refresh(&client).unwrap();
     again.release(&client).unwrap();
     assert_eq!(lock::holder(&client, "etcd-restart").unwrap(), None, "released");
     drop(held);
 
     // Released by name after a reboot: only by its holder.
-    let _after_reboot = lock::try_acquire(&client, "reboot", "member-3", 30).unwrap().expect("free");
+    let _after_reboot = lock::try_acquire(&client, "reboot", "member-3", 30)
+        .unwrap()
+        .expect("free");
     lock::release_if_held_by(&client, "reboot", "member-4").unwrap();
-    assert_eq!(lock::holder(&client, "reboot").unwrap().as_deref(), Some("member-3"), "not member-4's to release");
+    assert_eq!(
+        lock::holder(&client, "reboot").unwrap().as_deref(),
+        Some("member-3"),
+        "not member-4's to release"
+    );
     lock::release_if_held_by(&client, "reboot", "member-3").unwrap();
     assert_eq!(lock::holder(&client, "reboot").unwrap(), None);
 
     // A holder that dies without releasing: the lock goes with its lease.
-    let _dead = lock::try_acquire(&client, "etcd-restart", "member-2", 2).unwrap().expect("free again");
-    assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30).unwrap().is_none());
-    wait_until("the dead holder's lease expires", Duration::from_secs(15), || lock::holder(&client, "etcd-restart").unwrap().is_none());
-    assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30).unwrap().is_some());
+    let _dead = lock::try_acquire(&client, "etcd-restart", "member-2", 2)
+        .unwrap()
+        .expect("free again");
+    assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30)
+        .unwrap()
+        .is_none());
+    wait_until("the dead holder's lease expires", Duration::from_secs(15), || {
+        lock::holder(&client, "etcd-restart").unwrap().is_none()
+    });
+    assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30)
+        .unwrap()
+        .is_some());
 }

@@ -18,19 +18,28 @@ struct Flag {
 }
 
 fn minor(v: &str) -> (u32, u32) {
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or_else(|_| panic!("version {v}")));
+    let mut parts = v
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or_else(|_| panic!("version {v}")));
     (parts.next().unwrap(), parts.next().unwrap())
 }
 
 fn table() -> Vec<Flag> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kubernetes/flags.tsv")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kubernetes/flags.tsv")).unwrap();
     let opt = |s: &str| (s != "-").then(|| minor(s));
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             assert_eq!(f.len(), 5, "flags.tsv: {l:?}");
-            Flag { component: f[0].into(), name: f[1].into(), first: minor(f[2]), last: opt(f[3]), deprecated: opt(f[4]) }
+            Flag {
+                component: f[0].into(),
+                name: f[1].into(),
+                first: minor(f[2]),
+                last: opt(f[3]),
+                deprecated: opt(f[4]),
+            }
         })
         .collect()
 }
@@ -38,10 +47,15 @@ fn table() -> Vec<Flag> {
 /// Why `flag` may not be given to `component` at `version`, if it may not.
 fn refuse(table: &[Flag], component: &str, flag: &str, version: (u32, u32)) -> Option<String> {
     let Some(row) = table.iter().find(|f| f.component == component && f.name == flag) else {
-        return Some(format!("{component} {flag}: unknown flag (not in tests/data/kubernetes/flags.tsv)"));
+        return Some(format!(
+            "{component} {flag}: unknown flag (not in tests/data/kubernetes/flags.tsv)"
+        ));
     };
     if version < row.first {
-        return Some(format!("{component} {flag}: added in {:?}, after {version:?}", row.first));
+        return Some(format!(
+            "{component} {flag}: added in {:?}, after {version:?}",
+            row.first
+        ));
     }
     if let Some(last) = row.last.filter(|l| version > *l) {
         return Some(format!("{component} {flag}: removed after {last:?}"));
@@ -58,21 +72,31 @@ fn invocations(env: &nodeboot::env::Environment, role: Role) -> Vec<(String, Vec
     for (name, text) in nodeboot::render::manifests::manifests_for(env, role) {
         let pod: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         for container in pod["spec"]["containers"].as_sequence().unwrap() {
-            let command: Vec<String> = container["command"].as_sequence().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+            let command: Vec<String> = container["command"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
             out.push((command[0].clone(), command[1..].to_vec()));
         }
     }
     for unit in nodeboot::render::units_for(env, role) {
         // ExecStart with its continuation lines joined.
         let joined = unit.contents.replace("\\\n", " ");
-        let Some(exec) = joined.lines().find_map(|l| l.strip_prefix("ExecStart=")) else { continue };
+        let Some(exec) = joined.lines().find_map(|l| l.strip_prefix("ExecStart=")) else {
+            continue;
+        };
         let words: Vec<String> = exec.split_whitespace().map(str::to_string).collect();
         if unit.name == "kubelet.service" {
             out.push(("kubelet".into(), words[1..].to_vec()));
         } else if let Some(at) = words.iter().position(|w| w.starts_with("registry.k8s.io/kubectl:")) {
             // `docker run ... IMAGE FLAGS... apply FLAGS...`: kubectl's flags,
             // its subcommand left out.
-            out.push(("kubectl".into(), words[at + 1..].iter().filter(|w| *w != "apply").cloned().collect()));
+            out.push((
+                "kubectl".into(),
+                words[at + 1..].iter().filter(|w| *w != "apply").cloned().collect(),
+            ));
         }
     }
     out
@@ -101,7 +125,14 @@ fn every_rendered_flag_exists_and_is_current_for_the_environments_version() {
             }
         }
     }
-    let want = ["kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubectl", "kubelet"];
+    let want = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-proxy",
+        "kube-scheduler",
+        "kubectl",
+        "kubelet",
+    ];
     assert_eq!(components.into_iter().collect::<Vec<_>>(), want);
     assert!(checked > 60, "only {checked} flags checked");
 }
@@ -111,14 +142,42 @@ fn the_check_refuses_unknown_removed_and_deprecated_flags() {
     let table = table();
     let v131 = (1, 31);
     assert_eq!(refuse(&table, "kube-apiserver", "--etcd-servers", v131), None);
-    assert!(refuse(&table, "kube-apiserver", "--insecure-port", v131).unwrap().contains("removed after"));
-    assert!(refuse(&table, "kube-apiserver", "--insecure-port", (1, 23)).unwrap().contains("deprecated"), "accepted by 1.23, but deprecated");
-    assert_eq!(refuse(&table, "kube-controller-manager", "--cluster-signing-cert-file", (1, 23)), None);
-    assert!(refuse(&table, "kube-apiserver", "--no-such-flag", v131).unwrap().contains("unknown flag"));
-    assert!(refuse(&table, "kube-scheduler", "--etcd-servers", v131).unwrap().contains("unknown flag"), "flags are per component");
-    assert!(refuse(&table, "kubelet", "--pod-infra-container-image", v131).unwrap().contains("deprecated"));
-    assert!(refuse(&table, "kubelet", "--container-runtime", v131).unwrap().contains("removed"));
-    assert!(refuse(&table, "kube-apiserver", "--authentication-config", (1, 28)).unwrap().contains("added in"));
+    assert!(refuse(&table, "kube-apiserver", "--insecure-port", v131)
+        .unwrap()
+        .contains("removed after"));
+    assert!(
+        refuse(&table, "kube-apiserver", "--insecure-port", (1, 23))
+            .unwrap()
+            .contains("deprecated"),
+        "accepted by 1.23, but deprecated"
+    );
+    assert_eq!(
+        refuse(
+            &table,
+            "kube-controller-manager",
+            "--cluster-signing-cert-file",
+            (1, 23)
+        ),
+        None
+    );
+    assert!(refuse(&table, "kube-apiserver", "--no-such-flag", v131)
+        .unwrap()
+        .contains("unknown flag"));
+    assert!(
+        refuse(&table, "kube-scheduler", "--etcd-servers", v131)
+            .unwrap()
+            .contains("unknown flag"),
+        "flags are per component"
+    );
+    assert!(refuse(&table, "kubelet", "--pod-infra-container-image", v131)
+        .unwrap()
+        .contains("deprecated"));
+    assert!(refuse(&table, "kubelet", "--container-runtime", v131)
+        .unwrap()
+        .contains("removed"));
+    assert!(refuse(&table, "kube-apiserver", "--authentication-config", (1, 28))
+        .unwrap()
+        .contains("added in"));
 }
 
 #[test]
@@ -126,8 +185,14 @@ fn a_removed_flag_in_a_rendered_manifest_is_caught() {
     // The same walk as above over a manifest with a flag slipped in.
     let env = nodeboot::env::load(&example_env()).unwrap().env;
     let table = table();
-    let (_, mut args) = invocations(&env, Role::Etcd).into_iter().find(|(c, _)| c == "kube-apiserver").unwrap();
+    let (_, mut args) = invocations(&env, Role::Etcd)
+        .into_iter()
+        .find(|(c, _)| c == "kube-apiserver")
+        .unwrap();
     args.push("--insecure-port=0".into());
-    let refused: Vec<String> = args.iter().filter_map(|a| refuse(&table, "kube-apiserver", flag_name(a), minor(&env.kubernetes_version))).collect();
+    let refused: Vec<String> = args
+        .iter()
+        .filter_map(|a| refuse(&table, "kube-apiserver", flag_name(a), minor(&env.kubernetes_version)))
+        .collect();
     assert_eq!(refused.len(), 1, "{refused:?}");
 }

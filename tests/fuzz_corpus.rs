@@ -11,7 +11,9 @@ use nodeboot::fuzzing::TARGETS;
 
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
     let dir = common::repo().join("fuzz").join(kind).join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
     files.sort();
     files
 }
@@ -38,7 +40,10 @@ fn the_envelope_seed_opens_under_the_fuzz_key() {
     use nodeboot::secrets::{format, Context, Secret};
     let bytes = std::fs::read(common::repo().join("fuzz/seeds/secret_envelope/opens.bin")).unwrap();
     let envelope = format::parse(&bytes).unwrap();
-    let context = Context { environment: "fuzz".into(), path: "common/ca.crt".into() };
+    let context = Context {
+        environment: "fuzz".into(),
+        path: "common/ca.crt".into(),
+    };
     let plain = format::open(&envelope, &Secret::new(vec![7; 32]), &context).unwrap();
     assert_eq!(plain.expose(), b"-----BEGIN CERTIFICATE-----\n");
 }

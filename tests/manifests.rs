@@ -39,21 +39,38 @@ fn manifests_validate_against_the_kubernetes_schema_of_the_environment() {
     let minor = env.kubernetes_version.rsplit_once('.').unwrap().0.to_string() + ".0";
     let mut all = files(&out.path().join("manifests/etcd"));
     all.extend(files(&out.path().join("manifests/compute")));
-    assert_eq!(all.len(), 5, "four static pods on the control plane, kube-proxy on workers: {all:?}");
+    assert_eq!(
+        all.len(),
+        5,
+        "four static pods on the control plane, kube-proxy on workers: {all:?}"
+    );
     let addons = files(&out.path().join("manifests/addons"));
     assert!(!addons.is_empty());
     all.extend(addons);
     // The bootstrap-token Secret `nodeboot pki` makes, applied with the add-ons.
     let secrets = tempfile::tempdir().unwrap();
-    let pki = nodeboot(&["pki", "--env", example_env().to_str().unwrap(), "--dir", secrets.path().to_str().unwrap()]);
+    let pki = nodeboot(&[
+        "pki",
+        "--env",
+        example_env().to_str().unwrap(),
+        "--dir",
+        secrets.path().to_str().unwrap(),
+    ]);
     assert!(pki.status.success(), "{}", stderr(&pki));
     all.extend(files(&secrets.path().join("secure/addons")));
     let run = kubernetes_validate(&minor, &all);
-    assert!(run.status.success(), "{}{}", String::from_utf8_lossy(&run.stdout), stderr(&run));
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        stderr(&run)
+    );
 
     // The checker must be able to fail: a misspelt field is refused.
     let broken = out.path().join("broken.yaml");
-    let text = std::fs::read_to_string(&all[0]).unwrap().replace("hostNetwork: true", "hostNetwrk: true");
+    let text = std::fs::read_to_string(&all[0])
+        .unwrap()
+        .replace("hostNetwork: true", "hostNetwrk: true");
     std::fs::write(&broken, text).unwrap();
     assert!(!kubernetes_validate(&minor, &[broken]).status.success());
 }
@@ -65,9 +82,16 @@ fn kube_apiserver_lists_exactly_the_member_eni_addresses() {
     let out = dir.path().join("out");
     render(&env_file, &out);
     let apiserver = std::fs::read_to_string(out.join("manifests/etcd/kube-apiserver.yaml")).unwrap();
-    let servers = apiserver.lines().find_map(|l| l.trim().strip_prefix("- --etcd-servers=")).unwrap();
+    let servers = apiserver
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- --etcd-servers="))
+        .unwrap();
     let env = nodeboot::env::load(&env_file).unwrap().env;
-    let expected: Vec<String> = env.etcd_members().iter().map(|m| format!("https://{}:2379", m.ip)).collect();
+    let expected: Vec<String> = env
+        .etcd_members()
+        .iter()
+        .map(|m| format!("https://{}:2379", m.ip))
+        .collect();
     assert_eq!(servers.split(',').collect::<Vec<_>>(), expected);
     assert_eq!(expected.len(), 7);
 }
@@ -92,22 +116,36 @@ fn manifests_refer_only_to_secrets_the_pki_creates_for_that_role() {
     produced.insert(pki.encryption_key.path.clone());
     for (role, folder) in [(Role::Etcd, "secure"), (Role::Compute, "compute")] {
         for (name, text) in nodeboot::render::manifests::manifests_for(&env, role) {
-            for reference in text.split(|c: char| c.is_whitespace() || c == '=').filter_map(|w| w.strip_prefix("/run/nodeboot/secrets/")) {
-                let found = [format!("common/{reference}"), format!("{folder}/{reference}")].iter().any(|p| produced.contains(p));
-                assert!(found, "{name} ({role}) refers to {reference}, which pki does not create for {folder}/ or common/");
+            for reference in text
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .filter_map(|w| w.strip_prefix("/run/nodeboot/secrets/"))
+            {
+                let found = [format!("common/{reference}"), format!("{folder}/{reference}")]
+                    .iter()
+                    .any(|p| produced.contains(p));
+                assert!(
+                    found,
+                    "{name} ({role}) refers to {reference}, which pki does not create for {folder}/ or common/"
+                );
             }
         }
     }
 }
 
 fn schema(name: &str) -> jsonschema::Validator {
-    let path = format!("{}/tests/data/kubernetes/schemas/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/data/kubernetes/schemas/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn check(validator: &jsonschema::Validator, what: &str, value: &serde_json::Value) -> Vec<String> {
-    validator.iter_errors(value).map(|e| format!("{what}: {e} at {}", e.instance_path)).collect()
+    validator
+        .iter_errors(value)
+        .map(|e| format!("{what}: {e} at {}", e.instance_path))
+        .collect()
 }
 
 fn yaml(text: &str) -> serde_json::Value {
@@ -121,29 +159,54 @@ fn yaml(text: &str) -> serde_json::Value {
 fn kubelet_encryption_audit_and_kubeconfig_files_match_their_types() {
     let env = nodeboot::env::load(&example_env()).unwrap().env;
     let secrets = tempfile::tempdir().unwrap();
-    let pki = nodeboot(&["pki", "--env", example_env().to_str().unwrap(), "--dir", secrets.path().to_str().unwrap()]);
+    let pki = nodeboot(&[
+        "pki",
+        "--env",
+        example_env().to_str().unwrap(),
+        "--dir",
+        secrets.path().to_str().unwrap(),
+    ]);
     assert!(pki.status.success(), "{}", stderr(&pki));
     let mut problems = Vec::new();
     let kubelet = schema("kubeletconfiguration-v1beta1");
     for role in [Role::Etcd, Role::Compute] {
-        problems.extend(check(&kubelet, &format!("kubelet config ({role})"), &yaml(&nodeboot::render::files::kubelet_config(role))));
+        problems.extend(check(
+            &kubelet,
+            &format!("kubelet config ({role})"),
+            &yaml(&nodeboot::render::files::kubelet_config(role)),
+        ));
     }
-    problems.extend(check(&schema("policy-audit-v1"), "audit policy", &yaml(&nodeboot::render::files::audit_policy())));
-    let encryption: serde_json::Value = serde_json::from_slice(&std::fs::read(secrets.path().join("secure/encryption-config.yaml")).unwrap()).unwrap();
-    problems.extend(check(&schema("encryptionconfiguration-v1"), "encryption config", &encryption));
+    problems.extend(check(
+        &schema("policy-audit-v1"),
+        "audit policy",
+        &yaml(&nodeboot::render::files::audit_policy()),
+    ));
+    let encryption: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(secrets.path().join("secure/encryption-config.yaml")).unwrap()).unwrap();
+    problems.extend(check(
+        &schema("encryptionconfiguration-v1"),
+        "encryption config",
+        &encryption,
+    ));
     let plan = nodeboot::pki::plan(&env);
     let mut kubeconfigs: Vec<String> = plan.kubeconfigs.iter().map(|k| k.path.clone()).collect();
     kubeconfigs.extend(plan.bootstrap_token.kubeconfigs.iter().map(|(p, _)| p.clone()));
     let config = schema("config-kubeconfig-v1");
     for path in &kubeconfigs {
-        let value: serde_json::Value = serde_json::from_slice(&std::fs::read(secrets.path().join(path)).unwrap()).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(secrets.path().join(path)).unwrap()).unwrap();
         problems.extend(check(&config, path, &value));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert_eq!(kubeconfigs.len(), 8, "admin, controller-manager, scheduler, addons-applier, kube-proxy (2), bootstrap (2)");
+    assert_eq!(
+        kubeconfigs.len(),
+        8,
+        "admin, controller-manager, scheduler, addons-applier, kube-proxy (2), bootstrap (2)"
+    );
 
     // The schemas refuse a misspelt or misplaced field.
-    let typo = nodeboot::render::files::kubelet_config(Role::Compute).replace("serverTLSBootstrap", "serverTlsBootstrap");
+    let typo =
+        nodeboot::render::files::kubelet_config(Role::Compute).replace("serverTLSBootstrap", "serverTlsBootstrap");
     assert!(!check(&kubelet, "typo", &yaml(&typo)).is_empty());
     let mut bad = encryption.clone();
     bad["resources"][0]["providers"][0]["aescbc"]["key"] = serde_json::json!([]);

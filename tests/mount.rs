@@ -37,20 +37,46 @@ impl Bed {
         let env = environment(name, 3);
         let vpc = Vpc::create(&aws, &env);
         let members = create_members(&aws, &env, &vpc);
-        Bed { aws, env, vpc, members, volume }
+        Bed {
+            aws,
+            env,
+            vpc,
+            members,
+            volume,
+        }
     }
 
     /// Member 0's tags in EC2.
     fn volume_tags(&self) -> std::collections::BTreeMap<String, String> {
         runtime().block_on(async {
-            let out = self.aws.ec2.describe_volumes().volume_ids(&self.members[0].volume_id).send().await.unwrap();
-            out.volumes()[0].tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string())).collect()
+            let out = self
+                .aws
+                .ec2
+                .describe_volumes()
+                .volume_ids(&self.members[0].volume_id)
+                .send()
+                .await
+                .unwrap();
+            out.volumes()[0]
+                .tags()
+                .iter()
+                .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+                .collect()
         })
     }
 
     fn tag_volume(&self, key: &str, value: &str) {
         let tag = aws_sdk_ec2::types::Tag::builder().key(key).value(value).build();
-        runtime().block_on(self.aws.ec2.create_tags().resources(&self.members[0].volume_id).tags(tag).send()).unwrap();
+        runtime()
+            .block_on(
+                self.aws
+                    .ec2
+                    .create_tags()
+                    .resources(&self.members[0].volume_id)
+                    .tags(tag)
+                    .send(),
+            )
+            .unwrap();
     }
 
     /// Replaces member 0's volume with one created from a snapshot of it,
@@ -59,13 +85,28 @@ impl Bed {
         let old = self.members[0].volume_id.clone();
         let (snapshot, volume) = runtime().block_on(async {
             let ec2 = &self.aws.ec2;
-            let snapshot = ec2.create_snapshot().volume_id(&old).send().await.unwrap().snapshot_id().unwrap().to_string();
+            let snapshot = ec2
+                .create_snapshot()
+                .volume_id(&old)
+                .send()
+                .await
+                .unwrap()
+                .snapshot_id()
+                .unwrap()
+                .to_string();
             let described = ec2.describe_volumes().volume_ids(&old).send().await.unwrap();
             let tags = aws_sdk_ec2::types::TagSpecification::builder()
                 .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
                 .set_tags(Some(described.volumes()[0].tags().to_vec()))
                 .build();
-            let created = ec2.create_volume().availability_zone(&self.members[0].zone).snapshot_id(&snapshot).tag_specifications(tags).send().await.unwrap();
+            let created = ec2
+                .create_volume()
+                .availability_zone(&self.members[0].zone)
+                .snapshot_id(&snapshot)
+                .tag_specifications(tags)
+                .send()
+                .await
+                .unwrap();
             ec2.delete_volume().volume_id(&old).send().await.unwrap();
             (snapshot, created.volume_id().unwrap().to_string())
         });
@@ -77,7 +118,10 @@ impl Bed {
     /// part (the by-id link of the attached volume).
     fn node_before_mount(&self) -> Node {
         let node = Node::launch(&self.aws, &self.env, &self.vpc, "eu-west-1a");
-        for stage in [&["discover"][..], &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"]] {
+        for stage in [
+            &["discover"][..],
+            &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"],
+        ] {
             let out = node.stage(&self.aws, stage);
             assert!(out.status.success(), "{stage:?}: {}", stderr(&out));
         }
@@ -86,7 +130,13 @@ impl Bed {
     }
 
     fn mount(&self, node: &Node, extra_env: &[(&str, &str)]) -> Output {
-        node.stage_cmd(&self.aws, &["mount", "--skip-network", "--wait-timeout", "5s"], extra_env).output().unwrap()
+        node.stage_cmd(
+            &self.aws,
+            &["mount", "--skip-network", "--wait-timeout", "5s"],
+            extra_env,
+        )
+        .output()
+        .unwrap()
     }
 }
 
@@ -106,12 +156,20 @@ impl Drop for Unmount {
 }
 
 fn is_mounted(node: &Node) -> bool {
-    let Ok(target) = std::fs::canonicalize(node.root().join("var/lib/etcd")) else { return false };
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split_whitespace().nth(4) == Some(target.to_str().unwrap()))
+    let Ok(target) = std::fs::canonicalize(node.root().join("var/lib/etcd")) else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(target.to_str().unwrap()))
 }
 
 fn blkid(device: &str, tag: &str) -> String {
-    let out = Command::new("blkid").args(["-p", "-s", tag, "-o", "value", device]).output().unwrap();
+    let out = Command::new("blkid")
+        .args(["-p", "-s", tag, "-o", "value", device])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -139,8 +197,15 @@ fn mount_formats_a_blank_volume_once_and_reruns_as_a_no_op() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("blank device: creating ext4"));
     assert_eq!(blkid(&bed.volume.device, "TYPE"), "ext4");
-    let formatted = bed.volume_tags().get("nodeboot.io/formatted").cloned().expect("tagged after mkfs");
-    assert!(formatted.ends_with('Z') && formatted.len() == "2026-11-30T11:00:00Z".len(), "{formatted}");
+    let formatted = bed
+        .volume_tags()
+        .get("nodeboot.io/formatted")
+        .cloned()
+        .expect("tagged after mkfs");
+    assert!(
+        formatted.ends_with('Z') && formatted.len() == "2026-11-30T11:00:00Z".len(),
+        "{formatted}"
+    );
     assert!(is_mounted(&node));
     let data = node.root().join("var/lib/etcd/data");
     assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
@@ -149,7 +214,11 @@ fn mount_formats_a_blank_volume_once_and_reruns_as_a_no_op() {
     std::fs::write(data.join("written-after-mount"), b"etcd data").unwrap();
     bed.aws.reset_calls();
     let again = bed.mount(&node, &[]);
-    assert_eq!(bed.aws.calls(), Default::default(), "a rerun in the same boot calls no API");
+    assert_eq!(
+        bed.aws.calls(),
+        Default::default(),
+        "a rerun in the same boot calls no API"
+    );
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("already mounted"), "{}", stderr(&again));
     assert_eq!(blkid(&bed.volume.device, "UUID"), uuid, "never formatted twice");
@@ -173,16 +242,27 @@ fn existing_data_survives_mount_reruns_and_a_takeover_by_another_node() {
         for _ in 0..2 {
             let out = bed.mount(&first, &[]);
             assert!(out.status.success(), "{}", stderr(&out));
-            assert_eq!(std::fs::read(first.root().join("var/lib/etcd/data/keep.bin")).unwrap(), bytes);
+            assert_eq!(
+                std::fs::read(first.root().join("var/lib/etcd/data/keep.bin")).unwrap(),
+                bytes
+            );
         }
     } // the first node dies: its mount is gone with it
     first.stop(&bed.aws);
     let second = bed.node_before_mount();
     let _cleanup = Unmount::new(&second);
-    assert_eq!(second.claim().unwrap()["volume_id"], bed.members[0].volume_id, "took the volume over");
+    assert_eq!(
+        second.claim().unwrap()["volume_id"],
+        bed.members[0].volume_id,
+        "took the volume over"
+    );
     let out = bed.mount(&second, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(second.root().join("var/lib/etcd/data/keep.bin")).unwrap(), bytes, "byte for byte");
+    assert_eq!(
+        std::fs::read(second.root().join("var/lib/etcd/data/keep.bin")).unwrap(),
+        bytes,
+        "byte for byte"
+    );
     assert_eq!(blkid(&bed.volume.device, "UUID"), uuid);
 }
 
@@ -195,7 +275,10 @@ fn assert_refused(prepare: &str, says: &str) {
     let out = bed.mount(&node, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(15), "{prepare}: {err}");
-    assert!(err.contains(&bed.volume.device) && err.contains(says) && err.contains("untouched"), "{prepare}: {err}");
+    assert!(
+        err.contains(&bed.volume.device) && err.contains(says) && err.contains("untouched"),
+        "{prepare}: {err}"
+    );
     assert_eq!(bed.volume.sha256(), before, "{prepare}: the device was not written");
     assert!(!is_mounted(&node));
 }
@@ -232,13 +315,20 @@ impl FaultyDisk {
         std::fs::create_dir(&mount).unwrap();
         let writes = dir.path().join("writes.log");
         let mut cmd = Command::new("python3");
-        cmd.arg(common::repo().join("tests/bed/faulty_disk.py")).arg("--mount").arg(&mount).args(["--size", &Self::SIZE.to_string()]);
+        cmd.arg(common::repo().join("tests/bed/faulty_disk.py"))
+            .arg("--mount")
+            .arg(&mount)
+            .args(["--size", &Self::SIZE.to_string()]);
         cmd.arg("--writes").arg(&writes);
         for (start, end) in bad {
             cmd.args(["--bad", &format!("{start}:{end}")]);
         }
         let server = start_server(cmd);
-        FaultyDisk { dir, writes, _server: server }
+        FaultyDisk {
+            dir,
+            writes,
+            _server: server,
+        }
     }
 
     fn file(&self) -> std::path::PathBuf {
@@ -253,7 +343,10 @@ impl FaultyDisk {
 
 impl Drop for FaultyDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path().join("mnt")).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path().join("mnt"))
+            .status();
     }
 }
 
@@ -270,26 +363,66 @@ fn blkid_exit_2_does_not_tell_blank_from_unreadable() {
     }
     let run = |device: &str, user: Option<&str>| {
         let out = match user {
-            Some(u) => Command::new("setpriv").args(["--reuid", u, "--regid", u, "--clear-groups", "blkid", "-p", "-o", "export", device]).output().unwrap(),
-            None => Command::new("blkid").args(["-p", "-o", "export", device]).output().unwrap(),
+            Some(u) => Command::new("setpriv")
+                .args([
+                    "--reuid",
+                    u,
+                    "--regid",
+                    u,
+                    "--clear-groups",
+                    "blkid",
+                    "-p",
+                    "-o",
+                    "export",
+                    device,
+                ])
+                .output()
+                .unwrap(),
+            None => Command::new("blkid")
+                .args(["-p", "-o", "export", device])
+                .output()
+                .unwrap(),
         };
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out))
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
     };
     let silent = (Some(2), String::new(), String::new());
     let blank = LoopVolume::new(64);
     assert_eq!(run(&blank.device, None), silent, "a blank device");
     let disk = FaultyDisk::new(&[(0, FaultyDisk::SIZE)]);
     let unreadable = LoopVolume::over(&disk.file());
-    let dd = Command::new("dd").args([&format!("if={}", unreadable.device), "of=/dev/null", "bs=4096", "count=1"]).output().unwrap();
-    assert!(stderr(&dd).contains("Input/output error"), "the device's reads fail: {}", stderr(&dd));
-    assert_eq!(run(&unreadable.device, None), silent, "an unreadable device looks blank to blkid");
+    let dd = Command::new("dd")
+        .args([
+            &format!("if={}", unreadable.device),
+            "of=/dev/null",
+            "bs=4096",
+            "count=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&dd).contains("Input/output error"),
+        "the device's reads fail: {}",
+        stderr(&dd)
+    );
+    assert_eq!(
+        run(&unreadable.device, None),
+        silent,
+        "an unreadable device looks blank to blkid"
+    );
     let empty = tempfile::NamedTempFile::new().unwrap();
     let zero = LoopVolume::over(empty.path());
     assert_eq!(run(&zero.device, None), silent, "a zero-size device too");
     assert_eq!(run("/dev/nodeboot-no-such-device", None), silent, "and a missing path");
     let (code, stdout, err) = run(&blank.device, Some("65534"));
     assert_eq!((code, stdout.as_str()), (Some(2), ""), "{err}");
-    assert!(err.contains(&format!("blkid: error: {}: Permission denied", blank.device)), "{err}");
+    assert!(
+        err.contains(&format!("blkid: error: {}: Permission denied", blank.device)),
+        "{err}"
+    );
 }
 
 /// The mount stage on a device it must leave alone: exit 15, naming what
@@ -300,7 +433,10 @@ fn assert_left_alone(bed: &Bed, says: &str) {
     let out = bed.mount(&node, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(15), "{err}");
-    assert!(err.contains(&bed.volume.device) && err.contains(says) && err.contains("untouched"), "should say {says:?}: {err}");
+    assert!(
+        err.contains(&bed.volume.device) && err.contains(says) && err.contains("untouched"),
+        "should say {says:?}: {err}"
+    );
     assert!(!is_mounted(&node));
     assert!(!bed.volume_tags().contains_key("nodeboot.io/formatted"));
 }
@@ -348,7 +484,10 @@ fn assert_held_data(bed: &Bed, says: &str) {
     let out = bed.mount(&node, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(18), "{err}");
-    assert!(err.contains(says) && err.contains("A human must look") && err.contains(&bed.members[0].volume_id), "{err}");
+    assert!(
+        err.contains(says) && err.contains("A human must look") && err.contains(&bed.members[0].volume_id),
+        "{err}"
+    );
     assert_eq!(bed.volume.sha256(), before, "the device was not written");
     assert!(!is_mounted(&node));
 }
@@ -387,7 +526,10 @@ fn an_ext4_volume_without_the_tag_gets_it() {
     let out = bed.mount(&node, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(bed.volume_tags().contains_key("nodeboot.io/formatted"));
-    assert_eq!(std::fs::read(node.root().join("var/lib/etcd/data/keep.bin")).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(node.root().join("var/lib/etcd/data/keep.bin")).unwrap(),
+        bytes
+    );
 }
 
 #[test]
@@ -401,8 +543,17 @@ fn a_device_that_never_appears_times_out_with_exit_11() {
     let out = node.stage(&bed.aws, &["mount", "--skip-network", "--wait-timeout", "1s"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(11), "{err}");
-    assert!(err.contains(&format!("the device of volume {} did not appear", bed.members[0].volume_id)), "{err}");
-    assert!(err.contains("nvme-Amazon_Elastic_Block_Store_"), "names where it looked: {err}");
+    assert!(
+        err.contains(&format!(
+            "the device of volume {} did not appear",
+            bed.members[0].volume_id
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("nvme-Amazon_Elastic_Block_Store_"),
+        "names where it looked: {err}"
+    );
 }
 
 /// Kill the stage at each step and rerun: it converges, never formats a
@@ -417,7 +568,11 @@ fn mount_converges_after_an_abort_at_every_step() {
         let node = bed.node_before_mount();
         let _cleanup = Unmount::new(&node);
         let out = bed.mount(&node, &[(nodeboot::fault::VAR, point)]);
-        assert!(stderr(&out).contains(&format!("aborting at {point}")), "{point}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("aborting at {point}")),
+            "{point}: {}",
+            stderr(&out)
+        );
         let uuid_after_abort = blkid(&bed.volume.device, "UUID");
         if point == "mount:after-mount" {
             std::fs::create_dir_all(node.root().join("var/lib/etcd/data")).unwrap();
@@ -428,10 +583,17 @@ fn mount_converges_after_an_abort_at_every_step() {
         assert!(is_mounted(&node), "{point}");
         assert_eq!(blkid(&bed.volume.device, "TYPE"), "ext4", "{point}");
         if !uuid_after_abort.is_empty() {
-            assert_eq!(blkid(&bed.volume.device, "UUID"), uuid_after_abort, "{point}: not formatted again");
+            assert_eq!(
+                blkid(&bed.volume.device, "UUID"),
+                uuid_after_abort,
+                "{point}: not formatted again"
+            );
         }
         if point == "mount:after-mount" {
-            assert_eq!(std::fs::read(node.root().join("var/lib/etcd/data/before-rerun")).unwrap(), b"keep me");
+            assert_eq!(
+                std::fs::read(node.root().join("var/lib/etcd/data/before-rerun")).unwrap(),
+                b"keep me"
+            );
         }
     }
 }
@@ -445,7 +607,9 @@ struct Netns {
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("nb-{tag}-{}", std::process::id());
-        sh(&format!("ip netns add {name} && ip -n {name} link set lo up && ip -n {name} addr add 169.254.169.254/32 dev lo"));
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up && ip -n {name} addr add 169.254.169.254/32 dev lo"
+        ));
         Netns { name }
     }
 }
@@ -488,8 +652,15 @@ fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
     node.imds = Some(node.start_imds("169.254.169.254:80", Some(&ns.name)));
     let run = |node: &Node| {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", ns.name)).arg(env!("CARGO_BIN_EXE_nodeboot")).args(["stage", "--root"]).arg(node.root());
-        cmd.args(["mount", "--wait-timeout", "10s"]).envs(bed.aws.env()).env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT").output().unwrap()
+        cmd.arg(format!("--net=/run/netns/{}", ns.name))
+            .arg(env!("CARGO_BIN_EXE_nodeboot"))
+            .args(["stage", "--root"])
+            .arg(node.root());
+        cmd.args(["mount", "--wait-timeout", "10s"])
+            .envs(bed.aws.env())
+            .env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+            .output()
+            .unwrap()
     };
     // The filesystem half first, where the emulator is reachable; the runs
     // in the node's namespace then find it done (recorded) and call no API.
@@ -502,20 +673,40 @@ fn eni_address_comes_up_with_source_routing_in_the_node_namespace() {
     let addrs = sh(&format!("ip -n {} -o -4 addr show dev eth1", ns.name));
     assert!(addrs.contains(&format!("inet {}/24", member.eni_ip)), "{addrs}");
     let rules = sh(&format!("ip -n {} rule show", ns.name));
-    for rule in [format!("from {primary} lookup main"), format!("from {} lookup 1001", member.eni_ip), "from all to 10.80.0.0/16 lookup 1001".to_string()] {
-        assert_eq!(rules.matches(&rule).count(), 1, "one `{rule}`, even after a rerun:\n{rules}");
+    for rule in [
+        format!("from {primary} lookup main"),
+        format!("from {} lookup 1001", member.eni_ip),
+        "from all to 10.80.0.0/16 lookup 1001".to_string(),
+    ] {
+        assert_eq!(
+            rules.matches(&rule).count(),
+            1,
+            "one `{rule}`, even after a rerun:\n{rules}"
+        );
     }
     let routes = sh(&format!("ip -n {} route show table 1001", ns.name));
-    assert!(routes.contains(&format!("default via 10.80.10.1 dev eth1 src {}", member.eni_ip)), "{routes}");
-    assert!(routes.contains(&format!("10.80.10.0/24 dev eth1 scope link src {}", member.eni_ip)), "{routes}");
+    assert!(
+        routes.contains(&format!("default via 10.80.10.1 dev eth1 src {}", member.eni_ip)),
+        "{routes}"
+    );
+    assert!(
+        routes.contains(&format!("10.80.10.0/24 dev eth1 scope link src {}", member.eni_ip)),
+        "{routes}"
+    );
     // The primary interface's own routes are left as they were.
     let main = sh(&format!("ip -n {} -4 route show table main", ns.name));
-    assert!(main.contains("default via 10.80.10.1 dev eth0") && !main.contains(&member.eni_ip), "{main}");
+    assert!(
+        main.contains("default via 10.80.10.1 dev eth0") && !main.contains(&member.eni_ip),
+        "{main}"
+    );
     // Connections to peers (etcd dials them unbound) leave from the ENI's
     // address through the ENI: in another zone, and in the same subnet.
     for peer in ["10.80.12.10", "10.80.10.11"] {
         let picked = sh(&format!("ip -n {} -4 -o route get {peer}", ns.name));
-        assert!(picked.contains(&format!("src {}", member.eni_ip)) && picked.contains("dev eth1"), "{picked}");
+        assert!(
+            picked.contains(&format!("src {}", member.eni_ip)) && picked.contains("dev eth1"),
+            "{picked}"
+        );
         // What the primary address sends keeps to the primary interface.
         let primary_route = sh(&format!("ip -n {} -4 -o route get {peer} from {primary}", ns.name));
         assert!(primary_route.contains("dev eth0"), "{primary_route}");

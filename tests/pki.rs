@@ -24,15 +24,25 @@ fn pki_with(out: &Path, extra: &[&str]) -> String {
 }
 
 fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl").args(args).output().expect("openssl is installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for entry in walk(dir) {
-        files.insert(entry.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&entry).unwrap());
+        files.insert(
+            entry.strip_prefix(dir).unwrap().display().to_string(),
+            std::fs::read(&entry).unwrap(),
+        );
     }
     files
 }
@@ -58,20 +68,56 @@ fn etcd_certificates_verify_against_their_ca_with_the_member_addresses() {
     let ca = etcd.join("ca.crt");
     for (i, ip) in ["10.80.10.10", "10.80.11.10", "10.80.12.10"].iter().enumerate() {
         let cert = etcd.join(format!("member-{i}.crt"));
-        let verified = openssl(&["verify", "-CAfile", ca.to_str().unwrap(), "-purpose", "sslserver", cert.to_str().unwrap()]);
+        let verified = openssl(&[
+            "verify",
+            "-CAfile",
+            ca.to_str().unwrap(),
+            "-purpose",
+            "sslserver",
+            cert.to_str().unwrap(),
+        ]);
         assert!(verified.trim().ends_with(": OK"), "{verified}");
-        openssl(&["verify", "-CAfile", ca.to_str().unwrap(), "-purpose", "sslclient", cert.to_str().unwrap()]);
-        let sans = openssl(&["x509", "-noout", "-ext", "subjectAltName", "-in", cert.to_str().unwrap()]);
-        for want in [format!("IP Address:{ip}"), "IP Address:127.0.0.1".into(), format!("DNS:etcd-{i}.example.internal")] {
+        openssl(&[
+            "verify",
+            "-CAfile",
+            ca.to_str().unwrap(),
+            "-purpose",
+            "sslclient",
+            cert.to_str().unwrap(),
+        ]);
+        let sans = openssl(&[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            cert.to_str().unwrap(),
+        ]);
+        for want in [
+            format!("IP Address:{ip}"),
+            "IP Address:127.0.0.1".into(),
+            format!("DNS:etcd-{i}.example.internal"),
+        ] {
             assert!(sans.contains(&want), "member {i} lacks {want}: {sans}");
         }
         let subject = openssl(&["x509", "-noout", "-subject", "-in", cert.to_str().unwrap()]);
         assert!(subject.contains(&format!("example-etcd-{i}")), "{subject}");
-        let mode = std::fs::metadata(etcd.join(format!("member-{i}.key"))).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(etcd.join(format!("member-{i}.key")))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "member-{i}.key");
     }
     let client = etcd.join("client.crt");
-    openssl(&["verify", "-CAfile", ca.to_str().unwrap(), "-purpose", "sslclient", client.to_str().unwrap()]);
+    openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-purpose",
+        "sslclient",
+        client.to_str().unwrap(),
+    ]);
     let ca_text = openssl(&["x509", "-noout", "-text", "-in", ca.to_str().unwrap()]);
     assert!(ca_text.contains("CA:TRUE"), "{ca_text}");
 }
@@ -94,16 +140,38 @@ fn rotating_a_ca_reissues_what_it_signs_and_its_kubeconfigs() {
     pki(dir.path());
     let before = snapshot(dir.path());
     let out = pki_with(dir.path(), &["--rotate", "kubernetes-ca"]);
-    for id in ["kubernetes-ca", "apiserver", "admin", "admin-kubeconfig", "bootstrap-token-kubeconfigs"] {
+    for id in [
+        "kubernetes-ca",
+        "apiserver",
+        "admin",
+        "admin-kubeconfig",
+        "bootstrap-token-kubeconfigs",
+    ] {
         assert!(out.contains(&format!("created  {id}\n")), "{id} not re-issued:\n{out}");
     }
-    assert!(out.contains("kept     etcd-ca") && out.contains("kept     etcd-member-0"), "other CAs untouched:\n{out}");
+    assert!(
+        out.contains("kept     etcd-ca") && out.contains("kept     etcd-member-0"),
+        "other CAs untouched:\n{out}"
+    );
     let after = snapshot(dir.path());
     assert_eq!(before["secure/etcd/ca.crt"], after["secure/etcd/ca.crt"]);
     assert_ne!(before["common/ca.crt"], after["common/ca.crt"]);
     let ca = dir.path().join("common/ca.crt");
-    openssl(&["verify", "-CAfile", ca.to_str().unwrap(), dir.path().join("secure/apiserver.crt").to_str().unwrap()]);
-    let bad = nodeboot(&["pki", "--env", example_env().to_str().unwrap(), "--dir", dir.path().to_str().unwrap(), "--rotate", "nope"]);
+    openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        dir.path().join("secure/apiserver.crt").to_str().unwrap(),
+    ]);
+    let bad = nodeboot(&[
+        "pki",
+        "--env",
+        example_env().to_str().unwrap(),
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--rotate",
+        "nope",
+    ]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("--rotate nope: no such certificate"));
 }
@@ -114,7 +182,14 @@ fn kubernetes_certificates_carry_what_each_component_needs() {
     pki(dir.path());
     let ca = dir.path().join("common/ca.crt");
     let cert = |p: &str| dir.path().join(p).display().to_string();
-    let apiserver = openssl(&["x509", "-noout", "-ext", "subjectAltName", "-in", &cert("secure/apiserver.crt")]);
+    let apiserver = openssl(&[
+        "x509",
+        "-noout",
+        "-ext",
+        "subjectAltName",
+        "-in",
+        &cert("secure/apiserver.crt"),
+    ]);
     for want in [
         "DNS:kube-example.example.com",
         "DNS:kubeapi.example.internal",
@@ -125,33 +200,77 @@ fn kubernetes_certificates_carry_what_each_component_needs() {
     ] {
         assert!(apiserver.contains(want), "apiserver lacks {want}: {apiserver}");
     }
-    openssl(&["verify", "-CAfile", ca.to_str().unwrap(), "-purpose", "sslserver", &cert("secure/apiserver.crt")]);
+    openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-purpose",
+        "sslserver",
+        &cert("secure/apiserver.crt"),
+    ]);
     let admin = openssl(&["x509", "-noout", "-subject", "-in", &cert("ca/admin.crt")]);
-    assert!(admin.contains("O = system:masters") && admin.contains("CN = kubernetes-admin"), "{admin}");
+    assert!(
+        admin.contains("O = system:masters") && admin.contains("CN = kubernetes-admin"),
+        "{admin}"
+    );
     let front = dir.path().join("secure/front-proxy-ca.crt");
-    openssl(&["verify", "-CAfile", front.to_str().unwrap(), "-purpose", "sslclient", &cert("secure/front-proxy-client.crt")]);
+    openssl(&[
+        "verify",
+        "-CAfile",
+        front.to_str().unwrap(),
+        "-purpose",
+        "sslclient",
+        &cert("secure/front-proxy-client.crt"),
+    ]);
     // Private keys of CAs stay local (not in a folder that is uploaded),
     // except the cluster CA's, which the control plane's controller-manager
     // signs kubelet certificates with.
     for folder in ["common", "secure", "compute"] {
         for f in walk(&dir.path().join(folder)) {
             let name = f.strip_prefix(dir.path()).unwrap().display().to_string();
-            assert!(name == "secure/ca.key" || !name.ends_with("ca.key"), "{name}: a CA key in an uploaded folder");
+            assert!(
+                name == "secure/ca.key" || !name.ends_with("ca.key"),
+                "{name}: a CA key in an uploaded folder"
+            );
         }
     }
     let public_of_key = openssl(&["pkey", "-pubout", "-in", &cert("secure/ca.key")]);
     let public_of_cert = openssl(&["x509", "-noout", "-pubkey", "-in", &cert("common/ca.crt")]);
     assert_eq!(public_of_key, public_of_cert, "secure/ca.key is the cluster CA's key");
-    assert_eq!(std::fs::metadata(dir.path().join("secure/sa.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("secure/sa.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     // The admin kubeconfig: kubectl's own parser accepts it when present;
     // otherwise check its embedded client certificate against the CA.
-    let kubeconfig: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("ca/admin.kubeconfig")).unwrap()).unwrap();
-    assert_eq!(kubeconfig["clusters"][0]["cluster"]["server"], "https://kube-example.example.com");
+    let kubeconfig: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("ca/admin.kubeconfig")).unwrap()).unwrap();
+    assert_eq!(
+        kubeconfig["clusters"][0]["cluster"]["server"],
+        "https://kube-example.example.com"
+    );
     use base64::Engine;
-    let embedded = base64::engine::general_purpose::STANDARD.decode(kubeconfig["users"][0]["user"]["client-certificate-data"].as_str().unwrap()).unwrap();
+    let embedded = base64::engine::general_purpose::STANDARD
+        .decode(
+            kubeconfig["users"][0]["user"]["client-certificate-data"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
     let embedded_path = dir.path().join("embedded.crt");
     std::fs::write(&embedded_path, embedded).unwrap();
-    openssl(&["verify", "-CAfile", ca.to_str().unwrap(), "-purpose", "sslclient", embedded_path.to_str().unwrap()]);
+    openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-purpose",
+        "sslclient",
+        embedded_path.to_str().unwrap(),
+    ]);
 }
 
 #[test]
@@ -161,7 +280,11 @@ fn the_admin_kubeconfig_stays_out_of_every_uploaded_folder_and_an_old_one_is_mov
     for folder in ["common", "secure", "compute", "manifests"] {
         let folder = dir.path().join(folder);
         for f in if folder.exists() { walk(&folder) } else { Vec::new() } {
-            assert!(!f.display().to_string().contains("admin"), "{}: the admin's credentials in an uploaded folder", f.display());
+            assert!(
+                !f.display().to_string().contains("admin"),
+                "{}: the admin's credentials in an uploaded folder",
+                f.display()
+            );
         }
     }
     // A tree an older nodeboot made: the kubeconfig in secure/, where `secrets upload` takes it from.
@@ -170,12 +293,25 @@ fn the_admin_kubeconfig_stays_out_of_every_uploaded_folder_and_an_old_one_is_mov
     let bytes = std::fs::read(&new).unwrap();
     std::fs::rename(&new, &old).unwrap();
     let env = example_env();
-    let run = nodeboot(&["pki", "--env", env.to_str().unwrap(), "--dir", dir.path().to_str().unwrap()]);
+    let run = nodeboot(&[
+        "pki",
+        "--env",
+        env.to_str().unwrap(),
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(run.status.success(), "{}", stderr(&run));
     let printed = format!("{}{}", String::from_utf8_lossy(&run.stdout), stderr(&run));
     assert!(!old.exists(), "moved out of secure/");
-    assert_eq!(std::fs::read(&new).unwrap(), bytes, "the same credentials, not new ones");
-    assert!(printed.contains("secrets rm") && printed.contains("secure/kubeconfig_admin"), "says how to remove the bucket's copy:\n{printed}");
+    assert_eq!(
+        std::fs::read(&new).unwrap(),
+        bytes,
+        "the same credentials, not new ones"
+    );
+    assert!(
+        printed.contains("secrets rm") && printed.contains("secure/kubeconfig_admin"),
+        "says how to remove the bucket's copy:\n{printed}"
+    );
 }
 
 #[test]
@@ -184,10 +320,18 @@ fn no_shared_kubelet_identity_is_issued() {
     pki(dir.path());
     for f in walk(dir.path()) {
         let text = std::fs::read(&f).unwrap();
-        assert!(!String::from_utf8_lossy(&text).contains("system:node:nodeboot"), "{}", f.display());
+        assert!(
+            !String::from_utf8_lossy(&text).contains("system:node:nodeboot"),
+            "{}",
+            f.display()
+        );
         if f.extension().is_some_and(|e| e == "crt") {
             let subject = openssl(&["x509", "-noout", "-subject", "-in", f.to_str().unwrap()]);
-            assert!(!subject.contains("system:nodes"), "{}: a node certificate made ahead of time: {subject}", f.display());
+            assert!(
+                !subject.contains("system:nodes"),
+                "{}: a node certificate made ahead of time: {subject}",
+                f.display()
+            );
         }
     }
     assert!(!dir.path().join("common/kubelet.kubeconfig").exists());
@@ -200,7 +344,11 @@ fn an_old_tree_keeps_its_cluster_ca_when_the_key_moves_to_the_control_plane() {
     let ca = std::fs::read(dir.path().join("common/ca.crt")).unwrap();
     // A tree made before: the key in ca/, never uploaded.
     std::fs::create_dir_all(dir.path().join("ca")).unwrap();
-    std::fs::rename(dir.path().join("secure/ca.key"), dir.path().join("ca/kubernetes-ca.key")).unwrap();
+    std::fs::rename(
+        dir.path().join("secure/ca.key"),
+        dir.path().join("ca/kubernetes-ca.key"),
+    )
+    .unwrap();
     let out = pki(dir.path());
     assert!(out.contains("kept     kubernetes-ca"), "{out}");
     assert_eq!(std::fs::read(dir.path().join("common/ca.crt")).unwrap(), ca);
@@ -222,14 +370,34 @@ fn the_listing_names_every_certificate_and_the_token_with_its_expiry() {
         let path = dir.path().join(item["path"].as_str().unwrap());
         let days = item["days_left"].as_i64().unwrap();
         if item["kind"] == "bootstrap-token" {
-            assert!((nodeboot::pki::BOOTSTRAP_TOKEN_VALIDITY_DAYS - 1..=nodeboot::pki::BOOTSTRAP_TOKEN_VALIDITY_DAYS).contains(&days), "{item}");
+            assert!(
+                (nodeboot::pki::BOOTSTRAP_TOKEN_VALIDITY_DAYS - 1..=nodeboot::pki::BOOTSTRAP_TOKEN_VALIDITY_DAYS)
+                    .contains(&days),
+                "{item}"
+            );
             continue;
         }
         // openssl's view of the end date agrees.
         let end = openssl(&["x509", "-noout", "-enddate", "-in", path.to_str().unwrap()]);
-        let date = std::process::Command::new("date").args(["-u", "-d", end.trim().trim_start_matches("notAfter="), "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
-        assert_eq!(item["not_after"].as_str().unwrap(), String::from_utf8_lossy(&date.stdout).trim(), "{item}");
-        let want = if item["kind"] == "ca" { nodeboot::pki::CA_VALIDITY_DAYS } else { nodeboot::pki::LEAF_VALIDITY_DAYS };
+        let date = std::process::Command::new("date")
+            .args([
+                "-u",
+                "-d",
+                end.trim().trim_start_matches("notAfter="),
+                "+%Y-%m-%dT%H:%M:%SZ",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            item["not_after"].as_str().unwrap(),
+            String::from_utf8_lossy(&date.stdout).trim(),
+            "{item}"
+        );
+        let want = if item["kind"] == "ca" {
+            nodeboot::pki::CA_VALIDITY_DAYS
+        } else {
+            nodeboot::pki::LEAF_VALIDITY_DAYS
+        };
         assert!(days == want || days == want - 1, "{item}: {days} days");
     }
 }
@@ -244,21 +412,55 @@ fn renew_reissues_only_what_ends_soon() {
     let cert = dir.path().join("ca/scheduler.crt");
     let key = dir.path().join("ca/scheduler.key");
     let csr = dir.path().join("s.csr");
-    openssl(&["req", "-new", "-key", key.to_str().unwrap(), "-subj", "/CN=system:kube-scheduler", "-out", csr.to_str().unwrap()]);
     openssl(&[
-        "x509", "-req", "-in", csr.to_str().unwrap(), "-CA", dir.path().join("common/ca.crt").to_str().unwrap(),
-        "-CAkey", dir.path().join("secure/ca.key").to_str().unwrap(), "-days", "10", "-out", cert.to_str().unwrap(),
+        "req",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        "/CN=system:kube-scheduler",
+        "-out",
+        csr.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        dir.path().join("common/ca.crt").to_str().unwrap(),
+        "-CAkey",
+        dir.path().join("secure/ca.key").to_str().unwrap(),
+        "-days",
+        "10",
+        "-out",
+        cert.to_str().unwrap(),
     ]);
     let before = snapshot(dir.path());
-    let warned = nodeboot(&["pki", "--env", example_env().to_str().unwrap(), "--dir", dir.path().to_str().unwrap()]);
+    let warned = nodeboot(&[
+        "pki",
+        "--env",
+        example_env().to_str().unwrap(),
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     let said = String::from_utf8_lossy(&warned.stdout).into_owned();
-    assert!(said.contains("expiring scheduler in 9 days") || said.contains("expiring scheduler in 10 days"), "{said}");
+    assert!(
+        said.contains("expiring scheduler in 9 days") || said.contains("expiring scheduler in 10 days"),
+        "{said}"
+    );
     assert_eq!(snapshot(dir.path()), before, "without --renew nothing changes");
     let out = pki_with(dir.path(), &["--renew"]);
-    assert!(out.contains("created  scheduler\n") && out.contains("created  scheduler-kubeconfig\n"), "{out}");
+    assert!(
+        out.contains("created  scheduler\n") && out.contains("created  scheduler-kubeconfig\n"),
+        "{out}"
+    );
     let after = snapshot(dir.path());
     let changed: Vec<&String> = after.keys().filter(|k| before.get(*k) != after.get(*k)).collect();
-    assert_eq!(changed, ["ca/scheduler.crt", "ca/scheduler.key", "secure/scheduler.kubeconfig"]);
+    assert_eq!(
+        changed,
+        ["ca/scheduler.crt", "ca/scheduler.key", "secure/scheduler.kubeconfig"]
+    );
 }
 
 #[test]
@@ -266,7 +468,10 @@ fn rotating_the_bootstrap_token_and_the_encryption_key() {
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());
     let token = |folder: &str| -> String {
-        let kc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(format!("{folder}/bootstrap-kubelet.kubeconfig"))).unwrap()).unwrap();
+        let kc: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("{folder}/bootstrap-kubelet.kubeconfig"))).unwrap(),
+        )
+        .unwrap();
         kc["users"][0]["user"]["token"].as_str().unwrap().to_string()
     };
     let old = token("compute");
@@ -275,12 +480,26 @@ fn rotating_the_bootstrap_token_and_the_encryption_key() {
     assert!(out.contains("created  bootstrap-token\n"), "{out}");
     assert_ne!(token("compute"), old);
     assert_eq!(token("compute"), token("secure"));
-    let secret: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("secure/addons/bootstrap-token.yaml")).unwrap()).unwrap();
-    assert_eq!(format!("{}.{}", secret["stringData"]["token-id"].as_str().unwrap(), secret["stringData"]["token-secret"].as_str().unwrap()), token("compute"));
+    let secret: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("secure/addons/bootstrap-token.yaml")).unwrap()).unwrap();
+    assert_eq!(
+        format!(
+            "{}.{}",
+            secret["stringData"]["token-id"].as_str().unwrap(),
+            secret["stringData"]["token-secret"].as_str().unwrap()
+        ),
+        token("compute")
+    );
 
     let keys = |_: ()| -> Vec<String> {
-        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("secure/encryption-config.yaml")).unwrap()).unwrap();
-        c["resources"][0]["providers"][0]["aescbc"]["keys"].as_array().unwrap().iter().map(|k| k["secret"].as_str().unwrap().to_string()).collect()
+        let c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("secure/encryption-config.yaml")).unwrap()).unwrap();
+        c["resources"][0]["providers"][0]["aescbc"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["secret"].as_str().unwrap().to_string())
+            .collect()
     };
     let first = keys(());
     assert_eq!(first.len(), 1);
@@ -296,12 +515,17 @@ fn rotating_the_bootstrap_token_and_the_encryption_key() {
 /// folder, the role's file winning on a clash.
 fn node_view(dir: &Path, role: nodeboot::role::Role) -> BTreeMap<String, Vec<u8>> {
     let mut view = BTreeMap::new();
-    let Some(folder) = nodeboot::secrets::layout::role_folder(role) else { return view };
+    let Some(folder) = nodeboot::secrets::layout::role_folder(role) else {
+        return view;
+    };
     for top in ["common", folder] {
         let base = dir.join(top);
         if base.is_dir() {
             for f in walk(&base) {
-                view.insert(f.strip_prefix(&base).unwrap().display().to_string(), std::fs::read(&f).unwrap());
+                view.insert(
+                    f.strip_prefix(&base).unwrap().display().to_string(),
+                    std::fs::read(&f).unwrap(),
+                );
             }
         }
     }
@@ -314,32 +538,67 @@ fn no_compute_node_gets_a_control_plane_or_etcd_secret() {
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let mut forbidden: Vec<(String, Vec<u8>)> = ["secure/ca.key", "secure/sa.key", "ca/admin.kubeconfig", "secure/addons-applier.kubeconfig", "secure/encryption-config.yaml", "secure/addons/bootstrap-token.yaml"]
-        .iter()
-        .map(|p| (p.to_string(), std::fs::read(dir.path().join(p)).unwrap()))
-        .collect();
+    let mut forbidden: Vec<(String, Vec<u8>)> = [
+        "secure/ca.key",
+        "secure/sa.key",
+        "ca/admin.kubeconfig",
+        "secure/addons-applier.kubeconfig",
+        "secure/encryption-config.yaml",
+        "secure/addons/bootstrap-token.yaml",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), std::fs::read(dir.path().join(p)).unwrap()))
+    .collect();
     // Every etcd key, and the keys of the CAs and control-plane clients kept
     // in ca/ (kube-proxy's own key is a worker's credential: allowed).
-    for f in walk(&dir.path().join("secure/etcd")).into_iter().chain(walk(&dir.path().join("ca"))) {
+    for f in walk(&dir.path().join("secure/etcd"))
+        .into_iter()
+        .chain(walk(&dir.path().join("ca")))
+    {
         if f.extension().is_some_and(|e| e == "key") && !f.ends_with("kube-proxy.key") {
-            forbidden.push((f.strip_prefix(dir.path()).unwrap().display().to_string(), std::fs::read(&f).unwrap()));
+            forbidden.push((
+                f.strip_prefix(dir.path()).unwrap().display().to_string(),
+                std::fs::read(&f).unwrap(),
+            ));
         }
     }
-    assert!(forbidden.len() >= 6 + 3 + 1, "{:?}", forbidden.iter().map(|f| &f.0).collect::<Vec<_>>());
+    assert!(
+        forbidden.len() >= 6 + 3 + 1,
+        "{:?}",
+        forbidden.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
     let compute = node_view(dir.path(), nodeboot::role::Role::Compute);
-    assert!(compute.contains_key("bootstrap-kubelet.kubeconfig") && compute.contains_key("ca.crt"), "{:?}", compute.keys());
+    assert!(
+        compute.contains_key("bootstrap-kubelet.kubeconfig") && compute.contains_key("ca.crt"),
+        "{:?}",
+        compute.keys()
+    );
     for (name, bytes) in &compute {
         let text = String::from_utf8_lossy(bytes);
         for (secret, secret_bytes) in &forbidden {
             let raw = String::from_utf8_lossy(secret_bytes);
-            assert!(!text.contains(raw.trim()) && !text.contains(&b64(secret_bytes)), "compute gets {secret} inside {name}");
+            assert!(
+                !text.contains(raw.trim()) && !text.contains(&b64(secret_bytes)),
+                "compute gets {secret} inside {name}"
+            );
         }
     }
-    assert!(node_view(dir.path(), nodeboot::role::Role::Bastion).is_empty(), "the bastion pulls no secrets");
+    assert!(
+        node_view(dir.path(), nodeboot::role::Role::Bastion).is_empty(),
+        "the bastion pulls no secrets"
+    );
     // The checker can fail: the control plane does hold them.
     let etcd = node_view(dir.path(), nodeboot::role::Role::Etcd);
     assert_eq!(etcd["ca.key"], std::fs::read(dir.path().join("secure/ca.key")).unwrap());
-    assert!(etcd.contains_key("sa.key") && etcd.contains_key("addons-applier.kubeconfig") && etcd.contains_key("encryption-config.yaml"));
+    assert!(
+        etcd.contains_key("sa.key")
+            && etcd.contains_key("addons-applier.kubeconfig")
+            && etcd.contains_key("encryption-config.yaml")
+    );
     // ... but not the operator's admin kubeconfig (ca/ is never uploaded).
-    assert!(!etcd.contains_key("admin.kubeconfig") && !etcd.contains_key("kubeconfig_admin"), "{:?}", etcd.keys());
+    assert!(
+        !etcd.contains_key("admin.kubeconfig") && !etcd.contains_key("kubeconfig_admin"),
+        "{:?}",
+        etcd.keys()
+    );
 }

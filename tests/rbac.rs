@@ -26,20 +26,41 @@ struct User {
 
 #[derive(Debug, Clone)]
 enum Request {
-    Resource { verb: &'static str, group: &'static str, resource: &'static str, name: Option<String> },
-    NonResource { verb: &'static str, path: String },
+    Resource {
+        verb: &'static str,
+        group: &'static str,
+        resource: &'static str,
+        name: Option<String>,
+    },
+    NonResource {
+        verb: &'static str,
+        path: String,
+    },
 }
 
 fn res(verb: &'static str, group: &'static str, resource: &'static str) -> Request {
-    Request::Resource { verb, group, resource, name: None }
+    Request::Resource {
+        verb,
+        group,
+        resource,
+        name: None,
+    }
 }
 
 fn named(verb: &'static str, group: &'static str, resource: &'static str, name: &str) -> Request {
-    Request::Resource { verb, group, resource, name: Some(name.into()) }
+    Request::Resource {
+        verb,
+        group,
+        resource,
+        name: Some(name.into()),
+    }
 }
 
 fn url(path: &str) -> Request {
-    Request::NonResource { verb: "get", path: path.into() }
+    Request::NonResource {
+        verb: "get",
+        path: path.into(),
+    }
 }
 
 #[derive(Default)]
@@ -51,7 +72,9 @@ struct Policy {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence().map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v.as_sequence()
+        .map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 impl Policy {
@@ -59,12 +82,14 @@ impl Policy {
         match doc["kind"].as_str() {
             Some("ClusterRole") => {
                 let rules = doc["rules"].as_sequence().cloned().unwrap_or_default();
-                self.roles.push((doc["metadata"]["name"].as_str().unwrap().into(), rules));
+                self.roles
+                    .push((doc["metadata"]["name"].as_str().unwrap().into(), rules));
             }
             Some("ClusterRoleBinding") => {
                 assert_eq!(doc["roleRef"]["kind"], "ClusterRole");
                 let subjects = doc["subjects"].as_sequence().cloned().unwrap_or_default();
-                self.bindings.push((doc["roleRef"]["name"].as_str().unwrap().into(), subjects));
+                self.bindings
+                    .push((doc["roleRef"]["name"].as_str().unwrap().into(), subjects));
             }
             Some("Role") | Some("RoleBinding") => panic!("namespaced RBAC is not modelled: {doc:?}"),
             _ => {}
@@ -72,7 +97,11 @@ impl Policy {
     }
 
     fn rules(&self, role: &str) -> Vec<Value> {
-        self.roles.iter().filter(|(n, _)| n == role).flat_map(|(_, r)| r.clone()).collect()
+        self.roles
+            .iter()
+            .filter(|(n, _)| n == role)
+            .flat_map(|(_, r)| r.clone())
+            .collect()
     }
 }
 
@@ -83,18 +112,28 @@ fn any_matches(list: &[String], want: &str) -> bool {
 /// Whether one PolicyRule allows the request (RBAC's RuleAllows).
 fn rule_allows(rule: &Value, req: &Request) -> bool {
     match req {
-        Request::Resource { verb, group, resource, name } => {
+        Request::Resource {
+            verb,
+            group,
+            resource,
+            name,
+        } => {
             let names = strings(&rule["resourceNames"]);
             any_matches(&strings(&rule["verbs"]), verb)
                 && any_matches(&strings(&rule["apiGroups"]), group)
                 && strings(&rule["resources"]).iter().any(|r| {
-                    r == "*" || r == resource || r.strip_suffix("/*").is_some_and(|base| resource.starts_with(&format!("{base}/")))
+                    r == "*"
+                        || r == resource
+                        || r.strip_suffix("/*")
+                            .is_some_and(|base| resource.starts_with(&format!("{base}/")))
                 })
                 && (names.is_empty() || name.as_ref().is_some_and(|n| names.contains(n)))
         }
         Request::NonResource { verb, path } => {
             any_matches(&strings(&rule["verbs"]), verb)
-                && strings(&rule["nonResourceURLs"]).iter().any(|u| u == path || u.strip_suffix('*').is_some_and(|p| path.starts_with(p)))
+                && strings(&rule["nonResourceURLs"])
+                    .iter()
+                    .any(|u| u == path || u.strip_suffix('*').is_some_and(|p| path.starts_with(p)))
         }
     }
 }
@@ -117,7 +156,9 @@ fn rbac_allows(policy: &Policy, user: &User, req: &Request) -> bool {
 
 /// A node identity as the Node authorizer recognises it.
 fn node_name(user: &User) -> Option<&str> {
-    user.name.strip_prefix("system:node:").filter(|_| user.groups.iter().any(|g| g == "system:nodes"))
+    user.name
+        .strip_prefix("system:node:")
+        .filter(|_| user.groups.iter().any(|g| g == "system:nodes"))
 }
 
 /// `--authorization-mode=Node,RBAC`: the Node authorizer decides node
@@ -126,7 +167,13 @@ fn node_name(user: &User) -> Option<&str> {
 /// only for its own.
 fn allowed(policy: &Policy, modes: &[String], admission: &[String], user: &User, req: &Request) -> bool {
     let authorized = modes.iter().any(|mode| match mode.as_str() {
-        "Node" => node_name(user).is_some() && policy.rules("nodeboot-test:node-authorizer-rules").iter().any(|r| rule_allows(r, req)),
+        "Node" => {
+            node_name(user).is_some()
+                && policy
+                    .rules("nodeboot-test:node-authorizer-rules")
+                    .iter()
+                    .any(|r| rule_allows(r, req))
+        }
         "RBAC" => rbac_allows(policy, user, req),
         other => panic!("authorization mode {other} is not modelled"),
     });
@@ -134,11 +181,15 @@ fn allowed(policy: &Policy, modes: &[String], admission: &[String], user: &User,
         return false;
     }
     match (node_name(user), req) {
-        (Some(own), Request::Resource { verb: "create" | "update" | "patch" | "delete", group: "", resource: "nodes" | "nodes/status", name })
-            if admission.iter().any(|a| a == "NodeRestriction") =>
-        {
-            name.as_deref() == Some(own)
-        }
+        (
+            Some(own),
+            Request::Resource {
+                verb: "create" | "update" | "patch" | "delete",
+                group: "",
+                resource: "nodes" | "nodes/status",
+                name,
+            },
+        ) if admission.iter().any(|a| a == "NodeRestriction") => name.as_deref() == Some(own),
         _ => true,
     }
 }
@@ -170,9 +221,18 @@ roleRef: {kind: ClusterRole, name: r}
 subjects: [{kind: Group, name: g}, {kind: User, name: u}]
 "#,
     );
-    let in_group = User { name: "x".into(), groups: vec!["g".into()] };
-    let by_name = User { name: "u".into(), groups: vec![] };
-    let other = User { name: "v".into(), groups: vec!["h".into()] };
+    let in_group = User {
+        name: "x".into(),
+        groups: vec!["g".into()],
+    };
+    let by_name = User {
+        name: "u".into(),
+        groups: vec![],
+    };
+    let other = User {
+        name: "v".into(),
+        groups: vec!["h".into()],
+    };
     // (request, allowed for a bound user)
     let table = [
         (res("get", "", "pods"), true),
@@ -186,7 +246,13 @@ subjects: [{kind: Group, name: g}, {kind: User, name: u}]
         (url("/logs/x"), true),
         (url("/exact"), true),
         (url("/exact/sub"), false),
-        (Request::NonResource { verb: "post", path: "/exact".into() }, false),
+        (
+            Request::NonResource {
+                verb: "post",
+                path: "/exact".into(),
+            },
+            false,
+        ),
     ];
     for (req, want) in &table {
         assert_eq!(rbac_allows(&p, &in_group, req), *want, "group member: {req:?}");
@@ -199,20 +265,47 @@ subjects: [{kind: Group, name: g}, {kind: User, name: u}]
 fn node_restriction_limits_a_node_to_its_own_object() {
     let p = default_policy();
     let modes = vec!["Node".to_string(), "RBAC".to_string()];
-    let node = User { name: "system:node:a".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] };
-    let not_a_node = User { name: "system:node:a".into(), groups: vec!["system:authenticated".into()] };
+    let node = User {
+        name: "system:node:a".into(),
+        groups: vec!["system:nodes".into(), "system:authenticated".into()],
+    };
+    let not_a_node = User {
+        name: "system:node:a".into(),
+        groups: vec!["system:authenticated".into()],
+    };
     let with = vec!["NodeRestriction".to_string()];
     assert!(allowed(&p, &modes, &with, &node, &named("update", "", "nodes", "a")));
     assert!(!allowed(&p, &modes, &with, &node, &named("update", "", "nodes", "b")));
-    assert!(allowed(&p, &modes, &[], &node, &named("update", "", "nodes", "b")), "without the admission plugin any node is writable");
-    assert!(!allowed(&p, &modes, &with, &not_a_node, &named("update", "", "nodes", "a")), "the name alone is no node identity");
-    assert!(!allowed(&p, &["RBAC".to_string()], &with, &node, &named("update", "", "nodes", "a")), "RBAC alone grants nodes nothing");
+    assert!(
+        allowed(&p, &modes, &[], &node, &named("update", "", "nodes", "b")),
+        "without the admission plugin any node is writable"
+    );
+    assert!(
+        !allowed(&p, &modes, &with, &not_a_node, &named("update", "", "nodes", "a")),
+        "the name alone is no node identity"
+    );
+    assert!(
+        !allowed(
+            &p,
+            &["RBAC".to_string()],
+            &with,
+            &node,
+            &named("update", "", "nodes", "a")
+        ),
+        "RBAC alone grants nodes nothing"
+    );
 }
 
 // ---------------------------------------------------------- the rendered cluster
 
 fn default_policy() -> Policy {
-    policy_from(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kubernetes/default-rbac.yaml")).unwrap())
+    policy_from(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/kubernetes/default-rbac.yaml"
+        ))
+        .unwrap(),
+    )
 }
 
 struct Cluster {
@@ -235,9 +328,21 @@ fn cluster() -> Cluster {
     let secrets = tempfile::tempdir().unwrap();
     let rendered = tempfile::tempdir().unwrap();
     let env = example_env();
-    let run = nodeboot(&["pki", "--env", env.to_str().unwrap(), "--dir", secrets.path().to_str().unwrap()]);
+    let run = nodeboot(&[
+        "pki",
+        "--env",
+        env.to_str().unwrap(),
+        "--dir",
+        secrets.path().to_str().unwrap(),
+    ]);
     assert!(run.status.success(), "{}", stderr(&run));
-    let run = nodeboot(&["render", "--env", env.to_str().unwrap(), "--out", rendered.path().to_str().unwrap()]);
+    let run = nodeboot(&[
+        "render",
+        "--env",
+        env.to_str().unwrap(),
+        "--out",
+        rendered.path().to_str().unwrap(),
+    ]);
     assert!(run.status.success(), "{}", stderr(&run));
     let mut policy = default_policy();
     let addons = rendered.path().join("manifests/addons");
@@ -245,15 +350,35 @@ fn cluster() -> Cluster {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let doc = Value::deserialize(doc).unwrap();
-            assert!(!doc["metadata"]["name"].as_str().unwrap_or("").starts_with("nodeboot-test:"), "reserved test name");
+            assert!(
+                !doc["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("nodeboot-test:"),
+                "reserved test name"
+            );
             policy.add(&doc);
         }
     }
-    let apiserver_pod: Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(rendered.path().join("manifests/etcd/kube-apiserver.yaml")).unwrap()).unwrap();
+    let apiserver_pod: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(rendered.path().join("manifests/etcd/kube-apiserver.yaml")).unwrap(),
+    )
+    .unwrap();
     let apiserver = strings(&apiserver_pod["spec"]["containers"][0]["command"]);
-    let list = |name: &str| flag(&apiserver, name).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default();
-    Cluster { policy, modes: list("--authorization-mode"), admission: list("--enable-admission-plugins"), apiserver: apiserver.clone(), apiserver_pod, secrets, rendered }
+    let list = |name: &str| {
+        flag(&apiserver, name)
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    Cluster {
+        policy,
+        modes: list("--authorization-mode"),
+        admission: list("--enable-admission-plugins"),
+        apiserver: apiserver.clone(),
+        apiserver_pod,
+        secrets,
+        rendered,
+    }
 }
 
 /// The bootstrap-token authenticator (plugin/pkg/auth/authenticator/token/
@@ -276,21 +401,38 @@ fn authenticate_token(bearer: &str, secret: &serde_json::Value, now: i64) -> Opt
         return None;
     }
     let mut groups = vec!["system:bootstrappers".to_string()];
-    for g in data["auth-extra-groups"].as_str().unwrap_or("").split(',').filter(|g| !g.is_empty()) {
-        assert!(g.starts_with("system:bootstrappers:"), "the API refuses extra group {g}");
+    for g in data["auth-extra-groups"]
+        .as_str()
+        .unwrap_or("")
+        .split(',')
+        .filter(|g| !g.is_empty())
+    {
+        assert!(
+            g.starts_with("system:bootstrappers:"),
+            "the API refuses extra group {g}"
+        );
         groups.push(g.into());
     }
     groups.push("system:authenticated".into());
-    Some(User { name: format!("system:bootstrap:{id}"), groups })
+    Some(User {
+        name: format!("system:bootstrap:{id}"),
+        groups,
+    })
 }
 
 fn nodeboot_time(s: &str) -> Option<i64> {
-    let out = std::process::Command::new("date").args(["-u", "-d", s, "+%s"]).output().ok()?;
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", s, "+%s"])
+        .output()
+        .ok()?;
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn kubeconfig(path: &Path) -> serde_json::Value {
@@ -299,9 +441,14 @@ fn kubeconfig(path: &Path) -> serde_json::Value {
 
 fn bootstrap_user(c: &Cluster, folder: &str) -> User {
     let kc = kubeconfig(&c.secrets.path().join(format!("{folder}/bootstrap-kubelet.kubeconfig")));
-    let secret: serde_json::Value = serde_json::from_slice(&std::fs::read(c.secrets.path().join("secure/addons/bootstrap-token.yaml")).unwrap()).unwrap();
+    let secret: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.secrets.path().join("secure/addons/bootstrap-token.yaml")).unwrap())
+            .unwrap();
     let bearer = kc["users"][0]["user"]["token"].as_str().expect("a token user");
-    assert!(kc["users"][0]["user"].get("client-certificate-data").is_none(), "no shared client certificate");
+    assert!(
+        kc["users"][0]["user"].get("client-certificate-data").is_none(),
+        "no shared client certificate"
+    );
     authenticate_token(bearer, &secret, now()).expect("the API accepts the bootstrap kubeconfig's token")
 }
 
@@ -325,18 +472,34 @@ fn recognise(csr_der: &[u8], signer: &str, usages: &[&str], requester: &User) ->
     let subject = &csr.certification_request_info.subject;
     let orgs: Vec<&str> = subject.iter_organization().filter_map(|o| o.as_str().ok()).collect();
     let cn = subject.iter_common_name().next()?.as_str().ok()?;
-    let has_sans = csr.requested_extensions().into_iter().flatten().any(|e| matches!(e, x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)));
+    let has_sans = csr
+        .requested_extensions()
+        .into_iter()
+        .flatten()
+        .any(|e| matches!(e, x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)));
     let mut u: Vec<&str> = usages.to_vec();
     u.retain(|x| *x != "key encipherment");
     u.sort();
-    if signer != "kubernetes.io/kube-apiserver-client-kubelet" || orgs != ["system:nodes"] || !cn.starts_with("system:node:") || has_sans || u != ["client auth", "digital signature"] {
+    if signer != "kubernetes.io/kube-apiserver-client-kubelet"
+        || orgs != ["system:nodes"]
+        || !cn.starts_with("system:node:")
+        || has_sans
+        || u != ["client auth", "digital signature"]
+    {
         return None;
     }
-    Some(if requester.name == cn { "certificatesigningrequests/selfnodeclient" } else { "certificatesigningrequests/nodeclient" })
+    Some(if requester.name == cn {
+        "certificatesigningrequests/selfnodeclient"
+    } else {
+        "certificatesigningrequests/nodeclient"
+    })
 }
 
 fn csr_object(node: &str, der: &[u8]) -> serde_json::Value {
-    let pem = format!("-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n", base64::engine::general_purpose::STANDARD.encode(der));
+    let pem = format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    );
     serde_json::json!({
         "apiVersion": "certificates.k8s.io/v1",
         "kind": "CertificateSigningRequest",
@@ -358,24 +521,53 @@ fn a_kubelet_joins_with_the_bootstrap_token_and_nothing_more() {
         let may = |req: &Request| allowed(&c.policy, &c.modes, &c.admission, &user, req);
         // It creates its CSR and fetches it back (get, or list/watch by name).
         for verb in ["create", "get", "list", "watch"] {
-            assert!(may(&res(verb, "certificates.k8s.io", "certificatesigningrequests")), "{folder}: {verb} csr");
+            assert!(
+                may(&res(verb, "certificates.k8s.io", "certificatesigningrequests")),
+                "{folder}: {verb} csr"
+            );
         }
         // The approver's SubjectAccessReview for a new node's client CSR.
         let node = nodeboot::stage::discover::hostname("example", nodeboot::role::Role::Compute, "i-0123456789abcdef0");
         let csr = kubelet_client_csr(&node);
-        let sub = recognise(&csr, "kubernetes.io/kube-apiserver-client-kubelet", &["digital signature", "client auth"], &user).expect("a node client CSR");
+        let sub = recognise(
+            &csr,
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            &["digital signature", "client auth"],
+            &user,
+        )
+        .expect("a node client CSR");
         assert_eq!(sub, "certificatesigningrequests/nodeclient");
         // The CSR object the kubelet would send is valid for the API.
         let object = c.rendered.path().join(format!("csr-{folder}.json"));
         std::fs::write(&object, serde_json::to_vec(&csr_object(&node, &csr)).unwrap()).unwrap();
-        let run = std::process::Command::new("kubernetes-validate").args(["--strict", "--quiet", "-k", "1.31.0"]).arg(&object).output().unwrap();
-        assert!(run.status.success(), "{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-        assert!(may(&res("create", "certificates.k8s.io", "certificatesigningrequests/nodeclient")), "{folder}: auto-approval");
+        let run = std::process::Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", "-k", "1.31.0"])
+            .arg(&object)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            may(&res(
+                "create",
+                "certificates.k8s.io",
+                "certificatesigningrequests/nodeclient"
+            )),
+            "{folder}: auto-approval"
+        );
         // Nothing else: no CSR approval or deletion, no node, pod, secret.
         for req in [
             res("update", "certificates.k8s.io", "certificatesigningrequests/approval"),
             res("delete", "certificates.k8s.io", "certificatesigningrequests"),
-            res("create", "certificates.k8s.io", "certificatesigningrequests/selfnodeclient"),
+            res(
+                "create",
+                "certificates.k8s.io",
+                "certificatesigningrequests/selfnodeclient",
+            ),
             named("get", "", "nodes", &node),
             res("create", "", "nodes"),
             res("list", "", "pods"),
@@ -391,38 +583,73 @@ fn a_kubelet_joins_with_the_bootstrap_token_and_nothing_more() {
 #[test]
 fn the_node_identity_renews_itself_and_writes_only_its_own_node() {
     let c = cluster();
-    assert!(c.modes.first().map(String::as_str) == Some("Node") && c.modes.iter().any(|m| m == "RBAC"), "{:?}", c.modes);
+    assert!(
+        c.modes.first().map(String::as_str) == Some("Node") && c.modes.iter().any(|m| m == "RBAC"),
+        "{:?}",
+        c.modes
+    );
     assert!(c.admission.iter().any(|a| a == "NodeRestriction"), "{:?}", c.admission);
     let me = nodeboot::stage::discover::hostname("example", nodeboot::role::Role::Compute, "i-0123456789abcdef0");
     let other = nodeboot::stage::discover::hostname("example", nodeboot::role::Role::Compute, "i-0fedcba9876543210");
     // What the signed CSR makes of the kubelet: CN and O of its request.
-    let node = User { name: format!("system:node:{me}"), groups: vec!["system:nodes".into(), "system:authenticated".into()] };
+    let node = User {
+        name: format!("system:node:{me}"),
+        groups: vec!["system:nodes".into(), "system:authenticated".into()],
+    };
     let may = |req: &Request| allowed(&c.policy, &c.modes, &c.admission, &node, req);
     assert!(may(&named("update", "", "nodes", &me)) && may(&named("patch", "", "nodes/status", &me)));
     assert!(!may(&named("update", "", "nodes", &other)) && !may(&named("patch", "", "nodes/status", &other)));
     // Renewal: its own CSR is recognised as self and auto-approved.
     let csr = kubelet_client_csr(&me);
-    let sub = recognise(&csr, "kubernetes.io/kube-apiserver-client-kubelet", &["digital signature", "client auth"], &node).unwrap();
+    let sub = recognise(
+        &csr,
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["digital signature", "client auth"],
+        &node,
+    )
+    .unwrap();
     assert_eq!(sub, "certificatesigningrequests/selfnodeclient");
     assert!(may(&res("create", "certificates.k8s.io", sub)));
     // A node asking for another node's certificate is not "self".
     let theirs = kubelet_client_csr(&other);
-    let sub = recognise(&theirs, "kubernetes.io/kube-apiserver-client-kubelet", &["digital signature", "client auth"], &node).unwrap();
-    assert!(!may(&res("create", "certificates.k8s.io", sub)), "a node may not get another node's certificate approved");
+    let sub = recognise(
+        &theirs,
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["digital signature", "client auth"],
+        &node,
+    )
+    .unwrap();
+    assert!(
+        !may(&res("create", "certificates.k8s.io", sub)),
+        "a node may not get another node's certificate approved"
+    );
 }
 
 #[test]
 fn the_recogniser_refuses_what_is_no_node_client_request() {
-    let user = User { name: "system:bootstrap:abcdef".into(), groups: vec![] };
+    let user = User {
+        name: "system:bootstrap:abcdef".into(),
+        groups: vec![],
+    };
     let good = kubelet_client_csr("n");
     let usages = ["digital signature", "client auth"];
     assert!(recognise(&good, "kubernetes.io/kube-apiserver-client-kubelet", &usages, &user).is_some());
     assert!(recognise(&good, "kubernetes.io/kubelet-serving", &usages, &user).is_none());
-    assert!(recognise(&good, "kubernetes.io/kube-apiserver-client-kubelet", &["digital signature", "server auth"], &user).is_none());
+    assert!(recognise(
+        &good,
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["digital signature", "server auth"],
+        &user
+    )
+    .is_none());
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["n.example".to_string()]).unwrap();
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
-    params.distinguished_name.push(rcgen::DnType::CommonName, "system:node:n");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:masters");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "system:node:n");
     let masters = params.serialize_request(&key).unwrap().der().to_vec();
     assert!(recognise(&masters, "kubernetes.io/kube-apiserver-client-kubelet", &usages, &user).is_none());
 }
@@ -432,20 +659,34 @@ fn an_expired_or_foreign_token_is_refused() {
     let c = cluster();
     let secret_path = c.secrets.path().join("secure/addons/bootstrap-token.yaml");
     let secret: serde_json::Value = serde_json::from_slice(&std::fs::read(&secret_path).unwrap()).unwrap();
-    let bearer = kubeconfig(&c.secrets.path().join("compute/bootstrap-kubelet.kubeconfig"))["users"][0]["user"]["token"].as_str().unwrap().to_string();
+    let bearer = kubeconfig(&c.secrets.path().join("compute/bootstrap-kubelet.kubeconfig"))["users"][0]["user"]
+        ["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(authenticate_token(&bearer, &secret, now()).is_some());
     let expires = nodeboot_time(secret["stringData"]["expiration"].as_str().unwrap()).unwrap();
     assert!(authenticate_token(&bearer, &secret, expires + 1).is_none(), "expired");
     let (id, _) = bearer.split_once('.').unwrap();
-    assert!(authenticate_token(&format!("{id}.0000000000000000"), &secret, now()).is_none(), "wrong secret");
+    assert!(
+        authenticate_token(&format!("{id}.0000000000000000"), &secret, now()).is_none(),
+        "wrong secret"
+    );
 }
 
 #[test]
 fn every_health_probe_is_allowed_unauthenticated() {
     let c = cluster();
     // Anonymous requests reach the authorizer only with --anonymous-auth on.
-    assert_ne!(flag(&c.apiserver, "--anonymous-auth"), Some("false"), "probes would get 401");
-    let anonymous = User { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] };
+    assert_ne!(
+        flag(&c.apiserver, "--anonymous-auth"),
+        Some("false"),
+        "probes would get 401"
+    );
+    let anonymous = User {
+        name: "system:anonymous".into(),
+        groups: vec!["system:unauthenticated".into()],
+    };
     let container = &c.apiserver_pod["spec"]["containers"][0];
     let mut probed = 0;
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
@@ -453,24 +694,47 @@ fn every_health_probe_is_allowed_unauthenticated() {
         if get.is_null() {
             continue;
         }
-        assert!(get["httpHeaders"].is_null(), "{probe}: the kubelet's probe carries no credentials");
+        assert!(
+            get["httpHeaders"].is_null(),
+            "{probe}: the kubelet's probe carries no credentials"
+        );
         let path = get["path"].as_str().unwrap();
-        assert!(allowed(&c.policy, &c.modes, &c.admission, &anonymous, &url(path)), "{probe} {path}: 403 for the kubelet's probe");
+        assert!(
+            allowed(&c.policy, &c.modes, &c.admission, &anonymous, &url(path)),
+            "{probe} {path}: 403 for the kubelet's probe"
+        );
         probed += 1;
     }
     assert_eq!(probed, 3, "liveness, readiness and startup probes");
     // And anonymous gets nothing more than public info.
-    for req in [url("/api"), url("/apis"), url("/metrics"), res("get", "", "nodes"), res("list", "", "secrets")] {
-        assert!(!allowed(&c.policy, &c.modes, &c.admission, &anonymous, &req), "anonymous may {req:?}");
+    for req in [
+        url("/api"),
+        url("/apis"),
+        url("/metrics"),
+        res("get", "", "nodes"),
+        res("list", "", "secrets"),
+    ] {
+        assert!(
+            !allowed(&c.policy, &c.modes, &c.admission, &anonymous, &req),
+            "anonymous may {req:?}"
+        );
     }
     // controller-manager and scheduler serve /healthz to anyone
     // (--authorization-always-allow-paths, default /healthz,/readyz,/livez).
     for name in ["kube-controller-manager", "kube-scheduler"] {
-        let pod: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(c.rendered.path().join(format!("manifests/etcd/{name}.yaml"))).unwrap()).unwrap();
+        let pod: Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(c.rendered.path().join(format!("manifests/etcd/{name}.yaml"))).unwrap(),
+        )
+        .unwrap();
         let args = strings(&pod["spec"]["containers"][0]["command"]);
         let always = flag(&args, "--authorization-always-allow-paths").unwrap_or("/healthz,/readyz,/livez");
-        let path = pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"].as_str().unwrap();
-        assert!(always.split(',').any(|p| p == path), "{name}: {path} needs authorization");
+        let path = pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"]
+            .as_str()
+            .unwrap();
+        assert!(
+            always.split(',').any(|p| p == path),
+            "{name}: {path} needs authorization"
+        );
     }
 }
 
@@ -478,10 +742,19 @@ fn every_health_probe_is_allowed_unauthenticated() {
 fn the_bootstrap_kubeconfigs_point_each_role_at_its_api_and_trust_the_cluster_ca() {
     let c = cluster();
     let ca = std::fs::read(c.secrets.path().join("common/ca.crt")).unwrap();
-    for (folder, server) in [("compute", "https://kubeapi.example.internal"), ("secure", "https://127.0.0.1:6443")] {
+    for (folder, server) in [
+        ("compute", "https://kubeapi.example.internal"),
+        ("secure", "https://127.0.0.1:6443"),
+    ] {
         let kc = kubeconfig(&c.secrets.path().join(format!("{folder}/bootstrap-kubelet.kubeconfig")));
         assert_eq!(kc["clusters"][0]["cluster"]["server"], server);
-        let embedded = base64::engine::general_purpose::STANDARD.decode(kc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap()).unwrap();
+        let embedded = base64::engine::general_purpose::STANDARD
+            .decode(
+                kc["clusters"][0]["cluster"]["certificate-authority-data"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
         assert_eq!(embedded, ca, "{folder}");
     }
 }

@@ -14,7 +14,13 @@ use nodeboot::role::Role;
 use serde_json::Value;
 
 fn render_dir(env_path: &Path, out: &Path) {
-    let run = nodeboot(&["render", "--env", env_path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let run = nodeboot(&[
+        "render",
+        "--env",
+        env_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(run.status.success(), "render failed: {}", stderr(&run));
 }
 
@@ -25,10 +31,21 @@ fn read_json(path: &Path) -> Value {
 fn assert_valid_ignition(config: &Value, what: &str) {
     let schema = ignition_schema("3_4");
     let validator = jsonschema::validator_for(&schema).expect("upstream schema compiles");
-    let errors: Vec<String> = validator.iter_errors(config).map(|e| format!("{} at {}", e, e.instance_path)).collect();
-    assert!(errors.is_empty(), "{what} fails the Ignition 3.4.0 schema:\n{}", errors.join("\n"));
+    let errors: Vec<String> = validator
+        .iter_errors(config)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} fails the Ignition 3.4.0 schema:\n{}",
+        errors.join("\n")
+    );
     let problems = lint(config, &schema);
-    assert!(problems.is_empty(), "{what} fails Ignition's semantic checks:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{what} fails Ignition's semantic checks:\n{}",
+        problems.join("\n")
+    );
     assert_eq!(config["ignition"]["version"], "3.4.0", "{what}");
 }
 
@@ -79,7 +96,11 @@ fn rendering_twice_is_byte_identical() {
     render_dir(&example_env(), b.path());
     for role in Role::ALL {
         let name = format!("{role}.ign");
-        assert_eq!(std::fs::read(a.path().join(&name)).unwrap(), std::fs::read(b.path().join(&name)).unwrap(), "{name}");
+        assert_eq!(
+            std::fs::read(a.path().join(&name)).unwrap(),
+            std::fs::read(b.path().join(&name)).unwrap(),
+            "{name}"
+        );
     }
 }
 
@@ -103,7 +124,11 @@ fn every_rendered_unit_passes_systemd_analyze_verify() {
             }
         }
         for stub in ["docker.service", "containerd.service"] {
-            std::fs::write(lib.join(stub), "[Unit]\nDescription=stub of Flatcar's unit\n[Service]\nExecStart=/usr/bin/true\n").unwrap();
+            std::fs::write(
+                lib.join(stub),
+                "[Unit]\nDescription=stub of Flatcar's unit\n[Service]\nExecStart=/usr/bin/true\n",
+            )
+            .unwrap();
         }
         let mut names = Vec::new();
         for unit in render::units_for(&loaded.env, role) {
@@ -125,7 +150,10 @@ fn every_rendered_unit_passes_systemd_analyze_verify() {
             .expect("systemd-analyze is installed (Debian package systemd)");
         let diagnostics = String::from_utf8_lossy(&run.stderr);
         // verify exits 0 on parse warnings ("ignoring: ..."), so any output is a failure.
-        assert!(run.status.success() && diagnostics.trim().is_empty(), "{role}: systemd-analyze verify:\n{diagnostics}");
+        assert!(
+            run.status.success() && diagnostics.trim().is_empty(),
+            "{role}: systemd-analyze verify:\n{diagnostics}"
+        );
     }
 }
 
@@ -133,7 +161,10 @@ fn every_rendered_unit_passes_systemd_analyze_verify() {
 fn executables(unit: &str) -> Vec<String> {
     unit.lines()
         .filter(|l| l.starts_with("Exec"))
-        .filter_map(|l| l.split_once('=').map(|(_, cmd)| cmd.trim_start_matches(['-', '@', '+', '!'])))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(_, cmd)| cmd.trim_start_matches(['-', '@', '+', '!']))
+        })
         .filter_map(|cmd| cmd.split_whitespace().next().map(str::to_string))
         .filter(|exe| exe.starts_with('/'))
         .collect()
@@ -145,23 +176,72 @@ fn boot_stages_are_ordered_and_retried() {
     let units = render::units_for(&loaded.env, Role::Etcd);
     let chain = ["discover", "attach", "mount", "etcd"];
     for pair in chain.windows(2) {
-        let unit = units.iter().find(|u| u.name == format!("nodeboot-{}.service", pair[1])).unwrap();
+        let unit = units
+            .iter()
+            .find(|u| u.name == format!("nodeboot-{}.service", pair[1]))
+            .unwrap();
         let before = format!("nodeboot-{}.service", pair[0]);
-        assert!(unit.contents.lines().any(|l| l.starts_with("Requires=") && l.contains(&before)), "{} requires {before}", unit.name);
-        assert!(unit.contents.lines().any(|l| l.starts_with("After=") && l.contains(&before)), "{} after {before}", unit.name);
+        assert!(
+            unit.contents
+                .lines()
+                .any(|l| l.starts_with("Requires=") && l.contains(&before)),
+            "{} requires {before}",
+            unit.name
+        );
+        assert!(
+            unit.contents
+                .lines()
+                .any(|l| l.starts_with("After=") && l.contains(&before)),
+            "{} after {before}",
+            unit.name
+        );
         // The stage waits in its process; a systemd restart would leave the
         // units after it dead (tests/lab/test_boot_chain.py shows why).
-        assert!(unit.contents.lines().any(|l| l.starts_with("ExecStart=") && l.contains(" stage --retry ")), "{}", unit.name);
-        assert!(unit.contents.lines().any(|l| l == "TimeoutStartSec=infinity"), "{}", unit.name);
-        assert!(!unit.contents.lines().any(|l| l.starts_with("Restart")), "{}: no Restart=", unit.name);
+        assert!(
+            unit.contents
+                .lines()
+                .any(|l| l.starts_with("ExecStart=") && l.contains(" stage --retry ")),
+            "{}",
+            unit.name
+        );
+        assert!(
+            unit.contents.lines().any(|l| l == "TimeoutStartSec=infinity"),
+            "{}",
+            unit.name
+        );
+        assert!(
+            !unit.contents.lines().any(|l| l.starts_with("Restart")),
+            "{}: no Restart=",
+            unit.name
+        );
     }
     // A learner is promoted once its etcd runs: after the member unit, retried like a stage.
-    let promote = units.iter().find(|u| u.name == "nodeboot-etcd-promote.service").unwrap();
-    assert!(promote.contents.lines().any(|l| l.starts_with("After=") && l.contains("etcd-member.service")), "{}", promote.contents);
-    assert!(promote.contents.lines().any(|l| l.starts_with("ExecStart=") && l.ends_with(" stage --retry etcd-promote")), "{}", promote.contents);
+    let promote = units
+        .iter()
+        .find(|u| u.name == "nodeboot-etcd-promote.service")
+        .unwrap();
+    assert!(
+        promote
+            .contents
+            .lines()
+            .any(|l| l.starts_with("After=") && l.contains("etcd-member.service")),
+        "{}",
+        promote.contents
+    );
+    assert!(
+        promote
+            .contents
+            .lines()
+            .any(|l| l.starts_with("ExecStart=") && l.ends_with(" stage --retry etcd-promote")),
+        "{}",
+        promote.contents
+    );
     let sync = units.iter().find(|u| u.name == "nodeboot-manifests.service").unwrap();
     assert!(sync.contents.contains("Restart=always"));
-    let names: Vec<String> = render::units_for(&loaded.env, Role::Bastion).into_iter().map(|u| u.name).collect();
+    let names: Vec<String> = render::units_for(&loaded.env, Role::Bastion)
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
     assert_eq!(names, ["nodeboot-discover.service"]);
 }
 
@@ -175,11 +255,25 @@ fn five_zone_seven_member_environment_renders_and_validates() {
     let out = dir.path().join("out");
     render_dir(&path, &out);
     for role in Role::ALL {
-        assert_valid_ignition(&read_json(&out.join(format!("{role}.ign"))), &format!("7-member {role}"));
+        assert_valid_ignition(
+            &read_json(&out.join(format!("{role}.ign"))),
+            &format!("7-member {role}"),
+        );
     }
     let members = env::load(&path).unwrap().env.etcd_members();
     let ips: Vec<String> = members.iter().map(|m| m.ip.to_string()).collect();
-    assert_eq!(ips, ["10.80.10.10", "10.80.11.10", "10.80.12.10", "10.80.13.10", "10.80.14.10", "10.80.10.11", "10.80.11.11"]);
+    assert_eq!(
+        ips,
+        [
+            "10.80.10.10",
+            "10.80.11.10",
+            "10.80.12.10",
+            "10.80.13.10",
+            "10.80.14.10",
+            "10.80.10.11",
+            "10.80.11.11"
+        ]
+    );
 }
 
 /// Adds ssh keys until the full config crosses EC2's user data limit, and
@@ -200,19 +294,28 @@ fn user_data_limit_switches_to_a_pointer_config_exactly_when_crossed() {
         last_fitting = Some(env.clone());
     }
     let fitting = last_fitting.expect("the example fits in user data");
-    assert!(render::full_config(&env, Role::Etcd).len() > USER_DATA_LIMIT, "200 keys should cross 16 KiB");
+    assert!(
+        render::full_config(&env, Role::Etcd).len() > USER_DATA_LIMIT,
+        "200 keys should cross 16 KiB"
+    );
 
     let below = render::render_role(&fitting, Role::Etcd, USER_DATA_LIMIT);
     assert!(below.full.is_none());
     assert!(below.user_data.len() <= USER_DATA_LIMIT);
-    assert!(below.user_data.len() > USER_DATA_LIMIT - 200, "the fitting config is right at the limit");
+    assert!(
+        below.user_data.len() > USER_DATA_LIMIT - 200,
+        "the fitting config is right at the limit"
+    );
 
     let above = render::render_role(&env, Role::Etcd, USER_DATA_LIMIT);
     let full = above.full.clone().expect("over the limit: full config kept aside");
     let pointer: Value = serde_json::from_slice(&above.user_data).unwrap();
     assert_valid_ignition(&pointer, "pointer config");
     let replace = &pointer["ignition"]["config"]["replace"];
-    assert_eq!(replace["source"], format!("s3://{}/ignition/etcd.ign", env.secrets_bucket_name));
+    assert_eq!(
+        replace["source"],
+        format!("s3://{}/ignition/etcd.ign", env.secrets_bucket_name)
+    );
     let expected = format!("sha512-{}", sha512_hex(&full));
     assert_eq!(replace["verification"]["hash"], expected);
     assert_valid_ignition(&serde_json::from_slice(&full).unwrap(), "full config");
@@ -228,14 +331,25 @@ fn sha512_hex(bytes: &[u8]) -> String {
         .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), bytes).unwrap();
     let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
 fn render_writes_pointer_and_full_files_and_removes_stale_full() {
     let dir = tempfile::tempdir().unwrap();
-    let keys: Vec<String> = (0..150).map(|i| format!("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{:0>40} u{i}\"", i)).collect();
-    let big = env_file(dir.path(), "big.tfvars", &example_with(&[("ssh_authorized_keys", &format!("[{}]", keys.join(", ")))]));
+    let keys: Vec<String> = (0..150)
+        .map(|i| format!("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{:0>40} u{i}\"", i))
+        .collect();
+    let big = env_file(
+        dir.path(),
+        "big.tfvars",
+        &example_with(&[("ssh_authorized_keys", &format!("[{}]", keys.join(", ")))]),
+    );
     let out = dir.path().join("out");
     render_dir(&big, &out);
     assert!(out.join("etcd.full.ign").exists());
@@ -243,7 +357,10 @@ fn render_writes_pointer_and_full_files_and_removes_stale_full() {
     assert!(pointer["ignition"]["config"]["replace"]["source"].is_string());
 
     render_dir(&example_env(), &out);
-    assert!(!out.join("etcd.full.ign").exists(), "a stale full config would be uploaded by mistake");
+    assert!(
+        !out.join("etcd.full.ign").exists(),
+        "a stale full config would be uploaded by mistake"
+    );
     assert!(read_json(&out.join("etcd.ign"))["systemd"].is_object());
 }
 
@@ -252,21 +369,44 @@ fn render_refuses_a_bastion_config_over_the_user_data_limit() {
     // The bastion's instance profile has no S3 rights (terraform/modules/iam),
     // so a pointer config would leave it unbootable: refuse, write nothing.
     let dir = tempfile::tempdir().unwrap();
-    let keys: Vec<String> = (0..200).map(|i| format!("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{:0>40} u{i}\"", i)).collect();
-    let big = env_file(dir.path(), "big.tfvars", &example_with(&[("ssh_authorized_keys", &format!("[{}]", keys.join(", ")))]));
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{:0>40} u{i}\"", i))
+        .collect();
+    let big = env_file(
+        dir.path(),
+        "big.tfvars",
+        &example_with(&[("ssh_authorized_keys", &format!("[{}]", keys.join(", ")))]),
+    );
     let env = env::load(&big).unwrap().env;
-    assert!(render::full_config(&env, Role::Bastion).len() > USER_DATA_LIMIT, "200 keys put the bastion over 16 KiB");
+    assert!(
+        render::full_config(&env, Role::Bastion).len() > USER_DATA_LIMIT,
+        "200 keys put the bastion over 16 KiB"
+    );
     assert!(!render::can_fetch_full_config(Role::Bastion));
 
     let out = dir.path().join("out");
     let run = nodeboot(&["render", "--env", big.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(2), "bad input: {}", stderr(&run));
     let message = stderr(&run);
-    assert!(message.contains("bastion Ignition config is") && message.contains("16384"), "{message}");
-    assert!(!out.join("etcd.ign").exists() && !out.join("bastion.ign").exists(), "nothing is written");
+    assert!(
+        message.contains("bastion Ignition config is") && message.contains("16384"),
+        "{message}"
+    );
+    assert!(
+        !out.join("etcd.ign").exists() && !out.join("bastion.ign").exists(),
+        "nothing is written"
+    );
 
     // Only the bastion is refused: etcd alone still gets its pointer config.
-    let run = nodeboot(&["render", "--env", big.to_str().unwrap(), "--out", out.to_str().unwrap(), "--role", "etcd"]);
+    let run = nodeboot(&[
+        "render",
+        "--env",
+        big.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--role",
+        "etcd",
+    ]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(out.join("etcd.full.ign").exists());
 }
@@ -286,8 +426,14 @@ fn s3_sourced_binary_is_fetched_and_verified() {
     let config = read_json(&out.join("compute.ign"));
     assert_valid_ignition(&config, "compute with s3 binary");
     let files = config["storage"]["files"].as_array().unwrap();
-    let binary = files.iter().find(|f| f["path"] == "/opt/bin/nodeboot").expect("binary file entry");
-    assert_eq!(binary["contents"]["source"], "s3://example-artifacts/nodeboot/0.1.0/nodeboot");
+    let binary = files
+        .iter()
+        .find(|f| f["path"] == "/opt/bin/nodeboot")
+        .expect("binary file entry");
+    assert_eq!(
+        binary["contents"]["source"],
+        "s3://example-artifacts/nodeboot/0.1.0/nodeboot"
+    );
     assert_eq!(binary["contents"]["verification"]["hash"], format!("sha512-{hash}"));
     assert_eq!(binary["mode"], 0o755);
 }
@@ -297,7 +443,12 @@ fn node_config_in_ignition_is_what_the_stages_read() {
     let out = tempfile::tempdir().unwrap();
     render_dir(&example_env(), out.path());
     let config = read_json(&out.path().join("etcd.ign"));
-    let file = config["storage"]["files"].as_array().unwrap().iter().find(|f| f["path"] == "/etc/nodeboot/node.json").unwrap();
+    let file = config["storage"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/etc/nodeboot/node.json")
+        .unwrap();
     let bytes = file_contents(file).unwrap();
     let node: nodeboot::node_config::NodeConfig = serde_json::from_slice(&bytes).expect("stages can parse it");
     assert_eq!(node.role, Role::Etcd);
@@ -307,8 +458,15 @@ fn node_config_in_ignition_is_what_the_stages_read() {
 
 /// The `Requires=` of one rendered unit.
 fn requires(units: &[render::UnitFile], name: &str) -> Vec<String> {
-    let unit = units.iter().find(|u| u.name == name).unwrap_or_else(|| panic!("{name} is rendered"));
-    unit.contents.lines().filter_map(|l| l.strip_prefix("Requires=")).flat_map(|l| l.split_whitespace().map(str::to_string)).collect()
+    let unit = units
+        .iter()
+        .find(|u| u.name == name)
+        .unwrap_or_else(|| panic!("{name} is rendered"));
+    unit.contents
+        .lines()
+        .filter_map(|l| l.strip_prefix("Requires="))
+        .flat_map(|l| l.split_whitespace().map(str::to_string))
+        .collect()
 }
 
 #[test]
@@ -316,14 +474,44 @@ fn secrets_come_after_attach_on_etcd_nodes_and_before_etcd() {
     let loaded = env::load(&example_env()).unwrap();
     let etcd = render::units_for(&loaded.env, Role::Etcd);
     let secrets = requires(&etcd, "nodeboot-secrets.service");
-    assert!(secrets.contains(&"nodeboot-attach.service".to_string()), "the claim names the member whose key is fetched: {secrets:?}");
+    assert!(
+        secrets.contains(&"nodeboot-attach.service".to_string()),
+        "the claim names the member whose key is fetched: {secrets:?}"
+    );
     let etcd_stage = requires(&etcd, "nodeboot-etcd.service");
-    assert!(etcd_stage.contains(&"nodeboot-secrets.service".to_string()), "{etcd_stage:?}");
-    let order: Vec<&str> = etcd.iter().map(|u| u.name.as_str()).filter(|n| n.starts_with("nodeboot-") && *n != "nodeboot-manifests.service" && *n != "nodeboot-etcd-promote.service" && *n != "nodeboot-secrets-sync.service" && *n != "nodeboot-etcd-backup.service" && *n != "nodeboot-reboot.service" && !n.starts_with("nodeboot-addons.")).collect();
-    assert_eq!(order, ["nodeboot-discover.service", "nodeboot-attach.service", "nodeboot-mount.service", "nodeboot-secrets.service", "nodeboot-etcd.service"]);
+    assert!(
+        etcd_stage.contains(&"nodeboot-secrets.service".to_string()),
+        "{etcd_stage:?}"
+    );
+    let order: Vec<&str> = etcd
+        .iter()
+        .map(|u| u.name.as_str())
+        .filter(|n| {
+            n.starts_with("nodeboot-")
+                && *n != "nodeboot-manifests.service"
+                && *n != "nodeboot-etcd-promote.service"
+                && *n != "nodeboot-secrets-sync.service"
+                && *n != "nodeboot-etcd-backup.service"
+                && *n != "nodeboot-reboot.service"
+                && !n.starts_with("nodeboot-addons.")
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "nodeboot-discover.service",
+            "nodeboot-attach.service",
+            "nodeboot-mount.service",
+            "nodeboot-secrets.service",
+            "nodeboot-etcd.service"
+        ]
+    );
     // A compute node has no attach: its secrets follow discover alone.
     let compute = render::units_for(&loaded.env, Role::Compute);
-    assert_eq!(requires(&compute, "nodeboot-secrets.service"), ["nodeboot-discover.service"]);
+    assert_eq!(
+        requires(&compute, "nodeboot-secrets.service"),
+        ["nodeboot-discover.service"]
+    );
 }
 
 #[test]
@@ -331,8 +519,21 @@ fn the_etcd_container_mounts_only_the_etcd_secrets() {
     let loaded = env::load(&example_env()).unwrap();
     let units = render::units_for(&loaded.env, Role::Etcd);
     let member = units.iter().find(|u| u.name == "etcd-member.service").unwrap();
-    let volumes: Vec<&str> = member.contents.split_whitespace().collect::<Vec<_>>().windows(2).filter(|w| w[0] == "--volume").map(|w| w[1]).collect();
-    assert_eq!(volumes, ["/var/lib/etcd:/var/lib/etcd:rw", "/run/nodeboot/secrets/etcd:/run/nodeboot/secrets/etcd:ro"]);
+    let volumes: Vec<&str> = member
+        .contents
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--volume")
+        .map(|w| w[1])
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            "/var/lib/etcd:/var/lib/etcd:rw",
+            "/run/nodeboot/secrets/etcd:/run/nodeboot/secrets/etcd:ro"
+        ]
+    );
 }
 
 /// The dev binary has the abort hook (tests/check-static checks that the
@@ -341,15 +542,36 @@ fn the_etcd_container_mounts_only_the_etcd_secrets() {
 fn render_killed_after_its_first_file_converges_on_rerun() {
     let out = tempfile::tempdir().unwrap();
     let env_path = example_env();
-    let args = ["render", "--env", env_path.to_str().unwrap(), "--out", out.path().to_str().unwrap()];
-    let killed = Command::new(env!("CARGO_BIN_EXE_nodeboot")).args(args).env(nodeboot::fault::VAR, "render:after-user-data").output().unwrap();
-    assert!(!killed.status.success() && stderr(&killed).contains("aborting at render:after-user-data"), "{}", stderr(&killed));
-    assert!(out.path().join("bastion.ign").exists() || out.path().join("compute.ign").exists() || out.path().join("etcd.ign").exists());
+    let args = [
+        "render",
+        "--env",
+        env_path.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    let killed = Command::new(env!("CARGO_BIN_EXE_nodeboot"))
+        .args(args)
+        .env(nodeboot::fault::VAR, "render:after-user-data")
+        .output()
+        .unwrap();
+    assert!(
+        !killed.status.success() && stderr(&killed).contains("aborting at render:after-user-data"),
+        "{}",
+        stderr(&killed)
+    );
+    assert!(
+        out.path().join("bastion.ign").exists()
+            || out.path().join("compute.ign").exists()
+            || out.path().join("etcd.ign").exists()
+    );
     render_dir(&env_path, out.path());
     let again = tempfile::tempdir().unwrap();
     render_dir(&env_path, again.path());
     for role in Role::ALL {
-        assert_eq!(std::fs::read(out.path().join(format!("{role}.ign"))).unwrap(), std::fs::read(again.path().join(format!("{role}.ign"))).unwrap());
+        assert_eq!(
+            std::fs::read(out.path().join(format!("{role}.ign"))).unwrap(),
+            std::fs::read(again.path().join(format!("{role}.ign"))).unwrap()
+        );
     }
 }
 
@@ -362,13 +584,26 @@ fn the_kubelets_node_name_is_the_hostname_discover_set() {
     for role in [Role::Etcd, Role::Compute] {
         let units = render::units_for(&loaded.env, role);
         let kubelet = units.iter().find(|u| u.name == "kubelet.service").unwrap();
-        assert!(!kubelet.contents.contains("hostname-override") && !kubelet.contents.contains("--node-name"), "{role}: {}", kubelet.contents);
+        assert!(
+            !kubelet.contents.contains("hostname-override") && !kubelet.contents.contains("--node-name"),
+            "{role}: {}",
+            kubelet.contents
+        );
         let config = render::kubelet_config(role);
         assert!(!config.contains("hostnameOverride"), "{role}: {config}");
         let mut chain = vec!["kubelet.service".to_string()];
-        while let Some(next) = requires(&units, chain.last().unwrap()).into_iter().find(|u| u.starts_with("nodeboot-")) {
+        while let Some(next) = requires(&units, chain.last().unwrap())
+            .into_iter()
+            .find(|u| u.starts_with("nodeboot-"))
+        {
             let unit = units.iter().find(|u| u.name == *chain.last().unwrap()).unwrap();
-            assert!(unit.contents.lines().any(|l| l.starts_with("After=") && l.contains(&next)), "{role}: {} after {next}", unit.name);
+            assert!(
+                unit.contents
+                    .lines()
+                    .any(|l| l.starts_with("After=") && l.contains(&next)),
+                "{role}: {} after {next}",
+                unit.name
+            );
             chain.push(next);
         }
         assert_eq!(chain.last().unwrap(), "nodeboot-discover.service", "{role}: {chain:?}");
@@ -405,7 +640,10 @@ fn every_unit_scores_under_its_exposure_ceiling() {
     for role in Role::ALL {
         let dir = tempfile::tempdir().unwrap();
         // Exposure is a service's (a timer runs no process of its own).
-        for unit in render::units_for(&loaded.env, role).into_iter().filter(|u| u.name.ends_with(".service")) {
+        for unit in render::units_for(&loaded.env, role)
+            .into_iter()
+            .filter(|u| u.name.ends_with(".service"))
+        {
             let path = dir.path().join(&unit.name);
             std::fs::write(&path, &unit.contents).unwrap();
             let run = Command::new("systemd-analyze")
@@ -417,9 +655,28 @@ fn every_unit_scores_under_its_exposure_ceiling() {
             let text = String::from_utf8_lossy(&run.stdout);
             let score: f64 = text
                 .lines()
-                .find_map(|l| l.split_once("Overall exposure level for ")?.1.split_once(": ")?.1.split_whitespace().next()?.parse().ok())
-                .unwrap_or_else(|| panic!("{role}/{}: no score:\n{text}\n{}", unit.name, String::from_utf8_lossy(&run.stderr)));
-            let ceiling = ceilings.iter().find(|(n, _)| *n == unit.name).unwrap_or_else(|| panic!("{}: no ceiling set", unit.name)).1;
+                .find_map(|l| {
+                    l.split_once("Overall exposure level for ")?
+                        .1
+                        .split_once(": ")?
+                        .1
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{role}/{}: no score:\n{text}\n{}",
+                        unit.name,
+                        String::from_utf8_lossy(&run.stderr)
+                    )
+                });
+            let ceiling = ceilings
+                .iter()
+                .find(|(n, _)| *n == unit.name)
+                .unwrap_or_else(|| panic!("{}: no ceiling set", unit.name))
+                .1;
             eprintln!("{role:<8} {:<28} {score:.1} (ceiling {ceiling:.1})", unit.name);
             if score > ceiling {
                 failures.push(format!("{role}/{}: exposure {score:.1} over {ceiling:.1}", unit.name));
@@ -444,16 +701,30 @@ fn the_manifest_sync_may_write_every_directory_it_keeps() {
             continue;
         }
         let units = render::units_for(&loaded.env, role);
-        let sync = units.iter().find(|u| u.name == "nodeboot-manifests.service").unwrap_or_else(|| panic!("{role}: no sync unit"));
-        let writable: Vec<&str> = sync.contents.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).flat_map(str::split_whitespace).collect();
+        let sync = units
+            .iter()
+            .find(|u| u.name == "nodeboot-manifests.service")
+            .unwrap_or_else(|| panic!("{role}: no sync unit"));
+        let writable: Vec<&str> = sync
+            .contents
+            .lines()
+            .filter_map(|l| l.strip_prefix("ReadWritePaths="))
+            .flat_map(str::split_whitespace)
+            .collect();
         let config: Value = serde_json::from_slice(&render::full_config(&loaded.env, role)).unwrap();
         let made: Vec<String> = config["storage"]["directories"]
             .as_array()
             .map(|a| a.iter().map(|d| d["path"].as_str().unwrap().to_string()).collect())
             .unwrap_or_default();
         for dir in &dirs {
-            assert!(writable.contains(&dir.as_str()), "{role}: the sync writes {dir}, ReadWritePaths={writable:?}");
-            assert!(made.contains(dir), "{role}: {dir} is not made by Ignition ({made:?}): ReadWritePaths= of a missing path fails the unit");
+            assert!(
+                writable.contains(&dir.as_str()),
+                "{role}: the sync writes {dir}, ReadWritePaths={writable:?}"
+            );
+            assert!(
+                made.contains(dir),
+                "{role}: {dir} is not made by Ignition ({made:?}): ReadWritePaths= of a missing path fails the unit"
+            );
         }
     }
 }
@@ -464,12 +735,27 @@ fn the_manifest_sync_may_write_every_directory_it_keeps() {
 #[test]
 fn update_conf_per_role_leaves_etcd_reboots_to_the_coordinator() {
     let loaded = env::load(&example_env()).unwrap();
-    let expected = [(Role::Etcd, "REBOOT_STRATEGY=off\n"), (Role::Compute, "SERVER=disabled\n"), (Role::Bastion, "REBOOT_STRATEGY=reboot\n")];
+    let expected = [
+        (Role::Etcd, "REBOOT_STRATEGY=off\n"),
+        (Role::Compute, "SERVER=disabled\n"),
+        (Role::Bastion, "REBOOT_STRATEGY=reboot\n"),
+    ];
     for (role, want) in expected {
         let config: Value = serde_json::from_slice(&render::full_config(&loaded.env, role)).unwrap();
-        let file = config["storage"]["files"].as_array().unwrap().iter().find(|f| f["path"] == "/etc/flatcar/update.conf").unwrap_or_else(|| panic!("{role}: no update.conf"));
+        let file = config["storage"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "/etc/flatcar/update.conf")
+            .unwrap_or_else(|| panic!("{role}: no update.conf"));
         assert_eq!(String::from_utf8(file_contents(file).unwrap()).unwrap(), want, "{role}");
-        let coordinated = render::units_for(&loaded.env, role).iter().any(|u| u.name == "nodeboot-reboot.service");
-        assert_eq!(coordinated, role == Role::Etcd, "{role}: the reboot coordinator runs on etcd nodes only");
+        let coordinated = render::units_for(&loaded.env, role)
+            .iter()
+            .any(|u| u.name == "nodeboot-reboot.service");
+        assert_eq!(
+            coordinated,
+            role == Role::Etcd,
+            "{role}: the reboot coordinator runs on etcd nodes only"
+        );
     }
 }

@@ -35,20 +35,35 @@ fn a_root_only_test_without_root_fails_with_its_reason_or_says_skipped() {
     let me = std::env::current_exe().unwrap();
     let as_nobody = |opt_out: Option<&str>| {
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(&me).args(["--exact", "probe_needs_root", "--test-threads=1"]);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&me)
+            .args(["--exact", "probe_needs_root", "--test-threads=1"]);
         cmd.env_remove("NODEBOOT_SKIP_ROOT_TESTS").env("RUST_BACKTRACE", "0");
         if let Some(v) = opt_out {
             cmd.env("NODEBOOT_SKIP_ROOT_TESTS", v);
         }
         let out = cmd.output().expect("setpriv runs (util-linux)");
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     };
 
     let (passed, text) = as_nobody(None);
     assert!(!passed, "without root and without the opt-out it fails:\n{text}");
-    assert!(text.contains("the probe needs root") && text.contains("NODEBOOT_SKIP_ROOT_TESTS=1"), "says why:\n{text}");
+    assert!(
+        text.contains("the probe needs root") && text.contains("NODEBOOT_SKIP_ROOT_TESTS=1"),
+        "says why:\n{text}"
+    );
 
     let (passed, text) = as_nobody(Some("1"));
     assert!(passed, "{text}");
-    assert!(text.contains("test probe_needs_root ... skipped (NODEBOOT_SKIP_ROOT_TESTS=1: the probe needs root)"), "says skipped:\n{text}");
+    assert!(
+        text.contains("test probe_needs_root ... skipped (NODEBOOT_SKIP_ROOT_TESTS=1: the probe needs root)"),
+        "says skipped:\n{text}"
+    );
 }

@@ -32,7 +32,11 @@ fn files_below(dir: &Path) -> Vec<String> {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.map(Result::unwrap) {
             if e.path().is_dir() {
-                out.extend(files_below(&e.path()).into_iter().map(|f| format!("{}/{f}", e.file_name().to_string_lossy())));
+                out.extend(
+                    files_below(&e.path())
+                        .into_iter()
+                        .map(|f| format!("{}/{f}", e.file_name().to_string_lossy())),
+                );
             } else {
                 out.push(e.file_name().to_string_lossy().into_owned());
             }
@@ -45,23 +49,42 @@ fn files_below(dir: &Path) -> Vec<String> {
 #[test]
 fn prereqs_creates_key_and_buckets_and_a_rerun_changes_nothing() {
     let p = Platform::new("pre-fresh");
-    assert!(p.prereqs.contains("created KMS key alias/pre-fresh-nodeboot"), "{}", p.prereqs);
+    assert!(
+        p.prereqs.contains("created KMS key alias/pre-fresh-nodeboot"),
+        "{}",
+        p.prereqs
+    );
     for bucket in ["pre-fresh-secrets", "pre-fresh-tfstate"] {
-        assert!(p.prereqs.contains(&format!("created bucket {bucket}: created")), "{}", p.prereqs);
+        assert!(
+            p.prereqs.contains(&format!("created bucket {bucket}: created")),
+            "{}",
+            p.prereqs
+        );
         runtime().block_on(async {
             let v = p.s3.get_bucket_versioning().bucket(bucket).send().await.unwrap();
             assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"));
             let pab = p.s3.get_public_access_block().bucket(bucket).send().await.unwrap();
             let c = pab.public_access_block_configuration().unwrap();
             assert_eq!(
-                [c.block_public_acls(), c.ignore_public_acls(), c.block_public_policy(), c.restrict_public_buckets()],
+                [
+                    c.block_public_acls(),
+                    c.ignore_public_acls(),
+                    c.block_public_policy(),
+                    c.restrict_public_buckets()
+                ],
                 [Some(true); 4]
             );
             let enc = p.s3.get_bucket_encryption().bucket(bucket).send().await.unwrap();
             let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
             let default = rule.apply_server_side_encryption_by_default().unwrap();
             assert_eq!(default.sse_algorithm().as_str(), "aws:kms");
-            let key = p.kms.describe_key().key_id("alias/pre-fresh-nodeboot").send().await.unwrap();
+            let key = p
+                .kms
+                .describe_key()
+                .key_id("alias/pre-fresh-nodeboot")
+                .send()
+                .await
+                .unwrap();
             assert_eq!(default.kms_master_key_id(), key.key_metadata().unwrap().arn());
         });
     }
@@ -71,15 +94,28 @@ fn prereqs_creates_key_and_buckets_and_a_rerun_changes_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = stdout(&out);
     assert_eq!(lines.lines().count(), 3, "{lines}");
-    assert!(lines.lines().all(|l| l.starts_with("found ")), "a rerun found everything:\n{lines}");
+    assert!(
+        lines.lines().all(|l| l.starts_with("found ")),
+        "a rerun found everything:\n{lines}"
+    );
     let calls = p.aws.calls();
-    let changes: Vec<&String> = calls.keys().filter(|a| a.starts_with("Create") || a.starts_with("Put") || a.starts_with("Enable")).collect();
+    let changes: Vec<&String> = calls
+        .keys()
+        .filter(|a| a.starts_with("Create") || a.starts_with("Put") || a.starts_with("Enable"))
+        .collect();
     assert!(changes.is_empty(), "a rerun changed something: {calls:?}");
 
     // Someone turned versioning off: the next run turns it back on, and only that.
     runtime().block_on(async {
-        let suspended = aws_sdk_s3::types::VersioningConfiguration::builder().status(aws_sdk_s3::types::BucketVersioningStatus::Suspended).build();
-        p.s3.put_bucket_versioning().bucket("pre-fresh-secrets").versioning_configuration(suspended).send().await.unwrap();
+        let suspended = aws_sdk_s3::types::VersioningConfiguration::builder()
+            .status(aws_sdk_s3::types::BucketVersioningStatus::Suspended)
+            .build();
+        p.s3.put_bucket_versioning()
+            .bucket("pre-fresh-secrets")
+            .versioning_configuration(suspended)
+            .send()
+            .await
+            .unwrap();
     });
     let out = p.nodeboot(&["prereqs", "--env"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -91,14 +127,31 @@ fn prereqs_creates_key_and_buckets_and_a_rerun_changes_nothing() {
 #[test]
 fn prereqs_uses_an_existing_key_named_by_id_and_refuses_a_missing_one() {
     let p = Platform::new("pre-key");
-    let key_id = runtime().block_on(async { p.kms.create_key().send().await.unwrap().key_metadata().unwrap().key_id().to_string() });
+    let key_id = runtime().block_on(async {
+        p.kms
+            .create_key()
+            .send()
+            .await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .key_id()
+            .to_string()
+    });
     let by_id = p.other_env_file("pre-byid", &[("kms_master_id", &format!("\"{key_id}\""))]);
     let out = p.nodeboot_with(&["prereqs", "--env"], &by_id, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains(&format!("found   KMS key {key_id}")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("found   KMS key {key_id}")),
+        "{}",
+        stdout(&out)
+    );
     assert!(!stdout(&out).contains("created KMS key"), "{}", stdout(&out));
 
-    let missing = p.other_env_file("pre-missing", &[("kms_master_id", "\"1234abcd-12ab-34cd-56ef-1234567890ab\"")]);
+    let missing = p.other_env_file(
+        "pre-missing",
+        &[("kms_master_id", "\"1234abcd-12ab-34cd-56ef-1234567890ab\"")],
+    );
     let out = p.nodeboot_with(&["prereqs", "--env"], &missing, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("names no key"), "{}", stderr(&out));
@@ -108,11 +161,17 @@ fn prereqs_uses_an_existing_key_named_by_id_and_refuses_a_missing_one() {
 fn upload_then_fetch_gives_identical_bytes_text_and_binary_up_to_5_mib() {
     let p = Platform::new("sec-round");
     let files: Vec<(&str, Vec<u8>)> = vec![
-        ("common/ca.crt", b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n".to_vec()),
+        (
+            "common/ca.crt",
+            b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n".to_vec(),
+        ),
         ("common/empty", Vec::new()),
         ("secure/etcd/peer.key", binary(1, 1)),
         ("compute/blob.bin", binary(64 * 1024 + 3, 2)),
-        ("manifests/etcd/kube-apiserver.yaml", "apiVersion: v1\nkind: Pod\n# ünïcödé\n".repeat(500).into_bytes()),
+        (
+            "manifests/etcd/kube-apiserver.yaml",
+            "apiVersion: v1\nkind: Pod\n# ünïcödé\n".repeat(500).into_bytes(),
+        ),
         ("secure/big.bin", binary(5 * 1024 * 1024, 3)),
     ];
     for (path, bytes) in &files {
@@ -121,7 +180,11 @@ fn upload_then_fetch_gives_identical_bytes_text_and_binary_up_to_5_mib() {
     p.aws.reset_calls();
     let out = p.nodeboot(&["secrets", "upload", "--env"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(p.aws.calls().get("GenerateDataKey"), Some(&(files.len() as u64)), "one data key per object");
+    assert_eq!(
+        p.aws.calls().get("GenerateDataKey"),
+        Some(&(files.len() as u64)),
+        "one data key per object"
+    );
 
     let fetched = p.dir.path().join("fetched");
     let out = p.nodeboot(&["secrets", "fetch", "--dir", fetched.to_str().unwrap(), "--env"], &[]);
@@ -142,7 +205,10 @@ fn the_stored_object_is_a_versioned_envelope_not_the_plaintext() {
     let (body, metadata) = p.get_raw("common/token");
     assert_eq!(&body[..9], b"NBSECRET\x01");
     assert_eq!(metadata.get("nodeboot-format").map(String::as_str), Some("1"));
-    assert!(!body.windows(10).any(|w| w == b"plaintext-"), "the plaintext is not in the object");
+    assert!(
+        !body.windows(10).any(|w| w == b"plaintext-"),
+        "the plaintext is not in the object"
+    );
 }
 
 #[test]
@@ -154,16 +220,38 @@ fn a_changed_byte_anywhere_in_the_stored_object_fails_and_writes_nothing() {
     let nonce = 11 + key_len;
     let ciphertext = nonce + 12;
     let n = original.len();
-    let positions =
-        [0, 7, 8, 9, 10, 11, 11 + key_len / 2, nonce - 1, nonce, nonce + 11, ciphertext, ciphertext + 150, n - 17, n - 16, n - 1];
+    let positions = [
+        0,
+        7,
+        8,
+        9,
+        10,
+        11,
+        11 + key_len / 2,
+        nonce - 1,
+        nonce,
+        nonce + 11,
+        ciphertext,
+        ciphertext + 150,
+        n - 17,
+        n - 16,
+        n - 1,
+    ];
     for i in positions {
         let mut bad = original.clone();
         bad[i] ^= 0x01;
         p.put_raw("common/token", &bad, &metadata);
         let target = p.dir.path().join(format!("fetch-{i}"));
-        let out = p.nodeboot(&["secrets", "fetch", "--dir", target.to_str().unwrap(), "--env"], &["common/token"]);
+        let out = p.nodeboot(
+            &["secrets", "fetch", "--dir", target.to_str().unwrap(), "--env"],
+            &["common/token"],
+        );
         assert_eq!(out.status.code(), Some(20), "byte {i} changed: {}", stderr(&out));
-        assert!(stderr(&out).contains("common/token: refused"), "byte {i}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("common/token: refused"),
+            "byte {i}: {}",
+            stderr(&out)
+        );
         assert!(files_below(&target).is_empty(), "byte {i}: something was written");
     }
     p.put_raw("common/token", &original[..n - 1], &metadata);
@@ -186,7 +274,11 @@ fn another_environment_another_path_or_another_key_cannot_open_a_secret() {
     ];
     let other = p.other_env_file("sec-other", &same_bucket);
     let target = p.dir.path().join("other");
-    let out = p.nodeboot_with(&["secrets", "fetch", "--dir", target.to_str().unwrap(), "--env"], &other, &["common/token"]);
+    let out = p.nodeboot_with(
+        &["secrets", "fetch", "--dir", target.to_str().unwrap(), "--env"],
+        &other,
+        &["common/token"],
+    );
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
     assert!(stderr(&out).contains("common/token: refused"), "{}", stderr(&out));
     assert!(files_below(&target).is_empty());
@@ -194,14 +286,31 @@ fn another_environment_another_path_or_another_key_cannot_open_a_secret() {
     // The same object under another path.
     let (body, metadata) = p.get_raw("common/token");
     p.put_raw("secure/token", &body, &metadata);
-    let out = p.nodeboot(&["secrets", "fetch", "--dir", target.to_str().unwrap(), "--env"], &["secure/token"]);
+    let out = p.nodeboot(
+        &["secrets", "fetch", "--dir", target.to_str().unwrap(), "--env"],
+        &["secure/token"],
+    );
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
     assert!(files_below(&target).is_empty());
 
     // The environment's key replaced by another one.
-    let other_key = runtime().block_on(async { p.kms.create_key().send().await.unwrap().key_metadata().unwrap().key_id().to_string() });
+    let other_key = runtime().block_on(async {
+        p.kms
+            .create_key()
+            .send()
+            .await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .key_id()
+            .to_string()
+    });
     let rekeyed = p.other_env_file("sec-ctx", &[("kms_master_id", &format!("\"{other_key}\""))]);
-    let out = p.nodeboot_with(&["secrets", "fetch", "--dir", target.to_str().unwrap(), "--env"], &rekeyed, &["common/token"]);
+    let out = p.nodeboot_with(
+        &["secrets", "fetch", "--dir", target.to_str().unwrap(), "--env"],
+        &rekeyed,
+        &["common/token"],
+    );
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
     assert!(files_below(&target).is_empty());
 }
@@ -210,9 +319,30 @@ fn another_environment_another_path_or_another_key_cannot_open_a_secret() {
 fn plain_sse_kms_objects_are_read_under_the_environments_key_only() {
     let p = Platform::new("sec-legacy");
     let key_arn = runtime().block_on(async {
-        p.kms.describe_key().key_id("alias/sec-legacy-nodeboot").send().await.unwrap().key_metadata().unwrap().arn().unwrap().to_string()
+        p.kms
+            .describe_key()
+            .key_id("alias/sec-legacy-nodeboot")
+            .send()
+            .await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_string()
     });
-    let other_arn = runtime().block_on(async { p.kms.create_key().send().await.unwrap().key_metadata().unwrap().arn().unwrap().to_string() });
+    let other_arn = runtime().block_on(async {
+        p.kms
+            .create_key()
+            .send()
+            .await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_string()
+    });
     let put = |key: &str, body: &[u8], sse: aws_sdk_s3::types::ServerSideEncryption, kms_key: Option<&str>| {
         runtime().block_on(async {
             p.s3.put_object()
@@ -233,10 +363,20 @@ fn plain_sse_kms_objects_are_read_under_the_environments_key_only() {
 
     let out = p.nodeboot(&["secrets", "fetch", "--env"], &["common/seed.csv"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(p.local().join("common/seed.csv")).unwrap(), b"token,user,uid\n");
-    assert!(stderr(&out).contains("plain SSE-KMS object"), "a legacy read is flagged: {}", stderr(&out));
+    assert_eq!(
+        std::fs::read(p.local().join("common/seed.csv")).unwrap(),
+        b"token,user,uid\n"
+    );
+    assert!(
+        stderr(&out).contains("plain SSE-KMS object"),
+        "a legacy read is flagged: {}",
+        stderr(&out)
+    );
 
-    for (key, why) in [("common/other-key.csv", "under the KMS key"), ("common/sse-s3.csv", "neither a nodeboot envelope nor")] {
+    for (key, why) in [
+        ("common/other-key.csv", "under the KMS key"),
+        ("common/sse-s3.csv", "neither a nodeboot envelope nor"),
+    ] {
         let out = p.nodeboot(&["secrets", "fetch", "--env"], &[key]);
         assert_eq!(out.status.code(), Some(20), "{key}: {}", stderr(&out));
         assert!(stderr(&out).contains(why), "{key}: {}", stderr(&out));
@@ -250,12 +390,20 @@ fn ls_rm_and_missing_secrets() {
     p.upload("secure/b", b"bb");
     let out = p.nodeboot(&["secrets", "ls", "--env"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let listing: Vec<String> = stdout(&out).lines().map(|l| l.split_whitespace().last().unwrap().to_string()).collect();
+    let listing: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.split_whitespace().last().unwrap().to_string())
+        .collect();
     assert_eq!(listing, ["common/a", "secure/b"]);
 
     p.remove("common/a");
     let out = p.nodeboot(&["secrets", "ls", "--env"], &["common"]);
-    assert!(stdout(&out).trim().is_empty() && out.status.code() == Some(21), "{} {}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).trim().is_empty() && out.status.code() == Some(21),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
     for args in [&["secrets", "rm", "--env"][..], &["secrets", "fetch", "--env"][..]] {
         let out = p.nodeboot(args, &["common/a"]);
         assert_eq!(out.status.code(), Some(21), "{args:?}: {}", stderr(&out));
@@ -269,13 +417,21 @@ fn upload_skips_unchanged_secrets_and_refuses_files_outside_the_layout() {
     p.upload("common/a", b"same");
     let (before, _) = p.get_raw("common/a");
     let out = p.nodeboot(&["secrets", "upload", "--env"], &["common/a"]);
-    assert!(out.status.success() && stdout(&out).contains("unchanged common/a"), "{}", stdout(&out));
+    assert!(
+        out.status.success() && stdout(&out).contains("unchanged common/a"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(p.get_raw("common/a").0, before, "not rewritten: nodes see no change");
 
     p.write_local("notes.txt", b"x");
     let out = p.nodeboot(&["secrets", "upload", "--env"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("notes.txt: not in the secrets layout"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("notes.txt: not in the secrets layout"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -303,7 +459,12 @@ fn credentials_come_from_the_profile_the_environment_names() {
     assert!(out.status.success(), "the environment's profile: {}", stderr(&out));
     assert!(stdout(&out).contains("common/a"));
     let out = run("[someone-else]\naws_access_key_id = x\naws_secret_access_key = x\n");
-    assert_eq!(out.status.code(), Some(13), "no credentials for the profile: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(13),
+        "no credentials for the profile: {}",
+        stderr(&out)
+    );
 }
 
 fn upload_role_tree(p: &Platform) {
@@ -325,13 +486,21 @@ fn stage_secrets_pulls_common_and_the_roles_folder_into_a_private_directory() {
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = node.secrets_dir();
     assert_eq!(files_below(&dir), ["ca.crt", "etcd/peer.key", "shared"]);
-    assert_eq!(std::fs::read(dir.join("shared")).unwrap(), b"secure version", "the role's folder wins over common/");
+    assert_eq!(
+        std::fs::read(dir.join("shared")).unwrap(),
+        b"secure version",
+        "the role's folder wins over common/"
+    );
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("etcd")), 0o700);
     for f in ["ca.crt", "etcd/peer.key", "shared"] {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
-    assert!(!stderr(&out).contains("PEER KEY") && !stderr(&out).contains("secure version"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("PEER KEY") && !stderr(&out).contains("secure version"),
+        "{}",
+        stderr(&out)
+    );
 
     let worker = p.node(Role::Compute);
     let out = worker.stage_secrets(&[]);
@@ -350,7 +519,11 @@ fn an_etcd_node_fetches_only_its_own_members_key() {
     let node = p.node(Role::Etcd);
     let out = node.stage_secrets(&[]);
     assert_eq!(out.status.code(), Some(2), "no claim yet: {}", stderr(&out));
-    assert!(stderr(&out).contains("claim.json does not exist yet: run `nodeboot stage attach` first"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("claim.json does not exist yet: run `nodeboot stage attach` first"),
+        "{}",
+        stderr(&out)
+    );
 
     node.claim(1);
     p.aws.reset_calls();
@@ -358,9 +531,19 @@ fn an_etcd_node_fetches_only_its_own_members_key() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         files_below(&node.secrets_dir()),
-        ["etcd/ca.crt", "etcd/member-0.crt", "etcd/member-1.crt", "etcd/member-1.key", "etcd/member-2.crt"]
+        [
+            "etcd/ca.crt",
+            "etcd/member-0.crt",
+            "etcd/member-1.crt",
+            "etcd/member-1.key",
+            "etcd/member-2.crt"
+        ]
     );
-    assert_eq!(p.aws.calls().get("GetObject"), Some(&5), "the other members' keys are never fetched");
+    assert_eq!(
+        p.aws.calls().get("GetObject"),
+        Some(&5),
+        "the other members' keys are never fetched"
+    );
 
     // The node takes another member over (a rerun after a new claim): the old key goes.
     node.claim(2);
@@ -382,8 +565,16 @@ fn stage_secrets_with_a_tampered_object_fails_naming_it_and_writes_nothing() {
     node.claim(0);
     let out = node.stage_secrets(&[]);
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
-    assert!(stderr(&out).contains("secure/etcd/peer.key: refused"), "{}", stderr(&out));
-    assert!(files_below(&node.secrets_dir()).is_empty(), "nothing written: {:?}", files_below(&node.secrets_dir()));
+    assert!(
+        stderr(&out).contains("secure/etcd/peer.key: refused"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        files_below(&node.secrets_dir()).is_empty(),
+        "nothing written: {:?}",
+        files_below(&node.secrets_dir())
+    );
 }
 
 #[test]
@@ -402,7 +593,11 @@ fn stage_secrets_rerun_keeps_unchanged_files_and_removes_deleted_ones() {
     p.upload("common/ca.crt", b"CA v2");
     let out = node.stage_secrets(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(files_below(&dir), ["added-by-hand", "ca.crt", "shared"], "peer.key removed, the hand-made file kept");
+    assert_eq!(
+        files_below(&dir),
+        ["added-by-hand", "ca.crt", "shared"],
+        "peer.key removed, the hand-made file kept"
+    );
     assert_eq!(std::fs::read(dir.join("ca.crt")).unwrap(), b"CA v2");
     assert_ne!(inode("ca.crt"), before);
     let shared = inode("shared");
@@ -434,7 +629,11 @@ fn secrets_never_show_in_debug_output() {
     p.upload("common/token", b"s3cr3t-value");
     let node = p.node(Role::Etcd);
     node.claim(0);
-    let out = node.command(&["stage", "secrets"]).env("NODEBOOT_LOG", "trace").output().unwrap();
+    let out = node
+        .command(&["stage", "secrets"])
+        .env("NODEBOOT_LOG", "trace")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("s3cr3t"), "a secret reached the log");
 }
@@ -445,7 +644,11 @@ fn stage_secrets_killed_after_its_first_write_converges_on_rerun() {
     upload_role_tree(&p);
     let node = p.node(Role::Etcd);
     node.claim(0);
-    let out = node.command(&["stage", "secrets"]).env(nodeboot::fault::VAR, "sync-after-write").output().unwrap();
+    let out = node
+        .command(&["stage", "secrets"])
+        .env(nodeboot::fault::VAR, "sync-after-write")
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "the fault point was reached");
     assert_eq!(files_below(&node.secrets_dir()).len(), 1, "killed after one file");
     let out = node.stage_secrets(&[]);
@@ -453,5 +656,9 @@ fn stage_secrets_killed_after_its_first_write_converges_on_rerun() {
     assert_eq!(files_below(&node.secrets_dir()), ["ca.crt", "etcd/peer.key", "shared"]);
     p.remove("common/ca.crt");
     assert!(node.stage_secrets(&[]).status.success());
-    assert_eq!(files_below(&node.secrets_dir()), ["etcd/peer.key", "shared"], "a file written before the abort is removed like any other");
+    assert_eq!(
+        files_below(&node.secrets_dir()),
+        ["etcd/peer.key", "shared"],
+        "a file written before the abort is removed like any other"
+    );
 }

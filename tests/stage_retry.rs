@@ -77,7 +77,11 @@ fn retried_attach_outlasts_an_attachment_slower_than_one_attempt() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("attempt 1 failed (exit 11), retrying"), "{err}");
-    assert_eq!(c.aws.calls()["AttachVolume"], 1, "a later attempt waits for the attachment the first one started");
+    assert_eq!(
+        c.aws.calls()["AttachVolume"],
+        1,
+        "a later attempt waits for the attachment the first one started"
+    );
 }
 
 #[test]
@@ -109,9 +113,20 @@ fn no_free_member_gives_up_after_its_bound_and_marks_the_instance_unhealthy() {
     let out = retried(&c, &second, &["attach"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(10), "{err}");
-    assert!(started.elapsed() >= Duration::from_secs(3) && started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
-    let line = err.lines().find(|l| l.starts_with("stage attach gave up after")).unwrap_or_else(|| panic!("one give-up line: {err}"));
-    assert!(line.contains(&format!("marked instance {} Unhealthy", second.instance_id)) && line.contains("no free etcd member in eu-west-1b"), "{line}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3) && started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("stage attach gave up after"))
+        .unwrap_or_else(|| panic!("one give-up line: {err}"));
+    assert!(
+        line.contains(&format!("marked instance {} Unhealthy", second.instance_id))
+            && line.contains("no free etcd member in eu-west-1b"),
+        "{line}"
+    );
     assert_eq!(c.aws.calls().get("SetInstanceHealth"), Some(&1));
     assert_eq!(c.health(&second), "UNHEALTHY");
 }
@@ -122,11 +137,15 @@ fn an_aws_error_that_never_clears_gives_up_after_the_total_bound() {
     let node = c.node("eu-west-1c", 3, 60);
     c.join_group(&node, "retry-total-c");
     // IAM not allowing the call (yet): the SDK does not retry it, the stage does.
-    c.aws.inject_error("DescribeVolumes", 1000, "UnauthorizedOperation", 403);
+    c.aws
+        .inject_error("DescribeVolumes", 1000, "UnauthorizedOperation", 403);
     let out = retried(&c, &node, &["attach"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(13), "{err}");
-    assert!(err.contains("stage attach gave up after 3s") || err.contains("stage attach gave up after 4s"), "{err}");
+    assert!(
+        err.contains("stage attach gave up after 3s") || err.contains("stage attach gave up after 4s"),
+        "{err}"
+    );
     assert!(err.contains("UnauthorizedOperation"), "{err}");
     assert_eq!(c.health(&node), "UNHEALTHY");
 }
@@ -141,6 +160,9 @@ fn a_compute_node_that_gives_up_sends_no_signal() {
     let out = retried(&c, &node, &["secrets"]);
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("stage secrets gave up") && err.contains("no auto-scaling signal for this role"), "{err}");
+    assert!(
+        err.contains("stage secrets gave up") && err.contains("no auto-scaling signal for this role"),
+        "{err}"
+    );
     assert_eq!(c.aws.calls().get("SetInstanceHealth"), None);
 }

@@ -20,7 +20,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn names(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -44,7 +47,11 @@ fn once_ok(node: &TestNode) {
 fn refuse(p: &Platform, action: &str, count: u32) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let body = serde_json::json!({"action": action, "count": count, "code": "AccessDenied", "status": 403, "message": "Access Denied"});
-    let r = agent.post(format!("{}/_bed/throttle", p.aws.server.url)).header("content-type", "application/json").send(body.to_string()).unwrap();
+    let r = agent
+        .post(format!("{}/_bed/throttle", p.aws.server.url))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
 
@@ -67,7 +74,11 @@ fn sync_follows_add_change_and_delete() {
     once_ok(&node);
     assert_eq!(names(&dir), ["a.yaml", "b.yaml", "c.yaml"]);
     assert_eq!(read(&dir, "a.yaml"), "a: 2\n");
-    assert_eq!(inode_and_mtime(&dir.join("b.yaml")), b_before, "an unchanged manifest is not rewritten");
+    assert_eq!(
+        inode_and_mtime(&dir.join("b.yaml")),
+        b_before,
+        "an unchanged manifest is not rewritten"
+    );
 
     p.remove("manifests/etcd/b.yaml");
     once_ok(&node);
@@ -79,7 +90,10 @@ fn an_unchanged_bucket_costs_one_list_request_per_pass_and_no_kms_call() {
     let p = Platform::new("syn-idle");
     let node = p.node(Role::Etcd);
     for i in 0..5 {
-        p.upload(&format!("manifests/etcd/pod-{i}.yaml"), format!("pod: {i}\n").as_bytes());
+        p.upload(
+            &format!("manifests/etcd/pod-{i}.yaml"),
+            format!("pod: {i}\n").as_bytes(),
+        );
     }
     once_ok(&node);
     p.aws.reset_calls();
@@ -90,7 +104,11 @@ fn an_unchanged_bucket_costs_one_list_request_per_pass_and_no_kms_call() {
     // One listing per prefix: the static pods, and each synced prefix (on a
     // control-plane node, the add-ons).
     let prefixes = 1 + node.config().synced.len() as u64;
-    assert_eq!(calls.into_iter().collect::<Vec<_>>(), [("ListObjectsV2".to_string(), 3 * prefixes)], "3 idle passes");
+    assert_eq!(
+        calls.into_iter().collect::<Vec<_>>(),
+        [("ListObjectsV2".to_string(), 3 * prefixes)],
+        "3 idle passes"
+    );
 }
 
 #[test]
@@ -106,9 +124,17 @@ fn a_reuploaded_identical_manifest_is_fetched_once_but_not_rewritten() {
     once_ok(&node);
     once_ok(&node);
     let calls = p.aws.calls();
-    assert_eq!(calls.get("GetObject"), Some(&1), "new ETag: fetched once, then recorded: {calls:?}");
+    assert_eq!(
+        calls.get("GetObject"),
+        Some(&1),
+        "new ETag: fetched once, then recorded: {calls:?}"
+    );
     assert_eq!(calls.get("Decrypt"), Some(&1), "{calls:?}");
-    assert_eq!(inode_and_mtime(&node.manifests_dir().join("a.yaml")), before, "same bytes: the kubelet sees no rewrite");
+    assert_eq!(
+        inode_and_mtime(&node.manifests_dir().join("a.yaml")),
+        before,
+        "same bytes: the kubelet sees no rewrite"
+    );
 }
 
 #[test]
@@ -129,7 +155,11 @@ fn sync_never_removes_files_it_did_not_place_or_that_changed_since() {
     let out = node.sync_once();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(names(&dir), ["by-hand.yaml", "edited.yaml", "stays.yaml"]);
-    assert!(stderr(&out).contains("changed locally since nodeboot placed it: left in place"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed locally since nodeboot placed it: left in place"),
+        "{}",
+        stderr(&out)
+    );
     once_ok(&node);
     assert_eq!(names(&dir), ["by-hand.yaml", "edited.yaml", "stays.yaml"]);
 }
@@ -174,7 +204,11 @@ fn a_tampered_manifest_is_skipped_and_the_others_synced() {
 
     let out = node.sync_once();
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
-    assert!(stderr(&out).contains("manifests/etcd/a.yaml: refused"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("manifests/etcd/a.yaml: refused"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(read(&dir, "a.yaml"), "a: 1\n", "the last good version stays");
     assert_eq!(read(&dir, "b.yaml"), "b: 1\n");
 }
@@ -196,11 +230,17 @@ fn the_running_sync_deletes_nothing_while_aws_is_away_and_recovers() {
     p.upload("manifests/etcd/c.yaml", b"c\n");
     sync.wait_for_line("pass failed, nothing deleted", LIMIT);
     sync.wait_for_line("pass failed, nothing deleted", LIMIT);
-    assert_eq!(names(&dir), ["a.yaml", "b.yaml"], "nothing deleted while the bucket is out of reach");
+    assert_eq!(
+        names(&dir),
+        ["a.yaml", "b.yaml"],
+        "nothing deleted while the bucket is out of reach"
+    );
 
     proxy.start();
     sync.wait_for_line("the bucket answers again", LIMIT);
-    wait_until("the directory to follow the bucket again", LIMIT, || names(&dir) == ["b.yaml", "c.yaml"]);
+    wait_until("the directory to follow the bucket again", LIMIT, || {
+        names(&dir) == ["b.yaml", "c.yaml"]
+    });
     assert_eq!(read(&dir, "c.yaml"), "c\n");
 }
 
@@ -222,12 +262,23 @@ fn a_reader_polling_the_directory_never_sees_a_truncated_file() {
     let bad = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
     let reader = {
-        let (stop, reads, bad, seen, file) = (stop.clone(), reads.clone(), bad.clone(), seen.clone(), dir.join("big.yaml"));
+        let (stop, reads, bad, seen, file) = (
+            stop.clone(),
+            reads.clone(),
+            bad.clone(),
+            seen.clone(),
+            dir.join("big.yaml"),
+        );
         thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let text = std::fs::read_to_string(&file).unwrap_or_else(|e| format!("unreadable: {e}"));
                 reads.fetch_add(1, Ordering::SeqCst);
-                let k = text.lines().next().and_then(|l| l.strip_prefix("version: ")).unwrap_or("?").to_string();
+                let k = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.strip_prefix("version: "))
+                    .unwrap_or("?")
+                    .to_string();
                 if !text.ends_with(&format!("end: {k}\n")) || text.len() != version(k.parse().unwrap_or(0)).len() {
                     bad.lock().unwrap().push(format!("{} bytes, header {k:?}", text.len()));
                 }
@@ -237,13 +288,21 @@ fn a_reader_polling_the_directory_never_sees_a_truncated_file() {
     };
     for k in 1..=8 {
         p.upload("manifests/etcd/big.yaml", &version(k));
-        wait_until(&format!("version {k}"), LIMIT, || seen.lock().unwrap().contains(&k.to_string()));
+        wait_until(&format!("version {k}"), LIMIT, || {
+            seen.lock().unwrap().contains(&k.to_string())
+        });
     }
     stop.store(true, Ordering::SeqCst);
     reader.join().unwrap();
     drop(sync);
     let bad = bad.lock().unwrap();
-    assert!(bad.is_empty(), "{} of {} reads saw a partial file: {:?}", bad.len(), reads.load(Ordering::SeqCst), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{} of {} reads saw a partial file: {:?}",
+        bad.len(),
+        reads.load(Ordering::SeqCst),
+        &bad[..bad.len().min(5)]
+    );
     eprintln!("{} reads, all whole", reads.load(Ordering::SeqCst));
 }
 
@@ -279,7 +338,12 @@ fn an_extra_synced_prefix_runs_its_reload_command_only_when_it_changed() {
     node.set_config(&config);
     p.upload("secure/auth/tokens.csv", b"v3\n");
     let out = node.sync_once();
-    assert_eq!(out.status.code(), Some(16), "a failed reload is reported: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(16),
+        "a failed reload is reported: {}",
+        stderr(&out)
+    );
     assert_eq!(read(&auth, "tokens.csv"), "v3\n");
 }
 
@@ -295,18 +359,31 @@ fn the_running_sync_keeps_no_capabilities() {
     assert!(line.contains("kept none"), "{line}");
     let status = std::fs::read_to_string(format!("/proc/{}/status", sync.child.id())).unwrap();
     for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        let value = status.lines().find(|l| l.starts_with(set)).unwrap().split_whitespace().nth(1).unwrap().to_string();
+        let value = status
+            .lines()
+            .find(|l| l.starts_with(set))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
         assert_eq!(value, "0000000000000000", "{set}");
     }
     p.upload("manifests/etcd/a.yaml", b"a\n");
-    wait_until("a.yaml written without capabilities", LIMIT, || node.manifests_dir().join("a.yaml").exists());
+    wait_until("a.yaml written without capabilities", LIMIT, || {
+        node.manifests_dir().join("a.yaml").exists()
+    });
 }
 
 #[test]
 fn manifests_upload_sends_each_roles_directory_and_prunes_on_request() {
     let p = Platform::new("syn-upload");
     let rendered = p.dir.path().join("rendered");
-    for (path, text) in [("etcd/kube-apiserver.yaml", "api"), ("etcd/kube-scheduler.yaml", "sched"), ("compute/kube-proxy.yaml", "proxy")] {
+    for (path, text) in [
+        ("etcd/kube-apiserver.yaml", "api"),
+        ("etcd/kube-scheduler.yaml", "sched"),
+        ("compute/kube-proxy.yaml", "proxy"),
+    ] {
         std::fs::create_dir_all(rendered.join(path).parent().unwrap()).unwrap();
         std::fs::write(rendered.join(path), text).unwrap();
     }
@@ -320,15 +397,28 @@ fn manifests_upload_sends_each_roles_directory_and_prunes_on_request() {
     upload(&[]);
     let node = p.node(Role::Etcd);
     once_ok(&node);
-    assert_eq!(names(&node.manifests_dir()), ["kube-apiserver.yaml", "kube-scheduler.yaml"]);
+    assert_eq!(
+        names(&node.manifests_dir()),
+        ["kube-apiserver.yaml", "kube-scheduler.yaml"]
+    );
 
     std::fs::remove_file(rendered.join("etcd/kube-scheduler.yaml")).unwrap();
     let printed = upload(&[]);
-    assert!(printed.contains("unchanged manifests/etcd/kube-apiserver.yaml"), "{printed}");
+    assert!(
+        printed.contains("unchanged manifests/etcd/kube-apiserver.yaml"),
+        "{printed}"
+    );
     once_ok(&node);
-    assert_eq!(names(&node.manifests_dir()).len(), 2, "without --prune the bucket keeps it");
+    assert_eq!(
+        names(&node.manifests_dir()).len(),
+        2,
+        "without --prune the bucket keeps it"
+    );
     let printed = upload(&["--prune"]);
-    assert!(printed.contains("removed   manifests/etcd/kube-scheduler.yaml"), "{printed}");
+    assert!(
+        printed.contains("removed   manifests/etcd/kube-scheduler.yaml"),
+        "{printed}"
+    );
     once_ok(&node);
     assert_eq!(names(&node.manifests_dir()), ["kube-apiserver.yaml"]);
 }
@@ -363,7 +453,11 @@ fn a_manifest_deleted_while_the_node_was_down_is_removed_after_the_reboot() {
     reboot(&node);
     p.remove("manifests/etcd/b.yaml");
     once_ok(&node);
-    assert_eq!(names(&dir), ["a.yaml"], "the record of placed files outlives the reboot");
+    assert_eq!(
+        names(&dir),
+        ["a.yaml"],
+        "the record of placed files outlives the reboot"
+    );
     assert!(node.path("/var/lib/nodeboot/sync").is_dir(), "the record lives on disk");
 }
 
@@ -384,7 +478,11 @@ fn a_record_left_in_run_by_an_older_nodeboot_is_moved_to_disk_and_said_so() {
     p.remove("manifests/etcd/a.yaml");
     let out = node.sync_once();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("moved the record of placed files from {}", old.display())), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("moved the record of placed files from {}", old.display())),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(names(&dir), ["stays.yaml"], "the moved record still knows a.yaml");
     assert!(!old.exists() && new.exists());
 }
@@ -405,8 +503,14 @@ fn an_empty_listing_does_not_empty_the_directory_without_the_marker() {
         let out = node.sync_once();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(4), "{err}");
-        assert!(err.contains("ERROR") && err.contains("refusing to remove all 2 files"), "{err}");
-        assert!(err.contains("manifests/etcd/.nodeboot-empty"), "says how to mean it: {err}");
+        assert!(
+            err.contains("ERROR") && err.contains("refusing to remove all 2 files"),
+            "{err}"
+        );
+        assert!(
+            err.contains("manifests/etcd/.nodeboot-empty"),
+            "says how to mean it: {err}"
+        );
         assert_eq!(names(&dir), ["kube-apiserver.yaml", "kube-scheduler.yaml"]);
     }
 
@@ -414,7 +518,10 @@ fn an_empty_listing_does_not_empty_the_directory_without_the_marker() {
     p.upload("manifests/etcd/.nodeboot-empty", b"");
     once_ok(&node);
     assert!(names(&dir).is_empty(), "{:?}", names(&dir));
-    assert!(!dir.join(".nodeboot-empty").exists(), "the marker is never a file on the node");
+    assert!(
+        !dir.join(".nodeboot-empty").exists(),
+        "the marker is never a file on the node"
+    );
 }
 
 #[test]
@@ -437,11 +544,19 @@ fn an_empty_prune_is_refused_by_the_operator_unless_allowed_and_then_writes_the_
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("--allow-empty"), "{}", stderr(&out));
     once_ok(&node);
-    assert_eq!(names(&node.manifests_dir()), ["kube-apiserver.yaml"], "nothing was pruned");
+    assert_eq!(
+        names(&node.manifests_dir()),
+        ["kube-apiserver.yaml"],
+        "nothing was pruned"
+    );
 
     let out = upload(&["--prune", "--allow-empty"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("marked    manifests/etcd/.nodeboot-empty"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("marked    manifests/etcd/.nodeboot-empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     once_ok(&node);
     assert!(names(&node.manifests_dir()).is_empty());
 
@@ -449,7 +564,11 @@ fn an_empty_prune_is_refused_by_the_operator_unless_allowed_and_then_writes_the_
     std::fs::write(rendered.join("etcd/kube-apiserver.yaml"), "api 2").unwrap();
     assert!(upload(&[]).status.success());
     let ls = p.nodeboot(&["secrets", "ls", "--env"], &["manifests/"]);
-    assert!(!String::from_utf8_lossy(&ls.stdout).contains(".nodeboot-empty"), "{}", String::from_utf8_lossy(&ls.stdout));
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).contains(".nodeboot-empty"),
+        "{}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
 }
 
 #[test]
@@ -457,8 +576,15 @@ fn a_sync_that_cannot_drop_its_capabilities_stops() {
     let p = Platform::new("syn-capfail");
     let node = p.node(Role::Etcd);
     p.upload("manifests/etcd/a.yaml", b"a\n");
-    let out = node.command(&["sync", "manifests", "--once"]).env(nodeboot::fault::FAIL_VAR, "sync:drop-capabilities").output().unwrap();
+    let out = node
+        .command(&["sync", "manifests", "--once"])
+        .env(nodeboot::fault::FAIL_VAR, "sync:drop-capabilities")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
     assert!(stderr(&out).contains("could not drop capabilities"), "{}", stderr(&out));
-    assert!(names(&node.manifests_dir()).is_empty(), "no pass ran with the capabilities");
+    assert!(
+        names(&node.manifests_dir()).is_empty(),
+        "no pass ran with the capabilities"
+    );
 }

@@ -23,7 +23,12 @@ fn nodeboot_in(dir: &std::path::Path, aws: &Aws, args: &[&str]) -> Output {
 /// A scratch copy of the Terraform tree, so init leaves nothing in the repo.
 fn terraform_copy(dir: &std::path::Path) -> std::path::PathBuf {
     let copy = dir.join("terraform");
-    let status = Command::new("cp").arg("-r").arg(repo().join("terraform")).arg(&copy).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("terraform"))
+        .arg(&copy)
+        .status()
+        .unwrap();
     assert!(status.success());
     let _ = std::fs::remove_dir_all(copy.join(".terraform"));
     copy
@@ -37,10 +42,16 @@ fn up_without_prerequisites_says_to_run_prereqs() {
     let out = nodeboot_in(dir.path(), &aws, &["up", "--plan", "--env", env.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(14), "{err}");
-    assert!(err.contains("check prerequisites (KMS key, state and secrets buckets) failed"), "{err}");
+    assert!(
+        err.contains("check prerequisites (KMS key, state and secrets buckets) failed"),
+        "{err}"
+    );
     assert!(err.contains("KMS key alias/example-nodeboot does not exist"), "{err}");
     assert!(err.contains("what to do: run `nodeboot prereqs --env"), "{err}");
-    assert!(!dir.path().join("secrets").exists(), "nothing generated before the check passes");
+    assert!(
+        !dir.path().join("secrets").exists(),
+        "nothing generated before the check passes"
+    );
 }
 
 #[test]
@@ -52,7 +63,18 @@ fn up_plan_runs_every_step_and_stops_at_terraform_init_with_a_clear_message() {
     let prereqs = nodeboot_in(dir.path(), &aws, &["prereqs", "--env", env_arg]);
     assert!(prereqs.status.success(), "{}", stderr(&prereqs));
     let tf = terraform_copy(dir.path());
-    let out = nodeboot_in(dir.path(), &aws, &["up", "--plan", "--env", env_arg, "--terraform-dir", tf.to_str().unwrap()]);
+    let out = nodeboot_in(
+        dir.path(),
+        &aws,
+        &[
+            "up",
+            "--plan",
+            "--env",
+            env_arg,
+            "--terraform-dir",
+            tf.to_str().unwrap(),
+        ],
+    );
     let err = stderr(&out);
     for done in [
         "validate the environment: done",
@@ -67,23 +89,50 @@ fn up_plan_runs_every_step_and_stops_at_terraform_init_with_a_clear_message() {
     }
     assert_eq!(out.status.code(), Some(17), "{err}");
     assert!(err.contains("terraform init failed"), "{err}");
-    assert!(err.contains("what to do: terraform init needs the AWS provider"), "{err}");
+    assert!(
+        err.contains("what to do: terraform init needs the AWS provider"),
+        "{err}"
+    );
     assert!(err.contains("--plugin-dir"), "{err}");
     assert!(dir.path().join("build/example/ignition/etcd.ign").exists());
-    assert!(dir.path().join("build/example/ignition/manifests/etcd/kube-apiserver.yaml").exists());
+    assert!(dir
+        .path()
+        .join("build/example/ignition/manifests/etcd/kube-apiserver.yaml")
+        .exists());
 
     // What up uploaded is in the bucket, encrypted, and reads back.
     let ls = nodeboot_in(dir.path(), &aws, &["secrets", "ls", "--env", env_arg]);
     let listing = String::from_utf8_lossy(&ls.stdout);
-    for key in ["common/ca.crt", "secure/etcd/member-0.key", "manifests/etcd/kube-apiserver.yaml"] {
+    for key in [
+        "common/ca.crt",
+        "secure/etcd/member-0.key",
+        "manifests/etcd/kube-apiserver.yaml",
+    ] {
         assert!(listing.contains(key), "{key} not uploaded:\n{listing}\n{}", stderr(&ls));
     }
     assert!(!listing.contains("ca/"), "CA keys stay local:\n{listing}");
-    assert!(!listing.contains("kubeconfig_admin") && !listing.contains("admin.kubeconfig"), "the admin kubeconfig never leaves this machine:\n{listing}");
-    assert!(dir.path().join("secrets/example/ca/admin.kubeconfig").exists(), "it stays in the local tree");
+    assert!(
+        !listing.contains("kubeconfig_admin") && !listing.contains("admin.kubeconfig"),
+        "the admin kubeconfig never leaves this machine:\n{listing}"
+    );
+    assert!(
+        dir.path().join("secrets/example/ca/admin.kubeconfig").exists(),
+        "it stays in the local tree"
+    );
 
     // A second run changes nothing locally and uploads nothing new.
-    let again = nodeboot_in(dir.path(), &aws, &["up", "--plan", "--env", env_arg, "--terraform-dir", tf.to_str().unwrap()]);
+    let again = nodeboot_in(
+        dir.path(),
+        &aws,
+        &[
+            "up",
+            "--plan",
+            "--env",
+            env_arg,
+            "--terraform-dir",
+            tf.to_str().unwrap(),
+        ],
+    );
     let err = stderr(&again);
     assert!(err.contains("0 created"), "pki keeps everything on a rerun:\n{err}");
     assert!(!err.contains("uploaded  "), "nothing uploaded again:\n{err}");

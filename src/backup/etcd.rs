@@ -67,7 +67,13 @@ impl EtcdAccess for Client {
         let members = self.member_list().map_err(|e| e.to_string())?;
         Ok(members
             .into_iter()
-            .map(|m| MemberInfo { id: m.id, name: m.name, peer_urls: m.peer_urls, client_urls: m.client_urls, is_learner: m.is_learner })
+            .map(|m| MemberInfo {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_urls,
+                client_urls: m.client_urls,
+                is_learner: m.is_learner,
+            })
             .collect())
     }
 
@@ -93,6 +99,8 @@ impl EtcdAccess for Client {
     }
 
     fn put(&self, key: &str, value: &str) -> Result<(), String> {
-        Client::put(self, key.as_bytes(), value.as_bytes()).map(drop).map_err(|e| e.to_string())
+        Client::put(self, key.as_bytes(), value.as_bytes())
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }

@@ -113,7 +113,15 @@ pub fn seal(
     input: &mut impl BufRead,
     output: &mut impl Write,
 ) -> Result<u64, StreamError> {
-    seal_with_chunk(data_key, encrypted_key, aad_context, metadata, CHUNK_BYTES, input, output)
+    seal_with_chunk(
+        data_key,
+        encrypted_key,
+        aad_context,
+        metadata,
+        CHUNK_BYTES,
+        input,
+        output,
+    )
 }
 
 pub(crate) fn seal_with_chunk(
@@ -125,8 +133,12 @@ pub(crate) fn seal_with_chunk(
     input: &mut impl BufRead,
     output: &mut impl Write,
 ) -> Result<u64, StreamError> {
-    let key_len = u16::try_from(encrypted_key.len()).map_err(|_| StreamError::BadHeader("the encrypted data key is too long".into()))?;
-    let meta_len = u32::try_from(metadata.len()).ok().filter(|l| *l <= MAX_METADATA).ok_or_else(|| StreamError::BadHeader("metadata too long".into()))?;
+    let key_len = u16::try_from(encrypted_key.len())
+        .map_err(|_| StreamError::BadHeader("the encrypted data key is too long".into()))?;
+    let meta_len = u32::try_from(metadata.len())
+        .ok()
+        .filter(|l| *l <= MAX_METADATA)
+        .ok_or_else(|| StreamError::BadHeader("metadata too long".into()))?;
     // One data key per object, so a nonce never repeats under a key; a
     // random prefix from the OS keeps that true if keys were ever reused.
     let prefix: [u8; PREFIX_LEN] = Nonce::generate()[..PREFIX_LEN].try_into().expect("7 bytes");
@@ -158,7 +170,9 @@ pub(crate) fn seal_with_chunk(
         if last {
             break;
         }
-        counter = counter.checked_add(1).ok_or_else(|| StreamError::BadHeader("more chunks than a counter holds".into()))?;
+        counter = counter
+            .checked_add(1)
+            .ok_or_else(|| StreamError::BadHeader("more chunks than a counter holds".into()))?;
     }
     buf.iter_mut().for_each(|b| *b = 0);
     Ok(written)
@@ -181,7 +195,11 @@ pub fn read_header(input: &mut impl Read) -> Result<Header, StreamError> {
     }
     let encrypted_key = rest[..key_len].to_vec();
     let prefix: [u8; PREFIX_LEN] = rest[key_len..key_len + PREFIX_LEN].try_into().expect("7 bytes");
-    let chunk = u32::from_be_bytes(rest[key_len + PREFIX_LEN..key_len + PREFIX_LEN + 4].try_into().expect("4 bytes"));
+    let chunk = u32::from_be_bytes(
+        rest[key_len + PREFIX_LEN..key_len + PREFIX_LEN + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
     let meta_len = u32::from_be_bytes(rest[key_len + PREFIX_LEN + 4..].try_into().expect("4 bytes"));
     if chunk == 0 || chunk > MAX_CHUNK {
         return Err(StreamError::BadHeader(format!("chunk size {chunk}")));
@@ -196,13 +214,25 @@ pub fn read_header(input: &mut impl Read) -> Result<Header, StreamError> {
     let mut bytes = fixed.to_vec();
     bytes.extend_from_slice(&rest);
     bytes.extend_from_slice(&metadata);
-    Ok(Header { bytes, encrypted_key, prefix, chunk, metadata })
+    Ok(Header {
+        bytes,
+        encrypted_key,
+        prefix,
+        chunk,
+        metadata,
+    })
 }
 
 /// Opens the chunks after `header` into `output`; returns the plaintext
 /// length. On error, `output` holds unauthenticated bytes: the caller
 /// writes to a temporary file and discards it.
-pub fn open(header: &Header, data_key: &Secret, aad_context: &[u8], input: &mut impl BufRead, output: &mut impl Write) -> Result<u64, StreamError> {
+pub fn open(
+    header: &Header,
+    data_key: &Secret,
+    aad_context: &[u8],
+    input: &mut impl BufRead,
+    output: &mut impl Write,
+) -> Result<u64, StreamError> {
     let cipher = cipher(data_key)?;
     let mut aad = header.bytes.clone();
     aad.extend_from_slice(aad_context);
@@ -225,7 +255,9 @@ pub fn open(header: &Header, data_key: &Secret, aad_context: &[u8], input: &mut 
         if last {
             break;
         }
-        counter = counter.checked_add(1).ok_or(StreamError::Authentication { chunk: counter })?;
+        counter = counter
+            .checked_add(1)
+            .ok_or(StreamError::Authentication { chunk: counter })?;
     }
     buf.iter_mut().for_each(|b| *b = 0);
     Ok(total)
@@ -242,7 +274,16 @@ mod tests {
 
     fn sealed(plain: &[u8], chunk: u32) -> Vec<u8> {
         let mut out = Vec::new();
-        seal_with_chunk(&key(1), b"wrapped", b"ctx", b"{\"r\":1}", chunk, &mut Cursor::new(plain), &mut out).unwrap();
+        seal_with_chunk(
+            &key(1),
+            b"wrapped",
+            b"ctx",
+            b"{\"r\":1}",
+            chunk,
+            &mut Cursor::new(plain),
+            &mut out,
+        )
+        .unwrap();
         out
     }
 
@@ -291,12 +332,18 @@ mod tests {
 
     #[test]
     fn swapped_chunks_another_key_or_context_fail() {
-        let stored = sealed(&[1u8; 16].iter().chain([2u8; 16].iter()).copied().collect::<Vec<_>>(), 16);
+        let stored = sealed(
+            &[1u8; 16].iter().chain([2u8; 16].iter()).copied().collect::<Vec<_>>(),
+            16,
+        );
         let start = 26 + 7 + 7;
         let mut swapped = stored.clone();
         swapped[start..start + 32].copy_from_slice(&stored[start + 32..start + 64]);
         swapped[start + 32..start + 64].copy_from_slice(&stored[start..start + 32]);
-        assert!(matches!(opened(&swapped, &key(1), b"ctx"), Err(StreamError::Authentication { chunk: 0 })));
+        assert!(matches!(
+            opened(&swapped, &key(1), b"ctx"),
+            Err(StreamError::Authentication { chunk: 0 })
+        ));
         assert!(opened(&stored, &key(2), b"ctx").is_err());
         assert!(opened(&stored, &key(1), b"other").is_err());
     }
@@ -305,7 +352,13 @@ mod tests {
     fn a_secret_envelope_is_named_as_another_version() {
         let mut v1 = MAGIC.to_vec();
         v1.extend_from_slice(&[1, 0, 0]);
-        assert!(matches!(read_header(&mut Cursor::new(v1)), Err(StreamError::UnsupportedVersion(1))));
-        assert!(matches!(read_header(&mut Cursor::new(b"SQLite format 3".to_vec())), Err(StreamError::NotAnEnvelope)));
+        assert!(matches!(
+            read_header(&mut Cursor::new(v1)),
+            Err(StreamError::UnsupportedVersion(1))
+        ));
+        assert!(matches!(
+            read_header(&mut Cursor::new(b"SQLite format 3".to_vec())),
+            Err(StreamError::NotAnEnvelope)
+        ));
     }
 }

@@ -34,7 +34,11 @@ impl<O: Objects + ObjectFiles, K: Keys> StageBackups<'_, O, K> {
 
 impl<O: Objects + ObjectFiles, K: Keys> BackupHook for StageBackups<'_, O, K> {
     async fn history(&self) -> Result<bool, String> {
-        self.backups().newest().await.map(|newest| newest.is_some()).map_err(|e| e.to_string())
+        self.backups()
+            .newest()
+            .await
+            .map(|newest| newest.is_some())
+            .map_err(|e| e.to_string())
     }
 
     /// A backup through `cluster` (the other members): the key count is a

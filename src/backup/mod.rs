@@ -52,8 +52,14 @@ impl BackupId {
         let name = s.strip_prefix(PREFIX).unwrap_or(s);
         let name = name.strip_suffix(SUFFIX).unwrap_or(name);
         let (time, revision) = name.split_once("-r")?;
-        let revision: i64 = revision.parse().ok().filter(|r| *r >= 0 && revision.bytes().all(|b| b.is_ascii_digit()))?;
-        Some(BackupId { unix: parse_compact_time(time)?, revision })
+        let revision: i64 = revision
+            .parse()
+            .ok()
+            .filter(|r| *r >= 0 && revision.bytes().all(|b| b.is_ascii_digit()))?;
+        Some(BackupId {
+            unix: parse_compact_time(time)?,
+            revision,
+        })
     }
 
     /// Only a whole backup key: what pruning and listing act on.
@@ -72,13 +78,29 @@ impl std::fmt::Display for BackupId {
 /// `20261130T113500Z`
 pub fn compact_time(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// `2026-11-30T11:35:00Z`
 pub fn rfc3339(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 fn parse_compact_time(s: &str) -> Option<i64> {
@@ -88,7 +110,10 @@ fn parse_compact_time(s: &str) -> Option<i64> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
         let part = s.get(r)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
     };
     let month = time::Month::try_from(num(4..6)? as u8).ok()?;
     let date = time::Date::from_calendar_date(num(0..4)? as i32, month, num(6..8)? as u8).ok()?;
@@ -119,14 +144,20 @@ pub struct Metadata {
 
 impl Metadata {
     pub fn id(&self) -> BackupId {
-        BackupId { unix: self.unix, revision: self.revision }
+        BackupId {
+            unix: self.unix,
+            revision: self.revision,
+        }
     }
 
     /// As S3 user metadata (`x-amz-meta-nodeboot-*`), for display only: the
     /// authenticated copy is the one in the header.
     pub fn s3(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (crate::secrets::format::METADATA_KEY.to_string(), format::VERSION.to_string()),
+            (
+                crate::secrets::format::METADATA_KEY.to_string(),
+                format::VERSION.to_string(),
+            ),
             ("nodeboot-revision".to_string(), self.revision.to_string()),
             ("nodeboot-keys".to_string(), self.keys.to_string()),
             ("nodeboot-members".to_string(), self.members.to_string()),
@@ -159,7 +190,10 @@ mod tests {
 
     #[test]
     fn ids_round_trip_through_names_and_keys() {
-        let id = BackupId { unix: 1_790_000_000, revision: 1234 };
+        let id = BackupId {
+            unix: 1_790_000_000,
+            revision: 1234,
+        };
         assert_eq!(id.name(), "20260921T141320Z-r1234");
         assert_eq!(id.key(), "backups/etcd/20260921T141320Z-r1234.snapshot");
         assert_eq!(BackupId::parse("20260921T141320Z-r1234"), Some(id.clone()));
@@ -184,8 +218,14 @@ mod tests {
 
     #[test]
     fn keys_sort_by_time() {
-        let a = BackupId { unix: 1_790_000_000, revision: 99 };
-        let b = BackupId { unix: 1_790_000_001, revision: 1 };
+        let a = BackupId {
+            unix: 1_790_000_000,
+            revision: 99,
+        };
+        let b = BackupId {
+            unix: 1_790_000_001,
+            revision: 1,
+        };
         assert!(a.key() < b.key());
         assert!(a < b);
     }
@@ -194,7 +234,10 @@ mod tests {
     fn the_context_differs_from_a_secrets() {
         let ctx = context("prod", "backups/etcd/x.snapshot");
         assert_eq!(ctx["purpose"], "etcd-backup");
-        let secret = crate::secrets::Context { environment: "prod".into(), path: "backups/etcd/x.snapshot".into() };
+        let secret = crate::secrets::Context {
+            environment: "prod".into(),
+            path: "backups/etcd/x.snapshot".into(),
+        };
         assert_ne!(context_aad(&ctx), secret.aad());
     }
 }

@@ -78,18 +78,36 @@ pub enum RequestError {
     Bad { path: String, detail: String },
 }
 
-pub async fn read_json<T: for<'de> Deserialize<'de>, O: Objects, K: Keys>(store: &Store<'_, O, K>, path: &ObjectPath) -> Result<Option<T>, RequestError> {
-    let Some(fetched) = store.get(path).await? else { return Ok(None) };
-    serde_json::from_slice(fetched.secret.expose()).map(Some).map_err(|e| RequestError::Bad { path: path.to_string(), detail: e.to_string() })
+pub async fn read_json<T: for<'de> Deserialize<'de>, O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    path: &ObjectPath,
+) -> Result<Option<T>, RequestError> {
+    let Some(fetched) = store.get(path).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(fetched.secret.expose())
+        .map(Some)
+        .map_err(|e| RequestError::Bad {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })
 }
 
-pub async fn write_json<T: Serialize, O: Objects, K: Keys>(store: &Store<'_, O, K>, path: &ObjectPath, value: &T) -> Result<(), RequestError> {
+pub async fn write_json<T: Serialize, O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    path: &ObjectPath,
+    value: &T,
+) -> Result<(), RequestError> {
     store.put(path, &serde_json::to_vec(value).expect("serialises")).await?;
     Ok(())
 }
 
 /// Whether `member` reported `request` done.
-pub async fn is_done<O: Objects, K: Keys>(store: &Store<'_, O, K>, request: &Request, member: u32) -> Result<bool, RequestError> {
+pub async fn is_done<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    request: &Request,
+    member: u32,
+) -> Result<bool, RequestError> {
     let report: Option<Report> = read_json(store, &report_path(&request.id, member)).await?;
     Ok(report.is_some_and(|r| r.phase == Phase::Done))
 }
@@ -109,7 +127,12 @@ impl MemberIdentity {
     /// claimed member, the initial cluster from every member's tagged ENI
     /// (read from EC2, so a restore needs no `etcd.env`: after a total loss
     /// the etcd stage may have refused to write one).
-    pub fn from_enis(environment: &str, member: u32, enis: &[crate::cloud::NetworkInterface], data_dir: PathBuf) -> Result<MemberIdentity, String> {
+    pub fn from_enis(
+        environment: &str,
+        member: u32,
+        enis: &[crate::cloud::NetworkInterface],
+        data_dir: PathBuf,
+    ) -> Result<MemberIdentity, String> {
         let mut peers = BTreeMap::new();
         for eni in enis {
             let m: u32 = eni
@@ -123,11 +146,17 @@ impl MemberIdentity {
         }
         let peer = |ip: &str| format!("https://{ip}:{}", crate::stage::etcd::PEER_PORT);
         let name = |m: u32| crate::pki::etcd_member_name(environment, m);
-        let mine = peers.get(&member).ok_or_else(|| format!("no ENI is tagged member {member}"))?;
+        let mine = peers
+            .get(&member)
+            .ok_or_else(|| format!("no ENI is tagged member {member}"))?;
         Ok(MemberIdentity {
             name: name(member),
             peer_url: peer(mine),
-            initial_cluster: peers.iter().map(|(m, ip)| format!("{}={}", name(*m), peer(ip))).collect::<Vec<_>>().join(","),
+            initial_cluster: peers
+                .iter()
+                .map(|(m, ip)| format!("{}={}", name(*m), peer(ip)))
+                .collect::<Vec<_>>()
+                .join(","),
             token: format!("{environment}-etcd"),
             data_dir,
         })
@@ -144,17 +173,25 @@ pub struct Commands {
 }
 
 fn run(command: &[String], extra: &[&str]) -> Result<(), BackupError> {
-    let (program, lead) = command.split_first().ok_or_else(|| BackupError::Bad("an empty command".into()))?;
+    let (program, lead) = command
+        .split_first()
+        .ok_or_else(|| BackupError::Bad("an empty command".into()))?;
     let shown = format!("{} {}", command.join(" "), extra.join(" "));
     let out = Command::new(program)
         .args(lead)
         .args(extra)
         .env("ETCDCTL_API", "3")
         .output()
-        .map_err(|e| BackupError::Command { command: shown.clone(), detail: e.to_string() })?;
+        .map_err(|e| BackupError::Command {
+            command: shown.clone(),
+            detail: e.to_string(),
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(BackupError::Command { command: shown, detail: format!("{}: {}", out.status, stderr.trim().lines().last().unwrap_or("")) });
+        return Err(BackupError::Command {
+            command: shown,
+            detail: format!("{}: {}", out.status, stderr.trim().lines().last().unwrap_or("")),
+        });
     }
     Ok(())
 }
@@ -190,7 +227,14 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
 
     async fn report(&self, request: &Request, phase: Phase, revision: i64, detail: String) {
         info!(request = %request.id, phase = ?phase, "restore: {detail}");
-        let report = Report { request: request.id.clone(), member: self.member, phase, revision, detail, unix: super::service::now_unix() };
+        let report = Report {
+            request: request.id.clone(),
+            member: self.member,
+            phase,
+            revision,
+            detail,
+            unix: super::service::now_unix(),
+        };
         if let Err(e) = write_json(self.store, &report_path(&request.id, self.member), &report).await {
             tracing::warn!("restore: cannot report progress: {e}");
         }
@@ -198,12 +242,21 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
 
     /// Acts on `request` unless this member already finished it.
     pub async fn act(&self, request: &Request) -> Result<bool, BackupError> {
-        if is_done(self.store, request, self.member).await.map_err(|e| BackupError::Bad(e.to_string()))? {
+        if is_done(self.store, request, self.member)
+            .await
+            .map_err(|e| BackupError::Bad(e.to_string()))?
+        {
             return Ok(false);
         }
         match self.restore(request).await {
             Ok(revision) => {
-                self.report(request, Phase::Done, revision, format!("{} is healthy at revision {revision}", self.identity.name)).await;
+                self.report(
+                    request,
+                    Phase::Done,
+                    revision,
+                    format!("{} is healthy at revision {revision}", self.identity.name),
+                )
+                .await;
                 Ok(true)
             }
             Err(e) => {
@@ -214,20 +267,46 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
     }
 
     async fn restore(&self, request: &Request) -> Result<i64, BackupError> {
-        let id = request.backup_id().ok_or_else(|| BackupError::Bad(format!("restore request {}: bad backup name {:?}", request.id, request.backup)))?;
+        let id = request.backup_id().ok_or_else(|| {
+            BackupError::Bad(format!(
+                "restore request {}: bad backup name {:?}",
+                request.id, request.backup
+            ))
+        })?;
         let work = self.work();
         std::fs::create_dir_all(&work).map_err(|e| BackupError::io(&work, e))?;
         let marker = work.join(format!("{}.in-place", request.id));
         if !marker.exists() {
-            self.report(request, Phase::Stopping, 0, format!("stopping etcd ({})", self.commands.stop_etcd.join(" "))).await;
+            self.report(
+                request,
+                Phase::Stopping,
+                0,
+                format!("stopping etcd ({})", self.commands.stop_etcd.join(" ")),
+            )
+            .await;
             run(&self.commands.stop_etcd, &[])?;
-            self.report(request, Phase::Restoring, 0, format!("restoring backup {id} as {}", self.identity.name)).await;
+            self.report(
+                request,
+                Phase::Restoring,
+                0,
+                format!("restoring backup {id} as {}", self.identity.name),
+            )
+            .await;
             let staged = self.stage(request, &id).await?;
             self.swap_in(&staged, request)?;
             std::fs::write(&marker, id.name()).map_err(|e| BackupError::io(&marker, e))?;
             fsync_dir(&work);
         }
-        self.report(request, Phase::Starting, 0, format!("restored; starting etcd once every member has ({})", self.commands.start_etcd.join(" "))).await;
+        self.report(
+            request,
+            Phase::Starting,
+            0,
+            format!(
+                "restored; starting etcd once every member has ({})",
+                self.commands.start_etcd.join(" ")
+            ),
+        )
+        .await;
         self.wait_for_every_member(request).await?;
         run(&self.commands.start_etcd, &[])?;
         self.wait_healthy(id.revision).await
@@ -297,24 +376,30 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
     /// member reported that it stopped etcd and restored (Starting or Done).
     async fn wait_for_every_member(&self, request: &Request) -> Result<(), BackupError> {
         let policy = retry::Policy::new(Duration::from_millis(200), Duration::from_secs(2), self.wait);
-        retry::wait("every etcd member to stop and restore before etcd starts", policy, || async {
-            let mut waiting = Vec::new();
-            for m in (0..self.members).filter(|m| *m != self.member) {
-                match read_json::<Report, _, _>(self.store, &report_path(&request.id, m)).await {
-                    Ok(Some(r)) if matches!(r.phase, Phase::Starting | Phase::Done) => {}
-                    // A member that failed tries again at its next pass.
-                    Ok(Some(r)) if r.phase == Phase::Failed => waiting.push(format!("member {m} (failed, retrying: {})", r.detail)),
-                    Ok(Some(r)) => waiting.push(format!("member {m} ({:?})", r.phase)),
-                    Ok(None) => waiting.push(format!("member {m} (no report)")),
-                    Err(e) => return Attempt::Retry(e.to_string()),
+        retry::wait(
+            "every etcd member to stop and restore before etcd starts",
+            policy,
+            || async {
+                let mut waiting = Vec::new();
+                for m in (0..self.members).filter(|m| *m != self.member) {
+                    match read_json::<Report, _, _>(self.store, &report_path(&request.id, m)).await {
+                        Ok(Some(r)) if matches!(r.phase, Phase::Starting | Phase::Done) => {}
+                        // A member that failed tries again at its next pass.
+                        Ok(Some(r)) if r.phase == Phase::Failed => {
+                            waiting.push(format!("member {m} (failed, retrying: {})", r.detail))
+                        }
+                        Ok(Some(r)) => waiting.push(format!("member {m} ({:?})", r.phase)),
+                        Ok(None) => waiting.push(format!("member {m} (no report)")),
+                        Err(e) => return Attempt::Retry(e.to_string()),
+                    }
                 }
-            }
-            if waiting.is_empty() {
-                Attempt::Done(())
-            } else {
-                Attempt::Retry(format!("waiting for {}", waiting.join(", ")))
-            }
-        })
+                if waiting.is_empty() {
+                    Attempt::Done(())
+                } else {
+                    Attempt::Retry(format!("waiting for {}", waiting.join(", ")))
+                }
+            },
+        )
         .await
         .map_err(|e| BackupError::Timeout(e.to_string()))
     }
@@ -336,7 +421,11 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
 
 /// A new request's id: when it was made and what it restores.
 pub fn new_request(backup: &BackupId, now_unix: i64) -> Request {
-    Request { id: format!("{}-{}", compact_time(now_unix), backup.name()), backup: backup.name(), requested_unix: now_unix }
+    Request {
+        id: format!("{}-{}", compact_time(now_unix), backup.name()),
+        backup: backup.name(),
+        requested_unix: now_unix,
+    }
 }
 
 #[cfg(test)]
@@ -359,16 +448,36 @@ mod tests {
         let id = MemberIdentity::from_enis("e", 1, &enis, "/d".into()).unwrap();
         assert_eq!(id.name, "e-etcd-1");
         assert_eq!(id.peer_url, "https://10.0.11.10:2380");
-        assert_eq!(id.initial_cluster, "e-etcd-0=https://10.0.10.10:2380,e-etcd-1=https://10.0.11.10:2380");
+        assert_eq!(
+            id.initial_cluster,
+            "e-etcd-0=https://10.0.10.10:2380,e-etcd-1=https://10.0.11.10:2380"
+        );
         assert_eq!(id.token, "e-etcd");
-        assert!(MemberIdentity::from_enis("e", 2, &enis, "/d".into()).unwrap_err().contains("member 2"));
+        assert!(MemberIdentity::from_enis("e", 2, &enis, "/d".into())
+            .unwrap_err()
+            .contains("member 2"));
     }
 
     #[test]
     fn request_ids_name_time_and_backup() {
-        let r = new_request(&BackupId { unix: 1_790_000_000, revision: 9 }, 1_790_000_100);
+        let r = new_request(
+            &BackupId {
+                unix: 1_790_000_000,
+                revision: 9,
+            },
+            1_790_000_100,
+        );
         assert_eq!(r.id, "20260921T141500Z-20260921T141320Z-r9");
-        assert_eq!(report_path(&r.id, 2).as_str(), "backups/etcd/restore/20260921T141500Z-20260921T141320Z-r9/member-2");
-        assert_eq!(r.backup_id(), Some(BackupId { unix: 1_790_000_000, revision: 9 }));
+        assert_eq!(
+            report_path(&r.id, 2).as_str(),
+            "backups/etcd/restore/20260921T141500Z-20260921T141320Z-r9/member-2"
+        );
+        assert_eq!(
+            r.backup_id(),
+            Some(BackupId {
+                unix: 1_790_000_000,
+                revision: 9
+            })
+        );
     }
 }

@@ -22,7 +22,10 @@ pub struct Retention {
 impl Default for Retention {
     /// etcd-manager's: hourly for 7 days, daily for a year.
     fn default() -> Self {
-        Retention { hourly_for: Duration::from_secs(7 * 86_400), daily_for: Duration::from_secs(365 * 86_400) }
+        Retention {
+            hourly_for: Duration::from_secs(7 * 86_400),
+            daily_for: Duration::from_secs(365 * 86_400),
+        }
     }
 }
 
@@ -39,9 +42,17 @@ pub struct PrunePlan {
 pub fn plan(listing: Result<&[String], &str>, now_unix: i64, policy: Retention) -> PrunePlan {
     let keys = match listing {
         Ok(keys) => keys,
-        Err(why) => return PrunePlan { skipped: Some(format!("the listing failed ({why}); nothing is deleted")), ..Default::default() },
+        Err(why) => {
+            return PrunePlan {
+                skipped: Some(format!("the listing failed ({why}); nothing is deleted")),
+                ..Default::default()
+            }
+        }
     };
-    let mut backups: Vec<(BackupId, &String)> = keys.iter().filter_map(|k| BackupId::from_key(k).map(|id| (id, k))).collect();
+    let mut backups: Vec<(BackupId, &String)> = keys
+        .iter()
+        .filter_map(|k| BackupId::from_key(k).map(|id| (id, k)))
+        .collect();
     backups.sort();
     let Some(newest) = backups.last().map(|(id, _)| id.clone()) else {
         return PrunePlan::default();
@@ -62,7 +73,11 @@ pub fn plan(listing: Result<&[String], &str>, now_unix: i64, policy: Retention) 
             delete.push((*key).clone());
         }
     }
-    PrunePlan { kept: backups.len() - delete.len(), delete, skipped: None }
+    PrunePlan {
+        kept: backups.len() - delete.len(),
+        delete,
+        skipped: None,
+    }
 }
 
 #[cfg(test)]
@@ -81,7 +96,10 @@ mod tests {
     fn ages(listing: &[i64], policy: Retention) -> Vec<i64> {
         let keys: Vec<String> = listing.iter().map(|age| key(NOW - age)).collect();
         let plan = plan(Ok(&keys), NOW, policy);
-        plan.delete.iter().map(|k| NOW - BackupId::from_key(k).unwrap().unix).collect()
+        plan.delete
+            .iter()
+            .map(|k| NOW - BackupId::from_key(k).unwrap().unix)
+            .collect()
     }
 
     fn minutes(n: i64) -> i64 {
@@ -97,11 +115,20 @@ mod tests {
             // one backup, however old, is the newest: kept
             (vec![400 * D], vec![]),
             // every 15 minutes within the current hour: all but the hour's first go, the newest stays
-            (vec![0, minutes(15), minutes(30), minutes(45)], vec![minutes(15), minutes(30)]),
+            (
+                vec![0, minutes(15), minutes(30), minutes(45)],
+                vec![minutes(15), minutes(30)],
+            ),
             // hourly tier: the first of each clock hour
-            (vec![minutes(5), 2 * H + minutes(5), 2 * H + minutes(10)], vec![2 * H + minutes(5)]),
+            (
+                vec![minutes(5), 2 * H + minutes(5), 2 * H + minutes(10)],
+                vec![2 * H + minutes(5)],
+            ),
             // past 7 days: one per day
-            (vec![0, 8 * D + minutes(1), 8 * D + 3 * H, 8 * D + 5 * H], vec![8 * D + minutes(1), 8 * D + 3 * H]),
+            (
+                vec![0, 8 * D + minutes(1), 8 * D + 3 * H, 8 * D + 5 * H],
+                vec![8 * D + minutes(1), 8 * D + 3 * H],
+            ),
             // past a year: gone, unless it is the newest
             (vec![0, 366 * D, 500 * D], vec![366 * D, 500 * D]),
         ];
@@ -116,7 +143,10 @@ mod tests {
 
     #[test]
     fn a_shorter_policy_is_honoured() {
-        let p = Retention { hourly_for: Duration::from_secs(2 * 3600), daily_for: Duration::from_secs(3 * 86_400) };
+        let p = Retention {
+            hourly_for: Duration::from_secs(2 * 3600),
+            daily_for: Duration::from_secs(3 * 86_400),
+        };
         let deleted = ages(&[0, 3 * H, 4 * H, 4 * D], p);
         // 3 h ago is past the hourly tier and in the same day as 4 h ago, the day's first
         assert_eq!(deleted, vec![4 * D, 3 * H]);
@@ -124,13 +154,23 @@ mod tests {
 
     #[test]
     fn the_newest_is_kept_even_when_every_tier_is_zero() {
-        let p = Retention { hourly_for: Duration::ZERO, daily_for: Duration::ZERO };
+        let p = Retention {
+            hourly_for: Duration::ZERO,
+            daily_for: Duration::ZERO,
+        };
         assert_eq!(ages(&[10, 20, 30], p), vec![30, 20]);
     }
 
     #[test]
     fn a_failed_listing_deletes_nothing() {
-        let plan = plan(Err("ListObjectsV2: a truncated page came without a continuation token"), NOW, Retention { hourly_for: Duration::ZERO, daily_for: Duration::ZERO });
+        let plan = plan(
+            Err("ListObjectsV2: a truncated page came without a continuation token"),
+            NOW,
+            Retention {
+                hourly_for: Duration::ZERO,
+                daily_for: Duration::ZERO,
+            },
+        );
         assert!(plan.delete.is_empty());
         assert!(plan.skipped.unwrap().contains("nothing is deleted"));
     }

@@ -17,7 +17,10 @@ use super::{BackupId, Metadata};
 use crate::cloud::{Keys, ObjectFiles, Objects};
 
 pub fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// What a pass does about backups.
@@ -51,9 +54,14 @@ pub fn plan_backup(o: &Observed, interval: Duration) -> BackupDecision {
     if !o.is_leader {
         return BackupDecision::Wait("not the leader".into());
     }
-    let Some(newest) = &o.newest else { return BackupDecision::Take };
+    let Some(newest) = &o.newest else {
+        return BackupDecision::Take;
+    };
     if o.revision < newest.revision {
-        let restored_since = o.restored.as_ref().is_some_and(|(id, at)| *at >= newest.unix && id.revision <= o.revision);
+        let restored_since = o
+            .restored
+            .as_ref()
+            .is_some_and(|(id, at)| *at >= newest.unix && id.revision <= o.revision);
         if !restored_since {
             return BackupDecision::Refuse(format!(
                 "the cluster is at revision {}, behind the newest backup {newest}: an empty or rolled-back cluster is not backed up \
@@ -97,7 +105,10 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
         let taken = self.etcd.snapshot(endpoint, &snapshot).map_err(BackupError::Etcd);
         let result = match taken {
             Ok(from) => match self.etcd.status(&from) {
-                Ok(status) => self.seal_and_upload(&snapshot, (revision, keys), members, &status.version, unix).await,
+                Ok(status) => {
+                    self.seal_and_upload(&snapshot, (revision, keys), members, &status.version, unix)
+                        .await
+                }
                 Err(e) => Err(BackupError::Etcd(e)),
             },
             Err(e) => Err(e),
@@ -115,7 +126,14 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
         Ok(entry)
     }
 
-    async fn seal_and_upload(&self, snapshot: &Path, (revision, keys): (i64, u64), members: u32, version: &str, unix: i64) -> Result<Entry, BackupError> {
+    async fn seal_and_upload(
+        &self,
+        snapshot: &Path,
+        (revision, keys): (i64, u64),
+        members: u32,
+        version: &str,
+        unix: i64,
+    ) -> Result<Entry, BackupError> {
         let (sha256, size) = sha256_file(snapshot)?;
         let meta = Metadata {
             environment: self.backups.environment.clone(),
@@ -132,7 +150,12 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
     }
 
     /// One pass of the backup half: back up when due, then prune.
-    pub async fn pass(&self, interval: Duration, retention: Retention, restored: Option<(BackupId, i64)>) -> Result<Option<Entry>, BackupError> {
+    pub async fn pass(
+        &self,
+        interval: Duration,
+        retention: Retention,
+        restored: Option<(BackupId, i64)>,
+    ) -> Result<Option<Entry>, BackupError> {
         let status = match self.etcd.status(&self.endpoint) {
             Ok(s) => s,
             Err(e) => {
@@ -145,7 +168,13 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
             return Ok(None);
         }
         let newest = self.backups.newest().await?.map(|e| e.id);
-        let observed = Observed { now_unix: now_unix(), is_leader, revision: status.revision, newest, restored };
+        let observed = Observed {
+            now_unix: now_unix(),
+            is_leader,
+            revision: status.revision,
+            newest,
+            restored,
+        };
         match plan_backup(&observed, interval) {
             BackupDecision::Take => {}
             BackupDecision::Wait(why) => {
@@ -162,7 +191,12 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
         if let Some(why) = &plan.skipped {
             warn!("pruning skipped: {why}");
         } else if !plan.delete.is_empty() {
-            info!(deleted = plan.delete.len(), kept = plan.kept, "pruned old backups: {}", plan.delete.join(", "));
+            info!(
+                deleted = plan.delete.len(),
+                kept = plan.kept,
+                "pruned old backups: {}",
+                plan.delete.join(", ")
+            );
         }
         Ok(Some(entry))
     }
@@ -175,13 +209,22 @@ mod tests {
     const NOW: i64 = 1_790_000_000;
 
     fn id(age: i64, revision: i64) -> BackupId {
-        BackupId { unix: NOW - age, revision }
+        BackupId {
+            unix: NOW - age,
+            revision,
+        }
     }
 
     #[test]
     fn backs_up_on_the_leader_when_the_newest_is_older_than_the_interval() {
         let interval = Duration::from_secs(900);
-        let o = |is_leader, revision, newest, restored| Observed { now_unix: NOW, is_leader, revision, newest, restored };
+        let o = |is_leader, revision, newest, restored| Observed {
+            now_unix: NOW,
+            is_leader,
+            revision,
+            newest,
+            restored,
+        };
         let table = [
             (o(false, 10, None, None), "wait"),
             (o(true, 10, None, None), "take"),
@@ -191,9 +234,15 @@ mod tests {
             // an empty cluster after total loss does not back up over the real data
             (o(true, 1, Some(id(3600, 500)), None), "refuse"),
             // ...unless it was restored on request from an older backup since
-            (o(true, 300, Some(id(3600, 500)), Some((id(7200, 300), NOW - 60))), "take"),
+            (
+                o(true, 300, Some(id(3600, 500)), Some((id(7200, 300), NOW - 60))),
+                "take",
+            ),
             // a restore request older than the newest backup does not count
-            (o(true, 300, Some(id(3600, 500)), Some((id(7200, 300), NOW - 4000))), "refuse"),
+            (
+                o(true, 300, Some(id(3600, 500)), Some((id(7200, 300), NOW - 4000))),
+                "refuse",
+            ),
         ];
         for (observed, want) in table {
             let got = match plan_backup(&observed, interval) {

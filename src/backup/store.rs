@@ -15,7 +15,11 @@ use crate::cloud::{CloudError, Keys, ObjectFiles, Objects};
 pub enum BackupError {
     /// The object does not open: changed, cut short, another environment's.
     #[error("backup s3://{bucket}/{key} is refused: {reason}")]
-    Refused { bucket: String, key: String, reason: String },
+    Refused {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
     #[error("no backup s3://{bucket}/{key}")]
     NotFound { bucket: String, key: String },
     #[error("no backups under s3://{bucket}/{PREFIX}")]
@@ -38,7 +42,10 @@ pub enum BackupError {
 
 impl BackupError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        BackupError::Io { path: path.to_path_buf(), source }
+        BackupError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -96,11 +103,21 @@ pub struct Backups<'a, O, K> {
 
 impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     pub fn new(objects: &'a O, keys: &'a K, bucket: &str, environment: &str, key_id: &str) -> Self {
-        Backups { objects, keys, bucket: bucket.into(), environment: environment.into(), key_id: key_id.into() }
+        Backups {
+            objects,
+            keys,
+            bucket: bucket.into(),
+            environment: environment.into(),
+            key_id: key_id.into(),
+        }
     }
 
     fn refused(&self, key: &str, reason: impl std::fmt::Display) -> BackupError {
-        BackupError::Refused { bucket: self.bucket.clone(), key: key.to_string(), reason: reason.to_string() }
+        BackupError::Refused {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Seals the snapshot at `snapshot` (described by `meta`) through a
@@ -116,14 +133,30 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
             let output = File::create(&sealed_path).map_err(|e| BackupError::io(&sealed_path, e))?;
             let mut output = BufWriter::new(output);
             let meta_json = serde_json::to_vec(meta).expect("metadata serialises");
-            let n = format::seal(&data_key.plaintext, &data_key.ciphertext, &context_aad(&ctx), &meta_json, &mut BufReader::new(input), &mut output)
-                .map_err(|e| BackupError::Bad(format!("sealing {}: {e}", snapshot.display())))?;
-            output.into_inner().map_err(|e| BackupError::io(&sealed_path, e.into_error()))?.sync_all().map_err(|e| BackupError::io(&sealed_path, e))?;
+            let n = format::seal(
+                &data_key.plaintext,
+                &data_key.ciphertext,
+                &context_aad(&ctx),
+                &meta_json,
+                &mut BufReader::new(input),
+                &mut output,
+            )
+            .map_err(|e| BackupError::Bad(format!("sealing {}: {e}", snapshot.display())))?;
+            output
+                .into_inner()
+                .map_err(|e| BackupError::io(&sealed_path, e.into_error()))?
+                .sync_all()
+                .map_err(|e| BackupError::io(&sealed_path, e))?;
             Ok(n)
         })();
         let result = match sealed {
             Ok(size) if size > MAX_OBJECT_BYTES => Err(BackupError::TooLarge { size }),
-            Ok(size) => self.objects.put_file(&self.bucket, &key, &sealed_path, &meta.s3()).await.map(|_| size).map_err(BackupError::from),
+            Ok(size) => self
+                .objects
+                .put_file(&self.bucket, &key, &sealed_path, &meta.s3())
+                .await
+                .map(|_| size)
+                .map_err(BackupError::from),
             Err(e) => Err(e),
         };
         let _ = std::fs::remove_file(&sealed_path);
@@ -137,7 +170,13 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
             .list(&self.bucket, PREFIX)
             .await?
             .into_iter()
-            .filter_map(|o| BackupId::from_key(&o.key).map(|id| Entry { id, key: o.key, size: o.size }))
+            .filter_map(|o| {
+                BackupId::from_key(&o.key).map(|id| Entry {
+                    id,
+                    key: o.key,
+                    size: o.size,
+                })
+            })
             .collect();
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(entries)
@@ -177,28 +216,59 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
 
     async fn download_into(&self, key: &str, sealed_path: &Path, partial: &Path) -> Result<Metadata, BackupError> {
         if self.objects.get_file(&self.bucket, key, sealed_path).await?.is_none() {
-            return Err(BackupError::NotFound { bucket: self.bucket.clone(), key: key.to_string() });
+            return Err(BackupError::NotFound {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+            });
         }
         let file = File::open(sealed_path).map_err(|e| BackupError::io(sealed_path, e))?;
         let mut input = BufReader::new(file);
         let header = format::read_header(&mut input).map_err(|e| self.refused(key, e))?;
         let ctx = context(&self.environment, key);
-        let data_key = self.keys.decrypt(&self.key_id, &header.encrypted_key, &ctx).await.map_err(|e| {
-            if e.code.as_deref().is_some_and(|c| c.contains("Invalid") || c.contains("Denied") || c.contains("Incorrect")) {
-                self.refused(key, format!("KMS would not unwrap its data key ({})", e.code.as_deref().unwrap_or_default()))
-            } else {
-                BackupError::Cloud(e)
-            }
-        })?;
+        let data_key = self
+            .keys
+            .decrypt(&self.key_id, &header.encrypted_key, &ctx)
+            .await
+            .map_err(|e| {
+                if e.code
+                    .as_deref()
+                    .is_some_and(|c| c.contains("Invalid") || c.contains("Denied") || c.contains("Incorrect"))
+                {
+                    self.refused(
+                        key,
+                        format!(
+                            "KMS would not unwrap its data key ({})",
+                            e.code.as_deref().unwrap_or_default()
+                        ),
+                    )
+                } else {
+                    BackupError::Cloud(e)
+                }
+            })?;
         let output = File::create(partial).map_err(|e| BackupError::io(partial, e))?;
-        let mut output = Hashing { inner: BufWriter::new(output), hasher: Sha256::new() };
-        let size = format::open(&header, &data_key, &context_aad(&ctx), &mut input, &mut output).map_err(|e| self.refused(key, e))?;
+        let mut output = Hashing {
+            inner: BufWriter::new(output),
+            hasher: Sha256::new(),
+        };
+        let size = format::open(&header, &data_key, &context_aad(&ctx), &mut input, &mut output)
+            .map_err(|e| self.refused(key, e))?;
         let Hashing { inner, hasher } = output;
-        inner.into_inner().map_err(|e| BackupError::io(partial, e.into_error()))?.sync_all().map_err(|e| BackupError::io(partial, e))?;
-        let meta: Metadata = serde_json::from_slice(&header.metadata).map_err(|e| self.refused(key, format!("unreadable metadata: {e}")))?;
+        inner
+            .into_inner()
+            .map_err(|e| BackupError::io(partial, e.into_error()))?
+            .sync_all()
+            .map_err(|e| BackupError::io(partial, e))?;
+        let meta: Metadata = serde_json::from_slice(&header.metadata)
+            .map_err(|e| self.refused(key, format!("unreadable metadata: {e}")))?;
         let sha = hex::encode(hasher.finalize());
         if sha != meta.sha256 || size != meta.size {
-            return Err(self.refused(key, format!("the snapshot's SHA-256 {sha} ({size} bytes) is not the recorded {} ({} bytes)", meta.sha256, meta.size)));
+            return Err(self.refused(
+                key,
+                format!(
+                    "the snapshot's SHA-256 {sha} ({size} bytes) is not the recorded {} ({} bytes)",
+                    meta.sha256, meta.size
+                ),
+            ));
         }
         if BackupId::from_key(key) != Some(meta.id()) {
             return Err(self.refused(key, format!("its metadata names backup {}", meta.id())));
@@ -210,7 +280,9 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     /// listing deletes nothing.
     pub async fn prune(&self, now_unix: i64, policy: Retention) -> Result<PrunePlan, BackupError> {
         let listing = self.objects.list(&self.bucket, PREFIX).await;
-        let keys: Result<Vec<String>, String> = listing.map(|l| l.into_iter().map(|o| o.key).collect()).map_err(|e| e.to_string());
+        let keys: Result<Vec<String>, String> = listing
+            .map(|l| l.into_iter().map(|o| o.key).collect())
+            .map_err(|e| e.to_string());
         let plan = match &keys {
             Ok(keys) => retention::plan(Ok(keys), now_unix, policy),
             Err(e) => retention::plan(Err(e), now_unix, policy),

@@ -17,7 +17,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Transient failures (connection refused while the network comes up,
 /// timeouts, 5xx) are retried for this long; a 404 is an answer, not a failure.
-pub const RETRY: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(2), Duration::from_secs(20));
+pub const RETRY: Policy = Policy::new(
+    Duration::from_millis(100),
+    Duration::from_secs(2),
+    Duration::from_secs(20),
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImdsError {
@@ -50,7 +54,12 @@ impl Imds {
             .proxy(None)
             .build()
             .into();
-        Imds { endpoint: endpoint.trim_end_matches('/').to_string(), agent, token: RefCell::new(None), policy: RETRY }
+        Imds {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            agent,
+            token: RefCell::new(None),
+            policy: RETRY,
+        }
     }
 
     pub fn from_env() -> Self {
@@ -63,12 +72,19 @@ impl Imds {
     }
 
     fn unavailable(&self, detail: impl ToString) -> ImdsError {
-        ImdsError::Unavailable { endpoint: self.endpoint.clone(), detail: detail.to_string() }
+        ImdsError::Unavailable {
+            endpoint: self.endpoint.clone(),
+            detail: detail.to_string(),
+        }
     }
 
     fn fetch_token(&self) -> Attempt<String, ImdsError> {
         let url = format!("{}/latest/api/token", self.endpoint);
-        let response = self.agent.put(&url).header("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECONDS).send_empty();
+        let response = self
+            .agent
+            .put(&url)
+            .header("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECONDS)
+            .send_empty();
         let mut response = match response {
             Ok(r) => r,
             Err(e) => return Attempt::Retry(self.unavailable(e)),
@@ -77,12 +93,18 @@ impl Imds {
         match status {
             200 => match response.body_mut().read_to_string() {
                 Ok(token) if !token.trim().is_empty() && token.len() < 512 => Attempt::Done(token.trim().to_string()),
-                Ok(_) => Attempt::Fail(ImdsError::Bad { path: "/latest/api/token".into(), detail: "empty or oversized token".into() }),
+                Ok(_) => Attempt::Fail(ImdsError::Bad {
+                    path: "/latest/api/token".into(),
+                    detail: "empty or oversized token".into(),
+                }),
                 Err(e) => Attempt::Retry(self.unavailable(e)),
             },
             500..=599 => Attempt::Retry(self.unavailable(format!("HTTP {status} for a token"))),
             // 400/403/404/405: IMDSv2 is off or refuses us; v1 is never tried.
-            _ => Attempt::Fail(ImdsError::NoToken { endpoint: self.endpoint.clone(), status }),
+            _ => Attempt::Fail(ImdsError::NoToken {
+                endpoint: self.endpoint.clone(),
+                status,
+            }),
         }
     }
 
@@ -105,12 +127,18 @@ impl Imds {
         match status {
             200 => match response.body_mut().with_config().limit(64 * 1024).read_to_string() {
                 Ok(body) => Attempt::Done(Fetch::Found(body)),
-                Err(e) => Attempt::Fail(ImdsError::Bad { path: path.into(), detail: format!("unreadable answer: {e}") }),
+                Err(e) => Attempt::Fail(ImdsError::Bad {
+                    path: path.into(),
+                    detail: format!("unreadable answer: {e}"),
+                }),
             },
             404 => Attempt::Done(Fetch::Missing),
             401 => Attempt::Done(Fetch::Unauthorized),
             500..=599 => Attempt::Retry(self.unavailable(format!("HTTP {status} for {path}"))),
-            _ => Attempt::Fail(ImdsError::Bad { path: path.into(), detail: format!("HTTP {status}") }),
+            _ => Attempt::Fail(ImdsError::Bad {
+                path: path.into(),
+                detail: format!("HTTP {status}"),
+            }),
         }
     }
 }
@@ -128,7 +156,10 @@ impl Metadata for Imds {
                 Fetch::Unauthorized => *self.token.borrow_mut() = None,
             }
         }
-        Err(ImdsError::NoToken { endpoint: self.endpoint.clone(), status: 401 })
+        Err(ImdsError::NoToken {
+            endpoint: self.endpoint.clone(),
+            status: 401,
+        })
     }
 }
 

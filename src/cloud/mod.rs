@@ -154,17 +154,42 @@ impl std::error::Error for CloudError {}
 /// The EC2 operations the attach stage needs.
 pub trait Compute {
     fn volumes(&self, filter: &ClusterFilter) -> impl Future<Output = Result<Vec<Volume>, CloudError>>;
-    fn network_interfaces(&self, filter: &ClusterFilter) -> impl Future<Output = Result<Vec<NetworkInterface>, CloudError>>;
+    fn network_interfaces(
+        &self,
+        filter: &ClusterFilter,
+    ) -> impl Future<Output = Result<Vec<NetworkInterface>, CloudError>>;
     fn volume(&self, id: &str) -> impl Future<Output = Result<Volume, CloudError>>;
     fn network_interface(&self, id: &str) -> impl Future<Output = Result<NetworkInterface, CloudError>>;
     /// States of the given instances, every page; an id missing from the
     /// listing is asked for once more by id, and comes back `Unknown` if
     /// still missing.
-    fn instance_states(&self, ids: &[String]) -> impl Future<Output = Result<BTreeMap<String, InstanceState>, CloudError>>;
-    fn attach_volume(&self, volume_id: &str, instance_id: &str, device: &str) -> impl Future<Output = Result<(), CloudError>>;
-    fn detach_volume(&self, volume_id: &str, instance_id: &str, force: bool) -> impl Future<Output = Result<(), CloudError>>;
-    fn attach_network_interface(&self, eni_id: &str, instance_id: &str, device_index: i32) -> impl Future<Output = Result<(), CloudError>>;
-    fn detach_network_interface(&self, attachment_id: &str, force: bool) -> impl Future<Output = Result<(), CloudError>>;
+    fn instance_states(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, InstanceState>, CloudError>>;
+    fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+    ) -> impl Future<Output = Result<(), CloudError>>;
+    fn detach_volume(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        force: bool,
+    ) -> impl Future<Output = Result<(), CloudError>>;
+    fn attach_network_interface(
+        &self,
+        eni_id: &str,
+        instance_id: &str,
+        device_index: i32,
+    ) -> impl Future<Output = Result<(), CloudError>>;
+    fn detach_network_interface(
+        &self,
+        attachment_id: &str,
+        force: bool,
+    ) -> impl Future<Output = Result<(), CloudError>>;
     /// Adds (or overwrites) one tag on a volume.
     fn tag_volume(&self, volume_id: &str, key: &str, value: &str) -> impl Future<Output = Result<(), CloudError>>;
     /// API calls made so far (SDK retries not counted).
@@ -206,9 +231,20 @@ pub trait Objects {
     /// whole listing: a caller never sees a partial one.
     fn list(&self, bucket: &str, prefix: &str) -> impl Future<Output = Result<Vec<ObjectEntry>, CloudError>>;
     /// `Ok(None)` when there is no such key. Objects over `max_bytes` are refused.
-    fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> impl Future<Output = Result<Option<StoredObject>, CloudError>>;
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<Option<StoredObject>, CloudError>>;
     /// Stores `body`; returns the new ETag.
-    fn put(&self, bucket: &str, key: &str, body: Vec<u8>, metadata: &BTreeMap<String, String>) -> impl Future<Output = Result<String, CloudError>>;
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String, CloudError>>;
     fn delete(&self, bucket: &str, key: &str) -> impl Future<Output = Result<(), CloudError>>;
     /// API calls made so far (SDK retries not counted).
     fn api_calls(&self) -> u32;
@@ -253,12 +289,25 @@ pub struct DataKey {
 /// The KMS operations of the secrets: envelope encryption and `prereqs`.
 pub trait Keys {
     /// A 256-bit data key under `key_id`, bound to `context`.
-    fn generate_data_key(&self, key_id: &str, context: &BTreeMap<String, String>) -> impl Future<Output = Result<DataKey, CloudError>>;
+    fn generate_data_key(
+        &self,
+        key_id: &str,
+        context: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<DataKey, CloudError>>;
     /// Unwraps a data key; KMS checks the key and the context.
-    fn decrypt(&self, key_id: &str, ciphertext: &[u8], context: &BTreeMap<String, String>) -> impl Future<Output = Result<crate::secrets::Secret, CloudError>>;
+    fn decrypt(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        context: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<crate::secrets::Secret, CloudError>>;
     /// `Ok(None)` when no key or alias has that name.
     fn describe_key(&self, key_id: &str) -> impl Future<Output = Result<Option<KeyInfo>, CloudError>>;
-    fn create_key(&self, description: &str, tags: &BTreeMap<String, String>) -> impl Future<Output = Result<KeyInfo, CloudError>>;
+    fn create_key(
+        &self,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<KeyInfo, CloudError>>;
     fn create_alias(&self, alias: &str, key_id: &str) -> impl Future<Output = Result<(), CloudError>>;
     fn api_calls(&self) -> u32;
 }
@@ -302,9 +351,20 @@ pub struct ObjectHead {
 /// local file and the bucket.
 pub trait ObjectFiles {
     /// Uploads the file at `path` (one PutObject, streamed from disk).
-    fn put_file(&self, bucket: &str, key: &str, path: &std::path::Path, metadata: &BTreeMap<String, String>) -> impl Future<Output = Result<String, CloudError>>;
+    fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+        metadata: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String, CloudError>>;
     /// Streams the object into `path`; `Ok(None)` when there is no such key.
-    fn get_file(&self, bucket: &str, key: &str, path: &std::path::Path) -> impl Future<Output = Result<Option<ObjectHead>, CloudError>>;
+    fn get_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+    ) -> impl Future<Output = Result<Option<ObjectHead>, CloudError>>;
     /// `Ok(None)` when there is no such key.
     fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<ObjectHead>, CloudError>>;
 }

@@ -20,7 +20,11 @@ use crate::pki::etcd_member_name;
 use crate::retry::{self, Attempt, Policy};
 use crate::stage::etcd::{observe_cluster, EtcdError, CLIENT_PORT};
 
-const REMOVE_RETRY: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(3), Duration::from_secs(60));
+const REMOVE_RETRY: Policy = Policy::new(
+    Duration::from_millis(500),
+    Duration::from_secs(3),
+    Duration::from_secs(60),
+);
 
 /// What `remove-member` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +42,26 @@ fn index_of(environment: &str, name: &str) -> Option<u32> {
 
 /// Pure: members go highest first (Terraform deletes the highest indices
 /// when `etcd_count` goes down), and never below quorum.
-pub fn plan_remove(environment: &str, members: &[Member], healthy: &BTreeSet<u64>, index: u32, peer_url: &str) -> RemovePlan {
+pub fn plan_remove(
+    environment: &str,
+    members: &[Member],
+    healthy: &BTreeSet<u64>,
+    index: u32,
+    peer_url: &str,
+) -> RemovePlan {
     let name = etcd_member_name(environment, index);
-    let Some(target) = members.iter().find(|m| m.name == name || m.peer_urls.iter().any(|u| u == peer_url)) else {
+    let Some(target) = members
+        .iter()
+        .find(|m| m.name == name || m.peer_urls.iter().any(|u| u == peer_url))
+    else {
         return RemovePlan::AlreadyGone;
     };
-    if let Some(higher) = members.iter().filter_map(|m| index_of(environment, &m.name)).filter(|i| *i > index).max() {
+    if let Some(higher) = members
+        .iter()
+        .filter_map(|m| index_of(environment, &m.name))
+        .filter(|i| *i > index)
+        .max()
+    {
         return RemovePlan::Refuse(format!(
             "{} is still a member: remove members from the highest down ({} first), as Terraform deletes the highest when etcd_count goes down",
             etcd_member_name(environment, higher),
@@ -63,26 +81,53 @@ pub fn plan_remove(environment: &str, members: &[Member], healthy: &BTreeSet<u64
 }
 
 /// `nodeboot etcd remove-member --env F [--dir D] [--endpoints URLS] MEMBER`.
-pub fn remove_member(env_path: &Path, dir: Option<&Path>, endpoints: &[String], member: &str) -> Result<Vec<String>, Error> {
+pub fn remove_member(
+    env_path: &Path,
+    dir: Option<&Path>,
+    endpoints: &[String],
+    member: &str,
+) -> Result<Vec<String>, Error> {
     let env = load_env(env_path)?.env;
     let index = member
         .parse::<u32>()
         .ok()
         .or_else(|| index_of(&env.name, member))
-        .ok_or_else(|| Error::Refused(format!("{member:?} is no member of {}: give its index or its name {}", env.name, etcd_member_name(&env.name, 0))))?;
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "{member:?} is no member of {}: give its index or its name {}",
+                env.name,
+                etcd_member_name(&env.name, 0)
+            ))
+        })?;
     let layout = members_up_to(&env, index);
-    let peer_url = format!("https://{}:{}", layout[index as usize].ip, crate::stage::etcd::PEER_PORT);
+    let peer_url = format!(
+        "https://{}:{}",
+        layout[index as usize].ip,
+        crate::stage::etcd::PEER_PORT
+    );
     let endpoints: Vec<String> = if endpoints.is_empty() {
-        layout.iter().filter(|m| m.index != index).map(|m| format!("https://{}:{CLIENT_PORT}", m.ip)).collect()
+        layout
+            .iter()
+            .filter(|m| m.index != index)
+            .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
+            .collect()
     } else {
         endpoints.to_vec()
     };
     let client = Client::new(endpoints, &operator_tls(&env, dir)).map_err(|e| Error::Etcd(e.into()))?;
     let view = observe_cluster(&client)
         .map_err(|e| Error::Etcd(e.into()))?
-        .ok_or_else(|| Error::Etcd(EtcdError::NoQuorum { member: member.into(), reason: "no member answers".into() }))?;
+        .ok_or_else(|| {
+            Error::Etcd(EtcdError::NoQuorum {
+                member: member.into(),
+                reason: "no member answers".into(),
+            })
+        })?;
     match plan_remove(&env.name, &view.members, &view.healthy, index, &peer_url) {
-        RemovePlan::AlreadyGone => Ok(vec![format!("{} is not a member (already removed)", etcd_member_name(&env.name, index))]),
+        RemovePlan::AlreadyGone => Ok(vec![format!(
+            "{} is not a member (already removed)",
+            etcd_member_name(&env.name, index)
+        )]),
         RemovePlan::Refuse(reason) => Err(Error::Refused(reason)),
         RemovePlan::Remove(m) => {
             // etcd answers "unhealthy cluster" (retryable) until the others
@@ -99,8 +144,16 @@ pub fn remove_member(env_path: &Path, dir: Option<&Path>, endpoints: &[String], 
             })?;
             info!("removed etcd member {} ({})", m.hex_id(), m.name);
             let left = client.member_list().map_err(|e| Error::Etcd(e.into()))?;
-            let mut lines = vec![format!("removed {} ({}, {})", etcd_member_name(&env.name, index), m.hex_id(), m.peer_urls.join(","))];
-            lines.push(format!("members now: {}", left.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")));
+            let mut lines = vec![format!(
+                "removed {} ({}, {})",
+                etcd_member_name(&env.name, index),
+                m.hex_id(),
+                m.peer_urls.join(",")
+            )];
+            lines.push(format!(
+                "members now: {}",
+                left.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
             Ok(lines)
         }
     }
@@ -115,8 +168,15 @@ fn members_up_to(env: &Environment, index: u32) -> Vec<crate::env::Member> {
 }
 
 fn operator_tls(env: &Environment, dir: Option<&Path>) -> TlsFiles {
-    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| crate::secrets::layout::default_dir(&env.name)).join("secure/etcd");
-    TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("client.crt"), key: dir.join("client.key") }
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::secrets::layout::default_dir(&env.name))
+        .join("secure/etcd");
+    TlsFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("client.crt"),
+        key: dir.join("client.key"),
+    }
 }
 
 #[cfg(test)]
@@ -140,14 +200,23 @@ mod tests {
     #[test]
     fn members_are_removed_highest_first_and_only_with_quorum() {
         let all: BTreeSet<u64> = (1..=5).collect();
-        assert_eq!(plan_remove("e", &five(), &all, 4, "x"), RemovePlan::Remove(m(5, "e-etcd-4", false)));
+        assert_eq!(
+            plan_remove("e", &five(), &all, 4, "x"),
+            RemovePlan::Remove(m(5, "e-etcd-4", false))
+        );
         match plan_remove("e", &five(), &all, 3, "x") {
             RemovePlan::Refuse(r) => assert!(r.contains("e-etcd-4 first"), "{r}"),
             p => panic!("{p:?}"),
         }
         let four: Vec<Member> = five().into_iter().take(4).collect();
-        assert_eq!(plan_remove("e", &four, &all, 4, "https://10.0.0.5:2380"), RemovePlan::AlreadyGone);
-        assert_eq!(plan_remove("e", &four, &all, 3, "x"), RemovePlan::Remove(m(4, "e-etcd-3", false)));
+        assert_eq!(
+            plan_remove("e", &four, &all, 4, "https://10.0.0.5:2380"),
+            RemovePlan::AlreadyGone
+        );
+        assert_eq!(
+            plan_remove("e", &four, &all, 3, "x"),
+            RemovePlan::Remove(m(4, "e-etcd-3", false))
+        );
         // Four members, two of the remaining three down: no quorum after the removal.
         let two: BTreeSet<u64> = [1, 4].into();
         match plan_remove("e", &four, &two, 3, "x") {
@@ -157,6 +226,9 @@ mod tests {
         // An unstarted member is found by its peer URL.
         let mut with_new = four.clone();
         with_new.push(m(9, "", true));
-        assert_eq!(plan_remove("e", &with_new, &all, 4, "https://10.0.0.9:2380"), RemovePlan::Remove(m(9, "", true)));
+        assert_eq!(
+            plan_remove("e", &with_new, &all, 4, "https://10.0.0.9:2380"),
+            RemovePlan::Remove(m(9, "", true))
+        );
     }
 }

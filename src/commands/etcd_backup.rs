@@ -25,10 +25,10 @@ use crate::backup::service::{now_unix, NodeBackup};
 use crate::backup::store::{BackupError, Backups, Entry};
 use crate::backup::{rfc3339, BackupId};
 use crate::cloud::aws::{self, Kms, S3};
+use crate::cloud::Compute;
 use crate::env::Environment;
 use crate::error::Error;
 use crate::etcd::{Client, TlsFiles};
-use crate::cloud::Compute;
 use crate::node_config::ETCD_MOUNT_POINT;
 use crate::retry::{self, Attempt};
 use crate::secrets::Store;
@@ -52,7 +52,12 @@ fn with_operator<T>(env: &Environment, work: impl AsyncFnOnce(&S3, &Kms) -> Resu
 
 fn age(unix: i64) -> String {
     let secs = (now_unix() - unix).max(0) as u64;
-    humantime::format_duration(Duration::from_secs(secs)).to_string().split(' ').take(2).collect::<Vec<_>>().join(" ")
+    humantime::format_duration(Duration::from_secs(secs))
+        .to_string()
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Serialize)]
@@ -65,7 +70,13 @@ struct BackupRow {
 }
 
 fn row(e: &Entry) -> BackupRow {
-    BackupRow { id: e.id.name(), time: rfc3339(e.id.unix), age_seconds: now_unix() - e.id.unix, revision: e.id.revision, bytes: e.size }
+    BackupRow {
+        id: e.id.name(),
+        time: rfc3339(e.id.unix),
+        age_seconds: now_unix() - e.id.unix,
+        revision: e.id.revision,
+        bytes: e.size,
+    }
 }
 
 /// `nodeboot etcd backups`: every backup, oldest first.
@@ -76,11 +87,23 @@ pub fn list(env_path: &Path, output: Output) -> Result<String, Error> {
         Output::Json => serde_json::to_string_pretty(&entries.iter().map(row).collect::<Vec<_>>()).expect("serialises"),
         Output::Table => {
             let mut t = comfy_table::Table::new();
-            t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED).set_header(vec!["Backup", "Time", "Age", "Revision", "Bytes"]);
+            t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED)
+                .set_header(vec!["Backup", "Time", "Age", "Revision", "Bytes"]);
             for e in &entries {
-                t.add_row(vec![e.id.name(), rfc3339(e.id.unix), age(e.id.unix), e.id.revision.to_string(), e.size.to_string()]);
+                t.add_row(vec![
+                    e.id.name(),
+                    rfc3339(e.id.unix),
+                    age(e.id.unix),
+                    e.id.revision.to_string(),
+                    e.size.to_string(),
+                ]);
             }
-            format!("{t}\n{} backup(s) in s3://{}/{}", entries.len(), env.secrets_bucket_name, crate::backup::PREFIX)
+            format!(
+                "{t}\n{} backup(s) in s3://{}/{}",
+                entries.len(),
+                env.secrets_bucket_name,
+                crate::backup::PREFIX
+            )
         }
     })
 }
@@ -88,8 +111,15 @@ pub fn list(env_path: &Path, output: Output) -> Result<String, Error> {
 /// A client of `endpoints` with the operator's etcd client certificate
 /// (`secure/etcd/client.*` of the local secrets tree, `dir` or the default).
 pub fn operator_client(env: &Environment, dir: Option<&Path>, endpoints: Vec<String>) -> Result<Client, Error> {
-    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| crate::secrets::layout::default_dir(&env.name)).join("secure/etcd");
-    let tls = TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("client.crt"), key: dir.join("client.key") };
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::secrets::layout::default_dir(&env.name))
+        .join("secure/etcd");
+    let tls = TlsFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("client.crt"),
+        key: dir.join("client.key"),
+    };
     Client::new(endpoints, &tls).map_err(|e| Error::Etcd(e.into()))
 }
 
@@ -131,13 +161,18 @@ pub struct StatusOptions {
 pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> {
     let env = load_env(env_path)?.env;
     let endpoints: Vec<String> = if options.endpoints.is_empty() {
-        env.etcd_members().iter().map(|m| format!("https://{}:{CLIENT_PORT}", m.ip)).collect()
+        env.etcd_members()
+            .iter()
+            .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
+            .collect()
     } else {
         options.endpoints.clone()
     };
     let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
-    let names: std::collections::BTreeMap<u64, String> =
-        etcd.members().map(|ms| ms.into_iter().map(|m| (m.id, m.name)).collect()).unwrap_or_default();
+    let names: std::collections::BTreeMap<u64, String> = etcd
+        .members()
+        .map(|ms| ms.into_iter().map(|m| (m.id, m.name)).collect())
+        .unwrap_or_default();
     let mut rows = Vec::new();
     let mut leaders = std::collections::BTreeSet::new();
     for endpoint in &endpoints {
@@ -147,7 +182,10 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
                     leaders.insert(s.leader);
                 }
                 rows.push(MemberRow {
-                    name: names.get(&s.member_id).cloned().unwrap_or_else(|| format!("{:x}", s.member_id)),
+                    name: names
+                        .get(&s.member_id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{:x}", s.member_id)),
                     endpoint: endpoint.clone(),
                     healthy: s.leader != 0,
                     leader: s.leader == s.member_id,
@@ -177,7 +215,9 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
         warn!("cannot list the backups: {e}");
         None
     });
-    let leader = (leaders.len() == 1).then(|| leaders.iter().next().and_then(|id| names.get(id).cloned())).flatten();
+    let leader = (leaders.len() == 1)
+        .then(|| leaders.iter().next().and_then(|id| names.get(id).cloned()))
+        .flatten();
     let healthy = rows.iter().all(|r| r.healthy) && leaders.len() == 1;
     let report = StatusReport {
         environment: env.name.clone(),
@@ -195,14 +235,19 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
         Ok(text)
     } else {
         println!("{text}");
-        Err(Error::Unhealthy(format!("etcd of {} is not healthy (see above)", env.name)))
+        Err(Error::Unhealthy(format!(
+            "etcd of {} is not healthy (see above)",
+            env.name
+        )))
     }
 }
 
 fn status_table(r: &StatusReport) -> String {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED)
-        .set_header(vec!["Member", "Endpoint", "Health", "Leader", "Revision", "Term", "DB size", "In use", "Version"]);
+        .set_header(vec![
+            "Member", "Endpoint", "Health", "Leader", "Revision", "Term", "DB size", "In use", "Version",
+        ]);
     for m in &r.members {
         t.add_row(vec![
             m.name.clone(),
@@ -235,10 +280,22 @@ fn status_table(r: &StatusReport) -> String {
 async fn choose(b: &Backups<'_, S3, Kms>, wanted: Option<&str>) -> Result<Entry, Error> {
     let entries = b.list().await?;
     match wanted {
-        None => entries.last().cloned().ok_or_else(|| BackupError::NoBackups { bucket: b.bucket.clone() }.into()),
+        None => entries.last().cloned().ok_or_else(|| {
+            BackupError::NoBackups {
+                bucket: b.bucket.clone(),
+            }
+            .into()
+        }),
         Some(w) => {
-            let id = BackupId::parse(w).ok_or_else(|| Error::Refused(format!("{w:?} is not a backup id (see `nodeboot etcd backups`)")))?;
-            entries.into_iter().find(|e| e.id == id).ok_or_else(|| BackupError::NotFound { bucket: b.bucket.clone(), key: id.key() }.into())
+            let id = BackupId::parse(w)
+                .ok_or_else(|| Error::Refused(format!("{w:?} is not a backup id (see `nodeboot etcd backups`)")))?;
+            entries.into_iter().find(|e| e.id == id).ok_or_else(|| {
+                BackupError::NotFound {
+                    bucket: b.bucket.clone(),
+                    key: id.key(),
+                }
+                .into()
+            })
         }
     }
 }
@@ -251,8 +308,13 @@ pub fn restore(env_path: &Path, backup: Option<&str>, timeout: Duration) -> Resu
         let entry = choose(&b, backup).await?;
         let store = Store::new(s3, kms, &env.secrets_bucket_name, &env.name, &env.kms_master_id);
         let request = restore::new_request(&entry.id, now_unix());
-        restore::write_json(&store, &restore::request_path(), &request).await.map_err(request_error)?;
-        info!("restore {} requested: every etcd node's backup service stops etcd and restores backup {}", request.id, entry.id);
+        restore::write_json(&store, &restore::request_path(), &request)
+            .await
+            .map_err(request_error)?;
+        info!(
+            "restore {} requested: every etcd node's backup service stops etcd and restores backup {}",
+            request.id, entry.id
+        );
         let started = Instant::now();
         let seen: std::cell::RefCell<std::collections::BTreeMap<u32, Phase>> = Default::default();
         let policy = retry::Policy::new(Duration::from_secs(1), Duration::from_secs(3), timeout);
@@ -272,7 +334,13 @@ pub fn restore(env_path: &Path, backup: Option<&str>, timeout: Duration) -> Resu
                 }
                 for r in &reports {
                     if seen.borrow_mut().insert(r.member, r.phase) != Some(r.phase) {
-                        eprintln!("[{:>4}s] member {}: {:?}: {}", started.elapsed().as_secs(), r.member, r.phase, r.detail);
+                        eprintln!(
+                            "[{:>4}s] member {}: {:?}: {}",
+                            started.elapsed().as_secs(),
+                            r.member,
+                            r.phase,
+                            r.detail
+                        );
                     }
                 }
                 if let Some(failed) = reports.iter().find(|r| r.phase == Phase::Failed) {
@@ -320,7 +388,13 @@ pub struct VerifyOptions {
 /// `nodeboot etcd verify-backup`: restores a backup into a scratch etcd here.
 pub fn verify(env_path: &Path, options: VerifyOptions) -> Result<Vec<String>, Error> {
     let env = load_env(env_path)?.env;
-    let scratch = tempfile::Builder::new().prefix("nodeboot-verify-").tempdir().map_err(|e| Error::Write { path: "a scratch directory".into(), source: e })?;
+    let scratch = tempfile::Builder::new()
+        .prefix("nodeboot-verify-")
+        .tempdir()
+        .map_err(|e| Error::Write {
+            path: "a scratch directory".into(),
+            source: e,
+        })?;
     let snapshot = scratch.path().join("snapshot.db");
     let started = Instant::now();
     let (entry, meta) = with_operator(&env, async |s3, kms| {
@@ -338,42 +412,107 @@ pub fn verify(env_path: &Path, options: VerifyOptions) -> Result<Vec<String>, Er
     let client = format!("http://127.0.0.1:{port}");
     let etcdutl = words(&options.etcdutl);
     let run = |cmd: &[String], args: &[&str]| -> Result<(), Error> {
-        let (program, lead) = cmd.split_first().ok_or_else(|| Error::Refused("an empty command".into()))?;
+        let (program, lead) = cmd
+            .split_first()
+            .ok_or_else(|| Error::Refused("an empty command".into()))?;
         let out = std::process::Command::new(program)
             .args(lead)
             .args(args)
             .env("ETCDCTL_API", "3")
             .output()
-            .map_err(|e| Error::Backup(BackupError::Command { command: program.clone(), detail: e.to_string() }))?;
+            .map_err(|e| {
+                Error::Backup(BackupError::Command {
+                    command: program.clone(),
+                    detail: e.to_string(),
+                })
+            })?;
         if out.status.success() {
             Ok(())
         } else {
             Err(Error::Backup(BackupError::Command {
                 command: format!("{} {}", cmd.join(" "), args.join(" ")),
-                detail: String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("").to_string(),
+                detail: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string(),
             }))
         }
     };
     let p = |p: &Path| p.display().to_string();
     let initial = format!("verify={peer}");
-    run(&etcdutl, &["snapshot", "restore", &p(&snapshot), "--name", "verify", "--initial-cluster", &initial, "--initial-advertise-peer-urls", &peer, "--data-dir", &p(&data)])?;
-    let log = std::fs::File::create(scratch.path().join("etcd.log")).map_err(|e| Error::Write { path: "etcd.log".into(), source: e })?;
+    run(
+        &etcdutl,
+        &[
+            "snapshot",
+            "restore",
+            &p(&snapshot),
+            "--name",
+            "verify",
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--data-dir",
+            &p(&data),
+        ],
+    )?;
+    let log = std::fs::File::create(scratch.path().join("etcd.log")).map_err(|e| Error::Write {
+        path: "etcd.log".into(),
+        source: e,
+    })?;
     let mut child = std::process::Command::new(&options.etcd)
-        .args(["--name", "verify", "--data-dir", &p(&data), "--listen-client-urls", &client, "--advertise-client-urls", &client])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer, "--initial-cluster", &initial])
-        .stdout(log.try_clone().map_err(|e| Error::Write { path: "etcd.log".into(), source: e })?)
+        .args([
+            "--name",
+            "verify",
+            "--data-dir",
+            &p(&data),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &initial,
+        ])
+        .stdout(log.try_clone().map_err(|e| Error::Write {
+            path: "etcd.log".into(),
+            source: e,
+        })?)
         .stderr(log)
         .spawn()
-        .map_err(|e| Error::Backup(BackupError::Command { command: options.etcd.clone(), detail: e.to_string() }))?;
+        .map_err(|e| {
+            Error::Backup(BackupError::Command {
+                command: options.etcd.clone(),
+                detail: e.to_string(),
+            })
+        })?;
     let etcd = Client::plain_local(vec![client.clone()]);
     let checked = (|| {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
-        runtime.block_on(retry::wait("the scratch etcd to answer", retry::Policy::new(Duration::from_millis(100), Duration::from_secs(1), Duration::from_secs(60)), || async {
-            match etcd.key_count(Some(meta.revision)) {
-                Ok(v) => Attempt::Done(v),
-                Err(e) => Attempt::Retry(e),
-            }
-        }))
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts");
+        runtime.block_on(retry::wait(
+            "the scratch etcd to answer",
+            retry::Policy::new(
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ),
+            || async {
+                match etcd.key_count(Some(meta.revision)) {
+                    Ok(v) => Attempt::Done(v),
+                    Err(e) => Attempt::Retry(e),
+                }
+            },
+        ))
     })();
     let _ = child.kill();
     let _ = child.wait();
@@ -383,19 +522,46 @@ pub fn verify(env_path: &Path, options: VerifyOptions) -> Result<Vec<String>, Er
         return Err(Error::Backup(BackupError::Refused {
             bucket: env.secrets_bucket_name.clone(),
             key: entry.key.clone(),
-            reason: format!("restored {keys} keys at revision {revision}; its metadata says {} keys at revision {}", meta.keys, meta.revision),
+            reason: format!(
+                "restored {keys} keys at revision {revision}; its metadata says {} keys at revision {}",
+                meta.keys, meta.revision
+            ),
         }));
     }
     Ok(vec![
-        format!("backup {} verified: {} keys at revision {} (taken {} by {}, etcd {})", entry.id, keys, meta.revision, rfc3339(meta.unix), meta.taken_by, meta.etcd_version),
-        format!("download and decrypt: {:.2}s ({} bytes sealed, {} bytes of snapshot)", downloaded.as_secs_f64(), entry.size, meta.size),
-        format!("restore into a scratch etcd until it answered: {:.2}s", restored.as_secs_f64()),
+        format!(
+            "backup {} verified: {} keys at revision {} (taken {} by {}, etcd {})",
+            entry.id,
+            keys,
+            meta.revision,
+            rfc3339(meta.unix),
+            meta.taken_by,
+            meta.etcd_version
+        ),
+        format!(
+            "download and decrypt: {:.2}s ({} bytes sealed, {} bytes of snapshot)",
+            downloaded.as_secs_f64(),
+            entry.size,
+            meta.size
+        ),
+        format!(
+            "restore into a scratch etcd until it answered: {:.2}s",
+            restored.as_secs_f64()
+        ),
     ])
 }
 
 fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Write { path: "a local port".into(), source: e })?;
-    Ok(l.local_addr().map_err(|e| Error::Write { path: "a local port".into(), source: e })?.port())
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Write {
+        path: "a local port".into(),
+        source: e,
+    })?;
+    Ok(l.local_addr()
+        .map_err(|e| Error::Write {
+            path: "a local port".into(),
+            source: e,
+        })?
+        .port())
 }
 
 pub struct ServiceOptions {
@@ -412,29 +578,66 @@ pub struct ServiceOptions {
 /// `nodeboot etcd backup` on a node: forever (or `--once`), one pass per poll.
 pub fn service(root: &Root, options: ServiceOptions) -> Result<(), Error> {
     let config = root.node_config().map_err(|e| Error::Etcd(e.into()))?;
-    let etcd_config = config.etcd.clone().ok_or_else(|| Error::Refused(format!("{}: not an etcd node", root.path(crate::node_config::NODE_CONFIG_PATH).display())))?;
+    let etcd_config = config.etcd.clone().ok_or_else(|| {
+        Error::Refused(format!(
+            "{}: not an etcd node",
+            root.path(crate::node_config::NODE_CONFIG_PATH).display()
+        ))
+    })?;
     let claim: Claim = root.recorded(CLAIM_FILE, "attach").map_err(|e| Error::Etcd(e.into()))?;
     let tls = Tls::for_member(root, claim.member);
     let etcd = Client::new(vec![options.endpoint.clone()], &tls.files()).map_err(|e| Error::Etcd(e.into()))?;
-    let interval = options.interval.unwrap_or(Duration::from_secs(etcd_config.backup.interval_seconds));
-    let retention = Retention { hourly_for: Duration::from_secs(etcd_config.backup.keep_hourly_seconds), daily_for: Duration::from_secs(etcd_config.backup.keep_daily_seconds) };
+    let interval = options
+        .interval
+        .unwrap_or(Duration::from_secs(etcd_config.backup.interval_seconds));
+    let retention = Retention {
+        hourly_for: Duration::from_secs(etcd_config.backup.keep_hourly_seconds),
+        daily_for: Duration::from_secs(etcd_config.backup.keep_daily_seconds),
+    };
     let volume = root.path(ETCD_MOUNT_POINT);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
     runtime.block_on(async {
         let sdk = aws::sdk_config(&config.region).await;
         let (s3, kms, ec2) = (S3::new(&sdk), Kms::new(&sdk), crate::cloud::aws::Ec2::new(&sdk));
         let node = NodeBackup {
-            backups: Backups::new(&s3, &kms, &config.secrets_bucket, &config.environment, &config.kms_key_id),
+            backups: Backups::new(
+                &s3,
+                &kms,
+                &config.secrets_bucket,
+                &config.environment,
+                &config.kms_key_id,
+            ),
             etcd: &etcd,
             endpoint: options.endpoint.clone(),
             work: volume.join("nodeboot-backup"),
             member_name: crate::pki::etcd_member_name(&config.environment, claim.member),
             members: etcd_config.members,
         };
-        let store = Store::new(&s3, &kms, &config.secrets_bucket, &config.environment, &config.kms_key_id);
+        let store = Store::new(
+            &s3,
+            &kms,
+            &config.secrets_bucket,
+            &config.environment,
+            &config.kms_key_id,
+        );
         info!(interval = %humantime::format_duration(interval), member = claim.member, "etcd backup service started");
         loop {
-            let outcome = pass(root, &ec2, &node, &store, &etcd, claim.member, &volume, &options, interval, retention).await;
+            let outcome = pass(
+                root,
+                &ec2,
+                &node,
+                &store,
+                &etcd,
+                claim.member,
+                &volume,
+                &options,
+                interval,
+                retention,
+            )
+            .await;
             match outcome {
                 Ok(()) => {}
                 Err(e) if options.once => return Err(e),
@@ -461,17 +664,28 @@ async fn pass(
     interval: Duration,
     retention: Retention,
 ) -> Result<(), Error> {
-    let request: Option<Request> = restore::read_json(store, &restore::request_path()).await.map_err(request_error)?;
+    let request: Option<Request> = restore::read_json(store, &restore::request_path())
+        .await
+        .map_err(request_error)?;
     let pending = match &request {
         Some(r) => !restore::is_done(store, r, member).await.map_err(request_error)?,
         None => false,
     };
     if let (Some(request), true) = (&request, pending) {
         let config = root.node_config().map_err(|e| Error::Etcd(e.into()))?;
-        let filter = crate::cloud::ClusterFilter { environment: config.environment.clone(), role: config.role.to_string() };
+        let filter = crate::cloud::ClusterFilter {
+            environment: config.environment.clone(),
+            role: config.role.to_string(),
+        };
         let enis = ec2.network_interfaces(&filter).await.map_err(Error::Cloud)?;
-        let data_dir = root.path(config.etcd.as_ref().map_or(crate::node_config::ETCD_DATA_DIR, |e| e.data_dir.as_str()));
-        let identity = MemberIdentity::from_enis(&config.environment, member, &enis, data_dir).map_err(|e| Error::Refused(format!("etcd members of {}: {e}", config.environment)))?;
+        let data_dir = root.path(
+            config
+                .etcd
+                .as_ref()
+                .map_or(crate::node_config::ETCD_DATA_DIR, |e| e.data_dir.as_str()),
+        );
+        let identity = MemberIdentity::from_enis(&config.environment, member, &enis, data_dir)
+            .map_err(|e| Error::Refused(format!("etcd members of {}: {e}", config.environment)))?;
         let restorer = Restorer {
             backups: &node.backups,
             store,
@@ -481,12 +695,18 @@ async fn pass(
             identity,
             volume: volume.to_path_buf(),
             endpoint: node.endpoint.clone(),
-            commands: Commands { stop_etcd: words(&options.stop_etcd), start_etcd: words(&options.start_etcd), etcdutl: config.etcd.as_ref().map(|e| e.etcdutl()).unwrap_or_default() },
+            commands: Commands {
+                stop_etcd: words(&options.stop_etcd),
+                start_etcd: words(&options.start_etcd),
+                etcdutl: config.etcd.as_ref().map(|e| e.etcdutl()).unwrap_or_default(),
+            },
             wait: options.restore_wait,
         };
         restorer.act(request).await?;
     }
-    let restored = request.as_ref().and_then(|r| r.backup_id().map(|id| (id, r.requested_unix)));
+    let restored = request
+        .as_ref()
+        .and_then(|r| r.backup_id().map(|id| (id, r.requested_unix)));
     node.pass(interval, retention, restored).await?;
     Ok(())
 }
@@ -497,14 +717,34 @@ pub fn check_version(env: &Environment) -> Result<String, Error> {
     with_operator(env, async |s3, kms| {
         let b = backups(env, s3, kms);
         let Some(newest) = b.newest().await? else {
-            return Ok(format!("etcd {}: no backup yet, nothing to compare with", env.etcd_version));
+            return Ok(format!(
+                "etcd {}: no backup yet, nothing to compare with",
+                env.etcd_version
+            ));
         };
         let head = b.head_metadata(&newest.id).await?;
-        let Some(running) = head.as_ref().and_then(|h| h.metadata.get("nodeboot-etcd-version")).filter(|v| !v.is_empty()) else {
-            return Ok(format!("etcd {}: backup {} records no etcd version", env.etcd_version, newest.id));
+        let Some(running) = head
+            .as_ref()
+            .and_then(|h| h.metadata.get("nodeboot-etcd-version"))
+            .filter(|v| !v.is_empty())
+        else {
+            return Ok(format!(
+                "etcd {}: backup {} records no etcd version",
+                env.etcd_version, newest.id
+            ));
         };
         crate::etcd::version::check_change(running, &env.etcd_version)
-            .map(|()| format!("etcd {running} -> {}: allowed (from backup {})", env.etcd_version, newest.id))
-            .map_err(|why| Error::VersionRefused(format!("etcd_version: {why} (the cluster runs {running}, says backup {})", newest.id)))
+            .map(|()| {
+                format!(
+                    "etcd {running} -> {}: allowed (from backup {})",
+                    env.etcd_version, newest.id
+                )
+            })
+            .map_err(|why| {
+                Error::VersionRefused(format!(
+                    "etcd_version: {why} (the cluster runs {running}, says backup {})",
+                    newest.id
+                ))
+            })
     })
 }

@@ -12,9 +12,14 @@ use crate::error::Error;
 
 pub use super::Output;
 
-fn inventory<T>(env_path: &Path, f: impl AsyncFnOnce(&AwsInventory, &str) -> Result<T, crate::cloud::CloudError>) -> Result<T, Error> {
+fn inventory<T>(
+    env_path: &Path,
+    f: impl AsyncFnOnce(&AwsInventory, &str) -> Result<T, crate::cloud::CloudError>,
+) -> Result<T, Error> {
     let env = load_env(env_path)?.env;
-    super::operator_runtime(&env, async |sdk| f(&AwsInventory::new(sdk), &env.name).await.map_err(Error::Cloud))
+    super::operator_runtime(&env, async |sdk| {
+        f(&AwsInventory::new(sdk), &env.name).await.map_err(Error::Cloud)
+    })
 }
 
 fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
@@ -48,7 +53,11 @@ pub fn render_instances(instances: &[InstanceInfo], output: Output) -> String {
 pub fn render_load_balancers(lbs: &[LoadBalancerInfo], output: Output) -> String {
     match output {
         Output::Json => serde_json::to_string_pretty(lbs).expect("serialises"),
-        Output::Table => table(&["Name", "DNSName", "Scheme"], lbs.iter().map(|l| vec![l.name.clone(), l.dns_name.clone(), l.scheme.clone()])),
+        Output::Table => table(
+            &["Name", "DNSName", "Scheme"],
+            lbs.iter()
+                .map(|l| vec![l.name.clone(), l.dns_name.clone(), l.scheme.clone()]),
+        ),
     }
 }
 
@@ -69,14 +78,22 @@ pub fn ssh_config_text(environment: &str, instances: &[InstanceInfo]) -> String 
     let bastion = format!("{environment}-bastion");
     let mut out = format!("# nodeboot ssh-config for {environment}: ssh -F THIS_FILE <host>\n");
     let running = instances.iter().filter(|i| i.state == "running");
-    let bastion_ip = running.clone().find(|i| i.role == "bastion" || i.name == bastion).and_then(|i| i.public_ip.clone());
+    let bastion_ip = running
+        .clone()
+        .find(|i| i.role == "bastion" || i.name == bastion)
+        .and_then(|i| i.public_ip.clone());
     match &bastion_ip {
         Some(ip) => out.push_str(&format!("\nHost {bastion}\n  HostName {ip}\n  User core\n")),
-        None => out.push_str(&format!("\n# no running bastion with a public address was found for {environment}\n")),
+        None => out.push_str(&format!(
+            "\n# no running bastion with a public address was found for {environment}\n"
+        )),
     }
     for i in running.filter(|i| i.role != "bastion" && i.name != bastion) {
         let alias = format!("{}-{}", i.name, i.instance_id);
-        out.push_str(&format!("\nHost {alias} {}\n  HostName {}\n  User core\n", i.private_ip, i.private_ip));
+        out.push_str(&format!(
+            "\nHost {alias} {}\n  HostName {}\n  User core\n",
+            i.private_ip, i.private_ip
+        ));
         if bastion_ip.is_some() {
             out.push_str(&format!("  ProxyJump {bastion}\n"));
         }

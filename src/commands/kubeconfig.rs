@@ -15,14 +15,18 @@ pub use crate::pki::ADMIN_KUBECONFIG;
 
 fn admin(secrets: &Path) -> Result<(PathBuf, Value), Error> {
     let path = secrets.join(ADMIN_KUBECONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Missing(format!("{}: {e}; run `nodeboot pki --env F` first", path.display())))?;
-    let value = serde_yaml_ng::from_str(&text).map_err(|e| Error::Missing(format!("{}: not a kubeconfig: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Missing(format!("{}: {e}; run `nodeboot pki --env F` first", path.display())))?;
+    let value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| Error::Missing(format!("{}: not a kubeconfig: {e}", path.display())))?;
     Ok((path, value))
 }
 
 pub fn print(env_path: &Path, dir: Option<&Path>) -> Result<String, Error> {
     let env = load_env(env_path)?.env;
-    let secrets = dir.map(Path::to_path_buf).unwrap_or_else(|| crate::secrets::layout::default_dir(&env.name));
+    let secrets = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::secrets::layout::default_dir(&env.name));
     let (path, _) = admin(&secrets)?;
     std::fs::read_to_string(&path).map_err(|e| Error::Missing(format!("{}: {e}", path.display())))
 }
@@ -41,24 +45,46 @@ pub fn write_default(env: &Environment, secrets: &Path) -> Result<String, Error>
 
 pub fn write(env_path: &Path, dir: Option<&Path>, target: Option<&Path>) -> Result<String, Error> {
     let env = load_env(env_path)?.env;
-    let secrets = dir.map(Path::to_path_buf).unwrap_or_else(|| crate::secrets::layout::default_dir(&env.name));
-    merge_into(&env, &secrets, &target.map(Path::to_path_buf).unwrap_or_else(default_target))
+    let secrets = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::secrets::layout::default_dir(&env.name));
+    merge_into(
+        &env,
+        &secrets,
+        &target.map(Path::to_path_buf).unwrap_or_else(default_target),
+    )
 }
 
 fn merge_into(env: &Environment, secrets: &Path, target: &Path) -> Result<String, Error> {
     let (_, ours) = admin(secrets)?;
     let mut config = match std::fs::read_to_string(target) {
-        Ok(text) => serde_yaml_ng::from_str::<Value>(&text).map_err(|e| Error::Missing(format!("{}: not a kubeconfig: {e}", target.display())))?,
+        Ok(text) => serde_yaml_ng::from_str::<Value>(&text)
+            .map_err(|e| Error::Missing(format!("{}: not a kubeconfig: {e}", target.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Mapping(Mapping::new()),
-        Err(e) => return Err(Error::Write { path: target.display().to_string(), source: e }),
+        Err(e) => {
+            return Err(Error::Write {
+                path: target.display().to_string(),
+                source: e,
+            })
+        }
     };
     merge(&mut config, &ours).map_err(|detail| Error::Refused(format!("{}: {detail}", target.display())))?;
     let text = serde_yaml_ng::to_string(&config).expect("kubeconfig serialises");
     if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
-    fsutil::write_atomic(target, text.as_bytes(), 0o600).map_err(|source| Error::Write { path: target.display().to_string(), source })?;
-    Ok(format!("merged the {} admin context into {}", env.name, target.display()))
+    fsutil::write_atomic(target, text.as_bytes(), 0o600).map_err(|source| Error::Write {
+        path: target.display().to_string(),
+        source,
+    })?;
+    Ok(format!(
+        "merged the {} admin context into {}",
+        env.name,
+        target.display()
+    ))
 }
 
 fn named<'a>(list: &'a Value, name: &Value) -> Option<&'a Value> {
@@ -90,7 +116,11 @@ pub fn merge(config: &mut Value, ours: &Value) -> Result<(), String> {
         seq.retain(|e| e.get("name") != entry.get("name"));
         seq.push(entry);
     }
-    let current = map.get("current-context").and_then(Value::as_str).unwrap_or_default().to_string();
+    let current = map
+        .get("current-context")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if current.is_empty() {
         map.insert("current-context".into(), ours["current-context"].clone());
     }
@@ -118,7 +148,10 @@ mod tests {
         .unwrap();
         merge(&mut config, &ours("https://kube-play")).unwrap();
         assert_eq!(config["clusters"].as_sequence().unwrap().len(), 2);
-        assert_eq!(config["current-context"], "admin@other", "the user's current context is kept");
+        assert_eq!(
+            config["current-context"], "admin@other",
+            "the user's current context is kept"
+        );
         let before = config.clone();
         merge(&mut config, &ours("https://kube-play")).unwrap();
         assert_eq!(config, before, "merging twice changes nothing");

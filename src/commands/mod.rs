@@ -6,9 +6,9 @@ pub mod etcd;
 pub mod etcd_backup;
 #[cfg(feature = "aws")]
 pub mod inspect;
+pub mod kubeconfig;
 #[cfg(feature = "aws")]
 pub mod reboot;
-pub mod kubeconfig;
 #[cfg(feature = "aws")]
 pub mod roll;
 #[cfg(feature = "aws")]
@@ -31,9 +31,15 @@ pub mod until_done;
 /// environment variables first, then the shared credentials file with the
 /// profile named by `aws_profile` (as the seed maps profile to environment).
 #[cfg(feature = "aws")]
-pub fn operator_runtime<T>(env: &crate::env::Environment, work: impl AsyncFnOnce(&aws_config::SdkConfig) -> Result<T, Error>) -> Result<T, Error> {
+pub fn operator_runtime<T>(
+    env: &crate::env::Environment,
+    work: impl AsyncFnOnce(&aws_config::SdkConfig) -> Result<T, Error>,
+) -> Result<T, Error> {
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| env.aws_profile.clone());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
     runtime.block_on(async {
         let sdk = crate::cloud::aws::sdk_config_with_profile(&env.region, &profile).await;
         work(&sdk).await
@@ -52,17 +58,31 @@ pub fn load_env(path: &Path) -> Result<Loaded, Error> {
 /// `nodeboot validate`: prints what is wrong; Ok when nothing is an error.
 pub fn validate(path: &Path, running_version: Option<&str>) -> Result<String, Error> {
     let loaded = load_env(path)?;
-    if let Some(problem) = running_version.and_then(|running| crate::kube::skew_problem(running, &loaded.env.kubernetes_version)) {
-        return Err(Error::VersionSkew(format!("{}: kubernetes_version: {problem}", path.display())));
+    if let Some(problem) =
+        running_version.and_then(|running| crate::kube::skew_problem(running, &loaded.env.kubernetes_version))
+    {
+        return Err(Error::VersionSkew(format!(
+            "{}: kubernetes_version: {problem}",
+            path.display()
+        )));
     }
     let warnings = loaded.warnings.warnings().count();
-    Ok(format!("{}: valid ({} warning{})", path.display(), warnings, if warnings == 1 { "" } else { "s" }))
+    Ok(format!(
+        "{}: valid ({} warning{})",
+        path.display(),
+        warnings,
+        if warnings == 1 { "" } else { "s" }
+    ))
 }
 
 /// `nodeboot render`: writes the configs and returns one line per file.
 pub fn render(path: &Path, out: &Path, roles: &[Role]) -> Result<Vec<String>, Error> {
     let loaded = load_env(path)?;
-    let roles: Vec<Role> = if roles.is_empty() { Role::ALL.to_vec() } else { roles.to_vec() };
+    let roles: Vec<Role> = if roles.is_empty() {
+        Role::ALL.to_vec()
+    } else {
+        roles.to_vec()
+    };
     let written = render::write(&loaded.env, &roles, out)?;
     let mut lines: Vec<String> = written
         .iter()
@@ -77,8 +97,18 @@ pub fn render(path: &Path, out: &Path, roles: &[Role]) -> Result<Vec<String>, Er
             ),
         })
         .collect();
-    let kind = |m: &Path| if m.parent().is_some_and(|d| d.ends_with(render::addons::ADDONS)) { "add-on" } else { "static pod" };
-    lines.extend(written.iter().flat_map(|w| w.manifests.iter().map(|m| format!("{}: {}", m.display(), kind(m)))));
+    let kind = |m: &Path| {
+        if m.parent().is_some_and(|d| d.ends_with(render::addons::ADDONS)) {
+            "add-on"
+        } else {
+            "static pod"
+        }
+    };
+    lines.extend(
+        written
+            .iter()
+            .flat_map(|w| w.manifests.iter().map(|m| format!("{}: {}", m.display(), kind(m)))),
+    );
     info!(roles = roles.len(), out = %out.display(), "rendered");
     Ok(lines)
 }
@@ -91,9 +121,16 @@ pub fn env_new(name: Option<String>, dir: &Path) -> Result<PathBuf, Error> {
 
 /// `nodeboot pki`: creates the missing certificates, keeps the rest; with
 /// `output`, lists every certificate and token with its expiry instead.
-pub fn pki(env_path: &Path, dir: Option<&Path>, options: &crate::pki::Options, output: Option<Output>) -> Result<Vec<String>, Error> {
+pub fn pki(
+    env_path: &Path,
+    dir: Option<&Path>,
+    options: &crate::pki::Options,
+    output: Option<Output>,
+) -> Result<Vec<String>, Error> {
     let loaded = load_env(env_path)?;
-    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| crate::secrets::layout::default_dir(&loaded.env.name));
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::secrets::layout::default_dir(&loaded.env.name));
     let plan = crate::pki::plan(&loaded.env);
     let outcome = crate::pki::ensure_with(&dir, &plan, options)?;
     if let Some(format) = output {
@@ -102,13 +139,27 @@ pub fn pki(env_path: &Path, dir: Option<&Path>, options: &crate::pki::Options, o
             Output::Json => vec![serde_json::to_string_pretty(&items).expect("inventory serialises")],
             Output::Table => items
                 .iter()
-                .map(|i| format!("{:<28} {:<16} {:<22} {:>5} days  {}", i.id, i.kind, i.not_after.as_deref().unwrap_or("-"), i.days_left.unwrap_or_default(), i.path))
+                .map(|i| {
+                    format!(
+                        "{:<28} {:<16} {:<22} {:>5} days  {}",
+                        i.id,
+                        i.kind,
+                        i.not_after.as_deref().unwrap_or("-"),
+                        i.days_left.unwrap_or_default(),
+                        i.path
+                    )
+                })
                 .collect(),
         });
     }
     let mut lines: Vec<String> = outcome.created.iter().map(|n| format!("created  {n}")).collect();
     lines.extend(outcome.kept.iter().map(|n| format!("kept     {n}")));
-    lines.extend(outcome.expiring.iter().map(|(n, d)| format!("expiring {n} in {d} days")));
+    lines.extend(
+        outcome
+            .expiring
+            .iter()
+            .map(|(n, d)| format!("expiring {n} in {d} days")),
+    );
     lines.push(format!("in {}", dir.display()));
     Ok(lines)
 }
@@ -134,11 +185,22 @@ pub mod stage {
     #[cfg(feature = "aws")]
     pub fn attach(root: &Root, wait_timeout: Duration, detach_grace: Duration) -> Result<(), Error> {
         let config = root.node_config().map_err(|e| Error::Attach(e.into()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts");
         runtime.block_on(async {
             let sdk = aws::sdk_config(&config.region).await;
             let ec2 = Ec2::new(&sdk);
-            attach::run(root, &ec2, attach::Options { wait_timeout, detach_grace }).await
+            attach::run(
+                root,
+                &ec2,
+                attach::Options {
+                    wait_timeout,
+                    detach_grace,
+                },
+            )
+            .await
         })?;
         Ok(())
     }
@@ -154,10 +216,17 @@ pub mod stage {
             Some(binary) => etcd::binary_version(binary)?,
             None => {
                 let wanted = config.etcd.as_ref().map(|e| e.version.as_str()).unwrap_or_default();
-                wanted.parse().map_err(|detail| Error::Etcd(etcd::EtcdError::BinaryVersion { detail: format!("node.json etcd.version: {detail}") }))?
+                wanted.parse().map_err(|detail| {
+                    Error::Etcd(etcd::EtcdError::BinaryVersion {
+                        detail: format!("node.json etcd.version: {detail}"),
+                    })
+                })?
             }
         };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts");
         let configured = runtime.block_on(async {
             let sdk = aws::sdk_config(&config.region).await;
             let (s3, kms) = (crate::cloud::aws::S3::new(&sdk), crate::cloud::aws::Kms::new(&sdk));
@@ -180,7 +249,10 @@ pub mod stage {
         config: &crate::node_config::NodeConfig,
         s3: &'a crate::cloud::aws::S3,
         kms: &'a crate::cloud::aws::Kms,
-    ) -> Result<crate::backup::hook::StageBackups<'a, crate::cloud::aws::S3, crate::cloud::aws::Kms>, crate::stage::etcd::EtcdError> {
+    ) -> Result<
+        crate::backup::hook::StageBackups<'a, crate::cloud::aws::S3, crate::cloud::aws::Kms>,
+        crate::stage::etcd::EtcdError,
+    > {
         let claim: crate::stage::attach::Claim = root.recorded(crate::stage::attach::CLAIM_FILE, "attach")?;
         Ok(crate::backup::hook::StageBackups {
             objects: s3,
@@ -197,7 +269,10 @@ pub mod stage {
     /// `nodeboot stage etcd-promote` in the background, its output on ours.
     #[cfg(feature = "aws")]
     fn spawn_promoter(root: &Root) -> Result<(), Error> {
-        let me = std::env::current_exe().map_err(|source| Error::Write { path: "/proc/self/exe".into(), source })?;
+        let me = std::env::current_exe().map_err(|source| Error::Write {
+            path: "/proc/self/exe".into(),
+            source,
+        })?;
         std::process::Command::new(&me)
             .arg("stage")
             .arg("--root")
@@ -205,12 +280,20 @@ pub mod stage {
             .arg("etcd-promote")
             .stdin(std::process::Stdio::null())
             .spawn()
-            .map_err(|source| Error::Etcd(crate::stage::etcd::EtcdError::Exec { binary: me.display().to_string(), source }))?;
+            .map_err(|source| {
+                Error::Etcd(crate::stage::etcd::EtcdError::Exec {
+                    binary: me.display().to_string(),
+                    source,
+                })
+            })?;
         Ok(())
     }
 
     pub fn etcd_promote(root: &Root, timeout: Duration) -> Result<(), Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts");
         runtime.block_on(crate::stage::etcd::promote(root, timeout))?;
         Ok(())
     }
@@ -219,10 +302,22 @@ pub mod stage {
     #[cfg(feature = "aws")]
     pub fn mount(root: &Root, wait_timeout: Duration, skip_network: bool) -> Result<(), Error> {
         let config = root.node_config().map_err(|e| Error::Mount(e.into()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts");
         runtime.block_on(async {
             let sdk = aws::sdk_config(&config.region).await;
-            mount::run(root, &Imds::from_env(), &Ec2::new(&sdk), mount::Options { wait_timeout, skip_network }).await
+            mount::run(
+                root,
+                &Imds::from_env(),
+                &Ec2::new(&sdk),
+                mount::Options {
+                    wait_timeout,
+                    skip_network,
+                },
+            )
+            .await
         })?;
         Ok(())
     }

@@ -36,7 +36,9 @@ pub fn run(root: &Root, options: &Options) -> Result<(), Error> {
         let observed = Observed {
             boot_id: boot_id.clone(),
             needed: root.path(&options.sentinel).exists() || update_engine_says_reboot(),
-            marker: std::fs::read(&marker_path).ok().and_then(|b| serde_json::from_slice::<Marker>(&b).ok()),
+            marker: std::fs::read(&marker_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Marker>(&b).ok()),
             holder: lock::holder(&client, LOCK).ok().flatten(),
             others_healthy: crate::stage::etcd::others_healthy(&client, &me_url).is_ok(),
             me_healthy: client.status(&me_url).is_ok_and(|s| s.has_leader() && !s.is_learner),
@@ -49,16 +51,21 @@ pub fn run(root: &Root, options: &Options) -> Result<(), Error> {
                     last_wait = why;
                 }
             }
-            Action::Reboot => reboot_under_lock(&client, &me, &boot_id, &marker_path, &options.reboot_command).map_err(fail)?,
+            Action::Reboot => {
+                reboot_under_lock(&client, &me, &boot_id, &marker_path, &options.reboot_command).map_err(fail)?
+            }
             Action::Release => {
-                lock::release_if_held_by(&client, LOCK, &me).map_err(|e| fail(format!("releasing the reboot lock: {e}")))?;
+                lock::release_if_held_by(&client, LOCK, &me)
+                    .map_err(|e| fail(format!("releasing the reboot lock: {e}")))?;
                 if let Err(e) = std::fs::remove_file(&marker_path) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         return Err(fail(format!("{}: {e}", marker_path.display())));
                     }
                 }
                 match observed.marker {
-                    Some(m) if m.boot_id != boot_id => info!("{me} answers with a leader after its reboot: released the reboot lock"),
+                    Some(m) if m.boot_id != boot_id => {
+                        info!("{me} answers with a leader after its reboot: released the reboot lock")
+                    }
                     _ => info!("{me}: no reboot wanted any more: released the reboot lock and its marker"),
                 }
             }
@@ -70,18 +77,36 @@ pub fn run(root: &Root, options: &Options) -> Result<(), Error> {
     }
 }
 
-fn reboot_under_lock(client: &Client, me: &str, boot_id: &str, marker_path: &Path, command: &str) -> Result<(), String> {
+fn reboot_under_lock(
+    client: &Client,
+    me: &str,
+    boot_id: &str,
+    marker_path: &Path,
+    command: &str,
+) -> Result<(), String> {
     // The marker first: a kill between the two leaves a marker without the
     // lock, which the next pass releases once healthy (nothing to release).
-    let marker = Marker { holder: me.to_string(), boot_id: boot_id.to_string(), unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0) };
-    std::fs::create_dir_all(marker_path.parent().expect("a directory")).map_err(|e| format!("{}: {e}", marker_path.display()))?;
-    crate::fsutil::write_atomic(marker_path, &serde_json::to_vec(&marker).expect("serialises"), 0o644).map_err(|e| format!("{}: {e}", marker_path.display()))?;
+    let marker = Marker {
+        holder: me.to_string(),
+        boot_id: boot_id.to_string(),
+        unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    std::fs::create_dir_all(marker_path.parent().expect("a directory"))
+        .map_err(|e| format!("{}: {e}", marker_path.display()))?;
+    crate::fsutil::write_atomic(marker_path, &serde_json::to_vec(&marker).expect("serialises"), 0o644)
+        .map_err(|e| format!("{}: {e}", marker_path.display()))?;
     match lock::try_acquire(client, LOCK, me, LOCK_TTL_SECONDS).map_err(|e| format!("taking the reboot lock: {e}"))? {
         Some(_held) => {
             info!("{me} holds the reboot lock: rebooting for the staged OS update");
             let mut words = command.split_whitespace();
             let program = words.next().ok_or("the reboot command is empty")?;
-            let status = std::process::Command::new(program).args(words).status().map_err(|e| format!("{command}: {e}"))?;
+            let status = std::process::Command::new(program)
+                .args(words)
+                .status()
+                .map_err(|e| format!("{command}: {e}"))?;
             if !status.success() {
                 return Err(format!("{command}: {status}"));
             }
@@ -115,5 +140,7 @@ fn update_engine_says_reboot() -> bool {
     std::process::Command::new("update_engine_client")
         .arg("-status")
         .output()
-        .is_ok_and(|out| out.status.success() && reboot::update_engine_needs_reboot(&String::from_utf8_lossy(&out.stdout)))
+        .is_ok_and(|out| {
+            out.status.success() && reboot::update_engine_needs_reboot(&String::from_utf8_lossy(&out.stdout))
+        })
 }

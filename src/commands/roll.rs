@@ -60,12 +60,24 @@ pub fn health(etcd: &impl EtcdAccess, endpoints: &[String]) -> Result<Health, St
     }
     let members = etcd.members()?;
     if let Some(m) = members.iter().find(|m| m.is_learner || m.name.is_empty()) {
-        return Err(format!("member {:x} ({}) is {}", m.id, m.name, if m.is_learner { "a learner" } else { "not started" }));
+        return Err(format!(
+            "member {:x} ({}) is {}",
+            m.id,
+            m.name,
+            if m.is_learner { "a learner" } else { "not started" }
+        ));
     }
     if members.len() != endpoints.len() {
-        return Err(format!("{} members listed, {} expected", members.len(), endpoints.len()));
+        return Err(format!(
+            "{} members listed, {} expected",
+            members.len(),
+            endpoints.len()
+        ));
     }
-    Ok(Health { leader: *leaders.iter().next().expect("one leader"), revisions })
+    Ok(Health {
+        leader: *leaders.iter().next().expect("one leader"),
+        revisions,
+    })
 }
 
 fn member_holders(volumes: &[crate::cloud::Volume]) -> BTreeMap<u32, Option<String>> {
@@ -73,18 +85,29 @@ fn member_holders(volumes: &[crate::cloud::Volume]) -> BTreeMap<u32, Option<Stri
         .iter()
         .filter_map(|v| {
             let member = v.tags.get(tags::MEMBER)?.parse().ok()?;
-            Some((member, v.attachments.iter().find(|a| a.state == "attached" || a.state == "attaching").map(|a| a.instance_id.clone())))
+            Some((
+                member,
+                v.attachments
+                    .iter()
+                    .find(|a| a.state == "attached" || a.state == "attaching")
+                    .map(|a| a.instance_id.clone()),
+            ))
         })
         .collect()
 }
 
 pub fn roll(env_path: &Path, role: crate::role::Role, options: RollOptions) -> Result<Vec<String>, Error> {
     if role != Role::Etcd {
-        return Err(Error::Refused(format!("roll --role {role}: only etcd nodes are rolled by nodeboot (the others have no state)")));
+        return Err(Error::Refused(format!(
+            "roll --role {role}: only etcd nodes are rolled by nodeboot (the others have no state)"
+        )));
     }
     let env = load_env(env_path)?.env;
     let endpoints: Vec<String> = if options.endpoints.is_empty() {
-        env.etcd_members().iter().map(|m| format!("https://{}:{CLIENT_PORT}", m.ip)).collect()
+        env.etcd_members()
+            .iter()
+            .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
+            .collect()
     } else {
         options.endpoints.clone()
     };
@@ -105,9 +128,15 @@ async fn roll_members(
     kms: &Kms,
     options: &RollOptions,
 ) -> Result<Vec<String>, Error> {
-    let filter = ClusterFilter { environment: env.name.clone(), role: Role::Etcd.to_string() };
+    let filter = ClusterFilter {
+        environment: env.name.clone(),
+        role: Role::Etcd.to_string(),
+    };
     let holders = member_holders(&ec2.volumes(&filter).await.map_err(Error::Cloud)?);
-    let work = tempfile::tempdir().map_err(|e| Error::Write { path: "a temporary directory".into(), source: e })?;
+    let work = tempfile::tempdir().map_err(|e| Error::Write {
+        path: "a temporary directory".into(),
+        source: e,
+    })?;
     let node = NodeBackup {
         backups: Backups::new(s3, kms, &env.secrets_bucket_name, &env.name, &env.kms_master_id),
         etcd,
@@ -141,39 +170,62 @@ async fn roll_members(
         })
         .await
         .map_err(|e| at("wait for a healthy cluster", e.to_string()))?;
-        let leader_endpoint = endpoints.iter().find(|e| etcd.status(e).is_ok_and(|s| s.member_id == before.leader)).unwrap_or(&endpoints[0]).clone();
-        let backup = node.backup_now(Some(&leader_endpoint)).await.map_err(|e| at("take a backup", e.to_string()))?;
+        let leader_endpoint = endpoints
+            .iter()
+            .find(|e| etcd.status(e).is_ok_and(|s| s.member_id == before.leader))
+            .unwrap_or(&endpoints[0])
+            .clone();
+        let backup = node
+            .backup_now(Some(&leader_endpoint))
+            .await
+            .map_err(|e| at("take a backup", e.to_string()))?;
         eprintln!("member {member}: backup {} taken; terminating {old}", backup.id);
-        ec2.terminate_instance(&old).await.map_err(|e| at(&format!("terminate {old}"), e.to_string()))?;
+        ec2.terminate_instance(&old)
+            .await
+            .map_err(|e| at(&format!("terminate {old}"), e.to_string()))?;
         let target = before.revisions.values().copied().max().unwrap_or(0);
         let policy = retry::Policy::new(Duration::from_secs(1), Duration::from_secs(5), options.per_member);
-        let replacement = retry::wait(&format!("member {member}'s replacement to be healthy and caught up"), policy, || async {
-            let holders = match ec2.volumes(&filter).await {
-                Ok(v) => member_holders(&v),
-                Err(e) => return Attempt::Retry(e.to_string()),
-            };
-            let Some(Some(now)) = holders.get(&member).cloned() else { return Attempt::Retry("its volume is not attached yet".into()) };
-            if now == old {
-                return Attempt::Retry(format!("{old} still holds its volume"));
-            }
-            match ec2.instance_states(std::slice::from_ref(&now)).await {
-                Ok(states) if states.get(&now) == Some(&InstanceState::Running) => {}
-                Ok(_) => return Attempt::Retry(format!("{now} is not running")),
-                Err(e) => return Attempt::Retry(e.to_string()),
-            }
-            match health(etcd, endpoints) {
-                Ok(h) if h.revisions.values().all(|r| *r >= target) => Attempt::Done(now),
-                Ok(_) => Attempt::Retry("a member is still catching up".into()),
-                Err(e) => Attempt::Retry(e),
-            }
-        })
+        let replacement = retry::wait(
+            &format!("member {member}'s replacement to be healthy and caught up"),
+            policy,
+            || async {
+                let holders = match ec2.volumes(&filter).await {
+                    Ok(v) => member_holders(&v),
+                    Err(e) => return Attempt::Retry(e.to_string()),
+                };
+                let Some(Some(now)) = holders.get(&member).cloned() else {
+                    return Attempt::Retry("its volume is not attached yet".into());
+                };
+                if now == old {
+                    return Attempt::Retry(format!("{old} still holds its volume"));
+                }
+                match ec2.instance_states(std::slice::from_ref(&now)).await {
+                    Ok(states) if states.get(&now) == Some(&InstanceState::Running) => {}
+                    Ok(_) => return Attempt::Retry(format!("{now} is not running")),
+                    Err(e) => return Attempt::Retry(e.to_string()),
+                }
+                match health(etcd, endpoints) {
+                    Ok(h) if h.revisions.values().all(|r| *r >= target) => Attempt::Done(now),
+                    Ok(_) => Attempt::Retry("a member is still catching up".into()),
+                    Err(e) => Attempt::Retry(e),
+                }
+            },
+        )
         .await
         .map_err(|e| at(&format!("wait for the replacement of {old}"), e.to_string()))?;
-        let line = format!("member {member}: {old} replaced by {replacement} in {:.0}s (backup {})", t.elapsed().as_secs_f64(), backup.id);
+        let line = format!(
+            "member {member}: {old} replaced by {replacement} in {:.0}s (backup {})",
+            t.elapsed().as_secs_f64(),
+            backup.id
+        );
         info!("{line}");
         eprintln!("{line}");
         lines.push(line);
     }
-    lines.push(format!("rolled {} etcd members in {:.0}s; the cluster is healthy", env.etcd_count, started.elapsed().as_secs_f64()));
+    lines.push(format!(
+        "rolled {} etcd members in {:.0}s; the cluster is healthy",
+        env.etcd_count,
+        started.elapsed().as_secs_f64()
+    ));
     Ok(lines)
 }

@@ -22,7 +22,10 @@ use crate::sync::plan::EMPTY_MARKER;
 use crate::sync::{self, SyncError};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
 }
 
 /// Runs `work` with the operator's S3 and KMS clients for `env` (the
@@ -61,7 +64,11 @@ fn files_to_upload(dir: &Path, paths: &[String]) -> Result<Vec<(ObjectPath, Path
     if let Some((path, _)) = files.iter().find(|(p, _)| !p.in_layout()) {
         return Err(SecretError::BadPath {
             path: path.to_string(),
-            detail: format!("not in the secrets layout (folders {} below {})", FOLDERS.join("/, "), dir.display()),
+            detail: format!(
+                "not in the secrets layout (folders {} below {})",
+                FOLDERS.join("/, "),
+                dir.display()
+            ),
         }
         .into());
     }
@@ -70,7 +77,11 @@ fn files_to_upload(dir: &Path, paths: &[String]) -> Result<Vec<(ObjectPath, Path
 
 /// Uploads each file unless the bucket already holds the same bytes (then
 /// nodes see no change); `force` uploads regardless.
-async fn upload_files<O: Objects, K: Keys>(store: &Store<'_, O, K>, files: &[(ObjectPath, PathBuf)], force: bool) -> Result<Vec<String>, Error> {
+async fn upload_files<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    files: &[(ObjectPath, PathBuf)],
+    force: bool,
+) -> Result<Vec<String>, Error> {
     let mut lines = Vec::new();
     for (path, file) in files {
         let bytes = std::fs::read(file).map_err(|e| SecretError::io(file, e))?;
@@ -80,7 +91,9 @@ async fn upload_files<O: Objects, K: Keys>(store: &Store<'_, O, K>, files: &[(Ob
                     lines.push(format!("unchanged {path}"));
                     continue;
                 }
-                Err(SecretError::Refused { reason, .. }) => warn!("{path}: replacing an object that does not open ({reason})"),
+                Err(SecretError::Refused { reason, .. }) => {
+                    warn!("{path}: replacing an object that does not open ({reason})")
+                }
                 Err(e) => return Err(e.into()),
                 _ => {}
             }
@@ -96,16 +109,30 @@ pub fn upload(env_path: &Path, dir: Option<PathBuf>, paths: &[String], force: bo
 }
 
 /// `upload` for an environment already loaded (`up` validates it once).
-pub fn upload_for(env: &Environment, dir: Option<PathBuf>, paths: &[String], force: bool) -> Result<Vec<String>, Error> {
+pub fn upload_for(
+    env: &Environment,
+    dir: Option<PathBuf>,
+    paths: &[String],
+    force: bool,
+) -> Result<Vec<String>, Error> {
     let dir = dir.unwrap_or_else(|| layout::default_dir(&env.name));
     let files = files_to_upload(&dir, paths)?;
-    with_operator(env, async |s3, kms| upload_files(&store(env, s3, kms), &files, force).await)
+    with_operator(env, async |s3, kms| {
+        upload_files(&store(env, s3, kms), &files, force).await
+    })
 }
 
 /// The keys below the given paths (each a key or a folder); every folder of
 /// the layout when none is given. A path matching nothing is an error.
-async fn remote_keys<O: Objects, K: Keys>(store: &Store<'_, O, K>, paths: &[String]) -> Result<Vec<(ObjectPath, u64)>, Error> {
-    let wanted: Vec<String> = if paths.is_empty() { FOLDERS.iter().map(|f| f.to_string()).collect() } else { paths.to_vec() };
+async fn remote_keys<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    paths: &[String],
+) -> Result<Vec<(ObjectPath, u64)>, Error> {
+    let wanted: Vec<String> = if paths.is_empty() {
+        FOLDERS.iter().map(|f| f.to_string()).collect()
+    } else {
+        paths.to_vec()
+    };
     let mut keys = Vec::new();
     for p in &wanted {
         let p = ObjectPath::parse(p.trim_end_matches('/'))?;
@@ -117,7 +144,11 @@ async fn remote_keys<O: Objects, K: Keys>(store: &Store<'_, O, K>, paths: &[Stri
             .filter_map(|e| Some((ObjectPath::parse(&e.key).ok()?, e.size)))
             .collect();
         if found.is_empty() && !paths.is_empty() {
-            return Err(SecretError::NotFound { bucket: store.bucket.clone(), path: p.to_string() }.into());
+            return Err(SecretError::NotFound {
+                bucket: store.bucket.clone(),
+                path: p.to_string(),
+            }
+            .into());
         }
         keys.extend(found);
     }
@@ -151,20 +182,30 @@ pub fn fetch(env_path: &Path, dir: Option<PathBuf>, paths: &[String]) -> Result<
 pub fn ls(env_path: &Path, paths: &[String]) -> Result<Vec<String>, Error> {
     let env = load_env(env_path)?.env;
     let keys = with_operator(&env, async |s3, kms| remote_keys(&store(&env, s3, kms), paths).await)?;
-    Ok(keys.into_iter().map(|(path, size)| format!("{size:>10}  {path}")).collect())
+    Ok(keys
+        .into_iter()
+        .map(|(path, size)| format!("{size:>10}  {path}"))
+        .collect())
 }
 
 /// `nodeboot secrets rm`: exact paths only (no folders), each must exist.
 /// With versioning on, S3 keeps the old versions.
 pub fn rm(env_path: &Path, paths: &[String]) -> Result<Vec<String>, Error> {
     let env = load_env(env_path)?.env;
-    let paths = paths.iter().map(|p| ObjectPath::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    let paths = paths
+        .iter()
+        .map(|p| ObjectPath::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
     with_operator(&env, async |s3, kms| {
         let store = store(&env, s3, kms);
         let mut lines = Vec::new();
         for path in &paths {
             if !store.list(path.as_str()).await?.iter().any(|e| e.key == path.as_str()) {
-                return Err(SecretError::NotFound { bucket: store.bucket.clone(), path: path.to_string() }.into());
+                return Err(SecretError::NotFound {
+                    bucket: store.bucket.clone(),
+                    path: path.to_string(),
+                }
+                .into());
             }
             store.delete(path).await?;
             lines.push(format!("removed {path}"));
@@ -178,14 +219,30 @@ pub fn rm(env_path: &Path, paths: &[String]) -> Result<Vec<String>, Error> {
 /// file are removed (and so, by the sync, from the nodes). Pruning a role
 /// to nothing takes `allow_empty`, which also puts the empty marker the
 /// nodes need before they remove their last manifests.
-pub fn manifests_upload(env_path: &Path, dir: &Path, prune: bool, allow_empty: bool, force: bool) -> Result<Vec<String>, Error> {
+pub fn manifests_upload(
+    env_path: &Path,
+    dir: &Path,
+    prune: bool,
+    allow_empty: bool,
+    force: bool,
+) -> Result<Vec<String>, Error> {
     manifests_upload_for(&load_env(env_path)?.env, dir, prune, allow_empty, force)
 }
 
 /// `manifests upload` for an environment already loaded.
-pub fn manifests_upload_for(env: &Environment, dir: &Path, prune: bool, allow_empty: bool, force: bool) -> Result<Vec<String>, Error> {
+pub fn manifests_upload_for(
+    env: &Environment,
+    dir: &Path,
+    prune: bool,
+    allow_empty: bool,
+    force: bool,
+) -> Result<Vec<String>, Error> {
     // Each role's static pods, and the add-ons the control plane applies.
-    let mut names: Vec<&str> = Role::ALL.into_iter().filter(|r| r.runs_kubelet()).map(Role::as_str).collect();
+    let mut names: Vec<&str> = Role::ALL
+        .into_iter()
+        .filter(|r| r.runs_kubelet())
+        .map(Role::as_str)
+        .collect();
     names.push(crate::render::addons::ADDONS);
     names.retain(|name| dir.join(name).is_dir());
     if names.is_empty() {
@@ -228,7 +285,12 @@ pub fn manifests_upload_for(env: &Environment, dir: &Path, prune: bool, allow_em
                 }
             }
             if files.is_empty() && prune && allow_empty && !marked {
-                store.put(&marker, b"emptied on purpose by `nodeboot manifests upload --prune --allow-empty`\n").await?;
+                store
+                    .put(
+                        &marker,
+                        b"emptied on purpose by `nodeboot manifests upload --prune --allow-empty`\n",
+                    )
+                    .await?;
                 lines.push(format!("marked    {marker}"));
             } else if !files.is_empty() && marked {
                 // Manifests again: a later empty listing is an accident again.
@@ -247,14 +309,18 @@ fn node_store<'a>(config: &crate::node_config::NodeConfig, s3: &'a S3, kms: &'a 
 /// `nodeboot stage secrets`.
 pub fn stage_secrets(root: &Root, owner: Option<&str>) -> Result<(), Error> {
     let fail = Error::SecretsStage;
-    let owner = owner.map(sync::parse_owner).transpose().map_err(|e| fail(SyncError::Config(e)))?;
+    let owner = owner
+        .map(sync::parse_owner)
+        .transpose()
+        .map_err(|e| fail(SyncError::Config(e)))?;
     let config = root.node_config().map_err(|e| fail(e.into()))?;
-    runtime().block_on(async {
-        let sdk = aws::sdk_config(&config.region).await;
-        let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
-        crate::stage::secrets::run(root, &node_store(&config, &s3, &kms), owner).await
-    })
-    .map_err(fail)?;
+    runtime()
+        .block_on(async {
+            let sdk = aws::sdk_config(&config.region).await;
+            let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+            crate::stage::secrets::run(root, &node_store(&config, &s3, &kms), owner).await
+        })
+        .map_err(fail)?;
     Ok(())
 }
 
@@ -272,7 +338,10 @@ pub fn sync_secrets(root: &Root, interval: Duration, once: bool) -> Result<(), E
     }
     let config = root.node_config().map_err(|e| fail(e.into()))?;
     let record_path = root.state(readers::RECORD_FILE);
-    let save = |record: &_| readers::save_record(&record_path, record).map_err(|e| SyncError::Stage(crate::stage::StageError::io(&record_path, e)));
+    let save = |record: &_| {
+        readers::save_record(&record_path, record)
+            .map_err(|e| SyncError::Stage(crate::stage::StageError::io(&record_path, e)))
+    };
     info!(
         "secrets: keeping {} equal to the bucket every {}s; a reader restarts when a file it reads changes",
         root.path(crate::node_config::SECRETS_DIR).display(),
@@ -289,7 +358,10 @@ pub fn sync_secrets(root: &Root, interval: Duration, once: bool) -> Result<(), E
                 ticker.tick().await;
                 let mut failed = None;
                 if let Err(e) = crate::stage::secrets::run(root, &store, None).await {
-                    warn!("secrets: pass failed, nothing written; trying again in {}s: {e}", interval.as_secs());
+                    warn!(
+                        "secrets: pass failed, nothing written; trying again in {}s: {e}",
+                        interval.as_secs()
+                    );
                     failed = Some(e);
                 }
                 let current = readers::fingerprints(root, &readers::inputs(root, &config));
@@ -339,10 +411,17 @@ pub fn sync_manifests(root: &Root, interval: Option<Duration>, once: bool) -> Re
     let config = root.node_config().map_err(|e| Error::Sync(e.into()))?;
     let sources = sync::sources(root, &config).map_err(Error::Sync)?;
     let interval = interval
-        .or_else(|| config.manifests.as_ref().map(|m| Duration::from_secs(m.interval_seconds)))
+        .or_else(|| {
+            config
+                .manifests
+                .as_ref()
+                .map(|m| Duration::from_secs(m.interval_seconds))
+        })
         .unwrap_or(Duration::from_secs(MANIFEST_SYNC_INTERVAL_SECONDS));
     if interval.is_zero() {
-        return Err(Error::Sync(SyncError::Config("the interval must be more than 0s".into())));
+        return Err(Error::Sync(SyncError::Config(
+            "the interval must be more than 0s".into(),
+        )));
     }
     let keep = sync::caps::needed(sources.iter().any(|s| s.target.owner.is_some()));
     // A sync that could not drop its capabilities would run every pass and
@@ -354,16 +433,31 @@ pub fn sync_manifests(root: &Root, interval: Option<Duration>, once: bool) -> Re
     };
     match kept.map_err(|detail| Error::Sync(SyncError::Capabilities(detail)))? {
         kept if kept.is_empty() => info!("capabilities: kept none (root's own files need none)"),
-        kept => info!("capabilities: kept {} (to give files to their owner), dropped the rest", kept.join(", ")),
+        kept => info!(
+            "capabilities: kept {} (to give files to their owner), dropped the rest",
+            kept.join(", ")
+        ),
     }
     for s in &sources {
-        info!("{}: keeping {} equal to s3://{}/{} every {}s", s.label, s.target.dir.display(), config.secrets_bucket, s.prefixes.join(", "), interval.as_secs_f64());
+        info!(
+            "{}: keeping {} equal to s3://{}/{} every {}s",
+            s.label,
+            s.target.dir.display(),
+            config.secrets_bucket,
+            s.prefixes.join(", "),
+            interval.as_secs_f64()
+        );
     }
     runtime()
         .block_on(async {
             let sdk = aws::sdk_config(&config.region).await;
             let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
-            sync::run(&node_store(&config, &s3, &kms), &sources, &sync::Options { interval, once }).await
+            sync::run(
+                &node_store(&config, &s3, &kms),
+                &sources,
+                &sync::Options { interval, once },
+            )
+            .await
         })
         .map_err(Error::Sync)
 }

@@ -40,7 +40,14 @@ pub enum Verdict {
 /// holding something else, which a human must look at. Every other code is
 /// something AWS, the kernel or the operator (uploading secrets, fixing
 /// tags, IAM propagating) fixes while the node waits.
-pub const PERMANENT: [u8; 6] = [exit::INTERNAL, exit::BAD_INPUT, exit::IO, exit::REFUSED, exit::DEVICE_REFUSED, exit::HELD_DATA];
+pub const PERMANENT: [u8; 6] = [
+    exit::INTERNAL,
+    exit::BAD_INPUT,
+    exit::IO,
+    exit::REFUSED,
+    exit::DEVICE_REFUSED,
+    exit::HELD_DATA,
+];
 
 /// Pure: the verdict on a failed attempt with exit `code`, when "no free
 /// member" has been the answer for `no_free_for` (None: it was not).
@@ -50,14 +57,22 @@ pub fn verdict(code: u8, no_free_for: Option<Duration>, bounds: &BootConfig) -> 
         return Verdict::Permanent;
     }
     match no_free_for {
-        Some(waited) if code == exit::NO_FREE_MEMBER && waited >= Duration::from_secs(bounds.no_free_member_seconds) => Verdict::GiveUp,
+        Some(waited)
+            if code == exit::NO_FREE_MEMBER && waited >= Duration::from_secs(bounds.no_free_member_seconds) =>
+        {
+            Verdict::GiveUp
+        }
         _ => Verdict::Retry,
     }
 }
 
 /// Polls AWS no faster than every second and at least every 30 s.
 fn policy(bounds: &BootConfig) -> Policy {
-    Policy::new(Duration::from_secs(1), Duration::from_secs(30), Duration::from_secs(bounds.give_up_seconds))
+    Policy::new(
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+        Duration::from_secs(bounds.give_up_seconds),
+    )
 }
 
 /// A failed attempt, with the verdict on it.
@@ -99,10 +114,19 @@ pub fn run(root: &Root, stage: &str, mut attempt: impl FnMut() -> Result<(), Err
             Err(err) => err,
         };
         let code = err.exit_code();
-        no_free_since = if code == exit::NO_FREE_MEMBER { Some(no_free_since.unwrap_or_else(Instant::now)) } else { None };
+        no_free_since = if code == exit::NO_FREE_MEMBER {
+            Some(no_free_since.unwrap_or_else(Instant::now))
+        } else {
+            None
+        };
         match verdict(code, no_free_since.map(|t| t.elapsed()), &bounds) {
             Verdict::Retry => {
-                warn!(stage, attempt = attempts, code, "attempt {attempts} failed (exit {code}), retrying: {err}");
+                warn!(
+                    stage,
+                    attempt = attempts,
+                    code,
+                    "attempt {attempts} failed (exit {code}), retrying: {err}"
+                );
                 Attempt::Retry(Failed::Retry(err))
             }
             Verdict::Permanent => Attempt::Fail(Failed::Permanent(err)),
@@ -112,12 +136,22 @@ pub fn run(root: &Root, stage: &str, mut attempt: impl FnMut() -> Result<(), Err
     let last = match outcome {
         Ok(()) => {
             if attempts > 1 {
-                info!(stage, attempts, seconds = started.elapsed().as_secs(), "stage {stage} succeeded after {attempts} attempts");
+                info!(
+                    stage,
+                    attempts,
+                    seconds = started.elapsed().as_secs(),
+                    "stage {stage} succeeded after {attempts} attempts"
+                );
             }
             return Ok(());
         }
         Err(Gave::Failed(Failed::Permanent(err))) => {
-            error!(stage, code = err.exit_code(), "stage {stage} stopped: exit {} is not retried, retrying cannot fix it", err.exit_code());
+            error!(
+                stage,
+                code = err.exit_code(),
+                "stage {stage} stopped: exit {} is not retried, retrying cannot fix it",
+                err.exit_code()
+            );
             return Err(err);
         }
         Err(Gave::Failed(failed)) | Err(Gave::Up { last: failed, .. }) => failed.into_error(),
@@ -126,7 +160,13 @@ pub fn run(root: &Root, stage: &str, mut attempt: impl FnMut() -> Result<(), Err
         Some(Role::Etcd) => mark_unhealthy(root, config.as_ref().map(|c| c.region.as_str()).unwrap_or_default()),
         _ => "no auto-scaling signal for this role".to_string(),
     };
-    Err(Error::GaveUp { stage: stage.to_string(), seconds: started.elapsed().as_secs(), attempts, signal, source: Box::new(last) })
+    Err(Error::GaveUp {
+        stage: stage.to_string(),
+        seconds: started.elapsed().as_secs(),
+        attempts,
+        signal,
+        source: Box::new(last),
+    })
 }
 
 /// Marks this instance Unhealthy; returns what happened, for the give-up line.
@@ -139,7 +179,10 @@ fn mark_unhealthy(root: &Root, region: &str) -> String {
         Ok(facts) => facts.identity.instance_id,
         Err(e) => return format!("could not mark the instance Unhealthy: its id is unknown ({e})"),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
     let result = runtime.block_on(async {
         let sdk = aws::sdk_config(region).await;
         Asg::new(&sdk).set_unhealthy(&instance_id).await
@@ -161,7 +204,10 @@ mod tests {
     use super::*;
 
     fn bounds() -> BootConfig {
-        BootConfig { give_up_seconds: 3600, no_free_member_seconds: 600 }
+        BootConfig {
+            give_up_seconds: 3600,
+            no_free_member_seconds: 600,
+        }
     }
 
     #[test]
@@ -181,11 +227,23 @@ mod tests {
 
     #[test]
     fn no_free_member_gives_up_after_its_own_bound() {
-        assert_eq!(verdict(exit::NO_FREE_MEMBER, Some(Duration::from_secs(0)), &bounds()), Verdict::Retry);
-        assert_eq!(verdict(exit::NO_FREE_MEMBER, Some(Duration::from_secs(599)), &bounds()), Verdict::Retry);
-        assert_eq!(verdict(exit::NO_FREE_MEMBER, Some(Duration::from_secs(600)), &bounds()), Verdict::GiveUp);
+        assert_eq!(
+            verdict(exit::NO_FREE_MEMBER, Some(Duration::from_secs(0)), &bounds()),
+            Verdict::Retry
+        );
+        assert_eq!(
+            verdict(exit::NO_FREE_MEMBER, Some(Duration::from_secs(599)), &bounds()),
+            Verdict::Retry
+        );
+        assert_eq!(
+            verdict(exit::NO_FREE_MEMBER, Some(Duration::from_secs(600)), &bounds()),
+            Verdict::GiveUp
+        );
         // Other failures are bounded by the total only.
-        assert_eq!(verdict(exit::AWS, Some(Duration::from_secs(9999)), &bounds()), Verdict::Retry);
+        assert_eq!(
+            verdict(exit::AWS, Some(Duration::from_secs(9999)), &bounds()),
+            Verdict::Retry
+        );
     }
 
     #[test]

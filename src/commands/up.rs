@@ -37,7 +37,11 @@ fn step<T>(name: &str, hint: &str, work: impl FnOnce() -> Result<T, Error>) -> R
             eprintln!("    {name}: done in {:.1}s", start.elapsed().as_secs_f64());
             Ok(v)
         }
-        Err(source) => Err(Error::Step { step: name.to_string(), hint: hint.to_string(), source: Box::new(source) }),
+        Err(source) => Err(Error::Step {
+            step: name.to_string(),
+            hint: hint.to_string(),
+            source: Box::new(source),
+        }),
     }
 }
 
@@ -47,46 +51,102 @@ pub fn build_dir(env: &Environment) -> PathBuf {
 }
 
 pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
-    let env = step("validate the environment", "fix what the messages name, then run again", || Ok(load_env(env_path)?.env))?;
-    let prereqs_hint = format!("run `nodeboot prereqs --env {}` to create the KMS key and the buckets", env_path.display());
-    step("check prerequisites (KMS key, state and secrets buckets)", &prereqs_hint, || check_prereqs(&env))?;
-    step("check the etcd version against the cluster's", "change etcd_version by at most one minor version, never down", || {
-        super::etcd_backup::check_version(&env).map(|line| eprintln!("    {line}"))
-    })?;
+    let env = step(
+        "validate the environment",
+        "fix what the messages name, then run again",
+        || Ok(load_env(env_path)?.env),
+    )?;
+    let prereqs_hint = format!(
+        "run `nodeboot prereqs --env {}` to create the KMS key and the buckets",
+        env_path.display()
+    );
+    step(
+        "check prerequisites (KMS key, state and secrets buckets)",
+        &prereqs_hint,
+        || check_prereqs(&env),
+    )?;
+    step(
+        "check the etcd version against the cluster's",
+        "change etcd_version by at most one minor version, never down",
+        || super::etcd_backup::check_version(&env).map(|line| eprintln!("    {line}")),
+    )?;
     let secrets = crate::secrets::layout::default_dir(&env.name);
-    step("pki", "see the message; `nodeboot pki --env F` alone shows the same", || {
-        let outcome = crate::pki::ensure(&secrets, &crate::pki::plan(&env), &[])?;
-        eprintln!("    {} created, {} kept in {}", outcome.created.len(), outcome.kept.len(), secrets.display());
-        Ok(())
-    })?;
+    step(
+        "pki",
+        "see the message; `nodeboot pki --env F` alone shows the same",
+        || {
+            let outcome = crate::pki::ensure(&secrets, &crate::pki::plan(&env), &[])?;
+            eprintln!(
+                "    {} created, {} kept in {}",
+                outcome.created.len(),
+                outcome.kept.len(),
+                secrets.display()
+            );
+            Ok(())
+        },
+    )?;
     let out = build_dir(&env);
-    let written = step("render Ignition configs and manifests", "check that the build directory is writable", || {
-        Ok(render::write(&env, &Role::ALL, &out)?)
-    })?;
+    let written = step(
+        "render Ignition configs and manifests",
+        "check that the build directory is writable",
+        || Ok(render::write(&env, &Role::ALL, &out)?),
+    )?;
     step("upload secrets", "check the credentials and the secrets bucket", || {
         // The layout's folders only: `ca/` (CA keys, admin credentials) stays local.
         let folders: Vec<String> = ["common", "secure", "compute"].iter().map(|f| f.to_string()).collect();
         super::secrets::upload_for(&env, Some(secrets.clone()), &folders, false).map(|lines| print_indented(&lines))
     })?;
-    step("upload manifests", "check the credentials and the secrets bucket", || {
-        super::secrets::manifests_upload_for(&env, &out.join("manifests"), true, false, false).map(|lines| print_indented(&lines))
-    })?;
-    step("upload full Ignition configs", "check the credentials and the secrets bucket", || upload_full_configs(&env, &written))?;
+    step(
+        "upload manifests",
+        "check the credentials and the secrets bucket",
+        || {
+            super::secrets::manifests_upload_for(&env, &out.join("manifests"), true, false, false)
+                .map(|lines| print_indented(&lines))
+        },
+    )?;
+    step(
+        "upload full Ignition configs",
+        "check the credentials and the secrets bucket",
+        || upload_full_configs(&env, &written),
+    )?;
     let hint = terraform_init_hint(options);
-    step("terraform init", &hint, || terraform(&env, options, &init_args(&env, options)))?;
-    let (name, verb) = if options.plan { ("terraform plan", "plan") } else { ("terraform apply", "apply") };
-    let var_file = std::fs::canonicalize(env_path).map_err(|source| Error::Write { path: env_path.display().to_string(), source })?;
-    let args = vec![verb.to_string(), "-input=false".into(), format!("-var-file={}", var_file.display())];
-    step(name, "read Terraform's output above", || terraform(&env, options, &args))?;
+    step("terraform init", &hint, || {
+        terraform(&env, options, &init_args(&env, options))
+    })?;
+    let (name, verb) = if options.plan {
+        ("terraform plan", "plan")
+    } else {
+        ("terraform apply", "apply")
+    };
+    let var_file = std::fs::canonicalize(env_path).map_err(|source| Error::Write {
+        path: env_path.display().to_string(),
+        source,
+    })?;
+    let args = vec![
+        verb.to_string(),
+        "-input=false".into(),
+        format!("-var-file={}", var_file.display()),
+    ];
+    step(name, "read Terraform's output above", || {
+        terraform(&env, options, &args)
+    })?;
     if options.plan {
         eprintln!("plan only (--plan): nothing was applied");
         return Ok(());
     }
     // What validate checks the next zone list against.
-    let record = crate::env::write_record(env_path, &env).map_err(|source| Error::Write { path: env_path.display().to_string(), source })?;
-    eprintln!("    recorded the etcd members' layout in {} (commit it with the environment file)", record.display());
+    let record = crate::env::write_record(env_path, &env).map_err(|source| Error::Write {
+        path: env_path.display().to_string(),
+        source,
+    })?;
+    eprintln!(
+        "    recorded the etcd members' layout in {} (commit it with the environment file)",
+        record.display()
+    );
     if options.write_kubeconfig {
-        step("write the admin kubeconfig", "see the message", || super::kubeconfig::write_default(&env, &secrets).map(|l| eprintln!("    {l}")))?;
+        step("write the admin kubeconfig", "see the message", || {
+            super::kubeconfig::write_default(&env, &secrets).map(|l| eprintln!("    {l}"))
+        })?;
     }
     Ok(())
 }
@@ -123,10 +183,19 @@ fn upload_full_configs(env: &Environment, written: &[render::Written]) -> Result
         let s3 = S3::new(sdk);
         for w in written {
             if let Some(full) = &w.full {
-                let bytes = std::fs::read(full).map_err(|source| Error::Write { path: full.display().to_string(), source })?;
+                let bytes = std::fs::read(full).map_err(|source| Error::Write {
+                    path: full.display().to_string(),
+                    source,
+                })?;
                 let key = render::full_config_key(w.role);
-                s3.put(&env.secrets_bucket_name, &key, bytes, &Default::default()).await.map_err(Error::Cloud)?;
-                eprintln!("    uploaded {} to {}", full.display(), render::full_config_url(env, w.role));
+                s3.put(&env.secrets_bucket_name, &key, bytes, &Default::default())
+                    .await
+                    .map_err(Error::Cloud)?;
+                eprintln!(
+                    "    uploaded {} to {}",
+                    full.display(),
+                    render::full_config_url(env, w.role)
+                );
             }
         }
         Ok(())
@@ -165,16 +234,24 @@ fn terraform_init_hint(options: &UpOptions) -> String {
 /// the environment's profile unless credentials are already set.
 fn terraform(env: &Environment, options: &UpOptions, args: &[String]) -> Result<(), Error> {
     let mut cmd = Command::new("terraform");
-    cmd.args(args).current_dir(&options.terraform_dir).env("TF_IN_AUTOMATION", "1");
+    cmd.args(args)
+        .current_dir(&options.terraform_dir)
+        .env("TF_IN_AUTOMATION", "1");
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
         cmd.env("AWS_PROFILE", &env.aws_profile);
     }
     let rendered = format!("terraform {}", args.first().map(String::as_str).unwrap_or_default());
-    let status = cmd.status().map_err(|e| Error::Terraform { command: rendered.clone(), detail: format!("cannot run terraform: {e}") })?;
+    let status = cmd.status().map_err(|e| Error::Terraform {
+        command: rendered.clone(),
+        detail: format!("cannot run terraform: {e}"),
+    })?;
     if status.success() {
         Ok(())
     } else {
-        Err(Error::Terraform { command: rendered, detail: format!("exited with {status}") })
+        Err(Error::Terraform {
+            command: rendered,
+            detail: format!("exited with {status}"),
+        })
     }
 }
 

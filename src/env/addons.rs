@@ -37,7 +37,11 @@ pub fn release(addon: &str, version: &str) -> Option<&'static Release> {
 }
 
 pub fn known_versions(addon: &str) -> Vec<&'static str> {
-    RELEASES.iter().filter(|r| r.addon == addon).map(|r| r.version).collect()
+    RELEASES
+        .iter()
+        .filter(|r| r.addon == addon)
+        .map(|r| r.version)
+        .collect()
 }
 
 /// The add-ons an environment runs.
@@ -57,11 +61,23 @@ mod tests {
         for r in RELEASES {
             assert!(ADDON_NAMES.contains(&r.addon));
             for image in r.images {
-                let (reference, digest) = image.split_once("@sha256:").unwrap_or_else(|| panic!("{image}: no digest"));
-                assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{image}");
-                assert!(reference.rsplit_once(':').is_some_and(|(_, tag)| tag.starts_with('v')), "{image}: no tag");
+                let (reference, digest) = image
+                    .split_once("@sha256:")
+                    .unwrap_or_else(|| panic!("{image}: no digest"));
+                assert!(
+                    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                    "{image}"
+                );
+                assert!(
+                    reference.rsplit_once(':').is_some_and(|(_, tag)| tag.starts_with('v')),
+                    "{image}: no tag"
+                );
             }
-            assert!(r.images[0].contains(&format!(":v{}@", r.version)), "{}: the first image is the release", r.addon);
+            assert!(
+                r.images[0].contains(&format!(":v{}@", r.version)),
+                "{}: the first image is the release",
+                r.addon
+            );
         }
     }
 }

@@ -27,7 +27,13 @@ impl Diagnostic {
         Self::new(Severity::Warning, file, line, field, message)
     }
 
-    fn new(severity: Severity, file: &str, line: Option<usize>, field: Option<&str>, message: impl Into<String>) -> Self {
+    fn new(
+        severity: Severity,
+        file: &str,
+        line: Option<usize>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             severity,
             file: file.to_string(),

@@ -53,7 +53,11 @@ pub const FIELDS: &[(&str, &str)] = &[
 ];
 
 fn expected(field: &str) -> &'static str {
-    FIELDS.iter().find(|(name, _)| *name == field).map(|(_, e)| *e).unwrap_or("a value")
+    FIELDS
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map(|(_, e)| *e)
+        .unwrap_or("a value")
 }
 
 /// Reads fields out of a parsed file, collecting every problem instead of
@@ -65,7 +69,10 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(raw: &'a RawEnv) -> Self {
-        let mut reader = Reader { raw, diags: Diagnostics::default() };
+        let mut reader = Reader {
+            raw,
+            diags: Diagnostics::default(),
+        };
         reader.check_unknown_keys();
         reader
     }
@@ -81,12 +88,14 @@ impl<'a> Reader<'a> {
 
     pub fn error(&mut self, field: &str, message: impl Into<String>) {
         let line = self.line(field);
-        self.diags.push(Diagnostic::error(&self.raw.file, line, Some(field), message));
+        self.diags
+            .push(Diagnostic::error(&self.raw.file, line, Some(field), message));
     }
 
     pub fn warning(&mut self, field: &str, message: impl Into<String>) {
         let line = self.line(field);
-        self.diags.push(Diagnostic::warning(&self.raw.file, line, Some(field), message));
+        self.diags
+            .push(Diagnostic::warning(&self.raw.file, line, Some(field), message));
     }
 
     fn check_unknown_keys(&mut self) {
@@ -131,14 +140,19 @@ impl<'a> Reader<'a> {
 
     pub fn count(&mut self, field: &str) -> Option<u32> {
         self.read(field, |v| match v {
-            hcl::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| describe(v)),
+            hcl::Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| describe(v)),
             other => Err(describe(other)),
         })
     }
 
     pub fn string_list(&mut self, field: &str, valid: impl Fn(&str) -> bool) -> Option<Vec<String>> {
         self.read(field, |v| {
-            let hcl::Value::Array(items) = v else { return Err(describe(v)) };
+            let hcl::Value::Array(items) = v else {
+                return Err(describe(v));
+            };
             items
                 .iter()
                 .enumerate()

@@ -25,12 +25,18 @@ pub struct Member {
 /// How many members land in each zone.
 pub fn members_per_zone(count: u32, zones: usize) -> Vec<u32> {
     let zones = zones as u32;
-    (0..zones).map(|z| count / zones + u32::from(z < count % zones)).collect()
+    (0..zones)
+        .map(|z| count / zones + u32::from(z < count % zones))
+        .collect()
 }
 
 /// The slot (0-based, within the zone) of the zone's last member, if any.
 pub fn last_member_in_zone(count: u32, zones: usize, zone: usize) -> Option<u32> {
-    members_per_zone(count, zones).get(zone).copied().filter(|n| *n > 0).map(|n| n - 1)
+    members_per_zone(count, zones)
+        .get(zone)
+        .copied()
+        .filter(|n| *n > 0)
+        .map(|n| n - 1)
 }
 
 impl Environment {
@@ -43,7 +49,11 @@ impl Environment {
                 let zone = (index % zones) as usize;
                 let ip = host(self.subnets.secure[zone], MEMBER_HOST_OFFSET + index / zones)
                     .expect("validated: the secure subnet holds every member");
-                Member { index, zone: self.availability_zones[zone].clone(), ip }
+                Member {
+                    index,
+                    zone: self.availability_zones[zone].clone(),
+                    ip,
+                }
             })
             .collect()
     }
@@ -67,7 +77,9 @@ pub struct Record {
 pub fn read_record(env_path: &Path) -> Result<Option<Record>, String> {
     let path = record_path(env_path);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
@@ -76,7 +88,10 @@ pub fn read_record(env_path: &Path) -> Result<Option<Record>, String> {
 /// Writes the environment's layout as the record (after an apply).
 pub fn write_record(env_path: &Path, env: &Environment) -> std::io::Result<PathBuf> {
     let path = record_path(env_path);
-    let mut text = serde_json::to_string_pretty(&Record { members: env.etcd_members() }).expect("the layout serialises");
+    let mut text = serde_json::to_string_pretty(&Record {
+        members: env.etcd_members(),
+    })
+    .expect("the layout serialises");
     text.push('\n');
     crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
     Ok(path)
@@ -90,7 +105,11 @@ pub fn moved_members<'a>(recorded: &'a Record, env: &Environment) -> Vec<(&'a Me
     recorded
         .members
         .iter()
-        .filter_map(|old| now.get(old.index as usize).filter(|new| new.zone != old.zone || new.ip != old.ip).map(|new| (old, new.clone())))
+        .filter_map(|old| {
+            now.get(old.index as usize)
+                .filter(|new| new.zone != old.zone || new.ip != old.ip)
+                .map(|new| (old, new.clone()))
+        })
         .collect()
 }
 
@@ -108,13 +127,17 @@ mod tests {
 
     fn example() -> Environment {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("environments/example.tfvars");
-        crate::env::from_text(&path, &std::fs::read_to_string(&path).unwrap()).unwrap().env
+        crate::env::from_text(&path, &std::fs::read_to_string(&path).unwrap())
+            .unwrap()
+            .env
     }
 
     #[test]
     fn appending_a_zone_moves_no_member_while_each_zone_holds_at_most_one() {
         let env = example();
-        let recorded = Record { members: env.etcd_members() };
+        let recorded = Record {
+            members: env.etcd_members(),
+        };
         let mut grown = env.clone();
         grown.availability_zones.push("eu-west-1d".into());
         grown.subnets.secure.push("10.80.13.0/24".parse().unwrap());
@@ -122,17 +145,28 @@ mod tests {
 
         let mut five = env.clone();
         five.etcd_count = 5;
-        let recorded = Record { members: five.etcd_members() };
+        let recorded = Record {
+            members: five.etcd_members(),
+        };
         five.availability_zones.push("eu-west-1d".into());
         five.subnets.secure.push("10.80.13.0/24".parse().unwrap());
-        let moved: Vec<u32> = moved_members(&recorded, &five).iter().map(|(old, _)| old.index).collect();
-        assert_eq!(moved, vec![3, 4], "member 3 went from zone a to zone d, member 4 from b to a");
+        let moved: Vec<u32> = moved_members(&recorded, &five)
+            .iter()
+            .map(|(old, _)| old.index)
+            .collect();
+        assert_eq!(
+            moved,
+            vec![3, 4],
+            "member 3 went from zone a to zone d, member 4 from b to a"
+        );
     }
 
     #[test]
     fn reordered_zones_move_members_and_fewer_members_do_not() {
         let env = example();
-        let recorded = Record { members: env.etcd_members() };
+        let recorded = Record {
+            members: env.etcd_members(),
+        };
         let mut swapped = env.clone();
         swapped.availability_zones.swap(0, 1);
         assert_eq!(moved_members(&recorded, &swapped).len(), 2);

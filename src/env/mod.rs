@@ -16,9 +16,9 @@ use serde::Serialize;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use fields::FIELDS;
-pub use validate::syntax;
 pub use layout::Member;
 pub use scaffold::{default_text, write_new, ScaffoldError};
+pub use validate::syntax;
 
 use fields::Reader;
 
@@ -110,8 +110,10 @@ pub enum LoadError {
 /// Reads, parses and validates an environment file, and checks it against
 /// the members' recorded layout beside it, if any (`layout::record_path`).
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let record = layout::read_record(path);
     from_text_with(path, &text, record).map_err(LoadError::Invalid)
 }
@@ -123,7 +125,11 @@ pub fn from_text(path: &Path, text: &str) -> Result<Loaded, Diagnostics> {
     from_text_with(path, text, Ok(None))
 }
 
-fn from_text_with(path: &Path, text: &str, record: Result<Option<layout::Record>, String>) -> Result<Loaded, Diagnostics> {
+fn from_text_with(
+    path: &Path,
+    text: &str,
+    record: Result<Option<layout::Record>, String>,
+) -> Result<Loaded, Diagnostics> {
     let raw = parse::parse(path, text)?;
     let mut reader = Reader::new(&raw);
     let env = read_fields(&mut reader);
@@ -147,7 +153,9 @@ fn from_text_with(path: &Path, text: &str, record: Result<Option<layout::Record>
 fn read_fields(r: &mut Reader) -> Option<Environment> {
     use validate::syntax::*;
     let name = r.string("environment", is_environment_name);
-    let aws_account = r.string("aws_account", |s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()));
+    let aws_account = r.string("aws_account", |s| {
+        s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+    });
     let aws_profile = r.string("aws_profile", |s| !s.trim().is_empty());
     let region = r.string("region", is_region);
     let availability_zones = r.string_list("availability_zones", is_region_like_zone);
@@ -163,7 +171,10 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
     let compute_min_healthy_percentage = r.count("compute_min_healthy_percentage").filter(|p| {
         let ok = *p <= 100;
         if !ok {
-            r.error("compute_min_healthy_percentage", format!("{p} is not a percentage (0 to 100)"));
+            r.error(
+                "compute_min_healthy_percentage",
+                format!("{p} is not a percentage (0 to 100)"),
+            );
         }
         ok
     });
@@ -177,7 +188,9 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
     let secrets_bucket_name = r.string("secrets_bucket_name", is_bucket_name);
     let terraform_bucket_name = r.string("terraform_bucket_name", is_bucket_name);
     let public_zone_name = r.string("public_zone_name", is_dns_name);
-    let public_zone_id = r.string("public_zone_id", |s| s.is_empty() || s == "create" || is_route53_zone_id(s));
+    let public_zone_id = r.string("public_zone_id", |s| {
+        s.is_empty() || s == "create" || is_route53_zone_id(s)
+    });
     let private_zone_name = r.string("private_zone_name", is_dns_name);
     let kubeapi_access_list = r.cidr_list("kubeapi_access_list");
     let ssh_access_list = r.cidr_list("ssh_access_list");
@@ -191,7 +204,12 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
         region: region?,
         availability_zones: availability_zones?,
         vpc_cidr: vpc_cidr?,
-        subnets: Subnets { secure: secure?, compute: compute?, elb: elb?, mgmt: mgmt? },
+        subnets: Subnets {
+            secure: secure?,
+            compute: compute?,
+            elb: elb?,
+            mgmt: mgmt?,
+        },
         etcd_count: etcd_count?,
         etcd_instance_type: etcd_instance_type?,
         compute_count: compute_count?,
@@ -237,7 +255,10 @@ fn read_addons(r: &mut Reader) -> Option<addons::Addons> {
             Some(release) => Some(Some(release)),
             None => {
                 let known = addons::known_versions(addon).join(", ");
-                r.error(field, format!("nodeboot has no pinned images for {addon} {version} (known: {known})"));
+                r.error(
+                    field,
+                    format!("nodeboot has no pinned images for {addon} {version} (known: {known})"),
+                );
                 None
             }
         }
@@ -247,19 +268,30 @@ fn read_addons(r: &mut Reader) -> Option<addons::Addons> {
     if flannel == Some(None) {
         r.warning("addons", "no flannel: bring your own CNI, or nodes stay NotReady");
     }
-    Some(addons::Addons { flannel: flannel?, coredns: coredns? })
+    Some(addons::Addons {
+        flannel: flannel?,
+        coredns: coredns?,
+    })
 }
 
 fn read_backup_policy(r: &mut Reader) -> Option<EtcdBackupPolicy> {
     let duration = |s: &str| humantime::parse_duration(s).ok();
     let interval = r.string("etcd_backup_interval", |s| {
-        duration(s).is_some_and(|d| d >= std::time::Duration::from_secs(60) && d <= std::time::Duration::from_secs(86_400))
+        duration(s)
+            .is_some_and(|d| d >= std::time::Duration::from_secs(60) && d <= std::time::Duration::from_secs(86_400))
     });
     let hourly = r.string("etcd_backup_keep_hourly", |s| duration(s).is_some());
     let daily = r.string("etcd_backup_keep_daily", |s| duration(s).is_some());
-    let policy = EtcdBackupPolicy { interval: duration(&interval?)?, keep_hourly: duration(&hourly?)?, keep_daily: duration(&daily?)? };
+    let policy = EtcdBackupPolicy {
+        interval: duration(&interval?)?,
+        keep_hourly: duration(&hourly?)?,
+        keep_daily: duration(&daily?)?,
+    };
     if policy.keep_daily < policy.keep_hourly {
-        r.error("etcd_backup_keep_daily", "shorter than etcd_backup_keep_hourly; the daily tier keeps backups after the hourly one ends");
+        r.error(
+            "etcd_backup_keep_daily",
+            "shorter than etcd_backup_keep_hourly; the daily tier keeps backups after the hourly one ends",
+        );
         return None;
     }
     Some(policy)
@@ -279,7 +311,14 @@ fn read_nodeboot_source(r: &mut Reader) -> Option<NodebootSource> {
         r.error("nodeboot_s3_url", "required when nodeboot_source = \"s3\"");
     }
     if sha512.is_empty() {
-        r.error("nodeboot_sha512", "required when nodeboot_source = \"s3\" (Ignition verifies the download)");
+        r.error(
+            "nodeboot_sha512",
+            "required when nodeboot_source = \"s3\" (Ignition verifies the download)",
+        );
     }
-    (!url.is_empty() && !sha512.is_empty()).then(|| NodebootSource::S3 { path, url, sha512: sha512.to_lowercase() })
+    (!url.is_empty() && !sha512.is_empty()).then(|| NodebootSource::S3 {
+        path,
+        url,
+        sha512: sha512.to_lowercase(),
+    })
 }

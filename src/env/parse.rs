@@ -46,7 +46,11 @@ pub fn parse(file: &Path, text: &str) -> Result<RawEnv, Diagnostics> {
     let body: Body = hcl::edit::parser::parse_body(text).map_err(|err| {
         let loc = err.location();
         // Name the field when the offending line is `key = ...`.
-        let field = err.line().split_once('=').map(|(k, _)| k.trim()).filter(|k| is_identifier(k));
+        let field = err
+            .line()
+            .split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| is_identifier(k));
         Diagnostics::one(Diagnostic::error(
             &file,
             Some(loc.line()),
@@ -76,7 +80,12 @@ pub fn parse(file: &Path, text: &str) -> Result<RawEnv, Diagnostics> {
         // Evaluated only once it is known to be a literal: the evaluator
         // panics on some arithmetic (`10 % 0`, `1 % 0.0`; found by fuzzing).
         if let Err(what) = literal_only(&expr) {
-            diags.push(Diagnostic::error(&file, Some(line), Some(&key), format!("only literal values are allowed in a .tfvars file, not {what}")));
+            diags.push(Diagnostic::error(
+                &file,
+                Some(line),
+                Some(&key),
+                format!("only literal values are allowed in a .tfvars file, not {what}"),
+            ));
             continue;
         }
         let value = match expr.evaluate(&hcl::eval::Context::new()) {
@@ -162,7 +171,11 @@ fn literal_only(expr: &hcl::Expression) -> Result<(), &'static str> {
                 hcl::TemplateExpr::QuotedString(s) => s.as_str(),
                 hcl::TemplateExpr::Heredoc(h) => h.template.as_str(),
             };
-            if raw.contains("${") || raw.contains("%{") { Err("a template with interpolation") } else { Ok(()) }
+            if raw.contains("${") || raw.contains("%{") {
+                Err("a template with interpolation")
+            } else {
+                Ok(())
+            }
         }
         E::Array(items) => items.iter().try_for_each(literal_only),
         E::Object(object) => object.iter().try_for_each(|(key, value)| match key {
@@ -234,7 +247,15 @@ mod tests {
     /// refused before evaluation, naming the field, and literals still parse.
     #[test]
     fn arithmetic_is_refused_without_evaluating_it() {
-        for text in ["nmak=10%0.0", "a = 10 % 0\n", "a = 1 + 2\n", "a = [1, 2 * 3]\n", "a = { b = 4 / 0 }\n", "a = \"${1 % 0}\"\n", "a = true ? 1 : 2\n"] {
+        for text in [
+            "nmak=10%0.0",
+            "a = 10 % 0\n",
+            "a = 1 + 2\n",
+            "a = [1, 2 * 3]\n",
+            "a = { b = 4 / 0 }\n",
+            "a = \"${1 % 0}\"\n",
+            "a = true ? 1 : 2\n",
+        ] {
             let err = parse_str(text).unwrap_err().to_string();
             assert!(err.contains("only literal values"), "{text}: {err}");
         }

@@ -14,7 +14,9 @@ struct DefaultEnvironment<'a> {
 /// The defaults for an environment called `name`, commented field by field.
 /// `environments/example.tfvars` is exactly this text for `example`.
 pub fn default_text(name: &str) -> String {
-    let mut text = DefaultEnvironment { name }.render().expect("the default environment template renders");
+    let mut text = DefaultEnvironment { name }
+        .render()
+        .expect("the default environment template renders");
     text.push('\n'); // askama drops the template's final newline
     text
 }
@@ -35,7 +37,10 @@ pub fn write_new(dir: &Path, name: &str) -> Result<PathBuf, ScaffoldError> {
         return Err(ScaffoldError::BadName(name.to_string()));
     }
     let path = dir.join(format!("{name}.tfvars"));
-    let write_err = |source| ScaffoldError::Write { path: path.clone(), source };
+    let write_err = |source| ScaffoldError::Write {
+        path: path.clone(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(write_err)?;
     // create_new is atomic: two concurrent runs cannot both create the file.
     let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {

@@ -31,7 +31,10 @@ pub fn check(env: &Environment, r: &mut Reader) {
         );
     }
     if env.secrets_bucket_name == env.terraform_bucket_name {
-        r.error("terraform_bucket_name", "must differ from secrets_bucket_name (state and secrets have different readers)");
+        r.error(
+            "terraform_bucket_name",
+            "must differ from secrets_bucket_name (state and secrets have different readers)",
+        );
     }
 }
 
@@ -42,12 +45,19 @@ pub fn check_recorded_layout(env: &Environment, record: Result<Option<layout::Re
     let record = match record {
         Ok(Some(record)) => record,
         Ok(None) => return,
-        Err(e) => return r.error("availability_zones", format!("cannot read the recorded member layout {e}")),
+        Err(e) => {
+            return r.error(
+                "availability_zones",
+                format!("cannot read the recorded member layout {e}"),
+            )
+        }
     };
     let recorded = record.members.len() as u32;
     if env.etcd_count < recorded {
-        let removals: Vec<String> =
-            (env.etcd_count..recorded).rev().map(|m| format!("`nodeboot etcd remove-member --env {} {m}`", r.file())).collect();
+        let removals: Vec<String> = (env.etcd_count..recorded)
+            .rev()
+            .map(|m| format!("`nodeboot etcd remove-member --env {} {m}`", r.file()))
+            .collect();
         r.warning(
             "etcd_count",
             format!(
@@ -62,7 +72,11 @@ pub fn check_recorded_layout(env: &Environment, record: Result<Option<layout::Re
         );
     }
     for (old, new) in layout::moved_members(&record, env) {
-        let field = if old.zone != new.zone { "availability_zones" } else { "secure_subnets" };
+        let field = if old.zone != new.zone {
+            "availability_zones"
+        } else {
+            "secure_subnets"
+        };
         r.error(
             field,
             format!(
@@ -79,7 +93,8 @@ pub fn check_recorded_layout(env: &Environment, record: Result<Option<layout::Re
 /// existing zone `<parent>` (two labels at least: Route 53 has no TLD zones).
 fn delegated_zone_fits(env: &Environment) -> bool {
     let name = env.public_zone_name.trim_end_matches('.').to_ascii_lowercase();
-    name.strip_prefix(&format!("{}.", env.name)).is_some_and(|parent| parent.split('.').count() >= 2)
+    name.strip_prefix(&format!("{}.", env.name))
+        .is_some_and(|parent| parent.split('.').count() >= 2)
 }
 
 fn check_zones(env: &Environment, r: &mut Reader) {
@@ -87,12 +102,18 @@ fn check_zones(env: &Environment, r: &mut Reader) {
     if zones.len() < MIN_ZONES {
         r.error(
             "availability_zones",
-            format!("{} zone(s) given; the layout needs at least {MIN_ZONES} (load balancers span two zones)", zones.len()),
+            format!(
+                "{} zone(s) given; the layout needs at least {MIN_ZONES} (load balancers span two zones)",
+                zones.len()
+            ),
         );
     }
     for (i, zone) in zones.iter().enumerate() {
         if !zone.starts_with(&env.region) {
-            r.error("availability_zones", format!("{zone:?} (index {i}) is not a zone of region {:?}", env.region));
+            r.error(
+                "availability_zones",
+                format!("{zone:?} (index {i}) is not a zone of region {:?}", env.region),
+            );
         }
         if zones[..i].contains(zone) {
             r.error("availability_zones", format!("{zone:?} is listed twice"));
@@ -115,14 +136,23 @@ fn check_subnets(env: &Environment, r: &mut Reader) {
     for field in SUBNET_FIELDS {
         let nets = subnets_of(env, field);
         if nets.len() != zones {
-            r.error(field, format!("{} subnet(s) for {zones} availability zone(s); give exactly one per zone, in zone order", nets.len()));
+            r.error(
+                field,
+                format!(
+                    "{} subnet(s) for {zones} availability zone(s); give exactly one per zone, in zone order",
+                    nets.len()
+                ),
+            );
         }
         for (i, net) in nets.iter().enumerate() {
             if !env.vpc_cidr.contains(net) {
                 r.error(field, format!("{net} (index {i}) is outside vpc_cidr {}", env.vpc_cidr));
             }
             if let Some((other_field, j, other)) = seen.iter().find(|(_, _, o)| overlaps(o, net)) {
-                r.error(field, format!("{net} (index {i}) overlaps {other} ({other_field} index {j})"));
+                r.error(
+                    field,
+                    format!("{net} (index {i}) overlaps {other} ({other_field} index {j})"),
+                );
             }
             seen.push((field, i, *net));
         }
@@ -136,13 +166,20 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 fn check_etcd(env: &Environment, r: &mut Reader) {
     let count = env.etcd_count;
     if count == 0 {
-        r.error("etcd_count", "0 members: etcd needs at least one (3 or 5 for a cluster that survives a failure)");
+        r.error(
+            "etcd_count",
+            "0 members: etcd needs at least one (3 or 5 for a cluster that survives a failure)",
+        );
         return;
     }
     if count % 2 == 0 {
         r.warning(
             "etcd_count",
-            format!("{count} members tolerate no more failures than {} (quorum is {}); prefer an odd count", count - 1, count / 2 + 1),
+            format!(
+                "{count} members tolerate no more failures than {} (quorum is {}); prefer an odd count",
+                count - 1,
+                count / 2 + 1
+            ),
         );
     }
     let zones = env.availability_zones.len();
@@ -161,7 +198,13 @@ fn check_etcd(env: &Environment, r: &mut Reader) {
         let last = layout::last_member_in_zone(count, zones, zone);
         if let Some(slot) = last {
             if host(*net, MEMBER_HOST_OFFSET + slot + 1).is_none() {
-                r.error("secure_subnets", format!("{net} is too small for the etcd members of zone {zone} (host {} needed)", MEMBER_HOST_OFFSET + slot));
+                r.error(
+                    "secure_subnets",
+                    format!(
+                        "{net} is too small for the etcd members of zone {zone} (host {} needed)",
+                        MEMBER_HOST_OFFSET + slot
+                    ),
+                );
             }
         }
     }
@@ -172,7 +215,10 @@ fn check_access(r: &mut Reader, field: &str, list: &[Ipv4Net]) {
         r.warning(field, "empty: nothing can reach this endpoint from outside the VPC");
     }
     if list.iter().any(|n| n.prefix_len() == 0) {
-        r.warning(field, "0.0.0.0/0 opens this endpoint to the whole internet; list your own networks instead");
+        r.warning(
+            field,
+            "0.0.0.0/0 opens this endpoint to the whole internet; list your own networks instead",
+        );
     }
 }
 
@@ -182,7 +228,8 @@ pub mod syntax {
 
     pub fn is_environment_name(s: &str) -> bool {
         (3..=32).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && s.as_bytes()[0].is_ascii_lowercase()
             && !s.ends_with('-')
     }
@@ -191,7 +238,9 @@ pub mod syntax {
     pub fn is_region(s: &str) -> bool {
         let parts: Vec<&str> = s.split('-').collect();
         parts.len() >= 3
-            && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+            && parts[..parts.len() - 1]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
             && parts[parts.len() - 1].parse::<u8>().is_ok()
     }
 
@@ -207,7 +256,9 @@ pub mod syntax {
             Some((family, size)) => {
                 !family.is_empty()
                     && !size.is_empty()
-                    && family.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && family
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && size.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             }
             None => false,
@@ -217,7 +268,10 @@ pub mod syntax {
     /// `MAJOR.MINOR.PATCH`, digits only: the form release artefacts are named by.
     pub fn is_version(s: &str) -> bool {
         let parts: Vec<&str> = s.split('.').collect();
-        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     }
 
     pub fn is_absolute_path(s: &str) -> bool {
@@ -240,16 +294,21 @@ pub mod syntax {
         let uuid = |s: &str| s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
         let alias = |s: &str| {
             s.strip_prefix("alias/").is_some_and(|n| {
-                !n.is_empty() && !n.starts_with("aws/") && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
+                !n.is_empty()
+                    && !n.starts_with("aws/")
+                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
             })
         };
-        uuid(s) || alias(s) || (s.starts_with("arn:aws") && s.contains(":kms:") && (s.contains(":key/") || s.contains(":alias/")))
+        uuid(s)
+            || alias(s)
+            || (s.starts_with("arn:aws") && s.contains(":kms:") && (s.contains(":key/") || s.contains(":alias/")))
     }
 
     /// S3's naming rules for general purpose buckets.
     pub fn is_bucket_name(s: &str) -> bool {
         (3..=63).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
             && s.as_bytes()[0].is_ascii_alphanumeric()
             && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
             && !s.contains("..")
@@ -258,7 +317,10 @@ pub mod syntax {
 
     /// A Route 53 hosted zone id: `Z` and upper-case letters and digits.
     pub fn is_route53_zone_id(s: &str) -> bool {
-        s.len() <= 32 && s.starts_with('Z') && s.len() > 1 && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        s.len() <= 32
+            && s.starts_with('Z')
+            && s.len() > 1
+            && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     }
 
     pub fn is_dns_name(s: &str) -> bool {
@@ -285,7 +347,9 @@ pub mod syntax {
             "sk-ecdsa-sha2-nistp256@openssh.com",
         ];
         let mut parts = s.split_whitespace();
-        let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else { return false };
+        let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+            return false;
+        };
         TYPES.contains(&kind)
             && blob.len() > 16
             && blob.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
@@ -299,12 +363,16 @@ mod tests {
 
     #[test]
     fn syntax_rules_accept_good_and_refuse_bad_values() {
-        assert!(is_region("eu-west-1") && is_region("us-gov-west-1") && !is_region("eu-west") && !is_region("EU-west-1"));
+        assert!(
+            is_region("eu-west-1") && is_region("us-gov-west-1") && !is_region("eu-west") && !is_region("EU-west-1")
+        );
         assert!(is_region_like_zone("eu-west-1a") && !is_region_like_zone("eu-west-1"));
         assert!(is_instance_type("m6i.large") && !is_instance_type("large"));
         assert!(is_version("1.31.4") && !is_version("v1.31.4") && !is_version("1.31"));
         assert!(is_bucket_name("my-bucket.eu") && !is_bucket_name("My_Bucket") && !is_bucket_name("192.168.1.1"));
-        assert!(is_kms_key_id("alias/x") && is_kms_key_id("1234abcd-12ab-34cd-56ef-1234567890ab") && !is_kms_key_id("x"));
+        assert!(
+            is_kms_key_id("alias/x") && is_kms_key_id("1234abcd-12ab-34cd-56ef-1234567890ab") && !is_kms_key_id("x")
+        );
         assert!(is_dns_name("example.com") && !is_dns_name("-bad.com") && !is_dns_name("nodot"));
         assert!(is_s3_url("s3://bucket/key") && !is_s3_url("s3://bucket") && !is_s3_url("https://x/y"));
         assert!(is_environment_name("play-jest") && !is_environment_name("Play") && !is_environment_name("ab"));

@@ -58,11 +58,17 @@ pub struct SnapshotInfo {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, EtcdClientError> {
-    std::fs::read(path).map_err(|e| EtcdClientError::Tls { path: path.display().to_string(), detail: e.to_string() })
+    std::fs::read(path).map_err(|e| EtcdClientError::Tls {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })
 }
 
 fn tls_config(files: &TlsFiles) -> Result<TlsConfig, EtcdClientError> {
-    let bad = |path: &Path, e: ureq::Error| EtcdClientError::Tls { path: path.display().to_string(), detail: e.to_string() };
+    let bad = |path: &Path, e: ureq::Error| EtcdClientError::Tls {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
     let ca_pem = read(&files.ca)?;
     let roots: Vec<Certificate<'static>> = ureq::tls::parse_pem(&ca_pem)
         .filter_map(|item| match item {
@@ -73,7 +79,10 @@ fn tls_config(files: &TlsFiles) -> Result<TlsConfig, EtcdClientError> {
         .collect::<Result<_, _>>()
         .map_err(|e| bad(&files.ca, e))?;
     if roots.is_empty() {
-        return Err(EtcdClientError::Tls { path: files.ca.display().to_string(), detail: "no certificate in the file".into() });
+        return Err(EtcdClientError::Tls {
+            path: files.ca.display().to_string(),
+            detail: "no certificate in the file".into(),
+        });
     }
     let cert = Certificate::from_pem(&read(&files.cert)?).map_err(|e| bad(&files.cert, e))?;
     let key = PrivateKey::from_pem(&read(&files.key)?).map_err(|e| bad(&files.key, e))?;
@@ -119,7 +128,12 @@ impl Client {
         Self::with_timeouts(endpoints, tls, CONNECT_TIMEOUT, CALL_TIMEOUT)
     }
 
-    pub fn with_timeouts(endpoints: Vec<String>, tls: &TlsFiles, connect: Duration, call: Duration) -> Result<Self, EtcdClientError> {
+    pub fn with_timeouts(
+        endpoints: Vec<String>,
+        tls: &TlsFiles,
+        connect: Duration,
+        call: Duration,
+    ) -> Result<Self, EtcdClientError> {
         Ok(Self::build(endpoints, Some(tls_config(tls)?), connect, call))
     }
 
@@ -146,8 +160,16 @@ impl Client {
                 .build()
                 .into()
         };
-        let endpoints = endpoints.into_iter().map(|e| e.trim_end_matches('/').to_string()).collect();
-        Client { endpoints, agent: build(Some(call), None), stream_agent: build(None, Some(STREAM_READ_TIMEOUT)), preferred: AtomicUsize::new(0) }
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| e.trim_end_matches('/').to_string())
+            .collect();
+        Client {
+            endpoints,
+            agent: build(Some(call), None),
+            stream_agent: build(None, Some(STREAM_READ_TIMEOUT)),
+            preferred: AtomicUsize::new(0),
+        }
     }
 
     /// Asks each endpoint in turn (the last one that answered first) until
@@ -174,7 +196,10 @@ impl Client {
     /// One call to one endpoint.
     pub fn call_at(&self, endpoint: &str, path: &str, body: &Value) -> Result<Value, EtcdClientError> {
         let url = format!("{endpoint}{path}");
-        let unreachable = |e: ureq::Error| EtcdClientError::Unreachable { endpoint: endpoint.to_string(), detail: e.to_string() };
+        let unreachable = |e: ureq::Error| EtcdClientError::Unreachable {
+            endpoint: endpoint.to_string(),
+            detail: e.to_string(),
+        };
         let mut response = self
             .agent
             .post(&url)
@@ -183,10 +208,17 @@ impl Client {
             .map_err(unreachable)?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().map_err(unreachable)?;
-        let bad = |detail: String| EtcdClientError::Bad { endpoint: endpoint.to_string(), call: path.to_string(), detail };
-        let value: Value = serde_json::from_str(&text).map_err(|e| bad(format!("HTTP {status}, not JSON ({e}): {}", snippet(&text))))?;
+        let bad = |detail: String| EtcdClientError::Bad {
+            endpoint: endpoint.to_string(),
+            call: path.to_string(),
+            detail,
+        };
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("HTTP {status}, not JSON ({e}): {}", snippet(&text))))?;
         if status != 200 {
-            return Err(api_error(endpoint, path, &value).unwrap_or_else(|| bad(format!("HTTP {status}: {}", snippet(&text)))));
+            return Err(
+                api_error(endpoint, path, &value).unwrap_or_else(|| bad(format!("HTTP {status}: {}", snippet(&text))))
+            );
         }
         Ok(value)
     }
@@ -199,7 +231,10 @@ impl Client {
 
     /// Puts `key` attached to a lease (it goes when the lease expires).
     pub fn put_with_lease(&self, key: &[u8], value: &[u8], lease: i64) -> Result<i64, EtcdClientError> {
-        let (_, v) = self.call("/v3/kv/put", json!({"key": b64(key), "value": b64(value), "lease": lease.to_string()}))?;
+        let (_, v) = self.call(
+            "/v3/kv/put",
+            json!({"key": b64(key), "value": b64(value), "lease": lease.to_string()}),
+        )?;
         Ok(i64_at(&v, &["header", "revision"]))
     }
 
@@ -226,7 +261,10 @@ impl Client {
 
     /// Every key that starts with `prefix`, in key order.
     pub fn range_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, EtcdClientError> {
-        let (endpoint, v) = self.call("/v3/kv/range", json!({"key": b64(range_start(prefix)), "range_end": b64(&prefix_end(prefix))}))?;
+        let (endpoint, v) = self.call(
+            "/v3/kv/range",
+            json!({"key": b64(range_start(prefix)), "range_end": b64(&prefix_end(prefix))}),
+        )?;
         kvs(&endpoint, &v)
     }
 
@@ -238,7 +276,8 @@ impl Client {
     /// How many keys started with `prefix` at `revision` (now when `None`),
     /// and the store's revision now.
     pub fn count_prefix_at(&self, prefix: &[u8], revision: Option<i64>) -> Result<(i64, i64), EtcdClientError> {
-        let mut body = json!({"key": b64(range_start(prefix)), "range_end": b64(&prefix_end(prefix)), "count_only": true});
+        let mut body =
+            json!({"key": b64(range_start(prefix)), "range_end": b64(&prefix_end(prefix)), "count_only": true});
         if let Some(revision) = revision {
             body["revision"] = json!(revision.to_string());
         }
@@ -254,7 +293,10 @@ impl Client {
 
     pub fn lease_grant(&self, ttl_seconds: i64) -> Result<Lease, EtcdClientError> {
         let (_, v) = self.call("/v3/lease/grant", json!({"TTL": ttl_seconds.to_string()}))?;
-        Ok(Lease { id: i64_at(&v, &["ID"]), ttl: i64_at(&v, &["TTL"]) })
+        Ok(Lease {
+            id: i64_at(&v, &["ID"]),
+            ttl: i64_at(&v, &["TTL"]),
+        })
     }
 
     /// Renews a lease once; returns its new TTL (0: the lease has expired).
@@ -290,8 +332,15 @@ impl Client {
     /// were already written (the caller must discard a partial file).
     pub fn snapshot_from(&self, endpoint: &str, out: &mut impl Write) -> Result<SnapshotInfo, (u64, EtcdClientError)> {
         const CALL: &str = "/v3/maintenance/snapshot";
-        let unreachable = |e: String| EtcdClientError::Unreachable { endpoint: endpoint.to_string(), detail: e };
-        let bad = |detail: String| EtcdClientError::Bad { endpoint: endpoint.to_string(), call: CALL.into(), detail };
+        let unreachable = |e: String| EtcdClientError::Unreachable {
+            endpoint: endpoint.to_string(),
+            detail: e,
+        };
+        let bad = |detail: String| EtcdClientError::Bad {
+            endpoint: endpoint.to_string(),
+            call: CALL.into(),
+            detail,
+        };
         let response = self
             .stream_agent
             .post(&format!("{endpoint}{CALL}"))
@@ -304,27 +353,36 @@ impl Client {
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = lines.read_until(b'\n', &mut line).map_err(|e| (written, unreachable(e.to_string())))?;
+            let n = lines
+                .read_until(b'\n', &mut line)
+                .map_err(|e| (written, unreachable(e.to_string())))?;
             if n == 0 {
                 break;
             }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let v: Value = serde_json::from_slice(&line).map_err(|e| (written, bad(format!("HTTP {status}, a chunk is not JSON: {e}"))))?;
+            let v: Value = serde_json::from_slice(&line)
+                .map_err(|e| (written, bad(format!("HTTP {status}, a chunk is not JSON: {e}"))))?;
             if let Some(e) = api_error(endpoint, CALL, &v) {
                 return Err((written, e));
             }
             let blob = v.pointer("/result/blob").and_then(Value::as_str).unwrap_or("");
-            let bytes = B64.decode(blob).map_err(|e| (written, bad(format!("a chunk's blob is not base64: {e}"))))?;
-            out.write_all(&bytes).map_err(|e| (written, EtcdClientError::Write(e)))?;
+            let bytes = B64
+                .decode(blob)
+                .map_err(|e| (written, bad(format!("a chunk's blob is not base64: {e}"))))?;
+            out.write_all(&bytes)
+                .map_err(|e| (written, EtcdClientError::Write(e)))?;
             written += bytes.len() as u64;
         }
         if status != 200 || written == 0 {
             return Err((written, bad(format!("HTTP {status}, {written} bytes"))));
         }
         out.flush().map_err(|e| (written, EtcdClientError::Write(e)))?;
-        Ok(SnapshotInfo { endpoint: endpoint.to_string(), bytes: written })
+        Ok(SnapshotInfo {
+            endpoint: endpoint.to_string(),
+            bytes: written,
+        })
     }
 }
 
@@ -371,8 +429,11 @@ impl Cluster for Client {
     fn member_add(&self, peer_urls: &[String], learner: bool) -> Result<Member, EtcdClientError> {
         const CALL: &str = "/v3/cluster/member/add";
         let (endpoint, v) = self.call(CALL, json!({"peerURLs": peer_urls, "isLearner": learner}))?;
-        serde_json::from_value(v.get("member").cloned().unwrap_or(Value::Null))
-            .map_err(|e| EtcdClientError::Bad { endpoint, call: CALL.into(), detail: format!("no member in the answer: {e}") })
+        serde_json::from_value(v.get("member").cloned().unwrap_or(Value::Null)).map_err(|e| EtcdClientError::Bad {
+            endpoint,
+            call: CALL.into(),
+            detail: format!("no member in the answer: {e}"),
+        })
     }
 
     fn member_remove(&self, id: u64) -> Result<(), EtcdClientError> {
@@ -393,14 +454,25 @@ fn snippet(text: &str) -> String {
 /// `{"code": 14, "message": "..."}` (unary) or `{"error": {"grpc_code": .., "message": ..}}` (streams).
 fn api_error(endpoint: &str, call: &str, v: &Value) -> Option<EtcdClientError> {
     let (code, message) = match (v.get("code"), v.get("error")) {
-        (Some(code), _) => (code.as_i64()?, v.get("message").and_then(Value::as_str).unwrap_or_default()),
+        (Some(code), _) => (
+            code.as_i64()?,
+            v.get("message").and_then(Value::as_str).unwrap_or_default(),
+        ),
         (None, Some(e)) if e.is_object() => (
-            e.get("grpc_code").or_else(|| e.get("code")).and_then(Value::as_i64).unwrap_or(2),
+            e.get("grpc_code")
+                .or_else(|| e.get("code"))
+                .and_then(Value::as_i64)
+                .unwrap_or(2),
             e.get("message").and_then(Value::as_str).unwrap_or_default(),
         ),
         _ => return None,
     };
-    Some(EtcdClientError::Api { endpoint: endpoint.to_string(), call: call.to_string(), code, message: message.to_string() })
+    Some(EtcdClientError::Api {
+        endpoint: endpoint.to_string(),
+        call: call.to_string(),
+        code,
+        message: message.to_string(),
+    })
 }
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -425,14 +497,22 @@ fn i64_at(v: &Value, path: &[&str]) -> i64 {
 }
 
 fn members(endpoint: &str, call: &str, v: &Value, field: &str) -> Result<Vec<Member>, EtcdClientError> {
-    serde_json::from_value(v.get(field).cloned().unwrap_or_else(|| json!([])))
-        .map_err(|e| EtcdClientError::Bad { endpoint: endpoint.to_string(), call: call.to_string(), detail: e.to_string() })
+    serde_json::from_value(v.get(field).cloned().unwrap_or_else(|| json!([]))).map_err(|e| EtcdClientError::Bad {
+        endpoint: endpoint.to_string(),
+        call: call.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 fn kvs(endpoint: &str, v: &Value) -> Result<Vec<KeyValue>, EtcdClientError> {
-    let bad = |detail: String| EtcdClientError::Bad { endpoint: endpoint.to_string(), call: "/v3/kv/range".into(), detail };
+    let bad = |detail: String| EtcdClientError::Bad {
+        endpoint: endpoint.to_string(),
+        call: "/v3/kv/range".into(),
+        detail,
+    };
     let decode = |kv: &Value, field: &str| -> Result<Vec<u8>, EtcdClientError> {
-        B64.decode(kv.get(field).and_then(Value::as_str).unwrap_or_default()).map_err(|e| bad(format!("{field} is not base64: {e}")))
+        B64.decode(kv.get(field).and_then(Value::as_str).unwrap_or_default())
+            .map_err(|e| bad(format!("{field} is not base64: {e}")))
     };
     let mut out = Vec::new();
     for kv in v.get("kvs").and_then(Value::as_array).into_iter().flatten() {
@@ -465,7 +545,10 @@ mod tests {
         let unary = json!({"code": 14, "message": "etcdserver: request timed out"});
         let e = api_error("https://e", "/v3/kv/put", &unary).unwrap();
         assert!(e.is_unavailable(), "{e}");
-        assert_eq!(e.to_string(), "etcd at https://e/v3/kv/put: etcdserver: request timed out (gRPC code 14)");
+        assert_eq!(
+            e.to_string(),
+            "etcd at https://e/v3/kv/put: etcdserver: request timed out (gRPC code 14)"
+        );
         let stream = json!({"error": {"grpc_code": 9, "message": "too many learners"}});
         let e = api_error("https://e", "/v3/x", &stream).unwrap();
         assert!(!e.is_unavailable());

@@ -34,18 +34,12 @@ pub fn try_acquire(
     let key = format!("{PREFIX}{name}");
     let lease = client.lease_grant(ttl_seconds)?;
     if client.put_if_absent(key.as_bytes(), holder_name.as_bytes(), Some(lease.id))? {
-        return Ok(Some(Held {
-            key,
-            lease: lease.id,
-        }));
+        return Ok(Some(Held { key, lease: lease.id }));
     }
     // Ours from a run that was killed: take it over under the new lease.
     if holder(client, name)?.as_deref() == Some(holder_name) {
         client.put_with_lease(key.as_bytes(), holder_name.as_bytes(), lease.id)?;
-        return Ok(Some(Held {
-            key,
-            lease: lease.id,
-        }));
+        return Ok(Some(Held { key, lease: lease.id }));
     }
     client.lease_revoke(lease.id)?;
     Ok(None)

@@ -28,9 +28,18 @@ pub enum EtcdClientError {
     #[error("etcd at {endpoint} does not answer: {detail}")]
     Unreachable { endpoint: String, detail: String },
     #[error("etcd at {endpoint}{call}: {message} (gRPC code {code})")]
-    Api { endpoint: String, call: String, code: i64, message: String },
+    Api {
+        endpoint: String,
+        call: String,
+        code: i64,
+        message: String,
+    },
     #[error("etcd at {endpoint}{call}: unexpected answer: {detail}")]
-    Bad { endpoint: String, call: String, detail: String },
+    Bad {
+        endpoint: String,
+        call: String,
+        detail: String,
+    },
     #[error("no etcd endpoint to ask")]
     NoEndpoints,
     #[error("writing the snapshot: {0}")]

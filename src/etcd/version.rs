@@ -27,19 +27,29 @@ impl FromStr for Version {
         let core = t.split(['-', '+', ' ']).next().unwrap_or("");
         let parts: Vec<&str> = core.split('.').collect();
         let num = |i: usize| -> Result<u32, String> {
-            parts.get(i).map_or(Ok(0), |p| p.parse().map_err(|_| format!("{s:?} is not an etcd version such as 3.5.16")))
+            parts.get(i).map_or(Ok(0), |p| {
+                p.parse()
+                    .map_err(|_| format!("{s:?} is not an etcd version such as 3.5.16"))
+            })
         };
         if !(2..=3).contains(&parts.len()) {
             return Err(format!("{s:?} is not an etcd version such as 3.5.16"));
         }
-        Ok(Version { major: num(0)?, minor: num(1)?, patch: num(2)? })
+        Ok(Version {
+            major: num(0)?,
+            minor: num(1)?,
+            patch: num(2)?,
+        })
     }
 }
 
 impl Version {
     /// The version `etcd --version` prints on its first line (`etcd Version: 3.5.16`).
     pub fn from_etcd_output(output: &str) -> Option<Version> {
-        output.lines().find_map(|l| l.trim().strip_prefix("etcd Version:")).and_then(|v| v.parse().ok())
+        output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("etcd Version:"))
+            .and_then(|v| v.parse().ok())
     }
 
     /// How many minor versions apart two versions are; `None` across majors.
@@ -64,7 +74,9 @@ pub fn check_change(running: &str, wanted: &str) -> Result<(), String> {
     let parse = |s: &str, what: &str| s.parse::<Version>().map_err(|e| format!("{what} etcd version: {e}"));
     let (from, to) = (parse(running, "the cluster's")?, parse(wanted, "the wanted")?);
     if from.major != to.major {
-        return Err(format!("etcd {from} -> {to} changes the major version; etcd upgrades one minor version at a time"));
+        return Err(format!(
+            "etcd {from} -> {to} changes the major version; etcd upgrades one minor version at a time"
+        ));
     }
     match to.minor.cmp(&from.minor) {
         std::cmp::Ordering::Less => Err(format!(
@@ -100,9 +112,16 @@ mod tests {
             ("3.5.17", "latest", false),
         ];
         for (from, to, ok) in table {
-            assert_eq!(check_change(from, to).is_ok(), ok, "{from} -> {to}: {:?}", check_change(from, to));
+            assert_eq!(
+                check_change(from, to).is_ok(),
+                ok,
+                "{from} -> {to}: {:?}",
+                check_change(from, to)
+            );
         }
-        assert!(check_change("3.4.23", "3.6.0").unwrap_err().contains("upgrade to 3.5.x first"));
+        assert!(check_change("3.4.23", "3.6.0")
+            .unwrap_err()
+            .contains("upgrade to 3.5.x first"));
         assert!(check_change("3.5.17", "3.4.23").unwrap_err().contains("downgrade"));
     }
 
@@ -112,7 +131,14 @@ mod tests {
 
     #[test]
     fn versions_parse_in_every_form_etcd_and_the_environment_use() {
-        assert_eq!(v("3.5.16"), Version { major: 3, minor: 5, patch: 16 });
+        assert_eq!(
+            v("3.5.16"),
+            Version {
+                major: 3,
+                minor: 5,
+                patch: 16
+            }
+        );
         assert_eq!(v("v3.5.17"), v("3.5.17"));
         assert_eq!(v("3.6"), v("3.6.0"));
         assert_eq!(v("3.6.0-rc.1"), v("3.6.0"));
@@ -134,7 +160,11 @@ mod tests {
             ("4.0.0", "3.9.0", false),
         ];
         for (binary, data, ok) in table {
-            assert_eq!(Version::may_open(v(binary), v(data)), ok, "binary {binary} on data of {data}");
+            assert_eq!(
+                Version::may_open(v(binary), v(data)),
+                ok,
+                "binary {binary} on data of {data}"
+            );
         }
     }
 }

@@ -20,15 +20,15 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 use tracing::{info, warn};
 
 pub use plan::{
-    etcd_member_name, plan, BootstrapTokenSpec, CertSpec, EncryptionKeySpec, KubeconfigSpec, Pki, Usage, ADMIN_KUBECONFIG, BOOTSTRAP_GROUP,
-    CLUSTER_CA_KEY, LEGACY_ADMIN_KUBECONFIG,
+    etcd_member_name, plan, BootstrapTokenSpec, CertSpec, EncryptionKeySpec, KubeconfigSpec, Pki, Usage,
+    ADMIN_KUBECONFIG, BOOTSTRAP_GROUP, CLUSTER_CA_KEY, LEGACY_ADMIN_KUBECONFIG,
 };
 pub use token::{BootstrapToken, ENCRYPTION_KEY_BYTES};
 
@@ -76,7 +76,14 @@ pub struct Outcome {
 
 /// Creates what is missing under `dir` (and what `rotate` names); keeps the rest.
 pub fn ensure(dir: &Path, pki: &Pki, rotate: &[String]) -> Result<Outcome, PkiError> {
-    ensure_with(dir, pki, &Options { rotate: rotate.to_vec(), renew: false })
+    ensure_with(
+        dir,
+        pki,
+        &Options {
+            rotate: rotate.to_vec(),
+            renew: false,
+        },
+    )
 }
 
 /// The ids `--rotate` takes.
@@ -99,7 +106,11 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
     if options.renew {
         for item in inventory(dir, pki)? {
             if item.days_left.is_some_and(|d| d < RENEW_DAYS) {
-                info!("{} ends in {} days: renewing", item.id, item.days_left.unwrap_or_default());
+                info!(
+                    "{} ends in {} days: renewing",
+                    item.id,
+                    item.days_left.unwrap_or_default()
+                );
                 rotate.insert(item.id);
             }
         }
@@ -123,7 +134,10 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
             outcome.kept.push(pair.id.clone());
             continue;
         }
-        let key = KeyPair::generate().map_err(|source| PkiError::Generate { name: pair.id.clone(), source })?;
+        let key = KeyPair::generate().map_err(|source| PkiError::Generate {
+            name: pair.id.clone(),
+            source,
+        })?;
         write(&private, key.serialize_pem().as_bytes(), 0o600)?;
         write(&public, key.public_key_pem().as_bytes(), 0o644)?;
         outcome.created.push(pair.id.clone());
@@ -137,15 +151,34 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
         }
         let user = pki.cert(&kc.user);
         let ca = pki.cert(&kc.ca);
-        let text = kubeconfig::render(kc, &read(&dir.join(&ca.cert))?, &read(&dir.join(&user.cert))?, &read(&dir.join(&user.key))?);
+        let text = kubeconfig::render(
+            kc,
+            &read(&dir.join(&ca.cert))?,
+            &read(&dir.join(&user.cert))?,
+            &read(&dir.join(&user.key))?,
+        );
         write(&path, text.as_bytes(), 0o600)?;
         outcome.created.push(kc.id.clone());
     }
-    ensure_bootstrap_token(dir, pki, rotate.contains(&pki.bootstrap_token.id), &renewed, &mut outcome)?;
-    ensure_encryption_key(dir, &pki.encryption_key, rotate.contains(&pki.encryption_key.id), &mut outcome)?;
+    ensure_bootstrap_token(
+        dir,
+        pki,
+        rotate.contains(&pki.bootstrap_token.id),
+        &renewed,
+        &mut outcome,
+    )?;
+    ensure_encryption_key(
+        dir,
+        &pki.encryption_key,
+        rotate.contains(&pki.encryption_key.id),
+        &mut outcome,
+    )?;
     for item in inventory(dir, pki)? {
         if let Some(days) = item.days_left.filter(|d| *d < EXPIRY_WARNING_DAYS) {
-            warn!("{} expires in {days} days: renew it with `nodeboot pki --renew` (or `--rotate {}`)", item.id, item.id);
+            warn!(
+                "{} expires in {days} days: renew it with `nodeboot pki --renew` (or `--rotate {}`)",
+                item.id, item.id
+            );
             outcome.expiring.push((item.id, days));
         }
     }
@@ -156,15 +189,27 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
 /// move it to `ca/` (the same credentials), and say that the bucket's copy
 /// is the operator's to remove.
 fn move_legacy_admin_kubeconfig(dir: &Path) -> Result<(), PkiError> {
-    let (old, new) = (dir.join(plan::LEGACY_ADMIN_KUBECONFIG), dir.join(plan::ADMIN_KUBECONFIG));
+    let (old, new) = (
+        dir.join(plan::LEGACY_ADMIN_KUBECONFIG),
+        dir.join(plan::ADMIN_KUBECONFIG),
+    );
     if !old.exists() {
         return Ok(());
     }
     if new.exists() {
-        std::fs::remove_file(&old).map_err(|e| PkiError::Io { path: old.clone(), source: e })?;
+        std::fs::remove_file(&old).map_err(|e| PkiError::Io {
+            path: old.clone(),
+            source: e,
+        })?;
     } else {
-        std::fs::create_dir_all(new.parent().expect("in ca/")).map_err(|e| PkiError::Io { path: new.clone(), source: e })?;
-        std::fs::rename(&old, &new).map_err(|e| PkiError::Io { path: old.clone(), source: e })?;
+        std::fs::create_dir_all(new.parent().expect("in ca/")).map_err(|e| PkiError::Io {
+            path: new.clone(),
+            source: e,
+        })?;
+        std::fs::rename(&old, &new).map_err(|e| PkiError::Io {
+            path: old.clone(),
+            source: e,
+        })?;
     }
     warn!(
         "moved {} to {}: the admin kubeconfig never leaves this machine; if it was uploaded, remove the bucket's copy with `nodeboot secrets rm --env F {}`",
@@ -182,21 +227,38 @@ fn migrate_cluster_ca_key(dir: &Path) -> Result<(), PkiError> {
     let (old, new) = (dir.join(plan::OLD_CLUSTER_CA_KEY), dir.join(CLUSTER_CA_KEY));
     if old.exists() && !new.exists() {
         let parent = new.parent().expect("secure/ca.key has a parent");
-        std::fs::create_dir_all(parent).map_err(|source| PkiError::Io { path: parent.into(), source })?;
-        std::fs::rename(&old, &new).map_err(|source| PkiError::Io { path: new.clone(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| PkiError::Io {
+            path: parent.into(),
+            source,
+        })?;
+        std::fs::rename(&old, &new).map_err(|source| PkiError::Io {
+            path: new.clone(),
+            source,
+        })?;
         info!("moved {} to {}", old.display(), new.display());
     }
     Ok(())
 }
 
-fn ensure_bootstrap_token(dir: &Path, pki: &Pki, rotate: bool, renewed: &BTreeSet<String>, outcome: &mut Outcome) -> Result<(), PkiError> {
+fn ensure_bootstrap_token(
+    dir: &Path,
+    pki: &Pki,
+    rotate: bool,
+    renewed: &BTreeSet<String>,
+    outcome: &mut Outcome,
+) -> Result<(), PkiError> {
     let spec = &pki.bootstrap_token;
     let secret_path = dir.join(&spec.secret);
-    let existing = if secret_path.exists() && !rotate { Some(BootstrapToken::read(&secret_path)?) } else { None };
+    let existing = if secret_path.exists() && !rotate {
+        Some(BootstrapToken::read(&secret_path)?)
+    } else {
+        None
+    };
     let token = match existing {
         Some(token) => token,
         None => {
-            let token = BootstrapToken::generate(OffsetDateTime::now_utc() + Duration::days(BOOTSTRAP_TOKEN_VALIDITY_DAYS))?;
+            let token =
+                BootstrapToken::generate(OffsetDateTime::now_utc() + Duration::days(BOOTSTRAP_TOKEN_VALIDITY_DAYS))?;
             write(&secret_path, token.secret_manifest().as_bytes(), 0o600)?;
             outcome.created.push(spec.id.clone());
             renewed_token(&token, dir, pki, outcome)?;
@@ -217,16 +279,31 @@ fn renewed_token(token: &BootstrapToken, dir: &Path, pki: &Pki, outcome: &mut Ou
     let ca = read(&dir.join(&pki.cert(&spec.ca).cert))?;
     for (path, server) in &spec.kubeconfigs {
         let bearer = token.bearer();
-        let text = kubeconfig::render_token(&spec.cluster, server, &token.user(), &String::from_utf8_lossy(bearer.expose()), &ca);
+        let text = kubeconfig::render_token(
+            &spec.cluster,
+            server,
+            &token.user(),
+            &String::from_utf8_lossy(bearer.expose()),
+            &ca,
+        );
         write(&dir.join(path), text.as_bytes(), 0o600)?;
     }
     outcome.created.push(format!("{}-kubeconfigs", spec.id));
     Ok(())
 }
 
-fn ensure_encryption_key(dir: &Path, spec: &EncryptionKeySpec, rotate: bool, outcome: &mut Outcome) -> Result<(), PkiError> {
+fn ensure_encryption_key(
+    dir: &Path,
+    spec: &EncryptionKeySpec,
+    rotate: bool,
+    outcome: &mut Outcome,
+) -> Result<(), PkiError> {
     let path = dir.join(&spec.path);
-    let existing = if path.exists() { Some(token::EncryptionConfig::read(&path)?) } else { None };
+    let existing = if path.exists() {
+        Some(token::EncryptionConfig::read(&path)?)
+    } else {
+        None
+    };
     let config = match existing {
         Some(_) if !rotate => {
             outcome.kept.push(spec.id.clone());
@@ -263,7 +340,13 @@ pub fn inventory(dir: &Path, pki: &Pki) -> Result<Vec<Item>, PkiError> {
         }
         let end = not_after(&path)?;
         let kind = if spec.usage == Usage::Ca { "ca" } else { "certificate" };
-        items.push(Item { id: spec.id.clone(), kind, path: spec.cert.clone(), not_after: Some(token::rfc3339(end)), days_left: Some(days_between(now, end)) });
+        items.push(Item {
+            id: spec.id.clone(),
+            kind,
+            path: spec.cert.clone(),
+            not_after: Some(token::rfc3339(end)),
+            days_left: Some(days_between(now, end)),
+        });
     }
     let secret = dir.join(&pki.bootstrap_token.secret);
     if secret.exists() {
@@ -284,7 +367,10 @@ fn days_between(now: OffsetDateTime, end: OffsetDateTime) -> i64 {
 }
 
 fn issue(dir: &Path, pki: &Pki, spec: &CertSpec) -> Result<(), PkiError> {
-    let generate = |source| PkiError::Generate { name: spec.id.clone(), source };
+    let generate = |source| PkiError::Generate {
+        name: spec.id.clone(),
+        source,
+    };
     let key_pair = KeyPair::generate().map_err(generate)?;
     let params = params(spec)?;
     let certificate = match &spec.issuer {
@@ -304,7 +390,10 @@ fn issue(dir: &Path, pki: &Pki, spec: &CertSpec) -> Result<(), PkiError> {
 }
 
 fn params(spec: &CertSpec) -> Result<CertificateParams, PkiError> {
-    let generate = |source| PkiError::Generate { name: spec.id.clone(), source };
+    let generate = |source| PkiError::Generate {
+        name: spec.id.clone(),
+        source,
+    };
     let mut params = CertificateParams::default();
     params.subject_alt_names = spec
         .sans
@@ -327,7 +416,11 @@ fn params(spec: &CertSpec) -> Result<CertificateParams, PkiError> {
     match spec.usage {
         Usage::Ca => {
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
         }
         Usage::Server | Usage::ServerAndClient | Usage::Client => {
@@ -353,22 +446,38 @@ pub fn days_left(path: &Path) -> Result<i64, PkiError> {
 /// When the certificate at `path` ends.
 pub fn not_after(path: &Path) -> Result<OffsetDateTime, PkiError> {
     let pem_text = read(path)?;
-    let bad = |detail: String| PkiError::Bad { path: path.into(), detail };
+    let bad = |detail: String| PkiError::Bad {
+        path: path.into(),
+        detail,
+    };
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes()).map_err(|e| bad(format!("not PEM: {e}")))?;
     let cert = pem.parse_x509().map_err(|e| bad(format!("not a certificate: {e}")))?;
-    OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp()).map_err(|e| bad(format!("end date: {e}")))
+    OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+        .map_err(|e| bad(format!("end date: {e}")))
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.into(), source })
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 fn read_key(path: &Path) -> Result<KeyPair, PkiError> {
-    KeyPair::from_pem(&read(path)?).map_err(|e| PkiError::Bad { path: path.into(), detail: format!("not a private key: {e}") })
+    KeyPair::from_pem(&read(path)?).map_err(|e| PkiError::Bad {
+        path: path.into(),
+        detail: format!("not a private key: {e}"),
+    })
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
     let dir = path.parent().expect("PKI files live in a directory");
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.into(), source })?;
-    fsutil::write_atomic(path, bytes, mode).map_err(|source| PkiError::Io { path: path.into(), source })
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    fsutil::write_atomic(path, bytes, mode).map_err(|source| PkiError::Io {
+        path: path.into(),
+        source,
+    })
 }

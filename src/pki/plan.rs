@@ -85,7 +85,10 @@ pub struct Pki {
 
 impl Pki {
     pub fn cert(&self, id: &str) -> &CertSpec {
-        self.certs.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("the plan names certificate {id}"))
+        self.certs
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("the plan names certificate {id}"))
     }
 }
 
@@ -109,7 +112,11 @@ fn ca(id: &str, cert: &str, common_name: String) -> CertSpec {
     CertSpec {
         id: id.into(),
         cert: cert.into(),
-        key: if id == "kubernetes-ca" { CLUSTER_CA_KEY.into() } else { format!("ca/{id}.key") },
+        key: if id == "kubernetes-ca" {
+            CLUSTER_CA_KEY.into()
+        } else {
+            format!("ca/{id}.key")
+        },
         common_name,
         organization: None,
         issuer: None,
@@ -137,14 +144,39 @@ pub fn plan(env: &Environment) -> Pki {
     let mut certs = vec![
         ca("kubernetes-ca", "common/ca.crt", format!("{name}-kubernetes-ca")),
         ca("etcd-ca", "secure/etcd/ca.crt", format!("{name}-etcd-ca")),
-        ca("front-proxy-ca", "secure/front-proxy-ca.crt", format!("{name}-front-proxy-ca")),
+        ca(
+            "front-proxy-ca",
+            "secure/front-proxy-ca.crt",
+            format!("{name}-front-proxy-ca"),
+        ),
     ];
     for m in &members {
-        let sans = vec![m.ip.to_string(), "127.0.0.1".into(), "localhost".into(), format!("etcd-{}.{}", m.index, env.private_zone_name)];
+        let sans = vec![
+            m.ip.to_string(),
+            "127.0.0.1".into(),
+            "localhost".into(),
+            format!("etcd-{}.{}", m.index, env.private_zone_name),
+        ];
         let cn = etcd_member_name(name, m.index);
-        certs.push(leaf(&format!("etcd-member-{}", m.index), &format!("secure/etcd/member-{}", m.index), "etcd-ca", &cn, None, sans, Usage::ServerAndClient));
+        certs.push(leaf(
+            &format!("etcd-member-{}", m.index),
+            &format!("secure/etcd/member-{}", m.index),
+            "etcd-ca",
+            &cn,
+            None,
+            sans,
+            Usage::ServerAndClient,
+        ));
     }
-    certs.push(leaf("etcd-client", "secure/etcd/client", "etcd-ca", &format!("{name}-etcd-client"), None, vec![], Usage::Client));
+    certs.push(leaf(
+        "etcd-client",
+        "secure/etcd/client",
+        "etcd-ca",
+        &format!("{name}-etcd-client"),
+        None,
+        vec![],
+        Usage::Client,
+    ));
     let mut apiserver_sans = vec![
         kube::public_host(env),
         kube::internal_host(env),
@@ -157,22 +189,90 @@ pub fn plan(env: &Environment) -> Pki {
     ];
     apiserver_sans.extend(members.iter().map(|m| m.ip.to_string()));
     certs.extend([
-        leaf("apiserver", "secure/apiserver", "kubernetes-ca", "kube-apiserver", None, apiserver_sans, Usage::Server),
-        leaf("apiserver-kubelet-client", "secure/apiserver-kubelet-client", "kubernetes-ca", "kube-apiserver-kubelet-client", Some("system:masters"), vec![], Usage::Client),
-        leaf("front-proxy-client", "secure/front-proxy-client", "front-proxy-ca", "front-proxy-client", None, vec![], Usage::Client),
-        leaf("admin", "ca/admin", "kubernetes-ca", "kubernetes-admin", Some("system:masters"), vec![], Usage::Client),
+        leaf(
+            "apiserver",
+            "secure/apiserver",
+            "kubernetes-ca",
+            "kube-apiserver",
+            None,
+            apiserver_sans,
+            Usage::Server,
+        ),
+        leaf(
+            "apiserver-kubelet-client",
+            "secure/apiserver-kubelet-client",
+            "kubernetes-ca",
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+            vec![],
+            Usage::Client,
+        ),
+        leaf(
+            "front-proxy-client",
+            "secure/front-proxy-client",
+            "front-proxy-ca",
+            "front-proxy-client",
+            None,
+            vec![],
+            Usage::Client,
+        ),
+        leaf(
+            "admin",
+            "ca/admin",
+            "kubernetes-ca",
+            "kubernetes-admin",
+            Some("system:masters"),
+            vec![],
+            Usage::Client,
+        ),
         // The control plane's add-on applier (nodeboot-addons.service): its own
         // identity, so the operator's admin kubeconfig never leaves ca/. The
         // control plane already holds cluster-admin material (the cluster CA
         // key, the API server's kubelet client), so this adds no exposure.
-        leaf("addons-applier", "ca/addons-applier", "kubernetes-ca", "nodeboot:addons-applier", Some("system:masters"), vec![], Usage::Client),
-        leaf("controller-manager", "ca/controller-manager", "kubernetes-ca", "system:kube-controller-manager", None, vec![], Usage::Client),
-        leaf("scheduler", "ca/scheduler", "kubernetes-ca", "system:kube-scheduler", None, vec![], Usage::Client),
+        leaf(
+            "addons-applier",
+            "ca/addons-applier",
+            "kubernetes-ca",
+            "nodeboot:addons-applier",
+            Some("system:masters"),
+            vec![],
+            Usage::Client,
+        ),
+        leaf(
+            "controller-manager",
+            "ca/controller-manager",
+            "kubernetes-ca",
+            "system:kube-controller-manager",
+            None,
+            vec![],
+            Usage::Client,
+        ),
+        leaf(
+            "scheduler",
+            "ca/scheduler",
+            "kubernetes-ca",
+            "system:kube-scheduler",
+            None,
+            vec![],
+            Usage::Client,
+        ),
         // No kubelet certificate: every kubelet gets its own identity,
         // system:node:<its hostname>, by TLS bootstrap (see BootstrapTokenSpec).
-        leaf("kube-proxy", "ca/kube-proxy", "kubernetes-ca", "system:kube-proxy", None, vec![], Usage::Client),
+        leaf(
+            "kube-proxy",
+            "ca/kube-proxy",
+            "kubernetes-ca",
+            "system:kube-proxy",
+            None,
+            vec![],
+            Usage::Client,
+        ),
     ]);
-    let key_pairs = vec![KeyPairSpec { id: "service-account".into(), key: "secure/sa.key".into(), public: "secure/sa.pub".into() }];
+    let key_pairs = vec![KeyPairSpec {
+        id: "service-account".into(),
+        key: "secure/sa.key".into(),
+        public: "secure/sa.pub".into(),
+    }];
     let kc = |id: &str, path: &str, server: String| KubeconfigSpec {
         id: format!("{id}-kubeconfig"),
         path: path.into(),
@@ -184,13 +284,20 @@ pub fn plan(env: &Environment) -> Pki {
     let kubeconfigs = vec![
         // In ca/, which is never uploaded: the admin's credentials never leave the operator's machine.
         kc("admin", ADMIN_KUBECONFIG, kube::public_url(env)),
-        kc("controller-manager", "secure/controller-manager.kubeconfig", kube::LOCAL_URL.into()),
+        kc(
+            "controller-manager",
+            "secure/controller-manager.kubeconfig",
+            kube::LOCAL_URL.into(),
+        ),
         kc("scheduler", "secure/scheduler.kubeconfig", kube::LOCAL_URL.into()),
         kc("addons-applier", ADDONS_KUBECONFIG, kube::LOCAL_URL.into()),
         // kube-proxy runs on every node role; the control plane reaches its
         // own API locally (no load-balancer hairpin), workers the internal LB.
         kc("kube-proxy", "compute/kube-proxy.kubeconfig", kube::internal_url(env)),
-        KubeconfigSpec { id: "kube-proxy-local-kubeconfig".into(), ..kc("kube-proxy", "secure/kube-proxy.kubeconfig", kube::LOCAL_URL.into()) },
+        KubeconfigSpec {
+            id: "kube-proxy-local-kubeconfig".into(),
+            ..kc("kube-proxy", "secure/kube-proxy.kubeconfig", kube::LOCAL_URL.into())
+        },
     ];
     let bootstrap_token = BootstrapTokenSpec {
         id: "bootstrap-token".into(),
@@ -202,8 +309,17 @@ pub fn plan(env: &Environment) -> Pki {
         cluster: name.clone(),
         ca: "kubernetes-ca".into(),
     };
-    let encryption_key = EncryptionKeySpec { id: "encryption-key".into(), path: "secure/encryption-config.yaml".into() };
-    Pki { certs, key_pairs, kubeconfigs, bootstrap_token, encryption_key }
+    let encryption_key = EncryptionKeySpec {
+        id: "encryption-key".into(),
+        path: "secure/encryption-config.yaml".into(),
+    };
+    Pki {
+        certs,
+        key_pairs,
+        kubeconfigs,
+        bootstrap_token,
+        encryption_key,
+    }
 }
 
 /// The admin kubeconfig, in the local tree only (`ca/` is not a folder of the bucket's layout).
@@ -220,18 +336,35 @@ mod tests {
 
     #[test]
     fn every_issuer_is_a_ca_planned_before_what_it_signs() {
-        let env = crate::env::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/environments/example.tfvars"))).unwrap().env;
+        let env = crate::env::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/environments/example.tfvars"
+        )))
+        .unwrap()
+        .env;
         let pki = plan(&env);
         for (i, c) in pki.certs.iter().enumerate() {
             if let Some(issuer) = &c.issuer {
                 let at = pki.certs.iter().position(|x| &x.id == issuer).expect("issuer planned");
                 assert!(at < i && pki.certs[at].usage == Usage::Ca, "{}", c.id);
             }
-            assert!(!c.key.starts_with("common/") && !c.key.starts_with("compute/"), "{}: a private key would reach workers", c.id);
+            assert!(
+                !c.key.starts_with("common/") && !c.key.starts_with("compute/"),
+                "{}: a private key would reach workers",
+                c.id
+            );
         }
         for c in pki.certs.iter().filter(|c| c.usage == Usage::Ca) {
-            let allowed = if c.id == "kubernetes-ca" { CLUSTER_CA_KEY.to_string() } else { format!("ca/{}.key", c.id) };
-            assert_eq!(c.key, allowed, "{}: only the cluster CA's key goes to the control plane, the others are never uploaded", c.id);
+            let allowed = if c.id == "kubernetes-ca" {
+                CLUSTER_CA_KEY.to_string()
+            } else {
+                format!("ca/{}.key", c.id)
+            };
+            assert_eq!(
+                c.key, allowed,
+                "{}: only the cluster CA's key goes to the control plane, the others are never uploaded",
+                c.id
+            );
         }
     }
 }

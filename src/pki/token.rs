@@ -53,7 +53,11 @@ pub struct BootstrapToken {
 
 impl BootstrapToken {
     pub fn generate(expiration: OffsetDateTime) -> Result<BootstrapToken, PkiError> {
-        Ok(BootstrapToken { id: token_chars(6)?, secret: Secret::new(token_chars(16)?.into_bytes()), expiration })
+        Ok(BootstrapToken {
+            id: token_chars(6)?,
+            secret: Secret::new(token_chars(16)?.into_bytes()),
+            expiration,
+        })
     }
 
     /// The user the API authenticates the token as.
@@ -91,18 +95,35 @@ impl BootstrapToken {
     }
 
     pub fn read(path: &Path) -> Result<BootstrapToken, PkiError> {
-        let bad = |detail: &str| PkiError::Bad { path: path.into(), detail: detail.into() };
-        let text = std::fs::read(path).map_err(|source| PkiError::Io { path: path.into(), source })?;
-        let value: Value = serde_json::from_slice(&text).map_err(|_| bad("not the bootstrap-token Secret nodeboot writes (JSON)"))?;
-        let field = |name: &str| value["stringData"][name].as_str().map(str::to_string).ok_or_else(|| bad(&format!("stringData.{name} missing")));
+        let bad = |detail: &str| PkiError::Bad {
+            path: path.into(),
+            detail: detail.into(),
+        };
+        let text = std::fs::read(path).map_err(|source| PkiError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let value: Value =
+            serde_json::from_slice(&text).map_err(|_| bad("not the bootstrap-token Secret nodeboot writes (JSON)"))?;
+        let field = |name: &str| {
+            value["stringData"][name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(&format!("stringData.{name} missing")))
+        };
         let id = field("token-id")?;
         let secret = field("token-secret")?;
         let valid = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| TOKEN_ALPHABET.contains(&b));
         if !valid(&id, 6) || !valid(&secret, 16) {
             return Err(bad("token-id must be [a-z0-9]{6} and token-secret [a-z0-9]{16}"));
         }
-        let expiration = parse_rfc3339(&field("expiration")?).ok_or_else(|| bad("stringData.expiration is not YYYY-MM-DDTHH:MM:SSZ"))?;
-        Ok(BootstrapToken { id, secret: Secret::new(secret.into_bytes()), expiration })
+        let expiration = parse_rfc3339(&field("expiration")?)
+            .ok_or_else(|| bad("stringData.expiration is not YYYY-MM-DDTHH:MM:SSZ"))?;
+        Ok(BootstrapToken {
+            id,
+            secret: Secret::new(secret.into_bytes()),
+            expiration,
+        })
     }
 }
 
@@ -116,11 +137,16 @@ pub struct EncryptionConfig {
 
 impl EncryptionConfig {
     pub fn generate(now: OffsetDateTime) -> Result<EncryptionConfig, PkiError> {
-        Ok(EncryptionConfig { keys: vec![Self::new_key(now)?] })
+        Ok(EncryptionConfig {
+            keys: vec![Self::new_key(now)?],
+        })
     }
 
     fn new_key(now: OffsetDateTime) -> Result<(String, Secret), PkiError> {
-        Ok((format!("key-{}", now.unix_timestamp()), Secret::new(random(ENCRYPTION_KEY_BYTES)?)))
+        Ok((
+            format!("key-{}", now.unix_timestamp()),
+            Secret::new(random(ENCRYPTION_KEY_BYTES)?),
+        ))
     }
 
     /// A new writing key first; the previous one kept to read older data.
@@ -137,7 +163,11 @@ impl EncryptionConfig {
 
     pub fn render(&self) -> String {
         let b64 = |s: &Secret| base64::engine::general_purpose::STANDARD.encode(s.expose());
-        let keys: Vec<Value> = self.keys.iter().map(|(name, key)| json!({"name": name, "secret": b64(key)})).collect();
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|(name, key)| json!({"name": name, "secret": b64(key)}))
+            .collect();
         let value = json!({
             "apiVersion": "apiserver.config.k8s.io/v1",
             "kind": "EncryptionConfiguration",
@@ -147,14 +177,25 @@ impl EncryptionConfig {
     }
 
     pub fn read(path: &Path) -> Result<EncryptionConfig, PkiError> {
-        let bad = |detail: &str| PkiError::Bad { path: path.into(), detail: detail.into() };
-        let text = std::fs::read(path).map_err(|source| PkiError::Io { path: path.into(), source })?;
-        let value: Value = serde_json::from_slice(&text).map_err(|_| bad("not the EncryptionConfiguration nodeboot writes (JSON)"))?;
-        let keys = value["resources"][0]["providers"][0]["aescbc"]["keys"].as_array().ok_or_else(|| bad("no aescbc keys"))?;
+        let bad = |detail: &str| PkiError::Bad {
+            path: path.into(),
+            detail: detail.into(),
+        };
+        let text = std::fs::read(path).map_err(|source| PkiError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let value: Value =
+            serde_json::from_slice(&text).map_err(|_| bad("not the EncryptionConfiguration nodeboot writes (JSON)"))?;
+        let keys = value["resources"][0]["providers"][0]["aescbc"]["keys"]
+            .as_array()
+            .ok_or_else(|| bad("no aescbc keys"))?;
         let mut out = Vec::new();
         for key in keys {
             let name = key["name"].as_str().ok_or_else(|| bad("a key without a name"))?;
-            let secret = key["secret"].as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
+            let secret = key["secret"]
+                .as_str()
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
             match secret {
                 Some(bytes) if bytes.len() == ENCRYPTION_KEY_BYTES => out.push((name.to_string(), Secret::new(bytes))),
                 _ => return Err(bad(&format!("key {name}: not {ENCRYPTION_KEY_BYTES} bytes of base64"))),
@@ -170,12 +211,21 @@ impl EncryptionConfig {
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC), the form the API's timestamps take.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     let b = s.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
@@ -192,11 +242,17 @@ mod tests {
     #[test]
     fn tokens_have_the_documented_form_and_differ() {
         let end = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let (a, b) = (BootstrapToken::generate(end).unwrap(), BootstrapToken::generate(end).unwrap());
+        let (a, b) = (
+            BootstrapToken::generate(end).unwrap(),
+            BootstrapToken::generate(end).unwrap(),
+        );
         assert_ne!(a.bearer().expose(), b.bearer().expose());
         let bearer = String::from_utf8(a.bearer().expose().to_vec()).unwrap();
         let (id, secret) = bearer.split_once('.').unwrap();
-        assert!(id.len() == 6 && secret.len() == 16 && bearer.bytes().all(|c| c == b'.' || TOKEN_ALPHABET.contains(&c)), "{id}");
+        assert!(
+            id.len() == 6 && secret.len() == 16 && bearer.bytes().all(|c| c == b'.' || TOKEN_ALPHABET.contains(&c)),
+            "{id}"
+        );
         assert_eq!(a.user(), format!("system:bootstrap:{id}"));
     }
 
@@ -208,7 +264,10 @@ mod tests {
         let path = dir.path().join("t.yaml");
         std::fs::write(&path, token.secret_manifest()).unwrap();
         let back = BootstrapToken::read(&path).unwrap();
-        assert_eq!((back.id.as_str(), back.bearer().expose(), back.expiration), (token.id.as_str(), token.bearer().expose(), end));
+        assert_eq!(
+            (back.id.as_str(), back.bearer().expose(), back.expiration),
+            (token.id.as_str(), token.bearer().expose(), end)
+        );
         std::fs::write(&path, token.secret_manifest().replace(&token.id, "UPPER!")).unwrap();
         assert!(BootstrapToken::read(&path).is_err());
     }
@@ -218,7 +277,12 @@ mod tests {
         let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         assert_eq!(rfc3339(t), "2027-01-15T08:00:00Z");
         assert_eq!(parse_rfc3339("2027-01-15T08:00:00Z"), Some(t));
-        for bad in ["2027-01-15 08:00:00Z", "2027-13-15T08:00:00Z", "2027-01-15T08:00:00+01:00", ""] {
+        for bad in [
+            "2027-01-15 08:00:00Z",
+            "2027-13-15T08:00:00Z",
+            "2027-01-15T08:00:00+01:00",
+            "",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
@@ -234,6 +298,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.yaml");
         std::fs::write(&path, config.render()).unwrap();
-        assert_eq!(EncryptionConfig::read(&path).unwrap().key_names(), ["key-300", "key-200"]);
+        assert_eq!(
+            EncryptionConfig::read(&path).unwrap().key_names(),
+            ["key-300", "key-200"]
+        );
     }
 }

@@ -52,7 +52,11 @@ fn cluster_role_binding(name: &str, role: &str, group: &str) -> Value {
 /// (`.../selfnodeclient`). The ClusterRoles are the API server's defaults.
 pub fn bootstrap_rbac() -> Vec<Value> {
     vec![
-        cluster_role_binding("nodeboot:kubelet-bootstrap", "system:node-bootstrapper", BOOTSTRAP_GROUP),
+        cluster_role_binding(
+            "nodeboot:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            BOOTSTRAP_GROUP,
+        ),
         cluster_role_binding(
             "nodeboot:node-autoapprove-bootstrap",
             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
@@ -68,7 +72,10 @@ pub fn bootstrap_rbac() -> Vec<Value> {
 
 /// YAML documents separated by `---`, in a fixed order.
 pub fn to_yaml(objects: &[Value]) -> String {
-    let docs: Vec<String> = objects.iter().map(|o| serde_yaml_ng::to_string(o).expect("objects serialise")).collect();
+    let docs: Vec<String> = objects
+        .iter()
+        .map(|o| serde_yaml_ng::to_string(o).expect("objects serialise"))
+        .collect();
     docs.join("---\n")
 }
 

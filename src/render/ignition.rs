@@ -23,9 +23,16 @@ pub fn config_for(env: &Environment, role: Role) -> ign::Config {
     // before it enables units); systemd.units only enables them. Inline
     // unit contents cannot be compressed, and the etcd role's units alone
     // would take most of EC2's 16 KiB of user data.
-    storage.files.get_or_insert_with(Vec::new).extend(rendered.iter().map(|u| {
-        data_file(&format!("{UNIT_DIR}/{}", u.name), 0o644, without_comments(&u.contents).as_bytes())
-    }));
+    storage
+        .files
+        .get_or_insert_with(Vec::new)
+        .extend(rendered.iter().map(|u| {
+            data_file(
+                &format!("{UNIT_DIR}/{}", u.name),
+                0o644,
+                without_comments(&u.contents).as_bytes(),
+            )
+        }));
     config.storage = Some(storage);
     config.systemd = Some(ign::Systemd {
         units: Some(
@@ -65,7 +72,9 @@ pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// Deterministic gzip (no name, no time): rendering twice gives the same bytes.
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
-    let mut encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
     encoder.write_all(bytes).expect("writing to memory");
     encoder.finish().expect("writing to memory")
 }
@@ -97,7 +106,10 @@ pub fn pointer_config(source: String, sha512_hex: &str) -> ign::Config {
 fn passwd(env: &Environment) -> ign::Passwd {
     let mut core = ign::User::new(LOGIN_USER.into());
     core.ssh_authorized_keys = Some(env.ssh_authorized_keys.clone());
-    ign::Passwd { groups: None, users: Some(vec![core]) }
+    ign::Passwd {
+        groups: None,
+        users: Some(vec![core]),
+    }
 }
 
 fn storage(env: &Environment, role: Role) -> ign::Storage {
@@ -108,7 +120,11 @@ fn storage(env: &Environment, role: Role) -> ign::Storage {
     }
     let mut directories = Vec::new();
     if role.runs_kubelet() {
-        files.push(data_file(KUBELET_CONFIG_PATH, 0o644, files::kubelet_config(role).as_bytes()));
+        files.push(data_file(
+            KUBELET_CONFIG_PATH,
+            0o644,
+            files::kubelet_config(role).as_bytes(),
+        ));
         let mut dir = ign::Directory::new(STATIC_POD_DIR.into());
         dir.mode = Some(0o755);
         directories.push(dir);
@@ -141,7 +157,9 @@ fn file(path: &str, mode: i64, contents: ign::Resource) -> ign::File {
 fn resource(source: String, sha512_hex: Option<&str>) -> ign::Resource {
     ign::Resource {
         source: Some(source),
-        verification: sha512_hex.map(|h| ign::Verification { hash: Some(format!("sha512-{h}")) }),
+        verification: sha512_hex.map(|h| ign::Verification {
+            hash: Some(format!("sha512-{h}")),
+        }),
         ..Default::default()
     }
 }
@@ -158,5 +176,8 @@ fn data_file(path: &str, mode: i64, bytes: &[u8]) -> ign::File {
 }
 
 fn data_url(bytes: &[u8]) -> String {
-    format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "data:;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }

@@ -46,7 +46,11 @@ manifest!(Scheduler, "kube-scheduler.yaml");
 manifest!(Proxy, "kube-proxy.yaml");
 
 pub fn common(env: &Environment) -> Common {
-    let etcd_servers: Vec<String> = env.etcd_members().iter().map(|m| format!("https://{}:{CLIENT_PORT}", m.ip)).collect();
+    let etcd_servers: Vec<String> = env
+        .etcd_members()
+        .iter()
+        .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
+        .collect();
     Common {
         environment: env.name.clone(),
         version: env.kubernetes_version.clone(),
@@ -72,7 +76,10 @@ pub fn manifests_for(env: &Environment, role: Role) -> Vec<(String, String)> {
     match role {
         Role::Etcd => vec![
             ("kube-apiserver.yaml".into(), render(&ApiServer { c: &c })),
-            ("kube-controller-manager.yaml".into(), render(&ControllerManager { c: &c })),
+            (
+                "kube-controller-manager.yaml".into(),
+                render(&ControllerManager { c: &c }),
+            ),
             ("kube-scheduler.yaml".into(), render(&Scheduler { c: &c })),
             // kube-proxy on the control plane too: webhooks and aggregated
             // APIs behind a ClusterIP are reached from here.

@@ -17,8 +17,8 @@ use crate::env::Environment;
 use crate::fsutil;
 use crate::role::Role;
 
-pub use self::ignition::SPEC_VERSION;
 pub use self::files::kubelet_config;
+pub use self::ignition::SPEC_VERSION;
 pub use self::units::{etcd_image, units_for, UnitFile};
 
 /// EC2 refuses user data over 16 KiB (before base64).
@@ -75,11 +75,19 @@ pub fn full_config(env: &Environment, role: Role) -> Vec<u8> {
 pub fn render_role(env: &Environment, role: Role, limit: usize) -> Rendered {
     let full = full_config(env, role);
     if full.len() <= limit {
-        return Rendered { role, user_data: full, full: None };
+        return Rendered {
+            role,
+            user_data: full,
+            full: None,
+        };
     }
     let hash = hex::encode(Sha512::digest(&full));
     let pointer = to_bytes(&ignition::pointer_config(full_config_url(env, role), &hash));
-    Rendered { role, user_data: pointer, full: Some(full) }
+    Rendered {
+        role,
+        user_data: pointer,
+        full: Some(full),
+    }
 }
 
 /// Serialises without the `null`s the generated types carry for unset
@@ -120,11 +128,23 @@ pub struct Written {
 /// role that would need a pointer config it cannot fetch fails the whole
 /// render and writes nothing.
 pub fn write(env: &Environment, roles: &[Role], out: &Path) -> Result<Vec<Written>, RenderError> {
-    let rendered: Vec<Rendered> = roles.iter().map(|&role| render_role(env, role, USER_DATA_LIMIT)).collect();
-    if let Some(r) = rendered.iter().find(|r| r.full.is_some() && !can_fetch_full_config(r.role)) {
-        return Err(RenderError::TooLarge { role: r.role, bytes: r.full.as_ref().map_or(0, Vec::len) });
+    let rendered: Vec<Rendered> = roles
+        .iter()
+        .map(|&role| render_role(env, role, USER_DATA_LIMIT))
+        .collect();
+    if let Some(r) = rendered
+        .iter()
+        .find(|r| r.full.is_some() && !can_fetch_full_config(r.role))
+    {
+        return Err(RenderError::TooLarge {
+            role: r.role,
+            bytes: r.full.as_ref().map_or(0, Vec::len),
+        });
     }
-    write_rendered(env, &rendered, out).map_err(|source| RenderError::Write { path: out.display().to_string(), source })
+    write_rendered(env, &rendered, out).map_err(|source| RenderError::Write {
+        path: out.display().to_string(),
+        source,
+    })
 }
 
 fn write_rendered(env: &Environment, rendered: &[Rendered], out: &Path) -> std::io::Result<Vec<Written>> {
@@ -164,7 +184,13 @@ fn write_rendered(env: &Environment, rendered: &[Rendered], out: &Path) -> std::
                 manifests.push(path);
             }
         }
-        written.push(Written { role, user_data, user_data_len: rendered.user_data.len(), full, manifests });
+        written.push(Written {
+            role,
+            user_data,
+            user_data_len: rendered.user_data.len(),
+            full,
+            manifests,
+        });
     }
     Ok(written)
 }

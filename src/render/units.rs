@@ -40,22 +40,79 @@ struct Limits {
     extra_syscalls: &'static str,
 }
 
-const AWS_ONLY: Limits = Limits { caps: "", why_caps: "none: it only talks to AWS and writes root's files", write_paths: Some("/run/nodeboot"), netlink: false, extra_syscalls: "" };
+const AWS_ONLY: Limits = Limits {
+    caps: "",
+    why_caps: "none: it only talks to AWS and writes root's files",
+    write_paths: Some("/run/nodeboot"),
+    netlink: false,
+    extra_syscalls: "",
+};
 
 /// A client of the local etcd member: reads this node's files, writes nothing but its state.
-const ETCD_CLIENT_ONLY: Limits = Limits { caps: "", why_caps: "none: it only talks to etcd", write_paths: Some("/run/nodeboot"), netlink: false, extra_syscalls: "" };
+const ETCD_CLIENT_ONLY: Limits = Limits {
+    caps: "",
+    why_caps: "none: it only talks to etcd",
+    write_paths: Some("/run/nodeboot"),
+    netlink: false,
+    extra_syscalls: "",
+};
 
 const STAGES: [Stage; 5] = [
-    Stage { name: "discover", description: "instance identity from IMDSv2", after: &[], args: " --set-hostname",
-        limits: Limits { caps: "CAP_SYS_ADMIN", why_caps: "CAP_SYS_ADMIN sets the hostname", write_paths: Some("/run/nodeboot /etc"), netlink: false, extra_syscalls: " sethostname" } },
-    Stage { name: "attach", description: "claim this zone's etcd volume and ENI", after: &["discover"], args: "", limits: AWS_ONLY },
-    Stage { name: "mount", description: "mount the etcd volume, bring up the ENI address", after: &["attach"], args: "",
-        limits: Limits { caps: "CAP_SYS_ADMIN CAP_NET_ADMIN", why_caps: "CAP_SYS_ADMIN mounts, CAP_NET_ADMIN sets the ENI's address and routes", write_paths: None, netlink: true, extra_syscalls: "" } },
-    Stage { name: "etcd", description: "write the etcd member configuration", after: &["mount", "secrets"], args: "",
+    Stage {
+        name: "discover",
+        description: "instance identity from IMDSv2",
+        after: &[],
+        args: " --set-hostname",
+        limits: Limits {
+            caps: "CAP_SYS_ADMIN",
+            why_caps: "CAP_SYS_ADMIN sets the hostname",
+            write_paths: Some("/run/nodeboot /etc"),
+            netlink: false,
+            extra_syscalls: " sethostname",
+        },
+    },
+    Stage {
+        name: "attach",
+        description: "claim this zone's etcd volume and ENI",
+        after: &["discover"],
+        args: "",
+        limits: AWS_ONLY,
+    },
+    Stage {
+        name: "mount",
+        description: "mount the etcd volume, bring up the ENI address",
+        after: &["attach"],
+        args: "",
+        limits: Limits {
+            caps: "CAP_SYS_ADMIN CAP_NET_ADMIN",
+            why_caps: "CAP_SYS_ADMIN mounts, CAP_NET_ADMIN sets the ENI's address and routes",
+            write_paths: None,
+            netlink: true,
+            extra_syscalls: "",
+        },
+    },
+    Stage {
+        name: "etcd",
+        description: "write the etcd member configuration",
+        after: &["mount", "secrets"],
+        args: "",
         // Writes the data's etcd version on the volume, beside data/.
-        limits: Limits { caps: "", why_caps: "none: it talks to AWS and etcd, and writes root's files", write_paths: Some("/run/nodeboot /var/lib/etcd"), netlink: false, extra_syscalls: "" } },
+        limits: Limits {
+            caps: "",
+            why_caps: "none: it talks to AWS and etcd, and writes root's files",
+            write_paths: Some("/run/nodeboot /var/lib/etcd"),
+            netlink: false,
+            extra_syscalls: "",
+        },
+    },
     // After attach where there is one: an etcd node fetches only the key of the member it claimed.
-    Stage { name: "secrets", description: "fetch and decrypt this role's secrets", after: &["discover", "attach"], args: "", limits: AWS_ONLY },
+    Stage {
+        name: "secrets",
+        description: "fetch and decrypt this role's secrets",
+        after: &["discover", "attach"],
+        args: "",
+        limits: AWS_ONLY,
+    },
 ];
 
 fn stages_of(role: Role) -> &'static [&'static str] {
@@ -181,8 +238,16 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
     let binary = env.nodeboot.path();
     let mut units = Vec::new();
     for name in stages_of(role) {
-        let stage = STAGES.iter().find(|s| s.name == *name).expect("every listed stage is defined");
-        let deps: Vec<String> = stage.after.iter().filter(|d| stages_of(role).contains(d)).map(|d| stage_unit_name(d)).collect();
+        let stage = STAGES
+            .iter()
+            .find(|s| s.name == *name)
+            .expect("every listed stage is defined");
+        let deps: Vec<String> = stage
+            .after
+            .iter()
+            .filter(|d| stages_of(role).contains(d))
+            .map(|d| stage_unit_name(d))
+            .collect();
         let unit = StageUnit {
             role,
             stage: stage.name,
@@ -193,11 +258,18 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             requires: deps,
             caps: stage.limits.caps,
             why_caps: stage.limits.why_caps,
-            address_families: if stage.limits.netlink { "AF_UNIX AF_INET AF_INET6 AF_NETLINK" } else { "AF_UNIX AF_INET AF_INET6" },
+            address_families: if stage.limits.netlink {
+                "AF_UNIX AF_INET AF_INET6 AF_NETLINK"
+            } else {
+                "AF_UNIX AF_INET AF_INET6"
+            },
             write_paths: stage.limits.write_paths,
             extra_syscalls: stage.limits.extra_syscalls,
         };
-        units.push(UnitFile { name: stage_unit_name(stage.name), contents: render(&unit) });
+        units.push(UnitFile {
+            name: stage_unit_name(stage.name),
+            contents: render(&unit),
+        });
     }
     if role == Role::Etcd {
         let unit = EtcdMemberUnit {
@@ -207,7 +279,10 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             mount_point: ETCD_MOUNT_POINT,
             secrets_dir: SECRETS_DIR,
         };
-        units.push(UnitFile { name: "etcd-member.service".into(), contents: render(&unit) });
+        units.push(UnitFile {
+            name: "etcd-member.service".into(),
+            contents: render(&unit),
+        });
         let addons = AddonsUnit {
             kubernetes_version: &env.kubernetes_version,
             image: kubectl_image(&env.kubernetes_version),
@@ -215,8 +290,14 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             secrets_dir: SECRETS_DIR,
             server: crate::kube::LOCAL_URL,
         };
-        units.push(UnitFile { name: ADDONS_UNIT.into(), contents: render(&addons) });
-        units.push(UnitFile { name: "nodeboot-addons.timer".into(), contents: render(&AddonsTimer { interval_minutes: 5 }) });
+        units.push(UnitFile {
+            name: ADDONS_UNIT.into(),
+            contents: render(&addons),
+        });
+        units.push(UnitFile {
+            name: "nodeboot-addons.timer".into(),
+            contents: render(&AddonsTimer { interval_minutes: 5 }),
+        });
         // A member that joined as a learner becomes a voter once caught up;
         // on every other start this finds it a voter and is done at once.
         let after = vec!["etcd-member.service".to_string()];
@@ -234,10 +315,23 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             write_paths: ETCD_CLIENT_ONLY.write_paths,
             extra_syscalls: ETCD_CLIENT_ONLY.extra_syscalls,
         };
-        units.push(UnitFile { name: stage_unit_name("etcd-promote"), contents: render(&promote) });
-        let backup = EtcdBackupUnit { binary, mount_point: ETCD_MOUNT_POINT, interval_seconds: env.etcd_backup.interval.as_secs() };
-        units.push(UnitFile { name: "nodeboot-etcd-backup.service".into(), contents: render(&backup) });
-        units.push(UnitFile { name: "nodeboot-reboot.service".into(), contents: render(&RebootUnit { binary }) });
+        units.push(UnitFile {
+            name: stage_unit_name("etcd-promote"),
+            contents: render(&promote),
+        });
+        let backup = EtcdBackupUnit {
+            binary,
+            mount_point: ETCD_MOUNT_POINT,
+            interval_seconds: env.etcd_backup.interval.as_secs(),
+        };
+        units.push(UnitFile {
+            name: "nodeboot-etcd-backup.service".into(),
+            contents: render(&backup),
+        });
+        units.push(UnitFile {
+            name: "nodeboot-reboot.service".into(),
+            contents: render(&RebootUnit { binary }),
+        });
     }
     if role.runs_kubelet() {
         let kubelet = KubeletUnit {
@@ -248,16 +342,24 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             secrets_dir: SECRETS_DIR,
             static_pod_dir: STATIC_POD_DIR,
         };
-        units.push(UnitFile { name: "kubelet.service".into(), contents: render(&kubelet) });
+        units.push(UnitFile {
+            name: "kubelet.service".into(),
+            contents: render(&kubelet),
+        });
         let sync = ManifestSyncUnit {
             binary,
             static_pod_dir: STATIC_POD_DIR,
             synced_dirs: NodeConfig::new(env, role).synced.into_iter().map(|s| s.dir).collect(),
             interval: MANIFEST_SYNC_INTERVAL_SECONDS,
             state_dir: STATE_DIR,
-            record_dir: SYNC_RECORD_DIR.strip_prefix("/var/lib/").expect("the record lives under /var/lib"),
+            record_dir: SYNC_RECORD_DIR
+                .strip_prefix("/var/lib/")
+                .expect("the record lives under /var/lib"),
         };
-        units.push(UnitFile { name: "nodeboot-manifests.service".into(), contents: render(&sync) });
+        units.push(UnitFile {
+            name: "nodeboot-manifests.service".into(),
+            contents: render(&sync),
+        });
     }
     if stages_of(role).contains(&"secrets") {
         let mut after = Vec::new();
@@ -267,8 +369,17 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
         if role.runs_kubelet() {
             after.push("kubelet.service");
         }
-        let sync = SecretsSyncUnit { binary, secrets_dir: SECRETS_DIR, state_dir: STATE_DIR, interval: SECRETS_SYNC_INTERVAL_SECONDS, after };
-        units.push(UnitFile { name: "nodeboot-secrets-sync.service".into(), contents: render(&sync) });
+        let sync = SecretsSyncUnit {
+            binary,
+            secrets_dir: SECRETS_DIR,
+            state_dir: STATE_DIR,
+            interval: SECRETS_SYNC_INTERVAL_SECONDS,
+            after,
+        };
+        units.push(UnitFile {
+            name: "nodeboot-secrets-sync.service".into(),
+            contents: render(&sync),
+        });
     }
     units
 }

@@ -64,7 +64,13 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope<'_>, FormatError> {
     if version != VERSION {
         return Err(FormatError::UnsupportedVersion(version));
     }
-    let key_len = u16::from_be_bytes(bytes.get(9..11).ok_or(FormatError::Truncated)?.try_into().expect("2 bytes")) as usize;
+    let key_len = u16::from_be_bytes(
+        bytes
+            .get(9..11)
+            .ok_or(FormatError::Truncated)?
+            .try_into()
+            .expect("2 bytes"),
+    ) as usize;
     let header_len = 11 + key_len + NONCE_LEN;
     if bytes.len() < header_len + TAG_LEN {
         return Err(FormatError::Truncated);
@@ -90,7 +96,12 @@ fn aad(header: &[u8], context: &Context) -> Vec<u8> {
 
 /// Encrypts `plaintext` under `data_key` with a fresh nonce; `encrypted_key`
 /// is stored beside it for KMS to unwrap.
-pub fn seal(data_key: &Secret, encrypted_key: &[u8], context: &Context, plaintext: &[u8]) -> Result<Vec<u8>, FormatError> {
+pub fn seal(
+    data_key: &Secret,
+    encrypted_key: &[u8],
+    context: &Context,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, FormatError> {
     let key_len = u16::try_from(encrypted_key.len()).map_err(|_| FormatError::KeyTooLong(encrypted_key.len()))?;
     // One data key per object, so the nonce never repeats under a key; a
     // random one costs nothing and keeps that true if keys were ever reused.
@@ -102,7 +113,15 @@ pub fn seal(data_key: &Secret, encrypted_key: &[u8], context: &Context, plaintex
     out.extend_from_slice(encrypted_key);
     out.extend_from_slice(&nonce);
     let aad = aad(&out, context);
-    let ciphertext = cipher(data_key)?.encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).map_err(|_| FormatError::Authentication)?;
+    let ciphertext = cipher(data_key)?
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| FormatError::Authentication)?;
     out.extend_from_slice(&ciphertext);
     Ok(out)
 }
@@ -111,7 +130,15 @@ pub fn seal(data_key: &Secret, encrypted_key: &[u8], context: &Context, plaintex
 pub fn open(envelope: &Envelope<'_>, data_key: &Secret, context: &Context) -> Result<Secret, FormatError> {
     let nonce = Nonce::try_from(envelope.nonce).map_err(|_| FormatError::Truncated)?;
     let aad = aad(envelope.header, context);
-    let plaintext = cipher(data_key)?.decrypt(&nonce, Payload { msg: envelope.ciphertext, aad: &aad }).map_err(|_| FormatError::Authentication)?;
+    let plaintext = cipher(data_key)?
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: envelope.ciphertext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| FormatError::Authentication)?;
     Ok(Secret::new(plaintext))
 }
 
@@ -124,11 +151,20 @@ mod tests {
     }
 
     fn context(environment: &str, path: &str) -> Context {
-        Context { environment: environment.into(), path: path.into() }
+        Context {
+            environment: environment.into(),
+            path: path.into(),
+        }
     }
 
     fn sealed(plaintext: &[u8]) -> Vec<u8> {
-        seal(&key(7), b"wrapped-data-key-from-kms", &context("prod", "common/ca.crt"), plaintext).unwrap()
+        seal(
+            &key(7),
+            b"wrapped-data-key-from-kms",
+            &context("prod", "common/ca.crt"),
+            plaintext,
+        )
+        .unwrap()
     }
 
     fn round_trip(stored: &[u8], data_key: &Secret, ctx: &Context) -> Result<Secret, FormatError> {
@@ -137,11 +173,21 @@ mod tests {
 
     #[test]
     fn an_envelope_opens_to_the_same_bytes() {
-        for plaintext in [&b""[..], b"x", b"-----BEGIN CERTIFICATE-----\n", &[0u8, 255, 10, 13, 0][..]] {
+        for plaintext in [
+            &b""[..],
+            b"x",
+            b"-----BEGIN CERTIFICATE-----\n",
+            &[0u8, 255, 10, 13, 0][..],
+        ] {
             let stored = sealed(plaintext);
             let parsed = parse(&stored).unwrap();
             assert_eq!(parsed.encrypted_key, b"wrapped-data-key-from-kms");
-            assert_eq!(round_trip(&stored, &key(7), &context("prod", "common/ca.crt")).unwrap().expose(), plaintext);
+            assert_eq!(
+                round_trip(&stored, &key(7), &context("prod", "common/ca.crt"))
+                    .unwrap()
+                    .expose(),
+                plaintext
+            );
         }
     }
 
@@ -177,7 +223,10 @@ mod tests {
     fn a_cut_or_extended_envelope_fails() {
         let stored = sealed(b"a small secret");
         for len in 0..stored.len() {
-            assert!(round_trip(&stored[..len], &key(7), &context("prod", "common/ca.crt")).is_err(), "cut to {len}");
+            assert!(
+                round_trip(&stored[..len], &key(7), &context("prod", "common/ca.crt")).is_err(),
+                "cut to {len}"
+            );
         }
         let mut longer = stored.clone();
         longer.push(0);
@@ -187,10 +236,22 @@ mod tests {
     #[test]
     fn another_context_or_key_fails() {
         let stored = sealed(b"secret");
-        assert_eq!(round_trip(&stored, &key(7), &context("staging", "common/ca.crt")).unwrap_err(), FormatError::Authentication);
-        assert_eq!(round_trip(&stored, &key(7), &context("prod", "common/ca.key")).unwrap_err(), FormatError::Authentication);
-        assert_eq!(round_trip(&stored, &key(8), &context("prod", "common/ca.crt")).unwrap_err(), FormatError::Authentication);
-        assert_eq!(round_trip(&stored, &Secret::new(vec![7; 16]), &context("prod", "common/ca.crt")).unwrap_err(), FormatError::Authentication);
+        assert_eq!(
+            round_trip(&stored, &key(7), &context("staging", "common/ca.crt")).unwrap_err(),
+            FormatError::Authentication
+        );
+        assert_eq!(
+            round_trip(&stored, &key(7), &context("prod", "common/ca.key")).unwrap_err(),
+            FormatError::Authentication
+        );
+        assert_eq!(
+            round_trip(&stored, &key(8), &context("prod", "common/ca.crt")).unwrap_err(),
+            FormatError::Authentication
+        );
+        assert_eq!(
+            round_trip(&stored, &Secret::new(vec![7; 16]), &context("prod", "common/ca.crt")).unwrap_err(),
+            FormatError::Authentication
+        );
     }
 
     #[test]

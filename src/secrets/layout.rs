@@ -61,12 +61,17 @@ pub struct ObjectPath(String);
 
 impl ObjectPath {
     pub fn parse(s: &str) -> Result<ObjectPath, SecretError> {
-        let bad = |detail: &str| SecretError::BadPath { path: s.to_string(), detail: detail.to_string() };
+        let bad = |detail: &str| SecretError::BadPath {
+            path: s.to_string(),
+            detail: detail.to_string(),
+        };
         if s.is_empty() || s.len() > 1024 {
             return Err(bad("an object path has 1 to 1024 bytes"));
         }
         if s.starts_with('/') || s.ends_with('/') {
-            return Err(bad("an object path is relative and names a file (no leading or trailing '/')"));
+            return Err(bad(
+                "an object path is relative and names a file (no leading or trailing '/')",
+            ));
         }
         if s.chars().any(|c| c.is_control() || c == '\\') {
             return Err(bad("control characters and '\\' are not allowed"));
@@ -84,7 +89,9 @@ impl ObjectPath {
     /// The path below `prefix` (`manifests/etcd/a.yaml` below
     /// `manifests/etcd/` is `a.yaml`).
     pub fn strip_prefix(&self, prefix: &str) -> Option<ObjectPath> {
-        self.0.strip_prefix(prefix).and_then(|rest| ObjectPath::parse(rest).ok())
+        self.0
+            .strip_prefix(prefix)
+            .and_then(|rest| ObjectPath::parse(rest).ok())
     }
 
     pub fn under(&self, dir: &Path) -> PathBuf {
@@ -107,7 +114,11 @@ impl fmt::Display for ObjectPath {
 /// paths relative to `dir`, sorted. Hidden files (editor and temp files)
 /// are skipped; a symlink is refused rather than followed.
 pub fn local_files(dir: &Path, sub: &str) -> Result<Vec<(ObjectPath, PathBuf)>, SecretError> {
-    let start = if sub.is_empty() { dir.to_path_buf() } else { dir.join(sub) };
+    let start = if sub.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(sub)
+    };
     let mut out = Vec::new();
     walk(dir, &start, &mut out)?;
     out.sort();
@@ -128,7 +139,10 @@ fn walk(dir: &Path, path: &Path, out: &mut Vec<(ObjectPath, PathBuf)>) -> Result
     }
     let relative = path.strip_prefix(dir).unwrap_or(path).to_string_lossy().into_owned();
     if !meta.is_file() {
-        return Err(SecretError::BadPath { path: path.display().to_string(), detail: "not a regular file (symlinks are not followed)".into() });
+        return Err(SecretError::BadPath {
+            path: path.display().to_string(),
+            detail: "not a regular file (symlinks are not followed)".into(),
+        });
     }
     out.push((ObjectPath::parse(&relative)?, path.to_path_buf()));
     Ok(())
@@ -147,7 +161,11 @@ pub fn write_local(dir: &Path, path: &ObjectPath, bytes: &[u8]) -> Result<PathBu
 /// `mkdir -p` with mode 0700 for the directories it creates.
 pub fn create_private_dirs(dir: &Path) -> Result<(), SecretError> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| SecretError::io(dir, e))
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| SecretError::io(dir, e))
 }
 
 #[cfg(test)]
@@ -159,7 +177,10 @@ mod tests {
         assert!(is_other_members_key("secure/etcd/member-0.key", 1));
         assert!(is_other_members_key("secure/etcd/member-10.key", 1));
         assert!(!is_other_members_key("secure/etcd/member-1.key", 1));
-        assert!(!is_other_members_key("secure/etcd/member-0.crt", 1), "certificates are public");
+        assert!(
+            !is_other_members_key("secure/etcd/member-0.crt", 1),
+            "certificates are public"
+        );
         assert!(!is_other_members_key("secure/etcd/ca.crt", 1));
         assert!(!is_other_members_key("secure/apiserver.key", 1));
         assert!(!is_other_members_key("common/etcd/member-0.key", 1));
@@ -167,10 +188,25 @@ mod tests {
 
     #[test]
     fn object_paths_stay_below_their_directory() {
-        for good in ["common/ca.crt", "manifests/etcd/kube-apiserver.yaml", "a", "secure/etcd/peer.key"] {
+        for good in [
+            "common/ca.crt",
+            "manifests/etcd/kube-apiserver.yaml",
+            "a",
+            "secure/etcd/peer.key",
+        ] {
             assert_eq!(ObjectPath::parse(good).unwrap().as_str(), good);
         }
-        for bad in ["", "/etc/passwd", "common/", "common//x", "../x", "common/../../x", "./x", "a\\b", "a\nb"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "common/",
+            "common//x",
+            "../x",
+            "common/../../x",
+            "./x",
+            "a\\b",
+            "a\nb",
+        ] {
             assert!(ObjectPath::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -182,7 +218,11 @@ mod tests {
         assert_eq!(role_folder(Role::Etcd), Some("secure"));
         assert_eq!(role_folder(Role::Bastion), None);
         assert_eq!(
-            ObjectPath::parse("manifests/etcd/a.yaml").unwrap().strip_prefix(&manifests_prefix(Role::Etcd)).unwrap().as_str(),
+            ObjectPath::parse("manifests/etcd/a.yaml")
+                .unwrap()
+                .strip_prefix(&manifests_prefix(Role::Etcd))
+                .unwrap()
+                .as_str(),
             "a.yaml"
         );
     }
@@ -194,9 +234,17 @@ mod tests {
         std::fs::write(dir.path().join("common/ca.crt"), "x").unwrap();
         std::fs::write(dir.path().join("common/sub/b"), "x").unwrap();
         std::fs::write(dir.path().join("common/.ca.crt.swp"), "x").unwrap();
-        let files: Vec<String> = local_files(dir.path(), "").unwrap().into_iter().map(|(p, _)| p.to_string()).collect();
+        let files: Vec<String> = local_files(dir.path(), "")
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p.to_string())
+            .collect();
         assert_eq!(files, ["common/ca.crt", "common/sub/b"]);
-        let one: Vec<String> = local_files(dir.path(), "common/ca.crt").unwrap().into_iter().map(|(p, _)| p.to_string()).collect();
+        let one: Vec<String> = local_files(dir.path(), "common/ca.crt")
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p.to_string())
+            .collect();
         assert_eq!(one, ["common/ca.crt"]);
     }
 }

@@ -68,7 +68,10 @@ impl Context {
     /// The KMS encryption context (visible in CloudTrail: which environment
     /// and which secret a decrypt was for).
     pub fn kms(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("environment".to_string(), self.environment.clone()), ("path".to_string(), self.path.clone())])
+        BTreeMap::from([
+            ("environment".to_string(), self.environment.clone()),
+            ("path".to_string(), self.path.clone()),
+        ])
     }
 
     /// The context as associated data: each pair, sorted by key, as
@@ -108,7 +111,10 @@ pub enum SecretError {
 
 impl SecretError {
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        SecretError::Io { path: path.to_path_buf(), source }
+        SecretError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -126,8 +132,14 @@ mod tests {
 
     #[test]
     fn the_context_binds_environment_and_path_unambiguously() {
-        let a = Context { environment: "ab".into(), path: "c".into() };
-        let b = Context { environment: "a".into(), path: "bc".into() };
+        let a = Context {
+            environment: "ab".into(),
+            path: "c".into(),
+        };
+        let b = Context {
+            environment: "a".into(),
+            path: "bc".into(),
+        };
         assert_ne!(a.aad(), b.aad());
         assert_eq!(a.kms()["environment"], "ab");
     }

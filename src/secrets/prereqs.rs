@@ -23,7 +23,9 @@ pub struct Wanted {
 pub enum KeyPlan {
     Use(KeyInfo),
     /// Create a key and point `alias` at it.
-    Create { alias: String },
+    Create {
+        alias: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +62,13 @@ pub enum PrereqsError {
 pub fn plan_key(kms_key: &str, found: Option<KeyInfo>) -> Result<KeyPlan, PrereqsError> {
     match found {
         Some(info) if info.state == "Enabled" => Ok(KeyPlan::Use(info)),
-        Some(info) => Err(PrereqsError::KeyUnusable { id: kms_key.to_string(), state: info.state }),
-        None if kms_key.starts_with("alias/") => Ok(KeyPlan::Create { alias: kms_key.to_string() }),
+        Some(info) => Err(PrereqsError::KeyUnusable {
+            id: kms_key.to_string(),
+            state: info.state,
+        }),
+        None if kms_key.starts_with("alias/") => Ok(KeyPlan::Create {
+            alias: kms_key.to_string(),
+        }),
         None => Err(PrereqsError::KeyNotFound(kms_key.to_string())),
     }
 }
@@ -70,7 +77,12 @@ pub fn plan_key(kms_key: &str, found: Option<KeyInfo>) -> Result<KeyPlan, Prereq
 /// ARN, alias); an encryption default naming any of them is kept.
 pub fn plan_bucket(state: &BucketState, key: &[&str]) -> Vec<BucketStep> {
     if !state.exists {
-        return vec![BucketStep::Create, BucketStep::EnableVersioning, BucketStep::BlockPublicAccess, BucketStep::EncryptByDefault];
+        return vec![
+            BucketStep::Create,
+            BucketStep::EnableVersioning,
+            BucketStep::BlockPublicAccess,
+            BucketStep::EncryptByDefault,
+        ];
     }
     let mut steps = Vec::new();
     if !state.versioning {
@@ -99,7 +111,9 @@ pub async fn ensure(wanted: &Wanted, keys: &impl Keys, buckets: &impl Buckets) -
         }
         KeyPlan::Create { alias } => {
             let tags = BTreeMap::from([(tags::ENVIRONMENT.to_string(), wanted.environment.clone())]);
-            let info = keys.create_key(&format!("nodeboot secrets of {}", wanted.environment), &tags).await?;
+            let info = keys
+                .create_key(&format!("nodeboot secrets of {}", wanted.environment), &tags)
+                .await?;
             keys.create_alias(&alias, &info.id).await?;
             lines.push(format!("created KMS key {alias} ({})", info.arn));
             info
@@ -107,13 +121,18 @@ pub async fn ensure(wanted: &Wanted, keys: &impl Keys, buckets: &impl Buckets) -
     };
     let names = [key.id.as_str(), key.arn.as_str(), wanted.kms_key.as_str()];
     for bucket in &wanted.buckets {
-        let state = buckets.bucket_state(bucket).await.map_err(|e| match e.code.as_deref() {
-            Some("Forbidden" | "AccessDenied") => PrereqsError::BucketTaken(bucket.clone()),
-            _ => PrereqsError::Cloud(e),
-        })?;
+        let state = buckets
+            .bucket_state(bucket)
+            .await
+            .map_err(|e| match e.code.as_deref() {
+                Some("Forbidden" | "AccessDenied") => PrereqsError::BucketTaken(bucket.clone()),
+                _ => PrereqsError::Cloud(e),
+            })?;
         let steps = plan_bucket(&state, &names);
         if steps.is_empty() {
-            lines.push(format!("found   bucket {bucket} (versioned, public access blocked, encrypted under the key)"));
+            lines.push(format!(
+                "found   bucket {bucket} (versioned, public access blocked, encrypted under the key)"
+            ));
         }
         for step in steps {
             match step {
@@ -122,7 +141,11 @@ pub async fn ensure(wanted: &Wanted, keys: &impl Keys, buckets: &impl Buckets) -
                 BucketStep::BlockPublicAccess => buckets.block_public_access(bucket).await?,
                 BucketStep::EncryptByDefault => buckets.encrypt_by_default(bucket, &key.arn).await?,
             }
-            let verb = if step == BucketStep::Create { "created" } else { "changed" };
+            let verb = if step == BucketStep::Create {
+                "created"
+            } else {
+                "changed"
+            };
             lines.push(format!("{verb} bucket {bucket}: {}", step.describe()));
         }
     }
@@ -134,15 +157,33 @@ mod tests {
     use super::*;
 
     fn key(state: &str) -> KeyInfo {
-        KeyInfo { id: "k-1".into(), arn: "arn:aws:kms:eu-west-1:1:key/k-1".into(), state: state.into() }
+        KeyInfo {
+            id: "k-1".into(),
+            arn: "arn:aws:kms:eu-west-1:1:key/k-1".into(),
+            state: state.into(),
+        }
     }
 
     #[test]
     fn a_missing_alias_is_created_but_a_missing_key_id_is_an_error() {
-        assert_eq!(plan_key("alias/prod-nodeboot", None).unwrap(), KeyPlan::Create { alias: "alias/prod-nodeboot".into() });
-        assert!(matches!(plan_key("1234abcd-12ab", None), Err(PrereqsError::KeyNotFound(_))));
-        assert_eq!(plan_key("alias/x", Some(key("Enabled"))).unwrap(), KeyPlan::Use(key("Enabled")));
-        assert!(matches!(plan_key("alias/x", Some(key("Disabled"))), Err(PrereqsError::KeyUnusable { .. })));
+        assert_eq!(
+            plan_key("alias/prod-nodeboot", None).unwrap(),
+            KeyPlan::Create {
+                alias: "alias/prod-nodeboot".into()
+            }
+        );
+        assert!(matches!(
+            plan_key("1234abcd-12ab", None),
+            Err(PrereqsError::KeyNotFound(_))
+        ));
+        assert_eq!(
+            plan_key("alias/x", Some(key("Enabled"))).unwrap(),
+            KeyPlan::Use(key("Enabled"))
+        );
+        assert!(matches!(
+            plan_key("alias/x", Some(key("Disabled"))),
+            Err(PrereqsError::KeyUnusable { .. })
+        ));
     }
 
     #[test]
@@ -156,9 +197,19 @@ mod tests {
             encryption: Some(("aws:kms".into(), Some("alias/x".into()))),
         };
         assert!(plan_bucket(&done, &names).is_empty());
-        let other_key = BucketState { encryption: Some(("aws:kms".into(), Some("arn:other".into()))), ..done.clone() };
+        let other_key = BucketState {
+            encryption: Some(("aws:kms".into(), Some("arn:other".into()))),
+            ..done.clone()
+        };
         assert_eq!(plan_bucket(&other_key, &names), [BucketStep::EncryptByDefault]);
-        let sse_s3 = BucketState { encryption: Some(("AES256".into(), None)), versioning: false, ..done };
-        assert_eq!(plan_bucket(&sse_s3, &names), [BucketStep::EnableVersioning, BucketStep::EncryptByDefault]);
+        let sse_s3 = BucketState {
+            encryption: Some(("AES256".into(), None)),
+            versioning: false,
+            ..done
+        };
+        assert_eq!(
+            plan_bucket(&sse_s3, &names),
+            [BucketStep::EnableVersioning, BucketStep::EncryptByDefault]
+        );
     }
 }

@@ -37,7 +37,11 @@ pub enum DiscoverError {
     #[error("instance metadata has no {0}")]
     Missing(String),
     #[error("instance metadata {path}: {value:?} is not {expected}")]
-    Garbage { path: String, value: String, expected: &'static str },
+    Garbage {
+        path: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("this instance runs in {actual}, but its config (node.json) is for {expected}")]
     WrongRegion { actual: String, expected: String },
     #[error(transparent)]
@@ -51,15 +55,25 @@ pub fn run(root: &Root, metadata: &impl Metadata, set_hostname: bool) -> Result<
     let config = root.node_config()?;
     let identity = observe(metadata)?;
     if identity.region != config.region {
-        return Err(DiscoverError::WrongRegion { actual: identity.region, expected: config.region });
+        return Err(DiscoverError::WrongRegion {
+            actual: identity.region,
+            expected: config.region,
+        });
     }
     let hostname = hostname(&config.environment, config.role, &identity.instance_id);
-    let facts = Facts { identity, environment: config.environment, role: config.role, hostname };
+    let facts = Facts {
+        identity,
+        environment: config.environment,
+        role: config.role,
+        hostname,
+    };
     let path = root.record(FACTS_FILE, &facts)?;
     if set_hostname {
         persist_hostname(root, &facts.hostname)?;
-        nix::unistd::sethostname(&facts.hostname)
-            .map_err(|source| DiscoverError::Hostname { hostname: facts.hostname.clone(), source })?;
+        nix::unistd::sethostname(&facts.hostname).map_err(|source| DiscoverError::Hostname {
+            hostname: facts.hostname.clone(),
+            source,
+        })?;
     }
     let id = &facts.identity;
     info!(instance = %id.instance_id, zone = %id.availability_zone, ip = %id.private_ip, "discovered; recorded {}", path.display());
@@ -101,8 +115,15 @@ pub struct Identity {
 
 pub fn observe(md: &impl Metadata) -> Result<Identity, DiscoverError> {
     let instance_id = field(md, "meta-data/instance-id", "an instance id (i-...)", is_instance_id)?;
-    let availability_zone = field(md, "meta-data/placement/availability-zone", "an availability zone", is_zone)?;
-    let region = field(md, "meta-data/placement/region", "a region", |s| is_zone(&format!("{s}a")))?;
+    let availability_zone = field(
+        md,
+        "meta-data/placement/availability-zone",
+        "an availability zone",
+        is_zone,
+    )?;
+    let region = field(md, "meta-data/placement/region", "a region", |s| {
+        is_zone(&format!("{s}a"))
+    })?;
     if !availability_zone.starts_with(&region) {
         return Err(DiscoverError::Garbage {
             path: "meta-data/placement/availability-zone".into(),
@@ -110,28 +131,53 @@ pub fn observe(md: &impl Metadata) -> Result<Identity, DiscoverError> {
             expected: "a zone of the instance's region",
         });
     }
-    let private_ip = field(md, "meta-data/local-ipv4", "an IPv4 address", |s| s.parse::<Ipv4Addr>().is_ok())?
-        .parse()
-        .expect("checked");
+    let private_ip = field(md, "meta-data/local-ipv4", "an IPv4 address", |s| {
+        s.parse::<Ipv4Addr>().is_ok()
+    })?
+    .parse()
+    .expect("checked");
     let mac = field(md, "meta-data/mac", "a MAC address", is_mac)?;
     let interfaces = interfaces(md)?;
-    Ok(Identity { instance_id, availability_zone, region, private_ip, mac, interfaces })
+    Ok(Identity {
+        instance_id,
+        availability_zone,
+        region,
+        private_ip,
+        mac,
+        interfaces,
+    })
 }
 
 /// Every network interface EC2 reports, the hot-plugged ones included.
 pub fn interfaces(md: &impl Metadata) -> Result<Vec<Interface>, DiscoverError> {
     let listing = required(md, "meta-data/network/interfaces/macs/")?;
     let mut out = Vec::new();
-    for entry in listing.lines().map(|l| l.trim().trim_end_matches('/')).filter(|l| !l.is_empty()) {
+    for entry in listing
+        .lines()
+        .map(|l| l.trim().trim_end_matches('/'))
+        .filter(|l| !l.is_empty())
+    {
         if !is_mac(entry) {
-            return Err(DiscoverError::Garbage { path: "meta-data/network/interfaces/macs/".into(), value: entry.into(), expected: "a list of MAC addresses" });
+            return Err(DiscoverError::Garbage {
+                path: "meta-data/network/interfaces/macs/".into(),
+                value: entry.into(),
+                expected: "a list of MAC addresses",
+            });
         }
         let base = format!("meta-data/network/interfaces/macs/{entry}");
-        let device_number = field(md, &format!("{base}/device-number"), "a device number", |s| s.parse::<u32>().is_ok())?
-            .parse()
-            .expect("checked");
-        let interface_id = field(md, &format!("{base}/interface-id"), "an interface id (eni-...)", |s| s.starts_with("eni-"))?;
-        out.push(Interface { mac: entry.to_lowercase(), device_number, interface_id });
+        let device_number = field(md, &format!("{base}/device-number"), "a device number", |s| {
+            s.parse::<u32>().is_ok()
+        })?
+        .parse()
+        .expect("checked");
+        let interface_id = field(md, &format!("{base}/interface-id"), "an interface id (eni-...)", |s| {
+            s.starts_with("eni-")
+        })?;
+        out.push(Interface {
+            mac: entry.to_lowercase(),
+            device_number,
+            interface_id,
+        });
     }
     out.sort_by_key(|i| i.device_number);
     Ok(out)
@@ -142,17 +188,27 @@ fn required(md: &impl Metadata, path: &str) -> Result<String, DiscoverError> {
 }
 
 /// A metadata value that must exist and look like `expected`.
-pub fn field(md: &impl Metadata, path: &str, expected: &'static str, valid: impl Fn(&str) -> bool) -> Result<String, DiscoverError> {
+pub fn field(
+    md: &impl Metadata,
+    path: &str,
+    expected: &'static str,
+    valid: impl Fn(&str) -> bool,
+) -> Result<String, DiscoverError> {
     let value = required(md, path)?.trim().to_string();
     if valid(&value) {
         Ok(value)
     } else {
-        Err(DiscoverError::Garbage { path: path.into(), value: value.chars().take(80).collect(), expected })
+        Err(DiscoverError::Garbage {
+            path: path.into(),
+            value: value.chars().take(80).collect(),
+            expected,
+        })
     }
 }
 
 fn is_instance_id(s: &str) -> bool {
-    s.strip_prefix("i-").is_some_and(|h| (8..=17).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    s.strip_prefix("i-")
+        .is_some_and(|h| (8..=17).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn is_zone(s: &str) -> bool {
@@ -161,7 +217,10 @@ fn is_zone(s: &str) -> bool {
 
 pub fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -186,11 +245,20 @@ mod tests {
             ("meta-data/placement/region", "eu-west-1"),
             ("meta-data/local-ipv4", "10.80.11.23"),
             ("meta-data/mac", "0e:00:00:00:00:01"),
-            ("meta-data/network/interfaces/macs/", "0e:00:00:00:00:01/\n0e:00:00:00:00:02/"),
+            (
+                "meta-data/network/interfaces/macs/",
+                "0e:00:00:00:00:01/\n0e:00:00:00:00:02/",
+            ),
             ("meta-data/network/interfaces/macs/0e:00:00:00:00:01/device-number", "0"),
-            ("meta-data/network/interfaces/macs/0e:00:00:00:00:01/interface-id", "eni-1"),
+            (
+                "meta-data/network/interfaces/macs/0e:00:00:00:00:01/interface-id",
+                "eni-1",
+            ),
             ("meta-data/network/interfaces/macs/0e:00:00:00:00:02/device-number", "1"),
-            ("meta-data/network/interfaces/macs/0e:00:00:00:00:02/interface-id", "eni-2"),
+            (
+                "meta-data/network/interfaces/macs/0e:00:00:00:00:02/interface-id",
+                "eni-2",
+            ),
         ])
     }
 
@@ -207,14 +275,23 @@ mod tests {
         let mut bad = good();
         bad.insert("meta-data/local-ipv4", "<html>");
         let err = observe(&Fake(bad)).unwrap_err().to_string();
-        assert!(err.contains("meta-data/local-ipv4") && err.contains("not an IPv4 address"), "{err}");
+        assert!(
+            err.contains("meta-data/local-ipv4") && err.contains("not an IPv4 address"),
+            "{err}"
+        );
 
         let mut missing = good();
         missing.remove("meta-data/placement/region");
-        assert_eq!(observe(&Fake(missing)).unwrap_err().to_string(), "instance metadata has no meta-data/placement/region");
+        assert_eq!(
+            observe(&Fake(missing)).unwrap_err().to_string(),
+            "instance metadata has no meta-data/placement/region"
+        );
 
         let mut wrong_zone = good();
         wrong_zone.insert("meta-data/placement/availability-zone", "us-east-1a");
-        assert!(observe(&Fake(wrong_zone)).unwrap_err().to_string().contains("zone of the instance's region"));
+        assert!(observe(&Fake(wrong_zone))
+            .unwrap_err()
+            .to_string()
+            .contains("zone of the instance's region"));
     }
 }

@@ -66,7 +66,14 @@ pub struct EniNetwork {
     pub vpc: Ipv4Net,
 }
 
-pub fn plan(eni_id: &str, mac: &str, eni_ip: Ipv4Addr, subnet: Ipv4Net, primary_ip: Ipv4Addr, vpc: Ipv4Net) -> EniNetwork {
+pub fn plan(
+    eni_id: &str,
+    mac: &str,
+    eni_ip: Ipv4Addr,
+    subnet: Ipv4Net,
+    primary_ip: Ipv4Addr,
+    vpc: Ipv4Net,
+) -> EniNetwork {
     EniNetwork {
         eni_id: eni_id.to_string(),
         mac: mac.to_lowercase(),
@@ -160,8 +167,14 @@ impl EniNetwork {
         vec![
             words(&format!("link set {interface} up")),
             words(&format!("addr replace {} dev {interface} noprefixroute", self.address)),
-            words(&format!("route replace {} dev {interface} scope link src {ip} table {table}", self.subnet)),
-            words(&format!("route replace default via {} dev {interface} onlink src {ip} table {table}", self.gateway)),
+            words(&format!(
+                "route replace {} dev {interface} scope link src {ip} table {table}",
+                self.subnet
+            )),
+            words(&format!(
+                "route replace default via {} dev {interface} onlink src {ip} table {table}",
+                self.gateway
+            )),
         ]
     }
 
@@ -170,9 +183,30 @@ impl EniNetwork {
         let table = TABLE.to_string();
         let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         vec![
-            (PRIORITY_PRIMARY, format!("from {} lookup main", self.primary_ip), words(&format!("rule add from {}/32 lookup main priority {PRIORITY_PRIMARY}", self.primary_ip))),
-            (PRIORITY_FROM_ENI, format!("from {} lookup {table}", self.ip()), words(&format!("rule add from {}/32 lookup {table} priority {PRIORITY_FROM_ENI}", self.ip()))),
-            (PRIORITY_TO_VPC, format!("from all to {} lookup {table}", self.vpc), words(&format!("rule add to {} lookup {table} priority {PRIORITY_TO_VPC}", self.vpc))),
+            (
+                PRIORITY_PRIMARY,
+                format!("from {} lookup main", self.primary_ip),
+                words(&format!(
+                    "rule add from {}/32 lookup main priority {PRIORITY_PRIMARY}",
+                    self.primary_ip
+                )),
+            ),
+            (
+                PRIORITY_FROM_ENI,
+                format!("from {} lookup {table}", self.ip()),
+                words(&format!(
+                    "rule add from {}/32 lookup {table} priority {PRIORITY_FROM_ENI}",
+                    self.ip()
+                )),
+            ),
+            (
+                PRIORITY_TO_VPC,
+                format!("from all to {} lookup {table}", self.vpc),
+                words(&format!(
+                    "rule add to {} lookup {table} priority {PRIORITY_TO_VPC}",
+                    self.vpc
+                )),
+            ),
         ]
     }
 }
@@ -180,7 +214,10 @@ impl EniNetwork {
 /// Whether `ip rule show` lists `rule` at `priority` (networkd's rules end in `proto static`).
 pub fn has_rule(shown: &str, priority: u32, rule: &str) -> bool {
     let want = format!("{priority}:\t{rule}");
-    shown.lines().map(str::trim_end).any(|l| l == want || l.strip_prefix(want.as_str()).is_some_and(|rest| rest.starts_with(' ')))
+    shown
+        .lines()
+        .map(str::trim_end)
+        .any(|l| l == want || l.strip_prefix(want.as_str()).is_some_and(|rest| rest.starts_with(' ')))
 }
 
 /// A kernel answer that is not what the plan wants.
@@ -196,30 +233,58 @@ impl std::fmt::Display for Mismatch {
 /// Checks the kernel's answers against the plan (pure): `rules` is
 /// `ip rule show`, `to_vpc` is `ip -o route get <an address of the VPC>`,
 /// `from_primary` is the same with `from <primary>`.
-pub fn check(plan: &EniNetwork, interface: &str, rules: &str, to_vpc: &str, from_primary: &str) -> Result<(), Mismatch> {
+pub fn check(
+    plan: &EniNetwork,
+    interface: &str,
+    rules: &str,
+    to_vpc: &str,
+    from_primary: &str,
+) -> Result<(), Mismatch> {
     for (priority, rule, _) in plan.rules() {
         if !has_rule(rules, priority, &rule) {
-            return Err(Mismatch(format!("rule `{priority}: {rule}` is missing (ip rule show: {})", rules.trim().replace('\n', "; "))));
+            return Err(Mismatch(format!(
+                "rule `{priority}: {rule}` is missing (ip rule show: {})",
+                rules.trim().replace('\n', "; ")
+            )));
         }
     }
     let field = |line: &str, name: &str| {
         let words: Vec<&str> = line.split_whitespace().collect();
-        words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1)).map(|s| s.to_string())
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .map(|s| s.to_string())
     };
     let ip = plan.ip().to_string();
     if field(to_vpc, "src").as_deref() != Some(ip.as_str()) || field(to_vpc, "dev").as_deref() != Some(interface) {
-        return Err(Mismatch(format!("traffic to the VPC would not leave {interface} from {ip}: {}", to_vpc.trim())));
+        return Err(Mismatch(format!(
+            "traffic to the VPC would not leave {interface} from {ip}: {}",
+            to_vpc.trim()
+        )));
     }
     if field(from_primary, "dev").as_deref() == Some(interface) {
-        return Err(Mismatch(format!("the primary address's traffic would leave through the ENI: {}", from_primary.trim())));
+        return Err(Mismatch(format!(
+            "the primary address's traffic would leave through the ENI: {}",
+            from_primary.trim()
+        )));
     }
     Ok(())
 }
 
 fn ip(args: &[String]) -> Result<String, MountError> {
-    let out = Command::new("ip").args(args).output().map_err(|e| MountError::Command { command: format!("ip {}", args.join(" ")), detail: e.to_string() })?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| MountError::Command {
+            command: format!("ip {}", args.join(" ")),
+            detail: e.to_string(),
+        })?;
     if !out.status.success() {
-        return Err(MountError::Command { command: format!("ip {}", args.join(" ")), detail: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(MountError::Command {
+            command: format!("ip {}", args.join(" ")),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -238,7 +303,9 @@ pub enum Applier {
 impl Applier {
     pub fn detect(root: &Root) -> Applier {
         if root.path(NETWORKD_STATE).is_dir() {
-            Applier::Networkd { file: root.path(NETWORK_FILE) }
+            Applier::Networkd {
+                file: root.path(NETWORK_FILE),
+            }
         } else {
             Applier::Ip
         }
@@ -258,9 +325,18 @@ pub fn apply(applier: &Applier, plan: &EniNetwork, interface: &str, wait: Durati
             }
             // Every time, also when the file was already there: networkd may
             // have started after it was written, or the link appeared since.
-            let out = Command::new("networkctl").arg("reload").output().map_err(|e| MountError::Command { command: "networkctl reload".into(), detail: e.to_string() })?;
+            let out = Command::new("networkctl")
+                .arg("reload")
+                .output()
+                .map_err(|e| MountError::Command {
+                    command: "networkctl reload".into(),
+                    detail: e.to_string(),
+                })?;
             if !out.status.success() {
-                return Err(MountError::Command { command: "networkctl reload".into(), detail: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+                return Err(MountError::Command {
+                    command: "networkctl reload".into(),
+                    detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
             }
         }
         Applier::Ip => {
@@ -309,7 +385,11 @@ fn verify(plan: &EniNetwork, interface: &str, wait: Duration) -> Result<(), Moun
         }
     })
     .map_err(|e| match e {
-        Gave::Up { last, .. } | Gave::Failed(last) => MountError::Network { eni: plan.eni_id.clone(), detail: last, seconds: wait.as_secs() },
+        Gave::Up { last, .. } | Gave::Failed(last) => MountError::Network {
+            eni: plan.eni_id.clone(),
+            detail: last,
+            seconds: wait.as_secs(),
+        },
     })?;
     info!(interface, address = %plan.address, table = TABLE, "ENI {} up: traffic to {} leaves from {}", plan.eni_id, plan.vpc, plan.ip());
     Ok(())
@@ -320,7 +400,14 @@ mod tests {
     use super::*;
 
     fn example() -> EniNetwork {
-        plan("eni-1", "02:AA:BB:CC:DD:01", "10.80.10.10".parse().unwrap(), "10.80.10.0/24".parse().unwrap(), "10.80.10.4".parse().unwrap(), "10.80.0.0/16".parse().unwrap())
+        plan(
+            "eni-1",
+            "02:AA:BB:CC:DD:01",
+            "10.80.10.10".parse().unwrap(),
+            "10.80.10.0/24".parse().unwrap(),
+            "10.80.10.4".parse().unwrap(),
+            "10.80.0.0/16".parse().unwrap(),
+        )
     }
 
     #[test]
@@ -361,21 +448,41 @@ mod tests {
         let from_primary = "10.80.0.1 from 10.80.10.4 via 10.80.10.1 dev eth0 uid 0 \\    cache ";
         assert_eq!(check(&p, "eth1", rules, to_vpc, from_primary), Ok(()));
         // The old raw setup: a source on the main table's routes, no rule to the VPC.
-        let old_rules = "0:\tfrom all lookup local\n1001:\tfrom 10.80.10.10 lookup 1001\n32766:\tfrom all lookup main\n";
+        let old_rules =
+            "0:\tfrom all lookup local\n1001:\tfrom 10.80.10.10 lookup 1001\n32766:\tfrom all lookup main\n";
         assert!(check(&p, "eth1", old_rules, to_vpc, from_primary).is_err());
         // After a DHCP renewal put the primary source back.
         let renewed = "10.80.0.1 via 10.80.10.1 dev eth0 src 10.80.10.4 uid 0";
-        assert!(check(&p, "eth1", rules, renewed, from_primary).unwrap_err().0.contains("would not leave eth1 from 10.80.10.10"));
+        assert!(check(&p, "eth1", rules, renewed, from_primary)
+            .unwrap_err()
+            .0
+            .contains("would not leave eth1 from 10.80.10.10"));
         let leaking = "10.80.0.1 from 10.80.10.4 via 10.80.10.1 dev eth1 table 1001";
         assert!(check(&p, "eth1", rules, to_vpc, leaking).is_err());
     }
 
     #[test]
     fn a_rule_is_found_with_or_without_its_protocol_and_never_by_prefix() {
-        assert!(has_rule("1001:\tfrom 10.80.10.10 lookup 1001\n", 1001, "from 10.80.10.10 lookup 1001"));
-        assert!(has_rule("1001:\tfrom 10.80.10.10 lookup 1001 proto static\n", 1001, "from 10.80.10.10 lookup 1001"));
-        assert!(!has_rule("1001:\tfrom 10.80.10.10 lookup 10010\n", 1001, "from 10.80.10.10 lookup 1001"));
-        assert!(!has_rule("1002:\tfrom 10.80.10.10 lookup 1001\n", 1001, "from 10.80.10.10 lookup 1001"));
+        assert!(has_rule(
+            "1001:\tfrom 10.80.10.10 lookup 1001\n",
+            1001,
+            "from 10.80.10.10 lookup 1001"
+        ));
+        assert!(has_rule(
+            "1001:\tfrom 10.80.10.10 lookup 1001 proto static\n",
+            1001,
+            "from 10.80.10.10 lookup 1001"
+        ));
+        assert!(!has_rule(
+            "1001:\tfrom 10.80.10.10 lookup 10010\n",
+            1001,
+            "from 10.80.10.10 lookup 1001"
+        ));
+        assert!(!has_rule(
+            "1002:\tfrom 10.80.10.10 lookup 1001\n",
+            1001,
+            "from 10.80.10.10 lookup 1001"
+        ));
     }
 
     #[test]
@@ -383,7 +490,14 @@ mod tests {
         let p = example();
         assert!(!p.subnet.contains(&probe_address(&p)));
         assert!(p.vpc.contains(&probe_address(&p)));
-        let first = plan("eni-1", "02:00:00:00:00:01", "10.80.0.10".parse().unwrap(), "10.80.0.0/24".parse().unwrap(), "10.80.0.4".parse().unwrap(), "10.80.0.0/16".parse().unwrap());
+        let first = plan(
+            "eni-1",
+            "02:00:00:00:00:01",
+            "10.80.0.10".parse().unwrap(),
+            "10.80.0.0/24".parse().unwrap(),
+            "10.80.0.4".parse().unwrap(),
+            "10.80.0.0/16".parse().unwrap(),
+        );
         assert!(!first.subnet.contains(&probe_address(&first)));
     }
 }

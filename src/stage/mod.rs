@@ -49,7 +49,10 @@ impl Root {
     pub fn recorded<T: DeserializeOwned>(&self, file: &str, by_stage: &str) -> Result<T, StageError> {
         let path = self.state(file);
         if !path.exists() {
-            return Err(StageError::NotYet { path, stage: by_stage.to_string() });
+            return Err(StageError::NotYet {
+                path,
+                stage: by_stage.to_string(),
+            });
         }
         read_json(&path)
     }
@@ -57,7 +60,10 @@ impl Root {
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StageError> {
     let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| StageError::BadFile { path: path.to_path_buf(), detail: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| StageError::BadFile {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
 }
 
 /// Errors common to every stage; each stage has its own on top.
@@ -73,6 +79,9 @@ pub enum StageError {
 
 impl StageError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        StageError::Io { path: path.to_path_buf(), source }
+        StageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

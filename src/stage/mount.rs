@@ -35,21 +35,41 @@ use crate::retry::{self, Attempt, Gave, Policy};
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("the device of volume {volume} did not appear (looked for {looked_for}) within {seconds}s")]
-    NoDevice { volume: String, looked_for: String, seconds: u64 },
+    NoDevice {
+        volume: String,
+        looked_for: String,
+        seconds: u64,
+    },
     #[error("{device} (volume {volume}) holds {found}; nodeboot only formats blank devices and only mounts ext4, so it leaves this one untouched")]
-    NotBlank { device: String, volume: String, found: String },
+    NotBlank {
+        device: String,
+        volume: String,
+        found: String,
+    },
     #[error("{device} (volume {volume}) reads blank, but {why}: it held data, so nodeboot will not format it. A human must look: is this the member's volume, and where did its data go? Restore it from a snapshot, or remove the tag {tag} once its data is known to be expendable", tag = tags::FORMATTED)]
-    HeldData { device: String, volume: String, why: String },
+    HeldData {
+        device: String,
+        volume: String,
+        why: String,
+    },
     #[error(transparent)]
     Cloud(#[from] CloudError),
     #[error("{0} is not a block device")]
     NotBlock(String),
     #[error("{mount_point} already has {other} mounted, not {device}")]
-    MountedElsewhere { mount_point: String, device: String, other: String },
+    MountedElsewhere {
+        mount_point: String,
+        device: String,
+        other: String,
+    },
     #[error("{command} failed: {detail}")]
     Command { command: String, detail: String },
     #[error("mount {device} on {mount_point}: {source}")]
-    Mount { device: String, mount_point: String, source: nix::Error },
+    Mount {
+        device: String,
+        mount_point: String,
+        source: nix::Error,
+    },
     #[error("no network interface with MAC {mac} (ENI {eni}) appeared within {seconds}s")]
     NoInterface { mac: String, eni: String, seconds: u64 },
     #[error("the routing of ENI {eni} did not take effect within {seconds}s: {detail}")]
@@ -68,7 +88,11 @@ pub struct Options {
     pub skip_network: bool,
 }
 
-const POLL: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(2), Duration::from_secs(120));
+const POLL: Policy = Policy::new(
+    Duration::from_millis(100),
+    Duration::from_secs(2),
+    Duration::from_secs(120),
+);
 
 /// What `blkid -p` found on a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,9 +111,16 @@ pub fn classify(status: Option<i32>, stdout: &str, stderr: &str) -> Probe {
     match status {
         // blkid: exit 2 = "no identifiable signature", or an error it printed.
         Some(2) if stdout.trim().is_empty() && stderr.trim().is_empty() => Probe::Blank,
-        Some(2) if stdout.trim().is_empty() => Probe::Other(format!("something blkid could not read ({})", stderr.trim())),
+        Some(2) if stdout.trim().is_empty() => {
+            Probe::Other(format!("something blkid could not read ({})", stderr.trim()))
+        }
         Some(0) => {
-            let field = |k: &str| stdout.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_string);
+            let field = |k: &str| {
+                stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                    .map(str::to_string)
+            };
             match (field("TYPE"), field("PTTYPE")) {
                 (Some(t), None) if t == "ext4" => Probe::Ext4,
                 (_, Some(pt)) => Probe::Other(format!("a {pt} partition table")),
@@ -97,7 +128,11 @@ pub fn classify(status: Option<i32>, stdout: &str, stderr: &str) -> Probe {
                 (None, None) => Probe::Other(format!("something blkid reports as {:?}", stdout.trim())),
             }
         }
-        other => Probe::Other(format!("an answer blkid could not give cleanly (exit {other:?}): {} {}", stdout.trim(), stderr.trim())),
+        other => Probe::Other(format!(
+            "an answer blkid could not give cleanly (exit {other:?}): {} {}",
+            stdout.trim(),
+            stderr.trim()
+        )),
     }
 }
 
@@ -114,7 +149,9 @@ pub struct Blkid {
 pub enum Ends {
     /// Every byte read, and every byte zero (a fresh EBS volume).
     Zeros,
-    NonZero { offset: u64 },
+    NonZero {
+        offset: u64,
+    },
     /// The device has no bytes.
     Empty,
     /// Opening, sizing or reading failed.
@@ -147,11 +184,17 @@ pub fn decide(blkid: &Blkid, ends: &Ends, history: &History) -> Decision {
         Probe::Ext4 => Decision::Mount,
         Probe::Other(found) => Decision::Refuse(found),
         Probe::Blank => match ends {
-            Ends::Unreadable(e) => Decision::Refuse(format!("no signature blkid knows, but its own read failed ({e}); an unreadable device may hold data")),
+            Ends::Unreadable(e) => Decision::Refuse(format!(
+                "no signature blkid knows, but its own read failed ({e}); an unreadable device may hold data"
+            )),
             Ends::Empty => Decision::Refuse("no bytes at all (a zero-size device)".into()),
-            Ends::NonZero { offset } => Decision::Refuse(format!("no signature blkid knows, but data (a non-zero byte at offset {offset})")),
+            Ends::NonZero { offset } => Decision::Refuse(format!(
+                "no signature blkid knows, but data (a non-zero byte at offset {offset})"
+            )),
             Ends::Zeros => match (&history.formatted, &history.snapshot) {
-                (Some(time), _) => Decision::HeldData(format!("nodeboot formatted it at {time} (tag {})", tags::FORMATTED)),
+                (Some(time), _) => {
+                    Decision::HeldData(format!("nodeboot formatted it at {time} (tag {})", tags::FORMATTED))
+                }
                 (None, Some(snapshot)) => Decision::HeldData(format!("it was created from snapshot {snapshot}")),
                 (None, None) => Decision::Format,
             },
@@ -184,13 +227,20 @@ pub fn read_ends(device: &Path) -> Ends {
             return Ends::Unreadable(format!("{} bytes at offset {offset}: {e}", buf.len()));
         }
         if let Some(i) = buf.iter().position(|b| *b != 0) {
-            return Ends::NonZero { offset: offset + i as u64 };
+            return Ends::NonZero {
+                offset: offset + i as u64,
+            };
         }
     }
     Ends::Zeros
 }
 
-pub async fn run(root: &Root, metadata: &impl Metadata, ec2: &impl Compute, options: Options) -> Result<(), MountError> {
+pub async fn run(
+    root: &Root,
+    metadata: &impl Metadata,
+    ec2: &impl Compute,
+    options: Options,
+) -> Result<(), MountError> {
     let claim: Claim = root.recorded(CLAIM_FILE, "attach")?;
     let device = find_device(root, &claim, options)?;
     prepare_filesystem(root, &device, &claim, ec2).await?;
@@ -199,7 +249,8 @@ pub async fn run(root: &Root, metadata: &impl Metadata, ec2: &impl Compute, opti
     fault::point("mount:after-mount");
     let data_dir = root.path(ETCD_DATA_DIR);
     std::fs::create_dir_all(&data_dir).map_err(|e| StageError::io(&data_dir, e))?;
-    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| StageError::io(&data_dir, e))?;
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| StageError::io(&data_dir, e))?;
     if !options.skip_network {
         bring_up_address(root, metadata, &claim, options)?;
     }
@@ -231,7 +282,11 @@ fn find_device(root: &Root, claim: &Claim, options: Options) -> Result<PathBuf, 
     });
     let device = found.map_err(|_| MountError::NoDevice {
         volume: claim.volume_id.clone(),
-        looked_for: candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "),
+        looked_for: candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         seconds: options.wait_timeout.as_secs(),
     })?;
     let meta = std::fs::metadata(&device).map_err(|e| StageError::io(&device, e))?;
@@ -246,7 +301,10 @@ fn probe(device: &Path) -> Result<Blkid, MountError> {
         .args(["-p", "-o", "export"])
         .arg(device)
         .output()
-        .map_err(|e| MountError::Command { command: "blkid".into(), detail: e.to_string() })?;
+        .map_err(|e| MountError::Command {
+            command: "blkid".into(),
+            detail: e.to_string(),
+        })?;
     Ok(Blkid {
         status: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -277,24 +335,48 @@ async fn prepare_filesystem(root: &Root, device: &Path, claim: &Claim, ec2: &imp
         }
     }
     let volume = ec2.volume(&claim.volume_id).await?;
-    let history = History { formatted: volume.tags.get(tags::FORMATTED).cloned(), snapshot: volume.snapshot_id.clone() };
+    let history = History {
+        formatted: volume.tags.get(tags::FORMATTED).cloned(),
+        snapshot: volume.snapshot_id.clone(),
+    };
     let blkid = probe(device)?;
     let ends = read_ends(device);
     let shown = || device.display().to_string();
     match decide(&blkid, &ends, &history) {
         Decision::Mount => {}
-        Decision::Refuse(found) => return Err(MountError::NotBlank { device: shown(), volume: claim.volume_id.clone(), found }),
-        Decision::HeldData(why) => return Err(MountError::HeldData { device: shown(), volume: claim.volume_id.clone(), why }),
+        Decision::Refuse(found) => {
+            return Err(MountError::NotBlank {
+                device: shown(),
+                volume: claim.volume_id.clone(),
+                found,
+            })
+        }
+        Decision::HeldData(why) => {
+            return Err(MountError::HeldData {
+                device: shown(),
+                volume: claim.volume_id.clone(),
+                why,
+            })
+        }
         Decision::Format => {
             info!(device = %device.display(), volume = %claim.volume_id, "blank device: creating ext4");
             fault::point("mount:before-mkfs");
-            run_command(Command::new("mkfs.ext4").args(["-q", "-L", &format!("etcd-{}", claim.member)]).arg(device))?;
+            run_command(
+                Command::new("mkfs.ext4")
+                    .args(["-q", "-L", &format!("etcd-{}", claim.member)])
+                    .arg(device),
+            )?;
             fault::point("mount:after-mkfs");
             // Trust nothing: the new filesystem must probe as ext4.
             let after = probe(device)?;
             match classify(after.status, &after.stdout, &after.stderr) {
                 Probe::Ext4 => {}
-                other => return Err(MountError::Command { command: "mkfs.ext4".into(), detail: format!("device probes as {other:?} afterwards") }),
+                other => {
+                    return Err(MountError::Command {
+                        command: "mkfs.ext4".into(),
+                        detail: format!("device probes as {other:?} afterwards"),
+                    })
+                }
             }
         }
     }
@@ -310,15 +392,27 @@ async fn prepare_filesystem(root: &Root, device: &Path, claim: &Claim, ec2: &imp
             now
         }
     };
-    root.record(FILESYSTEM_FILE, &Filesystem { volume_id: claim.volume_id.clone(), formatted })?;
+    root.record(
+        FILESYSTEM_FILE,
+        &Filesystem {
+            volume_id: claim.volume_id.clone(),
+            formatted,
+        },
+    )?;
     Ok(())
 }
 
 fn run_command(cmd: &mut Command) -> Result<String, MountError> {
     let rendered = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| MountError::Command { command: rendered.clone(), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| MountError::Command {
+        command: rendered.clone(),
+        detail: e.to_string(),
+    })?;
     if !out.status.success() {
-        return Err(MountError::Command { command: rendered, detail: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(MountError::Command {
+            command: rendered,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -335,7 +429,12 @@ fn mounted_device(mount_point: &Path) -> Option<(u64, String)> {
         }
         let (major, minor) = fields.get(2)?.split_once(':')?;
         let dev = nix::sys::stat::makedev(major.parse().ok()?, minor.parse().ok()?);
-        let source = fields.iter().skip_while(|f| **f != "-").nth(2).unwrap_or(&"?").to_string();
+        let source = fields
+            .iter()
+            .skip_while(|f| **f != "-")
+            .nth(2)
+            .unwrap_or(&"?")
+            .to_string();
         Some((dev, source))
     })
 }
@@ -355,8 +454,17 @@ fn mount(device: &Path, mount_point: &Path) -> Result<(), MountError> {
             other: source,
         });
     }
-    nix::mount::mount(Some(device), &mount_point, Some("ext4"), nix::mount::MsFlags::MS_NOATIME, None::<&str>).map_err(|source| {
-        MountError::Mount { device: device.display().to_string(), mount_point: mount_point.display().to_string(), source }
+    nix::mount::mount(
+        Some(device),
+        &mount_point,
+        Some("ext4"),
+        nix::mount::MsFlags::MS_NOATIME,
+        None::<&str>,
+    )
+    .map_err(|source| MountError::Mount {
+        device: device.display().to_string(),
+        mount_point: mount_point.display().to_string(),
+        source,
     })
 }
 
@@ -373,27 +481,50 @@ fn interface_with_mac(mac: &str) -> Result<Option<String>, MountError> {
 fn bring_up_address(root: &Root, metadata: &impl Metadata, claim: &Claim, options: Options) -> Result<(), MountError> {
     let mac = claim.eni_mac.to_lowercase();
     let what = format!("the interface of ENI {} ({mac})", claim.eni_id);
-    let interface = retry::wait_blocking(&what, POLL.with_total(options.wait_timeout), || match interface_with_mac(&mac) {
-        Ok(Some(name)) => Attempt::Done(name),
-        Ok(None) => Attempt::Retry(MountError::NoInterface { mac: mac.clone(), eni: claim.eni_id.clone(), seconds: 0 }),
-        Err(e) => Attempt::Fail(e),
-    })
+    let interface = retry::wait_blocking(
+        &what,
+        POLL.with_total(options.wait_timeout),
+        || match interface_with_mac(&mac) {
+            Ok(Some(name)) => Attempt::Done(name),
+            Ok(None) => Attempt::Retry(MountError::NoInterface {
+                mac: mac.clone(),
+                eni: claim.eni_id.clone(),
+                seconds: 0,
+            }),
+            Err(e) => Attempt::Fail(e),
+        },
+    )
     .map_err(|e| match e {
         Gave::Failed(e) => e,
-        Gave::Up { .. } => MountError::NoInterface { mac: mac.clone(), eni: claim.eni_id.clone(), seconds: options.wait_timeout.as_secs() },
+        Gave::Up { .. } => MountError::NoInterface {
+            mac: mac.clone(),
+            eni: claim.eni_id.clone(),
+            seconds: options.wait_timeout.as_secs(),
+        },
     })?;
     // Observe: the subnet (IMDS), the primary address (discover), the VPC (node.json).
     let cidr_path = format!("meta-data/network/interfaces/macs/{mac}/subnet-ipv4-cidr-block");
-    let subnet: ipnet::Ipv4Net = super::discover::field(metadata, &cidr_path, "an IPv4 CIDR", |s| s.parse::<ipnet::Ipv4Net>().is_ok())?
-        .parse()
-        .expect("checked");
+    let subnet: ipnet::Ipv4Net = super::discover::field(metadata, &cidr_path, "an IPv4 CIDR", |s| {
+        s.parse::<ipnet::Ipv4Net>().is_ok()
+    })?
+    .parse()
+    .expect("checked");
     let facts: super::discover::Facts = root.recorded(super::discover::FACTS_FILE, "discover")?;
     let vpc = root.node_config()?.etcd.and_then(|e| e.vpc_cidr).unwrap_or(subnet);
-    let eni_ip = claim.eni_ip.parse().map_err(|_| StageError::BadFile { path: root.state(CLAIM_FILE), detail: format!("eni_ip {:?} is not an IPv4 address", claim.eni_ip) })?;
+    let eni_ip = claim.eni_ip.parse().map_err(|_| StageError::BadFile {
+        path: root.state(CLAIM_FILE),
+        detail: format!("eni_ip {:?} is not an IPv4 address", claim.eni_ip),
+    })?;
     // Plan (pure), act, verify: see stage/eni.rs.
     let plan = super::eni::plan(&claim.eni_id, &mac, eni_ip, subnet, facts.identity.private_ip, vpc);
     let applier = super::eni::Applier::detect(root);
-    info!(interface, ?applier, "bringing up ENI {} at {}", claim.eni_id, plan.address);
+    info!(
+        interface,
+        ?applier,
+        "bringing up ENI {} at {}",
+        claim.eni_id,
+        plan.address
+    );
     super::eni::apply(&applier, &plan, &interface, options.wait_timeout)
 }
 
@@ -404,10 +535,16 @@ mod tests {
     #[test]
     fn only_a_silent_blkid_means_blank() {
         assert_eq!(classify(Some(2), "", ""), Probe::Blank);
-        assert_eq!(classify(Some(0), "DEVNAME=/dev/loop0\nUUID=x\nTYPE=ext4\n", ""), Probe::Ext4);
+        assert_eq!(
+            classify(Some(0), "DEVNAME=/dev/loop0\nUUID=x\nTYPE=ext4\n", ""),
+            Probe::Ext4
+        );
         assert!(matches!(classify(Some(0), "PTTYPE=gpt\n", ""), Probe::Other(s) if s.contains("gpt partition table")));
         assert!(matches!(classify(Some(0), "TYPE=xfs\n", ""), Probe::Other(s) if s.contains("xfs")));
-        assert!(matches!(classify(Some(0), "TYPE=ext4\nPTTYPE=dos\n", ""), Probe::Other(_)));
+        assert!(matches!(
+            classify(Some(0), "TYPE=ext4\nPTTYPE=dos\n", ""),
+            Probe::Other(_)
+        ));
         // blkid's "ambivalent probing result" and usage errors are never "blank".
         assert!(matches!(classify(Some(8), "", ""), Probe::Other(_)));
         assert!(matches!(classify(Some(4), "", ""), Probe::Other(_)));
@@ -422,14 +559,24 @@ mod tests {
     /// EC2 knows of the volume's past.
     #[test]
     fn only_a_silent_readable_all_zero_never_formatted_volume_is_formatted() {
-        let blkid = |status: i32, stdout: &str, stderr: &str| Blkid { status: Some(status), stdout: stdout.into(), stderr: stderr.into() };
+        let blkid = |status: i32, stdout: &str, stderr: &str| Blkid {
+            status: Some(status),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        };
         let silent = blkid(2, "", "");
         let ext4 = blkid(0, "TYPE=ext4\n", "");
         let xfs = blkid(0, "TYPE=xfs\n", "");
         let error = blkid(2, "", "blkid: error: /dev/loop1: Permission denied\n");
         let fresh = History::default();
-        let tagged = History { formatted: Some("2026-11-30T11:00:00Z".into()), snapshot: None };
-        let restored = History { formatted: None, snapshot: Some("snap-1".into()) };
+        let tagged = History {
+            formatted: Some("2026-11-30T11:00:00Z".into()),
+            snapshot: None,
+        };
+        let restored = History {
+            formatted: None,
+            snapshot: Some("snap-1".into()),
+        };
         let eio = Ends::Unreadable("1048576 bytes at offset 0: Input/output error".into());
         use Decision::*;
         let is_refused = |d: &Decision| matches!(d, Refuse(_));
@@ -439,18 +586,28 @@ mod tests {
                 // A filesystem blkid knows decides alone.
                 assert_eq!(decide(&ext4, &ends, history), Mount, "{ends:?} {history:?}");
                 assert!(is_refused(&decide(&xfs, &ends, history)));
-                assert!(is_refused(&decide(&error, &ends, history)), "blkid's error refuses, {ends:?} {history:?}");
+                assert!(
+                    is_refused(&decide(&error, &ends, history)),
+                    "blkid's error refuses, {ends:?} {history:?}"
+                );
             }
             // blkid silent: nodeboot's own read decides.
             assert!(is_refused(&decide(&silent, &eio, history)));
             assert!(is_refused(&decide(&silent, &Ends::Empty, history)));
-            assert!(is_refused(&decide(&silent, &Ends::NonZero { offset: 1 << 20 }, history)));
+            assert!(is_refused(&decide(
+                &silent,
+                &Ends::NonZero { offset: 1 << 20 },
+                history
+            )));
         }
         // All zeros: formatted only if it never held a filesystem.
         assert_eq!(decide(&silent, &Ends::Zeros, &fresh), Format);
         assert!(is_held(&decide(&silent, &Ends::Zeros, &tagged)));
         assert!(is_held(&decide(&silent, &Ends::Zeros, &restored)));
-        let both = History { formatted: Some("t".into()), snapshot: Some("snap-1".into()) };
+        let both = History {
+            formatted: Some("t".into()),
+            snapshot: Some("snap-1".into()),
+        };
         assert!(is_held(&decide(&silent, &Ends::Zeros, &both)));
         // The reasons name what was found.
         assert!(matches!(decide(&silent, &eio, &fresh), Refuse(s) if s.contains("Input/output error")));

@@ -10,9 +10,9 @@
 
 use tracing::info;
 
+use super::attach::{Claim, CLAIM_FILE};
 use super::Root;
 use crate::cloud::{Keys, Objects};
-use super::attach::{Claim, CLAIM_FILE};
 use crate::node_config::{NodeConfig, SECRETS_DIR};
 use crate::role::Role;
 use crate::secrets::layout::role_folder;
@@ -29,13 +29,23 @@ pub fn source(root: &Root, config: &NodeConfig, owner: Option<(u32, u32)>, membe
     Source {
         label: "secrets".into(),
         prefixes,
-        target: Target { dir: root.path(SECRETS_DIR), file_mode: 0o600, dir_mode: Some(0o700), owner, record: root.state(RECORD_FILE) },
+        target: Target {
+            dir: root.path(SECRETS_DIR),
+            file_mode: 0o600,
+            dir_mode: Some(0o700),
+            owner,
+            record: root.state(RECORD_FILE),
+        },
         reload: Vec::new(),
         member,
     }
 }
 
-pub async fn run<O: Objects, K: Keys>(root: &Root, store: &Store<'_, O, K>, owner: Option<(u32, u32)>) -> Result<sync::Report, SyncError> {
+pub async fn run<O: Objects, K: Keys>(
+    root: &Root,
+    store: &Store<'_, O, K>,
+    owner: Option<(u32, u32)>,
+) -> Result<sync::Report, SyncError> {
     let config = root.node_config()?;
     // An etcd node runs this after attach: its claim says which member it is.
     let member = match config.role {

@@ -10,7 +10,13 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// that belongs to someone else takes.
 pub fn needed(gives_files_away: bool) -> CapsHashSet {
     if gives_files_away {
-        [Capability::CAP_CHOWN, Capability::CAP_DAC_OVERRIDE, Capability::CAP_FOWNER].into_iter().collect()
+        [
+            Capability::CAP_CHOWN,
+            Capability::CAP_DAC_OVERRIDE,
+            Capability::CAP_FOWNER,
+        ]
+        .into_iter()
+        .collect()
     } else {
         CapsHashSet::new()
     }
@@ -27,7 +33,10 @@ pub fn keep_only(keep: &CapsHashSet) -> Result<Vec<String>, caps::errors::CapsEr
     }
     caps::clear(None, CapSet::Ambient)?;
     caps::clear(None, CapSet::Inheritable)?;
-    let kept: CapsHashSet = caps::read(None, CapSet::Permitted)?.intersection(keep).copied().collect();
+    let kept: CapsHashSet = caps::read(None, CapSet::Permitted)?
+        .intersection(keep)
+        .copied()
+        .collect();
     caps::set(None, CapSet::Effective, &kept)?;
     caps::set(None, CapSet::Permitted, &kept)?;
     let mut names: Vec<String> = kept.iter().map(|c| c.to_string()).collect();

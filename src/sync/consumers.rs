@@ -66,10 +66,7 @@ pub fn references(text: &str, secrets_dir: &str) -> BTreeSet<String> {
 /// Whether the secret `name` (relative to the secrets directory) is one
 /// that `reference` names: the file itself, or a file below a folder.
 pub fn reads(reference: &str, name: &str) -> bool {
-    name == reference
-        || name
-            .strip_prefix(reference)
-            .is_some_and(|rest| rest.starts_with('/'))
+    name == reference || name.strip_prefix(reference).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The fingerprint of what a consumer reads: its referenced secret files
@@ -108,10 +105,7 @@ pub enum Step {
 
 /// Pure: the recorded fingerprints against the current ones. A consumer no
 /// longer present is dropped from the record by the caller (no step).
-pub fn plan(
-    recorded: &BTreeMap<Consumer, String>,
-    current: &BTreeMap<Consumer, String>,
-) -> Vec<Step> {
+pub fn plan(recorded: &BTreeMap<Consumer, String>, current: &BTreeMap<Consumer, String>) -> Vec<Step> {
     current
         .iter()
         .filter_map(|(consumer, now)| match recorded.get(consumer) {
@@ -133,10 +127,7 @@ mod tests {
         let manifest = "    - --kubeconfig=/run/nodeboot/secrets/controller-manager.kubeconfig\n    - --root-ca-file=/run/nodeboot/secrets/ca.crt\n      mountPath: /run/nodeboot/secrets\n      path: /run/nodeboot/secrets\n";
         assert_eq!(
             references(manifest, DIR),
-            BTreeSet::from([
-                "ca.crt".to_string(),
-                "controller-manager.kubeconfig".to_string()
-            ])
+            BTreeSet::from(["ca.crt".to_string(), "controller-manager.kubeconfig".to_string()])
         );
         let env = "ETCD_CERT_FILE=/run/nodeboot/secrets/etcd/member-0.crt\nETCD_TRUSTED_CA_FILE=\"/run/nodeboot/secrets/etcd/ca.crt\"\n";
         assert_eq!(
@@ -145,10 +136,7 @@ mod tests {
         );
         // A folder (the add-ons) and a lookalike prefix that is not below it.
         let unit = "--filename=/run/nodeboot/secrets/addons --x=/run/nodeboot/secretsmore/a";
-        assert_eq!(
-            references(unit, DIR),
-            BTreeSet::from(["addons".to_string()])
-        );
+        assert_eq!(references(unit, DIR), BTreeSet::from(["addons".to_string()]));
         assert!(references("nothing here", DIR).is_empty());
     }
 
@@ -168,14 +156,8 @@ mod tests {
             fingerprint([("b", Some(&b"2"[..])), ("a", Some(&b"1"[..]))]),
             "order of observation does not matter"
         );
-        assert_ne!(
-            base,
-            fingerprint([("a", Some(&b"1"[..])), ("b", Some(&b"3"[..]))])
-        );
-        assert_ne!(
-            base,
-            fingerprint([("a", Some(&b"1"[..])), ("c", Some(&b"2"[..]))])
-        );
+        assert_ne!(base, fingerprint([("a", Some(&b"1"[..])), ("b", Some(&b"3"[..]))]));
+        assert_ne!(base, fingerprint([("a", Some(&b"1"[..])), ("c", Some(&b"2"[..]))]));
         assert_ne!(base, fingerprint([("a", Some(&b"1"[..])), ("b", None)]));
         assert_ne!(
             fingerprint([("ab", Some(&b""[..]))]),
@@ -188,10 +170,7 @@ mod tests {
         let etcd = Consumer::EtcdMember;
         let kubelet = Consumer::Unit("kubelet.service".into());
         let apiserver = Consumer::StaticPod("kube-apiserver".into());
-        let recorded = BTreeMap::from([
-            (etcd.clone(), "e1".to_string()),
-            (kubelet.clone(), "k1".to_string()),
-        ]);
+        let recorded = BTreeMap::from([(etcd.clone(), "e1".to_string()), (kubelet.clone(), "k1".to_string())]);
         let current = BTreeMap::from([
             (etcd.clone(), "e2".to_string()),
             (kubelet.clone(), "k1".to_string()),
@@ -201,10 +180,7 @@ mod tests {
             plan(&recorded, &current),
             vec![Step::Restart(etcd.clone()), Step::Adopt(apiserver)]
         );
-        assert!(
-            plan(&current, &current).is_empty(),
-            "nothing changed: nothing restarts"
-        );
+        assert!(plan(&current, &current).is_empty(), "nothing changed: nothing restarts");
         assert!(plan(&BTreeMap::new(), &BTreeMap::new()).is_empty());
     }
 }

@@ -61,11 +61,21 @@ pub enum SyncError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error("{label}: refused to remove all {files} files of {dir}: the bucket lists nothing under {prefixes} (put {marker} to mean it)")]
-    EmptyRefused { label: String, files: usize, dir: String, prefixes: String, marker: String },
+    EmptyRefused {
+        label: String,
+        files: usize,
+        dir: String,
+        prefixes: String,
+        marker: String,
+    },
     #[error("could not drop capabilities: {0}; refusing to run with them")]
     Capabilities(String),
     #[error("{label}: reload command {command:?} {outcome}")]
-    Reload { label: String, command: Vec<String>, outcome: String },
+    Reload {
+        label: String,
+        command: Vec<String>,
+        outcome: String,
+    },
 }
 
 /// What one pass did.
@@ -89,14 +99,20 @@ impl Report {
 
 /// Lists every prefix of `source`; one failed page fails it all. Also
 /// says whether a prefix holds the empty marker (never synced as a file).
-async fn listing<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source) -> Result<(BTreeMap<Name, Remote>, bool), SecretError> {
+async fn listing<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    source: &Source,
+) -> Result<(BTreeMap<Name, Remote>, bool), SecretError> {
     let mut listings = Vec::new();
     for prefix in &source.prefixes {
         listings.push((prefix.as_str(), store.list(prefix).await?));
     }
     let (remote, marked, unusable) = remote_from_listings(&listings, source.member);
     for key in unusable {
-        warn!("{}: skipping s3://{}/{key}: not a usable file name", source.label, store.bucket);
+        warn!(
+            "{}: skipping s3://{}/{key}: not a usable file name",
+            source.label, store.bucket
+        );
     }
     Ok((remote, marked))
 }
@@ -105,7 +121,10 @@ async fn listing<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source) 
 /// name) hold for the planner: the objects by local name, whether a prefix
 /// holds the empty marker, and the keys that are no usable file name.
 /// Pure: the S3 half of the planner's input, fuzzed in fuzz/.
-pub fn remote_from_listings(listings: &[(&str, Vec<crate::cloud::ObjectEntry>)], member: Option<u32>) -> (BTreeMap<Name, Remote>, bool, Vec<String>) {
+pub fn remote_from_listings(
+    listings: &[(&str, Vec<crate::cloud::ObjectEntry>)],
+    member: Option<u32>,
+) -> (BTreeMap<Name, Remote>, bool, Vec<String>) {
     let mut remote = BTreeMap::new();
     let mut marked = false;
     let mut unusable = Vec::new();
@@ -122,9 +141,18 @@ pub fn remote_from_listings(listings: &[(&str, Vec<crate::cloud::ObjectEntry>)],
                 continue;
             }
             let parsed = ObjectPath::parse(&entry.key).ok();
-            match parsed.as_ref().and_then(|key| Some((key.clone(), key.strip_prefix(prefix)?))) {
+            match parsed
+                .as_ref()
+                .and_then(|key| Some((key.clone(), key.strip_prefix(prefix)?)))
+            {
                 Some((key, name)) => {
-                    remote.insert(name, Remote { key, etag: entry.etag.clone() });
+                    remote.insert(
+                        name,
+                        Remote {
+                            key,
+                            etag: entry.etag.clone(),
+                        },
+                    );
                 }
                 None => unusable.push(entry.key.clone()),
             }
@@ -135,7 +163,11 @@ pub fn remote_from_listings(listings: &[(&str, Vec<crate::cloud::ObjectEntry>)],
 
 /// One pass over `source`. Errors that end the pass (listing, local I/O)
 /// come back as `Err`; in `BestEffort` mode objects that fail are in the report.
-pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source, mode: Mode) -> Result<Report, SecretError> {
+pub async fn pass<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    source: &Source,
+    mode: Mode,
+) -> Result<Report, SecretError> {
     let (remote, marked) = listing(store, source).await?;
     let target = &source.target;
     let mut record = target.load_record();
@@ -153,7 +185,12 @@ pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source,
             files,
             dir: target.dir.display().to_string(),
             prefixes: source.prefixes.join(", "),
-            marker: source.prefixes.iter().map(|p| format!("s3://{}/{p}{}", store.bucket, plan::EMPTY_MARKER)).collect::<Vec<_>>().join(" or "),
+            marker: source
+                .prefixes
+                .iter()
+                .map(|p| format!("s3://{}/{p}{}", store.bucket, plan::EMPTY_MARKER))
+                .collect::<Vec<_>>()
+                .join(" or "),
         };
         error!(
             "{}: the bucket lists nothing under {} although nodeboot placed files in {}: refusing to remove all {files} files (an accidental `manifests upload --prune`?); to empty the directory on purpose, put {} (`nodeboot manifests upload --prune --allow-empty`)",
@@ -189,7 +226,11 @@ pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source,
 
     target.prepare()?;
     for (name, key, f) in fetched {
-        let placed = |stat| Placed { key: key.to_string(), etag: f.etag.clone(), stat };
+        let placed = |stat| Placed {
+            key: key.to_string(),
+            etag: f.etag.clone(),
+            stat,
+        };
         if target.holds(&name, f.secret.expose()) {
             if let Some(stat) = target.stat(&name)? {
                 record.insert(name.clone(), placed(stat));
@@ -198,11 +239,20 @@ pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source,
             continue;
         }
         if local.contains_key(&name) && !record.contains_key(&name) {
-            warn!("{}: replacing {}, which nodeboot did not place, with {key}", source.label, target.path(&name).display());
+            warn!(
+                "{}: replacing {}, which nodeboot did not place, with {key}",
+                source.label,
+                target.path(&name).display()
+            );
         }
         let stat = target.write(&name, f.secret.expose())?;
         record.insert(name.clone(), placed(stat));
-        info!("{}: wrote {} ({} bytes) from {key}", source.label, target.path(&name).display(), f.secret.len());
+        info!(
+            "{}: wrote {} ({} bytes) from {key}",
+            source.label,
+            target.path(&name).display(),
+            f.secret.len()
+        );
         report.written.push(name.to_string());
         crate::fault::point("sync-after-write");
     }
@@ -211,12 +261,20 @@ pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source,
             Action::Delete { name } => {
                 target.remove(name)?;
                 record.remove(name);
-                info!("{}: removed {} (its object is gone)", source.label, target.path(name).display());
+                info!(
+                    "{}: removed {} (its object is gone)",
+                    source.label,
+                    target.path(name).display()
+                );
                 report.removed.push(name.to_string());
             }
             Action::Forget { name, changed: true } => {
                 record.remove(name);
-                warn!("{}: {} is gone from the bucket but was changed locally since nodeboot placed it: left in place", source.label, target.path(name).display());
+                warn!(
+                    "{}: {} is gone from the bucket but was changed locally since nodeboot placed it: left in place",
+                    source.label,
+                    target.path(name).display()
+                );
             }
             Action::Forget { name, changed: false } => {
                 record.remove(name);
@@ -230,9 +288,16 @@ pub async fn pass<O: Objects, K: Keys>(store: &Store<'_, O, K>, source: &Source,
 
 /// Runs `command` (no shell); the error says how it ended.
 pub fn reload(label: &str, command: &[String]) -> Result<(), SyncError> {
-    let fail = |outcome: String| SyncError::Reload { label: label.to_string(), command: command.to_vec(), outcome };
+    let fail = |outcome: String| SyncError::Reload {
+        label: label.to_string(),
+        command: command.to_vec(),
+        outcome,
+    };
     let (program, args) = command.split_first().ok_or_else(|| fail("is empty".into()))?;
-    let status = std::process::Command::new(program).args(args).status().map_err(|e| fail(format!("could not start: {e}")))?;
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|e| fail(format!("could not start: {e}")))?;
     if status.success() {
         info!("{label}: ran {command:?}");
         Ok(())
@@ -250,7 +315,11 @@ pub struct Options {
 /// The long-running sync: one pass over every source per interval. A pass
 /// that fails is logged and the next one tries again; a reload that fails
 /// is retried after the next pass.
-pub async fn run<O: Objects, K: Keys>(store: &Store<'_, O, K>, sources: &[Source], options: &Options) -> Result<(), SyncError> {
+pub async fn run<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    sources: &[Source],
+    options: &Options,
+) -> Result<(), SyncError> {
     let mut reload_pending = vec![false; sources.len()];
     let mut ticker = tokio::time::interval(options.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,7 +346,11 @@ pub async fn run<O: Objects, K: Keys>(store: &Store<'_, O, K>, sources: &[Source
                     }
                 }
                 Err(e) => {
-                    warn!("{}: pass failed, nothing deleted; trying again in {}s: {e}", source.label, options.interval.as_secs());
+                    warn!(
+                        "{}: pass failed, nothing deleted; trying again in {}s: {e}",
+                        source.label,
+                        options.interval.as_secs()
+                    );
                     failing[i] = true;
                     first_error.get_or_insert(SyncError::Secret(e));
                 }
@@ -318,23 +391,42 @@ pub fn sources(root: &crate::stage::Root, config: &crate::node_config::NodeConfi
         out.push(Source {
             label: "manifests".into(),
             prefixes: vec![prefix(&m.prefix)?],
-            target: Target { dir: root.path(&m.dir), file_mode: 0o600, dir_mode: None, owner: None, record: record(&m.dir) },
+            target: Target {
+                dir: root.path(&m.dir),
+                file_mode: 0o600,
+                dir_mode: None,
+                owner: None,
+                record: record(&m.dir),
+            },
             reload: Vec::new(),
             member: None,
         });
     }
     for s in &config.synced {
-        let owner = s.owner.as_deref().map(parse_owner).transpose().map_err(SyncError::Config)?;
+        let owner = s
+            .owner
+            .as_deref()
+            .map(parse_owner)
+            .transpose()
+            .map_err(SyncError::Config)?;
         out.push(Source {
             label: s.prefix.trim_end_matches('/').to_string(),
             prefixes: vec![prefix(&s.prefix)?],
-            target: Target { dir: root.path(&s.dir), file_mode: 0o600, dir_mode: Some(0o700), owner, record: record(&s.dir) },
+            target: Target {
+                dir: root.path(&s.dir),
+                file_mode: 0o600,
+                dir_mode: Some(0o700),
+                owner,
+                record: record(&s.dir),
+            },
             reload: s.reload.clone(),
             member: None,
         });
     }
     if out.is_empty() {
-        return Err(SyncError::Config("node.json has no manifests and nothing under synced: nothing to sync on this node".into()));
+        return Err(SyncError::Config(
+            "node.json has no manifests and nothing under synced: nothing to sync on this node".into(),
+        ));
     }
     Ok(out)
 }
@@ -348,8 +440,16 @@ fn record_path(root: &crate::stage::Root, dir: &str) -> PathBuf {
     let old = root.state("sync").join(&name);
     if !path.exists() && old.exists() {
         match move_file(&old, &path) {
-            Ok(()) => warn!("moved the record of placed files from {} to {} (it now survives reboots)", old.display(), path.display()),
-            Err(e) => warn!("could not move the record of placed files from {} to {}: {e}; starting a new record", old.display(), path.display()),
+            Ok(()) => warn!(
+                "moved the record of placed files from {} to {} (it now survives reboots)",
+                old.display(),
+                path.display()
+            ),
+            Err(e) => warn!(
+                "could not move the record of placed files from {} to {}: {e}; starting a new record",
+                old.display(),
+                path.display()
+            ),
         }
     }
     path

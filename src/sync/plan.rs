@@ -49,14 +49,21 @@ pub enum Action {
 /// `remote` must come from a complete listing: a caller with a failed or
 /// partial one must not plan at all. `local` holds the files that exist,
 /// among the names in `remote` and `record`.
-pub fn plan(remote: &BTreeMap<Name, Remote>, record: &BTreeMap<Name, Placed>, local: &BTreeMap<Name, Stat>) -> Vec<Action> {
+pub fn plan(
+    remote: &BTreeMap<Name, Remote>,
+    record: &BTreeMap<Name, Placed>,
+    local: &BTreeMap<Name, Stat>,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     for (name, object) in remote {
-        let current = record.get(name).is_some_and(|p| {
-            p.etag == object.etag && p.key == object.key.as_str() && local.get(name) == Some(&p.stat)
-        });
+        let current = record
+            .get(name)
+            .is_some_and(|p| p.etag == object.etag && p.key == object.key.as_str() && local.get(name) == Some(&p.stat));
         if !current {
-            actions.push(Action::Fetch { name: name.clone(), key: object.key.clone() });
+            actions.push(Action::Fetch {
+                name: name.clone(),
+                key: object.key.clone(),
+            });
         }
     }
     for (name, placed) in record {
@@ -64,9 +71,15 @@ pub fn plan(remote: &BTreeMap<Name, Remote>, record: &BTreeMap<Name, Placed>, lo
             continue;
         }
         actions.push(match local.get(name) {
-            None => Action::Forget { name: name.clone(), changed: false },
+            None => Action::Forget {
+                name: name.clone(),
+                changed: false,
+            },
             Some(stat) if *stat == placed.stat => Action::Delete { name: name.clone() },
-            Some(_) => Action::Forget { name: name.clone(), changed: true },
+            Some(_) => Action::Forget {
+                name: name.clone(),
+                changed: true,
+            },
         });
     }
     actions
@@ -100,15 +113,42 @@ mod tests {
     }
 
     fn stat(n: u64) -> Stat {
-        Stat { len: n, mtime_ns: n as i128 * 1000, inode: n }
+        Stat {
+            len: n,
+            mtime_ns: n as i128 * 1000,
+            inode: n,
+        }
     }
 
     fn remote(entries: &[(&str, &str)]) -> BTreeMap<Name, Remote> {
-        entries.iter().map(|(n, e)| (name(n), Remote { key: name(&format!("manifests/etcd/{n}")), etag: e.to_string() })).collect()
+        entries
+            .iter()
+            .map(|(n, e)| {
+                (
+                    name(n),
+                    Remote {
+                        key: name(&format!("manifests/etcd/{n}")),
+                        etag: e.to_string(),
+                    },
+                )
+            })
+            .collect()
     }
 
     fn placed(entries: &[(&str, &str, u64)]) -> BTreeMap<Name, Placed> {
-        entries.iter().map(|(n, e, s)| (name(n), Placed { key: format!("manifests/etcd/{n}"), etag: e.to_string(), stat: stat(*s) })).collect()
+        entries
+            .iter()
+            .map(|(n, e, s)| {
+                (
+                    name(n),
+                    Placed {
+                        key: format!("manifests/etcd/{n}"),
+                        etag: e.to_string(),
+                        stat: stat(*s),
+                    },
+                )
+            })
+            .collect()
     }
 
     fn local(entries: &[(&str, u64)]) -> BTreeMap<Name, Stat> {
@@ -117,15 +157,28 @@ mod tests {
 
     #[test]
     fn an_unchanged_bucket_needs_nothing() {
-        let actions = plan(&remote(&[("a.yaml", "e1")]), &placed(&[("a.yaml", "e1", 1)]), &local(&[("a.yaml", 1)]));
+        let actions = plan(
+            &remote(&[("a.yaml", "e1")]),
+            &placed(&[("a.yaml", "e1", 1)]),
+            &local(&[("a.yaml", 1)]),
+        );
         assert!(actions.is_empty(), "{actions:?}");
     }
 
     #[test]
     fn new_and_changed_objects_and_touched_files_are_fetched() {
         let actions = plan(
-            &remote(&[("new.yaml", "e1"), ("changed.yaml", "e2"), ("touched.yaml", "e3"), ("gone-locally.yaml", "e4")]),
-            &placed(&[("changed.yaml", "e1", 2), ("touched.yaml", "e3", 3), ("gone-locally.yaml", "e4", 4)]),
+            &remote(&[
+                ("new.yaml", "e1"),
+                ("changed.yaml", "e2"),
+                ("touched.yaml", "e3"),
+                ("gone-locally.yaml", "e4"),
+            ]),
+            &placed(&[
+                ("changed.yaml", "e1", 2),
+                ("touched.yaml", "e3", 3),
+                ("gone-locally.yaml", "e4", 4),
+            ]),
             &local(&[("changed.yaml", 2), ("touched.yaml", 30)]),
         );
         let fetched: Vec<&str> = actions
@@ -135,22 +188,37 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(fetched, ["changed.yaml", "gone-locally.yaml", "new.yaml", "touched.yaml"]);
+        assert_eq!(
+            fetched,
+            ["changed.yaml", "gone-locally.yaml", "new.yaml", "touched.yaml"]
+        );
     }
 
     #[test]
     fn only_placed_unchanged_files_are_deleted() {
         let actions = plan(
             &remote(&[]),
-            &placed(&[("ours.yaml", "e1", 1), ("edited.yaml", "e2", 2), ("vanished.yaml", "e3", 3)]),
+            &placed(&[
+                ("ours.yaml", "e1", 1),
+                ("edited.yaml", "e2", 2),
+                ("vanished.yaml", "e3", 3),
+            ]),
             &local(&[("ours.yaml", 1), ("edited.yaml", 20), ("admins.yaml", 9)]),
         );
         assert_eq!(
             actions,
             [
-                Action::Forget { name: name("edited.yaml"), changed: true },
-                Action::Delete { name: name("ours.yaml") },
-                Action::Forget { name: name("vanished.yaml"), changed: false },
+                Action::Forget {
+                    name: name("edited.yaml"),
+                    changed: true
+                },
+                Action::Delete {
+                    name: name("ours.yaml")
+                },
+                Action::Forget {
+                    name: name("vanished.yaml"),
+                    changed: false
+                },
             ]
         );
     }
@@ -163,7 +231,11 @@ mod tests {
         assert_eq!(refused_to_empty(&remote(&[]), false, &actions), Some(2));
         assert_eq!(refused_to_empty(&remote(&[]), true, &actions), None);
         let one_left = remote(&[("a.yaml", "e1")]);
-        assert_eq!(refused_to_empty(&one_left, false, &plan(&one_left, &record, &local)), None, "not emptied: deletes go ahead");
+        assert_eq!(
+            refused_to_empty(&one_left, false, &plan(&one_left, &record, &local)),
+            None,
+            "not emptied: deletes go ahead"
+        );
         let nothing_placed = plan(&remote(&[]), &BTreeMap::new(), &local);
         assert_eq!(refused_to_empty(&remote(&[]), false, &nothing_placed), None);
     }
@@ -176,8 +248,31 @@ mod tests {
             prop::collection::btree_map(names, 0u64..3, 0..5),
         )
             .prop_map(|(r, p, l)| {
-                let remote = r.into_iter().map(|(n, e)| (name(n), Remote { key: name(&format!("m/{n}")), etag: e.to_string() })).collect();
-                let placed = p.into_iter().map(|(n, (e, s))| (name(n), Placed { key: format!("m/{n}"), etag: e.to_string(), stat: stat(s) })).collect();
+                let remote = r
+                    .into_iter()
+                    .map(|(n, e)| {
+                        (
+                            name(n),
+                            Remote {
+                                key: name(&format!("m/{n}")),
+                                etag: e.to_string(),
+                            },
+                        )
+                    })
+                    .collect();
+                let placed = p
+                    .into_iter()
+                    .map(|(n, (e, s))| {
+                        (
+                            name(n),
+                            Placed {
+                                key: format!("m/{n}"),
+                                etag: e.to_string(),
+                                stat: stat(s),
+                            },
+                        )
+                    })
+                    .collect();
                 let local = l.into_iter().map(|(n, s)| (name(n), stat(s))).collect();
                 (remote, placed, local)
             })
@@ -197,7 +292,14 @@ mod tests {
                 Action::Fetch { name, key } => {
                     *next += 1;
                     local.insert(name.clone(), stat(*next));
-                    record.insert(name.clone(), Placed { key: key.to_string(), etag: remote[name].etag.clone(), stat: stat(*next) });
+                    record.insert(
+                        name.clone(),
+                        Placed {
+                            key: key.to_string(),
+                            etag: remote[name].etag.clone(),
+                            stat: stat(*next),
+                        },
+                    );
                 }
                 Action::Delete { name } => {
                     local.remove(name);

@@ -20,9 +20,7 @@ use tracing::{info, warn};
 
 use super::consumers::{self, Consumer};
 use crate::etcd::lock;
-use crate::node_config::{
-    NodeConfig, ADDONS_UNIT, ETCD_ENV_FILE, KUBELET_CONFIG_PATH, SECRETS_DIR, STATIC_POD_DIR,
-};
+use crate::node_config::{NodeConfig, ADDONS_UNIT, ETCD_ENV_FILE, KUBELET_CONFIG_PATH, SECRETS_DIR, STATIC_POD_DIR};
 use crate::retry::{self, Attempt, Policy};
 use crate::role::Role;
 use crate::stage::etcd::{node_client, others_healthy};
@@ -58,10 +56,10 @@ pub fn inputs(root: &Root, config: &NodeConfig) -> BTreeMap<Consumer, Vec<PathBu
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         manifests.sort();
-        for path in manifests.into_iter().filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        }) {
+        for path in manifests
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+        {
             if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
                 out.insert(Consumer::StaticPod(stem.to_string()), vec![path.clone()]);
             }
@@ -72,25 +70,16 @@ pub fn inputs(root: &Root, config: &NodeConfig) -> BTreeMap<Consumer, Vec<PathBu
 
 /// Each reader's fingerprint: the secrets its texts name, as they are now.
 /// A reader whose texts do not exist (yet) is left out.
-pub fn fingerprints(
-    root: &Root,
-    inputs: &BTreeMap<Consumer, Vec<PathBuf>>,
-) -> BTreeMap<Consumer, String> {
+pub fn fingerprints(root: &Root, inputs: &BTreeMap<Consumer, Vec<PathBuf>>) -> BTreeMap<Consumer, String> {
     let secrets = root.path(SECRETS_DIR);
     let mut out = BTreeMap::new();
     for (consumer, texts) in inputs {
-        let texts: Vec<String> = texts
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .collect();
+        let texts: Vec<String> = texts.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect();
         if texts.is_empty() {
             continue;
         }
         let mut files: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-        for reference in texts
-            .iter()
-            .flat_map(|t| consumers::references(t, SECRETS_DIR))
-        {
+        for reference in texts.iter().flat_map(|t| consumers::references(t, SECRETS_DIR)) {
             let path = secrets.join(&reference);
             if path.is_dir() {
                 files.extend(
@@ -147,21 +136,13 @@ pub fn load_record(path: &Path) -> BTreeMap<Consumer, String> {
 
 pub fn save_record(path: &Path, record: &BTreeMap<Consumer, String>) -> std::io::Result<()> {
     let entries: Vec<_> = record.iter().collect();
-    crate::fsutil::write_atomic(
-        path,
-        &serde_json::to_vec_pretty(&entries).expect("serialises"),
-        0o600,
-    )
+    crate::fsutil::write_atomic(path, &serde_json::to_vec_pretty(&entries).expect("serialises"), 0o600)
 }
 
 /// Restarts `consumer` so it reads its new secrets; `Ok(false)`: not now
 /// (another holder has the lock, or the cluster is not healthy), try again
 /// on the next pass.
-pub async fn restart(
-    root: &Root,
-    config: &NodeConfig,
-    consumer: &Consumer,
-) -> Result<bool, String> {
+pub async fn restart(root: &Root, config: &NodeConfig, consumer: &Consumer) -> Result<bool, String> {
     match consumer {
         Consumer::EtcdMember => restart_etcd(root, config).await,
         Consumer::Unit(unit) => systemctl(&["try-restart", unit]).map(|()| true),
@@ -189,13 +170,9 @@ async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String>
         warn!("etcd-member.service must restart for new certificates, but the rest of the cluster is not healthy ({why}): waiting");
         return Ok(false);
     }
-    let Some(held) = lock::try_acquire(&client, "etcd-restart", &name, LOCK_TTL_SECONDS)
-        .map_err(|e| e.to_string())?
+    let Some(held) = lock::try_acquire(&client, "etcd-restart", &name, LOCK_TTL_SECONDS).map_err(|e| e.to_string())?
     else {
-        let holder = lock::holder(&client, "etcd-restart")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let holder = lock::holder(&client, "etcd-restart").ok().flatten().unwrap_or_default();
         info!("etcd-member.service must restart for new certificates; {holder} is restarting first: waiting");
         return Ok(false);
     };
@@ -228,7 +205,6 @@ async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String>
     }
 }
 
-
 /// The pids whose program (argv[0]'s file name) is `name`.
 pub fn processes_named(proc_dir: &Path, name: &str) -> Vec<i32> {
     let mut out = Vec::new();
@@ -256,13 +232,8 @@ async fn restart_static_pod(root: &Root, config: &NodeConfig, name: &str) -> Res
     let proc_dir = Path::new("/proc");
     let held = if config.role == Role::Etcd {
         let (client, _, holder) = node_client(root)?;
-        match lock::try_acquire(
-            &client,
-            &format!("static-pod-{name}"),
-            &holder,
-            LOCK_TTL_SECONDS,
-        )
-        .map_err(|e| e.to_string())?
+        match lock::try_acquire(&client, &format!("static-pod-{name}"), &holder, LOCK_TTL_SECONDS)
+            .map_err(|e| e.to_string())?
         {
             Some(held) => Some((client, held)),
             None => {
@@ -279,10 +250,7 @@ async fn restart_static_pod(root: &Root, config: &NodeConfig, name: &str) -> Res
     }
     for pid in &old {
         // The kubelet restarts the container (restartPolicy: Always).
-        if let Err(e) = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(*pid),
-            nix::sys::signal::Signal::SIGTERM,
-        ) {
+        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGTERM) {
             warn!("static pod {name}: SIGTERM to pid {pid}: {e}");
         }
     }
@@ -330,10 +298,7 @@ mod tests {
         // inherits the open write descriptor).
         let program = dir.path().join(&name);
         std::os::unix::fs::symlink("/bin/sleep", &program).unwrap();
-        let mut child = std::process::Command::new(&program)
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new(&program).arg("30").spawn().unwrap();
         // Right after the spawn the child's /proc entry can still show the
         // parent's command line for a moment: look again for up to 5 s.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -377,8 +342,7 @@ mod tests {
             "- --kubeconfig=/run/nodeboot/secrets/scheduler.kubeconfig\n",
         );
         write("/run/nodeboot/secrets/scheduler.kubeconfig", "s1");
-        let example = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("environments/example.tfvars");
+        let example = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("environments/example.tfvars");
         let config = NodeConfig::new(&crate::env::load(&example).unwrap().env, Role::Etcd);
         let inputs = inputs(&root, &config);
         let before = fingerprints(&root, &inputs);

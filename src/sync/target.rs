@@ -39,7 +39,8 @@ impl Target {
         if let Some(mode) = self.dir_mode {
             let meta = std::fs::metadata(&self.dir).map_err(|e| SecretError::io(&self.dir, e))?;
             if meta.permissions().mode() & 0o7777 != mode {
-                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(mode)).map_err(|e| SecretError::io(&self.dir, e))?;
+                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| SecretError::io(&self.dir, e))?;
             }
             if let Some((uid, gid)) = self.owner.filter(|(u, g)| meta.uid() != *u || meta.gid() != *g) {
                 std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid)).map_err(|e| SecretError::io(&self.dir, e))?;
@@ -78,16 +79,24 @@ impl Target {
     pub fn load_record(&self) -> BTreeMap<Name, Placed> {
         let file: RecordFile = match std::fs::read(&self.record) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                warn!("{}: unreadable ({e}); starting a new record (nothing will be deleted this pass)", self.record.display());
+                warn!(
+                    "{}: unreadable ({e}); starting a new record (nothing will be deleted this pass)",
+                    self.record.display()
+                );
                 RecordFile::default()
             }),
             Err(_) => RecordFile::default(),
         };
-        file.placed.into_iter().filter_map(|(n, p)| Some((Name::parse(&n).ok()?, p))).collect()
+        file.placed
+            .into_iter()
+            .filter_map(|(n, p)| Some((Name::parse(&n).ok()?, p)))
+            .collect()
     }
 
     pub fn save_record(&self, record: &BTreeMap<Name, Placed>) -> Result<(), SecretError> {
-        let file = RecordFile { placed: record.iter().map(|(n, p)| (n.to_string(), p.clone())).collect() };
+        let file = RecordFile {
+            placed: record.iter().map(|(n, p)| (n.to_string(), p.clone())).collect(),
+        };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("the record serialises");
         bytes.push(b'\n');
         let dir = self.record.parent().expect("the record lives in a directory");
@@ -99,7 +108,11 @@ impl Target {
     pub fn stat(&self, name: &Name) -> Result<Option<Stat>, SecretError> {
         let path = self.path(name);
         match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(Stat { len: m.len(), mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128, inode: m.ino() })),
+            Ok(m) if m.is_file() => Ok(Some(Stat {
+                len: m.len(),
+                mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                inode: m.ino(),
+            })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(SecretError::io(&path, e)),
@@ -110,7 +123,8 @@ impl Target {
     /// rewritten: the kubelet restarts a static pod whose file is rewritten).
     pub fn holds(&self, name: &Name, bytes: &[u8]) -> bool {
         let path = self.path(name);
-        std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) && std::fs::read(&path).is_ok_and(|b| b == bytes)
+        std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64)
+            && std::fs::read(&path).is_ok_and(|b| b == bytes)
     }
 
     /// Writes atomically (a reader sees the old file or the new one, never
@@ -119,7 +133,8 @@ impl Target {
         let path = self.path(name);
         self.create_dirs(path.parent().expect("below the target"))?;
         fsutil::write_atomic_owned(&path, bytes, self.file_mode, self.owner).map_err(|e| SecretError::io(&path, e))?;
-        self.stat(name)?.ok_or_else(|| SecretError::io(&path, std::io::Error::other("vanished right after it was written")))
+        self.stat(name)?
+            .ok_or_else(|| SecretError::io(&path, std::io::Error::other("vanished right after it was written")))
     }
 
     pub fn remove(&self, name: &Name) -> Result<(), SecretError> {
@@ -131,6 +146,16 @@ impl Target {
 /// The record's file name for a directory: `/etc/kubernetes/manifests`
 /// is recorded in `etc-kubernetes-manifests.json`.
 pub fn record_name(dir: &str) -> String {
-    let slug: String = dir.trim_matches('/').chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '-' }).collect();
+    let slug: String = dir
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     format!("{slug}.json")
 }

@@ -56,7 +56,10 @@ pub fn root_decision(is_root: bool, opt_out: Option<&str>) -> RootDecision {
 fn say_skipped(what: &str) {
     use std::io::Write;
     let name = std::thread::current().name().unwrap_or("?").to_string();
-    let _ = writeln!(std::io::stderr().lock(), "test {name} ... skipped (NODEBOOT_SKIP_ROOT_TESTS=1: {what} needs root)");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "test {name} ... skipped (NODEBOOT_SKIP_ROOT_TESTS=1: {what} needs root)"
+    );
 }
 
 /// A bed server (aws_server.py or imds.py): started with stdin piped, so
@@ -69,12 +72,27 @@ pub struct Server {
 
 impl Server {
     fn start(mut cmd: Command) -> Server {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3 runs the bed");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the bed");
         let stdin = child.stdin.take().unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("bed server said {line:?}, not READY")).to_string();
-        Server { url, child, _stdin: stdin }
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("bed server said {line:?}, not READY"))
+            .to_string();
+        Server {
+            url,
+            child,
+            _stdin: stdin,
+        }
     }
 }
 
@@ -98,18 +116,30 @@ pub struct Aws {
 impl Aws {
     pub fn start(attach_delay_ms: u64) -> Aws {
         let mut cmd = Command::new("python3");
-        cmd.arg(repo().join("tests/bed/aws_server.py")).args(["--port", "0", "--quiet", "--attach-delay-ms", &attach_delay_ms.to_string()]);
+        cmd.arg(repo().join("tests/bed/aws_server.py")).args([
+            "--port",
+            "0",
+            "--quiet",
+            "--attach-delay-ms",
+            &attach_delay_ms.to_string(),
+        ]);
         let server = Server::start(cmd);
         let config = runtime().block_on(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(aws_config::Region::new(REGION))
                 .endpoint_url(&server.url)
                 .http_client(nodeboot::cloud::aws::http_client())
-                .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "bed"))
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "testing", "testing", None, None, "bed",
+                ))
                 .load(),
         );
         let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        Aws { ec2: aws_sdk_ec2::Client::new(&config), server, agent }
+        Aws {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            server,
+            agent,
+        }
     }
 
     /// The environment a nodeboot process needs to reach this emulator.
@@ -126,7 +156,11 @@ impl Aws {
 
     /// API calls per action since start or the last reset (throttled ones included).
     pub fn calls(&self) -> BTreeMap<String, u64> {
-        let mut r = self.agent.get(format!("{}/_bed/calls", self.server.url)).call().unwrap();
+        let mut r = self
+            .agent
+            .get(format!("{}/_bed/calls", self.server.url))
+            .call()
+            .unwrap();
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
     }
 
@@ -135,7 +169,10 @@ impl Aws {
     }
 
     pub fn reset_calls(&self) {
-        self.agent.post(format!("{}/_bed/calls/reset", self.server.url)).send_empty().unwrap();
+        self.agent
+            .post(format!("{}/_bed/calls/reset", self.server.url))
+            .send_empty()
+            .unwrap();
     }
 
     pub fn throttle(&self, action: &str, count: u32) {
@@ -144,7 +181,10 @@ impl Aws {
 
     /// The next `count` calls of `action` fail with this AWS error code and HTTP status.
     pub fn inject_error(&self, action: &str, count: u32, code: &str, status: u16) {
-        self.post("/_bed/throttle", json!({"action": action, "count": count, "code": code, "status": status}));
+        self.post(
+            "/_bed/throttle",
+            json!({"action": action, "count": count, "code": code, "status": status}),
+        );
     }
 
     pub fn set_attach_delay(&self, ms: u64) {
@@ -158,12 +198,21 @@ impl Aws {
 
     /// Every detach the bed accepted: (resource, holder, holder's state then, force).
     pub fn detaches(&self) -> Vec<(String, String, String, bool)> {
-        let mut r = self.agent.get(format!("{}/_bed/detaches", self.server.url)).call().unwrap();
+        let mut r = self
+            .agent
+            .get(format!("{}/_bed/detaches", self.server.url))
+            .call()
+            .unwrap();
         let list: Vec<serde_json::Value> = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
         list.iter()
             .map(|d| {
                 let s = |k: &str| d[k].as_str().unwrap().to_string();
-                (s("resource"), s("instance"), s("instance_state"), d["force"].as_bool().unwrap())
+                (
+                    s("resource"),
+                    s("instance"),
+                    s("instance_state"),
+                    d["force"].as_bool().unwrap(),
+                )
             })
             .collect()
     }
@@ -174,13 +223,21 @@ impl Aws {
     }
 
     fn post(&self, path: &str, body: serde_json::Value) {
-        let r = self.agent.post(format!("{}{path}", self.server.url)).header("content-type", "application/json").send(body.to_string()).unwrap();
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.server.url))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The example environment under another name, with `members` etcd members.
@@ -194,7 +251,12 @@ pub fn environment(name: &str, members: u32) -> Environment {
 fn tags(resource: ResourceType, pairs: &[(&str, String)]) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(resource)
-        .set_tags(Some(pairs.iter().map(|(k, v)| Tag::builder().key(*k).value(v).build()).collect()))
+        .set_tags(Some(
+            pairs
+                .iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(v).build())
+                .collect(),
+        ))
         .build()
 }
 
@@ -206,12 +268,29 @@ pub struct Vpc {
 impl Vpc {
     pub fn create(aws: &Aws, env: &Environment) -> Vpc {
         runtime().block_on(async {
-            let vpc = aws.ec2.create_vpc().cidr_block(env.vpc_cidr.to_string()).send().await.unwrap();
+            let vpc = aws
+                .ec2
+                .create_vpc()
+                .cidr_block(env.vpc_cidr.to_string())
+                .send()
+                .await
+                .unwrap();
             let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
             let mut subnets = BTreeMap::new();
             for (zone, cidr) in env.availability_zones.iter().zip(&env.subnets.secure) {
-                let s = aws.ec2.create_subnet().vpc_id(&vpc_id).cidr_block(cidr.to_string()).availability_zone(zone).send().await.unwrap();
-                subnets.insert(zone.clone(), (s.subnet().unwrap().subnet_id().unwrap().to_string(), *cidr));
+                let s = aws
+                    .ec2
+                    .create_subnet()
+                    .vpc_id(&vpc_id)
+                    .cidr_block(cidr.to_string())
+                    .availability_zone(zone)
+                    .send()
+                    .await
+                    .unwrap();
+                subnets.insert(
+                    zone.clone(),
+                    (s.subnet().unwrap().subnet_id().unwrap().to_string(), *cidr),
+                );
             }
             Vpc { subnets }
         })
@@ -232,10 +311,21 @@ pub struct MemberResources {
 /// Creates every member's volume and ENI with nodeboot's tag scheme.
 /// `tag_override` changes one member's tags (for the bad-tag tests).
 pub fn create_members(aws: &Aws, env: &Environment, vpc: &Vpc) -> Vec<MemberResources> {
-    env.etcd_members().iter().map(|m| create_member(aws, env, vpc, m.index, &m.zone, &m.ip.to_string(), &m.index.to_string())).collect()
+    env.etcd_members()
+        .iter()
+        .map(|m| create_member(aws, env, vpc, m.index, &m.zone, &m.ip.to_string(), &m.index.to_string()))
+        .collect()
 }
 
-pub fn create_member(aws: &Aws, env: &Environment, vpc: &Vpc, index: u32, zone: &str, ip: &str, member_tag: &str) -> MemberResources {
+pub fn create_member(
+    aws: &Aws,
+    env: &Environment,
+    vpc: &Vpc,
+    index: u32,
+    zone: &str,
+    ip: &str,
+    member_tag: &str,
+) -> MemberResources {
     let pairs = |with_member: bool| {
         let mut t = vec![
             (nodeboot::cloud::tags::ENVIRONMENT, env.name.clone()),
@@ -298,7 +388,16 @@ impl Node {
     pub fn launch_role(aws: &Aws, env: &Environment, vpc: &Vpc, zone: &str, role: Role) -> Node {
         let (subnet_id, cidr) = vpc.subnets[zone].clone();
         let instance = runtime().block_on(async {
-            let out = aws.ec2.run_instances().image_id("ami-12c6146b").min_count(1).max_count(1).subnet_id(&subnet_id).send().await.unwrap();
+            let out = aws
+                .ec2
+                .run_instances()
+                .image_id("ami-12c6146b")
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(&subnet_id)
+                .send()
+                .await
+                .unwrap();
             out.instances()[0].clone()
         });
         let instance_id = instance.instance_id().unwrap().to_string();
@@ -325,7 +424,13 @@ impl Node {
             }],
         });
         write_json_atomic(&identity_path, &identity);
-        let mut node = Node { instance_id, zone: zone.to_string(), root, identity_path, imds: None };
+        let mut node = Node {
+            instance_id,
+            zone: zone.to_string(),
+            root,
+            identity_path,
+            imds: None,
+        };
         node.imds = Some(node.start_imds("127.0.0.1:0", None));
         node
     }
@@ -339,7 +444,9 @@ impl Node {
             }
             None => Command::new("python3"),
         };
-        cmd.arg(repo().join("tests/bed/imds.py")).args(["--listen", listen, "--identity"]).arg(&self.identity_path);
+        cmd.arg(repo().join("tests/bed/imds.py"))
+            .args(["--listen", listen, "--identity"])
+            .arg(&self.identity_path);
         Server::start(cmd)
     }
 
@@ -382,7 +489,8 @@ impl Node {
     /// Adds a hot-plugged interface to this node's metadata, as EC2 does
     /// once an ENI is attached.
     pub fn plug_interface(&self, m: &MemberResources, cidr: &ipnet::Ipv4Net) {
-        let mut identity: serde_json::Value = serde_json::from_slice(&std::fs::read(&self.identity_path).unwrap()).unwrap();
+        let mut identity: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&self.identity_path).unwrap()).unwrap();
         let interfaces = identity["interfaces"].as_array_mut().unwrap();
         if !interfaces.iter().any(|i| i["mac"] == m.eni_mac.as_str()) {
             interfaces.push(json!({
@@ -395,18 +503,40 @@ impl Node {
     }
 
     pub fn stop(&self, aws: &Aws) {
-        runtime().block_on(aws.ec2.stop_instances().instance_ids(&self.instance_id).force(true).send()).unwrap();
+        runtime()
+            .block_on(
+                aws.ec2
+                    .stop_instances()
+                    .instance_ids(&self.instance_id)
+                    .force(true)
+                    .send(),
+            )
+            .unwrap();
     }
 
     pub fn terminate(&self, aws: &Aws) {
-        runtime().block_on(aws.ec2.terminate_instances().instance_ids(&self.instance_id).send()).unwrap();
+        runtime()
+            .block_on(aws.ec2.terminate_instances().instance_ids(&self.instance_id).send())
+            .unwrap();
     }
 
     /// EC2's state name of this instance (`running`, `stopping`, ...).
     pub fn state(&self, aws: &Aws) -> String {
         runtime().block_on(async {
-            let out = aws.ec2.describe_instances().instance_ids(&self.instance_id).send().await.unwrap();
-            out.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string()
+            let out = aws
+                .ec2
+                .describe_instances()
+                .instance_ids(&self.instance_id)
+                .send()
+                .await
+                .unwrap();
+            out.reservations()[0].instances()[0]
+                .state()
+                .unwrap()
+                .name()
+                .unwrap()
+                .as_str()
+                .to_string()
         })
     }
 }
@@ -417,7 +547,9 @@ pub fn auto_scaling_client(aws: &Aws) -> aws_sdk_autoscaling::Client {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(&aws.server.url)
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "bed"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "bed",
+            ))
             .http_client(nodeboot::cloud::aws::http_client())
             .load(),
     );
@@ -428,7 +560,13 @@ pub fn auto_scaling_client(aws: &Aws) -> aws_sdk_autoscaling::Client {
 pub fn join_auto_scaling_group(aws: &Aws, node: &Node, group: &str) {
     let asg = auto_scaling_client(aws);
     runtime().block_on(async {
-        asg.create_launch_configuration().launch_configuration_name(group).image_id("ami-12c6146b").instance_type("t3.small").send().await.unwrap();
+        asg.create_launch_configuration()
+            .launch_configuration_name(group)
+            .image_id("ami-12c6146b")
+            .instance_type("t3.small")
+            .send()
+            .await
+            .unwrap();
         asg.create_auto_scaling_group()
             .auto_scaling_group_name(group)
             .launch_configuration_name(group)
@@ -438,7 +576,12 @@ pub fn join_auto_scaling_group(aws: &Aws, node: &Node, group: &str) {
             .send()
             .await
             .unwrap();
-        asg.attach_instances().auto_scaling_group_name(group).instance_ids(&node.instance_id).send().await.unwrap();
+        asg.attach_instances()
+            .auto_scaling_group_name(group)
+            .instance_ids(&node.instance_id)
+            .send()
+            .await
+            .unwrap();
     });
 }
 
@@ -446,7 +589,12 @@ pub fn join_auto_scaling_group(aws: &Aws, node: &Node, group: &str) {
 pub fn instance_health(aws: &Aws, node: &Node) -> String {
     let asg = auto_scaling_client(aws);
     runtime().block_on(async {
-        let out = asg.describe_auto_scaling_instances().instance_ids(&node.instance_id).send().await.unwrap();
+        let out = asg
+            .describe_auto_scaling_instances()
+            .instance_ids(&node.instance_id)
+            .send()
+            .await
+            .unwrap();
         // AWS answers HEALTHY/UNHEALTHY; moto echoes what SetInstanceHealth sent.
         out.auto_scaling_instances()[0].health_status().unwrap().to_uppercase()
     })
@@ -462,14 +610,26 @@ pub fn write_json_atomic(path: &Path, value: &serde_json::Value) {
 pub fn volume_holder(aws: &Aws, volume_id: &str) -> Option<String> {
     runtime().block_on(async {
         let out = aws.ec2.describe_volumes().volume_ids(volume_id).send().await.unwrap();
-        out.volumes()[0].attachments().iter().find(|a| a.state().map(|s| s.as_str()) != Some("detached")).and_then(|a| a.instance_id().map(str::to_string))
+        out.volumes()[0]
+            .attachments()
+            .iter()
+            .find(|a| a.state().map(|s| s.as_str()) != Some("detached"))
+            .and_then(|a| a.instance_id().map(str::to_string))
     })
 }
 
 pub fn eni_holder(aws: &Aws, eni_id: &str) -> Option<String> {
     runtime().block_on(async {
-        let out = aws.ec2.describe_network_interfaces().filters(Filter::builder().name("network-interface-id").values(eni_id).build()).send().await.unwrap();
-        out.network_interfaces()[0].attachment().and_then(|a| a.instance_id().map(str::to_string))
+        let out = aws
+            .ec2
+            .describe_network_interfaces()
+            .filters(Filter::builder().name("network-interface-id").values(eni_id).build())
+            .send()
+            .await
+            .unwrap();
+        out.network_interfaces()[0]
+            .attachment()
+            .and_then(|a| a.instance_id().map(str::to_string))
     })
 }
 
@@ -490,14 +650,31 @@ impl LoopVolume {
 
     /// A loop device over an existing file (kept by the caller).
     pub fn over(path: &Path) -> LoopVolume {
-        let out = Command::new("losetup").args(["--find", "--show"]).arg(path).output().unwrap();
-        assert!(out.status.success(), "losetup {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-        LoopVolume { device: String::from_utf8(out.stdout).unwrap().trim().to_string(), _file: None }
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        LoopVolume {
+            device: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            _file: None,
+        }
     }
 
     pub fn sha256(&self) -> String {
         let out = Command::new("sha256sum").arg(&self.device).output().unwrap();
-        String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -512,16 +689,25 @@ impl Drop for LoopVolume {
 pub fn plug_volume(node: &Node, volume_id: &str, loop_volume: &LoopVolume) {
     let dir = node.root().join("dev/disk/by-id");
     std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join(format!("nvme-Amazon_Elastic_Block_Store_{}", volume_id.replace('-', "")));
+    let link = dir.join(format!(
+        "nvme-Amazon_Elastic_Block_Store_{}",
+        volume_id.replace('-', "")
+    ));
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&loop_volume.device, link).unwrap();
 }
 
 /// Unmounts everything under a node's root (cleanup, even after a failure).
 pub fn unmount_all(root: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let mut points: Vec<&str> = info.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|p| Path::new(p).starts_with(&root)).collect();
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| Path::new(p).starts_with(&root))
+        .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);

@@ -15,8 +15,14 @@ pub fn etcd_bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("NODEBOOT_ETCD_BIN") {
         return PathBuf::from(dir);
     }
-    let out = Command::new(super::repo().join("tests/fetch-etcd")).output().expect("tests/fetch-etcd runs");
-    assert!(out.status.success(), "no etcd 3.5 for the test (run tests/setup): {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(super::repo().join("tests/fetch-etcd"))
+        .output()
+        .expect("tests/fetch-etcd runs");
+    assert!(
+        out.status.success(),
+        "no etcd 3.5 for the test (run tests/setup): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -28,15 +34,29 @@ pub fn free_port() -> u16 {
 pub fn pki(dir: &Path) -> PathBuf {
     let secrets = dir.join("secrets");
     let out = Command::new(env!("CARGO_BIN_EXE_nodeboot"))
-        .args(["pki", "--env", super::example_env().to_str().unwrap(), "--dir", secrets.to_str().unwrap()])
+        .args([
+            "pki",
+            "--env",
+            super::example_env().to_str().unwrap(),
+            "--dir",
+            secrets.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "nodeboot pki: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nodeboot pki: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     secrets.join("secure/etcd")
 }
 
 pub fn member_tls(etcd_dir: &Path, member: u32) -> TlsFiles {
-    TlsFiles { ca: etcd_dir.join("ca.crt"), cert: etcd_dir.join(format!("member-{member}.crt")), key: etcd_dir.join(format!("member-{member}.key")) }
+    TlsFiles {
+        ca: etcd_dir.join("ca.crt"),
+        cert: etcd_dir.join(format!("member-{member}.crt")),
+        key: etcd_dir.join(format!("member-{member}.key")),
+    }
 }
 
 /// One etcd process; killed on drop.
@@ -56,7 +76,10 @@ pub struct Ports {
 
 impl Ports {
     pub fn free() -> Ports {
-        Ports { client: free_port(), peer: free_port() }
+        Ports {
+            client: free_port(),
+            peer: free_port(),
+        }
     }
     pub fn client_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.client)
@@ -98,10 +121,19 @@ impl Member {
             .args(tls_args("peer-"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(std::fs::OpenOptions::new().append(true).open(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
             .spawn()
             .expect("etcd starts");
-        Member { name: name.into(), client_url: ports.client_url(), peer_url: ports.peer_url(), data_dir, log, child }
+        Member {
+            name: name.into(),
+            client_url: ports.client_url(),
+            peer_url: ports.peer_url(),
+            data_dir,
+            log,
+            child,
+        }
     }
 
     pub fn log_tail(&self) -> String {
@@ -120,8 +152,25 @@ impl Member {
 /// (`pki`); does not wait for a leader.
 pub fn start_cluster(dir: &Path, etcd_dir: &Path, n: u32) -> Vec<Member> {
     let ports: Vec<Ports> = (0..n).map(|_| Ports::free()).collect();
-    let initial: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("m{i}={}", p.peer_url())).collect();
-    ports.iter().enumerate().map(|(i, p)| Member::start(dir, &member_tls(etcd_dir, i as u32), &format!("m{i}"), p, &initial.join(","), "new")).collect()
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("m{i}={}", p.peer_url()))
+        .collect();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Member::start(
+                dir,
+                &member_tls(etcd_dir, i as u32),
+                &format!("m{i}"),
+                p,
+                &initial.join(","),
+                "new",
+            )
+        })
+        .collect()
 }
 
 impl Drop for Member {

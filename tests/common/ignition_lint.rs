@@ -47,7 +47,10 @@ fn resolve<'a>(node: &'a Value, root: &'a Value) -> &'a Value {
     match node.get("$ref").and_then(Value::as_str) {
         Some(r) => {
             let pointer = r.strip_prefix('#').expect("local refs only");
-            resolve(root.pointer(pointer).unwrap_or_else(|| panic!("dangling $ref {r}")), root)
+            resolve(
+                root.pointer(pointer).unwrap_or_else(|| panic!("dangling $ref {r}")),
+                root,
+            )
         }
         None => node,
     }
@@ -68,12 +71,20 @@ fn properties<'a>(node: &'a Value, root: &'a Value) -> Vec<(String, &'a Value)> 
 fn paths(config: &Value, out: &mut Vec<String>) {
     let mut seen = BTreeSet::new();
     for kind in ["files", "directories", "links"] {
-        for node in config.pointer(&format!("/storage/{kind}")).and_then(Value::as_array).into_iter().flatten() {
+        for node in config
+            .pointer(&format!("/storage/{kind}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let path = node["path"].as_str().unwrap_or_default();
             if !path.starts_with('/') {
                 out.push(format!("storage.{kind}: path {path:?} is not absolute"));
             }
-            if path.split('/').any(|c| c == "." || c == "..") || path.contains("//") || (path.len() > 1 && path.ends_with('/')) {
+            if path.split('/').any(|c| c == "." || c == "..")
+                || path.contains("//")
+                || (path.len() > 1 && path.ends_with('/'))
+            {
                 out.push(format!("storage.{kind}: path {path:?} is not clean"));
             }
             if !seen.insert(path.to_string()) {
@@ -89,17 +100,35 @@ fn paths(config: &Value, out: &mut Vec<String>) {
 }
 
 const UNIT_SUFFIXES: [&str; 11] = [
-    ".service", ".socket", ".device", ".mount", ".automount", ".swap", ".target", ".path", ".timer", ".slice", ".scope",
+    ".service",
+    ".socket",
+    ".device",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".target",
+    ".path",
+    ".timer",
+    ".slice",
+    ".scope",
 ];
 
 fn units(config: &Value, out: &mut Vec<String>) {
     let mut seen = BTreeSet::new();
-    for unit in config.pointer("/systemd/units").and_then(Value::as_array).into_iter().flatten() {
+    for unit in config
+        .pointer("/systemd/units")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = unit["name"].as_str().unwrap_or_default();
         if !UNIT_SUFFIXES.iter().any(|s| name.ends_with(s) && name.len() > s.len()) {
             out.push(format!("systemd.units: {name:?} has no valid unit suffix"));
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b)) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
+        {
             out.push(format!("systemd.units: {name:?} has characters systemd refuses"));
         }
         if !seen.insert(name.to_string()) {
@@ -108,9 +137,15 @@ fn units(config: &Value, out: &mut Vec<String>) {
         let written = config
             .pointer("/storage/files")
             .and_then(Value::as_array)
-            .is_some_and(|files| files.iter().any(|f| f["path"].as_str() == Some(&format!("/etc/systemd/system/{name}"))));
+            .is_some_and(|files| {
+                files
+                    .iter()
+                    .any(|f| f["path"].as_str() == Some(&format!("/etc/systemd/system/{name}")))
+            });
         if unit.get("enabled") == Some(&Value::Bool(true)) && unit.get("contents").is_none() && !written {
-            out.push(format!("systemd.units: {name} is enabled but has no contents and no file in /etc/systemd/system"));
+            out.push(format!(
+                "systemd.units: {name} is enabled but has no contents and no file in /etc/systemd/system"
+            ));
         }
     }
 }
@@ -130,14 +165,19 @@ fn resources(value: &Value, at: &str, out: &mut Vec<String>) {
                     _ => false,
                 };
                 if !ok {
-                    out.push(format!("{at}: hash {hash:?} is not sha512-<128 hex> or sha256-<64 hex>"));
+                    out.push(format!(
+                        "{at}: hash {hash:?} is not sha512-<128 hex> or sha256-<64 hex>"
+                    ));
                 }
             }
             for (k, v) in map {
                 resources(v, &format!("{at}.{k}"), out);
             }
         }
-        Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| resources(v, &format!("{at}[{i}]"), out)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| resources(v, &format!("{at}[{i}]"), out)),
         _ => {}
     }
 }

@@ -22,13 +22,19 @@ pub fn example_env() -> PathBuf {
 pub fn ignition_schema(version: &str) -> serde_json::Value {
     let path = repo().join(format!("../shared/ignition-schema/ignition-v{version}.schema.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("cannot read the upstream Ignition schema at {}: {e}; the tests expect the shared/ folder beside the clone", path.display())
+        panic!(
+            "cannot read the upstream Ignition schema at {}: {e}; the tests expect the shared/ folder beside the clone",
+            path.display()
+        )
     });
     serde_json::from_str(&text).expect("the upstream schema is JSON")
 }
 
 pub fn nodeboot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nodeboot")).args(args).output().expect("nodeboot runs")
+    Command::new(env!("CARGO_BIN_EXE_nodeboot"))
+        .args(args)
+        .output()
+        .expect("nodeboot runs")
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -73,14 +79,28 @@ pub fn example_with(replacements: &[(&str, &str)]) -> String {
 }
 
 fn bracket_balance(line: &str) -> i32 {
-    line.chars().map(|c| match c { '[' => 1, ']' => -1, _ => 0 }).sum()
+    line.chars()
+        .map(|c| match c {
+            '[' => 1,
+            ']' => -1,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The example grown to 5 zones and 7 etcd members (two members share a
 /// zone's subnet in two of them).
 pub fn seven_members_in_five_zones() -> String {
     let zones = "[\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\", \"eu-west-1d\", \"eu-west-1e\"]";
-    let subnets = |third: u32| format!("[{}]", (0..5).map(|z| format!("\"10.80.{}.0/24\"", third + z)).collect::<Vec<_>>().join(", "));
+    let subnets = |third: u32| {
+        format!(
+            "[{}]",
+            (0..5)
+                .map(|z| format!("\"10.80.{}.0/24\"", third + z))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     example_with(&[
         ("availability_zones", zones),
         ("secure_subnets", &subnets(10)),

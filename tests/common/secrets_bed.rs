@@ -61,9 +61,21 @@ impl Platform {
         std::fs::write(&env_file, env_text(name, extra)).unwrap();
         let env = nodeboot::env::load(&env_file).unwrap().env;
         let config = sdk_config(&aws.server.url);
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
+        );
         let kms = aws_sdk_kms::Client::new(&config);
-        let mut p = Platform { aws, dir, env_file, env, s3, kms, prereqs: String::new() };
+        let mut p = Platform {
+            aws,
+            dir,
+            env_file,
+            env,
+            s3,
+            kms,
+            prereqs: String::new(),
+        };
         let out = p.nodeboot(&["prereqs", "--env"], &[]);
         assert!(out.status.success(), "prereqs: {}", stderr(&out));
         p.prereqs = String::from_utf8(out.stdout).unwrap();
@@ -85,7 +97,12 @@ impl Platform {
 
     pub fn nodeboot_with(&self, args: &[&str], env_file: &Path, more: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeboot"));
-        cmd.args(args).arg(env_file).args(more).current_dir(self.dir.path()).envs(self.aws.env()).env("NODEBOOT_LOG", "info");
+        cmd.args(args)
+            .arg(env_file)
+            .args(more)
+            .current_dir(self.dir.path())
+            .envs(self.aws.env())
+            .env("NODEBOOT_LOG", "info");
         cmd.env_remove("AWS_PROFILE").output().unwrap()
     }
 
@@ -119,7 +136,14 @@ impl Platform {
     /// The stored object as it is in the bucket, with its user metadata.
     pub fn get_raw(&self, key: &str) -> (Vec<u8>, HashMap<String, String>) {
         runtime().block_on(async {
-            let out = self.s3.get_object().bucket(self.bucket()).key(key).send().await.unwrap();
+            let out = self
+                .s3
+                .get_object()
+                .bucket(self.bucket())
+                .key(key)
+                .send()
+                .await
+                .unwrap();
             let metadata = out.metadata().cloned().unwrap_or_default();
             (out.body.collect().await.unwrap().into_bytes().to_vec(), metadata)
         })
@@ -144,7 +168,10 @@ impl Platform {
         let root = tempfile::tempdir().unwrap();
         let config = NodeConfig::new(&self.env, role);
         write_node_config(root.path(), &config);
-        TestNode { root, endpoint: self.aws.server.url.clone() }
+        TestNode {
+            root,
+            endpoint: self.aws.server.url.clone(),
+        }
     }
 }
 
@@ -160,7 +187,9 @@ pub fn sdk_config(url: &str) -> aws_config::SdkConfig {
             .region(aws_config::Region::new(REGION))
             .endpoint_url(url)
             .http_client(nodeboot::cloud::aws::http_client())
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "bed"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "bed",
+            ))
             .load(),
     )
 }
@@ -203,7 +232,10 @@ impl TestNode {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeboot"));
-        cmd.args(args.iter().take(1)).arg("--root").arg(self.root.path()).args(args.iter().skip(1));
+        cmd.args(args.iter().take(1))
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args.iter().skip(1));
         cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -237,7 +269,12 @@ impl TestNode {
 
     /// The running sync (`--interval`), its stderr read line by line.
     pub fn start_sync(&self, interval: &str) -> SyncProcess {
-        let mut child = self.command(&["sync", "manifests", "--interval", interval]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .command(&["sync", "manifests", "--interval", interval])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -264,7 +301,9 @@ impl SyncProcess {
     pub fn wait_for_line(&self, needle: &str, limit: Duration) -> String {
         let start = Instant::now();
         loop {
-            let left = limit.checked_sub(start.elapsed()).unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", self.log()));
+            let left = limit
+                .checked_sub(start.elapsed())
+                .unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", self.log()));
             match self.rx.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
@@ -316,7 +355,12 @@ impl Proxy {
         let upstream = upstream_url.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut proxy = Proxy { url: format!("http://127.0.0.1:{port}"), port, upstream, running: None };
+        let mut proxy = Proxy {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            upstream,
+            running: None,
+        };
         proxy.serve(listener);
         proxy
     }
@@ -331,8 +375,13 @@ impl Proxy {
                 match listener.accept() {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
-                        let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                        conns.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                        let Ok(server) = TcpStream::connect(&upstream) else {
+                            continue;
+                        };
+                        conns
+                            .lock()
+                            .unwrap()
+                            .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                         pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
                         pipe(server, client);
                     }
@@ -340,7 +389,11 @@ impl Proxy {
                 }
             }
         });
-        self.running = Some(Serving { stop, accepter: handle, open });
+        self.running = Some(Serving {
+            stop,
+            accepter: handle,
+            open,
+        });
     }
 
     pub fn stop(&mut self) {

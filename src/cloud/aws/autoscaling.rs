@@ -12,7 +12,10 @@ pub struct Asg {
 
 impl Asg {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        Asg { client: Client::new(config), calls: CallCount::default() }
+        Asg {
+            client: Client::new(config),
+            calls: CallCount::default(),
+        }
     }
 }
 

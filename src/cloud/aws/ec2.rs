@@ -15,7 +15,10 @@ pub struct Ec2 {
 
 impl Ec2 {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        Ec2 { client: Client::new(config), calls: CallCount::default() }
+        Ec2 {
+            client: Client::new(config),
+            calls: CallCount::default(),
+        }
     }
 }
 
@@ -56,11 +59,18 @@ where
     }
 }
 
-fn instance_states_of(page: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput) -> Vec<(String, InstanceState)> {
+fn instance_states_of(
+    page: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput,
+) -> Vec<(String, InstanceState)> {
     page.reservations()
         .iter()
         .flat_map(|r| r.instances())
-        .filter_map(|i| Some((i.instance_id()?.to_string(), InstanceState::parse(i.state()?.name()?.as_str()))))
+        .filter_map(|i| {
+            Some((
+                i.instance_id()?.to_string(),
+                InstanceState::parse(i.state()?.name()?.as_str()),
+            ))
+        })
         .collect()
 }
 
@@ -71,7 +81,10 @@ fn filter(name: &str, value: &str) -> Filter {
 /// Every zone: the plan needs the other zones' resources to name a member
 /// split across zones. The cluster is small, so this costs no extra call.
 fn cluster_filters(f: &ClusterFilter) -> Vec<Filter> {
-    vec![filter(&format!("tag:{}", tags::ENVIRONMENT), &f.environment), filter(&format!("tag:{}", tags::ROLE), &f.role)]
+    vec![
+        filter(&format!("tag:{}", tags::ENVIRONMENT), &f.environment),
+        filter(&format!("tag:{}", tags::ROLE), &f.role),
+    ]
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
@@ -108,12 +121,15 @@ fn network_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> NetworkInterfa
         private_ip: n.private_ip_address().unwrap_or_default().to_string(),
         mac: n.mac_address().unwrap_or_default().to_lowercase(),
         status: n.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
-        attachment: n.attachment().filter(|a| a.instance_id().is_some()).map(|a| Attachment {
-            instance_id: a.instance_id().unwrap_or_default().to_string(),
-            state: a.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
-            attachment_id: a.attachment_id().map(str::to_string),
-            device: a.device_index().map(|i| i.to_string()).unwrap_or_default(),
-        }),
+        attachment: n
+            .attachment()
+            .filter(|a| a.instance_id().is_some())
+            .map(|a| Attachment {
+                instance_id: a.instance_id().unwrap_or_default().to_string(),
+                state: a.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                attachment_id: a.attachment_id().map(str::to_string),
+                device: a.device_index().map(|i| i.to_string()).unwrap_or_default(),
+            }),
         tags: tag_map(n.tag_set()),
     }
 }
@@ -133,7 +149,10 @@ impl Compute for Ec2 {
                 .send()
                 .await
                 .map_err(|e| cloud_error("DescribeVolumes", r, e))?;
-            Ok((page.volumes().iter().map(volume).collect(), page.next_token().map(str::to_string)))
+            Ok((
+                page.volumes().iter().map(volume).collect(),
+                page.next_token().map(str::to_string),
+            ))
         })
         .await
     }
@@ -152,14 +171,23 @@ impl Compute for Ec2 {
                 .send()
                 .await
                 .map_err(|e| cloud_error("DescribeNetworkInterfaces", r, e))?;
-            Ok((page.network_interfaces().iter().map(network_interface).collect(), page.next_token().map(str::to_string)))
+            Ok((
+                page.network_interfaces().iter().map(network_interface).collect(),
+                page.next_token().map(str::to_string),
+            ))
         })
         .await
     }
 
     async fn volume(&self, id: &str) -> Result<Volume, CloudError> {
         self.calls.add();
-        let out = self.client.describe_volumes().volume_ids(id).send().await.map_err(|e| cloud_error("DescribeVolumes", id, e))?;
+        let out = self
+            .client
+            .describe_volumes()
+            .volume_ids(id)
+            .send()
+            .await
+            .map_err(|e| cloud_error("DescribeVolumes", id, e))?;
         out.volumes().first().map(volume).ok_or_else(|| CloudError {
             operation: "DescribeVolumes",
             resource: id.into(),
@@ -177,16 +205,20 @@ impl Compute for Ec2 {
             .send()
             .await
             .map_err(|e| cloud_error("DescribeNetworkInterfaces", id, e))?;
-        out.network_interfaces().first().map(network_interface).ok_or_else(|| CloudError {
-            operation: "DescribeNetworkInterfaces",
-            resource: id.into(),
-            code: Some("InvalidNetworkInterfaceID.NotFound".into()),
-            message: "no such network interface".into(),
-        })
+        out.network_interfaces()
+            .first()
+            .map(network_interface)
+            .ok_or_else(|| CloudError {
+                operation: "DescribeNetworkInterfaces",
+                resource: id.into(),
+                code: Some("InvalidNetworkInterfaceID.NotFound".into()),
+                message: "no such network interface".into(),
+            })
     }
 
     async fn instance_states(&self, ids: &[String]) -> Result<BTreeMap<String, InstanceState>, CloudError> {
-        let mut states: BTreeMap<String, InstanceState> = ids.iter().map(|id| (id.clone(), InstanceState::Unknown)).collect();
+        let mut states: BTreeMap<String, InstanceState> =
+            ids.iter().map(|id| (id.clone(), InstanceState::Unknown)).collect();
         if ids.is_empty() {
             return Ok(states);
         }
@@ -198,7 +230,12 @@ impl Compute for Ec2 {
             let page = self
                 .client
                 .describe_instances()
-                .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build())
+                .filters(
+                    Filter::builder()
+                        .name("instance-id")
+                        .set_values(Some(ids.to_vec()))
+                        .build(),
+                )
                 .max_results(PAGE)
                 .set_next_token(token)
                 .send()
@@ -255,7 +292,12 @@ impl Compute for Ec2 {
             .map_err(|e| cloud_error("DetachVolume", volume_id, e))
     }
 
-    async fn attach_network_interface(&self, eni_id: &str, instance_id: &str, device_index: i32) -> Result<(), CloudError> {
+    async fn attach_network_interface(
+        &self,
+        eni_id: &str,
+        instance_id: &str,
+        device_index: i32,
+    ) -> Result<(), CloudError> {
         self.calls.add();
         self.client
             .attach_network_interface()
@@ -300,7 +342,12 @@ impl Compute for Ec2 {
 impl crate::cloud::Instances for Ec2 {
     async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
         self.calls.add();
-        self.client.terminate_instances().instance_ids(id).send().await.map_err(|e| cloud_error("TerminateInstances", id, e))?;
+        self.client
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(|e| cloud_error("TerminateInstances", id, e))?;
         Ok(())
     }
 }

@@ -17,7 +17,10 @@ pub struct Kms {
 
 impl Kms {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        Kms { client: Client::new(config), calls: CallCount::default() }
+        Kms {
+            client: Client::new(config),
+            calls: CallCount::default(),
+        }
     }
 }
 
@@ -45,13 +48,26 @@ impl Keys for Kms {
             .send()
             .await
             .map_err(|e| error("GenerateDataKey", key_id, e))?;
-        let missing = |what: &str| CloudError { operation: "GenerateDataKey", resource: key_id.into(), code: None, message: format!("the answer has no {what}") };
+        let missing = |what: &str| CloudError {
+            operation: "GenerateDataKey",
+            resource: key_id.into(),
+            code: None,
+            message: format!("the answer has no {what}"),
+        };
         let plaintext = out.plaintext().ok_or_else(|| missing("plaintext key"))?;
         let ciphertext = out.ciphertext_blob().ok_or_else(|| missing("ciphertext blob"))?;
-        Ok(DataKey { plaintext: Secret::new(plaintext.as_ref().to_vec()), ciphertext: ciphertext.as_ref().to_vec() })
+        Ok(DataKey {
+            plaintext: Secret::new(plaintext.as_ref().to_vec()),
+            ciphertext: ciphertext.as_ref().to_vec(),
+        })
     }
 
-    async fn decrypt(&self, key_id: &str, ciphertext: &[u8], context: &BTreeMap<String, String>) -> Result<Secret, CloudError> {
+    async fn decrypt(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        context: &BTreeMap<String, String>,
+    ) -> Result<Secret, CloudError> {
         self.calls.add();
         // Naming the key makes KMS refuse a blob made under any other key.
         let out = self
@@ -78,7 +94,11 @@ impl Keys for Kms {
             Ok(out) => Ok(out.key_metadata().map(key_info)),
             Err(e) => {
                 let e = error("DescribeKey", key_id, e);
-                if e.code.as_deref() == Some("NotFoundException") { Ok(None) } else { Err(e) }
+                if e.code.as_deref() == Some("NotFoundException") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
     }
@@ -86,8 +106,24 @@ impl Keys for Kms {
     /// Creates a symmetric key and turns on its yearly automatic rotation.
     async fn create_key(&self, description: &str, tags: &BTreeMap<String, String>) -> Result<KeyInfo, CloudError> {
         self.calls.add();
-        let tags = tags.iter().map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build().expect("key and value are set")).collect();
-        let out = self.client.create_key().description(description).set_tags(Some(tags)).send().await.map_err(|e| error("CreateKey", description, e))?;
+        let tags = tags
+            .iter()
+            .map(|(k, v)| {
+                Tag::builder()
+                    .tag_key(k)
+                    .tag_value(v)
+                    .build()
+                    .expect("key and value are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .create_key()
+            .description(description)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| error("CreateKey", description, e))?;
         let info = out.key_metadata().map(key_info).ok_or_else(|| CloudError {
             operation: "CreateKey",
             resource: description.into(),
@@ -95,13 +131,24 @@ impl Keys for Kms {
             message: "the answer has no key metadata".into(),
         })?;
         self.calls.add();
-        self.client.enable_key_rotation().key_id(&info.id).send().await.map_err(|e| error("EnableKeyRotation", &info.id, e))?;
+        self.client
+            .enable_key_rotation()
+            .key_id(&info.id)
+            .send()
+            .await
+            .map_err(|e| error("EnableKeyRotation", &info.id, e))?;
         Ok(info)
     }
 
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), CloudError> {
         self.calls.add();
-        self.client.create_alias().alias_name(alias).target_key_id(key_id).send().await.map_err(|e| error("CreateAlias", alias, e))?;
+        self.client
+            .create_alias()
+            .alias_name(alias)
+            .target_key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| error("CreateAlias", alias, e))?;
         Ok(())
     }
 

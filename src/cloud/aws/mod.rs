@@ -29,7 +29,9 @@ const MAX_ATTEMPTS: u32 = 6;
 /// The one HTTP client: hyper with rustls and ring (no aws-lc, no OpenSSL),
 /// so the binary links statically against musl.
 pub fn http_client() -> aws_sdk_ec2::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https()
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https()
 }
 
 /// Loads the SDK configuration for `region` (endpoints and credentials from
@@ -71,13 +73,22 @@ impl CallCount {
 }
 
 /// A `CloudError` naming the operation and resource, from an SDK error.
-pub(crate) fn cloud_error<E, R>(operation: &'static str, resource: &str, err: aws_sdk_ec2::error::SdkError<E, R>) -> crate::cloud::CloudError
+pub(crate) fn cloud_error<E, R>(
+    operation: &'static str,
+    resource: &str,
+    err: aws_sdk_ec2::error::SdkError<E, R>,
+) -> crate::cloud::CloudError
 where
     E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     let (code, message) = describe_sdk_error(&err);
-    crate::cloud::CloudError { operation, resource: resource.to_string(), code, message }
+    crate::cloud::CloudError {
+        operation,
+        resource: resource.to_string(),
+        code,
+        message,
+    }
 }
 
 /// The error code and message of an SDK error, without its `Debug` dump.
@@ -89,7 +100,10 @@ where
     match err.as_service_error() {
         Some(service) => (
             service.code().map(str::to_string),
-            service.message().map(str::to_string).unwrap_or_else(|| service.to_string()),
+            service
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| service.to_string()),
         ),
         None => (None, aws_sdk_ec2::error::DisplayErrorContext(err).to_string()),
     }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, PublicAccessBlockConfiguration, ServerSideEncryption,
-    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, PublicAccessBlockConfiguration,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
 
@@ -20,7 +21,13 @@ pub struct S3 {
 
 impl S3 {
     /// PutObject of `body` (bytes or a file) with user `metadata`; its ETag.
-    pub(crate) async fn put_stream(&self, bucket: &str, key: &str, body: ByteStream, metadata: &BTreeMap<String, String>) -> Result<String, CloudError> {
+    pub(crate) async fn put_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, CloudError> {
         self.calls.add();
         let out = self
             .client
@@ -40,13 +47,20 @@ impl S3 {
     /// emulator (and most S3 look-alikes) cannot route `bucket.127.0.0.1`.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         let builder = aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
-        S3 { client: Client::from_conf(builder.build()), calls: CallCount::default() }
+        S3 {
+            client: Client::from_conf(builder.build()),
+            calls: CallCount::default(),
+        }
     }
 }
 
 /// The error with its code; S3 answers HEAD requests without a body, so a
 /// bare 404 or 403 gets the code `NotFound` or `Forbidden`.
-pub(crate) fn error<E>(operation: &'static str, resource: &str, err: aws_sdk_s3::error::SdkError<E, HttpResponse>) -> CloudError
+pub(crate) fn error<E>(
+    operation: &'static str,
+    resource: &str,
+    err: aws_sdk_s3::error::SdkError<E, HttpResponse>,
+) -> CloudError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -94,12 +108,17 @@ impl Objects for S3 {
             }
             // A truncated page without a token to go on from is a partial
             // listing: fail rather than let a caller act on it.
-            token = Some(page.next_continuation_token().filter(|t| !t.is_empty()).map(str::to_string).ok_or_else(|| CloudError {
-                operation: "ListObjectsV2",
-                resource: resource.clone(),
-                code: None,
-                message: "a truncated page came without a continuation token".into(),
-            })?);
+            token = Some(
+                page.next_continuation_token()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| CloudError {
+                        operation: "ListObjectsV2",
+                        resource: resource.clone(),
+                        code: None,
+                        message: "a truncated page came without a continuation token".into(),
+                    })?,
+            );
         }
     }
 
@@ -110,7 +129,11 @@ impl Objects for S3 {
             Ok(out) => out,
             Err(e) => {
                 let e = error("GetObject", &resource, e);
-                return if code_is(&e, &["NoSuchKey", "NotFound"]) { Ok(None) } else { Err(e) };
+                return if code_is(&e, &["NoSuchKey", "NotFound"]) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
             }
         };
         let size = out.content_length().unwrap_or(0).max(0) as u64;
@@ -123,7 +146,10 @@ impl Objects for S3 {
             });
         }
         let etag = out.e_tag().unwrap_or_default().to_string();
-        let metadata = out.metadata().map(|m| m.iter().map(|(k, v)| (k.to_lowercase(), v.clone())).collect()).unwrap_or_default();
+        let metadata = out
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.to_lowercase(), v.clone())).collect())
+            .unwrap_or_default();
         let sse = out.server_side_encryption().map(|s| s.as_str().to_string());
         let sse_kms_key = out.ssekms_key_id().map(str::to_string);
         let body = out.body.collect().await.map_err(|e| CloudError {
@@ -132,16 +158,34 @@ impl Objects for S3 {
             code: None,
             message: format!("reading the body: {e}"),
         })?;
-        Ok(Some(StoredObject { body: body.into_bytes().to_vec(), etag, metadata, sse, sse_kms_key }))
+        Ok(Some(StoredObject {
+            body: body.into_bytes().to_vec(),
+            etag,
+            metadata,
+            sse,
+            sse_kms_key,
+        }))
     }
 
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, metadata: &BTreeMap<String, String>) -> Result<String, CloudError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, CloudError> {
         self.put_stream(bucket, key, ByteStream::from(body), metadata).await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), CloudError> {
         self.calls.add();
-        self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| error("DeleteObject", &format!("s3://{bucket}/{key}"), e))?;
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| error("DeleteObject", &format!("s3://{bucket}/{key}"), e))?;
         Ok(())
     }
 
@@ -155,14 +199,31 @@ impl Buckets for S3 {
         self.calls.add();
         if let Err(e) = self.client.head_bucket().bucket(bucket).send().await {
             let e = error("HeadBucket", bucket, e);
-            return if code_is(&e, &["NotFound", "NoSuchBucket"]) { Ok(BucketState::default()) } else { Err(e) };
+            return if code_is(&e, &["NotFound", "NoSuchBucket"]) {
+                Ok(BucketState::default())
+            } else {
+                Err(e)
+            };
         }
         self.calls.add();
-        let versioning = self.client.get_bucket_versioning().bucket(bucket).send().await.map_err(|e| error("GetBucketVersioning", bucket, e))?;
+        let versioning = self
+            .client
+            .get_bucket_versioning()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| error("GetBucketVersioning", bucket, e))?;
         self.calls.add();
         let public_access_blocked = match self.client.get_public_access_block().bucket(bucket).send().await {
             Ok(out) => out.public_access_block_configuration().is_some_and(|c| {
-                [c.block_public_acls(), c.ignore_public_acls(), c.block_public_policy(), c.restrict_public_buckets()].iter().all(|b| *b == Some(true))
+                [
+                    c.block_public_acls(),
+                    c.ignore_public_acls(),
+                    c.block_public_policy(),
+                    c.restrict_public_buckets(),
+                ]
+                .iter()
+                .all(|b| *b == Some(true))
             }),
             Err(e) => {
                 let e = error("GetPublicAccessBlock", bucket, e);
@@ -178,7 +239,12 @@ impl Buckets for S3 {
                 .server_side_encryption_configuration()
                 .and_then(|c| c.rules().first())
                 .and_then(|r| r.apply_server_side_encryption_by_default())
-                .map(|d| (d.sse_algorithm().as_str().to_string(), d.kms_master_key_id().map(str::to_string))),
+                .map(|d| {
+                    (
+                        d.sse_algorithm().as_str().to_string(),
+                        d.kms_master_key_id().map(str::to_string),
+                    )
+                }),
             Err(e) => {
                 let e = error("GetBucketEncryption", bucket, e);
                 if !code_is(&e, &["ServerSideEncryptionConfigurationNotFoundError"]) {
@@ -201,21 +267,29 @@ impl Buckets for S3 {
         // us-east-1 is the one region that refuses an explicit location.
         if region != "us-east-1" {
             request = request.create_bucket_configuration(
-                CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region)).build(),
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region))
+                    .build(),
             );
         }
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = error("CreateBucket", bucket, e);
-                if code_is(&e, &["BucketAlreadyOwnedByYou"]) { Ok(()) } else { Err(e) }
+                if code_is(&e, &["BucketAlreadyOwnedByYou"]) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
             }
         }
     }
 
     async fn enable_versioning(&self, bucket: &str) -> Result<(), CloudError> {
         self.calls.add();
-        let config = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        let config = VersioningConfiguration::builder()
+            .status(BucketVersioningStatus::Enabled)
+            .build();
         self.client
             .put_bucket_versioning()
             .bucket(bucket)
@@ -251,8 +325,14 @@ impl Buckets for S3 {
             .kms_master_key_id(kms_key_arn)
             .build()
             .expect("the algorithm is set");
-        let rule = ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(default).bucket_key_enabled(true).build();
-        let config = ServerSideEncryptionConfiguration::builder().rules(rule).build().expect("the rules are set");
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(default)
+            .bucket_key_enabled(true)
+            .build();
+        let config = ServerSideEncryptionConfiguration::builder()
+            .rules(rule)
+            .build()
+            .expect("the rules are set");
         self.client
             .put_bucket_encryption()
             .bucket(bucket)

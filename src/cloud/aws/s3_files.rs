@@ -11,17 +11,31 @@ use super::s3::{code_is, error, S3};
 use crate::cloud::{CloudError, ObjectFiles, ObjectHead};
 
 fn io_error(operation: &'static str, resource: &str, e: impl std::fmt::Display) -> CloudError {
-    CloudError { operation, resource: resource.to_string(), code: None, message: e.to_string() }
+    CloudError {
+        operation,
+        resource: resource.to_string(),
+        code: None,
+        message: e.to_string(),
+    }
 }
 
 fn user_metadata(m: Option<&std::collections::HashMap<String, String>>) -> BTreeMap<String, String> {
-    m.map(|m| m.iter().map(|(k, v)| (k.to_lowercase(), v.clone())).collect()).unwrap_or_default()
+    m.map(|m| m.iter().map(|(k, v)| (k.to_lowercase(), v.clone())).collect())
+        .unwrap_or_default()
 }
 
 impl ObjectFiles for S3 {
-    async fn put_file(&self, bucket: &str, key: &str, path: &Path, metadata: &BTreeMap<String, String>) -> Result<String, CloudError> {
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, CloudError> {
         let resource = format!("s3://{bucket}/{key}");
-        let body = ByteStream::from_path(path).await.map_err(|e| io_error("PutObject", &resource, format!("{}: {e}", path.display())))?;
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| io_error("PutObject", &resource, format!("{}: {e}", path.display())))?;
         self.put_stream(bucket, key, body, metadata).await
     }
 
@@ -32,7 +46,11 @@ impl ObjectFiles for S3 {
             Ok(out) => out,
             Err(e) => {
                 let e = error("GetObject", &resource, e);
-                return if code_is(&e, &["NoSuchKey", "NotFound"]) { Ok(None) } else { Err(e) };
+                return if code_is(&e, &["NoSuchKey", "NotFound"]) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
             }
         };
         let head = ObjectHead {
@@ -40,15 +58,27 @@ impl ObjectFiles for S3 {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             metadata: user_metadata(out.metadata()),
         };
-        let mut file = std::fs::File::create(path).map_err(|e| io_error("GetObject", &resource, format!("{}: {e}", path.display())))?;
+        let mut file = std::fs::File::create(path)
+            .map_err(|e| io_error("GetObject", &resource, format!("{}: {e}", path.display())))?;
         let mut written = 0u64;
-        while let Some(bytes) = out.body.try_next().await.map_err(|e| io_error("GetObject", &resource, format!("reading the body: {e}")))? {
-            file.write_all(&bytes).map_err(|e| io_error("GetObject", &resource, format!("{}: {e}", path.display())))?;
+        while let Some(bytes) = out
+            .body
+            .try_next()
+            .await
+            .map_err(|e| io_error("GetObject", &resource, format!("reading the body: {e}")))?
+        {
+            file.write_all(&bytes)
+                .map_err(|e| io_error("GetObject", &resource, format!("{}: {e}", path.display())))?;
             written += bytes.len() as u64;
         }
-        file.sync_all().map_err(|e| io_error("GetObject", &resource, format!("{}: {e}", path.display())))?;
+        file.sync_all()
+            .map_err(|e| io_error("GetObject", &resource, format!("{}: {e}", path.display())))?;
         if written != head.size {
-            return Err(io_error("GetObject", &resource, format!("the body ended after {written} of {} bytes", head.size)));
+            return Err(io_error(
+                "GetObject",
+                &resource,
+                format!("the body ended after {written} of {} bytes", head.size),
+            ));
         }
         Ok(Some(head))
     }
@@ -64,7 +94,11 @@ impl ObjectFiles for S3 {
             })),
             Err(e) => {
                 let e = error("HeadObject", &resource, e);
-                if code_is(&e, &["NoSuchKey", "NotFound"]) { Ok(None) } else { Err(e) }
+                if code_is(&e, &["NoSuchKey", "NotFound"]) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
     }

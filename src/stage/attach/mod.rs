@@ -48,7 +48,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { wait_timeout: Duration::from_secs(300), detach_grace: Duration::from_secs(60) }
+        Options {
+            wait_timeout: Duration::from_secs(300),
+            detach_grace: Duration::from_secs(60),
+        }
     }
 }
 
@@ -57,7 +60,11 @@ pub enum AttachError {
     #[error("no free etcd member in {zone}: {}", describe_held(held))]
     NoFreeMember { zone: String, held: Vec<(u32, String)> },
     #[error("cluster resources of {environment}/{role}: {source}")]
-    Resources { environment: String, role: String, source: PlanError },
+    Resources {
+        environment: String,
+        role: String,
+        source: PlanError,
+    },
     #[error(transparent)]
     Cloud(#[from] CloudError),
     #[error("{0}")]
@@ -70,7 +77,10 @@ pub enum AttachError {
 
 fn describe_held(held: &[(u32, String)]) -> String {
     let parts: Vec<String> = held.iter().map(|(m, by)| format!("member {m} held by {by}")).collect();
-    format!("{} (the node retries; a member frees when its instance stops or terminates)", parts.join(", "))
+    format!(
+        "{} (the node retries; a member frees when its instance stops or terminates)",
+        parts.join(", ")
+    )
 }
 
 /// Why an attempt at a member has not succeeded (yet).
@@ -113,8 +123,15 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
     let started = Instant::now();
     let config = root.node_config()?;
     let facts: Facts = root.recorded(FACTS_FILE, "discover")?;
-    let filter = ClusterFilter { environment: config.environment.clone(), role: config.role.to_string() };
-    let device_name = config.etcd.as_ref().map(|e| e.device_name.clone()).unwrap_or_else(|| crate::node_config::ETCD_DEVICE_NAME.into());
+    let filter = ClusterFilter {
+        environment: config.environment.clone(),
+        role: config.role.to_string(),
+    };
+    let device_name = config
+        .etcd
+        .as_ref()
+        .map(|e| e.device_name.clone())
+        .unwrap_or_else(|| crate::node_config::ETCD_DEVICE_NAME.into());
     let rounds = config.etcd.as_ref().map_or(3, |e| e.members + 2);
     for round in 1..=rounds {
         let plan = plan_once_no_holder_is_going_down(ec2, &facts, &filter, options).await?;
@@ -127,7 +144,10 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
                 match act(ec2, &facts.identity.instance_id, &pair, &steps, &device_name, options).await {
                     Ok(()) => pair,
                     Err(Lost::Race(why)) => {
-                        warn!(round, "lost member {} to another node ({why}); planning again", pair.member);
+                        warn!(
+                            round,
+                            "lost member {} to another node ({why}); planning again", pair.member
+                        );
                         continue;
                     }
                     Err(Lost::Failed(e)) => return Err(e),
@@ -165,7 +185,12 @@ pub async fn run(root: &Root, ec2: &impl Compute, options: Options) -> Result<Cl
 /// Observes and plans until the plan is not to wait for a holder that is
 /// stopping or shutting down (its OS may still write to the volume),
 /// logging the wait; bounded by `wait_timeout`.
-async fn plan_once_no_holder_is_going_down(ec2: &impl Compute, facts: &Facts, filter: &ClusterFilter, options: Options) -> Result<Plan, AttachError> {
+async fn plan_once_no_holder_is_going_down(
+    ec2: &impl Compute,
+    facts: &Facts,
+    filter: &ClusterFilter,
+    options: Options,
+) -> Result<Plan, AttachError> {
     let what = "a member's holder to stop or terminate";
     retry::wait(what, GOING_DOWN_POLL.with_total(options.wait_timeout), || async {
         let observed = match observe(ec2, facts, filter).await {
@@ -178,19 +203,32 @@ async fn plan_once_no_holder_is_going_down(ec2: &impl Compute, facts: &Facts, fi
                 state.name()
             ))),
             Ok(plan) => Attempt::Done(plan),
-            Err(source) => Attempt::Fail(AttachError::Resources { environment: filter.environment.clone(), role: filter.role.clone(), source }),
+            Err(source) => Attempt::Fail(AttachError::Resources {
+                environment: filter.environment.clone(),
+                role: filter.role.clone(),
+                source,
+            }),
         }
     })
     .await
     .map_err(|e| match e {
         Gave::Failed(e) => e,
-        Gave::Up { what, elapsed, last } => AttachError::Timeout(format!("gave up waiting for {what} after {}s: {last}", elapsed.as_secs())),
+        Gave::Up { what, elapsed, last } => AttachError::Timeout(format!(
+            "gave up waiting for {what} after {}s: {last}",
+            elapsed.as_secs()
+        )),
     })
 }
 
 async fn observe(ec2: &impl Compute, facts: &Facts, filter: &ClusterFilter) -> Result<Observed, CloudError> {
     let (volumes, enis) = tokio::try_join!(ec2.volumes(filter), ec2.network_interfaces(filter))?;
-    let mut observed = Observed { me: facts.identity.instance_id.clone(), zone: facts.identity.availability_zone.clone(), volumes, enis, instances: Default::default() };
+    let mut observed = Observed {
+        me: facts.identity.instance_id.clone(),
+        zone: facts.identity.availability_zone.clone(),
+        volumes,
+        enis,
+        instances: Default::default(),
+    };
     let holders = plan::holders_to_check(&observed);
     if !holders.is_empty() {
         observed.instances = ec2.instance_states(&holders).await?;
@@ -198,7 +236,14 @@ async fn observe(ec2: &impl Compute, facts: &Facts, filter: &ClusterFilter) -> R
     Ok(observed)
 }
 
-async fn act(ec2: &impl Compute, me: &str, pair: &Pair, steps: &[Step], device: &str, options: Options) -> Result<(), Lost> {
+async fn act(
+    ec2: &impl Compute,
+    me: &str,
+    pair: &Pair,
+    steps: &[Step],
+    device: &str,
+    options: Options,
+) -> Result<(), Lost> {
     // Take both halves over from a dead holder at once: each detach waits on
     // EC2, and waiting for them one after the other doubles a replacement's boot.
     let volume_takeover = steps.iter().find_map(|step| match step {
@@ -206,7 +251,11 @@ async fn act(ec2: &impl Compute, me: &str, pair: &Pair, steps: &[Step], device: 
         _ => None,
     });
     let eni_takeover = steps.iter().find_map(|step| match step {
-        Step::DetachEni { eni_id, attachment_id, from } => Some((eni_id, attachment_id, from)),
+        Step::DetachEni {
+            eni_id,
+            attachment_id,
+            from,
+        } => Some((eni_id, attachment_id, from)),
         _ => None,
     });
     let (volume, eni) = tokio::join!(
@@ -254,7 +303,10 @@ fn timeout(e: Gave<Lost>) -> Lost {
                 Lost::Pending(s) | Lost::Race(s) => s,
                 Lost::Failed(e) => e.to_string(),
             };
-            Lost::Failed(AttachError::Timeout(format!("gave up waiting for {what} after {}s (last: {last})", elapsed.as_secs())))
+            Lost::Failed(AttachError::Timeout(format!(
+                "gave up waiting for {what} after {}s (last: {last})",
+                elapsed.as_secs()
+            )))
         }
     }
 }
@@ -287,7 +339,9 @@ async fn wait_eni_attached(ec2: &impl Compute, eni_id: &str, me: &str, options: 
         match &eni.attachment {
             Some(a) if a.instance_id == me && a.state == "attached" => Attempt::Done(()),
             Some(a) if a.instance_id == me => Attempt::Retry(Lost::Pending(format!("{eni_id} is {}", a.state))),
-            Some(a) if a.state != "detached" => Attempt::Fail(Lost::Race(format!("{eni_id} is attached to {}", a.instance_id))),
+            Some(a) if a.state != "detached" => {
+                Attempt::Fail(Lost::Race(format!("{eni_id} is attached to {}", a.instance_id)))
+            }
             _ => Attempt::Retry(Lost::Pending(format!("{eni_id} shows no attachment yet"))),
         }
     })
@@ -306,13 +360,23 @@ async fn take_volume_over(ec2: &impl Compute, volume_id: &str, from: &str, optio
     };
     let state = || async {
         let v = ec2.volume(volume_id).await?;
-        let holder = v.attachments.iter().find(|a| a.state != "detached").map(|a| a.instance_id.clone());
+        let holder = v
+            .attachments
+            .iter()
+            .find(|a| a.state != "detached")
+            .map(|a| a.instance_id.clone());
         Ok::<_, CloudError>((v.state, holder))
     };
     take_over(ec2, &format!("volume {volume_id}"), from, options, detach, state).await
 }
 
-async fn take_eni_over(ec2: &impl Compute, eni_id: &str, attachment_id: &str, from: &str, options: Options) -> Result<(), Lost> {
+async fn take_eni_over(
+    ec2: &impl Compute,
+    eni_id: &str,
+    attachment_id: &str,
+    from: &str,
+    options: Options,
+) -> Result<(), Lost> {
     let detach = |force| async move {
         match ec2.detach_network_interface(attachment_id, force).await {
             Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
@@ -345,23 +409,41 @@ where
 {
     for force in [false, true] {
         if force {
-            let now = ec2.instance_states(&[from.to_string()]).await?.get(from).copied().unwrap_or(InstanceState::Unknown);
+            let now = ec2
+                .instance_states(&[from.to_string()])
+                .await?
+                .get(from)
+                .copied()
+                .unwrap_or(InstanceState::Unknown);
             if !now.cannot_write() {
-                return Err(Lost::Race(format!("{from} is {} now; not forcing {what} off it", now.name())));
+                return Err(Lost::Race(format!(
+                    "{from} is {} now; not forcing {what} off it",
+                    now.name()
+                )));
             }
         }
         info!(from, force, "detaching {what} from dead instance {from}");
         detach(force).await?;
         fault::point("attach:after-detach");
-        let total = if force { options.wait_timeout } else { options.detach_grace };
-        let waited = retry::wait(&format!("{what} to detach from {from}"), POLL.with_total(total), || async {
-            match state().await {
-                Ok((s, _)) if s == "available" => Attempt::Done(()),
-                Ok((_, Some(holder))) if holder != from => Attempt::Fail(Lost::Race(format!("{what} is attached to {holder}"))),
-                Ok((s, _)) => Attempt::Retry(Lost::Pending(format!("{what} is {s}"))),
-                Err(e) => Attempt::Fail(Lost::from(e)),
-            }
-        })
+        let total = if force {
+            options.wait_timeout
+        } else {
+            options.detach_grace
+        };
+        let waited = retry::wait(
+            &format!("{what} to detach from {from}"),
+            POLL.with_total(total),
+            || async {
+                match state().await {
+                    Ok((s, _)) if s == "available" => Attempt::Done(()),
+                    Ok((_, Some(holder))) if holder != from => {
+                        Attempt::Fail(Lost::Race(format!("{what} is attached to {holder}")))
+                    }
+                    Ok((s, _)) => Attempt::Retry(Lost::Pending(format!("{what} is {s}"))),
+                    Err(e) => Attempt::Fail(Lost::from(e)),
+                }
+            },
+        )
         .await;
         match waited {
             Ok(()) => return Ok(()),
@@ -383,6 +465,9 @@ mod tests {
     fn an_attachment_is_polled_at_least_every_half_second() {
         let gaps = POLL.first_delays(100);
         assert!(gaps.iter().all(|d| *d <= Duration::from_millis(500)), "{gaps:?}");
-        assert!(gaps.iter().all(|d| *d >= Duration::from_millis(250)), "within EC2's describe budget: {gaps:?}");
+        assert!(
+            gaps.iter().all(|d| *d >= Duration::from_millis(250)),
+            "within EC2's describe budget: {gaps:?}"
+        );
     }
 }

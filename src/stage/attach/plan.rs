@@ -31,10 +31,21 @@ pub struct Pair {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Detach from an instance that is gone or stopping, so we can take over.
-    DetachVolume { volume_id: String, from: String },
-    AttachVolume { volume_id: String },
-    DetachEni { eni_id: String, attachment_id: String, from: String },
-    AttachEni { eni_id: String },
+    DetachVolume {
+        volume_id: String,
+        from: String,
+    },
+    AttachVolume {
+        volume_id: String,
+    },
+    DetachEni {
+        eni_id: String,
+        attachment_id: String,
+        from: String,
+    },
+    AttachEni {
+        eni_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +58,11 @@ pub enum Plan {
     /// `member` is held by an instance that is stopping or shutting down:
     /// its OS may still flush to the volume. Look again later; it is taken
     /// over once `stopped` or `terminated`.
-    Wait { member: u32, holder: String, state: InstanceState },
+    Wait {
+        member: u32,
+        holder: String,
+        state: InstanceState,
+    },
     /// Every member in this zone is held by a live instance.
     NoFreeMember { zone: String, held: Vec<(u32, String)> },
 }
@@ -59,7 +74,12 @@ pub enum PlanError {
     #[error("{resource} has no {} tag", tags::MEMBER)]
     MissingMemberTag { resource: String },
     #[error("member {member} has two {kind}s: {first} and {second}")]
-    Duplicate { member: u32, kind: &'static str, first: String, second: String },
+    Duplicate {
+        member: u32,
+        kind: &'static str,
+        first: String,
+        second: String,
+    },
     #[error("member {member}'s {kind} {resource} is in {zone}, but its {other_kind} {other} is in {other_zone}: a member's volume and ENI must share a zone")]
     SplitAcrossZones {
         member: u32,
@@ -71,20 +91,37 @@ pub enum PlanError {
         other_zone: String,
     },
     #[error("member {member} has a {kind} ({resource}) but no {missing} tagged for it")]
-    Unpaired { member: u32, kind: &'static str, resource: String, missing: &'static str },
-    #[error("no volume or ENI of this cluster is in {zone}: check the {} tags and the zone layout", tags::ROLE)]
+    Unpaired {
+        member: u32,
+        kind: &'static str,
+        resource: String,
+        missing: &'static str,
+    },
+    #[error(
+        "no volume or ENI of this cluster is in {zone}: check the {} tags and the zone layout",
+        tags::ROLE
+    )]
     NothingInZone { zone: String },
     #[error("this instance holds parts of two members ({0} and {1}); detach one by hand")]
     HoldsTwoMembers(u32, u32),
     #[error("member {member}'s ENI {eni} is attached to {holder}, which is running, while this instance holds the member's volume")]
     EniHeldElsewhere { member: u32, eni: String, holder: String },
     #[error("member {member}'s volume {volume} is attached to {holder}, which is running, while this instance holds the member's ENI; detach the ENI by hand")]
-    VolumeHeldElsewhere { member: u32, volume: String, holder: String },
+    VolumeHeldElsewhere {
+        member: u32,
+        volume: String,
+        holder: String,
+    },
 }
 
 fn member_of(tags_: &BTreeMap<String, String>, resource: &str) -> Result<u32, PlanError> {
-    let value = tags_.get(tags::MEMBER).ok_or_else(|| PlanError::MissingMemberTag { resource: resource.into() })?;
-    value.parse().map_err(|_| PlanError::BadMemberTag { resource: resource.into(), value: value.clone() })
+    let value = tags_.get(tags::MEMBER).ok_or_else(|| PlanError::MissingMemberTag {
+        resource: resource.into(),
+    })?;
+    value.parse().map_err(|_| PlanError::BadMemberTag {
+        resource: resource.into(),
+        value: value.clone(),
+    })
 }
 
 /// Pairs volumes and ENIs by member, checking the tag scheme strictly: any
@@ -95,21 +132,36 @@ pub fn pairs(obs: &Observed) -> Result<Vec<Pair>, PlanError> {
     for v in &obs.volumes {
         let m = member_of(&v.tags, &v.id)?;
         if let Some(first) = volumes.insert(m, v) {
-            return Err(PlanError::Duplicate { member: m, kind: "volume", first: first.id.clone(), second: v.id.clone() });
+            return Err(PlanError::Duplicate {
+                member: m,
+                kind: "volume",
+                first: first.id.clone(),
+                second: v.id.clone(),
+            });
         }
     }
     let mut enis: BTreeMap<u32, &NetworkInterface> = BTreeMap::new();
     for e in &obs.enis {
         let m = member_of(&e.tags, &e.id)?;
         if let Some(first) = enis.insert(m, e) {
-            return Err(PlanError::Duplicate { member: m, kind: "ENI", first: first.id.clone(), second: e.id.clone() });
+            return Err(PlanError::Duplicate {
+                member: m,
+                kind: "ENI",
+                first: first.id.clone(),
+                second: e.id.clone(),
+            });
         }
     }
     let mut out = Vec::new();
     for (&m, v) in &volumes {
         let Some(e) = enis.get(&m) else {
             if v.zone == obs.zone {
-                return Err(PlanError::Unpaired { member: m, kind: "volume", resource: v.id.clone(), missing: "ENI" });
+                return Err(PlanError::Unpaired {
+                    member: m,
+                    kind: "volume",
+                    resource: v.id.clone(),
+                    missing: "ENI",
+                });
             }
             continue;
         };
@@ -125,11 +177,23 @@ pub fn pairs(obs: &Observed) -> Result<Vec<Pair>, PlanError> {
             });
         }
         if v.zone == obs.zone {
-            out.push(Pair { member: m, volume: (*v).clone(), eni: (*e).clone() });
+            out.push(Pair {
+                member: m,
+                volume: (*v).clone(),
+                eni: (*e).clone(),
+            });
         }
     }
-    if let Some((&m, e)) = enis.iter().find(|(m, e)| e.zone == obs.zone && !volumes.contains_key(m)) {
-        return Err(PlanError::Unpaired { member: m, kind: "ENI", resource: e.id.clone(), missing: "volume" });
+    if let Some((&m, e)) = enis
+        .iter()
+        .find(|(m, e)| e.zone == obs.zone && !volumes.contains_key(m))
+    {
+        return Err(PlanError::Unpaired {
+            member: m,
+            kind: "ENI",
+            resource: e.id.clone(),
+            missing: "volume",
+        });
     }
     if out.is_empty() {
         return Err(PlanError::NothingInZone { zone: obs.zone.clone() });
@@ -166,7 +230,10 @@ fn holder<'a>(attachment: Option<&'a crate::cloud::Attachment>, obs: &Observed) 
 
 /// The holders of a pair's volume and ENI.
 fn holders<'a>(p: &'a Pair, obs: &Observed) -> [Holder<'a>; 2] {
-    [holder(volume_attachment(&p.volume), obs), holder(p.eni.attachment.as_ref(), obs)]
+    [
+        holder(volume_attachment(&p.volume), obs),
+        holder(p.eni.attachment.as_ref(), obs),
+    ]
 }
 
 fn volume_attachment(v: &Volume) -> Option<&crate::cloud::Attachment> {
@@ -182,7 +249,12 @@ pub fn holders_to_check(obs: &Observed) -> Vec<String> {
         .iter()
         .filter(|v| here(&v.zone))
         .flat_map(|v| v.attachments.iter().map(|a| a.instance_id.clone()))
-        .chain(obs.enis.iter().filter(|e| here(&e.zone)).filter_map(|e| e.attachment.as_ref().map(|a| a.instance_id.clone())))
+        .chain(
+            obs.enis
+                .iter()
+                .filter(|e| here(&e.zone))
+                .filter_map(|e| e.attachment.as_ref().map(|a| a.instance_id.clone())),
+        )
         .filter(|id| *id != obs.me && !id.is_empty())
         .collect();
     ids.sort();
@@ -216,7 +288,9 @@ pub fn plan(obs: &Observed) -> Result<Plan, PlanError> {
             held: pairs
                 .iter()
                 .map(|p| {
-                    let by = volume_attachment(&p.volume).map(|a| a.instance_id.clone()).unwrap_or_default();
+                    let by = volume_attachment(&p.volume)
+                        .map(|a| a.instance_id.clone())
+                        .unwrap_or_default();
                     (p.member, by)
                 })
                 .collect(),
@@ -233,31 +307,63 @@ fn finish(pair: &Pair, obs: &Observed) -> Result<Plan, PlanError> {
     let eni = holder(pair.eni.attachment.as_ref(), obs);
     for h in [volume, eni] {
         if let Holder::GoingDown(holder, state) = h {
-            return Ok(Plan::Wait { member: pair.member, holder: holder.into(), state });
+            return Ok(Plan::Wait {
+                member: pair.member,
+                holder: holder.into(),
+                state,
+            });
         }
     }
     match volume {
         Holder::Me => {}
-        Holder::Free => steps.push(Step::AttachVolume { volume_id: pair.volume.id.clone() }),
+        Holder::Free => steps.push(Step::AttachVolume {
+            volume_id: pair.volume.id.clone(),
+        }),
         Holder::Dead(from) => {
-            steps.push(Step::DetachVolume { volume_id: pair.volume.id.clone(), from: from.into() });
-            steps.push(Step::AttachVolume { volume_id: pair.volume.id.clone() });
+            steps.push(Step::DetachVolume {
+                volume_id: pair.volume.id.clone(),
+                from: from.into(),
+            });
+            steps.push(Step::AttachVolume {
+                volume_id: pair.volume.id.clone(),
+            });
         }
         Holder::Live(holder) => {
-            return Err(PlanError::VolumeHeldElsewhere { member: pair.member, volume: pair.volume.id.clone(), holder: holder.into() })
+            return Err(PlanError::VolumeHeldElsewhere {
+                member: pair.member,
+                volume: pair.volume.id.clone(),
+                holder: holder.into(),
+            })
         }
         Holder::GoingDown(..) => unreachable!("waited for above"),
     }
     match eni {
         Holder::Me => {}
-        Holder::Free => steps.push(Step::AttachEni { eni_id: pair.eni.id.clone() }),
+        Holder::Free => steps.push(Step::AttachEni {
+            eni_id: pair.eni.id.clone(),
+        }),
         Holder::Dead(from) => {
-            let attachment_id = pair.eni.attachment.as_ref().and_then(|a| a.attachment_id.clone()).unwrap_or_default();
-            steps.push(Step::DetachEni { eni_id: pair.eni.id.clone(), attachment_id, from: from.into() });
-            steps.push(Step::AttachEni { eni_id: pair.eni.id.clone() });
+            let attachment_id = pair
+                .eni
+                .attachment
+                .as_ref()
+                .and_then(|a| a.attachment_id.clone())
+                .unwrap_or_default();
+            steps.push(Step::DetachEni {
+                eni_id: pair.eni.id.clone(),
+                attachment_id,
+                from: from.into(),
+            });
+            steps.push(Step::AttachEni {
+                eni_id: pair.eni.id.clone(),
+            });
         }
         Holder::Live(holder) => {
-            return Err(PlanError::EniHeldElsewhere { member: pair.member, eni: pair.eni.id.clone(), holder: holder.into() })
+            return Err(PlanError::EniHeldElsewhere {
+                member: pair.member,
+                eni: pair.eni.id.clone(),
+                holder: holder.into(),
+            })
         }
         Holder::GoingDown(..) => unreachable!("waited for above"),
     }
@@ -268,7 +374,10 @@ fn finish(pair: &Pair, obs: &Observed) -> Result<Plan, PlanError> {
     if settled {
         Ok(Plan::Held(pair.clone()))
     } else {
-        Ok(Plan::Claim { pair: pair.clone(), steps })
+        Ok(Plan::Claim {
+            pair: pair.clone(),
+            steps,
+        })
     }
 }
 
@@ -285,7 +394,14 @@ mod tests {
             zone: zone.into(),
             state: if holder.is_some() { "in-use" } else { "available" }.into(),
             attachments: holder
-                .map(|h| vec![Attachment { instance_id: h.into(), state: "attached".into(), attachment_id: None, device: "/dev/xvdf".into() }])
+                .map(|h| {
+                    vec![Attachment {
+                        instance_id: h.into(),
+                        state: "attached".into(),
+                        attachment_id: None,
+                        device: "/dev/xvdf".into(),
+                    }]
+                })
                 .unwrap_or_default(),
             tags: [(tags::MEMBER.to_string(), member.to_string())].into(),
             snapshot_id: None,
@@ -322,10 +438,28 @@ mod tests {
 
     #[test]
     fn a_fresh_node_claims_the_lowest_free_member_of_its_zone_volume_first() {
-        let obs = observed(&[(0, "eu-west-1b", None), (1, ZONE, Some("i-other")), (2, ZONE, None), (3, ZONE, None)], &[("i-other", InstanceState::Running)]);
-        let Plan::Claim { pair, steps } = plan(&obs).unwrap() else { panic!() };
+        let obs = observed(
+            &[
+                (0, "eu-west-1b", None),
+                (1, ZONE, Some("i-other")),
+                (2, ZONE, None),
+                (3, ZONE, None),
+            ],
+            &[("i-other", InstanceState::Running)],
+        );
+        let Plan::Claim { pair, steps } = plan(&obs).unwrap() else {
+            panic!()
+        };
         assert_eq!(pair.member, 2);
-        assert_eq!(steps, vec![Step::AttachVolume { volume_id: "vol-2".into() }, Step::AttachEni { eni_id: "eni-2".into() }]);
+        assert_eq!(
+            steps,
+            vec![
+                Step::AttachVolume {
+                    volume_id: "vol-2".into()
+                },
+                Step::AttachEni { eni_id: "eni-2".into() }
+            ]
+        );
     }
 
     #[test]
@@ -338,7 +472,9 @@ mod tests {
     fn a_half_claimed_member_is_finished_not_abandoned() {
         let mut obs = observed(&[(0, ZONE, None), (1, ZONE, None)], &[]);
         obs.volumes[1] = volume(1, ZONE, Some("i-me"));
-        let Plan::Claim { pair, steps } = plan(&obs).unwrap() else { panic!() };
+        let Plan::Claim { pair, steps } = plan(&obs).unwrap() else {
+            panic!()
+        };
         assert_eq!(pair.member, 1);
         assert_eq!(steps, vec![Step::AttachEni { eni_id: "eni-1".into() }]);
     }
@@ -353,7 +489,13 @@ mod tests {
     fn outcome(p: &Plan) -> Outcome {
         match p {
             Plan::Claim { steps, .. } => {
-                assert_eq!(steps[0], Step::DetachVolume { volume_id: "vol-0".into(), from: "i-old".into() });
+                assert_eq!(
+                    steps[0],
+                    Step::DetachVolume {
+                        volume_id: "vol-0".into(),
+                        from: "i-old".into()
+                    }
+                );
                 assert!(matches!(&steps[2], Step::DetachEni { attachment_id, .. } if attachment_id == "attach-0"));
                 Outcome::TakesOver
             }
@@ -384,17 +526,37 @@ mod tests {
 
     #[test]
     fn a_free_member_goes_before_waiting_for_a_dying_holder() {
-        let obs = observed(&[(0, ZONE, Some("i-old")), (1, ZONE, None)], &[("i-old", InstanceState::ShuttingDown)]);
+        let obs = observed(
+            &[(0, ZONE, Some("i-old")), (1, ZONE, None)],
+            &[("i-old", InstanceState::ShuttingDown)],
+        );
         assert!(matches!(plan(&obs).unwrap(), Plan::Claim { pair, .. } if pair.member == 1));
-        let obs = observed(&[(0, ZONE, Some("i-live")), (1, ZONE, Some("i-old"))], &[("i-live", InstanceState::Running), ("i-old", InstanceState::Stopping)]);
-        assert_eq!(plan(&obs).unwrap(), Plan::Wait { member: 1, holder: "i-old".into(), state: InstanceState::Stopping });
+        let obs = observed(
+            &[(0, ZONE, Some("i-live")), (1, ZONE, Some("i-old"))],
+            &[("i-live", InstanceState::Running), ("i-old", InstanceState::Stopping)],
+        );
+        assert_eq!(
+            plan(&obs).unwrap(),
+            Plan::Wait {
+                member: 1,
+                holder: "i-old".into(),
+                state: InstanceState::Stopping
+            }
+        );
     }
 
     #[test]
     fn a_half_held_member_waits_for_a_dying_holder_of_its_other_half() {
         let mut obs = observed(&[(0, ZONE, Some("i-old"))], &[("i-old", InstanceState::ShuttingDown)]);
         obs.volumes[0] = volume(0, ZONE, Some("i-me"));
-        assert_eq!(plan(&obs).unwrap(), Plan::Wait { member: 0, holder: "i-old".into(), state: InstanceState::ShuttingDown });
+        assert_eq!(
+            plan(&obs).unwrap(),
+            Plan::Wait {
+                member: 0,
+                holder: "i-old".into(),
+                state: InstanceState::ShuttingDown
+            }
+        );
     }
 
     fn detaches(plan: &Plan) -> bool {
@@ -445,7 +607,11 @@ mod tests {
             for m in 0..members {
                 let volume_holder = pick(&mut rng);
                 // The ENI usually goes with the volume; not always (a half claim, a crash).
-                let eni_holder = if rng.u8(..4) == 0 { pick(&mut rng) } else { volume_holder };
+                let eni_holder = if rng.u8(..4) == 0 {
+                    pick(&mut rng)
+                } else {
+                    volume_holder
+                };
                 obs.volumes.push(volume(m, ZONE, volume_holder));
                 obs.enis.push(eni(m, ZONE, eni_holder));
             }
@@ -454,7 +620,9 @@ mod tests {
                     obs.instances.insert(h.to_string(), states[rng.usize(..states.len())]);
                 }
             }
-            let Ok(Plan::Claim { steps, .. }) = plan(&obs) else { continue };
+            let Ok(Plan::Claim { steps, .. }) = plan(&obs) else {
+                continue;
+            };
             for step in steps {
                 if let Step::DetachVolume { from, .. } | Step::DetachEni { from, .. } = &step {
                     let state = obs.instances.get(from);
@@ -469,7 +637,14 @@ mod tests {
 
     #[test]
     fn only_this_zones_holders_need_a_state_lookup() {
-        let obs = observed(&[(0, "eu-west-1b", Some("i-b")), (1, ZONE, Some("i-a")), (2, ZONE, Some("i-me"))], &[]);
+        let obs = observed(
+            &[
+                (0, "eu-west-1b", Some("i-b")),
+                (1, ZONE, Some("i-a")),
+                (2, ZONE, Some("i-me")),
+            ],
+            &[],
+        );
         assert_eq!(holders_to_check(&obs), vec!["i-a".to_string()]);
     }
 
@@ -478,11 +653,17 @@ mod tests {
         let mut obs = observed(&[(0, ZONE, None)], &[]);
         obs.volumes.push(volume(0, ZONE, None));
         obs.volumes[1].id = "vol-dup".into();
-        assert_eq!(plan(&obs).unwrap_err().to_string(), "member 0 has two volumes: vol-0 and vol-dup");
+        assert_eq!(
+            plan(&obs).unwrap_err().to_string(),
+            "member 0 has two volumes: vol-0 and vol-dup"
+        );
 
         let mut obs = observed(&[(0, ZONE, None)], &[]);
         obs.enis[0].tags.insert(tags::MEMBER.into(), "zero".into());
-        assert!(plan(&obs).unwrap_err().to_string().contains("eni-0 has tag nodeboot.io/member = \"zero\""));
+        assert!(plan(&obs)
+            .unwrap_err()
+            .to_string()
+            .contains("eni-0 has tag nodeboot.io/member = \"zero\""));
 
         let mut obs = observed(&[(0, ZONE, None)], &[]);
         obs.enis[0].zone = "eu-west-1c".into();
@@ -515,8 +696,12 @@ mod tests {
                 let obs = Observed {
                     me: me.clone(),
                     zone: ZONE.into(),
-                    volumes: (0..members).map(|m| volume(m, ZONE, vol_holder.get(&m).map(String::as_str))).collect(),
-                    enis: (0..members).map(|m| eni(m, ZONE, eni_holder.get(&m).map(String::as_str))).collect(),
+                    volumes: (0..members)
+                        .map(|m| volume(m, ZONE, vol_holder.get(&m).map(String::as_str)))
+                        .collect(),
+                    enis: (0..members)
+                        .map(|m| eni(m, ZONE, eni_holder.get(&m).map(String::as_str)))
+                        .collect(),
                     instances: nodes.iter().map(|n| (n.clone(), InstanceState::Running)).collect(),
                 };
                 match plan(&obs).unwrap() {

@@ -45,7 +45,11 @@ pub const CLIENT_PORT: u16 = 2379;
 /// How long `promote` waits for this learner to catch up with the leader.
 pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long `MemberAdd` is asked again while etcd answers "unhealthy cluster".
-const ADD_RETRY: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(2), Duration::from_secs(15));
+const ADD_RETRY: Policy = Policy::new(
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(15),
+);
 const PROMOTE_RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(5), PROMOTE_TIMEOUT);
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +83,11 @@ pub enum EtcdError {
         "etcd {binary} would open data last run by etcd {data} ({record}): etcd moves one minor version at a time; \
          run an etcd between them first (or set etcd_version back)"
     )]
-    Version { binary: Version, data: Version, record: PathBuf },
+    Version {
+        binary: Version,
+        data: Version,
+        record: PathBuf,
+    },
     #[error("cannot tell the etcd version: {detail}")]
     BinaryVersion { detail: String },
     #[error("promoting {member}: {detail}")]
@@ -122,11 +130,19 @@ pub struct Tls {
 impl Tls {
     pub fn for_member(root: &Root, member: u32) -> Tls {
         let dir = root.path(SECRETS_DIR).join("etcd");
-        Tls { ca: dir.join("ca.crt"), cert: dir.join(format!("member-{member}.crt")), key: dir.join(format!("member-{member}.key")) }
+        Tls {
+            ca: dir.join("ca.crt"),
+            cert: dir.join(format!("member-{member}.crt")),
+            key: dir.join(format!("member-{member}.key")),
+        }
     }
 
     pub fn files(&self) -> TlsFiles {
-        TlsFiles { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
     }
 }
 
@@ -136,7 +152,10 @@ fn url(ip: &str, port: u16) -> String {
 
 /// `ETCD_INITIAL_CLUSTER` of a new cluster: every member's ENI.
 pub fn cluster_from_enis(environment: &str, peers: &BTreeMap<u32, String>) -> String {
-    let cluster: Vec<String> = peers.iter().map(|(m, ip)| format!("{}={}", etcd_member_name(environment, *m), url(ip, PEER_PORT))).collect();
+    let cluster: Vec<String> = peers
+        .iter()
+        .map(|(m, ip)| format!("{}={}", etcd_member_name(environment, *m), url(ip, PEER_PORT)))
+        .collect();
     cluster.join(",")
 }
 
@@ -154,11 +173,17 @@ pub fn member_env(
         ("ETCD_NAME", etcd_member_name(environment, claim.member)),
         ("ETCD_DATA_DIR", path(data_dir)),
         ("ETCD_LISTEN_PEER_URLS", url(&claim.eni_ip, PEER_PORT)),
-        ("ETCD_LISTEN_CLIENT_URLS", format!("{},{}", url(&claim.eni_ip, CLIENT_PORT), url("127.0.0.1", CLIENT_PORT))),
+        (
+            "ETCD_LISTEN_CLIENT_URLS",
+            format!("{},{}", url(&claim.eni_ip, CLIENT_PORT), url("127.0.0.1", CLIENT_PORT)),
+        ),
         ("ETCD_ADVERTISE_CLIENT_URLS", url(&claim.eni_ip, CLIENT_PORT)),
         ("ETCD_INITIAL_ADVERTISE_PEER_URLS", url(&claim.eni_ip, PEER_PORT)),
         ("ETCD_INITIAL_CLUSTER", initial_cluster),
-        ("ETCD_INITIAL_CLUSTER_STATE", if existing { "existing" } else { "new" }.into()),
+        (
+            "ETCD_INITIAL_CLUSTER_STATE",
+            if existing { "existing" } else { "new" }.into(),
+        ),
         ("ETCD_INITIAL_CLUSTER_TOKEN", format!("{environment}-etcd")),
         ("ETCD_CERT_FILE", path(&tls.cert)),
         ("ETCD_KEY_FILE", path(&tls.key)),
@@ -176,8 +201,14 @@ pub fn member_env(
 /// with the old count still rejoins.)
 pub fn check_count(environment: &str, peers: &BTreeMap<u32, String>, expected: u32) -> Result<(), EtcdError> {
     if peers.len() as u32 != expected {
-        let detail = format!("found {} member ENIs, the environment has {expected} members", peers.len());
-        return Err(EtcdError::Members { environment: environment.into(), detail });
+        let detail = format!(
+            "found {} member ENIs, the environment has {expected} members",
+            peers.len()
+        );
+        return Err(EtcdError::Members {
+            environment: environment.into(),
+            detail,
+        });
     }
     Ok(())
 }
@@ -188,7 +219,10 @@ pub fn peers_from(
     enis: &[crate::cloud::NetworkInterface],
     claim: &Claim,
 ) -> Result<BTreeMap<u32, String>, EtcdError> {
-    let fail = |detail: String| EtcdError::Members { environment: environment.into(), detail };
+    let fail = |detail: String| EtcdError::Members {
+        environment: environment.into(),
+        detail,
+    };
     let mut peers = BTreeMap::new();
     for eni in enis {
         let member: u32 = eni
@@ -202,7 +236,10 @@ pub fn peers_from(
     }
     match peers.get(&claim.member) {
         Some(ip) if *ip == claim.eni_ip => Ok(peers),
-        other => Err(fail(format!("this node holds member {} at {}, but EC2 says {:?}", claim.member, claim.eni_ip, other))),
+        other => Err(fail(format!(
+            "this node holds member {} at {}, but EC2 says {:?}",
+            claim.member, claim.eni_ip, other
+        ))),
     }
 }
 
@@ -212,7 +249,9 @@ pub fn observe_cluster<C: Cluster + Sync>(cluster: &C) -> Result<Option<View>, E
     let endpoints = cluster.endpoints();
     let answers: Vec<_> = std::thread::scope(|s| {
         let asks: Vec<_> = endpoints.iter().map(|e| s.spawn(move || cluster.status(e))).collect();
-        asks.into_iter().map(|a| a.join().expect("a status call does not panic")).collect()
+        asks.into_iter()
+            .map(|a| a.join().expect("a status call does not panic"))
+            .collect()
     });
     let mut healthy = std::collections::BTreeSet::new();
     let mut answered = None;
@@ -220,7 +259,12 @@ pub fn observe_cluster<C: Cluster + Sync>(cluster: &C) -> Result<Option<View>, E
         match answer {
             Ok(status) => {
                 answered.get_or_insert_with(|| status.endpoint.clone());
-                info!(endpoint = status.endpoint, leader = status.leader != 0, "etcd member {:x} answers", status.member_id);
+                info!(
+                    endpoint = status.endpoint,
+                    leader = status.leader != 0,
+                    "etcd member {:x} answers",
+                    status.member_id
+                );
                 if status.has_leader() && !status.is_learner {
                     healthy.insert(status.member_id);
                 }
@@ -236,7 +280,11 @@ pub fn observe_cluster<C: Cluster + Sync>(cluster: &C) -> Result<Option<View>, E
     // wait for ever instead of refusing (exit 22). Knowing no leader, the
     // plan can only refuse, bootstrap (a forming cluster) or resume, none
     // of which changes the membership, so a member's own view will do.
-    let members = if healthy.is_empty() { cluster.member_list_local(&answered)? } else { cluster.member_list()? };
+    let members = if healthy.is_empty() {
+        cluster.member_list_local(&answered)?
+    } else {
+        cluster.member_list()?
+    };
     Ok(Some(View { members, healthy }))
 }
 
@@ -251,12 +299,18 @@ fn check_version(record: &Path, data: Data, binary: Version) -> Result<(), EtcdE
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(StageError::io(record, e).into()),
     };
-    let data_version: Version =
-        text.trim().parse().map_err(|detail| StageError::BadFile { path: record.to_path_buf(), detail })?;
+    let data_version: Version = text.trim().parse().map_err(|detail| StageError::BadFile {
+        path: record.to_path_buf(),
+        detail,
+    })?;
     if Version::may_open(binary, data_version) {
         Ok(())
     } else {
-        Err(EtcdError::Version { binary, data: data_version, record: record.to_path_buf() })
+        Err(EtcdError::Version {
+            binary,
+            data: data_version,
+            record: record.to_path_buf(),
+        })
     }
 }
 
@@ -265,10 +319,14 @@ pub fn binary_version(binary: &str) -> Result<Version, EtcdError> {
     let out = std::process::Command::new(binary)
         .arg("--version")
         .output()
-        .map_err(|source| EtcdError::Exec { binary: binary.into(), source })?;
+        .map_err(|source| EtcdError::Exec {
+            binary: binary.into(),
+            source,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Version::from_etcd_output(&text)
-        .ok_or_else(|| EtcdError::BinaryVersion { detail: format!("{binary} --version printed {:?}", text.lines().next().unwrap_or("")) })
+    Version::from_etcd_output(&text).ok_or_else(|| EtcdError::BinaryVersion {
+        detail: format!("{binary} --version printed {:?}", text.lines().next().unwrap_or("")),
+    })
 }
 
 /// Adds this member as a learner. Right after the stale member's removal
@@ -277,19 +335,29 @@ pub fn binary_version(binary: &str) -> Result<Version, EtcdError> {
 /// voting member for the last 5 s): asked again within `policy` here, as a
 /// new run of the stage would take another backup first. Another learner
 /// already joining is busy at once (exit 23; members join one at a time).
-pub fn add_learner<C: Cluster>(cluster: &C, name: &str, peer_url: &str, policy: Policy) -> Result<crate::etcd::Member, EtcdError> {
+pub fn add_learner<C: Cluster>(
+    cluster: &C,
+    name: &str,
+    peer_url: &str,
+    policy: Policy,
+) -> Result<crate::etcd::Member, EtcdError> {
     let what = format!("etcd to add {name} ({peer_url}) as a learner");
-    let added = retry::wait_blocking(&what, policy, || match cluster.member_add(&[peer_url.to_string()], true) {
-        Ok(m) => Attempt::Done(m),
-        Err(e) if e.api_message().is_some_and(|m| m.contains("unhealthy")) => Attempt::Retry(e),
-        Err(e) => Attempt::Fail(e),
+    let added = retry::wait_blocking(&what, policy, || {
+        match cluster.member_add(&[peer_url.to_string()], true) {
+            Ok(m) => Attempt::Done(m),
+            Err(e) if e.api_message().is_some_and(|m| m.contains("unhealthy")) => Attempt::Retry(e),
+            Err(e) => Attempt::Fail(e),
+        }
     });
     added.map_err(|gave| {
         let e = match gave {
             retry::Gave::Failed(e) | retry::Gave::Up { last: e, .. } => e,
         };
         match e.api_message() {
-            Some(m) if m.contains("too many learner") || m.contains("unhealthy") => EtcdError::Busy { member: name.into(), reason: m.to_string() },
+            Some(m) if m.contains("too many learner") || m.contains("unhealthy") => EtcdError::Busy {
+                member: name.into(),
+                reason: m.to_string(),
+            },
             _ => e.into(),
         }
     })
@@ -305,7 +373,12 @@ pub struct Configured {
 /// Observes, plans and acts; writes the env file and the version record.
 /// `binary` is the etcd version that will run (the image's on Flatcar, the
 /// binary's with `--exec`).
-pub async fn run(root: &Root, ec2: &impl Compute, backups: &impl BackupHook, binary: Version) -> Result<Configured, EtcdError> {
+pub async fn run(
+    root: &Root,
+    ec2: &impl Compute,
+    backups: &impl BackupHook,
+    binary: Version,
+) -> Result<Configured, EtcdError> {
     let config = root.node_config()?;
     let claim: Claim = root.recorded(CLAIM_FILE, "attach")?;
     let tls = Tls::for_member(root, claim.member);
@@ -315,28 +388,55 @@ pub async fn run(root: &Root, ec2: &impl Compute, backups: &impl BackupHook, bin
         }
     }
     let environment = &config.environment;
-    let filter = ClusterFilter { environment: environment.clone(), role: config.role.to_string() };
+    let filter = ClusterFilter {
+        environment: environment.clone(),
+        role: config.role.to_string(),
+    };
     let enis = ec2.network_interfaces(&filter).await?;
     let expected = config.etcd.as_ref().map_or(0, |e| e.members);
     let peers = peers_from(environment, &enis, &claim)?;
     let data_dir = root.path(ETCD_DATA_DIR);
-    let data = if data_dir.join("member").is_dir() { Data::Member } else { Data::Blank };
+    let data = if data_dir.join("member").is_dir() {
+        Data::Member
+    } else {
+        Data::Blank
+    };
     let record = root.path(ETCD_VERSION_FILE);
     check_version(&record, data, binary)?;
 
-    let me = Me { name: etcd_member_name(environment, claim.member), peer_url: url(&claim.eni_ip, PEER_PORT) };
-    let others: Vec<String> = peers.iter().filter(|(m, _)| **m != claim.member).map(|(_, ip)| url(ip, CLIENT_PORT)).collect();
+    let me = Me {
+        name: etcd_member_name(environment, claim.member),
+        peer_url: url(&claim.eni_ip, PEER_PORT),
+    };
+    let others: Vec<String> = peers
+        .iter()
+        .filter(|(m, _)| **m != claim.member)
+        .map(|(_, ip)| url(ip, CLIENT_PORT))
+        .collect();
     let client = Client::new(others, &tls.files())?;
     let cluster = match data {
         Data::Member => None,
         Data::Blank => observe_cluster(&client)?,
     };
-    let history = data == Data::Blank && cluster.is_none() && backups.history().await.map_err(|detail| EtcdError::Backup { change: "deciding how to start".into(), detail })?;
+    let history = data == Data::Blank
+        && cluster.is_none()
+        && backups.history().await.map_err(|detail| EtcdError::Backup {
+            change: "deciding how to start".into(),
+            detail,
+        })?;
     let members_seen = cluster.as_ref().map(|v| v.members.clone()).unwrap_or_default();
-    let plan = plan::plan(&Observed { data, me: me.clone(), cluster, history });
+    let plan = plan::plan(&Observed {
+        data,
+        me: me.clone(),
+        cluster,
+        history,
+    });
     info!(member = me.name, "etcd plan: {plan:?}");
 
-    let names: BTreeMap<String, String> = peers.iter().map(|(m, ip)| (url(ip, PEER_PORT), etcd_member_name(environment, *m))).collect();
+    let names: BTreeMap<String, String> = peers
+        .iter()
+        .map(|(m, ip)| (url(ip, PEER_PORT), etcd_member_name(environment, *m)))
+        .collect();
     let initial_cluster = match &plan {
         Plan::Restart => cluster_from_enis(environment, &peers),
         Plan::Bootstrap => {
@@ -349,11 +449,21 @@ pub async fn run(root: &Root, ec2: &impl Compute, backups: &impl BackupHook, bin
                 Some(m) => format!("replacing etcd member {} ({}) with a blank one", m.hex_id(), me.name),
                 None => format!("adding etcd member {}", me.name),
             };
-            backups.before_membership_change(&client, &change).await.map_err(|detail| EtcdError::Backup { change: change.clone(), detail })?;
+            backups
+                .before_membership_change(&client, &change)
+                .await
+                .map_err(|detail| EtcdError::Backup {
+                    change: change.clone(),
+                    detail,
+                })?;
             fault::point("etcd:after-backup");
             if let Some(stale) = remove {
                 match client.member_remove(stale.id) {
-                    Ok(()) => info!("removed the stale etcd member {} ({})", stale.hex_id(), stale.peer_urls.join(",")),
+                    Ok(()) => info!(
+                        "removed the stale etcd member {} ({})",
+                        stale.hex_id(),
+                        stale.peer_urls.join(",")
+                    ),
                     Err(e) if e.api_message().is_some_and(|m| m.contains("member not found")) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -364,8 +474,18 @@ pub async fn run(root: &Root, ec2: &impl Compute, backups: &impl BackupHook, bin
             fault::point("etcd:after-add");
             plan::initial_cluster(&client.member_list()?, &me, &names)
         }
-        Plan::Wait { reason } => return Err(EtcdError::Busy { member: me.name, reason: reason.clone() }),
-        Plan::Refuse { reason } => return Err(EtcdError::NoQuorum { member: me.name, reason: reason.clone() }),
+        Plan::Wait { reason } => {
+            return Err(EtcdError::Busy {
+                member: me.name,
+                reason: reason.clone(),
+            })
+        }
+        Plan::Refuse { reason } => {
+            return Err(EtcdError::NoQuorum {
+                member: me.name,
+                reason: reason.clone(),
+            })
+        }
     };
 
     let vars = member_env(environment, &claim, initial_cluster, &data_dir, plan.existing(), &tls);
@@ -375,7 +495,8 @@ pub async fn run(root: &Root, ec2: &impl Compute, backups: &impl BackupHook, bin
     // On the volume's mount point (the mount stage made it); written before
     // etcd starts, so the next start compares with the version that ran last.
     if record.parent().is_some_and(Path::is_dir) {
-        fsutil::write_atomic(&record, format!("{binary}\n").as_bytes(), 0o644).map_err(|e| StageError::io(&record, e))?;
+        fsutil::write_atomic(&record, format!("{binary}\n").as_bytes(), 0o644)
+            .map_err(|e| StageError::io(&record, e))?;
     }
     info!(
         member = claim.member,
@@ -384,7 +505,10 @@ pub async fn run(root: &Root, ec2: &impl Compute, backups: &impl BackupHook, bin
         me.name,
         path.display()
     );
-    Ok(Configured { vars, promote: matches!(plan, Plan::Join { .. } | Plan::Resume { .. }) })
+    Ok(Configured {
+        vars,
+        promote: matches!(plan, Plan::Join { .. } | Plan::Resume { .. }),
+    })
 }
 
 /// `nodeboot stage etcd-promote`: once this member's etcd runs, makes it a
@@ -394,7 +518,10 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
     let config = root.node_config()?;
     let claim: Claim = root.recorded(CLAIM_FILE, "attach")?;
     let tls = Tls::for_member(root, claim.member);
-    let me = Me { name: etcd_member_name(&config.environment, claim.member), peer_url: url(&claim.eni_ip, PEER_PORT) };
+    let me = Me {
+        name: etcd_member_name(&config.environment, claim.member),
+        peer_url: url(&claim.eni_ip, PEER_PORT),
+    };
     // A learner serves neither MemberList nor MemberPromote ("rpc not
     // supported for learner"): ask the members its env file names.
     let env_file = root.path(ETCD_ENV_FILE);
@@ -403,30 +530,39 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
     // Started by `stage etcd --exec` just before it became etcd: when etcd
     // exits, this process is orphaned and has nothing left to promote.
     let parent = std::os::unix::process::parent_id();
-    let outcome = retry::wait(&format!("{} to be promoted", me.name), PROMOTE_RETRY.with_total(timeout), || async {
-        if std::os::unix::process::parent_id() != parent {
-            return Attempt::Fail("the process that started this one (etcd) has exited".to_string());
-        }
-        let members = match client.member_list() {
-            Ok(m) => m,
-            Err(e) => return Attempt::Retry(e.to_string()),
-        };
-        let Some(mine) = members.iter().find(|m| m.peer_urls.contains(&me.peer_url)) else {
-            return Attempt::Fail(format!("{} is not a member of the cluster", me.peer_url));
-        };
-        if !mine.is_learner {
-            return Attempt::Done(false);
-        }
-        match client.member_promote(mine.id) {
-            Ok(()) => Attempt::Done(true),
-            Err(e) => Attempt::Retry(e.to_string()),
-        }
-    })
+    let outcome = retry::wait(
+        &format!("{} to be promoted", me.name),
+        PROMOTE_RETRY.with_total(timeout),
+        || async {
+            if std::os::unix::process::parent_id() != parent {
+                return Attempt::Fail("the process that started this one (etcd) has exited".to_string());
+            }
+            let members = match client.member_list() {
+                Ok(m) => m,
+                Err(e) => return Attempt::Retry(e.to_string()),
+            };
+            let Some(mine) = members.iter().find(|m| m.peer_urls.contains(&me.peer_url)) else {
+                return Attempt::Fail(format!("{} is not a member of the cluster", me.peer_url));
+            };
+            if !mine.is_learner {
+                return Attempt::Done(false);
+            }
+            match client.member_promote(mine.id) {
+                Ok(()) => Attempt::Done(true),
+                Err(e) => Attempt::Retry(e.to_string()),
+            }
+        },
+    )
     .await;
     match outcome {
         Ok(true) => info!("promoted etcd member {} to a voting member", me.name),
         Ok(false) => info!("etcd member {} is a voting member", me.name),
-        Err(e) => return Err(EtcdError::Promote { member: me.name, detail: e.to_string() }),
+        Err(e) => {
+            return Err(EtcdError::Promote {
+                member: me.name,
+                detail: e.to_string(),
+            })
+        }
     }
     Ok(())
 }
@@ -437,7 +573,11 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
 /// never alone), so it answers, and the member is found not to be a learner.
 fn promote_endpoints(env_file: &str, my_peer_url: &str) -> Vec<String> {
     let peers = initial_cluster_peers(env_file);
-    let others: Vec<String> = peers.iter().filter(|peer| **peer != my_peer_url).filter_map(|peer| client_url_of(peer)).collect();
+    let others: Vec<String> = peers
+        .iter()
+        .filter(|peer| **peer != my_peer_url)
+        .filter_map(|peer| client_url_of(peer))
+        .collect();
     if others.is_empty() {
         return member_client_urls(env_file);
     }
@@ -446,30 +586,37 @@ fn promote_endpoints(env_file: &str, my_peer_url: &str) -> Vec<String> {
 
 /// The peer URLs of the env file's `ETCD_INITIAL_CLUSTER` (`name=https://IP:2380,...`).
 fn initial_cluster_peers(env_file: &str) -> Vec<&str> {
-    let cluster = env_file.lines().find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=")).unwrap_or_default();
-    cluster.split(',').filter_map(|entry| entry.split_once('=').map(|(_, peer)| peer)).collect()
+    let cluster = env_file
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+        .unwrap_or_default();
+    cluster
+        .split(',')
+        .filter_map(|entry| entry.split_once('=').map(|(_, peer)| peer))
+        .collect()
 }
 
 /// A member's client URL from its peer URL (every member serves clients on IP:2379).
 fn client_url_of(peer: &str) -> Option<String> {
-    peer.strip_suffix(&format!(":{PEER_PORT}")).map(|base| format!("{base}:{CLIENT_PORT}"))
+    peer.strip_suffix(&format!(":{PEER_PORT}"))
+        .map(|base| format!("{base}:{CLIENT_PORT}"))
 }
 
 /// Every member's client URL, from the env file's initial cluster.
 pub fn member_client_urls(env_file: &str) -> Vec<String> {
-    initial_cluster_peers(env_file).into_iter().filter_map(client_url_of).collect()
+    initial_cluster_peers(env_file)
+        .into_iter()
+        .filter_map(client_url_of)
+        .collect()
 }
 
 /// On a running etcd node (the secrets sync, the reboot coordinator): a
 /// client of every member its env file names (this one included), with this
 /// member's certificate; the member's own client URL and its name.
 pub fn node_client(root: &Root) -> Result<(Client, String, String), String> {
-    let claim: Claim = root
-        .recorded(CLAIM_FILE, "attach")
-        .map_err(|e| e.to_string())?;
+    let claim: Claim = root.recorded(CLAIM_FILE, "attach").map_err(|e| e.to_string())?;
     let env_path = root.path(ETCD_ENV_FILE);
-    let env =
-        std::fs::read_to_string(&env_path).map_err(|e| format!("{}: {e}", env_path.display()))?;
+    let env = std::fs::read_to_string(&env_path).map_err(|e| format!("{}: {e}", env_path.display()))?;
     let var = |name: &str| {
         env.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}=")))
@@ -482,19 +629,16 @@ pub fn node_client(root: &Root) -> Result<(Client, String, String), String> {
     if !endpoints.contains(&me) {
         endpoints.push(me.clone());
     }
-    let client = Client::new(endpoints, &Tls::for_member(root, claim.member).files())
-        .map_err(|e| e.to_string())?;
+    let client = Client::new(endpoints, &Tls::for_member(root, claim.member).files()).map_err(|e| e.to_string())?;
     Ok((client, me, name))
 }
 
 /// Every voting member other than `me` answers with a leader.
 pub fn others_healthy(client: &Client, me: &str) -> Result<(), String> {
-    let members =
-        crate::etcd::Cluster::member_list(client).map_err(|e| format!("member list: {e}"))?;
+    let members = crate::etcd::Cluster::member_list(client).map_err(|e| format!("member list: {e}"))?;
     for m in members.iter().filter(|m| !m.is_learner) {
         for url in m.client_urls.iter().filter(|u| *u != me) {
-            let status = crate::etcd::Cluster::status(client, url)
-                .map_err(|e| format!("{}: {e}", m.name))?;
+            let status = crate::etcd::Cluster::status(client, url).map_err(|e| format!("{}: {e}", m.name))?;
             if !status.has_leader() {
                 return Err(format!("{} has no leader", m.name));
             }
@@ -507,8 +651,13 @@ pub fn others_healthy(client: &Client, me: &str) -> Result<(), String> {
 pub fn exec(binary: &str, vars: &[(&'static str, String)]) -> EtcdError {
     use std::os::unix::process::CommandExt;
     info!("exec {binary}");
-    let source = std::process::Command::new(binary).envs(vars.iter().map(|(k, v)| (*k, v))).exec();
-    EtcdError::Exec { binary: binary.into(), source }
+    let source = std::process::Command::new(binary)
+        .envs(vars.iter().map(|(k, v)| (*k, v)))
+        .exec();
+    EtcdError::Exec {
+        binary: binary.into(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -548,8 +697,21 @@ mod tests {
         let me = claim(1, "10.0.11.10");
         let peers = peers_from("env", &enis, &me).unwrap();
         check_count("env", &peers, 3).unwrap();
-        let tls = Tls { ca: "/s/ca.crt".into(), cert: "/s/m.crt".into(), key: "/s/m.key".into() };
-        let vars: BTreeMap<_, _> = member_env("env", &me, cluster_from_enis("env", &peers), Path::new("/d"), false, &tls).into_iter().collect();
+        let tls = Tls {
+            ca: "/s/ca.crt".into(),
+            cert: "/s/m.crt".into(),
+            key: "/s/m.key".into(),
+        };
+        let vars: BTreeMap<_, _> = member_env(
+            "env",
+            &me,
+            cluster_from_enis("env", &peers),
+            Path::new("/d"),
+            false,
+            &tls,
+        )
+        .into_iter()
+        .collect();
         assert_eq!(vars["ETCD_NAME"], "env-etcd-1");
         assert_eq!(
             vars["ETCD_INITIAL_CLUSTER"],
@@ -557,19 +719,34 @@ mod tests {
         );
         assert_eq!(vars["ETCD_ADVERTISE_CLIENT_URLS"], "https://10.0.11.10:2379");
         assert_eq!(vars["ETCD_INITIAL_CLUSTER_STATE"], "new");
-        let vars: BTreeMap<_, _> = member_env("env", &me, cluster_from_enis("env", &peers), Path::new("/d"), true, &tls).into_iter().collect();
+        let vars: BTreeMap<_, _> = member_env(
+            "env",
+            &me,
+            cluster_from_enis("env", &peers),
+            Path::new("/d"),
+            true,
+            &tls,
+        )
+        .into_iter()
+        .collect();
         assert_eq!(vars["ETCD_INITIAL_CLUSTER_STATE"], "existing");
     }
 
     #[test]
     fn a_learner_is_promoted_through_the_other_members() {
         let env = "ETCD_NAME=e-etcd-1\nETCD_INITIAL_CLUSTER=e-etcd-0=https://10.0.10.10:2380,e-etcd-1=https://10.0.11.10:2380,unstarted-9=https://10.0.12.10:2380\n";
-        assert_eq!(promote_endpoints(env, "https://10.0.11.10:2380"), ["https://10.0.10.10:2379", "https://10.0.12.10:2379"]);
+        assert_eq!(
+            promote_endpoints(env, "https://10.0.11.10:2380"),
+            ["https://10.0.10.10:2379", "https://10.0.12.10:2379"]
+        );
         assert!(promote_endpoints("", "x").is_empty());
         // A cluster of one: the member itself answers (a lab of one member
         // waited for ever with nobody to ask).
         let alone = "ETCD_INITIAL_CLUSTER=e-etcd-0=https://10.0.10.10:2380\n";
-        assert_eq!(promote_endpoints(alone, "https://10.0.10.10:2380"), ["https://10.0.10.10:2379"]);
+        assert_eq!(
+            promote_endpoints(alone, "https://10.0.10.10:2380"),
+            ["https://10.0.10.10:2379"]
+        );
     }
 
     #[test]
@@ -584,7 +761,11 @@ mod tests {
         check_version(&record, Data::Member, v("3.5.16")).unwrap();
         let err = check_version(&record, Data::Member, v("3.6.0")).unwrap_err();
         assert!(matches!(err, EtcdError::Version { .. }), "{err}");
-        assert!(err.to_string().contains("etcd 3.6.0 would open data last run by etcd 3.4.23"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("etcd 3.6.0 would open data last run by etcd 3.4.23"),
+            "{err}"
+        );
         std::fs::write(&record, "garbage\n").unwrap();
         let err = check_version(&record, Data::Member, v("3.5.16")).unwrap_err();
         assert!(err.to_string().contains("etcd-version"), "{err}");
@@ -603,12 +784,25 @@ mod tests {
         }
         fn status(&self, endpoint: &str) -> Result<crate::etcd::Status, EtcdClientError> {
             if endpoint.contains("10.0.11.10") {
-                return Err(EtcdClientError::Unreachable { endpoint: endpoint.into(), detail: "timeout: connect".into() });
+                return Err(EtcdClientError::Unreachable {
+                    endpoint: endpoint.into(),
+                    detail: "timeout: connect".into(),
+                });
             }
-            Ok(crate::etcd::Status { endpoint: endpoint.into(), member_id: 3, leader: 0, ..Default::default() })
+            Ok(crate::etcd::Status {
+                endpoint: endpoint.into(),
+                member_id: 3,
+                leader: 0,
+                ..Default::default()
+            })
         }
         fn member_list(&self) -> Result<Vec<crate::etcd::Member>, EtcdClientError> {
-            Err(EtcdClientError::Api { endpoint: "https://10.0.12.10:2379".into(), call: "/v3/cluster/member/list".into(), code: 14, message: "etcdserver: request timed out".into() })
+            Err(EtcdClientError::Api {
+                endpoint: "https://10.0.12.10:2379".into(),
+                call: "/v3/cluster/member/list".into(),
+                code: 14,
+                message: "etcdserver: request timed out".into(),
+            })
         }
         fn member_list_local(&self, _endpoint: &str) -> Result<Vec<crate::etcd::Member>, EtcdClientError> {
             Ok(self.members.clone())
@@ -633,13 +827,28 @@ mod tests {
             client_urls: vec![format!("https://10.0.1{i}.10:2379")],
             is_learner: false,
         };
-        let cluster = Leaderless { members: vec![member(1, 0), member(2, 1), member(3, 2)] };
-        let view = observe_cluster(&cluster).expect("a leaderless cluster is observed, not an error").expect("one member answered");
+        let cluster = Leaderless {
+            members: vec![member(1, 0), member(2, 1), member(3, 2)],
+        };
+        let view = observe_cluster(&cluster)
+            .expect("a leaderless cluster is observed, not an error")
+            .expect("one member answered");
         assert!(view.healthy.is_empty());
         assert_eq!(view.members.len(), 3);
-        let me = Me { name: "env-etcd-0".into(), peer_url: "https://10.0.10.10:2380".into() };
-        let plan = plan::plan(&plan::Observed { data: Data::Blank, me, cluster: Some(view), history: false });
-        assert!(matches!(&plan, Plan::Refuse { reason } if reason.contains("no quorum without this member")), "{plan:?}");
+        let me = Me {
+            name: "env-etcd-0".into(),
+            peer_url: "https://10.0.10.10:2380".into(),
+        };
+        let plan = plan::plan(&plan::Observed {
+            data: Data::Blank,
+            me,
+            cluster: Some(view),
+            history: false,
+        });
+        assert!(
+            matches!(&plan, Plan::Refuse { reason } if reason.contains("no quorum without this member")),
+            "{plan:?}"
+        );
     }
 
     /// MemberAdd answering "unhealthy cluster" `refusals` times (etcd 3.5's
@@ -667,9 +876,20 @@ mod tests {
             self.calls.set(self.calls.get() + 1);
             if self.refusals.get() > 0 {
                 self.refusals.set(self.refusals.get() - 1);
-                return Err(EtcdClientError::Api { endpoint: "https://10.0.11.10:2379".into(), call: "/v3/cluster/member/add".into(), code: 14, message: self.message.into() });
+                return Err(EtcdClientError::Api {
+                    endpoint: "https://10.0.11.10:2379".into(),
+                    call: "/v3/cluster/member/add".into(),
+                    code: 14,
+                    message: self.message.into(),
+                });
             }
-            Ok(crate::etcd::Member { id: 7, name: String::new(), peer_urls: peer_urls.to_vec(), client_urls: vec![], is_learner: learner })
+            Ok(crate::etcd::Member {
+                id: 7,
+                name: String::new(),
+                peer_urls: peer_urls.to_vec(),
+                client_urls: vec![],
+                is_learner: learner,
+            })
         }
         fn member_remove(&self, _: u64) -> Result<(), EtcdClientError> {
             unreachable!()
@@ -681,20 +901,44 @@ mod tests {
 
     #[test]
     fn a_learner_add_refused_as_unhealthy_right_after_a_removal_is_asked_again_in_the_same_run() {
-        let fast = Policy::new(Duration::from_millis(1), Duration::from_millis(2), Duration::from_secs(5));
-        let cluster = Reconfiguring { refusals: 2.into(), message: "etcdserver: unhealthy cluster", calls: 0.into() };
-        let added = add_learner(&cluster, "env-etcd-0", "https://10.0.10.10:2380", fast).expect("added on the third call");
+        let fast = Policy::new(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_secs(5),
+        );
+        let cluster = Reconfiguring {
+            refusals: 2.into(),
+            message: "etcdserver: unhealthy cluster",
+            calls: 0.into(),
+        };
+        let added =
+            add_learner(&cluster, "env-etcd-0", "https://10.0.10.10:2380", fast).expect("added on the third call");
         assert!(added.is_learner && added.peer_urls == ["https://10.0.10.10:2380"]);
         assert_eq!(cluster.calls.get(), 3);
         // Another learner joining: busy at once (exit 23), not waited for here.
-        let busy = Reconfiguring { refusals: 1.into(), message: "etcdserver: too many learner members in cluster", calls: 0.into() };
+        let busy = Reconfiguring {
+            refusals: 1.into(),
+            message: "etcdserver: too many learner members in cluster",
+            calls: 0.into(),
+        };
         let err = add_learner(&busy, "env-etcd-0", "https://10.0.10.10:2380", fast).unwrap_err();
         assert!(matches!(err, EtcdError::Busy { .. }), "{err}");
         assert_eq!(busy.calls.get(), 1);
         // Still unhealthy when the bound runs out: busy (the unit retries).
-        let stuck = Reconfiguring { refusals: u32::MAX.into(), message: "etcdserver: unhealthy cluster", calls: 0.into() };
-        let short = Policy::new(Duration::from_millis(1), Duration::from_millis(2), Duration::from_millis(20));
-        assert!(matches!(add_learner(&stuck, "env-etcd-0", "https://10.0.10.10:2380", short), Err(EtcdError::Busy { .. })));
+        let stuck = Reconfiguring {
+            refusals: u32::MAX.into(),
+            message: "etcdserver: unhealthy cluster",
+            calls: 0.into(),
+        };
+        let short = Policy::new(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_millis(20),
+        );
+        assert!(matches!(
+            add_learner(&stuck, "env-etcd-0", "https://10.0.10.10:2380", short),
+            Err(EtcdError::Busy { .. })
+        ));
     }
 
     #[test]
@@ -702,10 +946,19 @@ mod tests {
         let me = claim(0, "10.0.10.10");
         let two = [eni("0", "10.0.10.10"), eni("1", "10.0.11.10")];
         let peers = peers_from("env", &two, &me).unwrap();
-        assert!(check_count("env", &peers, 3).unwrap_err().to_string().contains("found 2 member ENIs, the environment has 3"));
+        assert!(check_count("env", &peers, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("found 2 member ENIs, the environment has 3"));
         let dup = [eni("0", "10.0.10.10"), eni("0", "10.0.11.10"), eni("1", "10.0.12.10")];
-        assert!(peers_from("env", &dup, &me).unwrap_err().to_string().contains("two ENIs are tagged member 0"));
+        assert!(peers_from("env", &dup, &me)
+            .unwrap_err()
+            .to_string()
+            .contains("two ENIs are tagged member 0"));
         let moved = [eni("0", "10.0.10.99"), eni("1", "10.0.11.10"), eni("2", "10.0.12.10")];
-        assert!(peers_from("env", &moved, &me).unwrap_err().to_string().contains("EC2 says"));
+        assert!(peers_from("env", &moved, &me)
+            .unwrap_err()
+            .to_string()
+            .contains("EC2 says"));
     }
 }

@@ -80,7 +80,9 @@ pub fn plan(o: &Observed) -> Plan {
     }
     let Some(view) = &o.cluster else {
         return if o.history {
-            Plan::Refuse { reason: "no other etcd member answers, and backups show that the cluster existed".into() }
+            Plan::Refuse {
+                reason: "no other etcd member answers, and backups show that the cluster existed".into(),
+            }
         } else {
             Plan::Bootstrap
         };
@@ -98,7 +100,10 @@ pub fn plan(o: &Observed) -> Plan {
     }
     let voters: Vec<&Member> = view.members.iter().filter(|m| !m.is_learner).collect();
     let quorum = voters.len() / 2 + 1;
-    let healthy = voters.iter().filter(|m| Some(m.id) != mine.map(|x| x.id) && view.healthy.contains(&m.id)).count();
+    let healthy = voters
+        .iter()
+        .filter(|m| Some(m.id) != mine.map(|x| x.id) && view.healthy.contains(&m.id))
+        .count();
     if healthy < quorum {
         return Plan::Refuse {
             reason: format!(
@@ -107,10 +112,22 @@ pub fn plan(o: &Observed) -> Plan {
             ),
         };
     }
-    if let Some(other) = view.members.iter().find(|m| Some(m.id) != mine.map(|x| x.id) && (!m.started() || m.is_learner)) {
-        let what = if other.started() { "is a learner, not yet promoted" } else { "was added and has not started" };
+    if let Some(other) = view
+        .members
+        .iter()
+        .find(|m| Some(m.id) != mine.map(|x| x.id) && (!m.started() || m.is_learner))
+    {
+        let what = if other.started() {
+            "is a learner, not yet promoted"
+        } else {
+            "was added and has not started"
+        };
         return Plan::Wait {
-            reason: format!("member {} ({}) {what}; members join one at a time", other.hex_id(), other.peer_urls.join(",")),
+            reason: format!(
+                "member {} ({}) {what}; members join one at a time",
+                other.hex_id(),
+                other.peer_urls.join(",")
+            ),
         };
     }
     Plan::Join { remove: mine.cloned() }
@@ -128,7 +145,10 @@ pub fn initial_cluster(members: &[Member], me: &Me, names_by_peer_url: &BTreeMap
         } else if m.started() {
             m.name.clone()
         } else {
-            m.peer_urls.iter().find_map(|u| names_by_peer_url.get(u).cloned()).unwrap_or_else(|| format!("unstarted-{}", m.hex_id()))
+            m.peer_urls
+                .iter()
+                .find_map(|u| names_by_peer_url.get(u).cloned())
+                .unwrap_or_else(|| format!("unstarted-{}", m.hex_id()))
         };
         for url in &m.peer_urls {
             entries.push(format!("{name}={url}"));
@@ -146,7 +166,10 @@ mod tests {
     const MY_URL: &str = "https://10.0.10.10:2380";
 
     fn me() -> Me {
-        Me { name: ME.into(), peer_url: MY_URL.into() }
+        Me {
+            name: ME.into(),
+            peer_url: MY_URL.into(),
+        }
     }
 
     fn member(id: u64, name: &str, peer: &str, learner: bool) -> Member {
@@ -155,13 +178,20 @@ mod tests {
             id,
             name: name.into(),
             peer_urls: vec![peer.into()],
-            client_urls: if started { vec![peer.replace("2380", "2379")] } else { vec![] },
+            client_urls: if started {
+                vec![peer.replace("2380", "2379")]
+            } else {
+                vec![]
+            },
             is_learner: learner,
         }
     }
 
     fn others() -> Vec<Member> {
-        vec![member(2, "env-etcd-1", "https://10.0.11.10:2380", false), member(3, "env-etcd-2", "https://10.0.12.10:2380", false)]
+        vec![
+            member(2, "env-etcd-1", "https://10.0.11.10:2380", false),
+            member(3, "env-etcd-2", "https://10.0.12.10:2380", false),
+        ]
     }
 
     /// A cluster of the two others plus this member as `listed` says.
@@ -184,7 +214,12 @@ mod tests {
     }
 
     fn observed(data: Data, cluster: Option<View>, history: bool) -> Observed {
-        Observed { data, me: me(), cluster, history }
+        Observed {
+            data,
+            me: me(),
+            cluster,
+            history,
+        }
     }
 
     #[derive(Debug, PartialEq, Eq)]
@@ -241,7 +276,11 @@ mod tests {
                 let data = if blank { Data::Blank } else { Data::Member };
                 let cluster = answers.then(|| view(listed, quorum));
                 let got = plan(&observed(data, cluster, history));
-                assert_eq!(kind(&got), want, "blank={blank} answers={answers} listed={listed:?} quorum={quorum} history={history}: {got:?}");
+                assert_eq!(
+                    kind(&got),
+                    want,
+                    "blank={blank} answers={answers} listed={listed:?} quorum={quorum} history={history}: {got:?}"
+                );
             }
         }
         // Nothing answers: a blank member starts a new cluster only without backups.
@@ -258,7 +297,10 @@ mod tests {
         for m in &mut members {
             m.client_urls.clear();
         }
-        let v = View { members, healthy: BTreeSet::new() };
+        let v = View {
+            members,
+            healthy: BTreeSet::new(),
+        };
         assert_eq!(plan(&observed(Data::Blank, Some(v), true)), Plan::Bootstrap);
     }
 
@@ -269,27 +311,53 @@ mod tests {
         members.push(member(1, ME, MY_URL, false));
         members.push(member(4, "env-etcd-3", "https://10.0.10.11:2380", false));
         members.push(member(5, "env-etcd-4", "https://10.0.11.11:2380", false));
-        let v = |healthy: &[u64]| View { members: members.clone(), healthy: healthy.iter().copied().collect() };
-        assert!(matches!(plan(&observed(Data::Blank, Some(v(&[2, 3, 4])), false)), Plan::Join { remove: Some(_) }));
-        assert!(matches!(plan(&observed(Data::Blank, Some(v(&[2, 3])), false)), Plan::Refuse { .. }));
+        let v = |healthy: &[u64]| View {
+            members: members.clone(),
+            healthy: healthy.iter().copied().collect(),
+        };
+        assert!(matches!(
+            plan(&observed(Data::Blank, Some(v(&[2, 3, 4])), false)),
+            Plan::Join { remove: Some(_) }
+        ));
+        assert!(matches!(
+            plan(&observed(Data::Blank, Some(v(&[2, 3])), false)),
+            Plan::Refuse { .. }
+        ));
         // This member's own entry answering (it cannot: this node holds its address) never counts.
-        assert!(matches!(plan(&observed(Data::Blank, Some(v(&[1, 2, 3])), false)), Plan::Refuse { .. }));
+        assert!(matches!(
+            plan(&observed(Data::Blank, Some(v(&[1, 2, 3])), false)),
+            Plan::Refuse { .. }
+        ));
         // A learner is no voter: it neither counts towards nor raises the quorum.
         let mut with_learner = v(&[2, 3, 4]);
-        with_learner.members.push(member(6, "", "https://10.0.12.11:2380", true));
+        with_learner
+            .members
+            .push(member(6, "", "https://10.0.12.11:2380", true));
         with_learner.healthy.insert(6);
-        assert!(matches!(plan(&observed(Data::Blank, Some(with_learner), false)), Plan::Wait { .. }));
+        assert!(matches!(
+            plan(&observed(Data::Blank, Some(with_learner), false)),
+            Plan::Wait { .. }
+        ));
     }
 
     #[test]
     fn members_join_one_at_a_time() {
         // Another new member was added and has not started, or started and is still a learner.
-        for other in [member(9, "", "https://10.0.10.11:2380", true), member(9, "env-etcd-3", "https://10.0.10.11:2380", true)] {
+        for other in [
+            member(9, "", "https://10.0.10.11:2380", true),
+            member(9, "env-etcd-3", "https://10.0.10.11:2380", true),
+        ] {
             let mut members = others();
             members.push(other);
-            let v = View { members, healthy: [2, 3].into() };
+            let v = View {
+                members,
+                healthy: [2, 3].into(),
+            };
             match plan(&observed(Data::Blank, Some(v), true)) {
-                Plan::Wait { reason } => assert!(reason.contains("members join one at a time") && reason.contains("10.0.10.11"), "{reason}"),
+                Plan::Wait { reason } => assert!(
+                    reason.contains("members join one at a time") && reason.contains("10.0.10.11"),
+                    "{reason}"
+                ),
                 p => panic!("{p:?}"),
             }
         }
@@ -299,7 +367,10 @@ mod tests {
     fn a_stale_entry_is_found_by_name_even_with_another_peer_url() {
         let mut members = others();
         members.push(member(1, ME, "https://10.0.10.99:2380", false));
-        let v = View { members, healthy: [2, 3].into() };
+        let v = View {
+            members,
+            healthy: [2, 3].into(),
+        };
         assert!(matches!(plan(&observed(Data::Blank, Some(v), false)), Plan::Join { remove: Some(m) } if m.id == 1));
     }
 
