@@ -104,6 +104,18 @@ def sha(algorithm: str, path: Path) -> str:
     return hashlib.new(algorithm, path.read_bytes()).hexdigest()
 
 
+def rust_constant(pattern: str) -> str:
+    """Group 1 of `pattern` in the one Rust source under src/ that matches it,
+    found by content rather than by path (modules move; the constant stays)."""
+    hits = {}
+    for source in sorted((REPO / "src").rglob("*.rs")):
+        found = re.search(pattern, source.read_text(), re.M)
+        if found:
+            hits[str(source.relative_to(REPO))] = found.group(1)
+    assert len(hits) == 1, f"{pattern!r} must match exactly one file under src/, matched {hits}"
+    return next(iter(hits.values()))
+
+
 # --- the Makefile ----------------------------------------------------------------
 
 
@@ -169,10 +181,11 @@ def test_make_render_renders_the_example_where_terraform_reads(make_path):
 
 def test_make_render_follows_env_file(make_path, tmp_path):
     env = tmp_path / "staging.tfvars"
-    env.write_text((REPO / "environments" / "example.tfvars").read_text().replace('"example"', '"staging"', 1))
+    env.write_text(EXAMPLE.read_text().replace('"example"', '"staging"', 1))
     commands = make_n("render", path=make_path, ENV_FILE=str(env))
     assert commands == [
-        f"cargo run --locked --no-default-features -- render --env {env} --out build/staging/ignition"
+        "cargo run --locked --no-default-features -- render"
+        f" --env {env} --out build/staging/ignition"
     ]
 
 
@@ -555,7 +568,7 @@ def test_packer_starts_from_the_flatcar_ami_of_the_channel(packer):
     assert unquote(source["ssh_username"]) == "core"
     # Terraform runs the image baked here: this account's, by the AMI name.
     main_tf = (REPO / "terraform" / "main.tf").read_text()
-    assert 'owners      = [var.aws_account]' in main_tf
+    assert "owners      = [var.aws_account]" in main_tf
     assert 'values = ["nodeboot-flatcar-${var.flatcar_channel}-*"]' in main_tf
     assert unquote(source["ami_name"]).startswith("nodeboot-flatcar-${var.channel}-")
 
@@ -578,10 +591,7 @@ def test_packer_variables(packer):
     assert "default" not in declared["kubelet_sha512"], "the kubelet checksum must be given"
     assert unquote(declared["nodeboot_binary"]["default"]) == f"target/{MUSL}/release/nodeboot"
     assert unquote(declared["kubelet_version"]["default"]) == tfvars("kubernetes_version")
-    channels = re.search(
-        r"FLATCAR_CHANNELS: \[&str; \d\] = \[(.*)\];",
-        (REPO / "src" / "env" / "validate.rs").read_text(),
-    ).group(1)
+    channels = rust_constant(r"FLATCAR_CHANNELS: \[&str; \d\] = \[(.*)\];")
     (validation,) = declared["channel"]["validation"]
     assert validation["condition"] == f"${{contains([{channels}], var.channel)}}"
 
@@ -589,9 +599,7 @@ def test_packer_variables(packer):
 def test_packer_installs_the_binaries_into_opt_bin(packer):
     paths = packer_locals(packer)
     assert paths["nodeboot_path"] == "/opt/bin/nodeboot" == tfvars("nodeboot_path")
-    kubelet_binary = re.search(
-        r'KUBELET_BINARY: &str = "(.*)";', (REPO / "src" / "node_config.rs").read_text()
-    ).group(1)
+    kubelet_binary = rust_constant(r'KUBELET_BINARY: &str = "(.*)";')
     assert paths["kubelet_path"] == "/opt/bin/kubelet" == kubelet_binary
 
     (upload, install, reset) = provisioners(packer)
