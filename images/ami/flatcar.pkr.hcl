@@ -1,11 +1,15 @@
 # A Flatcar AMI with nodeboot and the kubelet baked in, for environments with
-# nodeboot_source = "ami" (nodeboot_path = "/opt/bin/nodeboot"). Flatcar's
-# /usr is read-only, so both binaries go to /opt/bin.
+# nodeboot_source = "ami" (nodeboot_path = "/opt/bin/nodeboot"), and the
+# standard CNI plugins the pod network runs (Flatcar ships none). Flatcar's
+# /usr is read-only, so the binaries go to /opt/bin and the plugins to
+# /opt/cni/bin.
 #
 #   make ami      # builds the static binary, then packer init + packer build
 #
-# kubelet_sha512 has no default: pass it (PKR_VAR_kubelet_sha512=... make ami,
-# from https://dl.k8s.io/release/v<kubelet_version>/bin/linux/amd64/kubelet.sha512).
+# kubelet_sha512 and cni_plugins_sha512 have no default: pass them
+# (PKR_VAR_kubelet_sha512=... PKR_VAR_cni_plugins_sha512=... make ami), from
+# https://dl.k8s.io/release/v<kubelet_version>/bin/linux/amd64/kubelet.sha512 and
+# https://github.com/containernetworking/plugins/releases/download/v<cni_plugins_version>/cni-plugins-linux-amd64-v<cni_plugins_version>.tgz.sha512.
 
 packer {
   required_version = ">= 1.10.0"
@@ -94,6 +98,28 @@ variable "kubelet_sha512" {
   }
 }
 
+variable "cni_plugins_version" {
+  type        = string
+  default     = "1.5.1"
+  description = "Release of containernetworking/plugins baked into /opt/cni/bin: the one kubelet_version's minor is tested with (\"cni\" in Kubernetes' build/dependencies.yaml; release-1.31: 1.5.1)."
+}
+
+variable "cni_plugins_url" {
+  type        = string
+  default     = ""
+  description = "Where the builder downloads the CNI plugins archive; empty: the release's cni-plugins-linux-amd64-v<cni_plugins_version>.tgz."
+}
+
+variable "cni_plugins_sha512" {
+  type        = string
+  description = "SHA-512 of the CNI plugins archive (the release publishes it beside the archive as .tgz.sha512)."
+
+  validation {
+    condition     = can(regex("^[0-9a-fA-F]{128}$", var.cni_plugins_sha512))
+    error_message = "The cni_plugins_sha512 must be 128 hex digits."
+  }
+}
+
 variable "encrypt_boot" {
   type        = bool
   default     = true
@@ -108,11 +134,22 @@ locals {
   kubelet_url   = var.kubelet_url != "" ? var.kubelet_url : "https://dl.k8s.io/release/v${var.kubelet_version}/bin/linux/amd64/kubelet"
   timestamp     = formatdate("YYYYMMDDhhmmss", timestamp())
 
+  # Where containerd looks for CNI plugins on Flatcar and Flannel's DaemonSet
+  # copies its own. The whole release is installed; the bake fails unless
+  # these are in it: what Flannel's CNI chain runs (its delegate bridge with
+  # host-local IPAM, portmap) and the loopback plugin containerd runs for
+  # every sandbox (tests/images checks the list against the rendered chain).
+  cni_bin_dir     = "/opt/cni/bin"
+  cni_plugins     = ["bridge", "host-local", "loopback", "portmap"]
+  cni_plugins_url = var.cni_plugins_url != "" ? var.cni_plugins_url : "https://github.com/containernetworking/plugins/releases/download/v${var.cni_plugins_version}/cni-plugins-linux-amd64-v${var.cni_plugins_version}.tgz"
+
   tags = {
-    "nodeboot.io/version"         = var.nodeboot_version
-    "nodeboot.io/commit"          = var.nodeboot_commit
-    "nodeboot.io/kubelet-version" = var.kubelet_version
-    "nodeboot.io/flatcar-channel" = var.channel
+    "nodeboot.io/version"             = var.nodeboot_version
+    "nodeboot.io/commit"              = var.nodeboot_commit
+    "nodeboot.io/kubelet-version"     = var.kubelet_version
+    "nodeboot.io/flatcar-channel"     = var.channel
+    "nodeboot.io/cni-plugins-version" = var.cni_plugins_version
+    "nodeboot.io/cni-plugins-sha512"  = lower(var.cni_plugins_sha512)
   }
 }
 
@@ -121,7 +158,7 @@ source "amazon-ebs" "flatcar" {
   instance_type   = var.instance_type
   subnet_id       = var.subnet_id
   ami_name        = "nodeboot-flatcar-${var.channel}-${var.nodeboot_version}-${local.timestamp}"
-  ami_description = "Flatcar ${var.channel} with nodeboot ${var.nodeboot_version} (${var.nodeboot_commit}) and kubelet ${var.kubelet_version} in /opt/bin"
+  ami_description = "Flatcar ${var.channel} with nodeboot ${var.nodeboot_version} (${var.nodeboot_commit}) and kubelet ${var.kubelet_version} in /opt/bin, CNI plugins ${var.cni_plugins_version} in /opt/cni/bin"
 
   # Flatcar's own account publishes the images, named Flatcar-<channel>-<version>-hvm
   # (the same look-up as terraform/main.tf).
@@ -169,23 +206,27 @@ build {
     script          = "${path.root}/provision.sh"
     execute_command = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     env = {
-      NODEBOOT_UPLOAD = "/tmp/nodeboot"
-      NODEBOOT_PATH   = local.nodeboot_path
-      KUBELET_PATH    = local.kubelet_path
-      KUBELET_URL     = local.kubelet_url
-      KUBELET_SHA512  = var.kubelet_sha512
+      NODEBOOT_UPLOAD    = "/tmp/nodeboot"
+      NODEBOOT_PATH      = local.nodeboot_path
+      KUBELET_PATH       = local.kubelet_path
+      KUBELET_URL        = local.kubelet_url
+      KUBELET_SHA512     = var.kubelet_sha512
+      CNI_PLUGINS_URL    = local.cni_plugins_url
+      CNI_PLUGINS_SHA512 = var.cni_plugins_sha512
+      CNI_BIN_DIR        = local.cni_bin_dir
+      CNI_PLUGINS        = join(" ", local.cni_plugins)
     }
   }
 
   # Ignition runs on a Flatcar machine's first boot only, and this builder has
   # had its first boot. flatcar-reset stages a reset for the next boot, which
   # is the first boot of every instance launched from the AMI: the root
-  # filesystem is cleaned except the two binaries (so a fresh machine-id and
-  # SSH host keys, no builder key), and Ignition runs with that instance's
-  # user data.
+  # filesystem is cleaned except the two binaries and the CNI plugins (so a
+  # fresh machine-id and SSH host keys, no builder key), and Ignition runs
+  # with that instance's user data.
   provisioner "shell" {
     inline = [
-      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.kubelet_path}'",
+      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.kubelet_path}' '${local.cni_bin_dir}'",
     ]
   }
 
@@ -193,10 +234,12 @@ build {
     output     = "out/ami/manifest.json"
     strip_path = true
     custom_data = {
-      nodeboot_version = var.nodeboot_version
-      nodeboot_commit  = var.nodeboot_commit
-      kubelet_version  = var.kubelet_version
-      channel          = var.channel
+      nodeboot_version    = var.nodeboot_version
+      nodeboot_commit     = var.nodeboot_commit
+      kubelet_version     = var.kubelet_version
+      channel             = var.channel
+      cni_plugins_version = var.cni_plugins_version
+      cni_plugins_sha512  = lower(var.cni_plugins_sha512)
     }
   }
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs as root on the Packer builder instance (images/ami/flatcar.pkr.hcl):
 # installs the uploaded nodeboot binary and the kubelet, checked against its
-# SHA-512, with mode 0755. The template passes the paths: /opt/bin, because
-# Flatcar's /usr is read-only. DESTDIR prefixes every installed path (tests).
+# SHA-512, with mode 0755, and the CNI plugins release, checked against its
+# SHA-512, into CNI_BIN_DIR. The template passes the paths: /opt/bin and
+# /opt/cni/bin, because Flatcar's /usr is read-only. Everything is downloaded
+# and checked before anything is installed. DESTDIR prefixes every installed
+# path (tests).
 set -euo pipefail
 
 die() {
@@ -10,25 +13,56 @@ die() {
   exit 1
 }
 
-for var in NODEBOOT_UPLOAD NODEBOOT_PATH KUBELET_URL KUBELET_SHA512 KUBELET_PATH; do
+for var in NODEBOOT_UPLOAD NODEBOOT_PATH KUBELET_URL KUBELET_SHA512 KUBELET_PATH \
+  CNI_PLUGINS_URL CNI_PLUGINS_SHA512 CNI_BIN_DIR CNI_PLUGINS; do
   [ -n "${!var:-}" ] || die "$var is not set"
 done
-sha512=${KUBELET_SHA512,,}
-[[ $sha512 =~ ^[0-9a-f]{128}$ ]] || die "KUBELET_SHA512 is not 128 hex digits"
+kubelet_sum=${KUBELET_SHA512,,}
+[[ $kubelet_sum =~ ^[0-9a-f]{128}$ ]] || die "KUBELET_SHA512 is not 128 hex digits"
+cni_sum=${CNI_PLUGINS_SHA512,,}
+[[ $cni_sum =~ ^[0-9a-f]{128}$ ]] || die "CNI_PLUGINS_SHA512 is not 128 hex digits"
 [ -f "$NODEBOOT_UPLOAD" ] || die "no nodeboot binary at $NODEBOOT_UPLOAD"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-curl --fail --silent --show-error --location --retry 5 --output "$tmp/kubelet" "$KUBELET_URL"
-echo "$sha512  $tmp/kubelet" | sha512sum --check --strict --status - \
-  || die "$KUBELET_URL does not match kubelet_sha512 (got $(sha512sum "$tmp/kubelet" | cut -d' ' -f1))"
+
+# fetch URL FILE SHA512 NAME: download, or stop naming the variable to fix.
+fetch() {
+  curl --fail --silent --show-error --location --retry 5 --output "$2" "$1"
+  echo "$3  $2" | sha512sum --check --strict --status - \
+    || die "$1 does not match $4 (got $(sha512sum "$2" | cut -d' ' -f1))"
+}
+fetch "$KUBELET_URL" "$tmp/kubelet" "$kubelet_sum" kubelet_sha512
+fetch "$CNI_PLUGINS_URL" "$tmp/cni-plugins.tgz" "$cni_sum" cni_plugins_sha512
+
+# The release is a flat archive of static executables (and LICENSE, README.md).
+mkdir "$tmp/cni"
+tar -xzf "$tmp/cni-plugins.tgz" -C "$tmp/cni" --no-same-owner --no-same-permissions
+read -r -a required <<<"$CNI_PLUGINS"
+for plugin in "${required[@]}"; do
+  if [ ! -f "$tmp/cni/$plugin" ] || [ -L "$tmp/cni/$plugin" ]; then
+    die "$CNI_PLUGINS_URL has no $plugin plugin (CNI_PLUGINS: $CNI_PLUGINS)"
+  fi
+done
 
 nodeboot="${DESTDIR:-}$NODEBOOT_PATH"
 kubelet="${DESTDIR:-}$KUBELET_PATH"
+cni_dir="${DESTDIR:-}$CNI_BIN_DIR"
 install -D -m 0755 "$NODEBOOT_UPLOAD" "$nodeboot"
 install -D -m 0755 "$tmp/kubelet" "$kubelet"
+install -d -m 0755 "$cni_dir"
+for file in "$tmp/cni"/*; do
+  # Top-level regular files only; the documents stay out of the plugin path.
+  if [ ! -f "$file" ] || [ -L "$file" ]; then continue; fi
+  case ${file##*/} in LICENSE | *.md) continue ;; esac
+  install -m 0755 "$file" "$cni_dir/"
+done
 rm -f "$NODEBOOT_UPLOAD"
 
-# Both must run here, on Flatcar, before the image is taken.
+# All must run here, on Flatcar, before the image is taken: a CNI plugin
+# answers CNI_COMMAND=VERSION with the spec versions it supports.
 "$nodeboot" --version
 "$kubelet" --version
+for plugin in "${required[@]}"; do
+  CNI_COMMAND=VERSION "$cni_dir/$plugin" </dev/null || die "$cni_dir/$plugin does not run"
+done

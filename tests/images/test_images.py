@@ -11,8 +11,10 @@ built. What can be checked is checked:
   .dockerignore; fetch.sh itself, run on file:// URLs;
 * images/ami/flatcar.pkr.hcl: parses as HCL2 (python-hcl2), is formatted
   (`terraform fmt`, which formats HCL as `packer fmt` does), looks up the
-  Flatcar AMI, installs to the /opt/bin paths the rendered units use, tags
-  the AMI; provision.sh, run into a DESTDIR;
+  Flatcar AMI, installs to the /opt/bin paths the rendered units use and the
+  CNI plugins (a pinned release, checked against its SHA-512) to
+  /opt/cni/bin, every plugin the rendered Flannel chain needs among them,
+  tags the AMI; provision.sh, run into a DESTDIR;
 * the shell scripts: `bash -n`, shellcheck, and entrypoint.sh / bashrc run
   against stand-ins for docker and nodeboot.
 
@@ -24,12 +26,15 @@ python-hcl2 8.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
 import shutil
 import stat
 import subprocess
+import tarfile
+import textwrap
 from pathlib import Path
 
 import hcl2
@@ -45,11 +50,17 @@ BASHRC = IMAGES / "build" / "bashrc"
 PACKER = IMAGES / "ami" / "flatcar.pkr.hcl"
 PROVISION = IMAGES / "ami" / "provision.sh"
 EXAMPLE = REPO / "environments" / "example.tfvars"
+FLANNEL = REPO / "manifests" / "addons" / "flannel.yaml"
 
 MUSL = "x86_64-unknown-linux-musl"
 MUSL_BUILD = f"cargo build --release --locked --target {MUSL}"
 FLATCAR_OWNER = "075585003325"
 SHELL_SCRIPTS = sorted([*IMAGES.rglob("*.sh"), BASHRC])
+CNI_BIN_DIR = "/opt/cni/bin"  # where containerd (Flatcar's config) and Flannel look
+# The containernetworking/plugins release each Kubernetes minor is built and
+# tested with: "cni" in build/dependencies.yaml of its release branch
+# (release-1.31: v1.5.1, cherry-picked in kubernetes/kubernetes#126988).
+CNI_PLUGINS_FOR_KUBERNETES = {"1.31": "1.5.1"}
 
 
 # --- helpers -----------------------------------------------------------------
@@ -585,6 +596,9 @@ def test_packer_variables(packer):
         "kubelet_version",
         "kubelet_url",
         "kubelet_sha512",
+        "cni_plugins_version",
+        "cni_plugins_url",
+        "cni_plugins_sha512",
     } <= set(declared)
     for name, body in declared.items():
         assert "type" in body and "description" in body, name
@@ -623,22 +637,145 @@ def test_packer_installs_the_binaries_into_opt_bin(packer):
         "--keep-paths",
         "${local.nodeboot_path}",
         "${local.kubelet_path}",
-    ]
+        "${local.cni_bin_dir}",
+    ], "flatcar-reset would wipe what the bake installed"
 
 
 def test_packer_tags_the_ami_with_the_nodeboot_version_and_commit(packer):
     tags = {unquote(k): v for k, v in packer_locals(packer)["tags"].items()}
     assert tags["nodeboot.io/version"] == "${var.nodeboot_version}"
     assert tags["nodeboot.io/commit"] == "${var.nodeboot_commit}"
+    assert tags["nodeboot.io/cni-plugins-version"] == "${var.cni_plugins_version}"
+    assert tags["nodeboot.io/cni-plugins-sha512"] == "${lower(var.cni_plugins_sha512)}"
+    (manifest,) = [v for entry in packer["build"][0]["post-processor"] for v in entry.values()]
+    assert manifest["custom_data"]["cni_plugins_version"] == "${var.cni_plugins_version}"
+    assert manifest["custom_data"]["cni_plugins_sha512"] == "${lower(var.cni_plugins_sha512)}"
     source = flatcar_source(packer)
     assert source["tags"].startswith("${merge(local.tags,")
     assert source["snapshot_tags"] == "${local.tags}"
 
 
+# --- the CNI plugins the bake installs ------------------------------------------
+
+
+def flannel_config_file(key: str) -> dict:
+    """A file of the Flannel ConfigMap (`cni-conf.json`, `net-conf.json`) as
+    the template has it. `nodeboot render` copies this block unchanged when it
+    holds no template expression (checked here; tests/cni checks the rendered
+    file against the real plugins)."""
+    lines = FLANNEL.read_text().splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.strip() == f"{key}: |"]
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    body = []
+    for line in lines[start + 1 :]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        body.append(line)
+    text = textwrap.dedent("\n".join(body))
+    assert "{{" not in text and "{%" not in text, f"{key} is templated: read the rendered file"
+    return json.loads(text)
+
+
+def plugins_the_cni_chain_needs(conflist: dict) -> set[str]:
+    """Every plugin binary the runtime or a plugin of `conflist` executes.
+    The flannel plugin hands its `delegate` to the delegate's `type`, default
+    `bridge`, with an `ipam` whose `type` defaults to `host-local` (its README,
+    "flannel plugin will always set"); a chained plugin may have an `ipam` of
+    its own. containerd runs `loopback` for every sandbox's `lo` as well.
+    `flannel` itself is left out: Flannel's DaemonSet copies it (checked
+    below)."""
+    needed = {"loopback"}
+    for plugin in conflist["plugins"]:
+        if plugin["type"] == "flannel":
+            needed.add(plugin.get("delegate", {}).get("type", "bridge"))
+            needed.add(plugin.get("ipam", {}).get("type", "host-local"))
+        else:
+            needed.add(plugin["type"])
+            if "ipam" in plugin:
+                needed.add(plugin["ipam"]["type"])
+    return needed
+
+
+def test_the_flannel_daemonset_installs_only_its_own_plugin():
+    text = FLANNEL.read_text()
+    assert re.search(r"- -f\s+- /flannel\s+- /opt/cni/bin/flannel\n", text)
+    assert text.count(f"path: {CNI_BIN_DIR}") == 1
+    assert plugins_the_cni_chain_needs(flannel_config_file("cni-conf.json")) >= {
+        "bridge",
+        "host-local",
+        "portmap",
+        "loopback",
+    }, "the derivation lost a plugin the Flannel chain is known to run"
+
+
+def test_packer_pins_the_cni_plugins_kubernetes_is_tested_with(packer):
+    declared = variables(packer)
+    version = unquote(declared["cni_plugins_version"]["default"])
+    assert re.fullmatch(r"1\.\d+\.\d+", version), f"{version!r} is not a pinned v1.x release"
+    kubernetes = minor(tfvars("kubernetes_version"))
+    assert kubernetes in CNI_PLUGINS_FOR_KUBERNETES, (
+        f"which CNI plugins release Kubernetes {kubernetes} expects is not recorded here"
+    )
+    assert version == CNI_PLUGINS_FOR_KUBERNETES[kubernetes]
+    assert "default" not in declared["cni_plugins_sha512"], "the checksum must be given"
+    (validation,) = declared["cni_plugins_sha512"]["validation"]
+    assert validation["condition"] == (
+        '${can(regex("^[0-9a-fA-F]{128}$", var.cni_plugins_sha512))}'
+    )
+    assert ".sha512" in declared["cni_plugins_sha512"]["description"]
+    paths = packer_locals(packer)
+    assert paths["cni_bin_dir"] == CNI_BIN_DIR
+    assert paths["cni_plugins_url"] == (
+        '${var.cni_plugins_url != "" ? var.cni_plugins_url : '
+        '"https://github.com/containernetworking/plugins/releases/download/'
+        'v${var.cni_plugins_version}/cni-plugins-linux-amd64-v${var.cni_plugins_version}.tgz"}'
+    )
+    (_, install, _) = provisioners(packer)
+    env = install[1]["env"]
+    assert env["CNI_PLUGINS_URL"] == "${local.cni_plugins_url}"
+    assert env["CNI_PLUGINS_SHA512"] == "${var.cni_plugins_sha512}"
+    assert env["CNI_BIN_DIR"] == "${local.cni_bin_dir}"
+    assert env["CNI_PLUGINS"] == '${join(" ", local.cni_plugins)}'
+
+
+def test_the_bake_installs_every_plugin_the_rendered_cni_chain_needs(packer):
+    required = {unquote(name) for name in packer_locals(packer)["cni_plugins"]}
+    needed = plugins_the_cni_chain_needs(flannel_config_file("cni-conf.json"))
+    assert needed <= required, f"the bake does not require {sorted(needed - required)}"
+
+
 # --- provision.sh --------------------------------------------------------------
 
 
-def provision(tmp_path: Path, kubelet: Path, checksum: str):
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+
+
+def cni_archive(tmp_path: Path, plugins=CNI_PLUGINS, extra=()) -> Path:
+    """A stand-in for cni-plugins-linux-amd64-v<version>.tgz: one script per
+    plugin that answers CNI_COMMAND=VERSION as the real ones do, and the
+    release's LICENSE and README.md (not executables)."""
+    tree = tmp_path / "cni-tree"
+    tree.mkdir()
+    for name in (*plugins, *extra):
+        answer = json.dumps({"cniVersion": "1.0.0", "supportedVersions": ["1.0.0"], "p": name})
+        write_script(
+            tree / name,
+            f'#!/bin/sh\n[ "$CNI_COMMAND" = VERSION ] || exit 1\necho {shlex.quote(answer)}\n',
+        )
+    (tree / "LICENSE").write_text("Apache License\n")
+    (tree / "README.md").write_text("plugins\n")
+    archive = tmp_path / "cni-plugins.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(tree.iterdir()):
+            tar.add(path, arcname=f"./{path.name}")
+    return archive
+
+
+def provision(tmp_path: Path, kubelet=None, kubelet_sha512=None, cni=None, cni_sha512=None):
+    if kubelet is None:
+        kubelet = write_script(tmp_path / "kubelet", "#!/bin/sh\necho Kubernetes v1.31.4\n")
+    if cni is None:
+        cni = cni_archive(tmp_path)
     upload = write_script(tmp_path / "upload-nodeboot", "#!/bin/sh\necho nodeboot 0.1.0\n")
     env = dict(
         os.environ,
@@ -647,14 +784,18 @@ def provision(tmp_path: Path, kubelet: Path, checksum: str):
         NODEBOOT_PATH="/opt/bin/nodeboot",
         KUBELET_PATH="/opt/bin/kubelet",
         KUBELET_URL=kubelet.as_uri(),
-        KUBELET_SHA512=checksum,
+        KUBELET_SHA512=kubelet_sha512 or sha("sha512", kubelet),
+        CNI_PLUGINS_URL=cni.as_uri(),
+        CNI_PLUGINS_SHA512=cni_sha512 or sha("sha512", cni).upper(),
+        CNI_BIN_DIR=CNI_BIN_DIR,
+        CNI_PLUGINS=" ".join(CNI_PLUGINS),
     )
     return subprocess.run([str(PROVISION)], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_provision_installs_both_binaries_mode_0755(tmp_path):
     kubelet = write_script(tmp_path / "kubelet", "#!/bin/sh\necho Kubernetes v1.31.4\n")
-    done = provision(tmp_path, kubelet, sha("sha512", kubelet))
+    done = provision(tmp_path, kubelet)
     assert done.returncode == 0, done.stderr
     assert "nodeboot 0.1.0" in done.stdout and "Kubernetes v1.31.4" in done.stdout
     for name in ("nodeboot", "kubelet"):
@@ -666,8 +807,42 @@ def test_provision_installs_both_binaries_mode_0755(tmp_path):
 
 def test_provision_refuses_a_kubelet_that_does_not_match(tmp_path):
     kubelet = write_script(tmp_path / "kubelet", "#!/bin/sh\necho tampered\n")
-    done = provision(tmp_path, kubelet, "0" * 128)
+    done = provision(tmp_path, kubelet, kubelet_sha512="0" * 128)
     assert done.returncode != 0 and "does not match kubelet_sha512" in done.stderr
+    assert not (tmp_path / "root").exists()
+
+
+def test_provision_installs_every_plugin_of_the_release_into_opt_cni_bin(tmp_path):
+    cni = cni_archive(tmp_path, extra=("tuning", "bandwidth"))
+    done = provision(tmp_path, cni=cni)
+    assert done.returncode == 0, done.stderr
+    installed = tmp_path / "root" / CNI_BIN_DIR.lstrip("/")
+    names = sorted(p.name for p in installed.iterdir())
+    assert names == sorted([*CNI_PLUGINS, "tuning", "bandwidth"]), "not the release's executables"
+    for path in installed.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+    assert stat.S_IMODE(installed.stat().st_mode) == 0o755
+    for name in CNI_PLUGINS:  # each required plugin ran on the builder and answered VERSION
+        assert f'"p": "{name}"' in done.stdout, done.stdout
+
+
+def test_provision_refuses_cni_plugins_that_do_not_match(tmp_path):
+    done = provision(tmp_path, cni_sha512="f" * 128)
+    assert done.returncode != 0 and "does not match cni_plugins_sha512" in done.stderr
+    assert not (tmp_path / "root").exists(), "something was installed before every check"
+
+
+def test_provision_refuses_a_release_without_a_required_plugin(tmp_path):
+    cni = cni_archive(tmp_path, plugins=("bridge", "host-local", "loopback"))
+    done = provision(tmp_path, cni=cni)
+    assert done.returncode != 0 and "has no portmap plugin" in done.stderr
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("checksum", ["", "ab" * 32, "z" * 128])
+def test_provision_refuses_a_cni_checksum_that_is_not_sha512(tmp_path, checksum):
+    done = provision(tmp_path, cni_sha512=checksum or " ")
+    assert done.returncode != 0 and "CNI_PLUGINS_SHA512" in done.stderr
     assert not (tmp_path / "root").exists()
 
 
