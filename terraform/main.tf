@@ -91,64 +91,67 @@ module "iam" {
 module "lb" {
   source = "./modules/lb"
 
-  environment               = var.environment
-  vpc_id                    = module.network.vpc_id
-  elb_subnet_ids            = module.network.subnet_ids.elb
-  etcd_security_group_id    = module.etcd.security_group_id
-  compute_security_group_id = module.compute.security_group_id
-  kubeapi_access_list       = var.kubeapi_access_list
+  environment    = var.environment
+  vpc_id         = module.network.vpc_id
+  elb_subnet_ids = module.network.subnet_ids.elb
 }
 
 module "etcd" {
   source = "./modules/etcd"
 
-  environment               = var.environment
-  availability_zones        = var.availability_zones
-  vpc_id                    = module.network.vpc_id
-  vpc_cidr                  = var.vpc_cidr
-  secure_subnets            = var.secure_subnets
-  secure_subnet_ids         = module.network.subnet_ids.secure
-  lb_security_group_ids     = module.lb.security_group_ids
-  compute_security_group_id = module.compute.security_group_id
-  bastion_security_group_id = module.bastion.security_group_id
-  etcd_count                = var.etcd_count
-  instance_type             = var.etcd_instance_type
-  ami_id                    = data.aws_ami.flatcar.id
-  instance_profile_name     = module.iam.instance_profile_names.etcd
-  kms_key_arn               = data.aws_kms_key.master.arn
-  target_group_arns         = module.lb.target_group_arns
-  user_data                 = filebase64("${local.ignition_dir}/etcd.ign")
+  environment           = var.environment
+  availability_zones    = var.availability_zones
+  vpc_id                = module.network.vpc_id
+  secure_subnets        = var.secure_subnets
+  secure_subnet_ids     = module.network.subnet_ids.secure
+  etcd_count            = var.etcd_count
+  instance_type         = var.etcd_instance_type
+  ami_id                = data.aws_ami.flatcar.id
+  instance_profile_name = module.iam.instance_profile_names.etcd
+  kms_key_arn           = data.aws_kms_key.master.arn
+  target_group_arns     = module.lb.target_group_arns
+  user_data             = filebase64("${local.ignition_dir}/etcd.ign")
 }
 
 module "compute" {
   source = "./modules/compute"
 
-  environment               = var.environment
-  vpc_id                    = module.network.vpc_id
-  vpc_cidr                  = var.vpc_cidr
-  compute_subnet_ids        = module.network.subnet_ids.compute
-  etcd_security_group_id    = module.etcd.security_group_id
-  bastion_security_group_id = module.bastion.security_group_id
-  compute_count             = var.compute_count
-  min_healthy_percentage    = var.compute_min_healthy_percentage
-  instance_type             = var.compute_instance_type
-  ami_id                    = data.aws_ami.flatcar.id
-  instance_profile_name     = module.iam.instance_profile_names.compute
-  user_data                 = filebase64("${local.ignition_dir}/compute.ign")
+  environment            = var.environment
+  vpc_id                 = module.network.vpc_id
+  compute_subnet_ids     = module.network.subnet_ids.compute
+  compute_count          = var.compute_count
+  min_healthy_percentage = var.compute_min_healthy_percentage
+  instance_type          = var.compute_instance_type
+  ami_id                 = data.aws_ami.flatcar.id
+  instance_profile_name  = module.iam.instance_profile_names.compute
+  user_data              = filebase64("${local.ignition_dir}/compute.ign")
 }
 
 module "bastion" {
   source = "./modules/bastion"
 
-  environment             = var.environment
-  vpc_id                  = module.network.vpc_id
-  node_security_group_ids = { etcd = module.etcd.security_group_id, compute = module.compute.security_group_id }
-  mgmt_subnet_id          = module.network.subnet_ids.mgmt[0]
-  ssh_access_list         = var.ssh_access_list
-  instance_type           = var.bastion_instance_type
-  ami_id                  = data.aws_ami.flatcar.id
-  instance_profile_name   = module.iam.instance_profile_names.bastion
-  user_data               = filebase64("${local.ignition_dir}/bastion.ign")
+  environment           = var.environment
+  vpc_id                = module.network.vpc_id
+  mgmt_subnet_id        = module.network.subnet_ids.mgmt[0]
+  instance_type         = var.bastion_instance_type
+  ami_id                = data.aws_ami.flatcar.id
+  instance_profile_name = module.iam.instance_profile_names.bastion
+  user_data             = filebase64("${local.ignition_dir}/bastion.ign")
+}
+
+# Every flow between the groups above and the internet, from one table.
+module "flows" {
+  source = "./modules/flows"
+
+  security_group_ids = {
+    etcd             = module.etcd.security_group_id
+    compute          = module.compute.security_group_id
+    kubeapi_public   = module.lb.security_group_ids.public
+    kubeapi_internal = module.lb.security_group_ids.internal
+    bastion          = module.bastion.security_group_id
+  }
+  kubeapi_access_list = var.kubeapi_access_list
+  ssh_access_list     = var.ssh_access_list
 }
 
 module "dns" {

@@ -100,6 +100,36 @@ override_resource {{
   values          = {{ id = "subnet-secure2" }}
 }}
 
+override_resource {{
+  target          = module.etcd.aws_security_group.etcd
+  override_during = plan
+  values          = {{ id = "sg-etcd" }}
+}}
+
+override_resource {{
+  target          = module.compute.aws_security_group.compute
+  override_during = plan
+  values          = {{ id = "sg-compute" }}
+}}
+
+override_resource {{
+  target          = module.lb.aws_security_group.kubeapi["public"]
+  override_during = plan
+  values          = {{ id = "sg-kubeapi-public" }}
+}}
+
+override_resource {{
+  target          = module.lb.aws_security_group.kubeapi["internal"]
+  override_during = plan
+  values          = {{ id = "sg-kubeapi-internal" }}
+}}
+
+override_resource {{
+  target          = module.bastion.aws_security_group.bastion
+  override_during = plan
+  values          = {{ id = "sg-bastion" }}
+}}
+
 override_data {{
   target = module.dns.data.aws_route53_zone.parent
   values = {{ zone_id = "ZPARENT0123456789", name = "example.com", name_servers = ["ns-1.example.net"] }}
@@ -424,50 +454,168 @@ def test_no_rule_admits_a_subnet_where_a_group_is_meant(real_plans):
         assert rule.get("cidr_ipv4") not in subnets, rule["address"]
 
 
-def test_only_the_named_rules_open_ssh_and_kubeapi(real_plans):
-    """Every ingress rule on 22 and 6443 in the whole plan, by address; what
-    each references is checked in the next test."""
-    found = {
-        (rule["from_port"], rule["address"])
-        for rule in sg_rules(real_plans["example"])
-        if rule["kind"].endswith("ingress_rule") and rule.get("from_port") in (22, 6443)
-    }
-    assert found == {
-        (22, 'module.etcd.aws_vpc_security_group_ingress_rule.etcd["ssh"]'),
-        (22, 'module.compute.aws_vpc_security_group_ingress_rule.compute["ssh"]'),
-        (22, 'module.bastion.aws_vpc_security_group_ingress_rule.ssh["203.0.113.0/24"]'),
-        (6443, 'module.etcd.aws_vpc_security_group_ingress_rule.etcd["kubeapi_public"]'),
-        (6443, 'module.etcd.aws_vpc_security_group_ingress_rule.etcd["kubeapi_internal"]'),
-        (6443, 'module.etcd.aws_vpc_security_group_ingress_rule.etcd["kubeapi_workers"]'),
-    }
+# Every flow a cluster of this platform needs, written from the documents,
+# not from terraform/: kubeadm's "Ports and Protocols"
+# (kubernetes.io/docs/reference/networking/ports-and-protocols), Flannel's
+# VXLAN backend, etcd's two ports, and this platform's load balancers,
+# bastion and ways out. The control plane is the etcd group (kube-apiserver,
+# the controller manager and the scheduler run on the members).
+# (what, protocol, first port, last port, sources, destinations); a source or
+# destination is a security group of the plan by name, or a CIDR.
+SECURITY_GROUPS = {
+    "etcd": "sg-etcd",
+    "compute": "sg-compute",
+    "kubeapi_public": "sg-kubeapi-public",
+    "kubeapi_internal": "sg-kubeapi-internal",
+    "bastion": "sg-bastion",
+}
+NODES = ("etcd", "compute")
+KUBEAPI_CLIENTS = ("203.0.113.0/24",)  # the example's kubeapi_access_list
+OPERATORS = ("203.0.113.0/24",)  # the example's ssh_access_list
+DOCUMENTED_FLOWS = [
+    # kubeadm, control plane. 6443 "All": the load balancers' targets, and
+    # every node's kube-proxy sends the `kubernetes` Service's traffic to any
+    # API server's own address (control plane nodes included).
+    ("kube-apiserver", "tcp", 6443, 6443, NODES + ("kubeapi_public", "kubeapi_internal"), ("etcd",)),
+    # 2379-2380 "kube-apiserver, etcd": both run on the members only.
+    ("etcd client API", "tcp", 2379, 2379, ("etcd",), ("etcd",)),
+    ("etcd peers", "tcp", 2380, 2380, ("etcd",), ("etcd",)),
+    # 10250 "Self, Control plane", on every node.
+    ("kubelet API", "tcp", 10250, 10250, ("etcd",), NODES),
+    # 10257 kube-controller-manager, 10259 kube-scheduler: "Self" (loopback),
+    # no rule. kubeadm, workers: 10256 kube-proxy "Self, Load balancers" is
+    # for the load balancers of Services, whose rules the cloud controller
+    # manages, as it does their NodePorts.
+    ("NodePort Services", "tcp", 30000, 32767, NODES, ("compute",)),
+    # Flannel's VXLAN backend (UDP 8472 on Linux) between every two nodes.
+    ("Flannel VXLAN", "udp", 8472, 8472, NODES, NODES),
+    # This platform: the API through its load balancers (443 -> 6443 above).
+    ("kube-apiserver, public load balancer", "tcp", 443, 443, KUBEAPI_CLIENTS, ("kubeapi_public",)),
+    ("kube-apiserver, internal load balancer", "tcp", 443, 443, NODES, ("kubeapi_internal",)),
+    ("ssh to the bastion", "tcp", 22, 22, OPERATORS, ("bastion",)),
+    ("ssh from the bastion", "tcp", 22, 22, ("bastion",), NODES),
+    # AWS APIs, image registries and OS updates (S3 through the gateway
+    # endpoint); the cloud controller, if one runs, needs nothing else.
+    ("HTTPS out", "tcp", 443, 443, NODES + ("bastion",), ("0.0.0.0/0",)),
+]
+
+ALL_PORTS = frozenset(range(0, 65536))
 
 
-def test_rule_peers_are_the_named_groups():
-    """What each ssh and 6443 rule references, read from the configuration."""
-    locals_ = {
-        k: v
-        for body in parse(MODULES / "etcd" / "main.tf").get("locals", [])
-        for k, v in body.items()
-        if k == "ingress"
-    }["ingress"]
-    def group(key):
-        return locals_[key]["group"]
-    assert group("ssh") == "${var.bastion_security_group_id}"
-    assert group("kubeapi_public") == "${var.lb_security_group_ids.public}"
-    assert group("kubeapi_internal") == "${var.lb_security_group_ids.internal}"
-    assert group("kubeapi_workers") == "${var.compute_security_group_id}"
-    compute = {
-        k: v
-        for body in parse(MODULES / "compute" / "main.tf").get("locals", [])
-        for k, v in body.items()
-        if k == "ingress"
-    }["ingress"]
-    assert compute["ssh"]["group"] == "${var.bastion_security_group_id}"
-    root = dict(blocks(parse(TF / "main.tf"), "module"))
-    assert root["etcd"]["bastion_security_group_id"] == "${module.bastion.security_group_id}"
-    assert root["etcd"]["lb_security_group_ids"] == "${module.lb.security_group_ids}"
-    assert root["etcd"]["compute_security_group_id"] == "${module.compute.security_group_id}"
-    assert root["compute"]["bastion_security_group_id"] == "${module.bastion.security_group_id}"
+def documented_ports() -> dict[tuple[str, str, str], set[int]]:
+    """(source, destination, protocol) -> the ports the documents open."""
+    out: dict[tuple[str, str, str], set[int]] = {}
+    for _, protocol, first, last, sources, destinations in DOCUMENTED_FLOWS:
+        for source in sources:
+            for destination in destinations:
+                out.setdefault((source, destination, protocol), set()).update(range(first, last + 1))
+    return out
+
+
+def open_ports(plan: dict) -> dict[str, dict[tuple[str, str, str], set[int]]]:
+    """What the plan's rules open, seen from each side: "ingress" is what a
+    destination group admits, "egress" what a source group lets out, both
+    as (source, destination, protocol) -> ports. Groups by name; a CIDR rule
+    to the VPC's CIDR reaches every group."""
+    names = {v: k for k, v in SECURITY_GROUPS.items()}
+    vpc = re.search(r'^vpc_cidr\s*=\s*"([^"]+)"', EXAMPLE.read_text(), re.M).group(1)
+    out: dict[str, dict[tuple[str, str, str], set[int]]] = {"ingress": {}, "egress": {}}
+    for rule in sg_rules(plan):
+        direction = "ingress" if rule["kind"].endswith("ingress_rule") else "egress"
+        own = names.get(rule["security_group_id"])
+        assert own, f"{rule['address']}: security group {rule['security_group_id']} is not one of {SECURITY_GROUPS}"
+        if rule.get("referenced_security_group_id"):
+            peers = [names[rule["referenced_security_group_id"]]]
+        elif rule.get("cidr_ipv4") == vpc:
+            peers = list(SECURITY_GROUPS)
+        else:
+            peers = [rule["cidr_ipv4"]]
+        protocols = ["tcp", "udp", "icmp"] if rule["ip_protocol"] == "-1" else [rule["ip_protocol"]]
+        ports = ALL_PORTS if rule["ip_protocol"] == "-1" else range(rule["from_port"], rule["to_port"] + 1)
+        for peer in peers:
+            for protocol in protocols:
+                key = (peer, own, protocol) if direction == "ingress" else (own, peer, protocol)
+                out[direction].setdefault(key, set()).update(ports)
+    return out
+
+
+def ranges(ports: set[int]) -> str:
+    """80, 443-445: a readable set of ports."""
+    out, run = [], []
+    for p in sorted(ports):
+        if run and p != run[-1] + 1:
+            out.append(run)
+            run = []
+        run.append(p)
+    if run:
+        out.append(run)
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in out)
+
+
+def flow_differences(plan: dict) -> list[str]:
+    """Each documented flow must be open on both sides (the source group lets
+    it out, the destination group admits it from the source group), and
+    nothing else may be open on either side."""
+    documented = documented_ports()
+    problems = []
+    for direction, found in open_ports(plan).items():
+        for key, ports in sorted(documented.items()):
+            source, destination, protocol = key
+            side = destination if direction == "ingress" else source
+            if side not in SECURITY_GROUPS:
+                continue  # a CIDR has no rules of its own
+            missing = ports - found.get(key, set())
+            if missing:
+                problems.append(f"{direction} of {side}: {protocol} {ranges(missing)} from {source} to {destination} is closed")
+        for key, ports in sorted(found.items()):
+            extra = ports - documented.get(key, set())
+            if extra:
+                source, destination, protocol = key
+                side = destination if direction == "ingress" else source
+                problems.append(f"{direction} of {side}: {protocol} {ranges(extra)} from {source} to {destination} is open but documented nowhere")
+    return problems
+
+
+def test_every_documented_flow_is_open_both_ways_and_nothing_else(real_plans):
+    """kubeadm's ports, Flannel's and the platform's own flows, each checked
+    against the planned rules: egress of the source group, ingress of the
+    destination group, both by group; and no rule opens more."""
+    for run in ("example", "five_members"):
+        problems = flow_differences(real_plans[run])
+        assert problems == [], f"{run}:\n" + "\n".join(problems)
+
+
+def test_the_flow_check_can_fail(real_plans):
+    """A closed documented port and an undocumented open one are both seen."""
+    plan = json.loads(json.dumps(real_plans["example"]))
+    ingress = [c for c in plan["resource_changes"] if c["type"] == "aws_vpc_security_group_ingress_rule"]
+    assert ingress
+    removed = ingress[0]["change"]["after"]
+    plan["resource_changes"].remove(ingress[0])
+    assert any("is closed" in p for p in flow_differences(plan)), removed
+    extra = json.loads(json.dumps(ingress[1]))
+    extra["address"] += "-extra"
+    extra["change"]["after"].update(ip_protocol="tcp", from_port=2049, to_port=2049, cidr_ipv4=None)
+    plan["resource_changes"].append(extra)
+    assert any("2049" in p and "documented nowhere" in p for p in flow_differences(plan))
+
+
+def test_every_moved_rule_lands_on_a_planned_rule(real_plans):
+    """A `moved` block whose target the configuration does not plan would
+    move the rule and then delete it: every target is in the plan, no
+    source is."""
+    moves = [
+        (m["from"], m["to"])
+        for m in parse(TF / "moved.tf").get("moved", [])
+    ]
+    assert moves
+    planned = set(changes(real_plans["example"]))
+    def address(reference):
+        # python-hcl2 gives ${module.x.type.name["key"]}
+        return reference.removeprefix("${").removesuffix("}")
+    for source, target in moves:
+        assert address(target) in planned, f"moved to {address(target)}, which is not planned"
+        assert address(source) not in planned, address(source)
 
 
 def test_s3_gateway_endpoint_on_the_private_route_tables(real_plans):
@@ -781,38 +929,15 @@ def test_make_render_writes_where_terraform_reads(tmp_path):
 
 # --- issue 12: the CNI's own traffic ---------------------------------------------------
 
-FLANNEL_VXLAN = 8472  # flannel's vxlan backend on Linux, as the rendered net-conf sets it
 
-
-def test_flannel_vxlan_is_open_between_every_pair_of_node_groups(real_plans):
-    """Flannel runs on every node (the control plane too: kube-proxy and
-    pods reach webhooks and CoreDNS over the overlay): UDP 8472 from each
-    node group to each, by group. Workers to workers is the all-protocol
-    `workers` rule."""
+def test_the_flannel_port_is_the_one_the_rendered_config_sets():
+    """The documented flow's port is the one nodeboot renders into
+    flannel's net-conf (FLANNEL_VXLAN_PORT, wherever src/ keeps it)."""
+    flannel = [f for f in DOCUMENTED_FLOWS if f[0] == "Flannel VXLAN"]
+    assert len(flannel) == 1
     found = {
-        rule["address"]
-        for rule in sg_rules(real_plans["example"])
-        if rule["kind"].endswith("ingress_rule")
-        and rule.get("ip_protocol") == "udp"
-        and rule.get("from_port") == FLANNEL_VXLAN == rule.get("to_port")
+        int(m.group(1))
+        for path in (REPO / "src").rglob("*.rs")
+        for m in re.finditer(r"FLANNEL_VXLAN_PORT: u16 = (\d+);", path.read_text())
     }
-    assert found == {
-        'module.etcd.aws_vpc_security_group_ingress_rule.etcd["flannel_members"]',
-        'module.etcd.aws_vpc_security_group_ingress_rule.etcd["flannel_workers"]',
-        'module.compute.aws_vpc_security_group_ingress_rule.compute["flannel_control_plane"]',
-    }
-    def ingress(module):
-        return {
-            k: v
-            for body in parse(MODULES / module / "main.tf").get("locals", [])
-            for k, v in body.items()
-            if k == "ingress"
-        }["ingress"]
-    etcd, compute = ingress("etcd"), ingress("compute")
-    assert etcd["flannel_members"]["group"] == "${aws_security_group.etcd.id}"
-    assert etcd["flannel_workers"]["group"] == "${var.compute_security_group_id}"
-    assert compute["flannel_control_plane"]["group"] == "${var.etcd_security_group_id}"
-    assert unquote(compute["workers"]["protocol"]) == "-1"
-    # The port the rendered flannel config sets (src/kube.rs) is this one.
-    port = re.search(r"FLANNEL_VXLAN_PORT: u16 = (\d+);", (REPO / "src/kube.rs").read_text())
-    assert port and int(port.group(1)) == FLANNEL_VXLAN
+    assert found == {flannel[0][2]}

@@ -13,39 +13,6 @@ resource "aws_security_group" "bastion" {
   }
 }
 
-# No rule at all when the list is empty.
-resource "aws_vpc_security_group_ingress_rule" "ssh" {
-  for_each = toset(var.ssh_access_list)
-
-  security_group_id = aws_security_group.bastion.id
-  description       = "ssh from the operators"
-  ip_protocol       = "tcp"
-  from_port         = 22
-  to_port           = 22
-  cidr_ipv4         = each.value
-}
-
-# ssh to the nodes' groups only (their ssh rules admit this group alone).
-resource "aws_vpc_security_group_egress_rule" "ssh" {
-  for_each = var.node_security_group_ids
-
-  security_group_id            = aws_security_group.bastion.id
-  description                  = "ssh to the ${each.key} nodes"
-  ip_protocol                  = "tcp"
-  from_port                    = 22
-  to_port                      = 22
-  referenced_security_group_id = each.value
-}
-
-resource "aws_vpc_security_group_egress_rule" "https" {
-  security_group_id = aws_security_group.bastion.id
-  description       = "HTTPS for OS updates and image pulls"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
-  cidr_ipv4         = "0.0.0.0/0"
-}
-
 resource "aws_instance" "bastion" {
   ami                         = var.ami_id
   instance_type               = var.instance_type

@@ -8,19 +8,9 @@ variable "vpc_id" {
   type        = string
 }
 
-variable "node_security_group_ids" {
-  description = "Security groups of the nodes the bastion reaches over ssh, by role."
-  type        = map(string)
-}
-
 variable "mgmt_subnet_id" {
   description = "Management subnet the bastion lives in."
   type        = string
-}
-
-variable "ssh_access_list" {
-  description = "CIDRs allowed to reach the bastion on port 22."
-  type        = list(string)
 }
 
 variable "instance_type" {

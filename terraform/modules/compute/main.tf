@@ -12,44 +12,6 @@ resource "aws_security_group" "compute" {
   }
 }
 
-# Sources are security groups, not subnets.
-locals {
-  ingress = {
-    kubelet = { port = 10250, protocol = "tcp", group = var.etcd_security_group_id, description = "kubelet API, from kube-apiserver on the control plane" }
-    workers = { port = null, protocol = "-1", group = aws_security_group.compute.id, description = "workers to workers: pod network and node ports" }
-    # Flannel's VXLAN overlay: the control plane's pods and kube-proxy reach pods on workers.
-    flannel_control_plane = { port = 8472, protocol = "udp", group = var.etcd_security_group_id, description = "Flannel VXLAN from the control plane" }
-    ssh                   = { port = 22, protocol = "tcp", group = var.bastion_security_group_id, description = "ssh from the bastion" }
-  }
-}
-
-resource "aws_vpc_security_group_ingress_rule" "compute" {
-  for_each = local.ingress
-
-  security_group_id            = aws_security_group.compute.id
-  description                  = each.value.description
-  ip_protocol                  = each.value.protocol
-  from_port                    = each.value.port
-  to_port                      = each.value.port
-  referenced_security_group_id = each.value.group
-}
-
-resource "aws_vpc_security_group_egress_rule" "compute_https" {
-  security_group_id = aws_security_group.compute.id
-  description       = "HTTPS to AWS APIs and image registries (S3 goes through the gateway endpoint)"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
-  cidr_ipv4         = "0.0.0.0/0"
-}
-
-resource "aws_vpc_security_group_egress_rule" "compute_vpc" {
-  security_group_id = aws_security_group.compute.id
-  description       = "anything inside the VPC"
-  ip_protocol       = "-1"
-  cidr_ipv4         = var.vpc_cidr
-}
-
 module "nodes" {
   source = "../node-group"
 

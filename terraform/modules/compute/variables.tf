@@ -8,24 +8,9 @@ variable "vpc_id" {
   type        = string
 }
 
-variable "vpc_cidr" {
-  description = "CIDR of the VPC (the nodes may reach anything inside it)."
-  type        = string
-}
-
 variable "compute_subnet_ids" {
   description = "Per-zone subnet ids of the compute layer."
   type        = list(string)
-}
-
-variable "etcd_security_group_id" {
-  description = "Security group of the control plane, whose kube-apiserver calls the kubelets."
-  type        = string
-}
-
-variable "bastion_security_group_id" {
-  description = "Security group of the bastion, allowed to reach ssh."
-  type        = string
 }
 
 variable "min_healthy_percentage" {

@@ -102,51 +102,6 @@ resource "aws_security_group" "etcd" {
   }
 }
 
-# Sources are security groups, not subnets: only the members themselves, the
-# load balancers, the workers and the bastion, whatever else runs in their
-# subnets.
-locals {
-  ingress = {
-    etcd_peers       = { port = 2380, protocol = "tcp", group = aws_security_group.etcd.id, description = "etcd peers" }
-    etcd_clients     = { port = 2379, protocol = "tcp", group = aws_security_group.etcd.id, description = "etcd clients (kube-apiserver runs on the members)" }
-    kubeapi_public   = { port = 6443, protocol = "tcp", group = var.lb_security_group_ids.public, description = "kube-apiserver from the public load balancer (client IPs are not preserved)" }
-    kubeapi_internal = { port = 6443, protocol = "tcp", group = var.lb_security_group_ids.internal, description = "kube-apiserver from the internal load balancer" }
-    kubeapi_workers  = { port = 6443, protocol = "tcp", group = var.compute_security_group_id, description = "kube-apiserver from the workers" }
-    kubelet          = { port = 10250, protocol = "tcp", group = aws_security_group.etcd.id, description = "kubelet API, from kube-apiserver on the other members" }
-    ssh              = { port = 22, protocol = "tcp", group = var.bastion_security_group_id, description = "ssh from the bastion" }
-    # Flannel's VXLAN overlay runs on every node, the control plane too.
-    flannel_members = { port = 8472, protocol = "udp", group = aws_security_group.etcd.id, description = "Flannel VXLAN between control-plane nodes" }
-    flannel_workers = { port = 8472, protocol = "udp", group = var.compute_security_group_id, description = "Flannel VXLAN from the workers" }
-  }
-}
-
-resource "aws_vpc_security_group_ingress_rule" "etcd" {
-  for_each = local.ingress
-
-  security_group_id            = aws_security_group.etcd.id
-  description                  = each.value.description
-  ip_protocol                  = each.value.protocol
-  from_port                    = each.value.port
-  to_port                      = each.value.port
-  referenced_security_group_id = each.value.group
-}
-
-resource "aws_vpc_security_group_egress_rule" "etcd_https" {
-  security_group_id = aws_security_group.etcd.id
-  description       = "HTTPS to AWS APIs and image registries (S3 goes through the gateway endpoint)"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
-  cidr_ipv4         = "0.0.0.0/0"
-}
-
-resource "aws_vpc_security_group_egress_rule" "etcd_vpc" {
-  security_group_id = aws_security_group.etcd.id
-  description       = "anything inside the VPC"
-  ip_protocol       = "-1"
-  cidr_ipv4         = var.vpc_cidr
-}
-
 module "nodes" {
   source = "../node-group"
 

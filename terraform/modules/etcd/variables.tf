@@ -13,11 +13,6 @@ variable "vpc_id" {
   type        = string
 }
 
-variable "vpc_cidr" {
-  description = "CIDR of the VPC (the nodes may reach anything inside it)."
-  type        = string
-}
-
 variable "secure_subnets" {
   description = "Per-zone CIDRs of the secure layer: the members' fixed IPs are in them."
   type        = list(string)
@@ -26,24 +21,6 @@ variable "secure_subnets" {
 variable "secure_subnet_ids" {
   description = "Per-zone subnet ids of the secure layer, in availability_zones order."
   type        = list(string)
-}
-
-variable "lb_security_group_ids" {
-  description = "Security groups of the kube-apiserver load balancers, allowed to reach kube-apiserver."
-  type = object({
-    public   = string
-    internal = string
-  })
-}
-
-variable "compute_security_group_id" {
-  description = "Security group of the workers, allowed to reach kube-apiserver."
-  type        = string
-}
-
-variable "bastion_security_group_id" {
-  description = "Security group of the bastion, allowed to reach ssh."
-  type        = string
 }
 
 variable "etcd_count" {

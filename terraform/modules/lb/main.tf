@@ -21,16 +21,6 @@ locals {
       internal = true
     }
   }
-
-  # Who may connect on 443: the public one from the access list (CIDRs, it
-  # faces the internet), the internal one from the nodes' security groups.
-  clients = merge(
-    { for i, cidr in var.kubeapi_access_list : "public-${i}" => { lb = "public", cidr = cidr, group = null, description = "kube-apiserver clients (kubeapi_access_list)" } },
-    {
-      internal-etcd    = { lb = "internal", cidr = null, group = var.etcd_security_group_id, description = "kubelets and controllers on the control plane" }
-      internal-compute = { lb = "internal", cidr = null, group = var.compute_security_group_id, description = "kubelets and kube-proxy on the workers" }
-    },
-  )
 }
 
 resource "aws_security_group" "kubeapi" {
@@ -44,29 +34,6 @@ resource "aws_security_group" "kubeapi" {
   tags = {
     Name = "${var.environment}-kubeapi-${each.key}"
   }
-}
-
-resource "aws_vpc_security_group_ingress_rule" "kubeapi" {
-  for_each = local.clients
-
-  security_group_id            = aws_security_group.kubeapi[each.value.lb].id
-  description                  = each.value.description
-  ip_protocol                  = "tcp"
-  from_port                    = 443
-  to_port                      = 443
-  cidr_ipv4                    = each.value.cidr
-  referenced_security_group_id = each.value.group
-}
-
-resource "aws_vpc_security_group_egress_rule" "kubeapi" {
-  for_each = local.load_balancers
-
-  security_group_id            = aws_security_group.kubeapi[each.key].id
-  description                  = "kube-apiserver on the control plane nodes, and health checks"
-  ip_protocol                  = "tcp"
-  from_port                    = 6443
-  to_port                      = 6443
-  referenced_security_group_id = var.etcd_security_group_id
 }
 
 resource "aws_lb" "kubeapi" {
