@@ -509,8 +509,13 @@ def pod_network():
     """A PodNetwork, up, and torn down however the test ends; the test fails
     when the teardown leaves anything behind."""
     require_root()
-    needed = ["loopback", "bridge", "host-local", "portmap"]
-    missing = [p for p in needed if not (CNI_PATH / p).exists()]
+    needed = {p["type"] for p in LOOPBACK["plugins"]}
+    for plugin in rendered().conflist["plugins"]:
+        if plugin["type"] == "flannel":  # its delegate and IPAM, as flannel_plugin defaults them
+            needed |= {plugin.get("delegate", {}).get("type", "bridge"), "host-local"}
+        else:
+            needed.add(plugin["type"])
+    missing = sorted(p for p in needed if not (CNI_PATH / p).exists())
     if missing:
         pytest.fail(
             f"{missing} not in {CNI_PATH}: apt-get install containernetworking-plugins "
