@@ -67,14 +67,17 @@ data "aws_kms_key" "master" {
 module "network" {
   source = "./modules/network"
 
-  environment        = var.environment
-  availability_zones = var.availability_zones
-  vpc_cidr           = var.vpc_cidr
-  secure_subnets     = var.secure_subnets
-  compute_subnets    = var.compute_subnets
-  elb_subnets        = var.elb_subnets
-  mgmt_subnets       = var.mgmt_subnets
-  region             = var.region
+  environment         = var.environment
+  availability_zones  = var.availability_zones
+  vpc_cidr            = var.vpc_cidr
+  secure_subnets      = var.secure_subnets
+  compute_subnets     = var.compute_subnets
+  elb_subnets         = var.elb_subnets
+  mgmt_subnets        = var.mgmt_subnets
+  region              = var.region
+  secrets_bucket_name = var.secrets_bucket_name
+  node_s3_actions     = module.iam.node_s3_actions
+  readable_objects    = var.nodeboot_source == "s3" ? [trimprefix(var.nodeboot_s3_url, "s3://")] : []
 }
 
 module "iam" {
@@ -86,6 +89,8 @@ module "iam" {
   secrets_bucket_name = var.secrets_bucket_name
   kms_key_arn         = data.aws_kms_key.master.arn
   s3_endpoint_id      = module.network.s3_endpoint_id
+  vpc_id              = module.network.vpc_id
+  nat_public_ips      = module.network.nat_public_ips
 }
 
 module "lb" {

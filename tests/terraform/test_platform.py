@@ -22,6 +22,7 @@ requests that must be refused.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
 import re
 import shutil
@@ -130,6 +131,36 @@ override_resource {{
   values          = {{ id = "sg-bastion" }}
 }}
 
+override_resource {{
+  target          = module.network.aws_vpc.this
+  override_during = plan
+  values          = {{ id = "vpc-0example" }}
+}}
+
+override_resource {{
+  target          = module.network.aws_vpc_endpoint.s3
+  override_during = plan
+  values          = {{ id = "{ENDPOINT}" }}
+}}
+
+override_resource {{
+  target          = module.network.aws_eip.nat[0]
+  override_during = plan
+  values          = {{ public_ip = "198.51.100.10" }}
+}}
+
+override_resource {{
+  target          = module.network.aws_eip.nat[1]
+  override_during = plan
+  values          = {{ public_ip = "198.51.100.11" }}
+}}
+
+override_resource {{
+  target          = module.network.aws_eip.nat[2]
+  override_during = plan
+  values          = {{ public_ip = "198.51.100.12" }}
+}}
+
 override_data {{
   target = module.dns.data.aws_route53_zone.parent
   values = {{ zone_id = "ZPARENT0123456789", name = "example.com", name_servers = ["ns-1.example.net"] }}
@@ -226,6 +257,38 @@ run "created_zone" {
     return by_run
 
 
+# --- 0. what a plan creates ----------------------------------------------------------
+
+# How the READMEs quote the counts: "141 resources for the example, 149 with 5 members".
+QUOTED_COUNTS = re.compile(r"(\d+) (?:planned )?resources\s+for\s+the\s+example,\s+(\d+)\s+with\s+5\s+members")
+
+
+def test_the_readmes_quote_the_planned_resource_counts(real_plans):
+    """The number of resources each plan creates, and the figures README.md
+    and terraform/README.md give for them."""
+    counts = {
+        run: len([c for c in plan["resource_changes"] if c["mode"] == "managed"])
+        for run, plan in real_plans.items()
+    }
+    for run, plan in real_plans.items():
+        actions = {tuple(c["change"]["actions"]) for c in plan["resource_changes"] if c["mode"] == "managed"}
+        assert actions == {("create",)}, run
+    # A member is a volume, an interface and its address reservation, and a
+    # record etcd-<i>; five members on three zones fill no new group.
+    assert counts["five_members"] - counts["example"] == 2 * 4
+    quoted = {
+        readme: [(int(a), int(b)) for a, b in QUOTED_COUNTS.findall(" ".join((REPO / readme).read_text().split()))]
+        for readme in ("README.md", "terraform/README.md")
+    }
+    for readme, figures in quoted.items():
+        assert figures, f"{readme} quotes no planned resource count"
+        for figure in figures:
+            assert figure == (counts["example"], counts["five_members"]), (
+                f"{readme} says {figure[0]} resources for the example and {figure[1]} with 5 members; "
+                f"the plans create {counts['example']} and {counts['five_members']}"
+            )
+
+
 # --- 1. one etcd group per zone ---------------------------------------------------
 
 
@@ -289,6 +352,17 @@ def test_member_volumes_cannot_be_destroyed_by_a_plan():
     assert volume["final_snapshot"] is True
 
 
+def test_member_interfaces_and_addresses_cannot_be_destroyed_by_a_plan():
+    """Everything a member is made of stops a plan that would delete it:
+    its volume (above), its interface and its address reservation."""
+    resources = etcd_resources()
+    members = {kind for kind, name in resources if name == "member"}
+    assert members == {"aws_ebs_volume", "aws_network_interface", "aws_ec2_subnet_cidr_reservation"}
+    for kind in sorted(members):
+        lifecycle = resources[(kind, "member")].get("lifecycle", [{}])[0]
+        assert lifecycle.get("prevent_destroy") is True, f"{kind}.member has no prevent_destroy"
+
+
 def test_a_plan_that_deletes_a_member_volume_stops(initialized_copy):  # noqa: F811
     """Lowering etcd_count before the members are removed from etcd would
     delete their data: prevent_destroy stops the plan. (A changed zone list
@@ -314,7 +388,8 @@ run "one_member_left" {
     )
     assert statuses == {"apply_example": "pass", "one_member_left": "error"}, text
     for member in (1, 2):
-        assert f"Resource module.etcd.aws_ebs_volume.member[{member}] has lifecycle.prevent_destroy" in text, text
+        for kind in ("aws_ebs_volume", "aws_network_interface", "aws_ec2_subnet_cidr_reservation"):
+            assert f"Resource module.etcd.{kind}.member[{member}] has lifecycle.prevent_destroy" in text, text
 
 
 # A mocked apply needs values the provider's validation accepts.
@@ -657,13 +732,11 @@ def node_policies(plan: dict) -> dict[str, list[dict]]:
     """role -> every statement of its inline policies, from the real plan."""
     out: dict[str, list[dict]] = {role: [] for role in NODEBOOT_ACTIONS}
     for address, policy in of_type(plan, "aws_iam_role_policy").items():
-        if address in ("module.iam.aws_iam_role_policy.attach", "module.iam.aws_iam_role_policy.backups"):
-            role = "etcd"
-        elif address.startswith("module.iam.aws_iam_role_policy.secrets["):
-            role = address.split('"')[1]
-        else:
-            assert not address.startswith("module.iam."), f"{address}: which role?"
-            continue
+        if not address.startswith("module.iam."):
+            continue  # the flow logs' and snapshots' service roles
+        assert address.startswith('module.iam.aws_iam_role_policy.node["'), f"{address}: which role?"
+        role = address.split('"')[1].split("/")[0]
+        assert policy["policy"], f"{address}: the policy is not known at plan time"
         out[role].extend(json.loads(policy["policy"])["Statement"])
     return out
 
@@ -676,40 +749,112 @@ def matches(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern)
 
 
+NEGATED = ("StringNotEquals", "NotIpAddress")
+
+
 def condition_holds(test: str, key: str, expected: list, context: dict, resource_context: dict) -> bool:
+    """One condition as IAM evaluates it: a missing key fails a positive
+    operator, passes a negated one and an ...IfExists one; Null tests
+    presence; ${key} in a value is the request's value of that key."""
     values = {**context, **resource_context}
+    if test == "Null":
+        return (key not in values) == (str(expected[0]) == "true")
     if key not in values:
-        return False
+        return test in NEGATED or test.endswith("IfExists")
+    test = test.removesuffix("IfExists")
     actual = values[key]
-    expected = [re.sub(r"\$\{ec2:InstanceID\}", resource_context.get("ec2:InstanceID", "?"), e) for e in expected]
+    def resolve(e: str):
+        for name in re.findall(r"\$\{([^}]+)\}", e):
+            if name not in values:
+                return None  # an unresolved variable matches nothing
+            e = e.replace("${" + name + "}", str(values[name]))
+        return e
+    expected = [r for r in (resolve(str(e)) for e in expected) if r is not None]
     if test in ("StringEquals", "ArnEquals", "Bool"):
-        return str(actual) in [str(e) for e in expected]
+        return str(actual) in expected
     if test in ("StringLike", "ArnLike"):
         return any(matches(e, str(actual)) for e in expected)
     if test == "StringNotEquals":
         return str(actual) not in expected
+    if test == "NotIpAddress":
+        return not any(ipaddress.ip_address(actual) in ipaddress.ip_network(e) for e in expected)
     if test == "ForAllValues:StringEquals":
         # Every value of a multi-valued key (aws:TagKeys) is one of the expected.
-        return all(str(a) in [str(e) for e in expected] for a in as_list(actual))
+        return all(str(a) in expected for a in as_list(actual))
     raise AssertionError(f"condition operator {test} is not evaluated here: add it")
 
 
+def applies(s: dict, action: str, resource: str, context: dict, resource_context: dict) -> bool:
+    if not any(matches(a, action) for a in as_list(s["Action"])):
+        return False
+    if not any(matches(r, resource) for r in as_list(s["Resource"])):
+        return False
+    return all(
+        condition_holds(test, key, as_list(expected), context, resource_context)
+        for test, pairs in s.get("Condition", {}).items()
+        for key, expected in pairs.items()
+    )
+
+
+def denied(statements: list[dict], action: str, resource: str, context: dict, resource_context: dict) -> list[str]:
+    """Sids of the Deny statements that refuse the request."""
+    return [
+        s.get("Sid", "?")
+        for s in statements
+        if s["Effect"] == "Deny" and applies(s, action, resource, context, resource_context)
+    ]
+
+
 def allowed(statements: list[dict], action: str, resource: str, context: dict, resource_context: dict) -> list[str]:
-    """Sids of the Allow statements that allow `action` on `resource` (no Deny here)."""
-    sids = []
-    for s in statements:
-        if s["Effect"] != "Allow" or not any(matches(a, action) for a in as_list(s["Action"])):
-            continue
-        if not any(matches(r, resource) for r in as_list(s["Resource"])):
-            continue
-        conditions = s.get("Condition", {})
-        if all(
-            condition_holds(test, key, as_list(expected), context, resource_context)
-            for test, pairs in conditions.items()
-            for key, expected in pairs.items()
-        ):
-            sids.append(s.get("Sid", "?"))
-    return sids
+    """Sids of the Allow statements that allow the request; none when a Deny refuses it."""
+    if denied(statements, action, resource, context, resource_context):
+        return []
+    return [
+        s.get("Sid", "?")
+        for s in statements
+        if s["Effect"] == "Allow" and applies(s, action, resource, context, resource_context)
+    ]
+
+
+# Where a node's requests come from: S3 through the VPC's gateway endpoint,
+# from the instance's primary address; every other service through its
+# zone's NAT gateway; always with the credentials of an instance of the VPC.
+VPC = "vpc-0example"
+NAT_IPS = ["198.51.100.10", "198.51.100.11", "198.51.100.12"]
+NODE_IP = "10.80.10.57"
+CREDENTIALS = {"aws:EC2InstanceSourceVPC": VPC, "aws:EC2InstanceSourcePrivateIPv4": NODE_IP}
+THROUGH_THE_ENDPOINT = {"aws:SourceVpce": ENDPOINT, "aws:SourceVpc": VPC, "aws:VpcSourceIp": NODE_IP}
+THROUGH_NAT = {"aws:SourceIp": NAT_IPS[1]}
+
+
+def from_the_node(action: str, context: dict) -> dict:
+    """The network half of a node's request context. A call an AWS service
+    makes on the role's behalf (kms:ViaService) is the service's own."""
+    if "kms:ViaService" in context:
+        return {**CREDENTIALS, "aws:ViaAWSService": "true", **context}
+    path = THROUGH_THE_ENDPOINT if action.startswith("s3:") else THROUGH_NAT
+    return {**CREDENTIALS, "aws:ViaAWSService": "false", **path, **context}
+
+
+# The same credentials elsewhere: each must be refused for every request.
+ELSEWHERE = {
+    "from the internet": lambda action: {**CREDENTIALS, "aws:ViaAWSService": "false", "aws:SourceIp": "192.0.2.66"},
+    "through another VPC's endpoint": lambda action: {
+        **CREDENTIALS, "aws:ViaAWSService": "false",
+        **({"aws:SourceVpce": "vpce-0other", "aws:SourceVpc": "vpc-0other", "aws:VpcSourceIp": "172.16.0.9"} if action.startswith("s3:") else {"aws:SourceVpc": "vpc-0other"}),
+    },
+    "from another machine of the VPC": lambda action: {
+        **CREDENTIALS, "aws:ViaAWSService": "false",
+        **({**THROUGH_THE_ENDPOINT, "aws:VpcSourceIp": "10.80.20.99"} if action.startswith("s3:") else THROUGH_NAT),
+    },
+    "issued to an instance of another VPC": lambda action: {
+        "aws:EC2InstanceSourceVPC": "vpc-0other", "aws:EC2InstanceSourcePrivateIPv4": "172.16.0.9", "aws:ViaAWSService": "false",
+        **(THROUGH_THE_ENDPOINT if action.startswith("s3:") else THROUGH_NAT),
+    },
+}
+# From another machine of the VPC, only S3 can tell (the NAT hides the
+# address of calls to other services): refused for S3 alone.
+ELSEWHERE_S3_ONLY = {"from another machine of the VPC"}
 
 
 # The requests of a boot, as tests/iam.rs drives them against the emulator:
@@ -725,6 +870,19 @@ OBJ = f"arn:aws:s3:::{BUCKET}"
 ENVELOPE = {"kms:EncryptionContext:environment": "example"}
 BACKUP = "backups/etcd/20261130T113500Z-r1234.snapshot"
 REPORT = "backups/etcd/restore/20261130T120000Z-20261130T113500Z-r1234/member-0"
+REQUEST = "backups/etcd/restore/request"
+
+
+def secret(path: str) -> dict:
+    """nodeboot's envelope context of a secret (src: secrets' Context::kms)."""
+    return {**ENVELOPE, "kms:EncryptionContext:path": path}
+
+
+def backup(path: str) -> dict:
+    """A backup's context (src: backup::context)."""
+    return {**secret(path), "kms:EncryptionContext:purpose": "etcd-backup"}
+
+
 BOOT = [
     ("etcd", "ec2:DescribeVolumes", "*", SELF, {}),
     ("etcd", "ec2:DescribeNetworkInterfaces", "*", SELF, {}),
@@ -745,23 +903,29 @@ BOOT = [
     ("etcd", "s3:GetObject", f"{OBJ}/manifests/etcd/kube-apiserver.yaml", {}, {}),
     ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "secure/"}, {}),
     ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "manifests/etcd/"}, {}),
-    ("etcd", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret("secure/etcd/member-0.key"), {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret("common/ca.crt"), {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret("manifests/etcd/kube-apiserver.yaml"), {}),
     ("etcd", "kms:Decrypt", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/ignition/etcd.ign"}, {}),
     # etcd backups (tests/etcd_backup_e2e.rs, tests/iam.rs): list, write,
-    # read back, prune; restore requests read, reports written.
+    # read back, prune; restore requests read, reports written and read.
     ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "backups/etcd/"}, {}),
     ("etcd", "s3:PutObject", f"{OBJ}/{BACKUP}", {}, {}),
-    ("etcd", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:purpose": "etcd-backup", "kms:EncryptionContext:path": BACKUP}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, backup(BACKUP), {}),
     ("etcd", "kms:GenerateDataKey", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/{BACKUP}"}, {}),
     ("etcd", "s3:GetObject", f"{OBJ}/{BACKUP}", {}, {}),
-    ("etcd", "kms:Decrypt", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:purpose": "etcd-backup", "kms:EncryptionContext:path": BACKUP}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, backup(BACKUP), {}),
     ("etcd", "s3:DeleteObject", f"{OBJ}/backups/etcd/20241130T113500Z-r17.snapshot", {}, {}),
-    ("etcd", "s3:GetObject", f"{OBJ}/backups/etcd/restore/request", {}, {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/{REQUEST}", {}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret(REQUEST), {}),
     ("etcd", "s3:PutObject", f"{OBJ}/{REPORT}", {}, {}),
-    ("etcd", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:path": REPORT}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, secret(REPORT), {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret(REPORT), {}),
     ("compute", "s3:GetObject", f"{OBJ}/compute/kube-proxy.kubeconfig", {}, {}),
     ("compute", "s3:ListBucket", OBJ, {"s3:prefix": "manifests/compute/"}, {}),
-    ("compute", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
+    ("compute", "kms:Decrypt", KMS_ARN, secret("compute/kube-proxy.kubeconfig"), {}),
+    ("compute", "kms:Decrypt", KMS_ARN, secret("common/ca.crt"), {}),
+    ("compute", "kms:Decrypt", KMS_ARN, secret("manifests/compute/flannel.yaml"), {}),
     # Ignition fetching a pointer config's full config (SSE-KMS, decrypted by S3).
     ("compute", "s3:GetObject", f"{OBJ}/ignition/compute.ign", {}, {}),
     ("compute", "kms:Decrypt", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/ignition/compute.ign"}, {}),
@@ -772,7 +936,7 @@ ASG = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:0123:autoScaling
 if "autoscaling:SetInstanceHealth" in NODEBOOT_ACTIONS["etcd"]:
     BOOT.append(("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-etcd-eu-west-1a-asg", SELF, MEMBER_TAGS))
 
-# What must be refused.
+# What must be refused, even from the node itself.
 REFUSED = [
     ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0other", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0other"}),
     ("etcd", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0root", SELF, {"aws:ResourceTag/nodeboot.io/environment": "example"}),
@@ -781,22 +945,37 @@ REFUSED = [
     ("etcd", "ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", {**SELF, "aws:TagKeys": ["nodeboot.io/formatted"]}, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/environment": "other"}),
     ("etcd", "s3:GetObject", f"{OBJ}/compute/kube-proxy.kubeconfig", {}, {}),
     ("etcd", "s3:GetObject", f"{OBJ}/ca/ca.key", {}, {}),
-    ("etcd", "kms:Decrypt", KMS_ARN, {"kms:EncryptionContext:environment": "other"}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, {"kms:EncryptionContext:environment": "other", "kms:EncryptionContext:path": "secure/etcd/ca.crt"}, {}),
+    # Decrypt needs the path of a secret of the role's own.
+    ("etcd", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret("compute/kube-proxy.kubeconfig"), {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret("manifests/compute/flannel.yaml"), {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret("ca/ca.key"), {}),
     ("etcd", "kms:CreateGrant", KMS_ARN, {"kms:GrantIsForAWSResource": "false"}, {}),
     # Backups write nothing but backups/etcd/, and seal nothing but backups and reports.
     ("etcd", "s3:PutObject", f"{OBJ}/secure/etcd/ca.crt", {}, {}),
     ("etcd", "s3:PutObject", f"{OBJ}/manifests/etcd/kube-apiserver.yaml", {}, {}),
     ("etcd", "s3:DeleteObject", f"{OBJ}/common/ca.crt", {}, {}),
     ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "compute/"}, {}),
-    ("etcd", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:path": "secure/etcd/ca.crt"}, {}),
-    ("etcd", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:path": "backups/etcd/restore/request"}, {}),
-    ("etcd", "kms:GenerateDataKey", KMS_ARN, {"kms:EncryptionContext:environment": "other", "kms:EncryptionContext:purpose": "etcd-backup"}, {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, secret("secure/etcd/ca.crt"), {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, secret(REQUEST), {}),
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, {"kms:EncryptionContext:environment": "other", "kms:EncryptionContext:purpose": "etcd-backup", "kms:EncryptionContext:path": BACKUP}, {}),
+    # A backup's purpose binds its path too: no sealing a secret's path as a backup.
+    ("etcd", "kms:GenerateDataKey", KMS_ARN, backup("secure/etcd/ca.crt"), {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, backup("secure/etcd/ca.crt"), {}),
     ("etcd", "kms:GenerateDataKey", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/secure/etcd/ca.crt"}, {}),
     ("compute", "s3:PutObject", f"{OBJ}/{BACKUP}", {}, {}),
-    ("compute", "kms:GenerateDataKey", KMS_ARN, {**ENVELOPE, "kms:EncryptionContext:purpose": "etcd-backup"}, {}),
+    ("compute", "kms:GenerateDataKey", KMS_ARN, backup(BACKUP), {}),
     ("compute", "s3:GetObject", f"{OBJ}/secure/etcd/ca.crt", {}, {}),
     ("compute", "s3:ListBucket", OBJ, {"s3:prefix": "secure/"}, {}),
     ("compute", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, MEMBER_TAGS),
+    # A worker opens none of the control plane's secrets, no backup and no restore request.
+    ("compute", "kms:Decrypt", KMS_ARN, secret("secure/ca.key"), {}),
+    ("compute", "kms:Decrypt", KMS_ARN, secret("secure/etcd/member-0.key"), {}),
+    ("compute", "kms:Decrypt", KMS_ARN, secret("manifests/etcd/kube-apiserver.yaml"), {}),
+    ("compute", "kms:Decrypt", KMS_ARN, backup(BACKUP), {}),
+    ("compute", "kms:Decrypt", KMS_ARN, secret(REQUEST), {}),
+    ("compute", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
     ("bastion", "s3:GetObject", f"{OBJ}/common/ca.crt", {}, {}),
 ]
 if "autoscaling:SetInstanceHealth" in NODEBOOT_ACTIONS["etcd"]:
@@ -813,17 +992,17 @@ def test_each_role_allows_what_its_boot_does_and_nothing_more(real_plans):
     policies = node_policies(real_plans["example"])
     used: dict[str, set[tuple[str, str]]] = {role: set() for role in policies}
     for role, action, resource, context, resource_context in BOOT:
-        sids = allowed(policies[role], action, resource, context, resource_context)
-        assert sids, f"{role} may not {action} on {resource}: {json.dumps(policies[role], indent=1)}"
+        sids = allowed(policies[role], action, resource, from_the_node(action, context), resource_context)
+        assert sids, f"{role} may not {action} on {resource} with {context}: {json.dumps(policies[role], indent=1)}"
         used[role].update((sid, action) for sid in sids)
     for role, action, resource, context, resource_context in REFUSED:
-        assert allowed(policies[role], action, resource, context, resource_context) == [], (
-            f"{role} may {action} on {resource} with {resource_context}"
+        assert allowed(policies[role], action, resource, from_the_node(action, context), resource_context) == [], (
+            f"{role} may {action} on {resource} with {context} {resource_context}"
         )
-    # Nothing more: every action of every statement serves a request of the boot,
-    # and the actions are exactly the ones tests/iam.rs sees the code call.
+    # Nothing more: every action of every Allow statement serves a request of
+    # the boot, and the actions are exactly the ones tests/iam.rs sees the code call.
     for role, statements in policies.items():
-        granted = {(s.get("Sid", "?"), a) for s in statements for a in as_list(s["Action"])}
+        granted = {(s.get("Sid", "?"), a) for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])}
         assert granted - used[role] == set(), (
             f"{role}: granted but not used by a boot; a new node call needs its request in BOOT "
             "(and a refused one in REFUSED) above"
@@ -832,19 +1011,60 @@ def test_each_role_allows_what_its_boot_does_and_nothing_more(real_plans):
         assert {a for _, a in granted} == NODEBOOT_ACTIONS[role] | delegated
 
 
+def test_each_allow_statement_grants_one_group_of_the_action_maps(real_plans):
+    """No action list is written twice: every Allow statement's actions are
+    one group of local.nodeboot_actions or local.delegated_actions."""
+    from test_terraform import flatten_actions, iam_locals  # noqa: PLC0415
+
+    maps = iam_locals()
+    for role, statements in node_policies(real_plans["example"]).items():
+        groups = [
+            flatten_actions({name: actions})
+            for table in ("nodeboot_actions", "delegated_actions")
+            for name, actions in maps[table].get(role, {}).items()
+            if not name.startswith("__")
+        ]
+        for s in statements:
+            if s["Effect"] == "Allow":
+                assert set(as_list(s["Action"])) in groups, f"{role}/{s.get('Sid')}: {s['Action']}"
+
+
+def test_a_roles_credentials_work_only_from_its_own_instances(real_plans):
+    """Every request of the boot, made with the node's credentials from
+    anywhere else, is refused; a call an AWS service makes on the role's
+    behalf is not replayed (the service makes it, from its own network)."""
+    policies = node_policies(real_plans["example"])
+    refused_by: dict[str, set[str]] = {role: set() for role in policies}
+    for role, action, resource, context, resource_context in BOOT:
+        if "kms:ViaService" in context:
+            continue
+        for where, network in ELSEWHERE.items():
+            if where in ELSEWHERE_S3_ONLY and not action.startswith("s3:"):
+                continue
+            request = {**network(action), **context}
+            sids = denied(policies[role], action, resource, request, resource_context)
+            assert sids, f"{role}: {action} on {resource} {where} is not refused"
+            refused_by[role].update(sids)
+    for role, statements in policies.items():
+        deny = {s["Sid"] for s in statements if s["Effect"] == "Deny"}
+        assert deny == refused_by[role], f"{role}: deny statements no request needed: {deny - refused_by[role]}"
+
+
 def test_the_evaluator_refuses_without_the_conditions(real_plans):
     """The check above must be able to fail: drop the conditions and the
     refused requests get through."""
     policies = node_policies(real_plans["example"])
-    loose = [{k: v for k, v in s.items() if k != "Condition"} for s in policies["etcd"]]
+    loose = [{k: v for k, v in s.items() if k != "Condition"} for s in policies["etcd"] if s["Effect"] == "Allow"]
     role, action, resource, context, resource_context = REFUSED[0]
-    assert allowed(loose, action, resource, context, resource_context)
+    assert allowed(loose, action, resource, from_the_node(action, context), resource_context)
+    compute = [{k: v for k, v in s.items() if k != "Condition"} for s in policies["compute"] if s["Effect"] == "Allow"]
+    assert allowed(compute, "kms:Decrypt", KMS_ARN, from_the_node("kms:Decrypt", secret("secure/ca.key")), {})
 
 
 @pytest.fixture(scope="module")
 def iam_alone(tmp_path_factory):
     """modules/iam planned alone by the real provider, with a known S3
-    endpoint id, so the secrets bucket's policy renders at plan time."""
+    endpoint id, VPC and NAT addresses, so every policy renders at plan time."""
     plugin_dir = Path(__import__("os").environ.get("NODEBOOT_TF_PLUGIN_DIR") or "/opt/tf-plugins")
     if not plugin_dir.is_dir():
         pytest.fail(f"the Terraform provider plugin directory {plugin_dir} does not exist")
@@ -860,6 +1080,8 @@ module "iam" {{
   secrets_bucket_name = "{BUCKET}"
   kms_key_arn         = "{KMS_ARN}"
   s3_endpoint_id      = "{ENDPOINT}"
+  vpc_id              = "{VPC}"
+  nat_public_ips      = {json.dumps(NAT_IPS)}
 }}
 
 output "policies" {{
@@ -878,9 +1100,9 @@ output "policies" {{
 
 
 def test_node_roles_reach_the_secrets_bucket_only_through_the_endpoint(iam_alone):
-    statements = json.loads(iam_alone["secrets_bucket"])["Statement"]
-    assert len(statements) == 1
-    deny = statements[0]
+    statements = {s["Sid"]: s for s in json.loads(iam_alone["secrets_bucket"])["Statement"]}
+    assert set(statements) == {"NodeRolesOnlyThroughTheVpcEndpoint", "OnlyOverTls"}
+    deny = statements["NodeRolesOnlyThroughTheVpcEndpoint"]
     assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
     assert set(as_list(deny["Action"])) == {a for r in NODEBOOT_ACTIONS.values() for a in r if a.startswith("s3:")}
     assert set(as_list(deny["Resource"])) == {OBJ, f"{OBJ}/*"}
@@ -889,6 +1111,80 @@ def test_node_roles_reach_the_secrets_bucket_only_through_the_endpoint(iam_alone
     assert deny["Condition"]["StringNotEquals"]["aws:SourceVpce"] == ENDPOINT
     # The same inline policies as the whole-root plan renders.
     assert set(iam_alone["node"]) == set(NODEBOOT_ACTIONS)
+    assert set(iam_alone["node"]["etcd"]) == {"read-secrets", "attach-members", "etcd-backups", "only-inside-the-vpc"}
+
+
+def bucket_policy_refuses(policy: list[dict], action: str, resource: str, context: dict) -> bool:
+    return bool(denied(policy, action, resource, context, {}))
+
+
+def test_the_secrets_bucket_refuses_anything_but_tls(iam_alone):
+    policy = json.loads(iam_alone["secrets_bucket"])["Statement"]
+    operator = {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:user/operator"}
+    node = {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/example-etcd", **THROUGH_THE_ENDPOINT}
+    for who in (operator, node):
+        for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteBucket", "s3:PutBucketPolicy"):
+            assert bucket_policy_refuses(policy, action, f"{OBJ}/common/ca.crt", {**who, "aws:SecureTransport": "false"}), (who, action)
+        assert not bucket_policy_refuses(policy, "s3:GetObject", f"{OBJ}/common/ca.crt", {**who, "aws:SecureTransport": "true"})
+    # A node role from outside the endpoint, even over TLS.
+    outside = {**node, "aws:SourceVpce": "vpce-0other", "aws:SecureTransport": "true"}
+    assert bucket_policy_refuses(policy, "s3:GetObject", f"{OBJ}/common/ca.crt", outside)
+
+
+def endpoint_policy(plan: dict) -> list[dict]:
+    endpoint = next(iter(of_type(plan, "aws_vpc_endpoint").values()))
+    assert endpoint["policy"], "the S3 endpoint has no policy (or it is unknown at plan time)"
+    return json.loads(endpoint["policy"])["Statement"]
+
+
+def test_the_s3_endpoint_carries_the_environments_buckets_and_public_reads_only(real_plans):
+    """Through the endpoint: the node roles' S3 calls on the secrets bucket;
+    reads of other accounts' objects (public image layers the registries
+    serve from S3 of this region); nothing else of this account, and no
+    write or listing of anyone else's bucket."""
+    policy = endpoint_policy(real_plans["example"])
+    ours = {"aws:ResourceAccount": ACCOUNT}
+    theirs = {"aws:ResourceAccount": "210987654321"}
+    node = {"aws:PrincipalAccount": ACCOUNT}
+    for role, action, resource, context, _ in BOOT:
+        if action.startswith("s3:"):
+            assert allowed(policy, action, resource, {**node, **context}, ours), (role, action, resource)
+            # Someone else's credentials do not reach the bucket through it.
+            stranger = {"aws:PrincipalAccount": "210987654321", **context}
+            assert allowed(policy, action, resource, stranger, ours) == [], (role, action, resource)
+    assert allowed(policy, "s3:GetObject", "arn:aws:s3:::prod-eu-west-1-starport-layer-bucket/sha256/ab", {}, theirs)
+    for action, resource, owner in [
+        ("s3:PutObject", "arn:aws:s3:::attacker-bucket/dump.tar", theirs),
+        ("s3:ListBucket", "arn:aws:s3:::attacker-bucket", theirs),
+        ("s3:GetObject", "arn:aws:s3:::example-terraform-state/example/terraform.tfstate", ours),
+        ("s3:PutObject", "arn:aws:s3:::other-environment-secrets/common/ca.crt", ours),
+        ("s3:PutBucketPolicy", OBJ, ours),
+    ]:
+        assert allowed(policy, action, resource, {}, owner) == [], (action, resource)
+
+
+def test_the_s3_endpoint_carries_nodeboots_binary_when_ignition_fetches_it(initialized_copy):  # noqa: F811
+    _, by_run, _ = plans(
+        initialized_copy(),
+        "nodeboot_from_s3",
+        REAL_PROVIDER,
+        """
+run "nodeboot_from_s3" {
+  command = plan
+
+  variables {
+    nodeboot_source = "s3"
+    nodeboot_s3_url = "s3://example-artifacts/nodeboot/v1/nodeboot"
+    nodeboot_sha512 = "%s"
+  }
+}
+""" % ("a" * 128),
+    )
+    policy = endpoint_policy(by_run["nodeboot_from_s3"])
+    binary = "arn:aws:s3:::example-artifacts/nodeboot/v1/nodeboot"
+    node = {"aws:PrincipalAccount": ACCOUNT}
+    assert allowed(policy, "s3:GetObject", binary, node, {"aws:ResourceAccount": ACCOUNT})
+    assert not allowed(policy, "s3:GetObject", "arn:aws:s3:::example-artifacts/other", node, {"aws:ResourceAccount": ACCOUNT})
 
 
 # --- 8. small things ------------------------------------------------------------------

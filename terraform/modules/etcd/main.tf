@@ -77,6 +77,12 @@ resource "aws_ec2_subnet_cidr_reservation" "member" {
   cidr_block       = "${local.members[count.index].ip}/32"
   reservation_type = "explicit"
   description      = "etcd member ${count.index} of ${var.environment}"
+
+  lifecycle {
+    # A member's address is in its certificates and its peers' configuration:
+    # released, another interface could take it. Stops a plan like the volume.
+    prevent_destroy = true
+  }
 }
 
 resource "aws_network_interface" "member" {
@@ -88,6 +94,12 @@ resource "aws_network_interface" "member" {
   security_groups = [aws_security_group.etcd.id]
 
   tags = local.member_tags[count.index]
+
+  lifecycle {
+    # The member's identity on the network (its fixed address, which its
+    # certificates name): kept with its volume.
+    prevent_destroy = true
+  }
 
   depends_on = [aws_ec2_subnet_cidr_reservation.member]
 }

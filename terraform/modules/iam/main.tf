@@ -1,4 +1,6 @@
 # One role and instance profile per node role, with the least the role needs.
+# Every statement of every node policy is a line of one table,
+# `local.policies`; one policy document renders them all.
 
 locals {
   # Every AWS action nodeboot calls, per role, grouped by the statement that
@@ -40,26 +42,145 @@ locals {
     }
   }
 
-  # Roles that read their share of the secrets bucket.
-  secret_readers = { for role, groups in local.nodeboot_actions : role => groups if contains(keys(groups), "read") }
+  # What each role reads and decrypts in the secrets bucket, as object key
+  # patterns (nodeboot's secrets layout: the seed calls the etcd and
+  # control-plane layer "secure"). A secret's KMS encryption context carries
+  # its key as `path`, so the same patterns bound Decrypt: a worker cannot
+  # open secure/ca.key even with the ciphertext in hand. tests/iam.rs reads
+  # this literal map and checks every context a boot really sends.
+  secret_paths = {
+    etcd    = ["common/*", "secure/*", "manifests/etcd/*"]
+    compute = ["common/*", "compute/*", "manifests/compute/*"]
+  }
+
+  # Backups and restores of etcd (nodeboot's backup format): snapshots are
+  # sealed with the context purpose = etcd-backup and their path; restore
+  # requests (written by the operator) and reports are sealed like secrets.
+  backup_paths  = ["backups/etcd/*"]
+  restore_paths = ["backups/etcd/restore/*"]
+  report_paths  = ["backups/etcd/restore/*/member-*"]
 
   account    = var.account_id
   partition  = data.aws_partition.current.partition
   bucket_arn = "arn:${local.partition}:s3:::${var.secrets_bucket_name}"
+  ec2_arn    = "arn:${local.partition}:ec2:${var.region}:${local.account}"
+  grants     = { for role, groups in local.nodeboot_actions : role => merge(groups, lookup(local.delegated_actions, role, {})) }
 
-  # The folder of each role's own secrets in the bucket (nodeboot's
-  # secrets layout: the seed calls the etcd and control-plane layer "secure").
-  secret_folders = { etcd = "secure", compute = "compute" }
+  # What a role reads: its secrets and its full Ignition config.
+  readable = { for role, paths in local.secret_paths : role => concat(paths, ["ignition/${role}.ign"]) }
 
-  # What each role may read in the secrets bucket, as S3 key patterns.
-  object_patterns = {
-    for role in keys(local.secret_readers) : role => [
-      "common/*",
-      "${local.secret_folders[role]}/*",
-      "manifests/${role}/*",
-      "ignition/${role}.ign",
+  # Conditions, each [test, variable, values].
+  in_environment = ["StringEquals", "kms:EncryptionContext:environment", [var.environment]]
+  backup_purpose = ["StringEquals", "kms:EncryptionContext:purpose", ["etcd-backup"]]
+  no_purpose     = ["Null", "kms:EncryptionContext:purpose", ["true"]]
+  through_s3     = ["StringEquals", "kms:ViaService", ["s3.${var.region}.amazonaws.com"]]
+  etcd_members = [
+    ["StringEquals", "aws:ResourceTag/nodeboot.io/environment", [var.environment]],
+    ["StringEquals", "aws:ResourceTag/nodeboot.io/role", ["etcd"]],
+  ]
+  path_in     = { for name, paths in merge(local.secret_paths, { backups = local.backup_paths, restore = local.restore_paths, reports = local.report_paths }) : name => ["StringLike", "kms:EncryptionContext:path", paths] }
+  object_arns = { for role, paths in local.readable : role => [for p in paths : "${local.bucket_arn}/${p}"] }
+  not_via_aws = ["BoolIfExists", "aws:ViaAWSService", ["false"]]
+
+  # The table: role => policy name => statements, each
+  # { sid, effect, actions, resources, conditions }. Allow statements take
+  # their actions from one group of the maps above; Deny statements take
+  # every action of the role a network path carries.
+  policies = {
+    for role in keys(local.secret_paths) : role => merge(
+      {
+        "read-secrets" = [
+          { sid = "ReadOwnObjects", effect = "Allow", actions = local.grants[role].read, resources = local.object_arns[role], conditions = [] },
+          { sid = "ListOwnPrefixes", effect = "Allow", actions = local.grants[role].list, resources = [local.bucket_arn], conditions = [["StringLike", "s3:prefix", local.readable[role]]] },
+          # nodeboot's envelope binds every secret to its environment and path
+          # (and has no purpose: a backup is not a secret).
+          { sid = "DecryptOwnSecrets", effect = "Allow", actions = local.grants[role].decrypt, resources = [var.kms_key_arn], conditions = [local.in_environment, local.no_purpose, local.path_in[role]] },
+          # Objects stored with SSE-KMS under the same key (Ignition fetching
+          # ignition/<role>.ign, for one) are decrypted by S3 with the context
+          # aws:s3:arn: only through S3, only the objects this role may read
+          # (or the bucket, when S3 Bucket Keys are on).
+          { sid = "DecryptOwnObjectsThroughS3", effect = "Allow", actions = local.grants[role].decrypt, resources = [var.kms_key_arn], conditions = [local.through_s3, ["StringLike", "kms:EncryptionContext:aws:s3:arn", concat([local.bucket_arn], local.object_arns[role])]] },
+        ]
+        "only-inside-the-vpc" = local.perimeter[role]
+      },
+      [for extra in [local.etcd_only] : extra if role == "etcd"]...
+    )
+  }
+
+  # etcd claims a member's volume and network interface, and keeps backups.
+  etcd_only = {
+    "attach-members" = [
+      # Describe calls cannot be limited to resources; they are limited to the region.
+      { sid = "FindMembers", effect = "Allow", actions = local.grants.etcd.describe, resources = ["*"], conditions = [["StringEquals", "aws:RequestedRegion", [var.region]]] },
+      # Both sides of an attachment (the instance and the volume or interface)
+      # must be tagged as etcd of this environment, so a node can neither take
+      # another environment's members nor detach a root volume. A node
+      # attaches to itself only: the instance side must be the caller's own
+      # instance (ec2:SourceInstanceARN, set on requests signed with an
+      # instance profile's credentials).
+      { sid = "AttachToTheCallingInstanceOnly", effect = "Allow", actions = local.grants.etcd.attach, resources = ["${local.ec2_arn}:instance/*"], conditions = concat([["ArnEquals", "ec2:SourceInstanceARN", ["${local.ec2_arn}:instance/$${ec2:InstanceID}"]]], local.etcd_members) },
+      { sid = "AttachMembersOfThisEnvironment", effect = "Allow", actions = local.grants.etcd.attach, resources = ["${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.etcd_members },
+      # Taking over a member held by a dead instance detaches it from that
+      # instance, so the instance side of a detach is any etcd node of this
+      # environment (the attach stage never detaches from a running holder).
+      { sid = "DetachMembersOfThisEnvironment", effect = "Allow", actions = local.grants.etcd.detach, resources = ["${local.ec2_arn}:instance/*", "${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.etcd_members },
+      # A node that gives up booting (no free member in its zone, AWS failing
+      # for an hour) marks its own instance Unhealthy so its group replaces
+      # it. Auto Scaling has no condition key for the instance a call names;
+      # the call is limited to this environment's etcd groups (their tags
+      # and names).
+      { sid = "MarkOwnInstanceUnhealthy", effect = "Allow", actions = local.grants.etcd.health, resources = ["arn:${local.partition}:autoscaling:${var.region}:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.environment}-etcd-*"], conditions = local.etcd_members },
+      # The mount stage marks a member's volume that holds a filesystem
+      # (nodeboot.io/formatted), so it is never formatted again; that one tag
+      # key only, on this environment's etcd volumes only.
+      { sid = "MarkFormattedVolumes", effect = "Allow", actions = local.grants.etcd.tag, resources = ["${local.ec2_arn}:volume/*"], conditions = concat(local.etcd_members, [["ForAllValues:StringEquals", "aws:TagKeys", ["nodeboot.io/formatted"]]]) },
+      { sid = "LetEc2UnlockAttachedVolumes", effect = "Allow", actions = local.grants.etcd.volume_key_grant, resources = [var.kms_key_arn], conditions = [["Bool", "kms:GrantIsForAWSResource", ["true"]], ["StringEquals", "kms:ViaService", ["ec2.${var.region}.amazonaws.com"]]] },
+    ]
+    # Snapshots, restore requests and reports under backups/etcd/ of the
+    # secrets bucket: read (download, HEAD), write, prune; nothing outside.
+    "etcd-backups" = [
+      { sid = "ReadBackups", effect = "Allow", actions = local.grants.etcd.read, resources = ["${local.bucket_arn}/${local.backup_paths[0]}"], conditions = [] },
+      { sid = "WriteAndPruneBackups", effect = "Allow", actions = local.grants.etcd.backup_write, resources = ["${local.bucket_arn}/${local.backup_paths[0]}"], conditions = [] },
+      { sid = "ListBackups", effect = "Allow", actions = local.grants.etcd.list, resources = [local.bucket_arn], conditions = [["StringLike", "s3:prefix", local.backup_paths]] },
+      # A backup's data key has its own context (purpose etcd-backup, its
+      # path), so a node can neither seal a secret nor open one as a backup.
+      { sid = "SealBackups", effect = "Allow", actions = local.grants.etcd.encrypt, resources = [var.kms_key_arn], conditions = [local.in_environment, local.backup_purpose, local.path_in.backups] },
+      { sid = "OpenBackups", effect = "Allow", actions = local.grants.etcd.decrypt, resources = [var.kms_key_arn], conditions = [local.in_environment, local.backup_purpose, local.path_in.backups] },
+      # Restore requests and reports: opened like secrets; sealed only as a
+      # member's report, never as a request.
+      { sid = "SealRestoreReports", effect = "Allow", actions = local.grants.etcd.encrypt, resources = [var.kms_key_arn], conditions = [local.in_environment, local.no_purpose, local.path_in.reports] },
+      { sid = "OpenRestoreRequestsAndReports", effect = "Allow", actions = local.grants.etcd.decrypt, resources = [var.kms_key_arn], conditions = [local.in_environment, local.no_purpose, local.path_in.restore] },
+      # The bucket encrypts by default under the same key (SSE-KMS): S3 asks
+      # KMS for a data key with the writer's credentials, context aws:s3:arn
+      # (the bucket's ARN with S3 Bucket Keys).
+      { sid = "EncryptBackupObjectsThroughS3", effect = "Allow", actions = local.grants.etcd.encrypt, resources = [var.kms_key_arn], conditions = [local.through_s3, ["StringLike", "kms:EncryptionContext:aws:s3:arn", [local.bucket_arn, "${local.bucket_arn}/${local.backup_paths[0]}"]]] },
     ]
   }
+
+  # A node role's credentials work from its own instances only: S3 through
+  # the VPC's endpoint from the instance the credentials were issued to,
+  # every other service through the VPC's NAT gateways (or an endpoint of
+  # the VPC), and only for instances of this VPC. Calls an AWS service makes
+  # on the role's behalf (S3 asking KMS for SSE-KMS, EC2 creating a volume's
+  # KMS grant) are its own and pass.
+  perimeter = {
+    for role, groups in local.grants : role => [
+      { sid = "S3OnlyThroughTheVpcEndpoint", effect = "Deny", actions = local.s3_actions[role], resources = ["*"], conditions = [["StringNotEquals", "aws:SourceVpce", [var.s3_endpoint_id]]] },
+      { sid = "S3OnlyFromTheInstanceItself", effect = "Deny", actions = local.s3_actions[role], resources = ["*"], conditions = [["StringNotEquals", "aws:EC2InstanceSourcePrivateIPv4", ["$${aws:VpcSourceIp}"]], ["Null", "aws:VpcSourceIp", ["false"]]] },
+      { sid = "OtherServicesOnlyFromTheVpc", effect = "Deny", actions = local.other_actions[role], resources = ["*"], conditions = [["NotIpAddress", "aws:SourceIp", [for ip in var.nat_public_ips : "${ip}/32"]], ["StringNotEquals", "aws:SourceVpc", [var.vpc_id]], local.not_via_aws] },
+      { sid = "OnlyInstancesOfTheVpc", effect = "Deny", actions = sort(concat(local.s3_actions[role], local.other_actions[role])), resources = ["*"], conditions = [["StringNotEquals", "aws:EC2InstanceSourceVPC", [var.vpc_id]], local.not_via_aws] },
+    ] if length(groups) > 0
+  }
+  role_actions  = { for role, groups in local.grants : role => sort(distinct(flatten(values(groups)))) }
+  s3_actions    = { for role, actions in local.role_actions : role => [for a in actions : a if startswith(a, "s3:")] }
+  other_actions = { for role, actions in local.role_actions : role => [for a in actions : a if !startswith(a, "s3:")] }
+
+  # "<role>/<policy name>" => statements
+  documents = merge([
+    for role, named in local.policies : {
+      for name, statements in named : "${role}/${name}" => { role = role, name = name, statements = statements }
+    }
+  ]...)
 }
 
 data "aws_partition" "current" {}
@@ -90,373 +211,98 @@ resource "aws_iam_instance_profile" "node" {
   role = each.value.name
 }
 
-# --- Secrets: the role's prefixes of the secrets bucket, and the key ---------
+data "aws_iam_policy_document" "node" {
+  for_each = local.documents
 
-data "aws_iam_policy_document" "secrets" {
-  for_each = local.secret_readers
+  dynamic "statement" {
+    for_each = each.value.statements
 
-  statement {
-    sid       = "ReadOwnObjects"
-    actions   = each.value.read
-    resources = [for p in local.object_patterns[each.key] : "${local.bucket_arn}/${p}"]
-  }
+    content {
+      sid       = statement.value.sid
+      effect    = statement.value.effect
+      actions   = statement.value.actions
+      resources = statement.value.resources
 
-  statement {
-    sid       = "ListOwnPrefixes"
-    actions   = each.value.list
-    resources = [local.bucket_arn]
+      dynamic "condition" {
+        for_each = statement.value.conditions
 
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = local.object_patterns[each.key]
-    }
-  }
-
-  # nodeboot's envelope encryption binds every secret to its environment.
-  statement {
-    sid       = "DecryptEnvironmentSecrets"
-    actions   = each.value.decrypt
-    resources = [var.kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:EncryptionContext:environment"
-      values   = [var.environment]
-    }
-  }
-
-  # Objects stored with SSE-KMS under the same key (Ignition fetching
-  # ignition/<role>.ign, for one) are decrypted by S3 with the encryption
-  # context aws:s3:arn, not environment. Allowed only through S3 and only for
-  # the objects this role may read (or the bucket, when S3 Bucket Keys are on).
-  statement {
-    sid       = "DecryptOwnObjectsThroughS3"
-    actions   = each.value.decrypt
-    resources = [var.kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["s3.${var.region}.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringLike"
-      variable = "kms:EncryptionContext:aws:s3:arn"
-      values   = concat([local.bucket_arn], [for p in local.object_patterns[each.key] : "${local.bucket_arn}/${p}"])
+        content {
+          test     = condition.value[0]
+          variable = condition.value[1]
+          values   = condition.value[2]
+        }
+      }
     }
   }
 }
 
-resource "aws_iam_role_policy" "secrets" {
-  for_each = local.secret_readers
+resource "aws_iam_role_policy" "node" {
+  for_each = local.documents
 
-  name   = "read-secrets"
-  role   = aws_iam_role.node[each.key].id
-  policy = data.aws_iam_policy_document.secrets[each.key].json
+  name   = each.value.name
+  role   = aws_iam_role.node[each.value.role].id
+  policy = data.aws_iam_policy_document.node[each.key].json
 }
 
-# --- etcd: claim a member's volume and network interface ---------------------
-
-data "aws_iam_policy_document" "attach" {
-  # Describe calls cannot be limited to resources; they are limited to the region.
-  statement {
-    sid       = "FindMembers"
-    actions   = local.nodeboot_actions.etcd.describe
-    resources = ["*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:RequestedRegion"
-      values   = [var.region]
-    }
-  }
-
-  # Both sides of an attachment (the instance and the volume or interface)
-  # must be tagged as etcd of this environment, so a node can neither take
-  # another environment's members nor detach a root volume. A node attaches
-  # to itself only: the instance side must be the caller's own instance
-  # (ec2:SourceInstanceARN, set on requests signed with an instance
-  # profile's credentials).
-  statement {
-    sid       = "AttachToTheCallingInstanceOnly"
-    actions   = local.nodeboot_actions.etcd.attach
-    resources = ["arn:${local.partition}:ec2:${var.region}:${local.account}:instance/*"]
-
-    condition {
-      test     = "ArnEquals"
-      variable = "ec2:SourceInstanceARN"
-      values   = ["arn:${local.partition}:ec2:${var.region}:${local.account}:instance/$${ec2:InstanceID}"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/environment"
-      values   = [var.environment]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/role"
-      values   = ["etcd"]
-    }
-  }
-
-  statement {
-    sid     = "AttachMembersOfThisEnvironment"
-    actions = local.nodeboot_actions.etcd.attach
-    resources = [
-      "arn:${local.partition}:ec2:${var.region}:${local.account}:volume/*",
-      "arn:${local.partition}:ec2:${var.region}:${local.account}:network-interface/*",
-    ]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/environment"
-      values   = [var.environment]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/role"
-      values   = ["etcd"]
-    }
-  }
-
-  # Taking over a member held by a dead instance detaches it from that
-  # instance, so the instance side of a detach is any etcd node of this
-  # environment (the attach stage never detaches from a running holder).
-  statement {
-    sid     = "DetachMembersOfThisEnvironment"
-    actions = local.nodeboot_actions.etcd.detach
-    resources = [
-      "arn:${local.partition}:ec2:${var.region}:${local.account}:instance/*",
-      "arn:${local.partition}:ec2:${var.region}:${local.account}:volume/*",
-      "arn:${local.partition}:ec2:${var.region}:${local.account}:network-interface/*",
-    ]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/environment"
-      values   = [var.environment]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/role"
-      values   = ["etcd"]
-    }
-  }
-
-  # A node that gives up booting (no free member in its zone, AWS failing for
-  # an hour) marks its own instance Unhealthy so its group replaces it.
-  # Auto Scaling has no condition key for the instance a call names; the
-  # call is limited to this environment's etcd groups (their tags and names).
-  statement {
-    sid       = "MarkOwnInstanceUnhealthy"
-    actions   = local.nodeboot_actions.etcd.health
-    resources = ["arn:${local.partition}:autoscaling:${var.region}:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.environment}-etcd-*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/environment"
-      values   = [var.environment]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/role"
-      values   = ["etcd"]
-    }
-  }
-
-  # The mount stage marks a member's volume that holds a filesystem
-  # (nodeboot.io/formatted), so it is never formatted again; that one tag
-  # key only, on this environment's etcd volumes only.
-  statement {
-    sid       = "MarkFormattedVolumes"
-    actions   = local.nodeboot_actions.etcd.tag
-    resources = ["arn:${local.partition}:ec2:${var.region}:${local.account}:volume/*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/environment"
-      values   = [var.environment]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/nodeboot.io/role"
-      values   = ["etcd"]
-    }
-
-    condition {
-      test     = "ForAllValues:StringEquals"
-      variable = "aws:TagKeys"
-      values   = ["nodeboot.io/formatted"]
-    }
-  }
-
-  statement {
-    sid       = "LetEc2UnlockAttachedVolumes"
-    actions   = local.delegated_actions.etcd.volume_key_grant
-    resources = [var.kms_key_arn]
-
-    condition {
-      test     = "Bool"
-      variable = "kms:GrantIsForAWSResource"
-      values   = ["true"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["ec2.${var.region}.amazonaws.com"]
-    }
-  }
+# The inline policies were one resource each before the table.
+moved {
+  from = aws_iam_role_policy.secrets["etcd"]
+  to   = aws_iam_role_policy.node["etcd/read-secrets"]
 }
 
-resource "aws_iam_role_policy" "attach" {
-  name   = "attach-members"
-  role   = aws_iam_role.node["etcd"].id
-  policy = data.aws_iam_policy_document.attach.json
+moved {
+  from = aws_iam_role_policy.secrets["compute"]
+  to   = aws_iam_role_policy.node["compute/read-secrets"]
 }
 
-# --- etcd: backups under backups/etcd/ of the secrets bucket -----------------
-
-locals {
-  backup_objects = "${local.bucket_arn}/backups/etcd/*"
+moved {
+  from = aws_iam_role_policy.attach
+  to   = aws_iam_role_policy.node["etcd/attach-members"]
 }
 
-data "aws_iam_policy_document" "backups" {
-  # Snapshots, restore requests and reports: read (download, HEAD), write,
-  # prune. Nothing outside backups/etcd/.
-  statement {
-    sid       = "ReadBackups"
-    actions   = local.nodeboot_actions.etcd.read
-    resources = [local.backup_objects]
-  }
-
-  statement {
-    sid       = "WriteAndPruneBackups"
-    actions   = local.nodeboot_actions.etcd.backup_write
-    resources = [local.backup_objects]
-  }
-
-  statement {
-    sid       = "ListBackups"
-    actions   = local.nodeboot_actions.etcd.list
-    resources = [local.bucket_arn]
-
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["backups/etcd/*"]
-    }
-  }
-
-  # A backup's data key: its own encryption context (purpose etcd-backup),
-  # so a node cannot seal a secret. Reading one back is the environment's
-  # Decrypt of the read-secrets policy.
-  statement {
-    sid       = "SealBackups"
-    actions   = local.nodeboot_actions.etcd.encrypt
-    resources = [var.kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:EncryptionContext:environment"
-      values   = [var.environment]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:EncryptionContext:purpose"
-      values   = ["etcd-backup"]
-    }
-  }
-
-  # A member's restore report (sealed like a secret, its path in the
-  # context): only reports, never a restore request.
-  statement {
-    sid       = "SealRestoreReports"
-    actions   = local.nodeboot_actions.etcd.encrypt
-    resources = [var.kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:EncryptionContext:environment"
-      values   = [var.environment]
-    }
-
-    condition {
-      test     = "StringLike"
-      variable = "kms:EncryptionContext:path"
-      values   = ["backups/etcd/restore/*/member-*"]
-    }
-  }
-
-  # The bucket encrypts by default under the same key (SSE-KMS): S3 asks KMS
-  # for a data key with the writer's credentials, context aws:s3:arn (the
-  # bucket's ARN with S3 Bucket Keys).
-  statement {
-    sid       = "EncryptBackupObjectsThroughS3"
-    actions   = local.nodeboot_actions.etcd.encrypt
-    resources = [var.kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["s3.${var.region}.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringLike"
-      variable = "kms:EncryptionContext:aws:s3:arn"
-      values   = [local.bucket_arn, local.backup_objects]
-    }
-  }
+moved {
+  from = aws_iam_role_policy.backups
+  to   = aws_iam_role_policy.node["etcd/etcd-backups"]
 }
 
-resource "aws_iam_role_policy" "backups" {
-  name   = "etcd-backups"
-  role   = aws_iam_role.node["etcd"].id
-  policy = data.aws_iam_policy_document.backups.json
-}
-
-# --- The secrets bucket: node roles only through the VPC's S3 endpoint -------
+# --- The secrets bucket's policy ----------------------------------------------
 
 locals {
   # Every S3 action a node role is granted, in any group of the map.
-  node_s3_actions = sort(distinct([for a in flatten([for groups in local.nodeboot_actions : values(groups)]) : a if startswith(a, "s3:")]))
+  node_s3_actions = sort(distinct(flatten(values(local.s3_actions))))
 }
 
-# The nodes reach S3 through the gateway endpoint of their route tables;
-# credentials taken off a node are useless anywhere else. The operator and
-# Terraform are not node roles and keep their access.
+# The node roles reach the bucket only through the VPC's S3 endpoint, even if
+# their own policies were loosened; the roles' only-inside-the-vpc policies
+# hold the same line for KMS, EC2 and Auto Scaling. The operator and
+# Terraform are not node roles and keep their access, over TLS like anyone.
 data "aws_iam_policy_document" "secrets_bucket" {
-  statement {
-    sid       = "NodeRolesOnlyThroughTheVpcEndpoint"
-    effect    = "Deny"
-    actions   = local.node_s3_actions
-    resources = [local.bucket_arn, "${local.bucket_arn}/*"]
+  dynamic "statement" {
+    for_each = [
+      { sid = "NodeRolesOnlyThroughTheVpcEndpoint", actions = local.node_s3_actions, conditions = [["ArnEquals", "aws:PrincipalArn", [for role in keys(local.nodeboot_actions) : "arn:${local.partition}:iam::${local.account}:role/${var.environment}-${role}"]], ["StringNotEquals", "aws:SourceVpce", [var.s3_endpoint_id]]] },
+      { sid = "OnlyOverTls", actions = ["s3:*"], conditions = [["Bool", "aws:SecureTransport", ["false"]]] },
+    ]
 
-    principals {
-      type        = "AWS"
-      identifiers = ["*"]
-    }
+    content {
+      sid       = statement.value.sid
+      effect    = "Deny"
+      actions   = statement.value.actions
+      resources = [local.bucket_arn, "${local.bucket_arn}/*"]
 
-    condition {
-      test     = "ArnEquals"
-      variable = "aws:PrincipalArn"
-      values   = [for role in keys(local.nodeboot_actions) : "arn:${local.partition}:iam::${local.account}:role/${var.environment}-${role}"]
-    }
+      principals {
+        type        = "AWS"
+        identifiers = ["*"]
+      }
 
-    condition {
-      test     = "StringNotEquals"
-      variable = "aws:SourceVpce"
-      values   = [var.s3_endpoint_id]
+      dynamic "condition" {
+        for_each = statement.value.conditions
+
+        content {
+          test     = condition.value[0]
+          variable = condition.value[1]
+          values   = condition.value[2]
+        }
+      }
     }
   }
 }

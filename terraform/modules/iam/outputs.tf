@@ -17,11 +17,15 @@ output "policies" {
   description = "Every policy the module writes, as JSON: each node role's inline policies by name, and the secrets bucket's policy."
   value = {
     node = {
-      for role in keys(local.nodeboot_actions) : role => merge(
-        contains(keys(local.secret_readers), role) ? { "read-secrets" = data.aws_iam_policy_document.secrets[role].json } : {},
-        role == "etcd" ? { "attach-members" = data.aws_iam_policy_document.attach.json, "etcd-backups" = data.aws_iam_policy_document.backups.json } : {},
-      )
+      for role in keys(local.nodeboot_actions) : role => {
+        for key, document in local.documents : document.name => data.aws_iam_policy_document.node[key].json if document.role == role
+      }
     }
     secrets_bucket = data.aws_iam_policy_document.secrets_bucket.json
   }
+}
+
+output "node_s3_actions" {
+  description = "Every S3 action a node role is granted."
+  value       = local.node_s3_actions
 }

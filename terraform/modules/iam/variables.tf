@@ -27,3 +27,13 @@ variable "account_id" {
   description = "AWS account id of the environment (the provider's allowed_account_ids): the ARNs of its instances, volumes and interfaces."
   type        = string
 }
+
+variable "vpc_id" {
+  description = "The environment's VPC: node credentials work only for its instances, and from it."
+  type        = string
+}
+
+variable "nat_public_ips" {
+  description = "Public IPs of the VPC's NAT gateways: node calls to AWS services other than S3 come from them."
+  type        = list(string)
+}

@@ -162,8 +162,55 @@ resource "aws_vpc_endpoint" "s3" {
   service_name      = "com.amazonaws.${var.region}.s3"
   vpc_endpoint_type = "Gateway"
   route_table_ids   = aws_route_table.private[*].id
+  policy            = data.aws_iam_policy_document.s3_endpoint.json
 
   tags = {
     Name = "${var.environment}-s3"
+  }
+}
+
+# What the endpoint carries: every request from the private layers to S3 of
+# this region. The environment's own buckets, for what the node roles do
+# there (their policies and the bucket's narrow it further); and reads of
+# other accounts' objects, which is how public image layers arrive (the
+# Kubernetes project's registry and ECR serve them from S3 buckets of the
+# puller's region). Nothing else of this account, and no write or listing
+# anywhere else: a node's data cannot leave through the endpoint into a
+# bucket someone else owns. Flatcar's updates and the AMIs do not come
+# through it (Flatcar's own servers; images are baked from the operator's
+# machine).
+locals {
+  bucket_arn = "arn:${local.partition}:s3:::${var.secrets_bucket_name}"
+
+  # Where the endpoint lets a request go, each with its one condition.
+  s3_reach = concat(
+    [{ sid = "EnvironmentBuckets", actions = var.node_s3_actions, resources = [local.bucket_arn, "${local.bucket_arn}/*"], condition = ["StringEquals", "aws:PrincipalAccount", [local.account]] }],
+    # nodeboot itself, when Ignition fetches it from S3 (nodeboot_source = "s3").
+    [for objects in [var.readable_objects] : { sid = "ReadableObjects", actions = ["s3:GetObject"], resources = [for o in objects : "arn:${local.partition}:s3:::${o}"], condition = ["StringEquals", "aws:PrincipalAccount", [local.account]] } if length(objects) > 0],
+    [{ sid = "ReadOtherAccountsObjects", actions = ["s3:GetObject"], resources = ["arn:${local.partition}:s3:::*/*"], condition = ["StringNotEquals", "aws:ResourceAccount", [local.account]] }],
+  )
+}
+
+data "aws_iam_policy_document" "s3_endpoint" {
+  #checkov:skip=CKV_AWS_283:an endpoint policy narrows where requests may go, not who makes them (IAM and the bucket policy do): public image layers are read anonymously, so the principal is any; the environment's buckets are limited to this account's principals by condition
+  dynamic "statement" {
+    for_each = local.s3_reach
+
+    content {
+      sid       = statement.value.sid
+      actions   = statement.value.actions
+      resources = statement.value.resources
+
+      principals {
+        type        = "AWS"
+        identifiers = ["*"]
+      }
+
+      condition {
+        test     = statement.value.condition[0]
+        variable = statement.value.condition[1]
+        values   = statement.value.condition[2]
+      }
+    }
   }
 }

@@ -15,3 +15,8 @@ output "s3_endpoint_id" {
   description = "Id of the S3 gateway endpoint of the private route tables."
   value       = aws_vpc_endpoint.s3.id
 }
+
+output "nat_public_ips" {
+  description = "Public IPs of the NAT gateways, the private layers' way to the internet."
+  value       = aws_eip.nat[*].public_ip
+}

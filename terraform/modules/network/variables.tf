@@ -43,3 +43,18 @@ variable "region" {
   description = "AWS region of the VPC (the S3 endpoint's service name)."
   type        = string
 }
+
+variable "secrets_bucket_name" {
+  description = "The environment's secrets bucket, reachable through the S3 endpoint."
+  type        = string
+}
+
+variable "node_s3_actions" {
+  description = "The S3 actions of the node roles: what the endpoint carries to the environment's buckets."
+  type        = list(string)
+}
+
+variable "readable_objects" {
+  description = "Further objects (\"bucket/key\") nodes read through the S3 endpoint: nodeboot's binary when Ignition fetches it."
+  type        = list(string)
+}
