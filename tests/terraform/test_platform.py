@@ -906,6 +906,10 @@ BOOT = [
     ("etcd", "kms:Decrypt", KMS_ARN, secret("secure/etcd/member-0.key"), {}),
     ("etcd", "kms:Decrypt", KMS_ARN, secret("common/ca.crt"), {}),
     ("etcd", "kms:Decrypt", KMS_ARN, secret("manifests/etcd/kube-apiserver.yaml"), {}),
+    # The control plane's sync applies the add-ons (tests/iam.rs saw it read them).
+    ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "manifests/addons/"}, {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/manifests/addons/10-flannel.yaml", {}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret("manifests/addons/10-flannel.yaml"), {}),
     ("etcd", "kms:Decrypt", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/ignition/etcd.ign"}, {}),
     # etcd backups (tests/etcd_backup_e2e.rs, tests/iam.rs): list, write,
     # read back, prune; restore requests read, reports written and read.
@@ -976,6 +980,8 @@ REFUSED = [
     ("compute", "kms:Decrypt", KMS_ARN, backup(BACKUP), {}),
     ("compute", "kms:Decrypt", KMS_ARN, secret(REQUEST), {}),
     ("compute", "kms:Decrypt", KMS_ARN, ENVELOPE, {}),
+    ("compute", "s3:GetObject", f"{OBJ}/manifests/addons/10-flannel.yaml", {}, {}),
+    ("compute", "kms:Decrypt", KMS_ARN, secret("manifests/addons/10-flannel.yaml"), {}),
     ("bastion", "s3:GetObject", f"{OBJ}/common/ca.crt", {}, {}),
 ]
 if "autoscaling:SetInstanceHealth" in NODEBOOT_ACTIONS["etcd"]:

@@ -49,7 +49,8 @@ locals {
   # open secure/ca.key even with the ciphertext in hand. tests/iam.rs reads
   # this literal map and checks every context a boot really sends.
   secret_paths = {
-    etcd    = ["common/*", "secure/*", "manifests/etcd/*"]
+    # The control plane also applies the cluster's add-ons (manifests/addons/).
+    etcd    = ["common/*", "secure/*", "manifests/etcd/*", "manifests/addons/*"]
     compute = ["common/*", "compute/*", "manifests/compute/*"]
   }
 
