@@ -176,12 +176,16 @@ locals {
   s3_actions    = { for role, actions in local.role_actions : role => [for a in actions : a if startswith(a, "s3:")] }
   other_actions = { for role, actions in local.role_actions : role => [for a in actions : a if !startswith(a, "s3:")] }
 
-  # "<role>/<policy name>" => statements
-  documents = merge([
-    for role, named in local.policies : {
-      for name, statements in named : "${role}/${name}" => { role = role, name = name, statements = statements }
-    }
-  ]...)
+  # "<role>/<policy name>" => statements, and the secrets bucket's policy;
+  # a statement with principals belongs to a resource policy.
+  documents = merge(concat(
+    [
+      for role, named in local.policies : {
+        for name, statements in named : "${role}/${name}" => { role = role, name = name, statements = [for st in statements : merge(st, { principals = [] })] }
+      }
+    ],
+    [{ bucket = { role = null, name = "secrets-bucket", statements = local.bucket_statements } }],
+  )...)
 }
 
 data "aws_partition" "current" {}
@@ -224,6 +228,15 @@ data "aws_iam_policy_document" "node" {
       actions   = statement.value.actions
       resources = statement.value.resources
 
+      dynamic "principals" {
+        for_each = length(statement.value.principals) > 0 ? [statement.value.principals] : []
+
+        content {
+          type        = "AWS"
+          identifiers = principals.value
+        }
+      }
+
       dynamic "condition" {
         for_each = statement.value.conditions
 
@@ -238,7 +251,7 @@ data "aws_iam_policy_document" "node" {
 }
 
 resource "aws_iam_role_policy" "node" {
-  for_each = local.documents
+  for_each = { for key, document in local.documents : key => document if document.role != null }
 
   name   = each.value.name
   role   = aws_iam_role.node[each.value.role].id
@@ -271,44 +284,19 @@ moved {
 locals {
   # Every S3 action a node role is granted, in any group of the map.
   node_s3_actions = sort(distinct(flatten(values(local.s3_actions))))
+
+  bucket_objects = [local.bucket_arn, "${local.bucket_arn}/*"]
+  bucket_statements = [
+    { sid = "NodeRolesOnlyThroughTheVpcEndpoint", effect = "Deny", principals = ["*"], actions = local.node_s3_actions, resources = local.bucket_objects, conditions = [["ArnEquals", "aws:PrincipalArn", [for role in keys(local.nodeboot_actions) : "arn:${local.partition}:iam::${local.account}:role/${var.environment}-${role}"]], ["StringNotEquals", "aws:SourceVpce", [var.s3_endpoint_id]]] },
+    { sid = "OnlyOverTls", effect = "Deny", principals = ["*"], actions = ["s3:*"], resources = local.bucket_objects, conditions = [["Bool", "aws:SecureTransport", ["false"]]] },
+  ]
 }
 
 # The node roles reach the bucket only through the VPC's S3 endpoint, even if
 # their own policies were loosened; the roles' only-inside-the-vpc policies
 # hold the same line for KMS, EC2 and Auto Scaling. The operator and
 # Terraform are not node roles and keep their access, over TLS like anyone.
-data "aws_iam_policy_document" "secrets_bucket" {
-  dynamic "statement" {
-    for_each = [
-      { sid = "NodeRolesOnlyThroughTheVpcEndpoint", actions = local.node_s3_actions, conditions = [["ArnEquals", "aws:PrincipalArn", [for role in keys(local.nodeboot_actions) : "arn:${local.partition}:iam::${local.account}:role/${var.environment}-${role}"]], ["StringNotEquals", "aws:SourceVpce", [var.s3_endpoint_id]]] },
-      { sid = "OnlyOverTls", actions = ["s3:*"], conditions = [["Bool", "aws:SecureTransport", ["false"]]] },
-    ]
-
-    content {
-      sid       = statement.value.sid
-      effect    = "Deny"
-      actions   = statement.value.actions
-      resources = [local.bucket_arn, "${local.bucket_arn}/*"]
-
-      principals {
-        type        = "AWS"
-        identifiers = ["*"]
-      }
-
-      dynamic "condition" {
-        for_each = statement.value.conditions
-
-        content {
-          test     = condition.value[0]
-          variable = condition.value[1]
-          values   = condition.value[2]
-        }
-      }
-    }
-  }
-}
-
 resource "aws_s3_bucket_policy" "secrets" {
   bucket = var.secrets_bucket_name
-  policy = data.aws_iam_policy_document.secrets_bucket.json
+  policy = data.aws_iam_policy_document.node["bucket"].json
 }

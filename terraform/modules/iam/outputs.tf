@@ -21,7 +21,7 @@ output "policies" {
         for key, document in local.documents : document.name => data.aws_iam_policy_document.node[key].json if document.role == role
       }
     }
-    secrets_bucket = data.aws_iam_policy_document.secrets_bucket.json
+    secrets_bucket = data.aws_iam_policy_document.node["bucket"].json
   }
 }
 
