@@ -679,18 +679,19 @@ def test_every_moved_rule_lands_on_a_planned_rule(real_plans):
     """A `moved` block whose target the configuration does not plan would
     move the rule and then delete it: every target is in the plan, no
     source is."""
-    moves = [
-        (m["from"], m["to"])
-        for m in parse(TF / "moved.tf").get("moved", [])
-    ]
-    assert moves
-    planned = set(changes(real_plans["example"]))
-    def address(reference):
+    def address(prefix, reference):
         # python-hcl2 gives ${module.x.type.name["key"]}
-        return reference.removeprefix("${").removesuffix("}")
+        return prefix + reference.removeprefix("${").removesuffix("}")
+    moves = [
+        (address(prefix, m["from"]), address(prefix, m["to"]))
+        for prefix, path in [("", TF / "moved.tf"), ("module.iam.", MODULES / "iam" / "main.tf")]
+        for m in parse(path).get("moved", [])
+    ]
+    assert len(moves) == 21 + 4
+    planned = set(changes(real_plans["example"]))
     for source, target in moves:
-        assert address(target) in planned, f"moved to {address(target)}, which is not planned"
-        assert address(source) not in planned, address(source)
+        assert target in planned, f"moved to {target}, which is not planned"
+        assert source not in planned, source
 
 
 def test_s3_gateway_endpoint_on_the_private_route_tables(real_plans):
