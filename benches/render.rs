@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nodeboot::env;
-use nodeboot::render::{self, USER_DATA_LIMIT};
-use nodeboot::role::Role;
+use nodeboot::operator::env;
+use nodeboot::operator::render::{self, USER_DATA_LIMIT};
+use nodeboot::shared::role::Role;
 
 const RUNS: usize = 200;
 

@@ -7,13 +7,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::cloud::imds::ImdsError;
-use crate::cloud::{Metadata, ObjectEntry};
-use crate::secrets::{format, Context, Secret};
-use crate::sync::plan::{self, Action, Placed, Stat};
+use crate::node::sync::plan::{self, Action, Placed, Stat};
+use crate::shared::cloud::imds::ImdsError;
+use crate::shared::cloud::{Metadata, ObjectEntry};
+use crate::shared::secrets::{format, Context, Secret};
+
+/// A fuzz target's body: any bytes in, no panic out.
+pub type Target = fn(&[u8]);
 
 /// The targets by name, as `cargo fuzz run NAME` knows them.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("env_file", env_file),
     ("secret_envelope", secret_envelope),
     ("imds_answers", imds_answers),
@@ -24,7 +27,7 @@ pub const TARGETS: [(&str, fn(&[u8])); 5] = [
 /// `env::from_text`: parse (HCL), typed fields, validation.
 pub fn env_file(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Err(diagnostics) = crate::env::from_text(Path::new("fuzz.tfvars"), &text) {
+    if let Err(diagnostics) = crate::operator::env::from_text(Path::new("fuzz.tfvars"), &text) {
         // Every diagnostic renders (file:line: field: message).
         let _ = diagnostics.to_string();
     }
@@ -66,7 +69,7 @@ pub fn imds_answers(data: &[u8]) {
     let md = Answers {
         pieces: std::cell::RefCell::new(pieces.into_iter()),
     };
-    if let Ok(identity) = crate::stage::discover::observe(&md) {
+    if let Ok(identity) = crate::node::stage::discover::observe(&md) {
         assert!(identity.instance_id.starts_with("i-"));
         assert!(identity.availability_zone.starts_with(&identity.region));
         assert!(identity
@@ -83,16 +86,16 @@ pub fn state_files(data: &[u8]) {
     };
     match which % 3 {
         0 => {
-            if let Ok(config) = serde_json::from_slice::<crate::node_config::NodeConfig>(json) {
+            if let Ok(config) = serde_json::from_slice::<crate::shared::node_config::NodeConfig>(json) {
                 // What the sync derives from it must not panic either.
-                let _ = crate::sync::sources(&crate::stage::Root("/nonexistent-fuzz-root".into()), &config);
+                let _ = crate::node::sync::sources(&crate::node::root::Root("/nonexistent-fuzz-root".into()), &config);
             }
         }
         1 => {
-            let _ = serde_json::from_slice::<crate::stage::attach::Claim>(json);
+            let _ = serde_json::from_slice::<crate::node::stage::attach::Claim>(json);
         }
         _ => {
-            let _ = serde_json::from_slice::<crate::stage::discover::Facts>(json);
+            let _ = serde_json::from_slice::<crate::node::stage::discover::Facts>(json);
         }
     }
 }
@@ -117,7 +120,7 @@ pub fn sync_listing(data: &[u8]) {
         // Every third line also stands for a file placed earlier, half of
         // them unchanged since.
         if i % 3 == 0 {
-            if let Ok(name) = crate::secrets::ObjectPath::parse(key.rsplit('/').next().unwrap_or(key)) {
+            if let Ok(name) = crate::shared::secrets::ObjectPath::parse(key.rsplit('/').next().unwrap_or(key)) {
                 let stat = Stat {
                     len: i as u64,
                     mtime_ns: i as i128,
@@ -145,11 +148,11 @@ pub fn sync_listing(data: &[u8]) {
         });
     }
     let member = data.first().map(|b| u32::from(*b % 4));
-    let (remote, marked, _) = crate::sync::remote_from_listings(&listings, member);
+    let (remote, marked, _) = crate::node::sync::remote_from_listings(&listings, member);
     for (name, object) in &remote {
         assert!(!name.as_str().is_empty() && !object.key.as_str().ends_with('/'));
         assert_ne!(name.as_str(), plan::EMPTY_MARKER, "the marker is never a file");
-        assert!(member.is_none_or(|m| !crate::secrets::layout::is_other_members_key(object.key.as_str(), m)));
+        assert!(member.is_none_or(|m| !crate::shared::secrets::layout::is_other_members_key(object.key.as_str(), m)));
     }
     let actions = plan::plan(&remote, &record, &local);
     for action in &actions {

@@ -15,7 +15,7 @@ fn stderr(out: &Output) -> String {
 
 struct Cluster {
     aws: Aws,
-    env: nodeboot::env::Environment,
+    env: nodeboot::operator::env::Environment,
     vpc: Vpc,
     members: Vec<MemberResources>,
 }
@@ -343,7 +343,7 @@ fn a_running_holder_is_never_robbed() {
     );
 }
 
-fn bad_tags_case(name: &str, tweak: impl FnOnce(&Aws, &nodeboot::env::Environment, &Vpc), says: &str) {
+fn bad_tags_case(name: &str, tweak: impl FnOnce(&Aws, &nodeboot::operator::env::Environment, &Vpc), says: &str) {
     let aws = Aws::start(0);
     let env = environment(name, 3);
     let vpc = Vpc::create(&aws, &env);
@@ -516,7 +516,7 @@ fn attach_converges_after_an_abort_at_every_step() {
             .stage_cmd(
                 &c.aws,
                 &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"],
-                &[(nodeboot::fault::VAR, point)],
+                &[(nodeboot::shared::fault::VAR, point)],
             )
             .output()
             .unwrap();

@@ -17,7 +17,7 @@ struct Setup {
 fn setup(fault: &str) -> Setup {
     let root = tempfile::tempdir().unwrap();
     let env = environment("disco", 3);
-    let config = nodeboot::node_config::NodeConfig::new(&env, nodeboot::role::Role::Etcd);
+    let config = nodeboot::operator::render::node_config::node_config(&env, nodeboot::shared::role::Role::Etcd);
     std::fs::create_dir_all(root.path().join("etc/nodeboot")).unwrap();
     std::fs::write(
         root.path().join("etc/nodeboot/node.json"),

@@ -40,7 +40,7 @@ fn restore_refuses_an_unknown_backup_and_an_empty_bucket() {
 /// A backup object as the version rule sees it: only its key and the user
 /// metadata matter, the body is never read.
 fn fake_backup(p: &Platform, unix: i64, etcd_version: &str) {
-    let id = nodeboot::backup::BackupId { unix, revision: 100 };
+    let id = nodeboot::shared::backup::BackupId { unix, revision: 100 };
     let metadata = std::collections::HashMap::from([
         ("nodeboot-format".to_string(), "2".to_string()),
         ("nodeboot-etcd-version".to_string(), etcd_version.to_string()),

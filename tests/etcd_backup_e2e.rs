@@ -15,12 +15,12 @@ use common::bed::runtime;
 use common::etcd::{etcd_bin_dir as etcd_bin, free_port};
 use common::secrets_bed::*;
 use common::stderr;
-use nodeboot::backup::etcd::EtcdAccess;
-use nodeboot::backup::restore::{self, Commands, MemberIdentity, Phase, Report, Restorer};
-use nodeboot::backup::service::NodeBackup;
-use nodeboot::backup::store::{BackupError, Backups, Entry};
-use nodeboot::cloud::aws::{Kms, S3};
-use nodeboot::etcd::Client;
+use nodeboot::shared::backup::etcd::EtcdAccess;
+use nodeboot::shared::backup::restore::{self, Commands, MemberIdentity, Phase, Report, Restorer};
+use nodeboot::shared::backup::service::NodeBackup;
+use nodeboot::shared::backup::store::{BackupError, Backups, Entry};
+use nodeboot::shared::cloud::aws::{Kms, S3};
+use nodeboot::shared::etcd::Client;
 
 /// One etcd member on 127.0.0.1, killed when dropped.
 struct LocalEtcd {
@@ -110,7 +110,7 @@ fn backup_through(p: &Platform, url: &str) -> Entry {
     entry
 }
 
-fn download(p: &Platform, entry: &Entry, out: &Path) -> Result<nodeboot::backup::Metadata, BackupError> {
+fn download(p: &Platform, entry: &Entry, out: &Path) -> Result<nodeboot::shared::backup::Metadata, BackupError> {
     let sdk = sdk_config(&p.aws.server.url);
     let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
     runtime().block_on(Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id).download(&entry.id, out))
@@ -195,7 +195,7 @@ fn a_tampered_backup_fails_to_open_naming_the_object_and_writes_nothing() {
     }
     // Moved to another key, it does not open either (the key is in the KMS context and the associated data).
     p.put_raw(&entry.key, &stored, &metadata);
-    let other = nodeboot::backup::BackupId {
+    let other = nodeboot::shared::backup::BackupId {
         unix: entry.id.unix + 1,
         revision: entry.id.revision,
     };
@@ -344,7 +344,7 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
     let sdk = sdk_config(&p.aws.server.url);
     let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
     let backups = Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
-    let store = nodeboot::secrets::Store::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
+    let store = nodeboot::shared::secrets::Store::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
     let client = etcd.client();
     let volume = etcd.volume.path().to_path_buf();
     let restorer = Restorer {
@@ -381,7 +381,7 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
         },
         wait: Duration::from_secs(60),
     };
-    let request = restore::new_request(&entry.id, nodeboot::backup::service::now_unix());
+    let request = restore::new_request(&entry.id, nodeboot::shared::backup::service::now_unix());
     let acted = runtime().block_on(restorer.act(&request)).unwrap();
     assert!(acted, "the restore ran");
 
@@ -422,7 +422,7 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
 #[test]
 fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_one() {
     use common::etcd::{member_tls, pki, start_cluster};
-    use nodeboot::stage::etcd::BackupHook;
+    use nodeboot::node::stage::etcd::BackupHook;
     let p = Platform::new("bk-hook");
     let dir = tempfile::tempdir().unwrap();
     let etcd_dir = pki(dir.path());
@@ -439,7 +439,7 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
     let sdk = sdk_config(&p.aws.server.url);
     let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
     let work = tempfile::tempdir().unwrap();
-    let hook = nodeboot::backup::hook::StageBackups {
+    let hook = nodeboot::node::stage::etcd::backups::StageBackups {
         objects: &s3,
         keys: &kms,
         bucket: p.bucket().to_string(),
@@ -560,7 +560,7 @@ fn a_restoring_member_starts_etcd_only_once_every_member_has_stopped_and_restore
     let sdk = sdk_config(&p.aws.server.url);
     let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
     let backups = Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
-    let store = nodeboot::secrets::Store::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
+    let store = nodeboot::shared::secrets::Store::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
     let client = etcd.client();
     let volume = etcd.volume.path().to_path_buf();
     let sh = |name: &str| vec!["sh".to_string(), etcd.volume.path().join(name).display().to_string()];
@@ -587,7 +587,7 @@ fn a_restoring_member_starts_etcd_only_once_every_member_has_stopped_and_restore
         },
         wait: Duration::from_secs(4),
     };
-    let request = restore::new_request(&entry.id, nodeboot::backup::service::now_unix());
+    let request = restore::new_request(&entry.id, nodeboot::shared::backup::service::now_unix());
     let err = runtime().block_on(restorer.act(&request)).unwrap_err();
     assert!(err.to_string().contains("member 1"), "it waits for member 1: {err}");
     assert!(

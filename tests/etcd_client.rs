@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::etcd::*;
-use nodeboot::etcd::{Client, Cluster, EtcdClientError, TlsFiles};
+use nodeboot::shared::etcd::{Client, Cluster, EtcdClientError, TlsFiles};
 
 fn one_member(dir: &std::path::Path, tls: &TlsFiles) -> Member {
     let ports = Ports::free();
@@ -186,7 +186,7 @@ fn a_learner_is_added_refused_promotion_until_it_runs_then_promoted_and_removed(
 /// takes it over after a kill; a dead holder's lock goes with its lease.
 #[test]
 fn the_lock_has_one_holder_survives_its_holders_rerun_and_expires_with_its_lease() {
-    use nodeboot::etcd::lock;
+    use nodeboot::shared::etcd::lock;
     let dir = tempfile::tempdir().unwrap();
     let etcd_dir = pki(dir.path());
     let tls = member_tls(&etcd_dir, 0);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use nodeboot::role::Role;
+use nodeboot::shared::role::Role;
 
 #[derive(Debug)]
 struct Flag {
@@ -67,9 +67,9 @@ fn refuse(table: &[Flag], component: &str, flag: &str, version: (u32, u32)) -> O
 }
 
 /// `(component, flags)` of every process nodeboot starts for a role.
-fn invocations(env: &nodeboot::env::Environment, role: Role) -> Vec<(String, Vec<String>)> {
+fn invocations(env: &nodeboot::operator::env::Environment, role: Role) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    for (name, text) in nodeboot::render::manifests::manifests_for(env, role) {
+    for (name, text) in nodeboot::operator::render::manifests::manifests_for(env, role) {
         let pod: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         for container in pod["spec"]["containers"].as_sequence().unwrap() {
             let command: Vec<String> = container["command"]
@@ -81,7 +81,7 @@ fn invocations(env: &nodeboot::env::Environment, role: Role) -> Vec<(String, Vec
             out.push((command[0].clone(), command[1..].to_vec()));
         }
     }
-    for unit in nodeboot::render::units_for(env, role) {
+    for unit in nodeboot::operator::render::units_for(env, role) {
         // ExecStart with its continuation lines joined.
         let joined = unit.contents.replace("\\\n", " ");
         let Some(exec) = joined.lines().find_map(|l| l.strip_prefix("ExecStart=")) else {
@@ -108,7 +108,7 @@ fn flag_name(arg: &str) -> &str {
 
 #[test]
 fn every_rendered_flag_exists_and_is_current_for_the_environments_version() {
-    let env = nodeboot::env::load(&example_env()).unwrap().env;
+    let env = nodeboot::operator::env::load(&example_env()).unwrap().env;
     let version = minor(&env.kubernetes_version);
     let table = table();
     let mut checked = 0;
@@ -183,7 +183,7 @@ fn the_check_refuses_unknown_removed_and_deprecated_flags() {
 #[test]
 fn a_removed_flag_in_a_rendered_manifest_is_caught() {
     // The same walk as above over a manifest with a flag slipped in.
-    let env = nodeboot::env::load(&example_env()).unwrap().env;
+    let env = nodeboot::operator::env::load(&example_env()).unwrap().env;
     let table = table();
     let (_, mut args) = invocations(&env, Role::Etcd)
         .into_iter()

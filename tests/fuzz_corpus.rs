@@ -37,7 +37,7 @@ fn every_seed_and_every_crash_found_runs_clean_through_its_target() {
 /// the fuzzer starts from inputs that reach the cipher.
 #[test]
 fn the_envelope_seed_opens_under_the_fuzz_key() {
-    use nodeboot::secrets::{format, Context, Secret};
+    use nodeboot::shared::secrets::{format, Context, Secret};
     let bytes = std::fs::read(common::repo().join("fuzz/seeds/secret_envelope/opens.bin")).unwrap();
     let envelope = format::parse(&bytes).unwrap();
     let context = Context {

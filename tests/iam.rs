@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 
 use common::bed::*;
 use common::*;
-use nodeboot::role::Role;
+use nodeboot::shared::role::Role;
 
 /// Runs a nodeboot command and returns the AWS actions it made; its
 /// requests join RECORDED.
@@ -448,9 +448,9 @@ fn backup_once(node: &Node, aws: &Aws) -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
     let ports = common::etcd::Ports::free();
     let etcd = common::etcd::Member::start(dir.path(), &tls, "m", &ports, &format!("m={}", ports.peer_url()), "new");
-    let client = nodeboot::etcd::Client::new(vec![etcd.client_url.clone()], &tls).unwrap();
+    let client = nodeboot::shared::etcd::Client::new(vec![etcd.client_url.clone()], &tls).unwrap();
     common::etcd::wait_until("etcd answers", std::time::Duration::from_secs(30), || {
-        nodeboot::etcd::Cluster::status(&client, &etcd.client_url).is_ok_and(|s| s.has_leader())
+        nodeboot::shared::etcd::Cluster::status(&client, &etcd.client_url).is_ok_and(|s| s.has_leader())
     });
     let s3 = aws_sdk_s3::Client::new(&common::secrets_bed::sdk_config(&aws.server.url));
     let old = "backups/etcd/20200101T000000Z-r1.snapshot";

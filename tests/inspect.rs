@@ -15,11 +15,16 @@ fn tagged(resource: ResourceType, name: &str, role: &str, env: &str) -> TagSpeci
         .tags(Tag::builder().key("Name").value(name).build())
         .tags(
             Tag::builder()
-                .key(nodeboot::cloud::tags::ENVIRONMENT)
+                .key(nodeboot::shared::cloud::tags::ENVIRONMENT)
                 .value(env)
                 .build(),
         )
-        .tags(Tag::builder().key(nodeboot::cloud::tags::ROLE).value(role).build())
+        .tags(
+            Tag::builder()
+                .key(nodeboot::shared::cloud::tags::ROLE)
+                .value(role)
+                .build(),
+        )
         .build()
 }
 
@@ -89,7 +94,7 @@ fn aws_elbs_lists_the_environments_load_balancers() {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(&aws.server.url)
-            .http_client(nodeboot::cloud::aws::http_client())
+            .http_client(nodeboot::shared::cloud::aws::http_client())
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "testing", "testing", None, None, "bed",
             ))
@@ -117,7 +122,7 @@ fn aws_elbs_lists_the_environments_load_balancers() {
                     .set_subnets(Some(subnets.clone()))
                     .tags(
                         aws_sdk_elasticloadbalancingv2::types::Tag::builder()
-                            .key(nodeboot::cloud::tags::ENVIRONMENT)
+                            .key(nodeboot::shared::cloud::tags::ENVIRONMENT)
                             .value(env)
                             .build(),
                     )

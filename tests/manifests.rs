@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use nodeboot::role::Role;
+use nodeboot::shared::role::Role;
 
 fn kubernetes_validate(version: &str, files: &[std::path::PathBuf]) -> std::process::Output {
     Command::new("kubernetes-validate")
@@ -35,7 +35,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 fn manifests_validate_against_the_kubernetes_schema_of_the_environment() {
     let out = tempfile::tempdir().unwrap();
     render(&example_env(), out.path());
-    let env = nodeboot::env::load(&example_env()).unwrap().env;
+    let env = nodeboot::operator::env::load(&example_env()).unwrap().env;
     let minor = env.kubernetes_version.rsplit_once('.').unwrap().0.to_string() + ".0";
     let mut all = files(&out.path().join("manifests/etcd"));
     all.extend(files(&out.path().join("manifests/compute")));
@@ -86,7 +86,7 @@ fn kube_apiserver_lists_exactly_the_member_eni_addresses() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("- --etcd-servers="))
         .unwrap();
-    let env = nodeboot::env::load(&env_file).unwrap().env;
+    let env = nodeboot::operator::env::load(&env_file).unwrap().env;
     let expected: Vec<String> = env
         .etcd_members()
         .iter()
@@ -100,8 +100,8 @@ fn kube_apiserver_lists_exactly_the_member_eni_addresses() {
 /// `nodeboot pki` writes to `common/X` or to the role's folder.
 #[test]
 fn manifests_refer_only_to_secrets_the_pki_creates_for_that_role() {
-    let env = nodeboot::env::load(&example_env()).unwrap().env;
-    let pki = nodeboot::pki::plan(&env);
+    let env = nodeboot::operator::env::load(&example_env()).unwrap().env;
+    let pki = nodeboot::operator::pki::plan(&env);
     let mut produced: BTreeSet<String> = BTreeSet::new();
     for c in &pki.certs {
         produced.insert(c.cert.clone());
@@ -115,7 +115,7 @@ fn manifests_refer_only_to_secrets_the_pki_creates_for_that_role() {
     produced.extend(pki.bootstrap_token.kubeconfigs.iter().map(|(path, _)| path.clone()));
     produced.insert(pki.encryption_key.path.clone());
     for (role, folder) in [(Role::Etcd, "secure"), (Role::Compute, "compute")] {
-        for (name, text) in nodeboot::render::manifests::manifests_for(&env, role) {
+        for (name, text) in nodeboot::operator::render::manifests::manifests_for(&env, role) {
             for reference in text
                 .split(|c: char| c.is_whitespace() || c == '=')
                 .filter_map(|w| w.strip_prefix("/run/nodeboot/secrets/"))
@@ -157,7 +157,7 @@ fn yaml(text: &str) -> serde_json::Value {
 /// Go types (tests/data/kubernetes/schemas/, field lists from 1.31).
 #[test]
 fn kubelet_encryption_audit_and_kubeconfig_files_match_their_types() {
-    let env = nodeboot::env::load(&example_env()).unwrap().env;
+    let env = nodeboot::operator::env::load(&example_env()).unwrap().env;
     let secrets = tempfile::tempdir().unwrap();
     let pki = nodeboot(&[
         "pki",
@@ -173,13 +173,13 @@ fn kubelet_encryption_audit_and_kubeconfig_files_match_their_types() {
         problems.extend(check(
             &kubelet,
             &format!("kubelet config ({role})"),
-            &yaml(&nodeboot::render::files::kubelet_config(role)),
+            &yaml(&nodeboot::operator::render::files::kubelet_config(role)),
         ));
     }
     problems.extend(check(
         &schema("policy-audit-v1"),
         "audit policy",
-        &yaml(&nodeboot::render::files::audit_policy()),
+        &yaml(&nodeboot::operator::render::files::audit_policy()),
     ));
     let encryption: serde_json::Value =
         serde_json::from_slice(&std::fs::read(secrets.path().join("secure/encryption-config.yaml")).unwrap()).unwrap();
@@ -188,7 +188,7 @@ fn kubelet_encryption_audit_and_kubeconfig_files_match_their_types() {
         "encryption config",
         &encryption,
     ));
-    let plan = nodeboot::pki::plan(&env);
+    let plan = nodeboot::operator::pki::plan(&env);
     let mut kubeconfigs: Vec<String> = plan.kubeconfigs.iter().map(|k| k.path.clone()).collect();
     kubeconfigs.extend(plan.bootstrap_token.kubeconfigs.iter().map(|(p, _)| p.clone()));
     let config = schema("config-kubeconfig-v1");
@@ -205,12 +205,12 @@ fn kubelet_encryption_audit_and_kubeconfig_files_match_their_types() {
     );
 
     // The schemas refuse a misspelt or misplaced field.
-    let typo =
-        nodeboot::render::files::kubelet_config(Role::Compute).replace("serverTLSBootstrap", "serverTlsBootstrap");
+    let typo = nodeboot::operator::render::files::kubelet_config(Role::Compute)
+        .replace("serverTLSBootstrap", "serverTlsBootstrap");
     assert!(!check(&kubelet, "typo", &yaml(&typo)).is_empty());
     let mut bad = encryption.clone();
     bad["resources"][0]["providers"][0]["aescbc"]["key"] = serde_json::json!([]);
     assert!(!check(&schema("encryptionconfiguration-v1"), "typo", &bad).is_empty());
-    let policy = nodeboot::render::files::audit_policy().replace("level: Request\n", "level: Everything\n");
+    let policy = nodeboot::operator::render::files::audit_policy().replace("level: Request\n", "level: Everything\n");
     assert!(!check(&schema("policy-audit-v1"), "typo", &yaml(&policy)).is_empty());
 }

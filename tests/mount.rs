@@ -21,7 +21,7 @@ fn sh(cmd: &str) -> String {
 /// member 0, and the loop device behind member 0's volume.
 struct Bed {
     aws: Aws,
-    env: nodeboot::env::Environment,
+    env: nodeboot::operator::env::Environment,
     vpc: Vpc,
     members: Vec<MemberResources>,
     volume: LoopVolume,
@@ -567,7 +567,7 @@ fn mount_converges_after_an_abort_at_every_step() {
         let bed = Bed::new("mnt-abort");
         let node = bed.node_before_mount();
         let _cleanup = Unmount::new(&node);
-        let out = bed.mount(&node, &[(nodeboot::fault::VAR, point)]);
+        let out = bed.mount(&node, &[(nodeboot::shared::fault::VAR, point)]);
         assert!(
             stderr(&out).contains(&format!("aborting at {point}")),
             "{point}: {}",

@@ -527,7 +527,11 @@ fn a_kubelet_joins_with_the_bootstrap_token_and_nothing_more() {
             );
         }
         // The approver's SubjectAccessReview for a new node's client CSR.
-        let node = nodeboot::stage::discover::hostname("example", nodeboot::role::Role::Compute, "i-0123456789abcdef0");
+        let node = nodeboot::node::stage::discover::hostname(
+            "example",
+            nodeboot::shared::role::Role::Compute,
+            "i-0123456789abcdef0",
+        );
         let csr = kubelet_client_csr(&node);
         let sub = recognise(
             &csr,
@@ -589,8 +593,16 @@ fn the_node_identity_renews_itself_and_writes_only_its_own_node() {
         c.modes
     );
     assert!(c.admission.iter().any(|a| a == "NodeRestriction"), "{:?}", c.admission);
-    let me = nodeboot::stage::discover::hostname("example", nodeboot::role::Role::Compute, "i-0123456789abcdef0");
-    let other = nodeboot::stage::discover::hostname("example", nodeboot::role::Role::Compute, "i-0fedcba9876543210");
+    let me = nodeboot::node::stage::discover::hostname(
+        "example",
+        nodeboot::shared::role::Role::Compute,
+        "i-0123456789abcdef0",
+    );
+    let other = nodeboot::node::stage::discover::hostname(
+        "example",
+        nodeboot::shared::role::Role::Compute,
+        "i-0fedcba9876543210",
+    );
     // What the signed CSR makes of the kubelet: CN and O of its request.
     let node = User {
         name: format!("system:node:{me}"),

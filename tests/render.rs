@@ -8,9 +8,9 @@ use std::process::Command;
 
 use common::ignition_lint::{file_contents, lint};
 use common::*;
-use nodeboot::env;
-use nodeboot::render::{self, USER_DATA_LIMIT};
-use nodeboot::role::Role;
+use nodeboot::operator::env;
+use nodeboot::operator::render::{self, USER_DATA_LIMIT};
+use nodeboot::shared::role::Role;
 use serde_json::Value;
 
 fn render_dir(env_path: &Path, out: &Path) {
@@ -450,7 +450,7 @@ fn node_config_in_ignition_is_what_the_stages_read() {
         .find(|f| f["path"] == "/etc/nodeboot/node.json")
         .unwrap();
     let bytes = file_contents(file).unwrap();
-    let node: nodeboot::node_config::NodeConfig = serde_json::from_slice(&bytes).expect("stages can parse it");
+    let node: nodeboot::shared::node_config::NodeConfig = serde_json::from_slice(&bytes).expect("stages can parse it");
     assert_eq!(node.role, Role::Etcd);
     assert_eq!(node.environment, "example");
     assert_eq!(node.etcd.unwrap().members, 3);
@@ -551,7 +551,7 @@ fn render_killed_after_its_first_file_converges_on_rerun() {
     ];
     let killed = Command::new(env!("CARGO_BIN_EXE_nodeboot"))
         .args(args)
-        .env(nodeboot::fault::VAR, "render:after-user-data")
+        .env(nodeboot::shared::fault::VAR, "render:after-user-data")
         .output()
         .unwrap();
     assert!(
@@ -694,7 +694,7 @@ fn every_unit_scores_under_its_exposure_ceiling() {
 fn the_manifest_sync_may_write_every_directory_it_keeps() {
     let loaded = env::load(&example_env()).unwrap();
     for role in Role::ALL {
-        let node = nodeboot::node_config::NodeConfig::new(&loaded.env, role);
+        let node = nodeboot::operator::render::node_config::node_config(&loaded.env, role);
         let mut dirs: Vec<String> = node.synced.iter().map(|s| s.dir.clone()).collect();
         dirs.extend(node.manifests.iter().map(|m| m.dir.clone()));
         if dirs.is_empty() {

@@ -11,7 +11,7 @@ use std::process::Output;
 use common::bed::runtime;
 use common::secrets_bed::*;
 use common::stderr;
-use nodeboot::role::Role;
+use nodeboot::shared::role::Role;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -646,7 +646,7 @@ fn stage_secrets_killed_after_its_first_write_converges_on_rerun() {
     node.claim(0);
     let out = node
         .command(&["stage", "secrets"])
-        .env(nodeboot::fault::VAR, "sync-after-write")
+        .env(nodeboot::shared::fault::VAR, "sync-after-write")
         .output()
         .unwrap();
     assert!(!out.status.success(), "the fault point was reached");

@@ -15,7 +15,7 @@ use common::stderr;
 
 struct Cluster {
     aws: Aws,
-    env: nodeboot::env::Environment,
+    env: nodeboot::operator::env::Environment,
     vpc: Vpc,
 }
 
@@ -153,7 +153,13 @@ fn an_aws_error_that_never_clears_gives_up_after_the_total_bound() {
 #[test]
 fn a_compute_node_that_gives_up_sends_no_signal() {
     let c = cluster("retry-compute");
-    let node = Node::launch_role(&c.aws, &c.env, &c.vpc, "eu-west-1a", nodeboot::role::Role::Compute);
+    let node = Node::launch_role(
+        &c.aws,
+        &c.env,
+        &c.vpc,
+        "eu-west-1a",
+        nodeboot::shared::role::Role::Compute,
+    );
     node.set_boot_bounds(2, 1);
     assert!(node.stage(&c.aws, &["discover"]).status.success());
     // No bucket: every attempt fails with an AWS error until the bound.

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::secrets_bed::*;
 use common::stderr;
-use nodeboot::node_config::SyncedConfig;
-use nodeboot::role::Role;
+use nodeboot::shared::node_config::SyncedConfig;
+use nodeboot::shared::role::Role;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -578,7 +578,7 @@ fn a_sync_that_cannot_drop_its_capabilities_stops() {
     p.upload("manifests/etcd/a.yaml", b"a\n");
     let out = node
         .command(&["sync", "manifests", "--once"])
-        .env(nodeboot::fault::FAIL_VAR, "sync:drop-capabilities")
+        .env(nodeboot::shared::fault::FAIL_VAR, "sync:drop-capabilities")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));

@@ -181,7 +181,7 @@ fn example_environment_is_exactly_the_defaults() {
     let example = std::fs::read_to_string(example_env()).unwrap();
     assert_eq!(
         example,
-        nodeboot::env::default_text("example"),
+        nodeboot::operator::env::default_text("example"),
         "environments/example.tfvars drifted from the env-new template"
     );
 }
@@ -193,7 +193,7 @@ fn record_layout(path: &std::path::Path, members: &[(u32, &str, &str)]) {
         .map(|(i, zone, ip)| format!("{{\"index\": {i}, \"zone\": \"{zone}\", \"ip\": \"{ip}\"}}"))
         .collect();
     std::fs::write(
-        nodeboot::env::record_path(path),
+        nodeboot::operator::env::record_path(path),
         format!("{{\"members\": [{}]}}\n", members.join(", ")),
     )
     .unwrap();
@@ -358,8 +358,8 @@ fn validate_refuses_a_version_skew_with_the_running_cluster() {
 fn validate_explains_the_order_of_an_etcd_count_going_down() {
     let dir = tempfile::tempdir().unwrap();
     let five = env_file(dir.path(), "example.tfvars", &example_with(&[("etcd_count", "5")]));
-    let loaded = nodeboot::env::load(&five).unwrap();
-    nodeboot::env::write_record(&five, &loaded.env).unwrap();
+    let loaded = nodeboot::operator::env::load(&five).unwrap();
+    nodeboot::operator::env::write_record(&five, &loaded.env).unwrap();
     // Same count: nothing to say.
     let out = nodeboot(&["validate", "--env", five.to_str().unwrap()]);
     assert!(

@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use nodeboot::env::Environment;
-use nodeboot::node_config::NodeConfig;
-use nodeboot::role::Role;
+use nodeboot::operator::env::Environment;
+use nodeboot::shared::role::Role;
 use serde_json::json;
 
 use super::repo;
@@ -128,7 +127,7 @@ impl Aws {
             aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(aws_config::Region::new(REGION))
                 .endpoint_url(&server.url)
-                .http_client(nodeboot::cloud::aws::http_client())
+                .http_client(nodeboot::shared::cloud::aws::http_client())
                 .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                     "testing", "testing", None, None, "bed",
                 ))
@@ -242,7 +241,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// The example environment under another name, with `members` etcd members.
 pub fn environment(name: &str, members: u32) -> Environment {
-    let mut env = nodeboot::env::load(&super::example_env()).unwrap().env;
+    let mut env = nodeboot::operator::env::load(&super::example_env()).unwrap().env;
     env.name = name.to_string();
     env.etcd_count = members;
     env
@@ -328,12 +327,12 @@ pub fn create_member(
 ) -> MemberResources {
     let pairs = |with_member: bool| {
         let mut t = vec![
-            (nodeboot::cloud::tags::ENVIRONMENT, env.name.clone()),
-            (nodeboot::cloud::tags::ROLE, "etcd".to_string()),
+            (nodeboot::shared::cloud::tags::ENVIRONMENT, env.name.clone()),
+            (nodeboot::shared::cloud::tags::ROLE, "etcd".to_string()),
             ("Name", format!("{}-etcd-{index}", env.name)),
         ];
         if with_member {
-            t.push((nodeboot::cloud::tags::MEMBER, member_tag.to_string()));
+            t.push((nodeboot::shared::cloud::tags::MEMBER, member_tag.to_string()));
         }
         t
     };
@@ -403,7 +402,7 @@ impl Node {
         let instance_id = instance.instance_id().unwrap().to_string();
         let primary = &instance.network_interfaces()[0];
         let root = tempfile::tempdir().unwrap();
-        let config = NodeConfig::new(env, role);
+        let config = nodeboot::operator::render::node_config::node_config(env, role);
         let config_path = root.path().join("etc/nodeboot/node.json");
         std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
@@ -466,7 +465,7 @@ impl Node {
         if let Some(imds) = &self.imds {
             cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url);
         }
-        cmd.env("NODEBOOT_LOG", "info").env_remove(nodeboot::fault::VAR);
+        cmd.env("NODEBOOT_LOG", "info").env_remove(nodeboot::shared::fault::VAR);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -550,7 +549,7 @@ pub fn auto_scaling_client(aws: &Aws) -> aws_sdk_autoscaling::Client {
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "testing", "testing", None, None, "bed",
             ))
-            .http_client(nodeboot::cloud::aws::http_client())
+            .http_client(nodeboot::shared::cloud::aws::http_client())
             .load(),
     );
     aws_sdk_autoscaling::Client::new(&config)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nodeboot::etcd::TlsFiles;
+use nodeboot::shared::etcd::TlsFiles;
 
 /// The directory of etcd, etcdctl and etcdutl 3.5: `$NODEBOOT_ETCD_BIN`,
 /// else what `tests/fetch-etcd` prints (its cache; tests/setup fills it).

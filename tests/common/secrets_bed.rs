@@ -13,9 +13,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nodeboot::env::Environment;
-use nodeboot::node_config::NodeConfig;
-use nodeboot::role::Role;
+use nodeboot::operator::env::Environment;
+use nodeboot::shared::node_config::NodeConfig;
+use nodeboot::shared::role::Role;
 
 use super::bed::{runtime, Aws, REGION};
 use super::{example_with, stderr};
@@ -59,7 +59,7 @@ impl Platform {
         let dir = tempfile::tempdir().unwrap();
         let env_file = dir.path().join(format!("{name}.tfvars"));
         std::fs::write(&env_file, env_text(name, extra)).unwrap();
-        let env = nodeboot::env::load(&env_file).unwrap().env;
+        let env = nodeboot::operator::env::load(&env_file).unwrap().env;
         let config = sdk_config(&aws.server.url);
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&config)
@@ -166,7 +166,7 @@ impl Platform {
     /// A node of `role`: a root directory holding the node.json render writes.
     pub fn node(&self, role: Role) -> TestNode {
         let root = tempfile::tempdir().unwrap();
-        let config = NodeConfig::new(&self.env, role);
+        let config = nodeboot::operator::render::node_config::node_config(&self.env, role);
         write_node_config(root.path(), &config);
         TestNode {
             root,
@@ -186,7 +186,7 @@ pub fn sdk_config(url: &str) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(url)
-            .http_client(nodeboot::cloud::aws::http_client())
+            .http_client(nodeboot::shared::cloud::aws::http_client())
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
                 "testing", "testing", None, None, "bed",
             ))
@@ -215,7 +215,7 @@ impl TestNode {
 
     /// What `stage attach` records on an etcd node: this node holds `member`.
     pub fn claim(&self, member: u32) {
-        let claim = nodeboot::stage::attach::Claim {
+        let claim = nodeboot::node::stage::attach::Claim {
             member,
             instance_id: "i-0123456789abcdef0".into(),
             zone: "eu-west-1a".into(),
@@ -243,7 +243,7 @@ impl TestNode {
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NODEBOOT_LOG", "info")
-            .env_remove(nodeboot::fault::VAR);
+            .env_remove(nodeboot::shared::fault::VAR);
         cmd
     }
 
@@ -264,7 +264,7 @@ impl TestNode {
     }
 
     pub fn secrets_dir(&self) -> PathBuf {
-        self.path(nodeboot::node_config::SECRETS_DIR)
+        self.path(nodeboot::shared::node_config::SECRETS_DIR)
     }
 
     /// The running sync (`--interval`), its stderr read line by line.

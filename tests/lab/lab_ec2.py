@@ -14,7 +14,7 @@ from lab_proc import LabError
 
 REGION = "eu-west-1"
 IMAGE = "ami-12c6146b"  # the bed accepts any image id
-# The tag scheme of src/cloud/tags.rs, as terraform/modules/etcd writes it.
+# The tag scheme of src/shared/cloud/tags.rs, as terraform/modules/etcd writes it.
 TAG_ENVIRONMENT = "nodeboot.io/environment"
 TAG_ROLE = "nodeboot.io/role"
 TAG_MEMBER = "nodeboot.io/member"

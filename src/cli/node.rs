@@ -1,0 +1,214 @@
+//! The node's commands on the command line: `stage`, `sync`,
+//! `reboot-coordinator` (and `etcd backup`, under the operator's `etcd`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use nodeboot::node;
+use nodeboot::node::error::Error as NodeError;
+use nodeboot::node::root::Root;
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Long-running syncs on a node.
+    #[cfg(feature = "aws")]
+    Sync {
+        /// Resolve every path (config, state, target directories) under DIR.
+        #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+    /// On an etcd node: reboot for a staged OS update only under the etcd
+    /// reboot lock, one node at a time, while the other members are healthy.
+    #[cfg(feature = "aws")]
+    RebootCoordinator {
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// Time between two looks.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        interval: Duration,
+        /// A file whose existence asks for a coordinated reboot (besides update_engine).
+        #[arg(long, default_value = "/run/reboot-required")]
+        sentinel: String,
+        /// How to reboot (no shell; split on spaces).
+        #[arg(long, env = "NODEBOOT_REBOOT_COMMAND", default_value = "systemctl reboot")]
+        reboot_command: String,
+        /// One look (and its action), then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run one boot stage on a node (systemd runs them in order).
+    Stage {
+        /// Resolve every path (config, state, devices, mount points) under DIR.
+        #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// Retry what retrying can fix, until node.json's `boot` bounds (the boot units run this).
+        #[arg(long, global = true)]
+        retry: bool,
+        #[command(subcommand)]
+        stage: StageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StageCommand {
+    /// Read the instance identity from IMDSv2 into /run/nodeboot/facts.json.
+    Discover {
+        /// Also set the hostname to <environment>-<role>-<instance id>.
+        #[arg(long)]
+        set_hostname: bool,
+        /// Give up on an unreachable or failing metadata service after this long.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Claim this zone's etcd member: its EBS volume and its ENI.
+    #[cfg(feature = "aws")]
+    Attach {
+        /// Give up waiting for one attachment or detachment after this long
+        /// (one attempt's budget; `--retry` starts another attempt).
+        #[arg(long, env = "NODEBOOT_ATTACH_WAIT_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+        /// Wait this long for a dead instance's volume to detach before forcing it.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        detach_grace: Duration,
+    },
+    /// Write the etcd member's configuration (/run/nodeboot/etcd.env).
+    #[cfg(feature = "aws")]
+    Etcd {
+        /// Then replace this process with etcd (containers, the lab).
+        #[arg(long)]
+        exec: bool,
+        /// The etcd binary for --exec.
+        #[arg(long, default_value = "etcd")]
+        etcd_binary: String,
+    },
+    /// Make this etcd member a voting member once it has caught up (after it
+    /// joined as a learner); done at once when it is one already.
+    EtcdPromote {
+        /// Give up after this long.
+        #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Fetch and decrypt the role's secrets into /run/nodeboot/secrets (all or nothing).
+    #[cfg(feature = "aws")]
+    Secrets {
+        /// UID:GID to give the directory and files to (default root).
+        #[arg(long, value_name = "UID:GID")]
+        owner: Option<String>,
+    },
+    /// Mount the claimed volume (formatting only a blank one) and bring up the ENI address.
+    #[cfg(feature = "aws")]
+    Mount {
+        /// Give up waiting for the device or the interface after this long.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+        /// Only the volume; leave the network alone.
+        #[arg(long)]
+        skip_network: bool,
+    },
+}
+
+impl StageCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            StageCommand::Discover { .. } => "discover",
+            #[cfg(feature = "aws")]
+            StageCommand::Attach { .. } => "attach",
+            #[cfg(feature = "aws")]
+            StageCommand::Secrets { .. } => "secrets",
+            #[cfg(feature = "aws")]
+            StageCommand::Mount { .. } => "mount",
+            #[cfg(feature = "aws")]
+            StageCommand::Etcd { .. } => "etcd",
+            StageCommand::EtcdPromote { .. } => "etcd-promote",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum SyncCommand {
+    /// Keep this node's secrets equal to the bucket (the secrets stage, kept
+    /// running) and restart exactly the components whose files changed.
+    Secrets {
+        /// Time between passes.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+        interval: Duration,
+        /// One pass, then exit with its outcome.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Keep the static-pod directory (and node.json's synced prefixes) equal to the bucket.
+    Manifests {
+        /// Time between passes; default node.json's interval_seconds (10s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        /// One pass, then exit with its outcome.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+pub fn run(command: NodeCommand) -> Result<(), NodeError> {
+    match command {
+        #[cfg(feature = "aws")]
+        NodeCommand::Sync {
+            root,
+            command: SyncCommand::Manifests { interval, once },
+        } => node::commands::secrets::sync_manifests(&Root(root), interval, once)?,
+        #[cfg(feature = "aws")]
+        NodeCommand::RebootCoordinator {
+            root,
+            interval,
+            sentinel,
+            reboot_command,
+            once,
+        } => node::reboot::coordinator::run(
+            &Root(root),
+            &node::reboot::coordinator::Options {
+                interval,
+                sentinel,
+                reboot_command,
+                once,
+            },
+        )?,
+        #[cfg(feature = "aws")]
+        NodeCommand::Sync {
+            root,
+            command: SyncCommand::Secrets { interval, once },
+        } => node::commands::secrets::sync_secrets(&Root(root), interval, once)?,
+        NodeCommand::Stage { root, retry, stage } => {
+            let root = Root(root);
+            let once = || match &stage {
+                StageCommand::Discover { set_hostname, timeout } => {
+                    node::commands::stage::discover(&root, *set_hostname, *timeout)
+                }
+                #[cfg(feature = "aws")]
+                StageCommand::Attach {
+                    wait_timeout,
+                    detach_grace,
+                } => node::commands::stage::attach(&root, *wait_timeout, *detach_grace),
+                #[cfg(feature = "aws")]
+                StageCommand::Secrets { owner } => node::commands::secrets::stage_secrets(&root, owner.as_deref()),
+                #[cfg(feature = "aws")]
+                StageCommand::Mount {
+                    wait_timeout,
+                    skip_network,
+                } => node::commands::stage::mount(&root, *wait_timeout, *skip_network),
+                #[cfg(feature = "aws")]
+                StageCommand::Etcd { exec, etcd_binary } => {
+                    node::commands::stage::etcd(&root, exec.then_some(etcd_binary.as_str()))
+                }
+                StageCommand::EtcdPromote { timeout } => node::commands::stage::etcd_promote(&root, *timeout),
+            };
+            if retry {
+                node::until_done::run(&root, stage.name(), once)?
+            } else {
+                once()?
+            }
+        }
+    }
+    Ok(())
+}

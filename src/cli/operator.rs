@@ -1,0 +1,559 @@
+//! The operator's commands on the command line.
+
+use std::path::PathBuf;
+#[cfg(feature = "aws")]
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use super::Failure;
+#[cfg(feature = "aws")]
+use nodeboot::node;
+#[cfg(feature = "aws")]
+use nodeboot::node::root::Root;
+use nodeboot::operator::commands;
+use nodeboot::operator::error::Error as OperatorError;
+use nodeboot::shared::role::Role;
+
+#[derive(Subcommand)]
+pub enum OperatorCommand {
+    /// Render one Ignition config per node role into DIR.
+    Render {
+        /// The environment file (environments/NAME.tfvars).
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// Output directory; gets <role>.ign (and <role>.full.ign when over 16 KiB).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Only these roles (repeatable); all roles by default.
+        #[arg(long, value_enum)]
+        role: Vec<Role>,
+    },
+    /// Check an environment file; every problem names file, line and field.
+    Validate {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The Kubernetes version the cluster runs now (`kubectl version`'s
+        /// server version): refuses a kubernetes_version more than one minor
+        /// above it, or below it (kubelets would be newer than the API server).
+        #[arg(long, value_name = "VERSION")]
+        running_version: Option<String>,
+        /// Also compare etcd_version with what the cluster runs (the newest backup in the secrets bucket).
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Environment files.
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Look at a running environment (the seed's aws-instances / aws-elbs).
+    #[cfg(feature = "aws")]
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
+    },
+    /// Build the whole platform (the seed's `run`): validate, check prerequisites,
+    /// pki, render, upload, terraform init and apply.
+    #[cfg(feature = "aws")]
+    Up {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// Stop at `terraform plan`.
+        #[arg(long)]
+        plan: bool,
+        /// Merge the admin context into ~/.kube/config ($KUBECONFIG) afterwards.
+        #[arg(long)]
+        write_kubeconfig: bool,
+        #[command(flatten)]
+        terraform: TerraformArgs,
+    },
+    /// Print the Terraform outputs of the environment (the seed's `terraform.sh output`).
+    #[cfg(feature = "aws")]
+    Outputs {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[command(flatten)]
+        terraform: TerraformArgs,
+    },
+    /// Print the admin kubeconfig, or merge it into ~/.kube/config with --write.
+    Kubeconfig {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The local secrets tree; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Merge into this kubeconfig (never replacing another cluster's entry).
+        #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+        write: Option<PathBuf>,
+    },
+    /// Print an OpenSSH client config that reaches every node through the bastion.
+    #[cfg(feature = "aws")]
+    SshConfig {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+    },
+    /// Create the environment's certificates (keeps existing ones).
+    Pki {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The local secrets tree; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Issue this certificate, key or token again (repeatable); a CA re-issues what it signs.
+        #[arg(long, value_name = "NAME")]
+        rotate: Vec<String>,
+        /// Also issue again every certificate and token that ends within 21 days.
+        #[arg(long)]
+        renew: bool,
+        /// Print every certificate and token with its expiry as this instead of what changed.
+        #[arg(long, value_enum)]
+        output: Option<commands::Output>,
+    },
+    /// Create, idempotently, the KMS key (and alias) and the Terraform and secrets buckets.
+    #[cfg(feature = "aws")]
+    Prereqs {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+    },
+    /// The environment's secrets in its bucket (client-side KMS envelope encryption).
+    #[cfg(feature = "aws")]
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+    /// Static-pod manifests in the secrets bucket.
+    #[cfg(feature = "aws")]
+    Manifests {
+        #[command(subcommand)]
+        command: ManifestsCommand,
+    },
+    /// The etcd cluster (operator side: the etcd client certificate of the local secrets tree).
+    #[cfg(feature = "aws")]
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
+    },
+    #[cfg(feature = "aws")]
+    /// Replace a role's nodes one at a time (an AMI upgrade): etcd members with a backup before each.
+    Roll {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A member's client URL (repeatable); default every member's ENI address.
+        #[arg(long = "endpoint", value_name = "URL")]
+        endpoints: Vec<String>,
+        /// The local secrets tree with secure/etcd/client.{crt,key}; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// How long one member may take from termination to healthy and caught up.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        per_member: Duration,
+        /// How long to wait for a healthy cluster before each member.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        healthy_wait: Duration,
+    },
+}
+
+#[cfg(feature = "aws")]
+#[derive(clap::Args)]
+pub struct TerraformArgs {
+    /// The Terraform root module.
+    #[arg(long, default_value = "terraform", value_name = "DIR")]
+    terraform_dir: PathBuf,
+    /// A local provider mirror for `terraform init -plugin-dir` (machines without internet).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+}
+
+#[cfg(feature = "aws")]
+impl TerraformArgs {
+    fn options(self, plan: bool, write_kubeconfig: bool) -> commands::up::UpOptions {
+        commands::up::UpOptions {
+            plan,
+            write_kubeconfig,
+            terraform_dir: self.terraform_dir,
+            plugin_dir: self.plugin_dir,
+        }
+    }
+}
+
+#[cfg(feature = "aws")]
+#[derive(Subcommand)]
+pub enum AwsCommand {
+    /// The environment's instances.
+    Instances {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+    /// The environment's load balancers.
+    Elbs {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+}
+
+#[cfg(feature = "aws")]
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Encrypt and upload local files (all of the local tree by default).
+    Upload {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The local tree; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Upload even when the bucket holds the same bytes.
+        #[arg(long)]
+        force: bool,
+        /// Files or folders, relative to the local tree (= object paths).
+        paths: Vec<String>,
+    },
+    /// Download and decrypt into the local tree (files 0600); all by default.
+    Fetch {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        paths: Vec<String>,
+    },
+    /// List the secrets (size and path).
+    Ls {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        paths: Vec<String>,
+    },
+    /// Delete secrets (exact paths; versioning keeps the old versions).
+    Rm {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+}
+
+#[cfg(feature = "aws")]
+#[derive(Subcommand)]
+pub enum ManifestsCommand {
+    /// Upload DIR/<role>/* to manifests/<role>/ (encrypted like every secret).
+    Upload {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// Also remove the role's manifests that have no file in DIR/<role>/.
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: an empty DIR/<role>/ removes every manifest of the
+        /// role and puts manifests/<role>/.nodeboot-empty, without which the
+        /// nodes refuse to remove their last static pods.
+        #[arg(long, requires = "prune")]
+        allow_empty: bool,
+        /// Upload even when the bucket holds the same bytes.
+        #[arg(long)]
+        force: bool,
+        dir: PathBuf,
+    },
+}
+
+#[cfg(feature = "aws")]
+#[cfg(feature = "aws")]
+#[derive(Subcommand)]
+pub enum EtcdCommand {
+    /// Remove a member cleanly before Terraform deletes its volume (etcd_count
+    /// going down: the highest members first, never below quorum).
+    RemoveMember {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The local secrets tree; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Client URLs to ask (e.g. an SSH tunnel's https://127.0.0.1:PORT);
+        /// default every other member's ENI address.
+        #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+        endpoints: Vec<String>,
+        /// The member's index or name (`<environment>-etcd-<i>`).
+        member: String,
+    },
+    /// Members, leader, health, revision, DB size and quota, the newest backup (run where the members' client URLs are reachable, e.g. the bastion).
+    Status {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// A member's client URL (repeatable); default every member's ENI address.
+        #[arg(long = "endpoint", value_name = "URL")]
+        endpoints: Vec<String>,
+        /// The local secrets tree with secure/etcd/client.{crt,key}; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+    /// List the backups in s3://<secrets bucket>/backups/etcd/, oldest first.
+    Backups {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::inspect::Output,
+    },
+    /// Restore every member from a backup (the newest by default); waits until the cluster is healthy.
+    Restore {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// A backup id as `etcd backups` lists it.
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        /// Give up waiting for the members after this long.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Restore a backup (the newest by default) into a scratch etcd here; check its revision and key count.
+    VerifyBackup {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        #[arg(long, default_value = "etcd", env = "NODEBOOT_ETCD")]
+        etcd: String,
+        /// etcd 3.5's etcdutl (split on spaces, no shell).
+        #[arg(long, default_value = "etcdutl", env = "NODEBOOT_ETCDUTL")]
+        etcdutl: String,
+    },
+    /// The node's backup service: backups on the leader every interval, restores on request.
+    Backup {
+        /// Resolve every path under DIR.
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// Time between backups; default node.json's (the environment's etcd_backup_interval).
+        #[arg(long, env = "NODEBOOT_ETCD_BACKUP_INTERVAL", value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        /// Time between passes (restore requests are seen within this).
+        #[arg(long, env = "NODEBOOT_ETCD_BACKUP_POLL", default_value = "10s", value_parser = humantime::parse_duration)]
+        poll: Duration,
+        /// One pass, then exit with its outcome.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value = "systemctl stop etcd-member.service")]
+        stop_etcd: String,
+        #[arg(long, default_value = "systemctl start etcd-member.service")]
+        start_etcd: String,
+        /// How long a restored member may take to see a leader.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        restore_wait: Duration,
+        /// This member's client URL (the tests' etcd on another port).
+        #[arg(long, default_value = "https://127.0.0.1:2379", hide = true)]
+        endpoint: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EnvCommand {
+    /// Write environments/NAME.tfvars from the defaults (never overwrites).
+    New {
+        /// Environment name; defaults to the playground play-$USER.
+        name: Option<String>,
+        /// Directory for environment files.
+        #[arg(long, default_value = "environments")]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(command: OperatorCommand) -> Result<(), Failure> {
+    match command {
+        OperatorCommand::Render { env, out, role } => {
+            for line in commands::render(&env, &out, &role)? {
+                println!("{line}");
+            }
+        }
+        OperatorCommand::Validate {
+            env,
+            running_version,
+            cluster,
+        } => {
+            println!("{}", commands::validate(&env, running_version.as_deref())?);
+            if cluster {
+                println!("{}", validate_cluster(&env)?);
+            }
+        }
+        OperatorCommand::Env {
+            command: EnvCommand::New { name, dir },
+        } => {
+            let path = commands::env_new(name, &dir)?;
+            println!("wrote {}", path.display());
+        }
+        #[cfg(feature = "aws")]
+        OperatorCommand::Aws {
+            command: AwsCommand::Instances { env, output },
+        } => println!("{}", commands::inspect::instances(&env, output)?),
+        #[cfg(feature = "aws")]
+        OperatorCommand::Aws {
+            command: AwsCommand::Elbs { env, output },
+        } => println!("{}", commands::inspect::load_balancers(&env, output)?),
+        #[cfg(feature = "aws")]
+        OperatorCommand::SshConfig { env } => print!("{}", commands::inspect::ssh_config(&env)?),
+        #[cfg(feature = "aws")]
+        OperatorCommand::Up {
+            env,
+            plan,
+            write_kubeconfig,
+            terraform,
+        } => commands::up::up(&env, &terraform.options(plan, write_kubeconfig))?,
+        #[cfg(feature = "aws")]
+        OperatorCommand::Outputs { env, terraform } => commands::up::outputs(&env, &terraform.options(false, false))?,
+        OperatorCommand::Kubeconfig { env, dir, write: None } => {
+            print!("{}", commands::kubeconfig::print(&env, dir.as_deref())?)
+        }
+        OperatorCommand::Kubeconfig {
+            env,
+            dir,
+            write: Some(target),
+        } => {
+            let target = (!target.as_os_str().is_empty()).then_some(target);
+            println!(
+                "{}",
+                commands::kubeconfig::write(&env, dir.as_deref(), target.as_deref())?
+            )
+        }
+        OperatorCommand::Pki {
+            env,
+            dir,
+            rotate,
+            renew,
+            output,
+        } => {
+            let options = nodeboot::operator::pki::Options { rotate, renew };
+            for line in commands::pki(&env, dir.as_deref(), &options, output)? {
+                println!("{line}");
+            }
+        }
+        #[cfg(feature = "aws")]
+        OperatorCommand::Prereqs { env } => print_lines(commands::secrets::prereqs(&env)?),
+        #[cfg(feature = "aws")]
+        OperatorCommand::Secrets { command } => print_lines(match command {
+            SecretsCommand::Upload { env, dir, force, paths } => commands::secrets::upload(&env, dir, &paths, force)?,
+            SecretsCommand::Fetch { env, dir, paths } => commands::secrets::fetch(&env, dir, &paths)?,
+            SecretsCommand::Ls { env, paths } => commands::secrets::ls(&env, &paths)?,
+            SecretsCommand::Rm { env, paths } => commands::secrets::rm(&env, &paths)?,
+        }),
+        #[cfg(feature = "aws")]
+        OperatorCommand::Manifests {
+            command:
+                ManifestsCommand::Upload {
+                    env,
+                    prune,
+                    allow_empty,
+                    force,
+                    dir,
+                },
+        } => print_lines(commands::secrets::manifests_upload(
+            &env,
+            &dir,
+            prune,
+            allow_empty,
+            force,
+        )?),
+        #[cfg(feature = "aws")]
+        OperatorCommand::Roll {
+            env,
+            role,
+            endpoints,
+            dir,
+            per_member,
+            healthy_wait,
+        } => print_lines(commands::roll::roll(
+            &env,
+            role,
+            commands::roll::RollOptions {
+                endpoints,
+                dir,
+                per_member,
+                healthy_wait,
+            },
+        )?),
+        #[cfg(feature = "aws")]
+        OperatorCommand::Etcd { command } => match command {
+            EtcdCommand::RemoveMember {
+                env,
+                dir,
+                endpoints,
+                member,
+            } => print_lines(commands::etcd::remove_member(
+                &env,
+                dir.as_deref(),
+                &endpoints,
+                &member,
+            )?),
+            EtcdCommand::Status {
+                env,
+                endpoints,
+                dir,
+                output,
+            } => {
+                println!(
+                    "{}",
+                    commands::etcd_backup::status(
+                        &env,
+                        commands::etcd_backup::StatusOptions { endpoints, dir, output }
+                    )?
+                )
+            }
+            EtcdCommand::Backups { env, output } => println!("{}", commands::etcd_backup::list(&env, output)?),
+            EtcdCommand::Restore { env, backup, timeout } => {
+                print_lines(commands::etcd_backup::restore(&env, backup.as_deref(), timeout)?)
+            }
+            EtcdCommand::VerifyBackup {
+                env,
+                backup,
+                etcd,
+                etcdutl,
+            } => print_lines(commands::etcd_backup::verify(
+                &env,
+                commands::etcd_backup::VerifyOptions { backup, etcd, etcdutl },
+            )?),
+            EtcdCommand::Backup {
+                root,
+                interval,
+                poll,
+                once,
+                stop_etcd,
+                start_etcd,
+                restore_wait,
+                endpoint,
+            } => node::commands::backup::service(
+                &Root(root),
+                node::commands::backup::ServiceOptions {
+                    interval,
+                    poll,
+                    once,
+                    stop_etcd,
+                    start_etcd,
+                    restore_wait,
+                    endpoint,
+                },
+            )?,
+        },
+    }
+    Ok(())
+}
+
+/// `validate --cluster`: the etcd version rule against the newest backup (needs the bucket).
+#[cfg(feature = "aws")]
+fn validate_cluster(env: &std::path::Path) -> Result<String, OperatorError> {
+    commands::etcd_backup::check_version(&commands::load_env(env)?.env)
+}
+
+#[cfg(not(feature = "aws"))]
+fn validate_cluster(_env: &std::path::Path) -> Result<String, OperatorError> {
+    Err(OperatorError::Refused(
+        "validate --cluster reads the secrets bucket: it needs the default build (the `aws` feature)".into(),
+    ))
+}
+
+#[cfg(feature = "aws")]
+fn print_lines(lines: Vec<String>) {
+    for line in lines {
+        println!("{line}");
+    }
+}

@@ -1,0 +1,375 @@
+//! The secrets' readers on this node, observed, and how each takes new
+//! secrets (`nodeboot sync secrets`). The decision is `consumers::plan`
+//! (pure); this module observes the inputs and acts, then verifies.
+//!
+//! - etcd: `systemctl restart etcd-member.service`, only while every other
+//!   voting member answers with a leader, and under the etcd lock
+//!   `etcd-restart` (one member at a time across the cluster); done when
+//!   the member answers again with a leader.
+//! - the kubelet: `systemctl try-restart kubelet.service`.
+//! - the add-on applier: started again.
+//! - a static pod: its processes get SIGTERM and the kubelet starts the
+//!   container again; on etcd nodes under the lock `static-pod-<name>`
+//!   (one control-plane node at a time); done when the old processes are gone.
+
+pub mod consumers;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use self::consumers::Consumer;
+use crate::node::root::Root;
+use crate::node::stage::etcd::{node_client, others_healthy};
+use crate::shared::etcd::lock;
+use crate::shared::node_config::{
+    NodeConfig, ADDONS_UNIT, ETCD_ENV_FILE, KUBELET_CONFIG_PATH, SECRETS_DIR, STATIC_POD_DIR,
+};
+use crate::shared::retry::{self, Attempt, Policy};
+use crate::shared::role::Role;
+
+/// The record of fingerprints each reader was last (re)started with.
+pub const RECORD_FILE: &str = "secrets-readers.json";
+const UNIT_DIR: &str = "/etc/systemd/system";
+/// How long a lock outlives a holder that died.
+const LOCK_TTL_SECONDS: i64 = 120;
+const RESTART_WAIT: Policy = Policy::every(Duration::from_secs(1), Duration::from_secs(120));
+
+/// Every reader on this node and the texts it is started from.
+pub fn inputs(root: &Root, config: &NodeConfig) -> BTreeMap<Consumer, Vec<PathBuf>> {
+    let mut out = BTreeMap::new();
+    if config.role == Role::Etcd {
+        out.insert(Consumer::EtcdMember, vec![root.path(ETCD_ENV_FILE)]);
+        out.insert(
+            Consumer::Oneshot(ADDONS_UNIT.into()),
+            vec![root.path(&format!("{UNIT_DIR}/{ADDONS_UNIT}"))],
+        );
+    }
+    if config.role.runs_kubelet() {
+        out.insert(
+            Consumer::Unit("kubelet.service".into()),
+            vec![
+                root.path(&format!("{UNIT_DIR}/kubelet.service")),
+                root.path(KUBELET_CONFIG_PATH),
+            ],
+        );
+        let dir = root.path(STATIC_POD_DIR);
+        let mut manifests: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        manifests.sort();
+        for path in manifests
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+        {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                out.insert(Consumer::StaticPod(stem.to_string()), vec![path.clone()]);
+            }
+        }
+    }
+    out
+}
+
+/// Each reader's fingerprint: the secrets its texts name, as they are now.
+/// A reader whose texts do not exist (yet) is left out.
+pub fn fingerprints(root: &Root, inputs: &BTreeMap<Consumer, Vec<PathBuf>>) -> BTreeMap<Consumer, String> {
+    let secrets = root.path(SECRETS_DIR);
+    let mut out = BTreeMap::new();
+    for (consumer, texts) in inputs {
+        let texts: Vec<String> = texts.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect();
+        if texts.is_empty() {
+            continue;
+        }
+        let mut files: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for reference in texts.iter().flat_map(|t| consumers::references(t, SECRETS_DIR)) {
+            let path = secrets.join(&reference);
+            if path.is_dir() {
+                files.extend(
+                    files_below(&path)
+                        .into_iter()
+                        .map(|(name, bytes)| (format!("{reference}/{name}"), Some(bytes))),
+                );
+            } else {
+                files.push((reference, std::fs::read(&path).ok()));
+            }
+        }
+        files.sort();
+        files.dedup();
+        out.insert(
+            consumer.clone(),
+            consumers::fingerprint(files.iter().map(|(n, b)| (n.as_str(), b.as_deref()))),
+        );
+    }
+    out
+}
+
+fn files_below(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push((path, format!("{name}/")));
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((name, bytes));
+            }
+        }
+    }
+    out
+}
+
+pub fn load_record(path: &Path) -> BTreeMap<Consumer, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return BTreeMap::new();
+    };
+    match serde_json::from_str::<Vec<(Consumer, String)>>(&text) {
+        Ok(entries) => entries.into_iter().collect(),
+        Err(e) => {
+            warn!(
+                "{}: unreadable ({e}); every reader is adopted as it runs now",
+                path.display()
+            );
+            BTreeMap::new()
+        }
+    }
+}
+
+pub fn save_record(path: &Path, record: &BTreeMap<Consumer, String>) -> std::io::Result<()> {
+    let entries: Vec<_> = record.iter().collect();
+    crate::shared::fsutil::write_atomic(path, &serde_json::to_vec_pretty(&entries).expect("serialises"), 0o600)
+}
+
+/// Restarts `consumer` so it reads its new secrets; `Ok(false)`: not now
+/// (another holder has the lock, or the cluster is not healthy), try again
+/// on the next pass.
+pub async fn restart(root: &Root, config: &NodeConfig, consumer: &Consumer) -> Result<bool, String> {
+    match consumer {
+        Consumer::EtcdMember => restart_etcd(root, config).await,
+        Consumer::Unit(unit) => systemctl(&["try-restart", unit]).map(|()| true),
+        Consumer::Oneshot(unit) => systemctl(&["start", "--no-block", unit]).map(|()| true),
+        Consumer::StaticPod(name) => restart_static_pod(root, config, name).await,
+    }
+}
+
+fn systemctl(args: &[&str]) -> Result<(), String> {
+    let status = std::process::Command::new("systemctl")
+        .args(args)
+        .status()
+        .map_err(|e| format!("systemctl {}: {e}", args.join(" ")))?;
+    if status.success() {
+        info!("ran systemctl {}", args.join(" "));
+        Ok(())
+    } else {
+        Err(format!("systemctl {}: {status}", args.join(" ")))
+    }
+}
+
+async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String> {
+    let (client, me, name) = node_client(root).map_err(|e| e.to_string())?;
+    if let Err(why) = others_healthy(&client, &me) {
+        warn!("etcd-member.service must restart for new certificates, but the rest of the cluster is not healthy ({why}): waiting");
+        return Ok(false);
+    }
+    let Some(held) = lock::try_acquire(&client, "etcd-restart", &name, LOCK_TTL_SECONDS).map_err(|e| e.to_string())?
+    else {
+        let holder = lock::holder(&client, "etcd-restart").ok().flatten().unwrap_or_default();
+        info!("etcd-member.service must restart for new certificates; {holder} is restarting first: waiting");
+        return Ok(false);
+    };
+    systemctl(&["restart", "etcd-member.service"])?;
+    // `status` asks exactly this member.
+    let back = retry::wait(
+        &format!("{name} to answer with a leader after its restart"),
+        RESTART_WAIT,
+        || async {
+            match crate::shared::etcd::Cluster::status(&client, &me) {
+                Ok(s) if s.has_leader() => Attempt::Done(()),
+                Ok(_) => Attempt::Retry("no leader yet".to_string()),
+                Err(e) => Attempt::Retry(e.to_string()),
+            }
+        },
+    )
+    .await;
+    match back {
+        Ok(()) => {
+            // The lease may have run out meanwhile; then the key is gone already.
+            if let Err(e) = held.release(&client) {
+                warn!("releasing the etcd-restart lock: {e} (it expires with its lease)");
+            }
+            info!("etcd-member.service restarted with the new certificates; {name} answers with a leader");
+            Ok(true)
+        }
+        // Keep the lock: the next member must not restart into the same
+        // failure; the lease lets it go after {LOCK_TTL_SECONDS}s.
+        Err(e) => Err(format!("etcd did not come back after its restart: {e}")),
+    }
+}
+
+/// The pids whose program (argv[0]'s file name) is `name`.
+pub fn processes_named(proc_dir: &Path, name: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(proc_dir).into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        let program = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        if program == name.as_bytes() {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+async fn restart_static_pod(root: &Root, config: &NodeConfig, name: &str) -> Result<bool, String> {
+    let proc_dir = Path::new("/proc");
+    let held = if config.role == Role::Etcd {
+        let (client, _, holder) = node_client(root).map_err(|e| e.to_string())?;
+        match lock::try_acquire(&client, &format!("static-pod-{name}"), &holder, LOCK_TTL_SECONDS)
+            .map_err(|e| e.to_string())?
+        {
+            Some(held) => Some((client, held)),
+            None => {
+                info!("static pod {name} must restart for new secrets; another control-plane node restarts it first: waiting");
+                return Ok(false);
+            }
+        }
+    } else {
+        None
+    };
+    let old = processes_named(proc_dir, name);
+    if old.is_empty() {
+        info!("static pod {name}: no process runs (the kubelet starts it with the new secrets)");
+    }
+    for pid in &old {
+        // The kubelet restarts the container (restartPolicy: Always).
+        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGTERM) {
+            warn!("static pod {name}: SIGTERM to pid {pid}: {e}");
+        }
+    }
+    let gone = retry::wait(
+        &format!("static pod {name}'s old processes to exit"),
+        RESTART_WAIT,
+        || async {
+            let left: Vec<i32> = processes_named(proc_dir, name)
+                .into_iter()
+                .filter(|p| old.contains(p))
+                .collect();
+            if left.is_empty() {
+                Attempt::Done(())
+            } else {
+                Attempt::Retry(format!("{left:?} still run"))
+            }
+        },
+    )
+    .await;
+    if let Some((client, held)) = held {
+        if let Err(e) = held.release(&client) {
+            warn!("releasing the static-pod-{name} lock: {e} (it expires with its lease)");
+        }
+    }
+    gone.map_err(|e| e.to_string())?;
+    info!(
+        "static pod {name}: stopped {} process(es) for new secrets; the kubelet starts it again",
+        old.len()
+    );
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A static pod's process is found by its program's name, as the
+    /// kubelet's container would run it (a path in argv[0]), and only it.
+    #[test]
+    fn processes_are_found_by_their_programs_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("kube-fake-{}", std::process::id());
+        // A symlink, not a copy: exec of a file this multi-threaded test
+        // process just wrote can fail with ETXTBSY (another test's fork
+        // inherits the open write descriptor).
+        let program = dir.path().join(&name);
+        std::os::unix::fs::symlink("/bin/sleep", &program).unwrap();
+        let mut child = std::process::Command::new(&program).arg("30").spawn().unwrap();
+        // Right after the spawn the child's /proc entry can still show the
+        // parent's command line for a moment: look again for up to 5 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let found = loop {
+            let found = processes_named(Path::new("/proc"), &name);
+            if !found.is_empty() || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, vec![child.id() as i32]);
+        assert!(
+            processes_named(Path::new("/proc"), &name).is_empty(),
+            "gone once it exited"
+        );
+        assert!(
+            processes_named(Path::new("/proc"), "kube-fake").is_empty(),
+            "a prefix is not a name"
+        );
+    }
+
+    #[test]
+    fn readers_and_fingerprints_follow_the_files_the_texts_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root(dir.path().to_path_buf());
+        let write = |path: &str, text: &str| {
+            let p = root.path(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write(
+            ETCD_ENV_FILE,
+            "ETCD_CERT_FILE=/run/nodeboot/secrets/etcd/member-0.crt\n",
+        );
+        write("/run/nodeboot/secrets/etcd/member-0.crt", "old");
+        write("/run/nodeboot/secrets/ca.crt", "ca");
+        write(
+            &format!("{STATIC_POD_DIR}/kube-scheduler.yaml"),
+            "- --kubeconfig=/run/nodeboot/secrets/scheduler.kubeconfig\n",
+        );
+        write("/run/nodeboot/secrets/scheduler.kubeconfig", "s1");
+        // What readers read depends only on the role.
+        let config: NodeConfig = serde_json::from_value(serde_json::json!({
+            "version": crate::shared::node_config::NODE_CONFIG_VERSION,
+            "environment": "example",
+            "role": Role::Etcd,
+            "region": "eu-west-1",
+            "secrets_bucket": "example-secrets",
+            "kms_key_id": "alias/example",
+        }))
+        .expect("a node.json");
+        let inputs = inputs(&root, &config);
+        let before = fingerprints(&root, &inputs);
+        assert!(
+            before.contains_key(&Consumer::EtcdMember)
+                && before.contains_key(&Consumer::StaticPod("kube-scheduler".into())),
+            "{before:?}"
+        );
+        // A file nobody names changes: nothing differs.
+        write("/run/nodeboot/secrets/ca.crt", "ca2");
+        assert_eq!(fingerprints(&root, &inputs), before);
+        // etcd's certificate changes: only etcd's fingerprint differs.
+        write("/run/nodeboot/secrets/etcd/member-0.crt", "new");
+        let after = fingerprints(&root, &inputs);
+        let changed: Vec<&Consumer> = before.keys().filter(|c| before[*c] != after[*c]).collect();
+        assert_eq!(changed, vec![&Consumer::EtcdMember]);
+    }
+}

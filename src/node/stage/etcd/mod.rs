@@ -1,0 +1,927 @@
+//! `nodeboot stage etcd`: the etcd member's configuration, derived from
+//! what this node holds and what the cluster says. The member name comes
+//! from the claimed member, the URLs from its ENI's address, the peers from
+//! every member's tagged ENI (read from EC2, never hard-coded).
+//!
+//! Observe → plan ([`plan`], pure) → act → record:
+//! - a volume that holds a member restarts as `existing` (after the version
+//!   check: the binary may be at most one minor version from the one that
+//!   last ran on the volume, recorded in [`ETCD_VERSION_FILE`]);
+//! - a blank volume asks the other members (their client URLs, TLS with
+//!   this member's certificate): nobody answers and no backup exists, or
+//!   they are still forming the cluster → `new`; the cluster runs with
+//!   quorum without this member → backup hook, remove this name's stale
+//!   member, add this member as a learner, `existing` (promoted by
+//!   [`promote`] once caught up); otherwise it touches nothing and stops
+//!   ([`EtcdError::NoQuorum`], [`EtcdError::Busy`]).
+//!
+//! Writes `/run/nodeboot/etcd.env` (read by etcd-member.service); with
+//! `--exec` it then replaces itself with etcd.
+
+pub mod backups;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::attach::{Claim, CLAIM_FILE};
+use super::{Root, StageError};
+use crate::shared::cloud::{tags, CloudError, ClusterFilter, Compute};
+use crate::shared::etcd::member_name;
+use crate::shared::etcd::version::Version;
+use crate::shared::etcd::{Client, Cluster, EtcdClientError, TlsFiles};
+use crate::shared::fault;
+use crate::shared::fsutil;
+use crate::shared::node_config::{ETCD_DATA_DIR, ETCD_ENV_FILE, ETCD_VERSION_FILE, SECRETS_DIR};
+use crate::shared::retry::{self, Attempt, Policy};
+use plan::{Data, Me, Observed, Plan};
+
+pub use crate::shared::etcd::{CLIENT_PORT, PEER_PORT};
+
+/// How long `promote` waits for this learner to catch up with the leader.
+pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long `MemberAdd` is asked again while etcd answers "unhealthy cluster".
+const ADD_RETRY: Policy = Policy::new(
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(15),
+);
+const PROMOTE_RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(5), PROMOTE_TIMEOUT);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error("etcd members of {environment}: {detail}")]
+    Members { environment: String, detail: String },
+    #[error("{path} is missing: the etcd certificates come from `nodeboot stage secrets`")]
+    NoCertificate { path: PathBuf },
+    #[error("cannot run {binary}: {source}")]
+    Exec { binary: String, source: std::io::Error },
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    /// A blank member that the cluster cannot take back (exit code 22).
+    #[error(
+        "{member} has a blank volume and cannot rejoin: {reason}. Nothing was changed. \
+         Bring the missing members back (this stage retries), or restore the cluster from a backup: \
+         nodeboot etcd restore --env <environment file>"
+    )]
+    NoQuorum { member: String, reason: String },
+    /// Another membership change is under way (exit code 23; the unit retries).
+    #[error("{member} waits to join: {reason}")]
+    Busy { member: String, reason: String },
+    #[error("etcd cluster: {0}")]
+    Client(#[from] EtcdClientError),
+    #[error("backup before {change}: {detail}; the membership is unchanged")]
+    Backup { change: String, detail: String },
+    /// The binary is too far from the data's version (exit code 24).
+    #[error(
+        "etcd {binary} would open data last run by etcd {data} ({record}): etcd moves one minor version at a time; \
+         run an etcd between them first (or set etcd_version back)"
+    )]
+    Version {
+        binary: Version,
+        data: Version,
+        record: PathBuf,
+    },
+    #[error("cannot tell the etcd version: {detail}")]
+    BinaryVersion { detail: String },
+    #[error("promoting {member}: {detail}")]
+    Promote { member: String, detail: String },
+}
+
+/// What the etcd stage asks of backups: `stage::etcd::backups::StageBackups`
+/// implements it with the backup service's "backup now".
+pub trait BackupHook {
+    /// Whether backups show that this environment's cluster has run before
+    /// (so a blank member that finds nobody must not start a new cluster).
+    fn history(&self) -> impl Future<Output = Result<bool, String>>;
+    /// Takes a backup through `cluster` before `change`; an error stops the change.
+    fn before_membership_change(&self, cluster: &Client, change: &str) -> impl Future<Output = Result<(), String>>;
+}
+
+/// No backups: no history, and a membership change goes ahead without a
+/// backup, saying so in the log (tests of the plan's acting half).
+pub struct NoBackups;
+
+impl BackupHook for NoBackups {
+    async fn history(&self) -> Result<bool, String> {
+        Ok(false)
+    }
+
+    async fn before_membership_change(&self, _cluster: &Client, change: &str) -> Result<(), String> {
+        warn!("backup hook called before {change}: no backup taken (NoBackups)");
+        Ok(())
+    }
+}
+
+/// The TLS files of this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    pub fn for_member(root: &Root, member: u32) -> Tls {
+        let dir = root.path(SECRETS_DIR).join("etcd");
+        Tls {
+            ca: dir.join("ca.crt"),
+            cert: dir.join(format!("member-{member}.crt")),
+            key: dir.join(format!("member-{member}.key")),
+        }
+    }
+
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+fn url(ip: &str, port: u16) -> String {
+    format!("https://{ip}:{port}")
+}
+
+/// `ETCD_INITIAL_CLUSTER` of a new cluster: every member's ENI.
+pub fn cluster_from_enis(environment: &str, peers: &BTreeMap<u32, String>) -> String {
+    let cluster: Vec<String> = peers
+        .iter()
+        .map(|(m, ip)| format!("{}={}", member_name(environment, *m), url(ip, PEER_PORT)))
+        .collect();
+    cluster.join(",")
+}
+
+/// What etcd is told, as `ETCD_*` variables in a fixed order.
+pub fn member_env(
+    environment: &str,
+    claim: &Claim,
+    initial_cluster: String,
+    data_dir: &Path,
+    existing: bool,
+    tls: &Tls,
+) -> Vec<(&'static str, String)> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        ("ETCD_NAME", member_name(environment, claim.member)),
+        ("ETCD_DATA_DIR", path(data_dir)),
+        ("ETCD_LISTEN_PEER_URLS", url(&claim.eni_ip, PEER_PORT)),
+        (
+            "ETCD_LISTEN_CLIENT_URLS",
+            format!("{},{}", url(&claim.eni_ip, CLIENT_PORT), url("127.0.0.1", CLIENT_PORT)),
+        ),
+        ("ETCD_ADVERTISE_CLIENT_URLS", url(&claim.eni_ip, CLIENT_PORT)),
+        ("ETCD_INITIAL_ADVERTISE_PEER_URLS", url(&claim.eni_ip, PEER_PORT)),
+        ("ETCD_INITIAL_CLUSTER", initial_cluster),
+        (
+            "ETCD_INITIAL_CLUSTER_STATE",
+            if existing { "existing" } else { "new" }.into(),
+        ),
+        ("ETCD_INITIAL_CLUSTER_TOKEN", format!("{environment}-etcd")),
+        ("ETCD_CERT_FILE", path(&tls.cert)),
+        ("ETCD_KEY_FILE", path(&tls.key)),
+        ("ETCD_TRUSTED_CA_FILE", path(&tls.ca)),
+        ("ETCD_CLIENT_CERT_AUTH", "true".into()),
+        ("ETCD_PEER_CERT_FILE", path(&tls.cert)),
+        ("ETCD_PEER_KEY_FILE", path(&tls.key)),
+        ("ETCD_PEER_TRUSTED_CA_FILE", path(&tls.ca)),
+        ("ETCD_PEER_CLIENT_CERT_AUTH", "true".into()),
+    ]
+}
+
+/// A new cluster starts from exactly the environment's members. (A running
+/// one is what it says it is: after `etcd_count` changed, a node booted
+/// with the old count still rejoins.)
+pub fn check_count(environment: &str, peers: &BTreeMap<u32, String>, expected: u32) -> Result<(), EtcdError> {
+    if peers.len() as u32 != expected {
+        let detail = format!(
+            "found {} member ENIs, the environment has {expected} members",
+            peers.len()
+        );
+        return Err(EtcdError::Members {
+            environment: environment.into(),
+            detail,
+        });
+    }
+    Ok(())
+}
+
+/// Every member's ENI address by member index, checked against the claim.
+pub fn peers_from(
+    environment: &str,
+    enis: &[crate::shared::cloud::NetworkInterface],
+    claim: &Claim,
+) -> Result<BTreeMap<u32, String>, EtcdError> {
+    let fail = |detail: String| EtcdError::Members {
+        environment: environment.into(),
+        detail,
+    };
+    let mut peers = BTreeMap::new();
+    for eni in enis {
+        let member: u32 = eni
+            .tags
+            .get(tags::MEMBER)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| fail(format!("{} has no valid {} tag", eni.id, tags::MEMBER)))?;
+        if peers.insert(member, eni.private_ip.clone()).is_some() {
+            return Err(fail(format!("two ENIs are tagged member {member}")));
+        }
+    }
+    match peers.get(&claim.member) {
+        Some(ip) if *ip == claim.eni_ip => Ok(peers),
+        other => Err(fail(format!(
+            "this node holds member {} at {}, but EC2 says {:?}",
+            claim.member, claim.eni_ip, other
+        ))),
+    }
+}
+
+pub use crate::shared::etcd::observe_cluster;
+
+/// The data's version must be at most one minor away from the binary's.
+fn check_version(record: &Path, data: Data, binary: Version) -> Result<(), EtcdError> {
+    if data == Data::Blank {
+        return Ok(());
+    }
+    let text = match std::fs::read_to_string(record) {
+        Ok(t) => t,
+        // Data from before the record existed: nothing to compare with.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StageError::io(record, e).into()),
+    };
+    let data_version: Version = text.trim().parse().map_err(|detail| StageError::BadFile {
+        path: record.to_path_buf(),
+        detail,
+    })?;
+    if Version::may_open(binary, data_version) {
+        Ok(())
+    } else {
+        Err(EtcdError::Version {
+            binary,
+            data: data_version,
+            record: record.to_path_buf(),
+        })
+    }
+}
+
+/// The version of an etcd binary, from `etcd --version`.
+pub fn binary_version(binary: &str) -> Result<Version, EtcdError> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .map_err(|source| EtcdError::Exec {
+            binary: binary.into(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Version::from_etcd_output(&text).ok_or_else(|| EtcdError::BinaryVersion {
+        detail: format!("{binary} --version printed {:?}", text.lines().next().unwrap_or("")),
+    })
+}
+
+/// Adds this member as a learner. Right after the stale member's removal
+/// etcd 3.5 may answer "unhealthy cluster" (its strict reconfiguration
+/// check, `mayAddMember`, wants the answering member connected to every
+/// voting member for the last 5 s): asked again within `policy` here, as a
+/// new run of the stage would take another backup first. Another learner
+/// already joining is busy at once (exit 23; members join one at a time).
+pub fn add_learner<C: Cluster>(
+    cluster: &C,
+    name: &str,
+    peer_url: &str,
+    policy: Policy,
+) -> Result<crate::shared::etcd::Member, EtcdError> {
+    let what = format!("etcd to add {name} ({peer_url}) as a learner");
+    let added = retry::wait_blocking(&what, policy, || {
+        match cluster.member_add(&[peer_url.to_string()], true) {
+            Ok(m) => Attempt::Done(m),
+            Err(e) if e.api_message().is_some_and(|m| m.contains("unhealthy")) => Attempt::Retry(e),
+            Err(e) => Attempt::Fail(e),
+        }
+    });
+    added.map_err(|gave| {
+        let e = match gave {
+            retry::Gave::Failed(e) | retry::Gave::Up { last: e, .. } => e,
+        };
+        match e.api_message() {
+            Some(m) if m.contains("too many learner") || m.contains("unhealthy") => EtcdError::Busy {
+                member: name.into(),
+                reason: m.to_string(),
+            },
+            _ => e.into(),
+        }
+    })
+}
+
+/// What the stage decided, for `--exec` and the log.
+pub struct Configured {
+    pub vars: Vec<(&'static str, String)>,
+    /// This member joined as a learner: promote it once etcd runs.
+    pub promote: bool,
+}
+
+/// Observes, plans and acts; writes the env file and the version record.
+/// `binary` is the etcd version that will run (the image's on Flatcar, the
+/// binary's with `--exec`).
+pub async fn run(
+    root: &Root,
+    ec2: &impl Compute,
+    backups: &impl BackupHook,
+    binary: Version,
+) -> Result<Configured, EtcdError> {
+    let config = root.node_config()?;
+    let claim: Claim = root.recorded(CLAIM_FILE, "attach")?;
+    let tls = Tls::for_member(root, claim.member);
+    for path in [&tls.ca, &tls.cert, &tls.key] {
+        if !path.exists() {
+            return Err(EtcdError::NoCertificate { path: path.clone() });
+        }
+    }
+    let environment = &config.environment;
+    let filter = ClusterFilter {
+        environment: environment.clone(),
+        role: config.role.to_string(),
+    };
+    let enis = ec2.network_interfaces(&filter).await?;
+    let expected = config.etcd.as_ref().map_or(0, |e| e.members);
+    let peers = peers_from(environment, &enis, &claim)?;
+    let data_dir = root.path(ETCD_DATA_DIR);
+    let data = if data_dir.join("member").is_dir() {
+        Data::Member
+    } else {
+        Data::Blank
+    };
+    let record = root.path(ETCD_VERSION_FILE);
+    check_version(&record, data, binary)?;
+
+    let me = Me {
+        name: member_name(environment, claim.member),
+        peer_url: url(&claim.eni_ip, PEER_PORT),
+    };
+    let others: Vec<String> = peers
+        .iter()
+        .filter(|(m, _)| **m != claim.member)
+        .map(|(_, ip)| url(ip, CLIENT_PORT))
+        .collect();
+    let client = Client::new(others, &tls.files())?;
+    let cluster = match data {
+        Data::Member => None,
+        Data::Blank => observe_cluster(&client)?,
+    };
+    let history = data == Data::Blank
+        && cluster.is_none()
+        && backups.history().await.map_err(|detail| EtcdError::Backup {
+            change: "deciding how to start".into(),
+            detail,
+        })?;
+    let members_seen = cluster.as_ref().map(|v| v.members.clone()).unwrap_or_default();
+    let plan = plan::plan(&Observed {
+        data,
+        me: me.clone(),
+        cluster,
+        history,
+    });
+    info!(member = me.name, "etcd plan: {plan:?}");
+
+    let names: BTreeMap<String, String> = peers
+        .iter()
+        .map(|(m, ip)| (url(ip, PEER_PORT), member_name(environment, *m)))
+        .collect();
+    let initial_cluster = match &plan {
+        Plan::Restart => cluster_from_enis(environment, &peers),
+        Plan::Bootstrap => {
+            check_count(environment, &peers, expected)?;
+            cluster_from_enis(environment, &peers)
+        }
+        Plan::Resume { .. } => plan::initial_cluster(&members_seen, &me, &names),
+        Plan::Join { remove } => {
+            let change = match remove {
+                Some(m) => format!("replacing etcd member {} ({}) with a blank one", m.hex_id(), me.name),
+                None => format!("adding etcd member {}", me.name),
+            };
+            backups
+                .before_membership_change(&client, &change)
+                .await
+                .map_err(|detail| EtcdError::Backup {
+                    change: change.clone(),
+                    detail,
+                })?;
+            fault::point("etcd:after-backup");
+            if let Some(stale) = remove {
+                match client.member_remove(stale.id) {
+                    Ok(()) => info!(
+                        "removed the stale etcd member {} ({})",
+                        stale.hex_id(),
+                        stale.peer_urls.join(",")
+                    ),
+                    Err(e) if e.api_message().is_some_and(|m| m.contains("member not found")) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                fault::point("etcd:after-remove");
+            }
+            let added = add_learner(&client, &me.name, &me.peer_url, ADD_RETRY)?;
+            info!("added etcd member {} ({}) as a learner", added.hex_id(), me.peer_url);
+            fault::point("etcd:after-add");
+            plan::initial_cluster(&client.member_list()?, &me, &names)
+        }
+        Plan::Wait { reason } => {
+            return Err(EtcdError::Busy {
+                member: me.name,
+                reason: reason.clone(),
+            })
+        }
+        Plan::Refuse { reason } => {
+            return Err(EtcdError::NoQuorum {
+                member: me.name,
+                reason: reason.clone(),
+            })
+        }
+    };
+
+    let vars = member_env(environment, &claim, initial_cluster, &data_dir, plan.existing(), &tls);
+    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let path = root.path(ETCD_ENV_FILE);
+    fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| StageError::io(&path, e))?;
+    // On the volume's mount point (the mount stage made it); written before
+    // etcd starts, so the next start compares with the version that ran last.
+    if record.parent().is_some_and(Path::is_dir) {
+        fsutil::write_atomic(&record, format!("{binary}\n").as_bytes(), 0o644)
+            .map_err(|e| StageError::io(&record, e))?;
+    }
+    info!(
+        member = claim.member,
+        state = if plan.existing() { "existing" } else { "new" },
+        "etcd member {} configured in {}",
+        me.name,
+        path.display()
+    );
+    Ok(Configured {
+        vars,
+        promote: matches!(plan, Plan::Join { .. } | Plan::Resume { .. }),
+    })
+}
+
+/// `nodeboot stage etcd-promote`: once this member's etcd runs, makes it a
+/// voting member as soon as etcd agrees it has caught up with the leader.
+/// Done at once when it is not a learner; converges when rerun.
+pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
+    let config = root.node_config()?;
+    let claim: Claim = root.recorded(CLAIM_FILE, "attach")?;
+    let tls = Tls::for_member(root, claim.member);
+    let me = Me {
+        name: member_name(&config.environment, claim.member),
+        peer_url: url(&claim.eni_ip, PEER_PORT),
+    };
+    // A learner serves neither MemberList nor MemberPromote ("rpc not
+    // supported for learner"): ask the members its env file names.
+    let env_file = root.path(ETCD_ENV_FILE);
+    let text = std::fs::read_to_string(&env_file).map_err(|e| StageError::io(&env_file, e))?;
+    let client = Client::new(promote_endpoints(&text, &me.peer_url), &tls.files())?;
+    // Started by `stage etcd --exec` just before it became etcd: when etcd
+    // exits, this process is orphaned and has nothing left to promote.
+    let parent = std::os::unix::process::parent_id();
+    let outcome = retry::wait(
+        &format!("{} to be promoted", me.name),
+        PROMOTE_RETRY.with_total(timeout),
+        || async {
+            if std::os::unix::process::parent_id() != parent {
+                return Attempt::Fail("the process that started this one (etcd) has exited".to_string());
+            }
+            let members = match client.member_list() {
+                Ok(m) => m,
+                Err(e) => return Attempt::Retry(e.to_string()),
+            };
+            let Some(mine) = members.iter().find(|m| m.peer_urls.contains(&me.peer_url)) else {
+                return Attempt::Fail(format!("{} is not a member of the cluster", me.peer_url));
+            };
+            if !mine.is_learner {
+                return Attempt::Done(false);
+            }
+            match client.member_promote(mine.id) {
+                Ok(()) => Attempt::Done(true),
+                Err(e) => Attempt::Retry(e.to_string()),
+            }
+        },
+    )
+    .await;
+    match outcome {
+        Ok(true) => info!("promoted etcd member {} to a voting member", me.name),
+        Ok(false) => info!("etcd member {} is a voting member", me.name),
+        Err(e) => {
+            return Err(EtcdError::Promote {
+                member: me.name,
+                detail: e.to_string(),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// The other members' client URLs, from the env file's initial cluster
+/// (`name=https://IP:2380,...`; every member serves clients on IP:2379).
+/// A cluster of one asks the member itself: it is a voter (a learner is
+/// never alone), so it answers, and the member is found not to be a learner.
+fn promote_endpoints(env_file: &str, my_peer_url: &str) -> Vec<String> {
+    let peers = initial_cluster_peers(env_file);
+    let others: Vec<String> = peers
+        .iter()
+        .filter(|peer| **peer != my_peer_url)
+        .filter_map(|peer| client_url_of(peer))
+        .collect();
+    if others.is_empty() {
+        return member_client_urls(env_file);
+    }
+    others
+}
+
+/// The peer URLs of the env file's `ETCD_INITIAL_CLUSTER` (`name=https://IP:2380,...`).
+fn initial_cluster_peers(env_file: &str) -> Vec<&str> {
+    let cluster = env_file
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+        .unwrap_or_default();
+    cluster
+        .split(',')
+        .filter_map(|entry| entry.split_once('=').map(|(_, peer)| peer))
+        .collect()
+}
+
+/// A member's client URL from its peer URL (every member serves clients on IP:2379).
+fn client_url_of(peer: &str) -> Option<String> {
+    peer.strip_suffix(&format!(":{PEER_PORT}"))
+        .map(|base| format!("{base}:{CLIENT_PORT}"))
+}
+
+/// Every member's client URL, from the env file's initial cluster.
+pub fn member_client_urls(env_file: &str) -> Vec<String> {
+    initial_cluster_peers(env_file)
+        .into_iter()
+        .filter_map(client_url_of)
+        .collect()
+}
+
+/// On a running etcd node (the secrets sync, the reboot coordinator): a
+/// client of every member its env file names (this one included), with this
+/// member's certificate; the member's own client URL and its name.
+pub fn node_client(root: &Root) -> Result<(Client, String, String), EtcdError> {
+    let claim: Claim = root.recorded(CLAIM_FILE, "attach")?;
+    let env_path = root.path(ETCD_ENV_FILE);
+    let env = std::fs::read_to_string(&env_path).map_err(|e| StageError::io(&env_path, e))?;
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('"').to_string())
+    };
+    let me = var("ETCD_ADVERTISE_CLIENT_URLS").ok_or_else(|| StageError::BadFile {
+        path: env_path.clone(),
+        detail: "no ETCD_ADVERTISE_CLIENT_URLS".into(),
+    })?;
+    let name = var("ETCD_NAME").unwrap_or_else(|| format!("member-{}", claim.member));
+    let mut endpoints = member_client_urls(&env);
+    if !endpoints.contains(&me) {
+        endpoints.push(me.clone());
+    }
+    let client = Client::new(endpoints, &Tls::for_member(root, claim.member).files())?;
+    Ok((client, me, name))
+}
+
+/// Every voting member other than `me` answers with a leader.
+pub fn others_healthy(client: &Client, me: &str) -> Result<(), String> {
+    let members = crate::shared::etcd::Cluster::member_list(client).map_err(|e| format!("member list: {e}"))?;
+    for m in members.iter().filter(|m| !m.is_learner) {
+        for url in m.client_urls.iter().filter(|u| *u != me) {
+            let status = crate::shared::etcd::Cluster::status(client, url).map_err(|e| format!("{}: {e}", m.name))?;
+            if !status.has_leader() {
+                return Err(format!("{} has no leader", m.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces this process with etcd, configured by `vars`.
+pub fn exec(binary: &str, vars: &[(&'static str, String)]) -> EtcdError {
+    use std::os::unix::process::CommandExt;
+    info!("exec {binary}");
+    let source = std::process::Command::new(binary)
+        .envs(vars.iter().map(|(k, v)| (*k, v)))
+        .exec();
+    EtcdError::Exec {
+        binary: binary.into(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::cloud::NetworkInterface;
+
+    fn eni(member: &str, ip: &str) -> NetworkInterface {
+        NetworkInterface {
+            id: format!("eni-{member}"),
+            zone: "eu-west-1a".into(),
+            subnet_id: "s".into(),
+            private_ip: ip.into(),
+            mac: "0e:00:00:00:00:01".into(),
+            status: "in-use".into(),
+            attachment: None,
+            tags: [(tags::MEMBER.to_string(), member.to_string())].into(),
+        }
+    }
+
+    fn claim(member: u32, ip: &str) -> Claim {
+        Claim {
+            member,
+            instance_id: "i-1".into(),
+            zone: "eu-west-1a".into(),
+            volume_id: "vol-1".into(),
+            device_name: "/dev/xvdf".into(),
+            eni_id: "eni-x".into(),
+            eni_ip: ip.into(),
+            eni_mac: "0e:00:00:00:00:01".into(),
+        }
+    }
+
+    #[test]
+    fn initial_cluster_lists_every_member_by_eni_address() {
+        let enis = [eni("2", "10.0.12.10"), eni("0", "10.0.10.10"), eni("1", "10.0.11.10")];
+        let me = claim(1, "10.0.11.10");
+        let peers = peers_from("env", &enis, &me).unwrap();
+        check_count("env", &peers, 3).unwrap();
+        let tls = Tls {
+            ca: "/s/ca.crt".into(),
+            cert: "/s/m.crt".into(),
+            key: "/s/m.key".into(),
+        };
+        let vars: BTreeMap<_, _> = member_env(
+            "env",
+            &me,
+            cluster_from_enis("env", &peers),
+            Path::new("/d"),
+            false,
+            &tls,
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(vars["ETCD_NAME"], "env-etcd-1");
+        assert_eq!(
+            vars["ETCD_INITIAL_CLUSTER"],
+            "env-etcd-0=https://10.0.10.10:2380,env-etcd-1=https://10.0.11.10:2380,env-etcd-2=https://10.0.12.10:2380"
+        );
+        assert_eq!(vars["ETCD_ADVERTISE_CLIENT_URLS"], "https://10.0.11.10:2379");
+        assert_eq!(vars["ETCD_INITIAL_CLUSTER_STATE"], "new");
+        let vars: BTreeMap<_, _> = member_env(
+            "env",
+            &me,
+            cluster_from_enis("env", &peers),
+            Path::new("/d"),
+            true,
+            &tls,
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(vars["ETCD_INITIAL_CLUSTER_STATE"], "existing");
+    }
+
+    #[test]
+    fn a_learner_is_promoted_through_the_other_members() {
+        let env = "ETCD_NAME=e-etcd-1\nETCD_INITIAL_CLUSTER=e-etcd-0=https://10.0.10.10:2380,e-etcd-1=https://10.0.11.10:2380,unstarted-9=https://10.0.12.10:2380\n";
+        assert_eq!(
+            promote_endpoints(env, "https://10.0.11.10:2380"),
+            ["https://10.0.10.10:2379", "https://10.0.12.10:2379"]
+        );
+        assert!(promote_endpoints("", "x").is_empty());
+        // A cluster of one: the member itself answers (a lab of one member
+        // waited for ever with nobody to ask).
+        let alone = "ETCD_INITIAL_CLUSTER=e-etcd-0=https://10.0.10.10:2380\n";
+        assert_eq!(
+            promote_endpoints(alone, "https://10.0.10.10:2380"),
+            ["https://10.0.10.10:2379"]
+        );
+    }
+
+    #[test]
+    fn the_version_check_refuses_data_more_than_one_minor_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("etcd-version");
+        let v = |s: &str| s.parse::<Version>().unwrap();
+        // No record (data from before the record existed) and blank data pass.
+        check_version(&record, Data::Member, v("3.6.0")).unwrap();
+        std::fs::write(&record, "3.4.23\n").unwrap();
+        check_version(&record, Data::Blank, v("3.6.0")).unwrap();
+        check_version(&record, Data::Member, v("3.5.16")).unwrap();
+        let err = check_version(&record, Data::Member, v("3.6.0")).unwrap_err();
+        assert!(matches!(err, EtcdError::Version { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("etcd 3.6.0 would open data last run by etcd 3.4.23"),
+            "{err}"
+        );
+        std::fs::write(&record, "garbage\n").unwrap();
+        let err = check_version(&record, Data::Member, v("3.5.16")).unwrap_err();
+        assert!(err.to_string().contains("etcd-version"), "{err}");
+    }
+
+    /// A cluster whose answering members know no leader: a linearizable
+    /// MemberList times out there (etcd 3.5.16: "etcdserver: request timed
+    /// out" after ~9 s, seen in the lab), the local one answers.
+    struct Leaderless {
+        members: Vec<crate::shared::etcd::Member>,
+    }
+
+    impl Cluster for Leaderless {
+        fn endpoints(&self) -> Vec<String> {
+            vec!["https://10.0.11.10:2379".into(), "https://10.0.12.10:2379".into()]
+        }
+        fn status(&self, endpoint: &str) -> Result<crate::shared::etcd::Status, EtcdClientError> {
+            if endpoint.contains("10.0.11.10") {
+                return Err(EtcdClientError::Unreachable {
+                    endpoint: endpoint.into(),
+                    detail: "timeout: connect".into(),
+                });
+            }
+            Ok(crate::shared::etcd::Status {
+                endpoint: endpoint.into(),
+                member_id: 3,
+                leader: 0,
+                ..Default::default()
+            })
+        }
+        fn member_list(&self) -> Result<Vec<crate::shared::etcd::Member>, EtcdClientError> {
+            Err(EtcdClientError::Api {
+                endpoint: "https://10.0.12.10:2379".into(),
+                call: "/v3/cluster/member/list".into(),
+                code: 14,
+                message: "etcdserver: request timed out".into(),
+            })
+        }
+        fn member_list_local(&self, _endpoint: &str) -> Result<Vec<crate::shared::etcd::Member>, EtcdClientError> {
+            Ok(self.members.clone())
+        }
+        fn member_add(&self, _: &[String], _: bool) -> Result<crate::shared::etcd::Member, EtcdClientError> {
+            unreachable!("the observation changes nothing")
+        }
+        fn member_remove(&self, _: u64) -> Result<(), EtcdClientError> {
+            unreachable!("the observation changes nothing")
+        }
+        fn member_promote(&self, _: u64) -> Result<(), EtcdClientError> {
+            unreachable!("the observation changes nothing")
+        }
+    }
+
+    #[test]
+    fn a_cluster_without_a_leader_is_observed_and_refused_not_taken_for_busy() {
+        let member = |id: u64, i: u32| crate::shared::etcd::Member {
+            id,
+            name: format!("env-etcd-{i}"),
+            peer_urls: vec![format!("https://10.0.1{i}.10:2380")],
+            client_urls: vec![format!("https://10.0.1{i}.10:2379")],
+            is_learner: false,
+        };
+        let cluster = Leaderless {
+            members: vec![member(1, 0), member(2, 1), member(3, 2)],
+        };
+        let view = observe_cluster(&cluster)
+            .expect("a leaderless cluster is observed, not an error")
+            .expect("one member answered");
+        assert!(view.healthy.is_empty());
+        assert_eq!(view.members.len(), 3);
+        let me = Me {
+            name: "env-etcd-0".into(),
+            peer_url: "https://10.0.10.10:2380".into(),
+        };
+        let plan = plan::plan(&plan::Observed {
+            data: Data::Blank,
+            me,
+            cluster: Some(view),
+            history: false,
+        });
+        assert!(
+            matches!(&plan, Plan::Refuse { reason } if reason.contains("no quorum without this member")),
+            "{plan:?}"
+        );
+    }
+
+    /// MemberAdd answering "unhealthy cluster" `refusals` times (etcd 3.5's
+    /// strict reconfiguration check right after a removal), then adding.
+    struct Reconfiguring {
+        refusals: std::cell::Cell<u32>,
+        message: &'static str,
+        calls: std::cell::Cell<u32>,
+    }
+
+    impl Cluster for Reconfiguring {
+        fn endpoints(&self) -> Vec<String> {
+            vec!["https://10.0.11.10:2379".into()]
+        }
+        fn status(&self, _: &str) -> Result<crate::shared::etcd::Status, EtcdClientError> {
+            unreachable!()
+        }
+        fn member_list(&self) -> Result<Vec<crate::shared::etcd::Member>, EtcdClientError> {
+            unreachable!()
+        }
+        fn member_list_local(&self, _: &str) -> Result<Vec<crate::shared::etcd::Member>, EtcdClientError> {
+            unreachable!()
+        }
+        fn member_add(
+            &self,
+            peer_urls: &[String],
+            learner: bool,
+        ) -> Result<crate::shared::etcd::Member, EtcdClientError> {
+            self.calls.set(self.calls.get() + 1);
+            if self.refusals.get() > 0 {
+                self.refusals.set(self.refusals.get() - 1);
+                return Err(EtcdClientError::Api {
+                    endpoint: "https://10.0.11.10:2379".into(),
+                    call: "/v3/cluster/member/add".into(),
+                    code: 14,
+                    message: self.message.into(),
+                });
+            }
+            Ok(crate::shared::etcd::Member {
+                id: 7,
+                name: String::new(),
+                peer_urls: peer_urls.to_vec(),
+                client_urls: vec![],
+                is_learner: learner,
+            })
+        }
+        fn member_remove(&self, _: u64) -> Result<(), EtcdClientError> {
+            unreachable!()
+        }
+        fn member_promote(&self, _: u64) -> Result<(), EtcdClientError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn a_learner_add_refused_as_unhealthy_right_after_a_removal_is_asked_again_in_the_same_run() {
+        let fast = Policy::new(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_secs(5),
+        );
+        let cluster = Reconfiguring {
+            refusals: 2.into(),
+            message: "etcdserver: unhealthy cluster",
+            calls: 0.into(),
+        };
+        let added =
+            add_learner(&cluster, "env-etcd-0", "https://10.0.10.10:2380", fast).expect("added on the third call");
+        assert!(added.is_learner && added.peer_urls == ["https://10.0.10.10:2380"]);
+        assert_eq!(cluster.calls.get(), 3);
+        // Another learner joining: busy at once (exit 23), not waited for here.
+        let busy = Reconfiguring {
+            refusals: 1.into(),
+            message: "etcdserver: too many learner members in cluster",
+            calls: 0.into(),
+        };
+        let err = add_learner(&busy, "env-etcd-0", "https://10.0.10.10:2380", fast).unwrap_err();
+        assert!(matches!(err, EtcdError::Busy { .. }), "{err}");
+        assert_eq!(busy.calls.get(), 1);
+        // Still unhealthy when the bound runs out: busy (the unit retries).
+        let stuck = Reconfiguring {
+            refusals: u32::MAX.into(),
+            message: "etcdserver: unhealthy cluster",
+            calls: 0.into(),
+        };
+        let short = Policy::new(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_millis(20),
+        );
+        assert!(matches!(
+            add_learner(&stuck, "env-etcd-0", "https://10.0.10.10:2380", short),
+            Err(EtcdError::Busy { .. })
+        ));
+    }
+
+    #[test]
+    fn member_set_must_match_the_environment_and_the_claim() {
+        let me = claim(0, "10.0.10.10");
+        let two = [eni("0", "10.0.10.10"), eni("1", "10.0.11.10")];
+        let peers = peers_from("env", &two, &me).unwrap();
+        assert!(check_count("env", &peers, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("found 2 member ENIs, the environment has 3"));
+        let dup = [eni("0", "10.0.10.10"), eni("0", "10.0.11.10"), eni("1", "10.0.12.10")];
+        assert!(peers_from("env", &dup, &me)
+            .unwrap_err()
+            .to_string()
+            .contains("two ENIs are tagged member 0"));
+        let moved = [eni("0", "10.0.10.99"), eni("1", "10.0.11.10"), eni("2", "10.0.12.10")];
+        assert!(peers_from("env", &moved, &me)
+            .unwrap_err()
+            .to_string()
+            .contains("EC2 says"));
+    }
+}

@@ -1,0 +1,593 @@
+//! `nodeboot etcd ...`: the operator's `status`, `backups`, `restore`,
+//! `verify-backup`, and the node's long-running `backup` service.
+//!
+//! How the operator reaches etcd: `backups` and `restore` need only the
+//! secrets bucket (a restore is a request the nodes act on, and they report
+//! their progress there), so they run anywhere with the environment's AWS
+//! credentials. `status` talks to the members' client URLs, which are
+//! private: run it where they are reachable (on the bastion, through
+//! `ssh -F <(nodeboot ssh-config --env F) bastion`, or with `--endpoint`
+//! through a tunnel), with the etcd client certificate of the local
+//! secrets tree. `verify-backup` runs a scratch etcd on this machine.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::inspect::Output;
+use super::load_env;
+use crate::operator::env::Environment;
+use crate::operator::error::Error;
+use crate::shared::backup::etcd::EtcdAccess;
+use crate::shared::backup::restore::{self, Phase, Report};
+use crate::shared::backup::service::now_unix;
+use crate::shared::backup::store::{BackupError, Backups, Entry};
+use crate::shared::backup::{rfc3339, BackupId};
+use crate::shared::cloud::aws::{Kms, S3};
+use crate::shared::etcd::CLIENT_PORT;
+use crate::shared::etcd::{Client, TlsFiles};
+use crate::shared::node_config::ETCD_MOUNT_POINT;
+use crate::shared::retry::{self, Attempt};
+use crate::shared::secrets::Store;
+
+fn backups<'a>(env: &Environment, s3: &'a S3, kms: &'a Kms) -> Backups<'a, S3, Kms> {
+    Backups::new(s3, kms, &env.secrets_bucket_name, &env.name, &env.kms_master_id)
+}
+
+fn with_operator<T>(env: &Environment, work: impl AsyncFnOnce(&S3, &Kms) -> Result<T, Error>) -> Result<T, Error> {
+    super::operator_runtime(env, async |sdk| work(&S3::new(sdk), &Kms::new(sdk)).await)
+}
+
+fn age(unix: i64) -> String {
+    let secs = (now_unix() - unix).max(0) as u64;
+    humantime::format_duration(Duration::from_secs(secs))
+        .to_string()
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Serialize)]
+struct BackupRow {
+    id: String,
+    time: String,
+    age_seconds: i64,
+    revision: i64,
+    bytes: u64,
+}
+
+fn row(e: &Entry) -> BackupRow {
+    BackupRow {
+        id: e.id.name(),
+        time: rfc3339(e.id.unix),
+        age_seconds: now_unix() - e.id.unix,
+        revision: e.id.revision,
+        bytes: e.size,
+    }
+}
+
+/// `nodeboot etcd backups`: every backup, oldest first.
+pub fn list(env_path: &Path, output: Output) -> Result<String, Error> {
+    let env = load_env(env_path)?.env;
+    let entries = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).list().await?))?;
+    Ok(match output {
+        Output::Json => serde_json::to_string_pretty(&entries.iter().map(row).collect::<Vec<_>>()).expect("serialises"),
+        Output::Table => {
+            let mut t = comfy_table::Table::new();
+            t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED)
+                .set_header(vec!["Backup", "Time", "Age", "Revision", "Bytes"]);
+            for e in &entries {
+                t.add_row(vec![
+                    e.id.name(),
+                    rfc3339(e.id.unix),
+                    age(e.id.unix),
+                    e.id.revision.to_string(),
+                    e.size.to_string(),
+                ]);
+            }
+            format!(
+                "{t}\n{} backup(s) in s3://{}/{}",
+                entries.len(),
+                env.secrets_bucket_name,
+                crate::shared::backup::PREFIX
+            )
+        }
+    })
+}
+
+/// A client of `endpoints` with the operator's etcd client certificate
+/// (`secure/etcd/client.*` of the local secrets tree, `dir` or the default).
+pub fn operator_client(env: &Environment, dir: Option<&Path>, endpoints: Vec<String>) -> Result<Client, Error> {
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::shared::secrets::layout::default_dir(&env.name))
+        .join("secure/etcd");
+    let tls = TlsFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("client.crt"),
+        key: dir.join("client.key"),
+    };
+    Client::new(endpoints, &tls).map_err(Error::Etcd)
+}
+
+#[derive(Serialize)]
+struct MemberRow {
+    name: String,
+    endpoint: String,
+    healthy: bool,
+    leader: bool,
+    revision: i64,
+    raft_term: u64,
+    db_size: i64,
+    db_size_in_use: i64,
+    version: String,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    environment: String,
+    healthy: bool,
+    leader: Option<String>,
+    members: Vec<MemberRow>,
+    quota_bytes: i64,
+    newest_backup: Option<BackupRow>,
+}
+
+/// etcd's default `--quota-backend-bytes` (nodeboot does not change it).
+const DEFAULT_QUOTA: i64 = 2 * 1024 * 1024 * 1024;
+
+pub struct StatusOptions {
+    pub endpoints: Vec<String>,
+    pub dir: Option<PathBuf>,
+    pub output: Output,
+}
+
+/// `nodeboot etcd status`: each member's view, the leader, the newest backup.
+/// Fails (exit 23) when a member does not answer or the cluster has no leader.
+pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> {
+    let env = load_env(env_path)?.env;
+    let endpoints: Vec<String> = if options.endpoints.is_empty() {
+        env.etcd_members()
+            .iter()
+            .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
+            .collect()
+    } else {
+        options.endpoints.clone()
+    };
+    let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
+    let names: std::collections::BTreeMap<u64, String> = etcd
+        .members()
+        .map(|ms| ms.into_iter().map(|m| (m.id, m.name)).collect())
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut leaders = std::collections::BTreeSet::new();
+    for endpoint in &endpoints {
+        match etcd.status(endpoint) {
+            Ok(s) => {
+                if s.leader != 0 {
+                    leaders.insert(s.leader);
+                }
+                rows.push(MemberRow {
+                    name: names
+                        .get(&s.member_id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{:x}", s.member_id)),
+                    endpoint: endpoint.clone(),
+                    healthy: s.leader != 0,
+                    leader: s.leader == s.member_id,
+                    revision: s.revision,
+                    raft_term: s.raft_term,
+                    db_size: s.db_size,
+                    db_size_in_use: s.db_size_in_use,
+                    version: s.version,
+                    error: None,
+                });
+            }
+            Err(e) => rows.push(MemberRow {
+                name: "?".into(),
+                endpoint: endpoint.clone(),
+                healthy: false,
+                leader: false,
+                revision: 0,
+                raft_term: 0,
+                db_size: 0,
+                db_size_in_use: 0,
+                version: String::new(),
+                error: Some(e),
+            }),
+        }
+    }
+    let newest = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).newest().await?)).unwrap_or_else(|e| {
+        warn!("cannot list the backups: {e}");
+        None
+    });
+    let leader = (leaders.len() == 1)
+        .then(|| leaders.iter().next().and_then(|id| names.get(id).cloned()))
+        .flatten();
+    let healthy = rows.iter().all(|r| r.healthy) && leaders.len() == 1;
+    let report = StatusReport {
+        environment: env.name.clone(),
+        healthy,
+        leader,
+        members: rows,
+        quota_bytes: DEFAULT_QUOTA,
+        newest_backup: newest.as_ref().map(row),
+    };
+    let text = match options.output {
+        Output::Json => serde_json::to_string_pretty(&report).expect("serialises"),
+        Output::Table => status_table(&report),
+    };
+    if healthy {
+        Ok(text)
+    } else {
+        println!("{text}");
+        Err(Error::Unhealthy(format!(
+            "etcd of {} is not healthy (see above)",
+            env.name
+        )))
+    }
+}
+
+fn status_table(r: &StatusReport) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED)
+        .set_header(vec![
+            "Member", "Endpoint", "Health", "Leader", "Revision", "Term", "DB size", "In use", "Version",
+        ]);
+    for m in &r.members {
+        t.add_row(vec![
+            m.name.clone(),
+            m.endpoint.clone(),
+            match &m.error {
+                Some(e) => format!("unreachable: {e}"),
+                None if m.healthy => "healthy".into(),
+                None => "no leader".into(),
+            },
+            if m.leader { "*".into() } else { String::new() },
+            m.revision.to_string(),
+            m.raft_term.to_string(),
+            m.db_size.to_string(),
+            m.db_size_in_use.to_string(),
+            m.version.clone(),
+        ]);
+    }
+    let backup = match &r.newest_backup {
+        Some(b) => format!("{} ({} s old, revision {})", b.id, b.age_seconds, b.revision),
+        None => "none".into(),
+    };
+    format!(
+        "{t}\ncluster: {}; leader: {}; quota: {} bytes (etcd's default)\nnewest backup: {backup}",
+        if r.healthy { "healthy" } else { "NOT healthy" },
+        r.leader.as_deref().unwrap_or("none"),
+        r.quota_bytes
+    )
+}
+
+async fn choose(b: &Backups<'_, S3, Kms>, wanted: Option<&str>) -> Result<Entry, Error> {
+    let entries = b.list().await?;
+    match wanted {
+        None => entries.last().cloned().ok_or_else(|| {
+            BackupError::NoBackups {
+                bucket: b.bucket.clone(),
+            }
+            .into()
+        }),
+        Some(w) => {
+            let id = BackupId::parse(w)
+                .ok_or_else(|| Error::Refused(format!("{w:?} is not a backup id (see `nodeboot etcd backups`)")))?;
+            entries.into_iter().find(|e| e.id == id).ok_or_else(|| {
+                BackupError::NotFound {
+                    bucket: b.bucket.clone(),
+                    key: id.key(),
+                }
+                .into()
+            })
+        }
+    }
+}
+
+/// `nodeboot etcd restore`: writes the request, then waits for every member's report.
+pub fn restore(env_path: &Path, backup: Option<&str>, timeout: Duration) -> Result<Vec<String>, Error> {
+    let env = load_env(env_path)?.env;
+    with_operator(&env, async |s3, kms| {
+        let b = backups(&env, s3, kms);
+        let entry = choose(&b, backup).await?;
+        let store = Store::new(s3, kms, &env.secrets_bucket_name, &env.name, &env.kms_master_id);
+        let request = restore::new_request(&entry.id, now_unix());
+        restore::write_json(&store, &restore::request_path(), &request)
+            .await
+            .map_err(request_error)?;
+        info!(
+            "restore {} requested: every etcd node's backup service stops etcd and restores backup {}",
+            request.id, entry.id
+        );
+        let started = Instant::now();
+        let seen: std::cell::RefCell<std::collections::BTreeMap<u32, Phase>> = Default::default();
+        let policy = retry::Policy::new(Duration::from_secs(1), Duration::from_secs(3), timeout);
+        let reports = retry::wait("every etcd member to report the restore done", policy, || {
+            let store = &store;
+            let request = &request;
+            let seen = &seen;
+            let members = env.etcd_count;
+            async move {
+                let mut reports = Vec::new();
+                for m in 0..members {
+                    match restore::read_json::<Report, _, _>(store, &restore::report_path(&request.id, m)).await {
+                        Ok(Some(r)) => reports.push(r),
+                        Ok(None) => {}
+                        Err(e) => return Attempt::Retry(e.to_string()),
+                    }
+                }
+                for r in &reports {
+                    if seen.borrow_mut().insert(r.member, r.phase) != Some(r.phase) {
+                        eprintln!(
+                            "[{:>4}s] member {}: {:?}: {}",
+                            started.elapsed().as_secs(),
+                            r.member,
+                            r.phase,
+                            r.detail
+                        );
+                    }
+                }
+                if let Some(failed) = reports.iter().find(|r| r.phase == Phase::Failed) {
+                    return Attempt::Fail(format!("member {} failed: {}", failed.member, failed.detail));
+                }
+                let done = reports.iter().filter(|r| r.phase == Phase::Done).count() as u32;
+                if done == members {
+                    Attempt::Done(reports)
+                } else {
+                    Attempt::Retry(format!("{done} of {members} members done"))
+                }
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            retry::Gave::Up { .. } => Error::Timeout(e.to_string()),
+            retry::Gave::Failed(detail) => Error::Unhealthy(format!("restore {}: {detail}", request.id)),
+        })?;
+        let revision = reports.iter().map(|r| r.revision).min().unwrap_or(0);
+        Ok(vec![format!(
+            "restored backup {} (revision {}) on all {} members in {}s; the cluster is healthy at revision {revision}; \
+             a member that held data keeps it on its volume as {ETCD_MOUNT_POINT}/member.pre-restore-{}",
+            entry.id,
+            entry.id.revision,
+            reports.len(),
+            started.elapsed().as_secs(),
+            request.id
+        )])
+    })
+}
+
+fn request_error(e: restore::RequestError) -> Error {
+    match e {
+        restore::RequestError::Secret(s) => Error::Secrets(s),
+        other => Error::Refused(other.to_string()),
+    }
+}
+
+pub struct VerifyOptions {
+    pub backup: Option<String>,
+    pub etcd: String,
+    pub etcdutl: String,
+}
+
+/// `nodeboot etcd verify-backup`: restores a backup into a scratch etcd here.
+pub fn verify(env_path: &Path, options: VerifyOptions) -> Result<Vec<String>, Error> {
+    let env = load_env(env_path)?.env;
+    let scratch = tempfile::Builder::new()
+        .prefix("nodeboot-verify-")
+        .tempdir()
+        .map_err(|e| Error::Write {
+            path: "a scratch directory".into(),
+            source: e,
+        })?;
+    let snapshot = scratch.path().join("snapshot.db");
+    let started = Instant::now();
+    let (entry, meta) = with_operator(&env, async |s3, kms| {
+        let b = backups(&env, s3, kms);
+        let entry = choose(&b, options.backup.as_deref()).await?;
+        let meta = b.download(&entry.id, &snapshot).await?;
+        Ok((entry, meta))
+    })?;
+    let downloaded = started.elapsed();
+    let data = scratch.path().join("data");
+    let restore_started = Instant::now();
+    let port = free_port()?;
+    let peer_port = free_port()?;
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let client = format!("http://127.0.0.1:{port}");
+    let etcdutl = crate::shared::backup::words(&options.etcdutl);
+    let run = |cmd: &[String], args: &[&str]| -> Result<(), Error> {
+        let (program, lead) = cmd
+            .split_first()
+            .ok_or_else(|| Error::Refused("an empty command".into()))?;
+        let out = std::process::Command::new(program)
+            .args(lead)
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .map_err(|e| {
+                Error::Backup(BackupError::Command {
+                    command: program.clone(),
+                    detail: e.to_string(),
+                })
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Backup(BackupError::Command {
+                command: format!("{} {}", cmd.join(" "), args.join(" ")),
+                detail: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string(),
+            }))
+        }
+    };
+    let p = |p: &Path| p.display().to_string();
+    let initial = format!("verify={peer}");
+    run(
+        &etcdutl,
+        &[
+            "snapshot",
+            "restore",
+            &p(&snapshot),
+            "--name",
+            "verify",
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--data-dir",
+            &p(&data),
+        ],
+    )?;
+    let log = std::fs::File::create(scratch.path().join("etcd.log")).map_err(|e| Error::Write {
+        path: "etcd.log".into(),
+        source: e,
+    })?;
+    let mut child = std::process::Command::new(&options.etcd)
+        .args([
+            "--name",
+            "verify",
+            "--data-dir",
+            &p(&data),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &initial,
+        ])
+        .stdout(log.try_clone().map_err(|e| Error::Write {
+            path: "etcd.log".into(),
+            source: e,
+        })?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            Error::Backup(BackupError::Command {
+                command: options.etcd.clone(),
+                detail: e.to_string(),
+            })
+        })?;
+    let etcd = Client::plain_local(vec![client.clone()]);
+    let checked = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts");
+        runtime.block_on(retry::wait(
+            "the scratch etcd to answer",
+            retry::Policy::new(
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ),
+            || async {
+                match etcd.key_count(Some(meta.revision)) {
+                    Ok(v) => Attempt::Done(v),
+                    Err(e) => Attempt::Retry(e),
+                }
+            },
+        ))
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let restored = restore_started.elapsed();
+    let (keys, revision) = checked.map_err(|e| Error::Timeout(e.to_string()))?;
+    if keys != meta.keys || revision < meta.revision {
+        return Err(Error::Backup(BackupError::Refused {
+            bucket: env.secrets_bucket_name.clone(),
+            key: entry.key.clone(),
+            reason: format!(
+                "restored {keys} keys at revision {revision}; its metadata says {} keys at revision {}",
+                meta.keys, meta.revision
+            ),
+        }));
+    }
+    Ok(vec![
+        format!(
+            "backup {} verified: {} keys at revision {} (taken {} by {}, etcd {})",
+            entry.id,
+            keys,
+            meta.revision,
+            rfc3339(meta.unix),
+            meta.taken_by,
+            meta.etcd_version
+        ),
+        format!(
+            "download and decrypt: {:.2}s ({} bytes sealed, {} bytes of snapshot)",
+            downloaded.as_secs_f64(),
+            entry.size,
+            meta.size
+        ),
+        format!(
+            "restore into a scratch etcd until it answered: {:.2}s",
+            restored.as_secs_f64()
+        ),
+    ])
+}
+
+fn free_port() -> Result<u16, Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Write {
+        path: "a local port".into(),
+        source: e,
+    })?;
+    Ok(l.local_addr()
+        .map_err(|e| Error::Write {
+            path: "a local port".into(),
+            source: e,
+        })?
+        .port())
+}
+
+/// The version rule against the running cluster: the etcd version in the
+/// newest backup's metadata. `Ok(line)` says what was compared.
+pub fn check_version(env: &Environment) -> Result<String, Error> {
+    with_operator(env, async |s3, kms| {
+        let b = backups(env, s3, kms);
+        let Some(newest) = b.newest().await? else {
+            return Ok(format!(
+                "etcd {}: no backup yet, nothing to compare with",
+                env.etcd_version
+            ));
+        };
+        let head = b.head_metadata(&newest.id).await?;
+        let Some(running) = head
+            .as_ref()
+            .and_then(|h| h.metadata.get("nodeboot-etcd-version"))
+            .filter(|v| !v.is_empty())
+        else {
+            return Ok(format!(
+                "etcd {}: backup {} records no etcd version",
+                env.etcd_version, newest.id
+            ));
+        };
+        crate::shared::etcd::version::check_change(running, &env.etcd_version)
+            .map(|()| {
+                format!(
+                    "etcd {running} -> {}: allowed (from backup {})",
+                    env.etcd_version, newest.id
+                )
+            })
+            .map_err(|why| {
+                Error::VersionRefused(format!(
+                    "etcd_version: {why} (the cluster runs {running}, says backup {})",
+                    newest.id
+                ))
+            })
+    })
+}

@@ -1,0 +1,483 @@
+//! `nodeboot pki`: the environment's certificates, generated with rcgen,
+//! written into the local secrets tree (`secrets/<environment>/`, the
+//! seed's `platform/secrets` layout) that `nodeboot secrets upload` sends
+//! to the bucket and `nodeboot stage secrets` pulls onto the nodes.
+//!
+//! `plan` (pure) lists every certificate, key pair, kubeconfig, the
+//! kubelets' bootstrap token and the Secrets encryption key; `ensure`
+//! creates what is missing and keeps the rest, so a rerun changes no byte.
+//! A CA created (or rotated) in a run re-issues everything it signs. CA
+//! private keys live in `ca/`, which is not a folder of the layout and is
+//! never uploaded, except the cluster CA's: the control plane's
+//! controller-manager signs kubelet certificates with it (`secure/ca.key`).
+
+mod kubeconfig;
+mod plan;
+mod token;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+use tracing::{info, warn};
+
+pub use plan::{
+    plan, BootstrapTokenSpec, CertSpec, EncryptionKeySpec, KubeconfigSpec, Pki, Usage, ADMIN_KUBECONFIG,
+    BOOTSTRAP_GROUP, CLUSTER_CA_KEY, LEGACY_ADMIN_KUBECONFIG,
+};
+pub use token::{BootstrapToken, ENCRYPTION_KEY_BYTES};
+
+use crate::shared::fsutil;
+
+pub const CA_VALIDITY_DAYS: i64 = 3650;
+pub const LEAF_VALIDITY_DAYS: i64 = 365;
+/// Certificates closer than this to their end are reported.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+/// `--renew` issues again what ends within this many days.
+pub const RENEW_DAYS: i64 = 21;
+/// How long a bootstrap token lets new kubelets join (renewed like a certificate).
+pub const BOOTSTRAP_TOKEN_VALIDITY_DAYS: i64 = 90;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {detail}")]
+    Bad { path: PathBuf, detail: String },
+    #[error("{name}: {source}")]
+    Generate { name: String, source: rcgen::Error },
+    #[error("--rotate {0}: no such certificate (known: {1})")]
+    UnknownRotate(String, String),
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
+}
+
+/// What `ensure` is asked to do besides creating what is missing.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Issue these again (`--rotate NAME`); a CA re-issues what it signs.
+    pub rotate: Vec<String>,
+    /// Issue again everything that ends within `RENEW_DAYS` (`--renew`).
+    pub renew: bool,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub created: Vec<String>,
+    pub kept: Vec<String>,
+    /// Certificates that end within `EXPIRY_WARNING_DAYS`, with days left.
+    pub expiring: Vec<(String, i64)>,
+}
+
+/// Creates what is missing under `dir` (and what `rotate` names); keeps the rest.
+pub fn ensure(dir: &Path, pki: &Pki, rotate: &[String]) -> Result<Outcome, PkiError> {
+    ensure_with(
+        dir,
+        pki,
+        &Options {
+            rotate: rotate.to_vec(),
+            renew: false,
+        },
+    )
+}
+
+/// The ids `--rotate` takes.
+pub fn rotatable(pki: &Pki) -> Vec<&str> {
+    let mut ids: Vec<&str> = pki.certs.iter().map(|c| c.id.as_str()).collect();
+    ids.extend(pki.key_pairs.iter().map(|k| k.id.as_str()));
+    ids.extend([pki.bootstrap_token.id.as_str(), pki.encryption_key.id.as_str()]);
+    ids
+}
+
+pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, PkiError> {
+    let known = rotatable(pki);
+    for name in &options.rotate {
+        if !known.contains(&name.as_str()) {
+            return Err(PkiError::UnknownRotate(name.clone(), known.join(", ")));
+        }
+    }
+    migrate_cluster_ca_key(dir)?;
+    let mut rotate: BTreeSet<String> = options.rotate.iter().cloned().collect();
+    if options.renew {
+        for item in inventory(dir, pki)? {
+            if item.days_left.is_some_and(|d| d < RENEW_DAYS) {
+                info!(
+                    "{} ends in {} days: renewing",
+                    item.id,
+                    item.days_left.unwrap_or_default()
+                );
+                rotate.insert(item.id);
+            }
+        }
+    }
+    let mut outcome = Outcome::default();
+    let mut renewed: BTreeSet<String> = BTreeSet::new();
+    for spec in &pki.certs {
+        let (cert, key) = (dir.join(&spec.cert), dir.join(&spec.key));
+        let signer_renewed = spec.issuer.as_ref().is_some_and(|i| renewed.contains(i));
+        if cert.exists() && key.exists() && !signer_renewed && !rotate.contains(&spec.id) {
+            outcome.kept.push(spec.id.clone());
+            continue;
+        }
+        issue(dir, pki, spec)?;
+        renewed.insert(spec.id.clone());
+        outcome.created.push(spec.id.clone());
+    }
+    for pair in &pki.key_pairs {
+        let (private, public) = (dir.join(&pair.key), dir.join(&pair.public));
+        if private.exists() && public.exists() && !rotate.contains(&pair.id) {
+            outcome.kept.push(pair.id.clone());
+            continue;
+        }
+        let key = KeyPair::generate().map_err(|source| PkiError::Generate {
+            name: pair.id.clone(),
+            source,
+        })?;
+        write(&private, key.serialize_pem().as_bytes(), 0o600)?;
+        write(&public, key.public_key_pem().as_bytes(), 0o644)?;
+        outcome.created.push(pair.id.clone());
+    }
+    move_legacy_admin_kubeconfig(dir)?;
+    for kc in &pki.kubeconfigs {
+        let path = dir.join(&kc.path);
+        if path.exists() && !renewed.contains(&kc.user) && !renewed.contains(&kc.ca) {
+            outcome.kept.push(kc.id.clone());
+            continue;
+        }
+        let user = pki.cert(&kc.user);
+        let ca = pki.cert(&kc.ca);
+        let text = kubeconfig::render(
+            kc,
+            &read(&dir.join(&ca.cert))?,
+            &read(&dir.join(&user.cert))?,
+            &read(&dir.join(&user.key))?,
+        );
+        write(&path, text.as_bytes(), 0o600)?;
+        outcome.created.push(kc.id.clone());
+    }
+    ensure_bootstrap_token(
+        dir,
+        pki,
+        rotate.contains(&pki.bootstrap_token.id),
+        &renewed,
+        &mut outcome,
+    )?;
+    ensure_encryption_key(
+        dir,
+        &pki.encryption_key,
+        rotate.contains(&pki.encryption_key.id),
+        &mut outcome,
+    )?;
+    for item in inventory(dir, pki)? {
+        if let Some(days) = item.days_left.filter(|d| *d < EXPIRY_WARNING_DAYS) {
+            warn!(
+                "{} expires in {days} days: renew it with `nodeboot pki --renew` (or `--rotate {}`)",
+                item.id, item.id
+            );
+            outcome.expiring.push((item.id, days));
+        }
+    }
+    Ok(outcome)
+}
+
+/// An older tree kept the admin kubeconfig in `secure/`, which is uploaded:
+/// move it to `ca/` (the same credentials), and say that the bucket's copy
+/// is the operator's to remove.
+fn move_legacy_admin_kubeconfig(dir: &Path) -> Result<(), PkiError> {
+    let (old, new) = (
+        dir.join(plan::LEGACY_ADMIN_KUBECONFIG),
+        dir.join(plan::ADMIN_KUBECONFIG),
+    );
+    if !old.exists() {
+        return Ok(());
+    }
+    if new.exists() {
+        std::fs::remove_file(&old).map_err(|e| PkiError::Io {
+            path: old.clone(),
+            source: e,
+        })?;
+    } else {
+        std::fs::create_dir_all(new.parent().expect("in ca/")).map_err(|e| PkiError::Io {
+            path: new.clone(),
+            source: e,
+        })?;
+        std::fs::rename(&old, &new).map_err(|e| PkiError::Io {
+            path: old.clone(),
+            source: e,
+        })?;
+    }
+    warn!(
+        "moved {} to {}: the admin kubeconfig never leaves this machine; if it was uploaded, remove the bucket's copy with `nodeboot secrets rm --env F {}`",
+        old.display(),
+        new.display(),
+        plan::LEGACY_ADMIN_KUBECONFIG
+    );
+    Ok(())
+}
+
+/// The cluster CA's key moved from `ca/` (never uploaded) to the control
+/// plane's folder when the controller-manager began to sign kubelet
+/// certificates; a tree made before keeps its CA.
+fn migrate_cluster_ca_key(dir: &Path) -> Result<(), PkiError> {
+    let (old, new) = (dir.join(plan::OLD_CLUSTER_CA_KEY), dir.join(CLUSTER_CA_KEY));
+    if old.exists() && !new.exists() {
+        let parent = new.parent().expect("secure/ca.key has a parent");
+        std::fs::create_dir_all(parent).map_err(|source| PkiError::Io {
+            path: parent.into(),
+            source,
+        })?;
+        std::fs::rename(&old, &new).map_err(|source| PkiError::Io {
+            path: new.clone(),
+            source,
+        })?;
+        info!("moved {} to {}", old.display(), new.display());
+    }
+    Ok(())
+}
+
+fn ensure_bootstrap_token(
+    dir: &Path,
+    pki: &Pki,
+    rotate: bool,
+    renewed: &BTreeSet<String>,
+    outcome: &mut Outcome,
+) -> Result<(), PkiError> {
+    let spec = &pki.bootstrap_token;
+    let secret_path = dir.join(&spec.secret);
+    let existing = if secret_path.exists() && !rotate {
+        Some(BootstrapToken::read(&secret_path)?)
+    } else {
+        None
+    };
+    let token = match existing {
+        Some(token) => token,
+        None => {
+            let token =
+                BootstrapToken::generate(OffsetDateTime::now_utc() + Duration::days(BOOTSTRAP_TOKEN_VALIDITY_DAYS))?;
+            write(&secret_path, token.secret_manifest().as_bytes(), 0o600)?;
+            outcome.created.push(spec.id.clone());
+            renewed_token(&token, dir, pki, outcome)?;
+            return Ok(());
+        }
+    };
+    let stale = spec.kubeconfigs.iter().any(|(path, _)| !dir.join(path).exists()) || renewed.contains(&spec.ca);
+    if stale {
+        renewed_token(&token, dir, pki, outcome)?;
+    } else {
+        outcome.kept.push(spec.id.clone());
+    }
+    Ok(())
+}
+
+fn renewed_token(token: &BootstrapToken, dir: &Path, pki: &Pki, outcome: &mut Outcome) -> Result<(), PkiError> {
+    let spec = &pki.bootstrap_token;
+    let ca = read(&dir.join(&pki.cert(&spec.ca).cert))?;
+    for (path, server) in &spec.kubeconfigs {
+        let bearer = token.bearer();
+        let text = kubeconfig::render_token(
+            &spec.cluster,
+            server,
+            &token.user(),
+            &String::from_utf8_lossy(bearer.expose()),
+            &ca,
+        );
+        write(&dir.join(path), text.as_bytes(), 0o600)?;
+    }
+    outcome.created.push(format!("{}-kubeconfigs", spec.id));
+    Ok(())
+}
+
+fn ensure_encryption_key(
+    dir: &Path,
+    spec: &EncryptionKeySpec,
+    rotate: bool,
+    outcome: &mut Outcome,
+) -> Result<(), PkiError> {
+    let path = dir.join(&spec.path);
+    let existing = if path.exists() {
+        Some(token::EncryptionConfig::read(&path)?)
+    } else {
+        None
+    };
+    let config = match existing {
+        Some(_) if !rotate => {
+            outcome.kept.push(spec.id.clone());
+            return Ok(());
+        }
+        Some(config) => config.rotated(OffsetDateTime::now_utc())?,
+        None => token::EncryptionConfig::generate(OffsetDateTime::now_utc())?,
+    };
+    write(&path, config.render().as_bytes(), 0o600)?;
+    outcome.created.push(spec.id.clone());
+    Ok(())
+}
+
+/// One credential of the tree and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Item {
+    pub id: String,
+    pub kind: &'static str,
+    pub path: String,
+    /// RFC 3339, UTC; `None` for what does not expire (keys).
+    pub not_after: Option<String>,
+    pub days_left: Option<i64>,
+}
+
+/// Every certificate and the bootstrap token with its end, in plan order;
+/// what does not exist yet is left out.
+pub fn inventory(dir: &Path, pki: &Pki) -> Result<Vec<Item>, PkiError> {
+    let mut items = Vec::new();
+    let now = OffsetDateTime::now_utc();
+    for spec in &pki.certs {
+        let path = dir.join(&spec.cert);
+        if !path.exists() {
+            continue;
+        }
+        let end = not_after(&path)?;
+        let kind = if spec.usage == Usage::Ca { "ca" } else { "certificate" };
+        items.push(Item {
+            id: spec.id.clone(),
+            kind,
+            path: spec.cert.clone(),
+            not_after: Some(token::rfc3339(end)),
+            days_left: Some(days_between(now, end)),
+        });
+    }
+    let secret = dir.join(&pki.bootstrap_token.secret);
+    if secret.exists() {
+        let end = BootstrapToken::read(&secret)?.expiration;
+        items.push(Item {
+            id: pki.bootstrap_token.id.clone(),
+            kind: "bootstrap-token",
+            path: pki.bootstrap_token.secret.clone(),
+            not_after: Some(token::rfc3339(end)),
+            days_left: Some(days_between(now, end)),
+        });
+    }
+    Ok(items)
+}
+
+fn days_between(now: OffsetDateTime, end: OffsetDateTime) -> i64 {
+    (end.unix_timestamp() - now.unix_timestamp()).div_euclid(86_400)
+}
+
+fn issue(dir: &Path, pki: &Pki, spec: &CertSpec) -> Result<(), PkiError> {
+    let generate = |source| PkiError::Generate {
+        name: spec.id.clone(),
+        source,
+    };
+    let key_pair = KeyPair::generate().map_err(generate)?;
+    let params = params(spec)?;
+    let certificate = match &spec.issuer {
+        None => params.self_signed(&key_pair),
+        Some(ca) => {
+            let ca = pki.cert(ca);
+            let ca_key = read_key(&dir.join(&ca.key))?;
+            let issuer = Issuer::from_ca_cert_pem(&read(&dir.join(&ca.cert))?, ca_key).map_err(generate)?;
+            params.signed_by(&key_pair, &issuer)
+        }
+    }
+    .map_err(generate)?;
+    write(&dir.join(&spec.key), key_pair.serialize_pem().as_bytes(), 0o600)?;
+    write(&dir.join(&spec.cert), certificate.pem().as_bytes(), 0o644)?;
+    info!(name = %spec.id, "issued {}", spec.cert);
+    Ok(())
+}
+
+fn params(spec: &CertSpec) -> Result<CertificateParams, PkiError> {
+    let generate = |source| PkiError::Generate {
+        name: spec.id.clone(),
+        source,
+    };
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = spec
+        .sans
+        .iter()
+        .map(|s| match s.parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => s.clone().try_into().map(SanType::DnsName),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(generate)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, spec.common_name.clone());
+    if let Some(o) = &spec.organization {
+        dn.push(DnType::OrganizationName, o.clone());
+    }
+    params.distinguished_name = dn;
+    let now = OffsetDateTime::now_utc();
+    // A little slack for clocks that are behind.
+    params.not_before = now - Duration::minutes(5);
+    match spec.usage {
+        Usage::Ca => {
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
+        }
+        Usage::Server | Usage::ServerAndClient | Usage::Client => {
+            params.is_ca = IsCa::ExplicitNoCa;
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            params.extended_key_usages = match spec.usage {
+                Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+                Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+                _ => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            };
+            params.use_authority_key_identifier_extension = true;
+            params.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
+        }
+    }
+    Ok(params)
+}
+
+/// Days until the certificate at `path` ends (negative once it has).
+pub fn days_left(path: &Path) -> Result<i64, PkiError> {
+    Ok(days_between(OffsetDateTime::now_utc(), not_after(path)?))
+}
+
+/// When the certificate at `path` ends.
+pub fn not_after(path: &Path) -> Result<OffsetDateTime, PkiError> {
+    let pem_text = read(path)?;
+    let bad = |detail: String| PkiError::Bad {
+        path: path.into(),
+        detail,
+    };
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes()).map_err(|e| bad(format!("not PEM: {e}")))?;
+    let cert = pem.parse_x509().map_err(|e| bad(format!("not a certificate: {e}")))?;
+    OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+        .map_err(|e| bad(format!("end date: {e}")))
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+fn read_key(path: &Path) -> Result<KeyPair, PkiError> {
+    KeyPair::from_pem(&read(path)?).map_err(|e| PkiError::Bad {
+        path: path.into(),
+        detail: format!("not a private key: {e}"),
+    })
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
+    let dir = path.parent().expect("PKI files live in a directory");
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    fsutil::write_atomic(path, bytes, mode).map_err(|source| PkiError::Io {
+        path: path.into(),
+        source,
+    })
+}

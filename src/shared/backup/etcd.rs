@@ -1,0 +1,106 @@
+//! The few etcd operations backups need, behind a small trait so the
+//! service, the restore and the operator commands read without a client's
+//! surface in view. [`crate::shared::etcd::Client`] (etcd's JSON gateway over
+//! HTTPS, no etcdctl: Flatcar has none, etcd runs in a container)
+//! implements it.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::shared::etcd::{Client, Cluster};
+
+/// One member's view, as its maintenance Status answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStatus {
+    pub endpoint: String,
+    pub member_id: u64,
+    pub leader: u64,
+    pub revision: i64,
+    pub raft_term: u64,
+    pub db_size: i64,
+    pub db_size_in_use: i64,
+    pub version: String,
+    pub is_learner: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+pub trait EtcdAccess {
+    /// The status of one endpoint (a member's client URL).
+    fn status(&self, endpoint: &str) -> Result<EndpointStatus, String>;
+    /// The members, as the first member that answers sees them.
+    fn members(&self) -> Result<Vec<MemberInfo>, String>;
+    /// Streams a snapshot into `to` (fsynced): of `endpoint`'s database, or
+    /// of the first member that answers. Returns the endpoint it came from.
+    fn snapshot(&self, endpoint: Option<&str>, to: &Path) -> Result<String, String>;
+    /// The number of keys and the revision, read linearizably; at revision
+    /// `at` when given.
+    fn key_count(&self, at: Option<i64>) -> Result<(u64, i64), String>;
+    /// Puts one key (tests, verify-backup).
+    fn put(&self, key: &str, value: &str) -> Result<(), String>;
+}
+
+impl EtcdAccess for Client {
+    fn status(&self, endpoint: &str) -> Result<EndpointStatus, String> {
+        let s = Cluster::status(self, endpoint).map_err(|e| e.to_string())?;
+        Ok(EndpointStatus {
+            endpoint: s.endpoint,
+            member_id: s.member_id,
+            leader: s.leader,
+            revision: s.revision,
+            raft_term: s.raft_term,
+            db_size: s.db_size,
+            db_size_in_use: s.db_size_in_use,
+            version: s.version,
+            is_learner: s.is_learner,
+        })
+    }
+
+    fn members(&self) -> Result<Vec<MemberInfo>, String> {
+        let members = self.member_list().map_err(|e| e.to_string())?;
+        Ok(members
+            .into_iter()
+            .map(|m| MemberInfo {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_urls,
+                client_urls: m.client_urls,
+                is_learner: m.is_learner,
+            })
+            .collect())
+    }
+
+    fn snapshot(&self, endpoint: Option<&str>, to: &Path) -> Result<String, String> {
+        let fail = |e: std::io::Error| format!("{}: {e}", to.display());
+        let mut file = std::fs::File::create(to).map_err(fail)?;
+        let info = {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+            let info = match endpoint {
+                Some(endpoint) => self.snapshot_from(endpoint, &mut out).map_err(|(_, e)| e.to_string())?,
+                None => Client::snapshot(self, &mut out).map_err(|e| e.to_string())?,
+            };
+            out.flush().map_err(fail)?;
+            info
+        };
+        file.sync_all().map_err(fail)?;
+        Ok(info.endpoint)
+    }
+
+    fn key_count(&self, at: Option<i64>) -> Result<(u64, i64), String> {
+        let (count, revision) = self.count_prefix_at(b"", at).map_err(|e| e.to_string())?;
+        Ok((count.max(0) as u64, revision))
+    }
+
+    fn put(&self, key: &str, value: &str) -> Result<(), String> {
+        Client::put(self, key.as_bytes(), value.as_bytes())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,483 @@
+//! Restores on request. `nodeboot etcd restore` (operator) writes a
+//! request to the bucket; every etcd node's backup service acts on it:
+//! stop etcd, restore the snapshot as this member of the full initial
+//! cluster into a staging directory on the volume, move the old data
+//! directory aside (kept as `member.pre-restore-<time>`, never deleted),
+//! move the restored one in, start etcd, wait for a leader, report.
+//! Requests and reports are sealed like secrets (envelope format 1), so only
+//! a holder of the environment's KMS key can ask for a restore.
+//!
+//! Every step can be killed and rerun: the staging directory is renamed
+//! into place only when complete, and a marker on the volume records that
+//! this request's data is in place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::etcd::EtcdAccess;
+use super::store::{BackupError, Backups};
+use super::{compact_time, BackupId, PREFIX};
+use crate::shared::cloud::{Keys, ObjectFiles, Objects};
+use crate::shared::retry::{self, Attempt};
+use crate::shared::secrets::{ObjectPath, SecretError, Store};
+
+/// The request every member acts on; there is one at a time.
+pub fn request_path() -> ObjectPath {
+    ObjectPath::parse(&format!("{PREFIX}restore/request")).expect("a valid path")
+}
+
+pub fn report_path(request: &str, member: u32) -> ObjectPath {
+    ObjectPath::parse(&format!("{PREFIX}restore/{request}/member-{member}")).expect("a valid path")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Unique per request: `<time>-<backup>`.
+    pub id: String,
+    pub backup: String,
+    pub requested_unix: i64,
+}
+
+impl Request {
+    pub fn backup_id(&self) -> Option<BackupId> {
+        BackupId::parse(&self.backup)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Stopping,
+    Restoring,
+    Starting,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub request: String,
+    pub member: u32,
+    pub phase: Phase,
+    /// The revision this member is at (once started).
+    pub revision: i64,
+    pub detail: String,
+    pub unix: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("{path}: unreadable: {detail}")]
+    Bad { path: String, detail: String },
+}
+
+pub async fn read_json<T: for<'de> Deserialize<'de>, O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    path: &ObjectPath,
+) -> Result<Option<T>, RequestError> {
+    let Some(fetched) = store.get(path).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(fetched.secret.expose())
+        .map(Some)
+        .map_err(|e| RequestError::Bad {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })
+}
+
+pub async fn write_json<T: Serialize, O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    path: &ObjectPath,
+    value: &T,
+) -> Result<(), RequestError> {
+    store.put(path, &serde_json::to_vec(value).expect("serialises")).await?;
+    Ok(())
+}
+
+/// Whether `member` reported `request` done.
+pub async fn is_done<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    request: &Request,
+    member: u32,
+) -> Result<bool, RequestError> {
+    let report: Option<Report> = read_json(store, &report_path(&request.id, member)).await?;
+    Ok(report.is_some_and(|r| r.phase == Phase::Done))
+}
+
+/// What a member restores as: read from the etcd stage's `etcd.env`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberIdentity {
+    pub name: String,
+    pub peer_url: String,
+    pub initial_cluster: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+}
+
+impl MemberIdentity {
+    /// What the etcd stage would configure: the name and peer URL of the
+    /// claimed member, the initial cluster from every member's tagged ENI
+    /// (read from EC2, so a restore needs no `etcd.env`: after a total loss
+    /// the etcd stage may have refused to write one).
+    pub fn from_enis(
+        environment: &str,
+        member: u32,
+        enis: &[crate::shared::cloud::NetworkInterface],
+        data_dir: PathBuf,
+    ) -> Result<MemberIdentity, String> {
+        let mut peers = BTreeMap::new();
+        for eni in enis {
+            let m: u32 = eni
+                .tags
+                .get(crate::shared::cloud::tags::MEMBER)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{} has no valid {} tag", eni.id, crate::shared::cloud::tags::MEMBER))?;
+            if peers.insert(m, eni.private_ip.clone()).is_some() {
+                return Err(format!("two ENIs are tagged member {m}"));
+            }
+        }
+        let peer = |ip: &str| format!("https://{ip}:{}", crate::shared::etcd::PEER_PORT);
+        let name = |m: u32| crate::shared::etcd::member_name(environment, m);
+        let mine = peers
+            .get(&member)
+            .ok_or_else(|| format!("no ENI is tagged member {member}"))?;
+        Ok(MemberIdentity {
+            name: name(member),
+            peer_url: peer(mine),
+            initial_cluster: peers
+                .iter()
+                .map(|(m, ip)| format!("{}={}", name(*m), peer(ip)))
+                .collect::<Vec<_>>()
+                .join(","),
+            token: format!("{environment}-etcd"),
+            data_dir,
+        })
+    }
+}
+
+/// The commands a node restores with (program and arguments, no shell).
+#[derive(Debug, Clone)]
+pub struct Commands {
+    pub stop_etcd: Vec<String>,
+    pub start_etcd: Vec<String>,
+    /// `etcdutl` (3.5+) or `etcdctl` (3.4), possibly behind a `docker run` prefix.
+    pub etcdutl: Vec<String>,
+}
+
+fn run(command: &[String], extra: &[&str]) -> Result<(), BackupError> {
+    let (program, lead) = command
+        .split_first()
+        .ok_or_else(|| BackupError::Bad("an empty command".into()))?;
+    let shown = format!("{} {}", command.join(" "), extra.join(" "));
+    let out = Command::new(program)
+        .args(lead)
+        .args(extra)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .map_err(|e| BackupError::Command {
+            command: shown.clone(),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(BackupError::Command {
+            command: shown,
+            detail: format!("{}: {}", out.status, stderr.trim().lines().last().unwrap_or("")),
+        });
+    }
+    Ok(())
+}
+
+fn fsync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// One member's restore, observed from the volume.
+pub struct Restorer<'a, O, K, E> {
+    pub backups: &'a Backups<'a, O, K>,
+    pub store: &'a Store<'a, O, K>,
+    pub etcd: &'a E,
+    pub member: u32,
+    /// How many members the cluster has (node.json's etcd.members): every
+    /// one must have stopped etcd and restored before any starts.
+    pub members: u32,
+    pub identity: MemberIdentity,
+    /// The etcd volume's mount point: the old data goes aside here.
+    pub volume: PathBuf,
+    pub endpoint: String,
+    pub commands: Commands,
+    /// How long to wait for this member to see a leader after the start.
+    pub wait: Duration,
+}
+
+impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
+    fn work(&self) -> PathBuf {
+        self.volume.join("nodeboot-restore")
+    }
+
+    async fn report(&self, request: &Request, phase: Phase, revision: i64, detail: String) {
+        info!(request = %request.id, phase = ?phase, "restore: {detail}");
+        let report = Report {
+            request: request.id.clone(),
+            member: self.member,
+            phase,
+            revision,
+            detail,
+            unix: super::service::now_unix(),
+        };
+        if let Err(e) = write_json(self.store, &report_path(&request.id, self.member), &report).await {
+            tracing::warn!("restore: cannot report progress: {e}");
+        }
+    }
+
+    /// Acts on `request` unless this member already finished it.
+    pub async fn act(&self, request: &Request) -> Result<bool, BackupError> {
+        if is_done(self.store, request, self.member)
+            .await
+            .map_err(|e| BackupError::Bad(e.to_string()))?
+        {
+            return Ok(false);
+        }
+        match self.restore(request).await {
+            Ok(revision) => {
+                self.report(
+                    request,
+                    Phase::Done,
+                    revision,
+                    format!("{} is healthy at revision {revision}", self.identity.name),
+                )
+                .await;
+                Ok(true)
+            }
+            Err(e) => {
+                self.report(request, Phase::Failed, 0, e.to_string()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn restore(&self, request: &Request) -> Result<i64, BackupError> {
+        let id = request.backup_id().ok_or_else(|| {
+            BackupError::Bad(format!(
+                "restore request {}: bad backup name {:?}",
+                request.id, request.backup
+            ))
+        })?;
+        let work = self.work();
+        std::fs::create_dir_all(&work).map_err(|e| BackupError::io(&work, e))?;
+        let marker = work.join(format!("{}.in-place", request.id));
+        if !marker.exists() {
+            self.report(
+                request,
+                Phase::Stopping,
+                0,
+                format!("stopping etcd ({})", self.commands.stop_etcd.join(" ")),
+            )
+            .await;
+            run(&self.commands.stop_etcd, &[])?;
+            self.report(
+                request,
+                Phase::Restoring,
+                0,
+                format!("restoring backup {id} as {}", self.identity.name),
+            )
+            .await;
+            let staged = self.stage(request, &id).await?;
+            self.swap_in(&staged, request)?;
+            std::fs::write(&marker, id.name()).map_err(|e| BackupError::io(&marker, e))?;
+            fsync_dir(&work);
+        }
+        self.report(
+            request,
+            Phase::Starting,
+            0,
+            format!(
+                "restored; starting etcd once every member has ({})",
+                self.commands.start_etcd.join(" ")
+            ),
+        )
+        .await;
+        self.wait_for_every_member(request).await?;
+        run(&self.commands.start_etcd, &[])?;
+        self.wait_healthy(id.revision).await
+    }
+
+    /// The restored data directory, complete, in `work/<request>/`.
+    async fn stage(&self, request: &Request, id: &BackupId) -> Result<PathBuf, BackupError> {
+        let work = self.work();
+        let staged = work.join(&request.id);
+        if staged.join("member").is_dir() {
+            return Ok(staged);
+        }
+        let snapshot = work.join(format!("{}.db", id.name()));
+        if !snapshot.exists() {
+            self.backups.download(id, &snapshot).await?;
+        }
+        // etcdutl refuses an existing data directory: restore into a
+        // temporary one (ours alone; a killed run's leftover is removed)
+        // and rename it when complete.
+        let partial = work.join(format!("{}.partial", request.id));
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(|e| BackupError::io(&partial, e))?;
+        }
+        let p = |p: &Path| p.display().to_string();
+        run(
+            &self.commands.etcdutl,
+            &[
+                "snapshot",
+                "restore",
+                &p(&snapshot),
+                "--name",
+                &self.identity.name,
+                "--initial-cluster",
+                &self.identity.initial_cluster,
+                "--initial-cluster-token",
+                &self.identity.token,
+                "--initial-advertise-peer-urls",
+                &self.identity.peer_url,
+                "--data-dir",
+                &p(&partial),
+            ],
+        )?;
+        std::fs::rename(&partial, &staged).map_err(|e| BackupError::io(&staged, e))?;
+        fsync_dir(&work);
+        let _ = std::fs::remove_file(&snapshot);
+        Ok(staged)
+    }
+
+    /// Old `member/` aside (kept), restored `member/` in.
+    fn swap_in(&self, staged: &Path, request: &Request) -> Result<(), BackupError> {
+        let data = &self.identity.data_dir;
+        let current = data.join("member");
+        if current.exists() {
+            let aside = self.volume.join(format!("member.pre-restore-{}", request.id));
+            std::fs::rename(&current, &aside).map_err(|e| BackupError::io(&aside, e))?;
+            info!("restore: the old data directory is kept as {}", aside.display());
+        }
+        std::fs::create_dir_all(data).map_err(|e| BackupError::io(data, e))?;
+        std::fs::rename(staged.join("member"), &current).map_err(|e| BackupError::io(&current, e))?;
+        fsync_dir(data);
+        Ok(())
+    }
+
+    /// A member that starts on the restored data while another still runs
+    /// the old cluster (same member IDs) would be caught up by that
+    /// cluster's leader, undoing the restore: etcd starts only once every
+    /// member reported that it stopped etcd and restored (Starting or Done).
+    async fn wait_for_every_member(&self, request: &Request) -> Result<(), BackupError> {
+        let policy = retry::Policy::new(Duration::from_millis(200), Duration::from_secs(2), self.wait);
+        retry::wait(
+            "every etcd member to stop and restore before etcd starts",
+            policy,
+            || async {
+                let mut waiting = Vec::new();
+                for m in (0..self.members).filter(|m| *m != self.member) {
+                    match read_json::<Report, _, _>(self.store, &report_path(&request.id, m)).await {
+                        Ok(Some(r)) if matches!(r.phase, Phase::Starting | Phase::Done) => {}
+                        // A member that failed tries again at its next pass.
+                        Ok(Some(r)) if r.phase == Phase::Failed => {
+                            waiting.push(format!("member {m} (failed, retrying: {})", r.detail))
+                        }
+                        Ok(Some(r)) => waiting.push(format!("member {m} ({:?})", r.phase)),
+                        Ok(None) => waiting.push(format!("member {m} (no report)")),
+                        Err(e) => return Attempt::Retry(e.to_string()),
+                    }
+                }
+                if waiting.is_empty() {
+                    Attempt::Done(())
+                } else {
+                    Attempt::Retry(format!("waiting for {}", waiting.join(", ")))
+                }
+            },
+        )
+        .await
+        .map_err(|e| BackupError::Timeout(e.to_string()))
+    }
+
+    async fn wait_healthy(&self, revision: i64) -> Result<i64, BackupError> {
+        let policy = retry::Policy::new(Duration::from_millis(200), Duration::from_secs(3), self.wait);
+        retry::wait("this member to rejoin the restored cluster", policy, || async {
+            match self.etcd.status(&self.endpoint) {
+                Ok(s) if s.leader != 0 && s.revision >= revision => Attempt::Done(s.revision),
+                Ok(s) if s.leader == 0 => Attempt::Retry("no leader yet".to_string()),
+                Ok(s) => Attempt::Retry(format!("at revision {}, below {revision}", s.revision)),
+                Err(e) => Attempt::Retry(e),
+            }
+        })
+        .await
+        .map_err(|e| BackupError::Timeout(e.to_string()))
+    }
+}
+
+/// A new request's id: when it was made and what it restores.
+pub fn new_request(backup: &BackupId, now_unix: i64) -> Request {
+    Request {
+        id: format!("{}-{}", compact_time(now_unix), backup.name()),
+        backup: backup.name(),
+        requested_unix: now_unix,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_member_identity_from_enis_matches_the_etcd_stage() {
+        let eni = |m: &str, ip: &str| crate::shared::cloud::NetworkInterface {
+            id: format!("eni-{m}"),
+            zone: "z".into(),
+            subnet_id: "s".into(),
+            private_ip: ip.into(),
+            mac: "m".into(),
+            status: "in-use".into(),
+            attachment: None,
+            tags: [(crate::shared::cloud::tags::MEMBER.to_string(), m.to_string())].into(),
+        };
+        let enis = [eni("1", "10.0.11.10"), eni("0", "10.0.10.10")];
+        let id = MemberIdentity::from_enis("e", 1, &enis, "/d".into()).unwrap();
+        assert_eq!(id.name, "e-etcd-1");
+        assert_eq!(id.peer_url, "https://10.0.11.10:2380");
+        assert_eq!(
+            id.initial_cluster,
+            "e-etcd-0=https://10.0.10.10:2380,e-etcd-1=https://10.0.11.10:2380"
+        );
+        assert_eq!(id.token, "e-etcd");
+        assert!(MemberIdentity::from_enis("e", 2, &enis, "/d".into())
+            .unwrap_err()
+            .contains("member 2"));
+    }
+
+    #[test]
+    fn request_ids_name_time_and_backup() {
+        let r = new_request(
+            &BackupId {
+                unix: 1_790_000_000,
+                revision: 9,
+            },
+            1_790_000_100,
+        );
+        assert_eq!(r.id, "20260921T141500Z-20260921T141320Z-r9");
+        assert_eq!(
+            report_path(&r.id, 2).as_str(),
+            "backups/etcd/restore/20260921T141500Z-20260921T141320Z-r9/member-2"
+        );
+        assert_eq!(
+            r.backup_id(),
+            Some(BackupId {
+                unix: 1_790_000_000,
+                revision: 9
+            })
+        );
+    }
+}
