@@ -4,7 +4,6 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::bed::*;
 use serde_json::json;
@@ -87,25 +86,24 @@ fn discover_records_the_identity_from_imdsv2() {
     );
 }
 
-fn assert_metadata_failure(fault: &str, says: &str, extra: &[&str]) -> Duration {
+/// The failure's stderr.
+fn assert_metadata_failure(fault: &str, says: &str, extra: &[&str]) -> String {
     let s = setup(fault);
-    let start = Instant::now();
     let out = discover(&s, extra);
-    let took = start.elapsed();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(12), "{fault}: exit code; stderr:\n{err}");
     assert!(err.contains(says), "{fault}: stderr should say {says:?}:\n{err}");
     assert!(
         !s.root.path().join("run/nodeboot/facts.json").exists(),
         "{fault}: nothing recorded"
     );
-    took
+    err
 }
 
 #[test]
 fn a_404_is_an_answer_not_a_retry() {
-    let took = assert_metadata_failure("404", "instance metadata has no meta-data/instance-id", &[]);
-    assert!(took < Duration::from_secs(5), "404 must not be retried ({took:?})");
+    let err = assert_metadata_failure("404", "instance metadata has no meta-data/instance-id", &[]);
+    assert!(!err.contains("waiting for"), "404 must not be retried:\n{err}");
 }
 
 #[test]
@@ -120,8 +118,16 @@ fn no_token_never_falls_back_to_imdsv1() {
 
 #[test]
 fn a_silent_metadata_service_times_out_within_the_bound() {
-    let took = assert_metadata_failure("slow", "gave up on", &["--timeout", "3s"]);
-    assert!(took < Duration::from_secs(15), "bounded: {took:?}");
+    let err = assert_metadata_failure("slow", "gave up on", &["--timeout", "3s"]);
+    // The stage's own account: it gave up at its 3 s bound, plus at most the one attempt
+    // in flight then (a token and a read, each cut at IMDS's 2 s request timeout).
+    let seconds: u64 = err
+        .split(" after ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a give-up with its time:\n{err}"));
+    assert!((3..=7).contains(&seconds), "bounded at 3 s + one attempt: {seconds}s\n{err}");
 }
 
 #[test]
