@@ -127,7 +127,10 @@ fn a_silent_metadata_service_times_out_within_the_bound() {
         .and_then(|rest| rest.split('s').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("a give-up with its time:\n{err}"));
-    assert!((3..=7).contains(&seconds), "bounded at 3 s + one attempt: {seconds}s\n{err}");
+    assert!(
+        (3..=7).contains(&seconds),
+        "bounded at 3 s + one attempt: {seconds}s\n{err}"
+    );
 }
 
 #[test]
