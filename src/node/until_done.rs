@@ -180,11 +180,7 @@ fn mark_unhealthy(root: &Root, region: &str) -> String {
         Ok(facts) => facts.identity.instance_id,
         Err(e) => return format!("could not mark the instance Unhealthy: its id is unknown ({e})"),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts");
-    let result = runtime.block_on(async {
+    let result = crate::shared::runtime::block_on(async {
         let sdk = aws::sdk_config(region).await;
         Asg::new(&sdk).set_unhealthy(&instance_id).await
     });

@@ -11,5 +11,6 @@ pub mod fsutil;
 pub mod node_config;
 pub mod retry;
 pub mod role;
+pub mod runtime;
 pub mod secret;
 pub mod secrets;

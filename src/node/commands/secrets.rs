@@ -12,13 +12,6 @@ use crate::shared::cloud::aws::{self, Kms, S3};
 use crate::shared::node_config::MANIFEST_SYNC_INTERVAL_SECONDS;
 use crate::shared::secrets::Store;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts")
-}
-
 fn node_store<'a>(config: &crate::shared::node_config::NodeConfig, s3: &'a S3, kms: &'a Kms) -> Store<'a, S3, Kms> {
     Store::new(s3, kms, &config.secrets_bucket, &config.environment, &config.kms_key_id)
 }
@@ -31,13 +24,12 @@ pub fn stage_secrets(root: &Root, owner: Option<&str>) -> Result<(), Error> {
         .transpose()
         .map_err(|e| fail(SyncError::Config(e)))?;
     let config = root.node_config().map_err(|e| fail(e.into()))?;
-    runtime()
-        .block_on(async {
-            let sdk = aws::sdk_config(&config.region).await;
-            let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
-            crate::node::stage::secrets::run(root, &node_store(&config, &s3, &kms), owner).await
-        })
-        .map_err(fail)?;
+    crate::shared::runtime::block_on(async {
+        let sdk = aws::sdk_config(&config.region).await;
+        let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+        crate::node::stage::secrets::run(root, &node_store(&config, &s3, &kms), owner).await
+    })
+    .map_err(fail)?;
     Ok(())
 }
 
@@ -64,62 +56,61 @@ pub fn sync_secrets(root: &Root, interval: Duration, once: bool) -> Result<(), E
         root.path(crate::shared::node_config::SECRETS_DIR).display(),
         interval.as_secs_f64()
     );
-    runtime()
-        .block_on(async {
-            let sdk = aws::sdk_config(&config.region).await;
-            let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
-            let store = node_store(&config, &s3, &kms);
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let mut failed = None;
-                if let Err(e) = crate::node::stage::secrets::run(root, &store, None).await {
-                    warn!(
-                        "secrets: pass failed, nothing written; trying again in {}s: {e}",
-                        interval.as_secs()
-                    );
-                    failed = Some(e);
-                }
-                let current = readers::fingerprints(root, &readers::inputs(root, &config));
-                // Written only when it changes: a quiet tick writes nothing.
-                let mut saved = readers::load_record(&record_path);
-                let mut record = saved.clone();
-                record.retain(|c, _| current.contains_key(c));
-                for step in consumers::plan(&record, &current) {
-                    match step {
-                        consumers::Step::Adopt(c) => {
-                            record.insert(c.clone(), current[&c].clone());
-                        }
-                        consumers::Step::Restart(c) => {
-                            info!("secrets: a file {c} reads changed: restarting it");
-                            match readers::restart(root, &config, &c).await {
-                                Ok(true) => {
-                                    record.insert(c.clone(), current[&c].clone());
-                                }
-                                Ok(false) => {}
-                                Err(e) => {
-                                    warn!("secrets: restarting {c}: {e}; trying again in {}s", interval.as_secs());
-                                    failed.get_or_insert(SyncError::Config(format!("restarting {c}: {e}")));
-                                }
+    crate::shared::runtime::block_on(async {
+        let sdk = aws::sdk_config(&config.region).await;
+        let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+        let store = node_store(&config, &s3, &kms);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let mut failed = None;
+            if let Err(e) = crate::node::stage::secrets::run(root, &store, None).await {
+                warn!(
+                    "secrets: pass failed, nothing written; trying again in {}s: {e}",
+                    interval.as_secs()
+                );
+                failed = Some(e);
+            }
+            let current = readers::fingerprints(root, &readers::inputs(root, &config));
+            // Written only when it changes: a quiet tick writes nothing.
+            let mut saved = readers::load_record(&record_path);
+            let mut record = saved.clone();
+            record.retain(|c, _| current.contains_key(c));
+            for step in consumers::plan(&record, &current) {
+                match step {
+                    consumers::Step::Adopt(c) => {
+                        record.insert(c.clone(), current[&c].clone());
+                    }
+                    consumers::Step::Restart(c) => {
+                        info!("secrets: a file {c} reads changed: restarting it");
+                        match readers::restart(root, &config, &c).await {
+                            Ok(true) => {
+                                record.insert(c.clone(), current[&c].clone());
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                warn!("secrets: restarting {c}: {e}; trying again in {}s", interval.as_secs());
+                                failed.get_or_insert(SyncError::Config(format!("restarting {c}: {e}")));
                             }
                         }
                     }
-                    // After every step: a kill later keeps what is done.
-                    if record != saved {
-                        save(&record)?;
-                        saved = record.clone();
-                    }
                 }
+                // After every step: a kill later keeps what is done.
                 if record != saved {
                     save(&record)?;
-                }
-                if once {
-                    return failed.map_or(Ok(()), Err);
+                    saved = record.clone();
                 }
             }
-        })
-        .map_err(fail)
+            if record != saved {
+                save(&record)?;
+            }
+            if once {
+                return failed.map_or(Ok(()), Err);
+            }
+        }
+    })
+    .map_err(fail)
 }
 
 /// `nodeboot sync manifests`: drops the capabilities it does not need
@@ -165,16 +156,15 @@ pub fn sync_manifests(root: &Root, interval: Option<Duration>, once: bool) -> Re
             interval.as_secs_f64()
         );
     }
-    runtime()
-        .block_on(async {
-            let sdk = aws::sdk_config(&config.region).await;
-            let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
-            sync::run(
-                &node_store(&config, &s3, &kms),
-                &sources,
-                &sync::Options { interval, once },
-            )
-            .await
-        })
-        .map_err(Error::Sync)
+    crate::shared::runtime::block_on(async {
+        let sdk = aws::sdk_config(&config.region).await;
+        let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+        sync::run(
+            &node_store(&config, &s3, &kms),
+            &sources,
+            &sync::Options { interval, once },
+        )
+        .await
+    })
+    .map_err(Error::Sync)
 }

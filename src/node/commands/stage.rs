@@ -20,11 +20,7 @@ pub fn discover(root: &Root, set_hostname: bool, timeout: Duration) -> Result<()
 #[cfg(feature = "aws")]
 pub fn attach(root: &Root, wait_timeout: Duration, detach_grace: Duration) -> Result<(), Error> {
     let config = root.node_config().map_err(|e| Error::Attach(e.into()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts");
-    runtime.block_on(async {
+    crate::shared::runtime::block_on(async {
         let sdk = aws::sdk_config(&config.region).await;
         let ec2 = Ec2::new(&sdk);
         attach::run(
@@ -58,11 +54,7 @@ pub fn etcd(root: &Root, exec_binary: Option<&str>) -> Result<(), Error> {
             })?
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts");
-    let configured = runtime.block_on(async {
+    let configured = crate::shared::runtime::block_on(async {
         let sdk = aws::sdk_config(&config.region).await;
         let (s3, kms) = (
             crate::shared::cloud::aws::S3::new(&sdk),
@@ -71,7 +63,6 @@ pub fn etcd(root: &Root, exec_binary: Option<&str>) -> Result<(), Error> {
         let backups = stage_backups(root, &config, &s3, &kms)?;
         etcd::run(root, &Ec2::new(&sdk), &backups, binary_version).await
     })?;
-    drop(runtime);
     let Some(binary) = exec_binary else { return Ok(()) };
     if configured.promote {
         spawn_promoter(root)?;
@@ -130,11 +121,7 @@ fn spawn_promoter(root: &Root) -> Result<(), Error> {
 }
 
 pub fn etcd_promote(root: &Root, timeout: Duration) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts");
-    runtime.block_on(crate::node::stage::etcd::promote(root, timeout))?;
+    crate::shared::runtime::block_on(crate::node::stage::etcd::promote(root, timeout))?;
     Ok(())
 }
 
@@ -142,11 +129,7 @@ pub fn etcd_promote(root: &Root, timeout: Duration) -> Result<(), Error> {
 #[cfg(feature = "aws")]
 pub fn mount(root: &Root, wait_timeout: Duration, skip_network: bool) -> Result<(), Error> {
     let config = root.node_config().map_err(|e| Error::Mount(e.into()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts");
-    runtime.block_on(async {
+    crate::shared::runtime::block_on(async {
         let sdk = aws::sdk_config(&config.region).await;
         mount::run(
             root,

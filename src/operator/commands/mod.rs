@@ -33,11 +33,7 @@ pub fn operator_runtime<T>(
     work: impl AsyncFnOnce(&aws_config::SdkConfig) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| env.aws_profile.clone());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts");
-    runtime.block_on(async {
+    crate::shared::runtime::block_on(async {
         let sdk = crate::shared::cloud::aws::sdk_config_with_profile(&env.region, &profile).await;
         work(&sdk).await
     })

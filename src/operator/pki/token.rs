@@ -95,16 +95,7 @@ impl BootstrapToken {
     }
 
     pub fn read(path: &Path) -> Result<BootstrapToken, PkiError> {
-        let bad = |detail: &str| PkiError::Bad {
-            path: path.into(),
-            detail: detail.into(),
-        };
-        let text = std::fs::read(path).map_err(|source| PkiError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let value: Value =
-            serde_json::from_slice(&text).map_err(|_| bad("not the bootstrap-token Secret nodeboot writes (JSON)"))?;
+        let (value, bad) = read_json(path, "the bootstrap-token Secret")?;
         let field = |name: &str| {
             value["stringData"][name]
                 .as_str()
@@ -177,16 +168,7 @@ impl EncryptionConfig {
     }
 
     pub fn read(path: &Path) -> Result<EncryptionConfig, PkiError> {
-        let bad = |detail: &str| PkiError::Bad {
-            path: path.into(),
-            detail: detail.into(),
-        };
-        let text = std::fs::read(path).map_err(|source| PkiError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let value: Value =
-            serde_json::from_slice(&text).map_err(|_| bad("not the EncryptionConfiguration nodeboot writes (JSON)"))?;
+        let (value, bad) = read_json(path, "the EncryptionConfiguration")?;
         let keys = value["resources"][0]["providers"][0]["aescbc"]["keys"]
             .as_array()
             .ok_or_else(|| bad("no aescbc keys"))?;
@@ -233,6 +215,21 @@ pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     let date = time::Date::from_calendar_date(num(0..4)? as i32, month, num(8..10)? as u8).ok()?;
     let clock = time::Time::from_hms(num(11..13)? as u8, num(14..16)? as u8, num(17..19)? as u8).ok()?;
     Some(time::PrimitiveDateTime::new(date, clock).assume_utc())
+}
+
+/// A JSON file nodeboot wrote (`what` names it in the error), and the error
+/// maker for what is wrong inside it.
+fn read_json<'a>(path: &'a Path, what: &str) -> Result<(Value, impl Fn(&str) -> PkiError + 'a), PkiError> {
+    let bad = move |detail: &str| PkiError::Bad {
+        path: path.into(),
+        detail: detail.into(),
+    };
+    let text = std::fs::read(path).map_err(|source| PkiError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let value = serde_json::from_slice(&text).map_err(|_| bad(&format!("not {what} nodeboot writes (JSON)")))?;
+    Ok((value, bad))
 }
 
 #[cfg(test)]

@@ -76,23 +76,19 @@ impl std::fmt::Display for BackupId {
 
 /// `20261130T113500Z`
 pub fn compact_time(unix: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    utc(unix, "", "", "Z")
 }
 
 /// `2026-11-30T11:35:00Z`
 pub fn rfc3339(unix: i64) -> String {
+    utc(unix, "-", ":", "Z")
+}
+
+/// A UTC time as date `T` time, with the given separators.
+fn utc(unix: i64, date_sep: &str, time_sep: &str, zone: &str) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        "{:04}{date_sep}{:02}{date_sep}{:02}T{:02}{time_sep}{:02}{time_sep}{:02}{zone}",
         t.year(),
         t.month() as u8,
         t.day(),
