@@ -440,11 +440,7 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
     let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
     let work = tempfile::tempdir().unwrap();
     let hook = nodeboot::node::stage::etcd::backups::StageBackups {
-        objects: &s3,
-        keys: &kms,
-        bucket: p.bucket().to_string(),
-        environment: p.env.name.clone(),
-        key_id: p.env.kms_master_id.clone(),
+        backups: Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id),
         work: work.path().to_path_buf(),
         member_name: "m0".into(),
         members: 3,

@@ -84,11 +84,13 @@ fn stage_backups<'a>(
 > {
     let claim: crate::node::stage::attach::Claim = root.recorded(crate::node::stage::attach::CLAIM_FILE, "attach")?;
     Ok(crate::node::stage::etcd::backups::StageBackups {
-        objects: s3,
-        keys: kms,
-        bucket: config.secrets_bucket.clone(),
-        environment: config.environment.clone(),
-        key_id: config.kms_key_id.clone(),
+        backups: crate::shared::backup::store::Backups::new(
+            s3,
+            kms,
+            &config.secrets_bucket,
+            &config.environment,
+            &config.kms_key_id,
+        ),
         work: root
             .path(crate::shared::node_config::ETCD_MOUNT_POINT)
             .join("nodeboot-backup"),

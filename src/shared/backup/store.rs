@@ -101,6 +101,19 @@ pub struct Backups<'a, O, K> {
     pub key_id: String,
 }
 
+// Not derived: a derive would ask `O: Clone` and `K: Clone` of the clients it only borrows.
+impl<O, K> Clone for Backups<'_, O, K> {
+    fn clone(&self) -> Self {
+        Backups {
+            objects: self.objects,
+            keys: self.keys,
+            bucket: self.bucket.clone(),
+            environment: self.environment.clone(),
+            key_id: self.key_id.clone(),
+        }
+    }
+}
+
 impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     pub fn new(objects: &'a O, keys: &'a K, bucket: &str, environment: &str, key_id: &str) -> Self {
         Backups {

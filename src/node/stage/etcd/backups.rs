@@ -14,11 +14,8 @@ use crate::shared::cloud::{Keys, ObjectFiles, Objects};
 use crate::shared::etcd::Client;
 
 pub struct StageBackups<'a, O, K> {
-    pub objects: &'a O,
-    pub keys: &'a K,
-    pub bucket: String,
-    pub environment: String,
-    pub key_id: String,
+    /// The environment's backups in its secrets bucket.
+    pub backups: Backups<'a, O, K>,
     /// Temporary files, on the etcd volume (as large as the database).
     pub work: PathBuf,
     /// Who takes it (the backup's metadata): this member's name.
@@ -26,15 +23,9 @@ pub struct StageBackups<'a, O, K> {
     pub members: u32,
 }
 
-impl<O: Objects + ObjectFiles, K: Keys> StageBackups<'_, O, K> {
-    fn backups(&self) -> Backups<'_, O, K> {
-        Backups::new(self.objects, self.keys, &self.bucket, &self.environment, &self.key_id)
-    }
-}
-
 impl<O: Objects + ObjectFiles, K: Keys> BackupHook for StageBackups<'_, O, K> {
     async fn history(&self) -> Result<bool, String> {
-        self.backups()
+        self.backups
             .newest()
             .await
             .map(|newest| newest.is_some())
@@ -46,7 +37,7 @@ impl<O: Objects + ObjectFiles, K: Keys> BackupHook for StageBackups<'_, O, K> {
     /// comes from the first member that answers.
     async fn before_membership_change(&self, cluster: &Client, change: &str) -> Result<(), String> {
         let node = NodeBackup {
-            backups: self.backups(),
+            backups: self.backups.clone(),
             etcd: cluster,
             endpoint: String::new(),
             work: self.work.clone(),
