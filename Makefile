@@ -31,7 +31,9 @@ PACKER_ARGS ?=
 .DEFAULT_GOAL := image
 .PHONY: image binary render test ami shell play clean
 
+# No build starts while a checksum or base image digest is unpinned.
 image:
+	images/build/check-pins.sh images/build/Dockerfile $(DOCKER_BUILD_ARGS)
 	docker build -f images/build/Dockerfile -t $(IMAGE):$(VERSION) \
 	  --build-arg NODEBOOT_VERSION=$(VERSION) --build-arg NODEBOOT_COMMIT=$(COMMIT) \
 	  $(DOCKER_BUILD_ARGS) .
@@ -46,10 +48,12 @@ test:
 	tests/run
 
 # Variables without a default (kubelet_sha512) come from PKR_VAR_<name> or PACKER_ARGS.
+# nodeboot_sha256 is the binary's own, computed once it is built: the bake
+# checks the upload against it and tags the AMI with it.
 ami: binary
 	packer init $(PACKER_TEMPLATE)
-	packer build -var nodeboot_binary=$(BINARY) -var nodeboot_version=$(VERSION) \
-	  -var nodeboot_commit=$(COMMIT) $(PACKER_ARGS) $(PACKER_TEMPLATE)
+	packer build -var nodeboot_binary=$(BINARY) -var nodeboot_sha256=$$(sha256sum $(BINARY) | cut -d' ' -f1) \
+	  -var nodeboot_version=$(VERSION) -var nodeboot_commit=$(COMMIT) $(PACKER_ARGS) $(PACKER_TEMPLATE)
 
 shell:
 	NODEBOOT_IMAGE=$(IMAGE):$(VERSION) images/build/entrypoint.sh -e $(ENV_NAME)

@@ -6,7 +6,13 @@
 #
 #   make ami      # builds the static binary, then packer init + packer build
 #
-# kubelet_sha512 and cni_plugins_sha512 have no default: pass them
+# Every input is pinned: the Flatcar release (flatcar_release), this
+# template's plugin (an exact version; Packer has no checksum for plugins,
+# see images/README.md), the nodeboot binary by its SHA-256 (nodeboot_sha256:
+# `make ami` computes it from the binary it built; checked on the builder
+# before anything is installed, tagged on the AMI and checked again at every
+# boot by verify-nodeboot.service), the kubelet and the CNI plugins by their
+# SHA-512. kubelet_sha512 and cni_plugins_sha512 have no default: pass them
 # (PKR_VAR_kubelet_sha512=... PKR_VAR_cni_plugins_sha512=... make ami), from
 # https://dl.k8s.io/release/v<kubelet_version>/bin/linux/amd64/kubelet.sha512 and
 # https://github.com/containernetworking/plugins/releases/download/v<cni_plugins_version>/cni-plugins-linux-amd64-v<cni_plugins_version>.tgz.sha512.
@@ -15,8 +21,9 @@ packer {
   required_version = ">= 1.10.0"
   required_plugins {
     amazon = {
-      source  = "github.com/hashicorp/amazon"
-      version = "~> 1.3"
+      source = "github.com/hashicorp/amazon"
+      # Exactly this release: `packer init` installs nothing else.
+      version = "= 1.3.10"
     }
   }
 }
@@ -38,6 +45,17 @@ variable "channel" {
   }
 }
 
+variable "flatcar_release" {
+  type        = string
+  default     = "4152.2.3"
+  description = "The Flatcar release the image starts from (its AMI is Flatcar-<channel>-<release>-hvm of Flatcar's account): a rebake starts from the same OS until this changes. Stable releases are N.2.P, beta N.1.P, alpha N.0.P."
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-2]\\.[0-9]+$", var.flatcar_release))
+    error_message = "The flatcar_release must be a Flatcar release number such as 4152.2.3."
+  }
+}
+
 variable "instance_type" {
   type        = string
   default     = "t3.small"
@@ -54,6 +72,16 @@ variable "nodeboot_binary" {
   type        = string
   default     = "target/x86_64-unknown-linux-musl/release/nodeboot"
   description = "The static nodeboot binary (make binary), relative to the working directory."
+}
+
+variable "nodeboot_sha256" {
+  type        = string
+  description = "SHA-256 of nodeboot_binary (`make ami` computes it from the binary it built). The builder refuses an upload that does not match it; the AMI is tagged with it, and every boot checks the baked binary against it."
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.nodeboot_sha256))
+    error_message = "The nodeboot_sha256 must be 64 lowercase hex digits (sha256sum of the binary)."
+  }
 }
 
 variable "nodeboot_version" {
@@ -128,11 +156,19 @@ variable "encrypt_boot" {
 
 locals {
   # The paths the rendered units use: nodeboot_path in the environment file and
-  # KUBELET_BINARY in src/node_config.rs.
-  nodeboot_path = "/opt/bin/nodeboot"
-  kubelet_path  = "/opt/bin/kubelet"
-  kubelet_url   = var.kubelet_url != "" ? var.kubelet_url : "https://dl.k8s.io/release/v${var.kubelet_version}/bin/linux/amd64/kubelet"
-  timestamp     = formatdate("YYYYMMDDhhmmss", timestamp())
+  # KUBELET_BINARY in src/node_config.rs. The baked nodeboot lives in
+  # nodeboot_store with the SHA-256 it was baked with (nodeboot.sha256) and
+  # the boot check (verify-nodeboot); nodeboot_path is a link to it, which
+  # Ignition replaces when nodeboot_source = "s3".
+  nodeboot_path  = "/opt/bin/nodeboot"
+  nodeboot_store = "/opt/nodeboot"
+  kubelet_path   = "/opt/bin/kubelet"
+  # The boot check's unit, and the drop-in that makes every nodeboot-*.service
+  # require it (systemd reads nodeboot-.service.d/ for each of them).
+  boot_check_unit   = "/etc/systemd/system/verify-nodeboot.service"
+  boot_check_dropin = "/etc/systemd/system/nodeboot-.service.d"
+  kubelet_url       = var.kubelet_url != "" ? var.kubelet_url : "https://dl.k8s.io/release/v${var.kubelet_version}/bin/linux/amd64/kubelet"
+  timestamp         = formatdate("YYYYMMDDhhmmss", timestamp())
 
   # Where containerd looks for CNI plugins on Flatcar and Flannel's DaemonSet
   # copies its own. The whole release is installed; the bake fails unless
@@ -146,8 +182,10 @@ locals {
   tags = {
     "nodeboot.io/version"             = var.nodeboot_version
     "nodeboot.io/commit"              = var.nodeboot_commit
+    "nodeboot.io/nodeboot-sha256"     = var.nodeboot_sha256
     "nodeboot.io/kubelet-version"     = var.kubelet_version
     "nodeboot.io/flatcar-channel"     = var.channel
+    "nodeboot.io/flatcar-release"     = var.flatcar_release
     "nodeboot.io/cni-plugins-version" = var.cni_plugins_version
     "nodeboot.io/cni-plugins-sha512"  = lower(var.cni_plugins_sha512)
   }
@@ -160,13 +198,14 @@ source "amazon-ebs" "flatcar" {
   ami_name        = "nodeboot-flatcar-${var.channel}-${var.nodeboot_version}-${local.timestamp}"
   ami_description = "Flatcar ${var.channel} with nodeboot ${var.nodeboot_version} (${var.nodeboot_commit}) and kubelet ${var.kubelet_version} in /opt/bin, CNI plugins ${var.cni_plugins_version} in /opt/cni/bin"
 
-  # Flatcar's own account publishes the images, named Flatcar-<channel>-<version>-hvm
-  # (the same look-up as terraform/main.tf).
+  # Flatcar's own account publishes the images, named Flatcar-<channel>-<release>-hvm:
+  # the one of the pinned release, never the newest (without most_recent,
+  # Packer also stops when the name matches more than one image).
   source_ami_filter {
     owners      = ["075585003325"]
-    most_recent = true
+    most_recent = false
     filters = {
-      name                = "Flatcar-${var.channel}-*"
+      name                = "Flatcar-${var.channel}-${var.flatcar_release}-hvm"
       architecture        = "x86_64"
       virtualization-type = "hvm"
       root-device-type    = "ebs"
@@ -202,12 +241,23 @@ build {
     destination = "/tmp/nodeboot"
   }
 
+  # The boot check: verify-nodeboot, its unit and the drop-in.
+  provisioner "file" {
+    source      = "${path.root}/boot/"
+    destination = "/tmp/nodeboot-boot"
+  }
+
   provisioner "shell" {
     script          = "${path.root}/provision.sh"
     execute_command = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     env = {
       NODEBOOT_UPLOAD    = "/tmp/nodeboot"
+      NODEBOOT_SHA256    = var.nodeboot_sha256
       NODEBOOT_PATH      = local.nodeboot_path
+      NODEBOOT_STORE     = local.nodeboot_store
+      BOOT_CHECK_UPLOAD  = "/tmp/nodeboot-boot"
+      BOOT_CHECK_UNIT    = local.boot_check_unit
+      BOOT_CHECK_DROPIN  = local.boot_check_dropin
       KUBELET_PATH       = local.kubelet_path
       KUBELET_URL        = local.kubelet_url
       KUBELET_SHA512     = var.kubelet_sha512
@@ -221,12 +271,12 @@ build {
   # Ignition runs on a Flatcar machine's first boot only, and this builder has
   # had its first boot. flatcar-reset stages a reset for the next boot, which
   # is the first boot of every instance launched from the AMI: the root
-  # filesystem is cleaned except the two binaries and the CNI plugins (so a
-  # fresh machine-id and SSH host keys, no builder key), and Ignition runs
-  # with that instance's user data.
+  # filesystem is cleaned except the binaries, the boot check and the CNI
+  # plugins (so a fresh machine-id and SSH host keys, no builder key), and
+  # Ignition runs with that instance's user data.
   provisioner "shell" {
     inline = [
-      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.kubelet_path}' '${local.cni_bin_dir}'",
+      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.nodeboot_store}' '${local.kubelet_path}' '${local.cni_bin_dir}' '${local.boot_check_unit}' '${local.boot_check_dropin}'",
     ]
   }
 
@@ -236,8 +286,10 @@ build {
     custom_data = {
       nodeboot_version    = var.nodeboot_version
       nodeboot_commit     = var.nodeboot_commit
+      nodeboot_sha256     = var.nodeboot_sha256
       kubelet_version     = var.kubelet_version
       channel             = var.channel
+      flatcar_release     = var.flatcar_release
       cni_plugins_version = var.cni_plugins_version
       cni_plugins_sha512  = lower(var.cni_plugins_sha512)
     }

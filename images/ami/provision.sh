@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs as root on the Packer builder instance (images/ami/flatcar.pkr.hcl):
-# installs the uploaded nodeboot binary and the kubelet, checked against its
-# SHA-512, with mode 0755, and the CNI plugins release, checked against its
-# SHA-512, into CNI_BIN_DIR. The template passes the paths: /opt/bin and
-# /opt/cni/bin, because Flatcar's /usr is read-only. Everything is downloaded
-# and checked before anything is installed. DESTDIR prefixes every installed
-# path (tests).
+# installs the uploaded nodeboot binary, checked against NODEBOOT_SHA256,
+# into NODEBOOT_STORE with its recorded SHA-256 and a link at NODEBOOT_PATH;
+# the boot check (verify-nodeboot, its unit and the drop-in that makes every
+# nodeboot-*.service require it); the kubelet, checked against its SHA-512,
+# with mode 0755; and the CNI plugins release, checked against its SHA-512,
+# into CNI_BIN_DIR. The template passes the paths: /opt/nodeboot, /opt/bin
+# and /opt/cni/bin, because Flatcar's /usr is read-only. Everything is
+# uploaded or downloaded and checked before anything is installed. DESTDIR
+# prefixes every installed path (tests).
 set -euo pipefail
 
 die() {
@@ -13,15 +16,26 @@ die() {
   exit 1
 }
 
-for var in NODEBOOT_UPLOAD NODEBOOT_PATH KUBELET_URL KUBELET_SHA512 KUBELET_PATH \
+for var in NODEBOOT_UPLOAD NODEBOOT_SHA256 NODEBOOT_PATH NODEBOOT_STORE \
+  BOOT_CHECK_UPLOAD BOOT_CHECK_UNIT BOOT_CHECK_DROPIN \
+  KUBELET_URL KUBELET_SHA512 KUBELET_PATH \
   CNI_PLUGINS_URL CNI_PLUGINS_SHA512 CNI_BIN_DIR CNI_PLUGINS; do
   [ -n "${!var:-}" ] || die "$var is not set"
 done
+nodeboot_sum=${NODEBOOT_SHA256,,}
+[[ $nodeboot_sum =~ ^[0-9a-f]{64}$ ]] || die "NODEBOOT_SHA256 is not 64 hex digits"
 kubelet_sum=${KUBELET_SHA512,,}
 [[ $kubelet_sum =~ ^[0-9a-f]{128}$ ]] || die "KUBELET_SHA512 is not 128 hex digits"
 cni_sum=${CNI_PLUGINS_SHA512,,}
 [[ $cni_sum =~ ^[0-9a-f]{128}$ ]] || die "CNI_PLUGINS_SHA512 is not 128 hex digits"
 [ -f "$NODEBOOT_UPLOAD" ] || die "no nodeboot binary at $NODEBOOT_UPLOAD"
+# The bake's check: the binary that arrived is the one `make ami` built and
+# whose SHA-256 the AMI is tagged with.
+echo "$nodeboot_sum  $NODEBOOT_UPLOAD" | sha256sum --check --strict --status - \
+  || die "$NODEBOOT_UPLOAD does not match nodeboot_sha256 $nodeboot_sum (got $(sha256sum "$NODEBOOT_UPLOAD" | cut -d' ' -f1))"
+for file in verify-nodeboot verify-nodeboot.service nodeboot-.service.d/10-verify-nodeboot.conf; do
+  [ -f "$BOOT_CHECK_UPLOAD/$file" ] || die "no $file in $BOOT_CHECK_UPLOAD"
+done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -46,9 +60,19 @@ for plugin in "${required[@]}"; do
 done
 
 nodeboot="${DESTDIR:-}$NODEBOOT_PATH"
+store="${DESTDIR:-}$NODEBOOT_STORE"
 kubelet="${DESTDIR:-}$KUBELET_PATH"
 cni_dir="${DESTDIR:-}$CNI_BIN_DIR"
-install -D -m 0755 "$NODEBOOT_UPLOAD" "$nodeboot"
+install -D -m 0755 "$NODEBOOT_UPLOAD" "$store/nodeboot"
+echo "$nodeboot_sum  nodeboot" >"$store/nodeboot.sha256"
+chmod 0644 "$store/nodeboot.sha256"
+install -m 0755 "$BOOT_CHECK_UPLOAD/verify-nodeboot" "$store/verify-nodeboot"
+install -d -m 0755 "$(dirname "$nodeboot")"
+# Relative, so that it leads to the store under DESTDIR too.
+ln -s --relative --force --no-dereference "$store/nodeboot" "$nodeboot"
+install -D -m 0644 "$BOOT_CHECK_UPLOAD/verify-nodeboot.service" "${DESTDIR:-}$BOOT_CHECK_UNIT"
+install -D -m 0644 "$BOOT_CHECK_UPLOAD/nodeboot-.service.d/10-verify-nodeboot.conf" \
+  "${DESTDIR:-}$BOOT_CHECK_DROPIN/10-verify-nodeboot.conf"
 install -D -m 0755 "$tmp/kubelet" "$kubelet"
 install -d -m 0755 "$cni_dir"
 for file in "$tmp/cni"/*; do
@@ -57,10 +81,12 @@ for file in "$tmp/cni"/*; do
   case ${file##*/} in LICENSE | *.md) continue ;; esac
   install -m 0755 "$file" "$cni_dir/"
 done
-rm -f "$NODEBOOT_UPLOAD"
+rm -rf "$NODEBOOT_UPLOAD" "$BOOT_CHECK_UPLOAD"
 
-# All must run here, on Flatcar, before the image is taken: a CNI plugin
-# answers CNI_COMMAND=VERSION with the spec versions it supports.
+# All must run here, on Flatcar, before the image is taken: the boot check
+# passes as it will at every boot, and a CNI plugin answers
+# CNI_COMMAND=VERSION with the spec versions it supports.
+"$store/verify-nodeboot" "$store" "$nodeboot"
 "$nodeboot" --version
 "$kubelet" --version
 for plugin in "${required[@]}"; do

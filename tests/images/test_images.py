@@ -171,9 +171,28 @@ def make_n(*args: str, path: str, **env: str) -> list[str]:
 def test_make_default_target_builds_the_build_container(make_path):
     version, commit = cargo_version(), git_commit()
     assert make_n(path=make_path) == [
+        "images/build/check-pins.sh images/build/Dockerfile",
         f"docker build -f images/build/Dockerfile -t nodeboot/build:{version} "
-        f"--build-arg NODEBOOT_VERSION={version} --build-arg NODEBOOT_COMMIT={commit} ."
+        f"--build-arg NODEBOOT_VERSION={version} --build-arg NODEBOOT_COMMIT={commit} .",
     ]
+
+
+def test_make_refuses_to_build_the_container_while_a_pin_is_missing(make_path, tmp_path):
+    """The checksums and digests committed empty (nothing here can know them)
+    stop `make` before docker runs; given as build arguments, the build goes on."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker.args"
+    write_script(bin_dir / "docker", f'#!/bin/sh\nprintf "%s\\n" "$@" > {log}\n')
+    path = f"{bin_dir}:{make_path}:{Path(tool('bash')).parent}"
+    done = make(path=path, dry_run=False)
+    assert done.returncode != 0 and not log.exists(), "docker ran with unpinned inputs"
+    for name in UNPINNED_HERE:
+        assert f"{name} is not pinned" in done.stderr, done.stderr
+    pins = " ".join(f"--build-arg {name}={pinned(name)}" for name in UNPINNED_HERE)
+    done = make(f"DOCKER_BUILD_ARGS={pins}", path=path, dry_run=False)
+    assert done.returncode == 0, done.stderr
+    assert "build" in log.read_text().split()
 
 
 def test_make_binary_is_the_static_musl_build(make_path):
@@ -205,11 +224,15 @@ def test_make_test_runs_the_suite(make_path):
 
 
 def test_make_ami_builds_the_binary_then_runs_packer(make_path):
+    """The bake gets the SHA-256 of the binary just built: it checks the
+    upload against it and tags the AMI with it."""
     version, commit = cargo_version(), git_commit()
+    binary = f"target/{MUSL}/release/nodeboot"
     assert make_n("ami", path=make_path) == [
         MUSL_BUILD,
         "packer init images/ami/flatcar.pkr.hcl",
-        f"packer build -var nodeboot_binary=target/{MUSL}/release/nodeboot "
+        f"packer build -var nodeboot_binary={binary} "
+        f"-var nodeboot_sha256=$(sha256sum {binary} | cut -d' ' -f1) "
         f"-var nodeboot_version={version} -var nodeboot_commit={commit} "
         "images/ami/flatcar.pkr.hcl",
     ]
@@ -296,15 +319,84 @@ def runs(stage: dict) -> str:
     return "\n".join(args for keyword, args, _ in stage["body"] if keyword == "RUN")
 
 
-def test_dockerfile_images_are_pinned_never_latest():
+def test_dockerfile_images_are_pinned_by_tag_and_digest_never_latest():
     defaults = arg_defaults(DOCKERFILE)
+    digests = {k for k in defaults if k.endswith("_DIGEST")}
+    assert digests == {"RUST_IMAGE_DIGEST", "DEBIAN_IMAGE_DIGEST"}
     for stage in stages(DOCKERFILE):
-        image = substitute(stage["image"], defaults)
+        reference, at, digest = stage["image"].partition("@")
+        assert at and re.fullmatch(r"\$\{(\w+_DIGEST)\}", digest), f"{stage['image']} has no digest"
+        assert digest[2:-1] in digests
+        image = substitute(reference, defaults)
         repository, _, tag = image.rpartition(":")
         assert repository and tag, f"{stage['image']} has no tag"
         assert "latest" not in tag, f"{image} is not pinned"
     for keyword, args, _ in instructions(DOCKERFILE):
         assert "latest" not in args, f"{keyword} {args}"
+
+
+# The pins this machine cannot know (no registry or release host answers
+# here): committed empty, required by check-pins.sh before any build.
+UNPINNED_HERE = (
+    "AWSCLI_SHA256",
+    "DEBIAN_IMAGE_DIGEST",
+    "ETCD_SHA256",
+    "KUBECTL_SHA256",
+    "RUST_IMAGE_DIGEST",
+    "TERRAFORM_SHA256",
+)
+CHECK_PINS = IMAGES / "build" / "check-pins.sh"
+
+
+def pinned(name: str) -> str:
+    return f"sha256:{'c' * 64}" if name.endswith("_DIGEST") else "A" * 64
+
+
+def check_pins(*args: str, **env: str):
+    return subprocess.run(
+        [str(CHECK_PINS), str(DOCKERFILE), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_every_pin_is_committed_or_required():
+    """Each *_SHA256 is 64 hex digits and each *_DIGEST sha256:<64 hex> in
+    the Dockerfile, or empty: then it is one check-pins.sh requires."""
+    defaults = arg_defaults(DOCKERFILE)
+    pins = {k: v for k, v in defaults.items() if k.endswith(("_SHA256", "_DIGEST"))}
+    empty = {k for k, v in pins.items() if v == ""}
+    for name, value in pins.items():
+        if name.endswith("_DIGEST"):
+            assert value == "" or re.fullmatch(r"sha256:[0-9a-f]{64}", value), f"{name}={value!r}"
+    assert empty == set(UNPINNED_HERE), "a pin was filled in: drop it from UNPINNED_HERE"
+    done = check_pins()
+    assert done.returncode == 2
+    refused = set(re.findall(r"(\w+) is not pinned", done.stderr))
+    assert refused == empty, done.stderr
+
+
+def test_check_pins_takes_build_arguments_and_refuses_malformed_ones():
+    given = [
+        f"--build-arg={n}={pinned(n)}" if i % 2 else f"--build-arg {n}={pinned(n)}"
+        for i, n in enumerate(UNPINNED_HERE)
+    ]
+    args = [word for arg in given for word in arg.split(" ")]
+    assert check_pins(*args).returncode == 0
+    # `--build-arg NAME` takes the value from the environment, as docker does.
+    others = [f"--build-arg={n}={pinned(n)}" for n in UNPINNED_HERE if n != "TERRAFORM_SHA256"]
+    done = check_pins(*others, "--build-arg", "TERRAFORM_SHA256", TERRAFORM_SHA256="b" * 64)
+    assert done.returncode == 0, done.stderr
+    for name, bad in [
+        ("TERRAFORM_SHA256", "ab" * 31),
+        ("RUST_IMAGE_DIGEST", "c" * 64),
+        ("ETCD_SHA256", "TODO"),
+    ]:
+        done = check_pins(*args, "--build-arg", f"{name}={bad}")
+        assert done.returncode == 2 and f"{name} is not pinned" in done.stderr, (name, done.stderr)
+        assert len(re.findall("is not pinned", done.stderr)) == 1
 
 
 def test_dockerfile_rust_stage_builds_the_static_musl_binary():
@@ -567,13 +659,28 @@ def test_packer_template_validates_with_packer():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_packer_starts_from_the_flatcar_ami_of_the_channel(packer):
+def test_packer_plugin_is_pinned_to_one_release(packer):
+    """Packer has no lock file and no checksum for a plugin: the exact
+    version is the pin (images/README.md)."""
+    (settings,) = packer["packer"]
+    (plugins,) = settings["required_plugins"]
+    assert re.fullmatch(r"= \d+\.\d+\.\d+", unquote(plugins["amazon"]["version"])), plugins
+
+
+def test_packer_starts_from_the_pinned_flatcar_release(packer):
+    """The source AMI is the one of a Flatcar release number, never the newest."""
     source = flatcar_source(packer)
     (ami_filter,) = source["source_ami_filter"]
     assert [unquote(o) for o in ami_filter["owners"]] == [FLATCAR_OWNER]
-    assert ami_filter["most_recent"] is True
+    assert ami_filter["most_recent"] is False
     filters = {unquote(k): unquote(v) for k, v in ami_filter["filters"].items()}
-    assert filters["name"] == "Flatcar-${var.channel}-*"
+    assert filters["name"] == "Flatcar-${var.channel}-${var.flatcar_release}-hvm"
+    release = variables(packer)["flatcar_release"]
+    # Flatcar numbers a stable release N.2.P (beta N.1.P, alpha N.0.P).
+    assert re.fullmatch(r"\d+\.2\.\d+", unquote(release["default"]))
+    assert unquote(variables(packer)["channel"]["default"]) == "stable" == tfvars("flatcar_channel")
+    (validation,) = release["validation"]
+    assert "var.flatcar_release" in validation["condition"]
     assert filters["virtualization-type"] == "hvm"
     assert filters["architecture"] == "x86_64"
     assert unquote(source["ssh_username"]) == "core"
@@ -591,6 +698,8 @@ def test_packer_variables(packer):
         "channel",
         "instance_type",
         "nodeboot_binary",
+        "nodeboot_sha256",
+        "flatcar_release",
         "nodeboot_version",
         "nodeboot_commit",
         "kubelet_version",
@@ -603,6 +712,9 @@ def test_packer_variables(packer):
     for name, body in declared.items():
         assert "type" in body and "description" in body, name
     assert "default" not in declared["kubelet_sha512"], "the kubelet checksum must be given"
+    assert "default" not in declared["nodeboot_sha256"], "the binary's checksum must be given"
+    (validation,) = declared["nodeboot_sha256"]["validation"]
+    assert validation["condition"] == '${can(regex("^[0-9a-f]{64}$", var.nodeboot_sha256))}'
     assert unquote(declared["nodeboot_binary"]["default"]) == f"target/{MUSL}/release/nodeboot"
     assert unquote(declared["kubelet_version"]["default"]) == tfvars("kubernetes_version")
     channels = rust_constant(r"FLATCAR_CHANNELS: \[&str; \d\] = \[(.*)\];")
@@ -615,17 +727,25 @@ def test_packer_installs_the_binaries_into_opt_bin(packer):
     assert paths["nodeboot_path"] == "/opt/bin/nodeboot" == tfvars("nodeboot_path")
     kubelet_binary = rust_constant(r'KUBELET_BINARY: &str = "(.*)";')
     assert paths["kubelet_path"] == "/opt/bin/kubelet" == kubelet_binary
+    assert paths["nodeboot_store"] == "/opt/nodeboot"
 
-    (upload, install, reset) = provisioners(packer)
+    (upload, boot, install, reset) = provisioners(packer)
     assert upload[0] == "file"
     assert upload[1]["source"] == "${var.nodeboot_binary}"
     assert unquote(upload[1]["destination"]) == "/tmp/nodeboot"
+    assert boot[0] == "file"
+    assert unquote(boot[1]["source"]) == "${path.root}/boot/"
     assert install[0] == "shell"
     assert unquote(install[1]["script"]) == "${path.root}/provision.sh"
     assert "sudo" in install[1]["execute_command"]
     env = install[1]["env"]
     assert unquote(env["NODEBOOT_UPLOAD"]) == "/tmp/nodeboot"
+    assert env["NODEBOOT_SHA256"] == "${var.nodeboot_sha256}"
     assert env["NODEBOOT_PATH"] == "${local.nodeboot_path}"
+    assert env["NODEBOOT_STORE"] == "${local.nodeboot_store}"
+    assert unquote(env["BOOT_CHECK_UPLOAD"]) == unquote(boot[1]["destination"])
+    assert env["BOOT_CHECK_UNIT"] == "${local.boot_check_unit}"
+    assert env["BOOT_CHECK_DROPIN"] == "${local.boot_check_dropin}"
     assert env["KUBELET_PATH"] == "${local.kubelet_path}"
     assert env["KUBELET_URL"] == "${local.kubelet_url}"
     assert env["KUBELET_SHA512"] == "${var.kubelet_sha512}"
@@ -636,8 +756,11 @@ def test_packer_installs_the_binaries_into_opt_bin(packer):
         "flatcar-reset",
         "--keep-paths",
         "${local.nodeboot_path}",
+        "${local.nodeboot_store}",
         "${local.kubelet_path}",
         "${local.cni_bin_dir}",
+        "${local.boot_check_unit}",
+        "${local.boot_check_dropin}",
     ], "flatcar-reset would wipe what the bake installed"
 
 
@@ -645,10 +768,14 @@ def test_packer_tags_the_ami_with_the_nodeboot_version_and_commit(packer):
     tags = {unquote(k): v for k, v in packer_locals(packer)["tags"].items()}
     assert tags["nodeboot.io/version"] == "${var.nodeboot_version}"
     assert tags["nodeboot.io/commit"] == "${var.nodeboot_commit}"
+    assert tags["nodeboot.io/nodeboot-sha256"] == "${var.nodeboot_sha256}"
+    assert tags["nodeboot.io/flatcar-release"] == "${var.flatcar_release}"
     assert tags["nodeboot.io/cni-plugins-version"] == "${var.cni_plugins_version}"
     assert tags["nodeboot.io/cni-plugins-sha512"] == "${lower(var.cni_plugins_sha512)}"
     (manifest,) = [v for entry in packer["build"][0]["post-processor"] for v in entry.values()]
     assert manifest["custom_data"]["cni_plugins_version"] == "${var.cni_plugins_version}"
+    assert manifest["custom_data"]["nodeboot_sha256"] == "${var.nodeboot_sha256}"
+    assert manifest["custom_data"]["flatcar_release"] == "${var.flatcar_release}"
     assert manifest["custom_data"]["cni_plugins_sha512"] == "${lower(var.cni_plugins_sha512)}"
     source = flatcar_source(packer)
     assert source["tags"].startswith("${merge(local.tags,")
@@ -730,7 +857,7 @@ def test_packer_pins_the_cni_plugins_kubernetes_is_tested_with(packer):
         '"https://github.com/containernetworking/plugins/releases/download/'
         'v${var.cni_plugins_version}/cni-plugins-linux-amd64-v${var.cni_plugins_version}.tgz"}'
     )
-    (_, install, _) = provisioners(packer)
+    (_, _, install, _) = provisioners(packer)
     env = install[1]["env"]
     assert env["CNI_PLUGINS_URL"] == "${local.cni_plugins_url}"
     assert env["CNI_PLUGINS_SHA512"] == "${var.cni_plugins_sha512}"
@@ -771,17 +898,37 @@ def cni_archive(tmp_path: Path, plugins=CNI_PLUGINS, extra=()) -> Path:
     return archive
 
 
-def provision(tmp_path: Path, kubelet=None, kubelet_sha512=None, cni=None, cni_sha512=None):
+BOOT_CHECK = IMAGES / "ami" / "boot"
+STORE = "/opt/nodeboot"
+UNIT = "/etc/systemd/system/verify-nodeboot.service"
+DROPIN = "/etc/systemd/system/nodeboot-.service.d"
+
+
+def provision(
+    tmp_path: Path,
+    kubelet=None,
+    kubelet_sha512=None,
+    cni=None,
+    cni_sha512=None,
+    nodeboot_sha256=None,
+):
     if kubelet is None:
         kubelet = write_script(tmp_path / "kubelet", "#!/bin/sh\necho Kubernetes v1.31.4\n")
     if cni is None:
         cni = cni_archive(tmp_path)
     upload = write_script(tmp_path / "upload-nodeboot", "#!/bin/sh\necho nodeboot 0.1.0\n")
+    boot = tmp_path / "upload-boot"
+    shutil.copytree(BOOT_CHECK, boot)
     env = dict(
         os.environ,
         DESTDIR=str(tmp_path / "root"),
         NODEBOOT_UPLOAD=str(upload),
+        NODEBOOT_SHA256=nodeboot_sha256 or sha("sha256", upload),
         NODEBOOT_PATH="/opt/bin/nodeboot",
+        NODEBOOT_STORE=STORE,
+        BOOT_CHECK_UPLOAD=str(boot),
+        BOOT_CHECK_UNIT=UNIT,
+        BOOT_CHECK_DROPIN=DROPIN,
         KUBELET_PATH="/opt/bin/kubelet",
         KUBELET_URL=kubelet.as_uri(),
         KUBELET_SHA512=kubelet_sha512 or sha("sha512", kubelet),
@@ -795,6 +942,7 @@ def provision(tmp_path: Path, kubelet=None, kubelet_sha512=None, cni=None, cni_s
 
 def test_provision_installs_both_binaries_mode_0755(tmp_path):
     kubelet = write_script(tmp_path / "kubelet", "#!/bin/sh\necho Kubernetes v1.31.4\n")
+    uploaded = "#!/bin/sh\necho nodeboot 0.1.0\n"
     done = provision(tmp_path, kubelet)
     assert done.returncode == 0, done.stderr
     assert "nodeboot 0.1.0" in done.stdout and "Kubernetes v1.31.4" in done.stdout
@@ -802,7 +950,45 @@ def test_provision_installs_both_binaries_mode_0755(tmp_path):
         installed = tmp_path / "root" / "opt" / "bin" / name
         assert stat.S_IMODE(installed.stat().st_mode) == 0o755
     assert (tmp_path / "root/opt/bin/kubelet").read_bytes() == kubelet.read_bytes()
-    assert not (tmp_path / "upload-nodeboot").exists()
+    assert not (tmp_path / "upload-nodeboot").exists() and not (tmp_path / "upload-boot").exists()
+    # The baked binary and the SHA-256 it was baked with live in the store;
+    # the units' path leads there (relative: the same under DESTDIR).
+    store = tmp_path / "root" / STORE.lstrip("/")
+    assert (store / "nodeboot").read_text() == uploaded
+    digest = hashlib.sha256(uploaded.encode()).hexdigest()
+    assert (store / "nodeboot.sha256").read_text() == f"{digest}  nodeboot\n"
+    link = tmp_path / "root/opt/bin/nodeboot"
+    assert link.is_symlink() and os.readlink(link) == "../nodeboot/nodeboot"
+    # The boot check ran on the builder as it runs at every boot.
+    assert f"is the baked nodeboot, SHA-256 {digest}" in done.stdout
+
+
+def test_provision_refuses_a_nodeboot_upload_that_does_not_match(tmp_path):
+    """The bake's check: the binary that reached the builder is the one
+    whose SHA-256 `make ami` computed (and the AMI will carry)."""
+    done = provision(tmp_path, nodeboot_sha256="0" * 64)
+    assert done.returncode != 0 and "does not match nodeboot_sha256" in done.stderr
+    assert not (tmp_path / "root").exists(), "something was installed before the check"
+    other = tmp_path / "other"
+    other.mkdir()
+    done = provision(other, nodeboot_sha256="abc")
+    assert done.returncode != 0 and "NODEBOOT_SHA256 is not 64 hex digits" in done.stderr
+
+
+def test_provision_installs_the_boot_check(tmp_path):
+    done = provision(tmp_path)
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "root"
+    check = root / STORE.lstrip("/") / "verify-nodeboot"
+    assert stat.S_IMODE(check.stat().st_mode) == 0o755
+    assert (root / UNIT.lstrip("/")).read_bytes() == (
+        BOOT_CHECK / "verify-nodeboot.service"
+    ).read_bytes()
+    dropin = root / DROPIN.lstrip("/") / "10-verify-nodeboot.conf"
+    assert (
+        dropin.read_bytes()
+        == (BOOT_CHECK / "nodeboot-.service.d" / "10-verify-nodeboot.conf").read_bytes()
+    )
 
 
 def test_provision_refuses_a_kubelet_that_does_not_match(tmp_path):
@@ -844,6 +1030,143 @@ def test_provision_refuses_a_cni_checksum_that_is_not_sha512(tmp_path, checksum)
     done = provision(tmp_path, cni_sha512=checksum or " ")
     assert done.returncode != 0 and "CNI_PLUGINS_SHA512" in done.stderr
     assert not (tmp_path / "root").exists()
+
+
+# --- the boot check (verify-nodeboot.service) ------------------------------------
+
+
+def verify(store: Path, link: Path):
+    return subprocess.run(
+        [str(BOOT_CHECK / "verify-nodeboot"), str(store), str(link)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def baked(tmp_path) -> Path:
+    """A root as the bake leaves it (provision.sh into a DESTDIR)."""
+    done = provision(tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "root"
+
+
+def test_boot_check_passes_on_the_baked_binary(baked):
+    done = verify(baked / "opt/nodeboot", baked / "opt/bin/nodeboot")
+    assert done.returncode == 0, done.stderr
+    assert "is the baked nodeboot" in done.stdout
+
+
+def test_boot_check_refuses_a_changed_binary(baked):
+    binary = baked / "opt/nodeboot/nodeboot"
+    binary.write_text(binary.read_text() + "# changed\n")
+    done = verify(baked / "opt/nodeboot", baked / "opt/bin/nodeboot")
+    assert done.returncode == 1
+    assert "is not the binary this image was baked with" in done.stderr
+    assert "nodeboot.io/nodeboot-sha256" in done.stderr
+
+
+def test_boot_check_refuses_a_link_to_another_binary(baked):
+    other = write_script(baked / "opt/bin/other", "#!/bin/sh\n")
+    link = baked / "opt/bin/nodeboot"
+    link.unlink()
+    link.symlink_to(other.name)
+    done = verify(baked / "opt/nodeboot", link)
+    assert done.returncode == 1 and "not to the baked" in done.stderr
+
+
+@pytest.mark.parametrize("record", ["", "not a checksum  nodeboot\n", None])
+def test_boot_check_refuses_without_a_record(baked, record):
+    path = baked / "opt/nodeboot/nodeboot.sha256"
+    if record is None:
+        path.unlink()
+    else:
+        path.write_text(record)
+    done = verify(baked / "opt/nodeboot", baked / "opt/bin/nodeboot")
+    assert done.returncode == 1 and "nodeboot.sha256" in done.stderr
+
+
+def test_boot_check_accepts_the_binary_ignition_wrote(baked):
+    """nodeboot_source = "s3": Ignition replaced the link with a file it
+    checked against nodeboot_sha512 (overwrite: true deletes the link)."""
+    link = baked / "opt/bin/nodeboot"
+    link.unlink()
+    write_script(link, "#!/bin/sh\necho nodeboot from s3\n")
+    done = verify(baked / "opt/nodeboot", link)
+    assert done.returncode == 0, done.stderr
+    assert "written by Ignition" in done.stdout
+    link.unlink()
+    done = verify(baked / "opt/nodeboot", link)
+    assert done.returncode == 1 and "no nodeboot at" in done.stderr
+
+
+def test_boot_check_unit_runs_the_baked_paths(packer):
+    paths = packer_locals(packer)
+    unit = (BOOT_CHECK / "verify-nodeboot.service").read_text()
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1).split()
+    assert exec_start == [
+        f"{paths['nodeboot_store']}/verify-nodeboot",
+        paths["nodeboot_store"],
+        paths["nodeboot_path"],
+    ]
+    assert re.search(r"^Type=oneshot$", unit, re.M) and re.search(
+        r"^RemainAfterExit=yes$", unit, re.M
+    )
+    assert paths["boot_check_unit"] == UNIT and paths["boot_check_dropin"] == DROPIN
+
+
+def rendered_unit_names() -> set[str]:
+    """Every unit nodeboot renders: its templates, and one unit per boot stage."""
+    names = {
+        p.name for p in (REPO / "units").glob("*.service") if p.name != "nodeboot-stage.service"
+    }
+    stages_rs = next(
+        p
+        for p in (REPO / "src").rglob("units.rs")
+        if 'format!("nodeboot-{stage}.service")' in p.read_text()
+    )
+    assert stages_rs, "the stage units are no longer named nodeboot-<stage>.service"
+    return names | {
+        "nodeboot-discover.service",
+        "nodeboot-attach.service",
+        "nodeboot-secrets.service",
+    }
+
+
+def test_every_rendered_unit_waits_for_the_boot_check(tmp_path, baked):
+    """Real systemd (systemd-analyze verify --root on the baked tree) reads
+    the drop-in for every nodeboot-*.service; the other rendered units
+    require one of them, so a failed check starts none of them."""
+    systemd_analyze = tool("systemd-analyze")
+    system = baked / "etc/systemd/system"
+    for name in ("nodeboot-attach.service", "nodeboot-manifests.service", "kubelet.service"):
+        (system / name).write_text(
+            "[Unit]\nDescription=stand-in\n[Service]\nType=oneshot\nExecStart=/bin/true\n"
+        )
+    dumps = {}
+    for name in ("nodeboot-attach.service", "nodeboot-manifests.service", "kubelet.service"):
+        done = subprocess.run(
+            [systemd_analyze, "verify", f"--root={baked}", name],
+            env={**os.environ, "SYSTEMD_LOG_LEVEL": "debug"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        dumps[name] = done.stdout + done.stderr
+    for name in ("nodeboot-attach.service", "nodeboot-manifests.service"):
+        assert "nodeboot-.service.d/10-verify-nodeboot.conf" in dumps[name], dumps[name]
+        assert re.search(r"Requires: verify-nodeboot\.service", dumps[name]), dumps[name]
+        assert re.search(r"After: verify-nodeboot\.service", dumps[name]), dumps[name]
+    assert "10-verify-nodeboot.conf" not in dumps["kubelet.service"]
+    for name in rendered_unit_names():
+        if name.startswith("nodeboot-"):
+            continue
+        text = (REPO / "units" / name).read_text()
+        requires = re.search(r"^Requires=(.*)$", text, re.M)
+        assert requires and any(u.startswith("nodeboot-") for u in requires.group(1).split()), (
+            f"{name} does not require a nodeboot unit: it would start without the boot check"
+        )
 
 
 # --- shell scripts -------------------------------------------------------------
