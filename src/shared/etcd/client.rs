@@ -13,6 +13,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
+use super::space::{Alarm, AlarmKind};
 use super::{Cluster, EtcdClientError, KeyValue, Member, Status};
 
 /// One connection attempt gives up after this long (a dead member's address
@@ -23,6 +24,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A snapshot stream may pause this long between chunks.
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// A defragmentation (or a physical compaction) answers only when done: it
+/// rewrites the member's whole database file, minutes for gigabytes.
+pub const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(600);
+/// etcd's gauge of the quota a member runs with (`/metrics`, every 3.4+).
+const QUOTA_METRIC: &str = "etcd_server_quota_backend_bytes";
 
 /// The CA that signed the members' certificates, and the caller's own
 /// certificate and key (a member's, or the operator's `etcd-client`).
@@ -37,6 +43,7 @@ pub struct Client {
     endpoints: Vec<String>,
     agent: ureq::Agent,
     stream_agent: ureq::Agent,
+    maintenance_agent: ureq::Agent,
     /// The endpoint that answered last; asked first next time.
     preferred: AtomicUsize,
 }
@@ -168,6 +175,7 @@ impl Client {
             endpoints,
             agent: build(Some(call), None),
             stream_agent: build(None, Some(STREAM_READ_TIMEOUT)),
+            maintenance_agent: build(Some(MAINTENANCE_TIMEOUT), None),
             preferred: AtomicUsize::new(0),
         }
     }
@@ -195,13 +203,16 @@ impl Client {
 
     /// One call to one endpoint.
     pub fn call_at(&self, endpoint: &str, path: &str, body: &Value) -> Result<Value, EtcdClientError> {
+        self.send(&self.agent, endpoint, path, body)
+    }
+
+    fn send(&self, agent: &ureq::Agent, endpoint: &str, path: &str, body: &Value) -> Result<Value, EtcdClientError> {
         let url = format!("{endpoint}{path}");
         let unreachable = |e: ureq::Error| EtcdClientError::Unreachable {
             endpoint: endpoint.to_string(),
             detail: e.to_string(),
         };
-        let mut response = self
-            .agent
+        let mut response = agent
             .post(&url)
             .header("content-type", "application/json")
             .send(body.to_string().as_bytes())
@@ -310,6 +321,73 @@ impl Client {
     pub fn lease_revoke(&self, id: i64) -> Result<(), EtcdClientError> {
         self.call("/v3/lease/revoke", json!({"ID": id.to_string()}))?;
         Ok(())
+    }
+
+    /// The cluster's alarms (`Maintenance/Alarm`, action GET): raised by a
+    /// member, replicated to all, so any member answers for the cluster.
+    pub fn alarms(&self) -> Result<Vec<Alarm>, EtcdClientError> {
+        let (_, v) = self.call("/v3/maintenance/alarm", json!({"action": "GET"}))?;
+        Ok(alarms(&v))
+    }
+
+    /// Disarms one alarm (action DEACTIVATE), as `etcdctl alarm disarm` does
+    /// for each alarm it lists. A `NOSPACE` alarm comes back with the next
+    /// write if the database is still over the quota.
+    pub fn alarm_disarm(&self, alarm: &Alarm) -> Result<(), EtcdClientError> {
+        self.call(
+            "/v3/maintenance/alarm",
+            json!({"action": "DEACTIVATE", "memberID": alarm.member_id.to_string(), "alarm": alarm.kind.to_string()}),
+        )?;
+        Ok(())
+    }
+
+    /// Compacts the keyspace's history up to `revision` (cluster-wide,
+    /// through `endpoint`), waiting until the freed pages are free in the
+    /// member's database (`physical`). `Ok(false)`: already compacted there.
+    pub fn compact(&self, endpoint: &str, revision: i64) -> Result<bool, EtcdClientError> {
+        let body = json!({"revision": revision.to_string(), "physical": true});
+        match self.send(&self.maintenance_agent, endpoint, "/v3/kv/compaction", &body) {
+            Ok(_) => Ok(true),
+            // gRPC OUT_OF_RANGE: "etcdserver: mvcc: required revision has been compacted".
+            Err(EtcdClientError::Api { code: 11, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Defragments the member at `endpoint`: it rewrites its database file
+    /// without the free pages and serves nothing meanwhile.
+    pub fn defragment(&self, endpoint: &str) -> Result<(), EtcdClientError> {
+        self.send(
+            &self.maintenance_agent,
+            endpoint,
+            "/v3/maintenance/defragment",
+            &json!({}),
+        )?;
+        Ok(())
+    }
+
+    /// The quota the member at `endpoint` runs with, read from its metrics
+    /// (etcd 3.5's `Status` does not carry it); `None` when not exported.
+    pub fn quota_bytes(&self, endpoint: &str) -> Result<Option<i64>, EtcdClientError> {
+        let unreachable = |e: ureq::Error| EtcdClientError::Unreachable {
+            endpoint: endpoint.to_string(),
+            detail: e.to_string(),
+        };
+        let mut response = self
+            .agent
+            .get(&format!("{endpoint}/metrics"))
+            .call()
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().map_err(unreachable)?;
+        if status != 200 {
+            return Err(EtcdClientError::Bad {
+                endpoint: endpoint.to_string(),
+                call: "/metrics".into(),
+                detail: format!("HTTP {status}: {}", snippet(&text)),
+            });
+        }
+        Ok(metric(&text, QUOTA_METRIC).map(|v| v as i64))
     }
 
     /// Streams a snapshot of the member that answers into `out`.
@@ -475,6 +553,37 @@ fn api_error(endpoint: &str, call: &str, v: &Value) -> Option<EtcdClientError> {
     })
 }
 
+/// `{"alarms": [{"memberID": "…", "alarm": "NOSPACE"}]}`; none listed when
+/// there is no alarm (proto3 JSON leaves out the empty list).
+fn alarms(v: &Value) -> Vec<Alarm> {
+    let kind = |a: &Value| match a.get("alarm") {
+        Some(Value::String(name)) => AlarmKind::parse(name),
+        Some(n) => AlarmKind::parse(&n.to_string()),
+        // NONE (0) is the default value, which proto3 JSON leaves out.
+        None => AlarmKind::Other("NONE".into()),
+    };
+    let mut out: Vec<Alarm> = v
+        .get("alarms")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|a| Alarm {
+            member_id: u64_at(a, &["memberID"]),
+            kind: kind(a),
+        })
+        .filter(|a| a.kind != AlarmKind::Other("NONE".into()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The value of an unlabelled metric in Prometheus' text format.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, k| v.get(*k))
 }
@@ -554,6 +663,36 @@ mod tests {
         assert!(!e.is_unavailable());
         assert_eq!(e.api_message(), Some("too many learners"));
         assert!(api_error("https://e", "/v3/x", &json!({"result": {"blob": ""}})).is_none());
+    }
+
+    #[test]
+    fn alarms_and_the_quota_metric_read_as_etcd_3_5_writes_them() {
+        // As etcd 3.5.16's gateway answered /v3/maintenance/alarm.
+        let v: Value = serde_json::from_str(
+            r#"{"header":{"revision":"57"},"alarms":[{"memberID":"13668033151171901709","alarm":"NOSPACE"},
+               {"memberID":"2","alarm":"CORRUPT"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            alarms(&v),
+            [
+                Alarm {
+                    member_id: 2,
+                    kind: AlarmKind::Corrupt
+                },
+                Alarm {
+                    member_id: 13668033151171901709,
+                    kind: AlarmKind::NoSpace
+                }
+            ]
+        );
+        assert_eq!(alarms(&json!({"header": {}})), []);
+        let text = "# HELP etcd_server_quota_backend_bytes Current backend storage quota size in bytes.\n\
+                    # TYPE etcd_server_quota_backend_bytes gauge\n\
+                    etcd_server_quota_backend_bytes_total 1\n\
+                    etcd_server_quota_backend_bytes 1.6777216e+07\n";
+        assert_eq!(metric(text, QUOTA_METRIC), Some(16_777_216.0));
+        assert_eq!(metric("", QUOTA_METRIC), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod lock;
+pub mod space;
 pub mod version;
 
 pub use client::{Client, TlsFiles};
@@ -70,6 +71,14 @@ impl EtcdClientError {
             EtcdClientError::Api { code, .. } => *code == 14 || *code == 4,
             _ => false,
         }
+    }
+
+    /// etcd refused a write for space: a `NOSPACE` alarm holds (gRPC
+    /// RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded";
+    /// the gateway answers HTTP 429). Puts, transactions with a put and
+    /// lease grants fail so; reads, deletes and compactions do not.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, EtcdClientError::Api { code: 8, message, .. } if message.contains("database space exceeded"))
     }
 
     /// The message etcd answered with, if it answered.
