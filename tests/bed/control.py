@@ -5,7 +5,10 @@ signed, and the paths cannot clash with a service (S3 bucket names can't
 start with `_`).
 
   GET  /_bed/calls         -> {"AttachVolume": 3, "GetObject": 1, ...}
-  POST /_bed/calls/reset   -> {} and counts start again from zero
+  GET  /_bed/answers       -> {"GetObject": {"200": 1, "304": 5}, ...}
+                           the same calls by the HTTP status they were answered
+                           with (a conditional GET's 304, a 404, a throttle)
+  POST /_bed/calls/reset   -> {} and both counts start again from zero
   POST /_bed/throttle      {"action": "AttachVolume", "count": 2}
                            the next 2 AttachVolume calls fail as AWS throttles
                            them (EC2: RequestLimitExceeded, HTTP 503);
@@ -100,6 +103,7 @@ class BedControl:
         self.app = app
         self.lock = threading.Lock()
         self.calls = Counter()
+        self.answers = {}  # action -> Counter of HTTP status codes
         self.injected = {}  # action -> Injected
 
     def __call__(self, environ, start_response):
@@ -107,11 +111,24 @@ class BedControl:
             return self.control(environ, start_response)
         service, action = name_request(environ)
         failure = self.record(action)
+        start_response = self.counting(action, start_response)
         if failure is not None:
             status, headers, body = error_response(service, *failure.for_service(service))
             start_response(status, headers)
             return [body]
         return self.app(environ, start_response)
+
+    def counting(self, action, start_response):
+        """start_response that also counts the answer's status under the action."""
+        if not action:
+            return start_response
+
+        def counted(status, headers, exc_info=None):
+            with self.lock:
+                self.answers.setdefault(action, Counter())[status.split(" ", 1)[0]] += 1
+            return start_response(status, headers, exc_info)
+
+        return counted
 
     def record(self, action):
         """Count the call; return the Injected error it must fail with, if any."""
@@ -134,6 +151,7 @@ class BedControl:
         path = environ.get("PATH_INFO").rstrip("/")
         routes = {
             ("GET", "/_bed/calls"): self.get_calls,
+            ("GET", "/_bed/answers"): self.get_answers,
             ("POST", "/_bed/calls/reset"): self.reset_calls,
             ("POST", "/_bed/throttle"): self.throttle,
             ("GET", "/_bed/detaches"): self.get_detaches,
@@ -152,9 +170,14 @@ class BedControl:
         with self.lock:
             return dict(self.calls)
 
+    def get_answers(self, _body):
+        with self.lock:
+            return {action: dict(statuses) for action, statuses in self.answers.items()}
+
     def reset_calls(self, _body):
         with self.lock:
             self.calls.clear()
+            self.answers.clear()
         return {}
 
     def throttle(self, body):

@@ -553,6 +553,30 @@ def test_calls_are_counted_by_action_and_reset(aws, ec2):
     assert bed_get(aws, "/_bed/calls") == {}
 
 
+def test_answers_are_counted_by_action_and_status_and_reset(aws):
+    s3 = client(aws.url, "s3")
+    make_bucket(s3, "answers")
+    etag = s3.put_object(Bucket="answers", Key="a", Body=b"x")["ETag"]
+    s3.get_object(Bucket="answers", Key="a")
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket="answers", Key="a", IfNoneMatch=etag)
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket="answers", Key="missing")
+    bed_post(aws, "/_bed/throttle", {"action": "GetObject", "count": 1})
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket="answers", Key="a")
+
+    answers = bed_get(aws, "/_bed/answers")
+    assert bed_post(aws, "/_bed/calls/reset").json() == {}
+
+    assert answers == {
+        "CreateBucket": {"200": 1},
+        "PutObject": {"200": 1},
+        "GetObject": {"200": 1, "304": 1, "404": 1, "503": 1},
+    }
+    assert bed_get(aws, "/_bed/answers") == {}
+
+
 def test_bad_control_requests_are_refused(aws):
     assert bed_post(aws, "/_bed/throttle", {"count": 1}).status_code == 400
     bad_status = {"action": "X", "count": 1, "status": 999}
@@ -598,6 +622,26 @@ def test_s3_accepts_aws_chunked_upload_with_trailing_checksum(aws):
 
     assert answer.status_code == 200
     assert s3.get_object(Bucket="chunked", Key="obj")["Body"].read() == b"hello"
+
+
+def test_a_conditional_get_answers_304_until_the_object_changes(aws):
+    """S3's If-None-Match (API_GetObject): the object only if its ETag differs,
+    else 304 Not Modified without a body; a missing key is 404 whatever the
+    condition. moto 5.2.1 does this itself; the index of a synced prefix
+    relies on it."""
+    s3 = client(aws.url, "s3")
+    make_bucket(s3, "conditional")
+    first = s3.put_object(Bucket="conditional", Key="p/.nodeboot-index", Body=b"v1")["ETag"]
+
+    with pytest.raises(ClientError) as unchanged:
+        s3.get_object(Bucket="conditional", Key="p/.nodeboot-index", IfNoneMatch=first)
+    assert unchanged.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    second = s3.put_object(Bucket="conditional", Key="p/.nodeboot-index", Body=b"v2")["ETag"]
+    changed = s3.get_object(Bucket="conditional", Key="p/.nodeboot-index", IfNoneMatch=first)
+    assert (changed["ETag"], changed["Body"].read()) == (second, b"v2")
+    with pytest.raises(ClientError) as missing:
+        s3.get_object(Bucket="conditional", Key="q/.nodeboot-index", IfNoneMatch=first)
+    assert missing.value.response["Error"]["Code"] == "NoSuchKey"
 
 
 def test_kms_round_trip(aws):
