@@ -337,7 +337,12 @@ pub enum EtcdCommand {
         once: bool,
         #[arg(long, default_value = "systemctl stop etcd-member.service")]
         stop_etcd: String,
-        #[arg(long, default_value = "systemctl start etcd-member.service")]
+        /// Starts etcd after a restore; the promote unit too, which the stop took down with etcd
+        /// (it `Requires=` etcd-member.service).
+        #[arg(
+            long,
+            default_value = "systemctl start etcd-member.service nodeboot-etcd-promote.service"
+        )]
         start_etcd: String,
         /// How long a restored member may take to see a leader.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]

@@ -77,6 +77,30 @@ def revision(lab):
     return json.loads(out.stdout)[0]["Status"]["header"]["revision"]
 
 
+def cluster_ids(lab):
+    out = lab.etcdctl("endpoint", "status", "-w", "json")
+    return {e["Status"]["header"]["cluster_id"] for e in json.loads(out.stdout)}
+
+
+def wait_every_unit_active(lab, timeout=90):
+    """Every unit each etcd node's config enabled is active again (after a
+    restore, the promote unit that the stop of etcd took down with it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        inactive = {}
+        for node in etcd_nodes(lab):
+            n = lab.node(node)
+            units = n.get("enabled", [])
+            states = lab.container(n).systemctl("is-active", *units, check=False).stdout.split()
+            inactive.update(
+                {f"{node}/{u}": a for u, a in zip(units, states, strict=False) if a != "active"}
+            )
+        if not inactive:
+            return
+        assert time.monotonic() < deadline, f"not active after the restore: {inactive}"
+        time.sleep(1)
+
+
 def keys(lab, prefix):
     out = lab.etcdctl("get", prefix, "--prefix", "--keys-only")
     return sorted(k for k in out.stdout.split() if k)
@@ -169,12 +193,22 @@ def test_a_restore_on_a_running_cluster_rolls_back_and_keeps_the_newer_data_asid
         for node in etcd_nodes(lab):
             tune_backups(lab, node, "24h")
         lab.etcdctl("put", "/new", "2")
+        old_cluster = cluster_ids(lab)
         out = operator(
             lab, "etcd", "restore", "--backup", backup["id"], "--timeout", "300s", timeout=360
         )
         assert out.returncode == 0, (out.stderr, journals(lab))
         lab.wait_healthy()
         assert keys(lab, "/old") == ["/old"] and keys(lab, "/new") == []
+        # A new cluster (a token of its own): nothing of the old one can join it.
+        new_cluster = cluster_ids(lab)
+        assert len(new_cluster) == 1 and new_cluster.isdisjoint(old_cluster), (
+            old_cluster,
+            new_cluster,
+        )
+        # The revision moved past every revision a watcher saw (etcdutl --bump-revision).
+        assert revision(lab) >= backup["revision"] + 1_000_000_000, (revision(lab), backup)
+        wait_every_unit_active(lab)
         for node in etcd_nodes(lab):
             aside = list(lab.node_path(node, "/var/lib/etcd").glob("member.pre-restore-*"))
             # The data the restore replaced, whole, on the volume.

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::etcd::EtcdAccess;
 use super::store::{BackupError, Backups};
@@ -172,6 +172,39 @@ pub struct Commands {
     pub etcdutl: Vec<String>,
 }
 
+/// How far a restore moves the revision past the backup's: Kubernetes'
+/// guidance for etcd 3.5 (`etcdutl snapshot restore --bump-revision
+/// 1000000000 --mark-compacted`). Every revision the API servers and their
+/// watchers saw before the restore is below the restored cluster's, and the
+/// compaction mark makes every watch from an older revision fail and
+/// re-list, instead of an informer silently missing what went back in time.
+pub const REVISION_BUMP: i64 = 1_000_000_000;
+
+/// The restored cluster's token: new for every restore request (the same on
+/// every member of one restore), so its cluster and member IDs differ from
+/// the old cluster's and from any earlier restore's, and a member still on
+/// the old data can never join it, nor it the old cluster (etcd's recovery
+/// guide restores with a new token).
+pub fn restore_token(base: &str, request: &Request) -> String {
+    format!("{base}-{}", request.id)
+}
+
+/// Whether this etcdutl knows `--bump-revision` (etcd 3.5.x from its later
+/// patch releases; asked, not assumed, as the binary is the member's image's).
+fn supports_bump(etcdutl: &[String]) -> bool {
+    let Some((program, args)) = etcdutl.split_first() else {
+        return false;
+    };
+    std::process::Command::new(program)
+        .args(args)
+        .args(["snapshot", "restore", "--help"])
+        .output()
+        .is_ok_and(|out| {
+            String::from_utf8_lossy(&out.stdout).contains("--bump-revision")
+                || String::from_utf8_lossy(&out.stderr).contains("--bump-revision")
+        })
+}
+
 fn run(command: &[String], extra: &[&str]) -> Result<(), BackupError> {
     let (program, lead) = command
         .split_first()
@@ -309,6 +342,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
         .await;
         self.wait_for_every_member(request).await?;
         run(&self.commands.start_etcd, &[])?;
+        // At least the backup's revision: REVISION_BUMP above it where etcdutl bumped.
         self.wait_healthy(id.revision).await
     }
 
@@ -331,24 +365,38 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
             std::fs::remove_dir_all(&partial).map_err(|e| BackupError::io(&partial, e))?;
         }
         let p = |p: &Path| p.display().to_string();
-        run(
-            &self.commands.etcdutl,
-            &[
-                "snapshot",
-                "restore",
-                &p(&snapshot),
-                "--name",
-                &self.identity.name,
-                "--initial-cluster",
-                &self.identity.initial_cluster,
-                "--initial-cluster-token",
-                &self.identity.token,
-                "--initial-advertise-peer-urls",
-                &self.identity.peer_url,
-                "--data-dir",
-                &p(&partial),
-            ],
-        )?;
+        let token = restore_token(&self.identity.token, request);
+        let mut args = vec![
+            "snapshot".to_string(),
+            "restore".into(),
+            p(&snapshot),
+            "--name".into(),
+            self.identity.name.clone(),
+            "--initial-cluster".into(),
+            self.identity.initial_cluster.clone(),
+            "--initial-cluster-token".into(),
+            token,
+            "--initial-advertise-peer-urls".into(),
+            self.identity.peer_url.clone(),
+            "--data-dir".into(),
+            p(&partial),
+        ];
+        let bump = supports_bump(&self.commands.etcdutl);
+        if bump {
+            args.extend([
+                "--bump-revision".into(),
+                REVISION_BUMP.to_string(),
+                "--mark-compacted".into(),
+            ]);
+        } else {
+            warn!(
+                "restore: {} has no --bump-revision (etcd before 3.5's later patches): the revision goes back to \
+                 the backup's; restart every kube-apiserver after the restore so no watch cache outlives it",
+                self.commands.etcdutl.join(" ")
+            );
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&self.commands.etcdutl, &args)?;
         std::fs::rename(&partial, &staged).map_err(|e| BackupError::io(&staged, e))?;
         fsync_dir(&work);
         let _ = std::fs::remove_file(&snapshot);
@@ -456,6 +504,23 @@ mod tests {
         assert!(MemberIdentity::from_enis("e", 2, &enis, "/d".into())
             .unwrap_err()
             .contains("member 2"));
+    }
+
+    #[test]
+    fn every_restore_has_a_token_of_its_own() {
+        let backup = BackupId {
+            unix: 1_790_000_000,
+            revision: 9,
+        };
+        let (first, second) = (new_request(&backup, 1_790_000_100), new_request(&backup, 1_790_000_200));
+        let token = restore_token("e-etcd", &first);
+        assert_ne!(token, "e-etcd", "never the bootstrap's token");
+        assert_ne!(token, restore_token("e-etcd", &second), "never an earlier restore's");
+        assert_eq!(
+            token,
+            restore_token("e-etcd", &first.clone()),
+            "the same on every member"
+        );
     }
 
     #[test]
