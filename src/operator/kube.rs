@@ -18,6 +18,22 @@ pub const API_PORT: u16 = 6443;
 /// How the control plane on an etcd node reaches its own kube-apiserver.
 pub const LOCAL_URL: &str = "https://127.0.0.1:6443";
 
+/// kubeadm's role label and taint of control-plane nodes. The kubelets
+/// register with the taint (`registerWithTaints`); NodeRestriction forbids a
+/// kubelet to set the label on its own Node (a `kubernetes.io` label outside
+/// the kubelet's allowed set), so the add-on applier sets both on its node,
+/// as kubeadm's mark-control-plane phase does.
+pub const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+pub const CONTROL_PLANE_TAINT_EFFECT: &str = "NoSchedule";
+/// kubeadm's mark-control-plane sets it too: no cloud load balancer sends
+/// Service traffic through control-plane nodes.
+pub const EXCLUDE_FROM_LOAD_BALANCERS: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// FlexVolume drivers: the kubelet's `volumePluginDir` and the
+/// controller-manager's `--flex-volume-plugin-dir`. Flatcar's /usr is
+/// read-only; its documentation puts them here.
+pub const FLEX_VOLUME_DIR: &str = "/opt/libexec/kubernetes/kubelet-plugins/volume/exec";
+
 /// The public name of the API (the seed's `kube-<env>.<public zone>`).
 pub fn public_host(env: &Environment) -> String {
     format!("kube-{}.{}", env.name, env.public_zone_name)

@@ -14,6 +14,9 @@ pub struct KubeletConfig<'a> {
     pub secrets_dir: &'a str,
     pub cluster_domain: &'a str,
     pub cluster_dns: &'a str,
+    pub volume_plugin_dir: &'a str,
+    /// `(key, effect)` of the taints the node registers with.
+    pub taints: Vec<(&'a str, &'a str)>,
 }
 
 pub fn kubelet_config(role: Role) -> String {
@@ -23,6 +26,11 @@ pub fn kubelet_config(role: Role) -> String {
         secrets_dir: SECRETS_DIR,
         cluster_domain: kube::CLUSTER_DOMAIN,
         cluster_dns: kube::CLUSTER_DNS_IP,
+        volume_plugin_dir: kube::FLEX_VOLUME_DIR,
+        taints: match role {
+            Role::Etcd => vec![(kube::CONTROL_PLANE_ROLE, kube::CONTROL_PLANE_TAINT_EFFECT)],
+            Role::Compute | Role::Bastion => vec![],
+        },
     })
 }
 

@@ -28,6 +28,7 @@ pub struct Common {
     pub audit_max_age_days: u32,
     pub audit_max_backups: u32,
     pub audit_max_size_mb: u32,
+    pub flex_volume_dir: &'static str,
 }
 
 macro_rules! manifest {
@@ -66,6 +67,7 @@ pub fn common(env: &Environment) -> Common {
         audit_max_age_days: kube::AUDIT_MAX_AGE_DAYS,
         audit_max_backups: kube::AUDIT_MAX_BACKUPS,
         audit_max_size_mb: kube::AUDIT_MAX_SIZE_MB,
+        flex_volume_dir: kube::FLEX_VOLUME_DIR,
     }
 }
 
