@@ -57,6 +57,20 @@ data "aws_ami" "flatcar" {
     name   = "tag:nodeboot.io/kubelet-version"
     values = [var.kubernetes_version]
   }
+
+  # Only an image whose bake checked nodeboot against its SHA-256 (and
+  # whose nodes check it again at every boot, images/README.md).
+  filter {
+    name   = "tag-key"
+    values = ["nodeboot.io/nodeboot-sha256"]
+  }
+
+  lifecycle {
+    postcondition {
+      condition     = can(regex("^[0-9a-f]{64}$", lookup(self.tags, "nodeboot.io/nodeboot-sha256", "")))
+      error_message = "The image ${self.id} carries no nodeboot.io/nodeboot-sha256 tag of 64 hex digits: bake it again with `make ami` (images/README.md)."
+    }
+  }
 }
 
 # kms_master_id may be an alias; policies and volumes need the key's ARN.
@@ -121,15 +135,16 @@ module "etcd" {
 module "compute" {
   source = "./modules/compute"
 
-  environment            = var.environment
-  vpc_id                 = module.network.vpc_id
-  compute_subnet_ids     = module.network.subnet_ids.compute
-  compute_count          = var.compute_count
-  min_healthy_percentage = var.compute_min_healthy_percentage
-  instance_type          = var.compute_instance_type
-  ami_id                 = data.aws_ami.flatcar.id
-  instance_profile_name  = module.iam.instance_profile_names.compute
-  user_data              = filebase64("${local.ignition_dir}/compute.ign")
+  environment             = var.environment
+  vpc_id                  = module.network.vpc_id
+  compute_subnet_ids      = module.network.subnet_ids.compute
+  compute_count           = var.compute_count
+  min_healthy_percentage  = var.compute_min_healthy_percentage
+  health_target_group_arn = module.lb.worker_health_target_group_arn
+  instance_type           = var.compute_instance_type
+  ami_id                  = data.aws_ami.flatcar.id
+  instance_profile_name   = module.iam.instance_profile_names.compute
+  user_data               = filebase64("${local.ignition_dir}/compute.ign")
 }
 
 module "bastion" {

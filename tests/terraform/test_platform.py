@@ -51,6 +51,7 @@ KMS_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555
 ZONE_ID = "Z0123456789ABCDEFGHIJ"
 ENDPOINT = "vpce-0123456789abcdef0"
 BUCKET = "example-nodeboot-secrets-eu-west-1"
+NODEBOOT_SHA256 = "0123456789abcdef" * 4  # the AMI's nodeboot.io/nodeboot-sha256
 
 REAL_PROVIDER = f"""
 provider "aws" {{
@@ -65,7 +66,7 @@ provider "aws" {{
 
 override_data {{
   target = data.aws_ami.flatcar
-  values = {{ id = "ami-0123456789abcdef0" }}
+  values = {{ id = "ami-0123456789abcdef0", tags = {{ "nodeboot.io/nodeboot-sha256" = "{NODEBOOT_SHA256}" }} }}
 }}
 
 override_data {{
@@ -497,6 +498,132 @@ def test_compute_group_rolls_with_the_environments_min_healthy(real_plans):
     assert unknown["launch_template"][0]["version"] is True
 
 
+COMPUTE_GROUP = 'module.compute.module.nodes.aws_autoscaling_group.this["compute"]'
+
+
+@pytest.fixture(scope="module")
+def refresh_plans(initialized_copy):  # noqa: F811
+    """The workers' group for other shares kept in service and group sizes."""
+    statuses, by_run, text = plans(
+        initialized_copy(),
+        "refresh",
+        REAL_PROVIDER,
+        """
+run "one_worker_all_kept" {
+  command = plan
+
+  variables {
+    compute_count                  = 1
+    compute_min_healthy_percentage = 100
+  }
+}
+
+run "ten_workers_half_kept" {
+  command = plan
+
+  variables {
+    compute_count                  = 10
+    compute_min_healthy_percentage = 50
+  }
+}
+
+run "none_kept" {
+  command = plan
+
+  variables {
+    compute_min_healthy_percentage = 0
+  }
+}
+""",
+    )
+    assert set(statuses.values()) == {"pass"}, text
+    return by_run
+
+
+def launched_ahead(group: dict, preferences: dict) -> int:
+    """How many instances a refresh may run beyond the desired capacity:
+    AWS's max healthy percentage of it, rounded down, within max_size."""
+    desired = group["desired_capacity"]
+    allowed = desired * preferences["max_healthy_percentage"] // 100
+    return min(allowed, group["max_size"]) - desired
+
+
+def test_compute_refresh_launches_before_it_terminates(real_plans, refresh_plans):
+    """Issue 23 item 8: max_size above the desired capacity and a max healthy
+    percentage over 100, so the refresh launches a replacement before it
+    terminates; compute_min_healthy_percentage of the workers stays in
+    service (AWS: max - min <= 100, max in 100..200). Health-check
+    replacements follow the same policy."""
+    cases = {
+        "example": (real_plans["example"], 3, 90),
+        "one_worker_all_kept": (refresh_plans["one_worker_all_kept"], 1, 100),
+        "ten_workers_half_kept": (refresh_plans["ten_workers_half_kept"], 10, 50),
+    }
+    for run, (plan, count, kept) in cases.items():
+        group = of_type(plan, "aws_autoscaling_group")[COMPUTE_GROUP]
+        (refresh,) = group["instance_refresh"]
+        (preferences,) = refresh["preferences"]
+        assert group["min_size"] == group["desired_capacity"] == count, run
+        assert preferences["min_healthy_percentage"] == kept, run
+        assert 100 < preferences["max_healthy_percentage"] <= min(200, kept + 100), (run, preferences)
+        assert launched_ahead(group, preferences) >= 1, (run, group["max_size"], preferences)
+        # Never more ahead than the share allowed out of service (or one).
+        assert group["max_size"] - count == max(1, -(-count * (100 - kept) // 100)), run
+        (policy,) = group["instance_maintenance_policy"]
+        assert (policy["min_healthy_percentage"], policy["max_healthy_percentage"]) == (
+            kept,
+            preferences["max_healthy_percentage"],
+        ), run
+    # The example spelled out: one worker launched ahead, three kept.
+    group = of_type(real_plans["example"], "aws_autoscaling_group")[COMPUTE_GROUP]
+    assert (group["min_size"], group["max_size"], group["desired_capacity"]) == (3, 4, 3)
+    # Nothing kept: AWS allows no more than min + 100, so it replaces in place.
+    group = of_type(refresh_plans["none_kept"], "aws_autoscaling_group")[COMPUTE_GROUP]
+    (preferences,) = group["instance_refresh"][0]["preferences"]
+    assert (preferences["min_healthy_percentage"], preferences["max_healthy_percentage"]) == (0, 100)
+
+
+def test_compute_refresh_rolls_back_when_it_fails(real_plans):
+    group = of_type(real_plans["example"], "aws_autoscaling_group")[COMPUTE_GROUP]
+    (preferences,) = group["instance_refresh"][0]["preferences"]
+    assert preferences["auto_rollback"] is True
+    # A rollback needs a version to go back to: never "$Latest".
+    assert after_unknown(real_plans["example"], COMPUTE_GROUP)["launch_template"][0]["version"] is True
+
+
+def test_workers_are_healthy_when_their_kube_proxy_is(real_plans):
+    """The workers' health is the load balancer's: the internal NLB checks
+    kube-proxy's /healthz on 10256 (kubeadm's "Self, Load balancers" port),
+    which answers 200 once kube-proxy on that node runs with its credentials
+    and has programmed the Services. Until then a new worker is not healthy,
+    the refresh does not move on, and after the grace period it is replaced."""
+    plan = real_plans["example"]
+    group = of_type(plan, "aws_autoscaling_group")[COMPUTE_GROUP]
+    assert group["health_check_type"] == "ELB"
+    assert group["health_check_grace_period"] >= 300
+    assert after_unknown(plan, COMPUTE_GROUP)["target_group_arns"] is True
+    groups = of_type(plan, "aws_lb_target_group")
+    health = groups['module.lb.aws_lb_target_group.workers']
+    assert (health["protocol"], health["port"], health["target_type"]) == ("TCP", 10256, "instance")
+    (check,) = health["health_check"]
+    assert (check["protocol"], check["path"], check["port"], check["matcher"]) == (
+        "HTTP",
+        "/healthz",
+        "traffic-port",
+        "200",
+    )
+    listeners = of_type(plan, "aws_lb_listener")
+    workers = listeners['module.lb.aws_lb_listener.workers']
+    assert (workers["protocol"], workers["port"]) == ("TCP", 10256)
+    # The etcd groups keep EC2 health: a control plane node is never replaced
+    # because its API server or kube-proxy does not answer.
+    for zone, etcd in etcd_groups(plan).items():
+        assert etcd["health_check_type"] == "EC2", zone
+    # The compute module is given the workers' target group, not the API's.
+    compute_call = dict(blocks(parse(TF / "main.tf"), "module"))["compute"]
+    assert compute_call["health_target_group_arn"] == "${module.lb.worker_health_target_group_arn}"
+
+
 def test_etcd_groups_are_never_rolled_by_terraform(real_plans):
     for zone, group in etcd_groups(real_plans["example"]).items():
         assert group["instance_refresh"] == [], zone
@@ -562,6 +689,9 @@ DOCUMENTED_FLOWS = [
     # for the load balancers of Services, whose rules the cloud controller
     # manages, as it does their NodePorts.
     ("NodePort Services", "tcp", 30000, 32767, NODES, ("compute",)),
+    # 10256 kube-proxy "Self, Load balancers": the internal load balancer
+    # checks the workers' health there for their auto-scaling group.
+    ("kube-proxy health", "tcp", 10256, 10256, ("kubeapi_internal",), ("compute",)),
     # Flannel's VXLAN backend (UDP 8472 on Linux) between every two nodes.
     ("Flannel VXLAN", "udp", 8472, 8472, NODES, NODES),
     # This platform: the API through its load balancers (443 -> 6443 above).

@@ -590,6 +590,26 @@ def test_ami_lookup_filters_on_the_kubelet_version_the_bake_tags():
     assert filters.get(f"tag:{kubelet_tags[0]}") == ["${var.kubernetes_version}"], filters
 
 
+def test_ami_lookup_takes_only_images_whose_bake_checked_nodeboot():
+    """The bake tags the image with nodeboot's SHA-256 (images/); Terraform
+    never picks an image without it, and a malformed one stops the plan."""
+    (ami,) = [body for name, body in blocks(parse(TF / "main.tf"), "data") if name == "aws_ami"]
+    body = ami['"flatcar"']
+    filters = {unquote(f["name"]): [unquote(v) for v in f["values"]] for f in body["filter"]}
+    with (REPO / "images" / "ami" / "flatcar.pkr.hcl").open() as f:
+        packer = hcl2.load(f)
+    baked = {
+        unquote(k): v
+        for entry in packer.get("locals", [])
+        for k, v in entry.get("tags", {}).items()
+        if not k.startswith("__")
+    }
+    assert baked["nodeboot.io/nodeboot-sha256"] == "${var.nodeboot_sha256}"
+    assert filters.get("tag-key") == ["nodeboot.io/nodeboot-sha256"], filters
+    (postcondition,) = body["lifecycle"][0]["postcondition"]
+    assert "nodeboot.io/nodeboot-sha256" in postcondition["condition"]
+
+
 def test_root_outputs():
     names = {name for path in tf_files(TF) for name, _ in blocks(parse(path), "output")}
     assert {
@@ -700,7 +720,10 @@ mock_provider "aws" {
     defaults = { name = "eu-west-1" }
   }
   mock_data "aws_ami" {
-    defaults = { id = "ami-0123456789abcdef0" }
+    defaults = {
+      id   = "ami-0123456789abcdef0"
+      tags = { "nodeboot.io/nodeboot-sha256" = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" }
+    }
   }
   mock_data "aws_kms_key" {
     defaults = { arn = "arn:aws:kms:eu-west-1:123456789012:key/mock" }
@@ -746,13 +769,19 @@ def init_copy(tmp_path_factory) -> Path:
     shutil.copytree(
         TF,
         copy,
-        ignore=shutil.ignore_patterns(
-            ".terraform", ".terraform.lock.hcl", "*.tfstate*", "*.tfplan"
-        ),
+        ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfplan"),
     )
     write_ignition(base / "build", unquote(parse(EXAMPLE)["environment"]))
+    # The committed lock file, read-only: the provider must be the locked
+    # release and match its checksum, and init may not change the file.
     result = terraform(
-        "init", "-input=false", "-backend=false", f"-plugin-dir={plugin_dir}", "-no-color", cwd=copy
+        "init",
+        "-input=false",
+        "-backend=false",
+        "-lockfile=readonly",
+        f"-plugin-dir={plugin_dir}",
+        "-no-color",
+        cwd=copy,
     )
     assert result.returncode == 0, (
         f"terraform init -plugin-dir={plugin_dir} failed (is the AWS provider there?):\n"
@@ -786,6 +815,68 @@ def diagnostics_text(diagnostics: list[dict]) -> str:
         if d.get("address"):
             lines.append(f"    ({d['address']})")
     return "\n".join(lines)
+
+
+LOCK_FILE = TF / ".terraform.lock.hcl"
+
+
+def locked_provider() -> dict:
+    (entry,) = [
+        body for name, body in blocks(parse(LOCK_FILE), "provider") if name.endswith("/hashicorp/aws")
+    ]
+    return {k: unquote(v) if isinstance(v, str) else [unquote(h) for h in v] for k, v in entry.items() if not k.startswith("__")}
+
+
+def test_the_provider_lock_file_is_committed():
+    """.terraform.lock.hcl pins the AWS provider by version and checksum for
+    everyone who runs this tree; it must not be ignored."""
+    assert LOCK_FILE.is_file(), "terraform/.terraform.lock.hcl is missing"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(LOCK_FILE)], cwd=REPO, capture_output=True
+    )
+    assert ignored.returncode == 1, "git ignores terraform/.terraform.lock.hcl"
+    versions = parse(TF / "versions.tf")["terraform"][0]["required_providers"][0]["aws"]
+    constraint = unquote(versions["version"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", constraint), f"versions.tf allows more than one release: {constraint}"
+    locked = locked_provider()
+    assert locked["version"] == constraint and locked["constraints"] == constraint, locked
+
+
+def test_the_lock_file_holds_the_checksum_of_the_provider_it_was_checked_with(tmp_path):
+    """The h1: hash of the provider package for linux_amd64, as `terraform
+    providers lock` computes it from the local mirror (the only platform the
+    mirror carries; terraform/README.md says how to add others)."""
+    plugin_dir = Path(os.environ.get(PLUGIN_DIR_ENV) or DEFAULT_PLUGIN_DIR)
+    if not plugin_dir.is_dir():
+        pytest.fail(f"the Terraform provider plugin directory {plugin_dir} does not exist")
+    shutil.copy(TF / "versions.tf", tmp_path / "versions.tf")
+    result = terraform(
+        "providers", "lock", f"-fs-mirror={plugin_dir}", "-platform=linux_amd64", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    fresh = {
+        unquote(h)
+        for name, body in blocks(parse(tmp_path / ".terraform.lock.hcl"), "provider")
+        for h in body["hashes"]
+    }
+    assert fresh and fresh <= set(locked_provider()["hashes"]), (fresh, locked_provider())
+
+
+def test_init_refuses_a_provider_that_does_not_match_the_lock(initialized_copy, tmp_path):
+    """The lock is enforced: the same mirror against a changed checksum fails."""
+    copy = initialized_copy()
+    other = tmp_path / "terraform"
+    shutil.copytree(copy, other, ignore=shutil.ignore_patterns(".terraform"))
+    lock = other / ".terraform.lock.hcl"
+    (good,) = [h for h in locked_provider()["hashes"] if h.startswith("h1:")]
+    lock.write_text(lock.read_text().replace(good, "h1:" + "A" * 43 + "="))
+    plugin_dir = Path(os.environ.get(PLUGIN_DIR_ENV) or DEFAULT_PLUGIN_DIR)
+    result = terraform(
+        "init", "-input=false", "-backend=false", "-lockfile=readonly", f"-plugin-dir={plugin_dir}", "-no-color",
+        cwd=other,
+    )
+    assert result.returncode != 0
+    assert "checksum" in " ".join((result.stdout + result.stderr).split()), result.stdout + result.stderr
 
 
 def test_terraform_validate_with_the_local_provider(initialized_copy):

@@ -18,6 +18,11 @@ variable "min_healthy_percentage" {
   type        = number
 }
 
+variable "health_target_group_arn" {
+  description = "Target group whose health check (kube-proxy's /healthz) is the workers' health."
+  type        = string
+}
+
 variable "compute_count" {
   description = "Number of workers."
   type        = number

@@ -28,9 +28,12 @@ locals {
     etcd_peers   = { protocol = "tcp", ports = "2380", from = ["etcd"], to = ["etcd"], why = "etcd peers" }
     kubelet      = { protocol = "tcp", ports = "10250", from = ["etcd"], to = local.nodes, why = "kubelet API, from kube-apiserver" }
     node_ports   = { protocol = "tcp", ports = "30000-32767", from = local.nodes, to = ["compute"], why = "NodePort Services" }
+    # 10256 "Self, Load balancers": kube-proxy's health, which the internal
+    # load balancer checks as the workers' health (module lb).
+    kube_proxy_health = { protocol = "tcp", ports = "10256", from = ["kubeapi_internal"], to = ["compute"], why = "kube-proxy health checks of the workers (their auto-scaling group's health)" }
     # Not here: 10257 and 10259 (controller manager, scheduler) serve the
-    # node itself; 10256 (kube-proxy's health) and the NodePorts serve the
-    # load balancers of Services, whose rules their cloud controller adds.
+    # node itself; the load balancers of Services, whose rules their cloud
+    # controller adds, reach 10256 and the NodePorts on their own.
 
     # Flannel's VXLAN overlay runs on every node, the control plane too.
     flannel = { protocol = "udp", ports = "8472", from = local.nodes, to = local.nodes, why = "Flannel VXLAN" }

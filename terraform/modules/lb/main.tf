@@ -82,6 +82,50 @@ resource "aws_lb_target_group" "kubeapi" {
   }
 }
 
+# The workers' health for their auto-scaling group: the internal load
+# balancer checks kube-proxy's /healthz on every worker (port 10256,
+# kubeadm's "Self, Load balancers"). It answers 200 once kube-proxy runs on
+# that node with its credentials and keeps the Services programmed, which
+# takes the kubelet, containerd, the node's secrets and the API server.
+# Nothing is sent through this target group: its listener is there because
+# an NLB checks only the targets of a listener, and the load balancer's
+# security group admits nobody on 10256 (module flows opens only the health
+# checks, from the load balancer to the workers).
+resource "aws_lb_target_group" "workers" {
+  name        = "${local.short_env}-workers"
+  vpc_id      = var.vpc_id
+  target_type = "instance"
+  protocol    = "TCP"
+  port        = 10256
+
+  deregistration_delay = 0
+
+  health_check {
+    protocol            = "HTTP"
+    port                = "traffic-port"
+    path                = "/healthz"
+    matcher             = "200"
+    interval            = 10
+    healthy_threshold   = 2
+    unhealthy_threshold = 3
+  }
+
+  tags = {
+    Name = "${var.environment}-workers"
+  }
+}
+
+resource "aws_lb_listener" "workers" {
+  load_balancer_arn = aws_lb.kubeapi["internal"].arn
+  protocol          = "TCP"
+  port              = 10256
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.workers.arn
+  }
+}
+
 resource "aws_lb_listener" "kubeapi" {
   for_each = local.load_balancers
 

@@ -19,6 +19,11 @@ output "target_group_arns" {
   value       = [for tg in aws_lb_target_group.kubeapi : tg.arn]
 }
 
+output "worker_health_target_group_arn" {
+  description = "Target group of the workers' health (kube-proxy's /healthz on 10256), checked by the internal load balancer."
+  value       = aws_lb_target_group.workers.arn
+}
+
 output "security_group_ids" {
   description = "Security groups of the load balancers: public and internal."
   value       = { for k, g in aws_security_group.kubeapi : k => g.id }

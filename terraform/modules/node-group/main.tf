@@ -76,19 +76,32 @@ resource "aws_launch_template" "this" {
 }
 
 # One group per entry of var.groups: compute has one over all its subnets,
-# etcd one per zone (each sized to the zone's members).
+# etcd one per zone (each sized to the zone's members). A group's max_size is
+# its size plus its headroom: the instances a replacement may launch before
+# it terminates (none for etcd: a surplus node finds no member to claim).
 resource "aws_autoscaling_group" "this" {
   for_each = var.groups
 
   name                      = each.value.name
   min_size                  = each.value.size
-  max_size                  = each.value.size
+  max_size                  = each.value.size + each.value.headroom
   desired_capacity          = each.value.size
   vpc_zone_identifier       = each.value.subnet_ids
   target_group_arns         = var.target_group_arns
-  health_check_type         = "EC2"
-  health_check_grace_period = 300
+  health_check_type         = var.health_check.type
+  health_check_grace_period = var.health_check.grace_period
   suspended_processes       = var.suspended_processes
+
+  # Every replacement (a failed health check as well as a refresh) keeps
+  # this range in service: above 100, it launches before it terminates.
+  dynamic "instance_maintenance_policy" {
+    for_each = var.rollout == null ? [] : [var.rollout]
+
+    content {
+      min_healthy_percentage = instance_maintenance_policy.value.min_healthy_percentage
+      max_healthy_percentage = instance_maintenance_policy.value.max_healthy_percentage
+    }
+  }
 
   launch_template {
     id = aws_launch_template.this.id
@@ -97,18 +110,22 @@ resource "aws_autoscaling_group" "this" {
     # follow "$Latest": Terraform's change to the template never touches the
     # group or its instances, and whatever replaces an instance later (a
     # failure, `nodeboot roll`) boots the newest version.
-    version = var.min_healthy_percentage == null ? "$Latest" : aws_launch_template.this.latest_version
+    version = var.rollout == null ? "$Latest" : aws_launch_template.this.latest_version
   }
 
   dynamic "instance_refresh" {
-    for_each = var.min_healthy_percentage == null ? [] : [var.min_healthy_percentage]
+    for_each = var.rollout == null ? [] : [var.rollout]
 
     content {
       strategy = "Rolling"
 
       preferences {
-        min_healthy_percentage = instance_refresh.value
+        min_healthy_percentage = instance_refresh.value.min_healthy_percentage
+        max_healthy_percentage = instance_refresh.value.max_healthy_percentage
         instance_warmup        = 300
+        # A refresh whose new instances do not become healthy fails, and
+        # the group goes back to the launch template version it ran before.
+        auto_rollback = true
       }
     }
   }

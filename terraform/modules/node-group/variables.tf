@@ -19,18 +19,36 @@ variable "instance_type" {
 }
 
 variable "groups" {
-  description = "The auto-scaling groups of the role, by key: name, the subnets each spreads its nodes over, and its size (minimum, maximum and desired)."
+  description = "The auto-scaling groups of the role, by key: name, the subnets each spreads its nodes over, its size (minimum and desired) and its headroom (max_size = size + headroom: the instances a replacement may launch before it terminates)."
   type = map(object({
     name       = string
     subnet_ids = list(string)
     size       = number
+    headroom   = optional(number, 0)
   }))
 }
 
-variable "min_healthy_percentage" {
-  description = "With a number, a new launch template version rolls through the groups (instance refresh, Rolling) keeping this percentage healthy. null: Terraform never replaces the instances; the groups launch the newest version when something else replaces one."
-  type        = number
-  default     = null
+variable "rollout" {
+  description = "With min and max healthy percentages, a new launch template version rolls through the groups (instance refresh, Rolling, rolled back when it fails) and every replacement keeps that range in service (instance maintenance policy); a max over 100 launches before it terminates, within each group's headroom. null: Terraform never replaces the instances; the groups launch the newest version when something else replaces one."
+  type = object({
+    min_healthy_percentage = number
+    max_healthy_percentage = number
+  })
+  default = null
+}
+
+variable "health_check" {
+  description = "How the groups judge an instance: EC2 (the instance's status) or ELB (also its target groups' health checks), and the grace period after launch before a failed check counts."
+  type = object({
+    type         = string
+    grace_period = number
+  })
+  default = { type = "EC2", grace_period = 300 }
+
+  validation {
+    condition     = contains(["EC2", "ELB"], var.health_check.type)
+    error_message = "The health check type must be EC2 or ELB."
+  }
 }
 
 variable "suspended_processes" {
