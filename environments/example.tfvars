@@ -66,6 +66,13 @@ etcd_backup_interval    = "15m"
 etcd_backup_keep_hourly = "7d"
 etcd_backup_keep_daily  = "365d"
 
+# etcd's database quota (--quota-backend-bytes on every member), 256 MiB to
+# 8 GiB. At the quota etcd raises NOSPACE and refuses every write until space
+# is back: the etcd nodes' maintenance then compacts, defragments one member
+# at a time and disarms the alarm (see the README's "etcd space"). 8 GiB is
+# etcd's suggested maximum and OpenShift's default; etcd's own default is 2 GiB.
+etcd_quota_bytes = 8589934592
+
 # Where nodeboot comes from on the node:
 #   nodeboot_source = "ami": baked into the AMI at nodeboot_path (see images/);
 #   nodeboot_source = "s3":  fetched by Ignition from nodeboot_s3_url and

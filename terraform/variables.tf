@@ -289,6 +289,16 @@ variable "etcd_backup_keep_daily" {
   type        = string
 }
 
+variable "etcd_quota_bytes" {
+  description = "etcd's --quota-backend-bytes on every member (read by nodeboot render; 256 MiB to 8 GiB, etcd's suggested maximum)."
+  type        = number
+
+  validation {
+    condition     = var.etcd_quota_bytes >= 268435456 && var.etcd_quota_bytes <= 8589934592 && floor(var.etcd_quota_bytes) == var.etcd_quota_bytes
+    error_message = "etcd_quota_bytes must be a whole number of bytes from 268435456 (256 MiB) to 8589934592 (8 GiB)."
+  }
+}
+
 variable "nodeboot_source" {
   description = "Where nodes get nodeboot: \"ami\" (baked into the image at nodeboot_path) or \"s3\" (fetched by Ignition from nodeboot_s3_url and checked against nodeboot_sha512). Read by nodeboot render."
   type        = string

@@ -390,3 +390,72 @@ fn validate_explains_the_order_of_an_etcd_count_going_down() {
         "member 2 stays: {err}"
     );
 }
+
+#[test]
+fn etcd_quota_bytes_is_bounded_and_reaches_the_members_env_through_node_json() {
+    for (value, says) in [
+        (
+            "1048576",
+            "1048576 (1.0 MiB) is outside 268435456 (256.0 MiB) to 8589934592 (8.0 GiB",
+        ),
+        ("8589934593", "is outside 268435456 (256.0 MiB) to 8589934592 (8.0 GiB"),
+        ("\"8GiB\"", "found \"8GiB\""),
+    ] {
+        let (code, err, prefix) = run_case(&Case {
+            field: "etcd_quota_bytes",
+            value: value.into(),
+            names: "etcd_quota_bytes",
+            says,
+        });
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(&prefix) && err.contains(says), "{value}: {err}");
+    }
+
+    use nodeboot::node::stage::attach::Claim;
+    use nodeboot::node::stage::etcd::{member_env, Tls};
+    use nodeboot::shared::node_config::NodeConfig;
+    use nodeboot::shared::role::Role;
+    let text = example_with(&[("etcd_quota_bytes", "268435456")]);
+    let env = nodeboot::operator::env::from_text(std::path::Path::new("e.tfvars"), &text)
+        .unwrap()
+        .env;
+    let rendered = nodeboot::operator::render::node_config::node_config(&env, Role::Etcd);
+    let json = serde_json::to_string(&rendered).unwrap();
+    let config: NodeConfig = serde_json::from_str(&json).unwrap();
+    let quota = config.etcd.as_ref().unwrap().quota_bytes;
+    assert_eq!(quota, 268_435_456, "{json}");
+    let claim = Claim {
+        member: 0,
+        instance_id: "i-0".into(),
+        zone: "eu-west-1a".into(),
+        volume_id: "vol-0".into(),
+        device_name: "/dev/xvdf".into(),
+        eni_id: "eni-0".into(),
+        eni_ip: "10.80.10.10".into(),
+        eni_mac: "02:00:00:00:00:01".into(),
+    };
+    let tls = Tls {
+        ca: "ca".into(),
+        cert: "c".into(),
+        key: "k".into(),
+    };
+    let vars = member_env(
+        &env.name,
+        &claim,
+        String::new(),
+        std::path::Path::new("/d"),
+        false,
+        &tls,
+        quota,
+    );
+    assert!(
+        vars.contains(&("ETCD_QUOTA_BACKEND_BYTES", "268435456".into())),
+        "{vars:?}"
+    );
+
+    // A node.json written before the field: etcd gets the default quota.
+    let old = json.replace(",\"quota_bytes\":268435456", "");
+    assert_ne!(old, json);
+    let config: NodeConfig = serde_json::from_str(&old).unwrap();
+    assert_eq!(config.etcd.unwrap().quota_bytes, 8 << 30);
+}

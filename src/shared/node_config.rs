@@ -105,6 +105,13 @@ pub struct EtcdConfig {
     /// The backup service (`nodeboot etcd backup`): its interval and retention.
     #[serde(default)]
     pub backup: EtcdBackupConfig,
+    /// etcd's `--quota-backend-bytes` (the environment's `etcd_quota_bytes`).
+    #[serde(default = "default_quota_bytes")]
+    pub quota_bytes: u64,
+}
+
+fn default_quota_bytes() -> u64 {
+    crate::shared::etcd::space::DEFAULT_QUOTA_BYTES
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 //! through a tunnel), with the etcd client certificate of the local
 //! secrets tree. `verify-backup` runs a scratch etcd on this machine.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,9 @@ use crate::shared::backup::service::now_unix;
 use crate::shared::backup::store::{BackupError, Backups, Entry};
 use crate::shared::backup::{rfc3339, BackupId};
 use crate::shared::cloud::aws::{Kms, S3};
+use crate::shared::etcd::space::{human_bytes, Alarm};
 use crate::shared::etcd::CLIENT_PORT;
-use crate::shared::etcd::{Client, TlsFiles};
+use crate::shared::etcd::{Client, Cluster, Status, TlsFiles};
 use crate::shared::node_config::ETCD_MOUNT_POINT;
 use crate::shared::retry::{self, Attempt};
 use crate::shared::secrets::Store;
@@ -123,8 +125,20 @@ struct MemberRow {
     raft_term: u64,
     db_size: i64,
     db_size_in_use: i64,
+    /// The quota the member runs with, from its metrics; `None` when it
+    /// could not be read.
+    quota_bytes: Option<i64>,
+    /// The alarms this member raised (`NOSPACE`, `CORRUPT`).
+    alarms: Vec<String>,
     version: String,
     error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AlarmRow {
+    member: String,
+    member_id: String,
+    alarm: String,
 }
 
 #[derive(Serialize)]
@@ -133,12 +147,15 @@ struct StatusReport {
     healthy: bool,
     leader: Option<String>,
     members: Vec<MemberRow>,
-    quota_bytes: i64,
+    /// Every alarm of the cluster (an alarm holds for all members).
+    alarms: Vec<AlarmRow>,
+    /// The environment's `etcd_quota_bytes`: what a member is given when its
+    /// etcd stage next runs (a member's own is in `members[].quota_bytes`).
+    environment_quota_bytes: u64,
+    /// Why the cluster is not healthy; empty when it is.
+    problems: Vec<String>,
     newest_backup: Option<BackupRow>,
 }
-
-/// etcd's default `--quota-backend-bytes` (nodeboot does not change it).
-const DEFAULT_QUOTA: i64 = 2 * 1024 * 1024 * 1024;
 
 pub struct StatusOptions {
     pub endpoints: Vec<String>,
@@ -146,8 +163,135 @@ pub struct StatusOptions {
     pub output: Output,
 }
 
-/// `nodeboot etcd status`: each member's view, the leader, the newest backup.
-/// Fails (exit 23) when a member does not answer or the cluster has no leader.
+/// One member's status and the quota it runs with, or why it did not answer.
+type Answer = Result<(Status, Option<i64>), String>;
+
+/// What `status` asked of the members.
+struct Observed {
+    names: BTreeMap<u64, String>,
+    /// Per endpoint: its status and quota, or why it did not answer.
+    answers: Vec<(String, Answer)>,
+    alarms: Result<Vec<Alarm>, String>,
+}
+
+fn observe(etcd: &Client, endpoints: &[String]) -> Observed {
+    let names = EtcdAccess::members(etcd)
+        .map(|ms| ms.into_iter().map(|m| (m.id, m.name)).collect())
+        .unwrap_or_default();
+    let answers = endpoints
+        .iter()
+        .map(|endpoint| {
+            let answer = Cluster::status(etcd, endpoint).map_err(|e| e.to_string()).map(|s| {
+                let quota = etcd.quota_bytes(endpoint).unwrap_or_else(|e| {
+                    warn!("the quota of {endpoint}: {e}");
+                    None
+                });
+                (s, quota)
+            });
+            (endpoint.clone(), answer)
+        })
+        .collect();
+    Observed {
+        names,
+        answers,
+        alarms: etcd.alarms().map_err(|e| e.to_string()),
+    }
+}
+
+/// Pure: the report and whether the cluster is healthy: every member
+/// answers, they agree on one leader, and no alarm holds.
+fn assess(env: &Environment, observed: Observed, newest: Option<BackupRow>) -> StatusReport {
+    let name = |id: u64| observed.names.get(&id).cloned().unwrap_or_else(|| format!("{id:x}"));
+    let alarms = observed.alarms.as_ref().map(Vec::as_slice).unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut leaders = BTreeSet::new();
+    let mut members = Vec::new();
+    for (endpoint, answer) in observed.answers {
+        match answer {
+            Ok((s, quota_bytes)) => {
+                if s.has_leader() {
+                    leaders.insert(s.leader);
+                } else {
+                    problems.push(format!("member {} ({endpoint}) knows no leader", name(s.member_id)));
+                }
+                members.push(MemberRow {
+                    name: name(s.member_id),
+                    endpoint,
+                    healthy: s.has_leader(),
+                    leader: s.leader == s.member_id,
+                    revision: s.revision,
+                    raft_term: s.raft_term,
+                    db_size: s.db_size,
+                    db_size_in_use: s.db_size_in_use,
+                    quota_bytes,
+                    alarms: alarms
+                        .iter()
+                        .filter(|a| a.member_id == s.member_id)
+                        .map(|a| a.kind.to_string())
+                        .collect(),
+                    version: s.version,
+                    error: None,
+                });
+            }
+            Err(e) => {
+                problems.push(format!("{endpoint} does not answer"));
+                members.push(MemberRow {
+                    name: "?".into(),
+                    endpoint,
+                    healthy: false,
+                    leader: false,
+                    revision: 0,
+                    raft_term: 0,
+                    db_size: 0,
+                    db_size_in_use: 0,
+                    quota_bytes: None,
+                    alarms: Vec::new(),
+                    version: String::new(),
+                    error: Some(e),
+                });
+            }
+        }
+    }
+    if leaders.len() > 1 {
+        problems.push(format!("the members name {} different leaders", leaders.len()));
+    }
+    for a in alarms {
+        problems.push(format!(
+            "member {} raises {}: {}",
+            name(a.member_id),
+            a.kind,
+            a.kind.meaning()
+        ));
+    }
+    if let Err(e) = &observed.alarms {
+        problems.push(format!("the alarms could not be read: {e}"));
+    }
+    let leader = (leaders.len() == 1)
+        .then(|| leaders.iter().next().map(|id| name(*id)))
+        .flatten();
+    StatusReport {
+        environment: env.name.clone(),
+        healthy: problems.is_empty() && leader.is_some(),
+        leader,
+        members,
+        alarms: alarms
+            .iter()
+            .map(|a| AlarmRow {
+                member: name(a.member_id),
+                member_id: format!("{:x}", a.member_id),
+                alarm: a.kind.to_string(),
+            })
+            .collect(),
+        environment_quota_bytes: env.etcd_quota_bytes,
+        problems,
+        newest_backup: newest,
+    }
+}
+
+/// `nodeboot etcd status`: each member's view, the leader, space and
+/// alarms, the newest backup. Fails (exit 30) when a member does not
+/// answer, the cluster has no leader, or an alarm holds (`NOSPACE`,
+/// `CORRUPT`), naming the member.
 pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> {
     let env = load_env(env_path)?.env;
     let endpoints: Vec<String> = if options.endpoints.is_empty() {
@@ -159,76 +303,26 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
         options.endpoints.clone()
     };
     let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
-    let names: std::collections::BTreeMap<u64, String> = etcd
-        .members()
-        .map(|ms| ms.into_iter().map(|m| (m.id, m.name)).collect())
-        .unwrap_or_default();
-    let mut rows = Vec::new();
-    let mut leaders = std::collections::BTreeSet::new();
-    for endpoint in &endpoints {
-        match etcd.status(endpoint) {
-            Ok(s) => {
-                if s.leader != 0 {
-                    leaders.insert(s.leader);
-                }
-                rows.push(MemberRow {
-                    name: names
-                        .get(&s.member_id)
-                        .cloned()
-                        .unwrap_or_else(|| format!("{:x}", s.member_id)),
-                    endpoint: endpoint.clone(),
-                    healthy: s.leader != 0,
-                    leader: s.leader == s.member_id,
-                    revision: s.revision,
-                    raft_term: s.raft_term,
-                    db_size: s.db_size,
-                    db_size_in_use: s.db_size_in_use,
-                    version: s.version,
-                    error: None,
-                });
-            }
-            Err(e) => rows.push(MemberRow {
-                name: "?".into(),
-                endpoint: endpoint.clone(),
-                healthy: false,
-                leader: false,
-                revision: 0,
-                raft_term: 0,
-                db_size: 0,
-                db_size_in_use: 0,
-                version: String::new(),
-                error: Some(e),
-            }),
-        }
-    }
+    let observed = observe(&etcd, &endpoints);
     let newest = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).newest().await?)).unwrap_or_else(|e| {
         warn!("cannot list the backups: {e}");
         None
     });
-    let leader = (leaders.len() == 1)
-        .then(|| leaders.iter().next().and_then(|id| names.get(id).cloned()))
-        .flatten();
-    let healthy = rows.iter().all(|r| r.healthy) && leaders.len() == 1;
-    let report = StatusReport {
-        environment: env.name.clone(),
-        healthy,
-        leader,
-        members: rows,
-        quota_bytes: DEFAULT_QUOTA,
-        newest_backup: newest.as_ref().map(row),
-    };
+    let report = assess(&env, observed, newest.as_ref().map(row));
     let text = match options.output {
         Output::Json => serde_json::to_string_pretty(&report).expect("serialises"),
         Output::Table => status_table(&report),
     };
-    if healthy {
+    if report.healthy {
         Ok(text)
     } else {
         println!("{text}");
-        Err(Error::Unhealthy(format!(
-            "etcd of {} is not healthy (see above)",
-            env.name
-        )))
+        let why = if report.problems.is_empty() {
+            "no leader".to_string()
+        } else {
+            report.problems.join("; ")
+        };
+        Err(Error::Unhealthy(format!("etcd of {} is not healthy: {why}", env.name)))
     }
 }
 
@@ -236,9 +330,15 @@ fn status_table(r: &StatusReport) -> String {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED)
         .set_header(vec![
-            "Member", "Endpoint", "Health", "Leader", "Revision", "Term", "DB size", "In use", "Version",
+            "Member", "Endpoint", "Health", "Leader", "Revision", "Term", "DB size", "In use", "Quota", "Alarms",
+            "Version",
         ]);
     for m in &r.members {
+        let quota = match (m.quota_bytes, &m.error) {
+            (Some(q), _) => human_bytes(q),
+            (None, None) => format!("{} (environment's)", human_bytes(r.environment_quota_bytes as i64)),
+            (None, Some(_)) => String::new(),
+        };
         t.add_row(vec![
             m.name.clone(),
             m.endpoint.clone(),
@@ -250,8 +350,10 @@ fn status_table(r: &StatusReport) -> String {
             if m.leader { "*".into() } else { String::new() },
             m.revision.to_string(),
             m.raft_term.to_string(),
-            m.db_size.to_string(),
-            m.db_size_in_use.to_string(),
+            human_bytes(m.db_size),
+            human_bytes(m.db_size_in_use),
+            quota,
+            m.alarms.join(","),
             m.version.clone(),
         ]);
     }
@@ -259,12 +361,18 @@ fn status_table(r: &StatusReport) -> String {
         Some(b) => format!("{} ({} s old, revision {})", b.id, b.age_seconds, b.revision),
         None => "none".into(),
     };
-    format!(
-        "{t}\ncluster: {}; leader: {}; quota: {} bytes (etcd's default)\nnewest backup: {backup}",
-        if r.healthy { "healthy" } else { "NOT healthy" },
-        r.leader.as_deref().unwrap_or("none"),
-        r.quota_bytes
-    )
+    let mut lines = vec![
+        t.to_string(),
+        format!(
+            "cluster: {}; leader: {}; quota: each member's own (its metrics); the environment's etcd_quota_bytes: {}",
+            if r.healthy { "healthy" } else { "NOT healthy" },
+            r.leader.as_deref().unwrap_or("none"),
+            human_bytes(r.environment_quota_bytes as i64)
+        ),
+    ];
+    lines.extend(r.problems.iter().map(|p| format!("problem: {p}")));
+    lines.push(format!("newest backup: {backup}"));
+    lines.join("\n")
 }
 
 async fn choose(b: &Backups<'_, S3, Kms>, wanted: Option<&str>) -> Result<Entry, Error> {
@@ -590,4 +698,110 @@ pub fn check_version(env: &Environment) -> Result<String, Error> {
                 ))
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::etcd::space::AlarmKind;
+
+    fn example() -> Environment {
+        crate::operator::env::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/environments/example.tfvars"
+        )))
+        .unwrap()
+        .env
+    }
+
+    fn answer(id: u64, leader: u64, quota: Option<i64>) -> (String, Answer) {
+        let status = Status {
+            endpoint: format!("https://m{id}"),
+            member_id: id,
+            leader,
+            revision: 9,
+            db_size: 20 << 20,
+            db_size_in_use: 5 << 20,
+            version: "3.5.16".into(),
+            ..Status::default()
+        };
+        (format!("https://m{id}"), Ok((status, quota)))
+    }
+
+    fn observed(answers: Vec<(String, Answer)>, alarms: Vec<Alarm>) -> Observed {
+        Observed {
+            names: (1..=3).map(|id| (id, format!("m{id}"))).collect(),
+            answers,
+            alarms: Ok(alarms),
+        }
+    }
+
+    #[test]
+    fn healthy_is_every_member_answering_one_leader_and_no_alarm() {
+        let env = example();
+        let all = || vec![answer(1, 2, Some(16 << 20)), answer(2, 2, None), answer(3, 2, None)];
+        let r = assess(&env, observed(all(), vec![]), None);
+        assert!(r.healthy && r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.leader.as_deref(), Some("m2"));
+        assert_eq!(r.members[0].quota_bytes, Some(16 << 20));
+        assert_eq!(r.environment_quota_bytes, env.etcd_quota_bytes);
+
+        for kind in [AlarmKind::NoSpace, AlarmKind::Corrupt] {
+            let alarm = Alarm {
+                member_id: 3,
+                kind: kind.clone(),
+            };
+            let r = assess(&env, observed(all(), vec![alarm]), None);
+            assert!(!r.healthy);
+            assert_eq!(r.members[2].alarms, [kind.to_string()]);
+            assert!(r.members[0].alarms.is_empty());
+            assert!(
+                r.problems[0].starts_with(&format!("member m3 raises {kind}: ")),
+                "{:?}",
+                r.problems
+            );
+            assert_eq!(r.alarms[0].member, "m3");
+        }
+
+        let mut down = all();
+        down[1].1 = Err("connection refused".into());
+        let r = assess(&env, observed(down, vec![]), None);
+        assert!(!r.healthy);
+        assert_eq!(r.problems, ["https://m2 does not answer"]);
+
+        let split = vec![answer(1, 1, None), answer(2, 2, None), answer(3, 0, None)];
+        let r = assess(&env, observed(split, vec![]), None);
+        assert!(!r.healthy && r.leader.is_none());
+        assert_eq!(
+            r.problems,
+            [
+                "member m3 (https://m3) knows no leader",
+                "the members name 2 different leaders"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table_shows_sizes_quotas_and_alarms_for_a_human() {
+        let env = example();
+        let alarm = Alarm {
+            member_id: 1,
+            kind: AlarmKind::NoSpace,
+        };
+        let r = assess(
+            &env,
+            observed(vec![answer(1, 1, Some(16 << 20)), answer(2, 1, None)], vec![alarm]),
+            None,
+        );
+        let table = status_table(&r);
+        assert!(
+            table.contains("16.0 MiB") && table.contains("NOSPACE") && table.contains("20.0 MiB"),
+            "{table}"
+        );
+        assert!(
+            table.contains("8.0 GiB (environment's)"),
+            "a member whose quota was not read: {table}"
+        );
+        assert!(table.contains("problem: member m1 raises NOSPACE"), "{table}");
+    }
 }

@@ -34,6 +34,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("etcd_backup_interval", "a duration from \"1m\" to \"24h\" such as \"15m\""),
     ("etcd_backup_keep_hourly", "a duration such as \"7d\": how long one backup per hour is kept"),
     ("etcd_backup_keep_daily", "a duration such as \"365d\", at least etcd_backup_keep_hourly"),
+    ("etcd_quota_bytes", "etcd's database quota in bytes, from 268435456 (256 MiB) to 8589934592 (8 GiB, etcd's suggested maximum)"),
     ("nodeboot_source", "\"ami\" (baked into the image) or \"s3\" (fetched at boot)"),
     ("nodeboot_path", "an absolute path such as \"/opt/bin/nodeboot\""),
     ("nodeboot_s3_url", "an S3 URL such as \"s3://bucket/nodeboot\" (empty when nodeboot_source = \"ami\")"),
@@ -144,6 +145,14 @@ impl<'a> Reader<'a> {
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| describe(v)),
+            other => Err(describe(other)),
+        })
+    }
+
+    /// A whole number of bytes (or any other unit too large for `count`).
+    pub fn number(&mut self, field: &str) -> Option<u64> {
+        self.read(field, |v| match v {
+            hcl::Value::Number(n) => n.as_u64().ok_or_else(|| describe(v)),
             other => Err(describe(other)),
         })
     }

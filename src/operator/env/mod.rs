@@ -76,6 +76,8 @@ pub struct Environment {
     pub kubernetes_version: String,
     pub etcd_version: String,
     pub etcd_backup: EtcdBackupPolicy,
+    /// etcd's `--quota-backend-bytes` on every member.
+    pub etcd_quota_bytes: u64,
     pub nodeboot: NodebootSource,
     pub kms_master_id: String,
     pub secrets_bucket_name: String,
@@ -183,6 +185,7 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
     let kubernetes_version = r.string("kubernetes_version", is_version);
     let etcd_version = r.string("etcd_version", is_version);
     let etcd_backup = read_backup_policy(r);
+    let etcd_quota_bytes = read_quota(r);
     let nodeboot = read_nodeboot_source(r);
     let kms_master_id = r.string("kms_master_id", is_kms_key_id);
     let secrets_bucket_name = r.string("secrets_bucket_name", is_bucket_name);
@@ -220,6 +223,7 @@ fn read_fields(r: &mut Reader) -> Option<Environment> {
         kubernetes_version: kubernetes_version?,
         etcd_version: etcd_version?,
         etcd_backup: etcd_backup?,
+        etcd_quota_bytes: etcd_quota_bytes?,
         nodeboot: nodeboot?,
         kms_master_id: kms_master_id?,
         secrets_bucket_name: secrets_bucket_name?,
@@ -295,6 +299,26 @@ fn read_backup_policy(r: &mut Reader) -> Option<EtcdBackupPolicy> {
         return None;
     }
     Some(policy)
+}
+
+/// `etcd_quota_bytes`: within [`MIN_QUOTA_BYTES`, `MAX_QUOTA_BYTES`] (etcd
+/// itself takes any number, and warns above its suggested maximum).
+fn read_quota(r: &mut Reader) -> Option<u64> {
+    use crate::shared::etcd::space::{human_bytes, MAX_QUOTA_BYTES, MIN_QUOTA_BYTES};
+    let quota = r.number("etcd_quota_bytes")?;
+    if !(MIN_QUOTA_BYTES..=MAX_QUOTA_BYTES).contains(&quota) {
+        r.error(
+            "etcd_quota_bytes",
+            format!(
+                "{quota} ({}) is outside {MIN_QUOTA_BYTES} ({}) to {MAX_QUOTA_BYTES} ({}, etcd's suggested maximum)",
+                human_bytes(quota as i64),
+                human_bytes(MIN_QUOTA_BYTES as i64),
+                human_bytes(MAX_QUOTA_BYTES as i64)
+            ),
+        );
+        return None;
+    }
+    Some(quota)
 }
 
 fn read_nodeboot_source(r: &mut Reader) -> Option<NodebootSource> {

@@ -28,6 +28,7 @@ pub fn node_config(env: &Environment, role: Role) -> NodeConfig {
                 keep_daily_seconds: env.etcd_backup.keep_daily.as_secs(),
                 etcdutl: None,
             },
+            quota_bytes: env.etcd_quota_bytes,
         }),
         manifests: role.runs_kubelet().then(|| ManifestsConfig {
             prefix: format!("manifests/{role}/"),

@@ -8,6 +8,9 @@
 use super::{Client, EtcdClientError};
 
 pub const PREFIX: &str = "/nodeboot/locks/";
+/// The lock of a voluntary disruption of one etcd member (a
+/// defragmentation today; issue 21 unifies `etcd-restart` and `reboot` into it).
+pub const DISRUPTION: &str = "disruption";
 
 /// A held lock; `release` gives it back (or the lease expires).
 #[derive(Debug)]

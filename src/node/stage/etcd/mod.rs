@@ -159,6 +159,28 @@ pub fn cluster_from_enis(environment: &str, peers: &BTreeMap<u32, String>) -> St
     cluster.join(",")
 }
 
+/// etcd's periodic auto-compaction keeps this much history. kube-apiserver
+/// compacts every 5 minutes (its `--etcd-compaction-interval` default,
+/// which the render leaves), so in a running control plane etcd's own pass
+/// finds the history already compacted; it is the backstop for writes no API
+/// server compacts (the control plane down; nodeboot's locks and leases).
+pub const AUTO_COMPACTION_RETENTION: &str = "1h";
+
+/// How etcd manages its space: the environment's quota, etcd 3.5's
+/// corruption checks (a restarted member compares its data with the
+/// others' before it serves; the leader compares the followers' hashes at
+/// each compaction; a mismatch raises `CORRUPT`), and periodic
+/// auto-compaction. Names checked against etcd 3.5.16 (`tests/etcd_client.rs`).
+pub fn space_env(quota_bytes: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("ETCD_QUOTA_BACKEND_BYTES", quota_bytes.to_string()),
+        ("ETCD_AUTO_COMPACTION_MODE", "periodic".into()),
+        ("ETCD_AUTO_COMPACTION_RETENTION", AUTO_COMPACTION_RETENTION.into()),
+        ("ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", "true".into()),
+        ("ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED", "true".into()),
+    ]
+}
+
 /// What etcd is told, as `ETCD_*` variables in a fixed order.
 pub fn member_env(
     environment: &str,
@@ -167,9 +189,10 @@ pub fn member_env(
     data_dir: &Path,
     existing: bool,
     tls: &Tls,
+    quota_bytes: u64,
 ) -> Vec<(&'static str, String)> {
     let path = |p: &Path| p.display().to_string();
-    vec![
+    let mut vars = vec![
         ("ETCD_NAME", member_name(environment, claim.member)),
         ("ETCD_DATA_DIR", path(data_dir)),
         ("ETCD_LISTEN_PEER_URLS", url(&claim.eni_ip, PEER_PORT)),
@@ -193,7 +216,9 @@ pub fn member_env(
         ("ETCD_PEER_KEY_FILE", path(&tls.key)),
         ("ETCD_PEER_TRUSTED_CA_FILE", path(&tls.ca)),
         ("ETCD_PEER_CLIENT_CERT_AUTH", "true".into()),
-    ]
+    ];
+    vars.extend(space_env(quota_bytes));
+    vars
 }
 
 /// A new cluster starts from exactly the environment's members. (A running
@@ -445,7 +470,19 @@ pub async fn run(
         }
     };
 
-    let vars = member_env(environment, &claim, initial_cluster, &data_dir, plan.existing(), &tls);
+    let quota = config
+        .etcd
+        .as_ref()
+        .map_or(crate::shared::etcd::space::DEFAULT_QUOTA_BYTES, |e| e.quota_bytes);
+    let vars = member_env(
+        environment,
+        &claim,
+        initial_cluster,
+        &data_dir,
+        plan.existing(),
+        &tls,
+        quota,
+    );
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let path = root.path(ETCD_ENV_FILE);
     fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| StageError::io(&path, e))?;
@@ -668,6 +705,7 @@ mod tests {
             Path::new("/d"),
             false,
             &tls,
+            300 << 20,
         )
         .into_iter()
         .collect();
@@ -678,6 +716,10 @@ mod tests {
         );
         assert_eq!(vars["ETCD_ADVERTISE_CLIENT_URLS"], "https://10.0.11.10:2379");
         assert_eq!(vars["ETCD_INITIAL_CLUSTER_STATE"], "new");
+        assert_eq!(vars["ETCD_QUOTA_BACKEND_BYTES"], "314572800");
+        assert_eq!(vars["ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK"], "true");
+        assert_eq!(vars["ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED"], "true");
+        assert_eq!(vars["ETCD_AUTO_COMPACTION_MODE"], "periodic");
         let vars: BTreeMap<_, _> = member_env(
             "env",
             &me,
@@ -685,6 +727,7 @@ mod tests {
             Path::new("/d"),
             true,
             &tls,
+            300 << 20,
         )
         .into_iter()
         .collect();
