@@ -624,6 +624,18 @@ def test_workers_are_healthy_when_their_kube_proxy_is(real_plans):
     assert compute_call["health_target_group_arn"] == "${module.lb.worker_health_target_group_arn}"
 
 
+def test_an_etcd_node_that_powers_off_is_terminated(real_plans):
+    """Issue 23 item 2, Terraform's half: an etcd node that gives up may
+    power itself off instead of marking itself Unhealthy (which IAM cannot
+    limit to its own instance); the group then replaces it. Workers keep
+    EC2's default (a template change would roll them for nothing)."""
+    templates = of_type(real_plans["example"], "aws_launch_template")
+    etcd = templates["module.etcd.module.nodes.aws_launch_template.this"]
+    compute = templates["module.compute.module.nodes.aws_launch_template.this"]
+    assert etcd["instance_initiated_shutdown_behavior"] == "terminate"
+    assert compute["instance_initiated_shutdown_behavior"] in (None, "stop")
+
+
 def test_etcd_groups_are_never_rolled_by_terraform(real_plans):
     for zone, group in etcd_groups(real_plans["example"]).items():
         assert group["instance_refresh"] == [], zone

@@ -117,12 +117,19 @@ resource "aws_security_group" "etcd" {
 module "nodes" {
   source = "../node-group"
 
-  environment           = var.environment
-  role                  = "etcd"
-  ami_id                = var.ami_id
-  instance_type         = var.instance_type
-  groups                = local.zone_groups
-  suspended_processes   = ["AZRebalance"]
+  environment         = var.environment
+  role                = "etcd"
+  ami_id              = var.ami_id
+  instance_type       = var.instance_type
+  groups              = local.zone_groups
+  suspended_processes = ["AZRebalance"]
+  # A node that powers itself off is terminated and replaced: the way out
+  # for a node that gives up booting, which ends only itself and needs no
+  # permission (autoscaling:SetInstanceHealth cannot be limited to the
+  # caller's own instance; terraform/README.md). Member volumes and ENIs
+  # are attached without delete-on-termination and outlive it; a reboot
+  # is not a shutdown.
+  shutdown_behavior     = "terminate"
   security_group_ids    = [aws_security_group.etcd.id]
   instance_profile_name = var.instance_profile_name
   target_group_arns     = var.target_group_arns

@@ -22,14 +22,16 @@ locals {
 }
 
 resource "aws_launch_template" "this" {
-  name                   = local.name
-  description            = "${var.role} nodes of ${var.environment}"
-  image_id               = var.ami_id
-  instance_type          = var.instance_type
-  user_data              = var.user_data
-  ebs_optimized          = true
-  update_default_version = true
-  vpc_security_group_ids = var.security_group_ids
+  name          = local.name
+  description   = "${var.role} nodes of ${var.environment}"
+  image_id      = var.ami_id
+  instance_type = var.instance_type
+  user_data     = var.user_data
+  ebs_optimized = true
+  # null: EC2's default (stop).
+  instance_initiated_shutdown_behavior = var.shutdown_behavior
+  update_default_version               = true
+  vpc_security_group_ids               = var.security_group_ids
 
   iam_instance_profile {
     name = var.instance_profile_name

@@ -51,6 +51,12 @@ variable "health_check" {
   }
 }
 
+variable "shutdown_behavior" {
+  description = "What EC2 does with an instance that powers itself off: \"terminate\" (its group replaces it), or null for EC2's default (stop)."
+  type        = string
+  default     = null
+}
+
 variable "suspended_processes" {
   description = "Auto-scaling processes suspended on every group (etcd: AZRebalance, which may terminate a live member to even out zones)."
   type        = list(string)
