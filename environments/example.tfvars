@@ -67,11 +67,12 @@ etcd_backup_keep_hourly = "7d"
 etcd_backup_keep_daily  = "365d"
 
 # etcd's database quota (--quota-backend-bytes on every member), 256 MiB to
-# 8 GiB. At the quota etcd raises NOSPACE and refuses every write until space
-# is back: the etcd nodes' maintenance then compacts, defragments one member
-# at a time and disarms the alarm (see the README's "etcd space"). 8 GiB is
-# etcd's suggested maximum and OpenShift's default; etcd's own default is 2 GiB.
-etcd_quota_bytes = 8589934592
+# 8 GiB (etcd's suggested maximum). At the quota etcd raises NOSPACE and
+# refuses every write until space is back: the etcd nodes' maintenance then
+# compacts, defragments one member at a time and disarms the alarm (see the
+# README's "etcd space"). 4 GiB, twice etcd's default, is the most nodeboot's
+# backups can hold (validate warns above it).
+etcd_quota_bytes = 4294967296
 
 # Where nodeboot comes from on the node:
 #   nodeboot_source = "ami": baked into the AMI at nodeboot_path (see images/);

@@ -290,7 +290,7 @@ variable "etcd_backup_keep_daily" {
 }
 
 variable "etcd_quota_bytes" {
-  description = "etcd's --quota-backend-bytes on every member (read by nodeboot render; 256 MiB to 8 GiB, etcd's suggested maximum)."
+  description = "etcd's --quota-backend-bytes on every member (read by nodeboot render; 256 MiB to 8 GiB, etcd's suggested maximum; above 4 GiB a full database cannot be backed up)."
   type        = number
 
   validation {

@@ -96,6 +96,11 @@ fn even_member_count_and_open_access_lists_are_warnings_not_errors() {
         ("etcd_count", "4", "prefer an odd count"),
         ("kubeapi_access_list", "[\"0.0.0.0/0\"]", "whole internet"),
         ("ssh_access_list", "[\"0.0.0.0/0\", \"10.0.0.0/8\"]", "whole internet"),
+        (
+            "etcd_quota_bytes",
+            "8589934592",
+            "above 4.0 GiB a full database cannot be backed up",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let text = example_with(&[(field, value)]);
@@ -457,5 +462,5 @@ fn etcd_quota_bytes_is_bounded_and_reaches_the_members_env_through_node_json() {
     let old = json.replace(",\"quota_bytes\":268435456", "");
     assert_ne!(old, json);
     let config: NodeConfig = serde_json::from_str(&old).unwrap();
-    assert_eq!(config.etcd.unwrap().quota_bytes, 8 << 30);
+    assert_eq!(config.etcd.unwrap().quota_bytes, 4 << 30);
 }

@@ -799,7 +799,7 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("8.0 GiB (environment's)"),
+            table.contains("4.0 GiB (environment's)"),
             "a member whose quota was not read: {table}"
         );
         assert!(table.contains("problem: member m1 raises NOSPACE"), "{table}");

@@ -304,7 +304,7 @@ fn read_backup_policy(r: &mut Reader) -> Option<EtcdBackupPolicy> {
 /// `etcd_quota_bytes`: within [`MIN_QUOTA_BYTES`, `MAX_QUOTA_BYTES`] (etcd
 /// itself takes any number, and warns above its suggested maximum).
 fn read_quota(r: &mut Reader) -> Option<u64> {
-    use crate::shared::etcd::space::{human_bytes, MAX_QUOTA_BYTES, MIN_QUOTA_BYTES};
+    use crate::shared::etcd::space::{human_bytes, MAX_BACKED_UP_QUOTA_BYTES, MAX_QUOTA_BYTES, MIN_QUOTA_BYTES};
     let quota = r.number("etcd_quota_bytes")?;
     if !(MIN_QUOTA_BYTES..=MAX_QUOTA_BYTES).contains(&quota) {
         r.error(
@@ -317,6 +317,16 @@ fn read_quota(r: &mut Reader) -> Option<u64> {
             ),
         );
         return None;
+    }
+    if quota > MAX_BACKED_UP_QUOTA_BYTES {
+        r.warning(
+            "etcd_quota_bytes",
+            format!(
+                "above {} a full database cannot be backed up: a backup is one S3 PUT of at most 5 GiB, and the 20 GiB etcd \
+                 volume holds the database, its snapshot and the sealed copy at once",
+                human_bytes(MAX_BACKED_UP_QUOTA_BYTES as i64)
+            ),
+        );
     }
     Some(quota)
 }

@@ -22,11 +22,18 @@ pub const MAX_QUOTA_BYTES: u64 = 8 * GIB;
 /// the defragmentation rule ([`DEFRAG_MIN_RECLAIMABLE_BYTES`] at
 /// [`DEFRAG_MIN_FRAGMENTED_PERCENT`]) can still fire before the quota.
 pub const MIN_QUOTA_BYTES: u64 = 256 * MIB;
-/// The quota `env new` writes: OpenShift's default (its etcd operator's
-/// `backendQuotaGiB`, 8 unless set), etcd's suggested maximum. etcd's own
-/// default of 2 GiB ends clusters with many objects or much churn; etcd
-/// takes only the space it writes, so a high quota costs nothing until used.
-pub const DEFAULT_QUOTA_BYTES: u64 = MAX_QUOTA_BYTES;
+/// The largest quota whose full database nodeboot can still back up: a
+/// backup is one S3 PUT of at most 5 GiB (`backup::MAX_OBJECT_BYTES`), and
+/// while it runs the member's volume (20 GiB, Terraform's etcd
+/// `data_volume_size`) holds the database, its snapshot and the sealed copy
+/// at once. `validate` warns above it.
+pub const MAX_BACKED_UP_QUOTA_BYTES: u64 = 4 * GIB;
+/// The quota `env new` writes: twice etcd's own default of 2 GiB (which
+/// ends clusters with many objects or much churn), as large as backups
+/// allow. OpenShift's default is etcd's suggested maximum, 8 GiB; nodeboot
+/// stops at [`MAX_BACKED_UP_QUOTA_BYTES`]. etcd takes only the space it
+/// writes, so a high quota costs nothing until used.
+pub const DEFAULT_QUOTA_BYTES: u64 = MAX_BACKED_UP_QUOTA_BYTES;
 
 /// OpenShift's defragmentation rule, as issue 21 adopts it: a member's file
 /// is defragmented when more than this share of it is free ...
