@@ -2,6 +2,7 @@
 //! to (`shared::exit`; README.md has the table). `stage --retry` decides
 //! from the code whether waiting can help.
 
+use crate::node::etcd_space::pass::SpaceError;
 use crate::node::reboot::RebootError;
 use crate::node::root::StageError;
 use crate::node::stage::attach::AttachError;
@@ -37,6 +38,9 @@ pub enum Error {
     Secret(#[from] SecretError),
     #[error("reboot-coordinator: {0}")]
     Reboot(#[from] RebootError),
+    /// The maintenance of etcd's space (the backup service's other half).
+    #[error("etcd maintenance: {0}")]
+    Space(#[from] SpaceError),
     #[error(transparent)]
     Cloud(CloudError),
     /// Not the role or state this command runs in (an etcd command on a compute node).
@@ -146,6 +150,7 @@ impl Error {
             Error::Backup(e) => exit::backup(e),
             Error::Secret(e) => exit::secret(e),
             Error::Reboot(e) => reboot_code(e),
+            Error::Space(_) => exit::ETCD_UNHEALTHY,
             Error::Cloud(_) => exit::AWS,
             Error::Refused(_) => exit::REFUSED,
             Error::Exec { .. } => exit::SYSTEM,

@@ -92,6 +92,20 @@ impl Ports {
 impl Member {
     /// Starts `name` with `initial_cluster` (`name=peer,...`) in state `state`.
     pub fn start(dir: &Path, tls: &TlsFiles, name: &str, ports: &Ports, initial_cluster: &str, state: &str) -> Member {
+        Member::start_with_env(dir, tls, name, ports, initial_cluster, state, &[])
+    }
+
+    /// [`Member::start`] with `ETCD_*` variables in its environment (as
+    /// etcd-member.service passes the etcd stage's env file).
+    pub fn start_with_env(
+        dir: &Path,
+        tls: &TlsFiles,
+        name: &str,
+        ports: &Ports,
+        initial_cluster: &str,
+        state: &str,
+        env: &[(&str, String)],
+    ) -> Member {
         let data_dir = dir.join(format!("{name}.data"));
         let log = dir.join(format!("{name}.log"));
         let tls_args = |prefix: &str| {
@@ -119,6 +133,7 @@ impl Member {
             ])
             .args(tls_args(""))
             .args(tls_args("peer-"))
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::from(
@@ -151,6 +166,11 @@ impl Member {
 /// Starts a new cluster of `n` members `m0`.. with TLS from `etcd_dir`
 /// (`pki`); does not wait for a leader.
 pub fn start_cluster(dir: &Path, etcd_dir: &Path, n: u32) -> Vec<Member> {
+    start_cluster_with_env(dir, etcd_dir, n, &[])
+}
+
+/// [`start_cluster`] with `ETCD_*` variables given to every member.
+pub fn start_cluster_with_env(dir: &Path, etcd_dir: &Path, n: u32, env: &[(&str, String)]) -> Vec<Member> {
     let ports: Vec<Ports> = (0..n).map(|_| Ports::free()).collect();
     let initial: Vec<String> = ports
         .iter()
@@ -161,13 +181,14 @@ pub fn start_cluster(dir: &Path, etcd_dir: &Path, n: u32) -> Vec<Member> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            Member::start(
+            Member::start_with_env(
                 dir,
                 &member_tls(etcd_dir, i as u32),
                 &format!("m{i}"),
                 p,
                 &initial.join(","),
                 "new",
+                env,
             )
         })
         .collect()
