@@ -66,7 +66,10 @@ provider "aws" {{
 
 override_data {{
   target = data.aws_ami.flatcar
-  values = {{ id = "ami-0123456789abcdef0", tags = {{ "nodeboot.io/nodeboot-sha256" = "{NODEBOOT_SHA256}" }} }}
+  values = {{
+    id   = "ami-0123456789abcdef0"
+    tags = {{ "nodeboot.io/nodeboot-sha256" = "{NODEBOOT_SHA256}" }}
+  }}
 }}
 
 override_data {{
@@ -565,7 +568,8 @@ def test_compute_refresh_launches_before_it_terminates(real_plans, refresh_plans
         (preferences,) = refresh["preferences"]
         assert group["min_size"] == group["desired_capacity"] == count, run
         assert preferences["min_healthy_percentage"] == kept, run
-        assert 100 < preferences["max_healthy_percentage"] <= min(200, kept + 100), (run, preferences)
+        most = min(200, kept + 100)
+        assert 100 < preferences["max_healthy_percentage"] <= most, (run, preferences)
         assert launched_ahead(group, preferences) >= 1, (run, group["max_size"], preferences)
         # Never more ahead than the share allowed out of service (or one).
         assert group["max_size"] - count == max(1, -(-count * (100 - kept) // 100)), run
@@ -580,7 +584,8 @@ def test_compute_refresh_launches_before_it_terminates(real_plans, refresh_plans
     # Nothing kept: AWS allows no more than min + 100, so it replaces in place.
     group = of_type(refresh_plans["none_kept"], "aws_autoscaling_group")[COMPUTE_GROUP]
     (preferences,) = group["instance_refresh"][0]["preferences"]
-    assert (preferences["min_healthy_percentage"], preferences["max_healthy_percentage"]) == (0, 100)
+    assert preferences["min_healthy_percentage"] == 0
+    assert preferences["max_healthy_percentage"] == 100
 
 
 def test_compute_refresh_rolls_back_when_it_fails(real_plans):
@@ -588,7 +593,8 @@ def test_compute_refresh_rolls_back_when_it_fails(real_plans):
     (preferences,) = group["instance_refresh"][0]["preferences"]
     assert preferences["auto_rollback"] is True
     # A rollback needs a version to go back to: never "$Latest".
-    assert after_unknown(real_plans["example"], COMPUTE_GROUP)["launch_template"][0]["version"] is True
+    unknown = after_unknown(real_plans["example"], COMPUTE_GROUP)
+    assert unknown["launch_template"][0]["version"] is True
 
 
 def test_workers_are_healthy_when_their_kube_proxy_is(real_plans):

@@ -722,7 +722,8 @@ mock_provider "aws" {
   mock_data "aws_ami" {
     defaults = {
       id   = "ami-0123456789abcdef0"
-      tags = { "nodeboot.io/nodeboot-sha256" = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" }
+      # 64 hex digits, as the bake tags it (main.tf's postcondition).
+      tags = { "nodeboot.io/nodeboot-sha256" = "MOCK_SHA256" }
     }
   }
   mock_data "aws_kms_key" {
@@ -733,6 +734,8 @@ mock_provider "aws" {
   }
 }
 """
+
+MOCK_PROVIDER = MOCK_PROVIDER.replace("MOCK_SHA256", "0123456789abcdef" * 4)
 
 SMALL_IGNITION = '{"ignition":{"version":"3.4.0"}}\n'
 
@@ -822,9 +825,15 @@ LOCK_FILE = TF / ".terraform.lock.hcl"
 
 def locked_provider() -> dict:
     (entry,) = [
-        body for name, body in blocks(parse(LOCK_FILE), "provider") if name.endswith("/hashicorp/aws")
+        body
+        for name, body in blocks(parse(LOCK_FILE), "provider")
+        if name.endswith("/hashicorp/aws")
     ]
-    return {k: unquote(v) if isinstance(v, str) else [unquote(h) for h in v] for k, v in entry.items() if not k.startswith("__")}
+    return {
+        k: unquote(v) if isinstance(v, str) else [unquote(h) for h in v]
+        for k, v in entry.items()
+        if not k.startswith("__")
+    }
 
 
 def test_the_provider_lock_file_is_committed():
@@ -837,7 +846,9 @@ def test_the_provider_lock_file_is_committed():
     assert ignored.returncode == 1, "git ignores terraform/.terraform.lock.hcl"
     versions = parse(TF / "versions.tf")["terraform"][0]["required_providers"][0]["aws"]
     constraint = unquote(versions["version"])
-    assert re.fullmatch(r"\d+\.\d+\.\d+", constraint), f"versions.tf allows more than one release: {constraint}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", constraint), (
+        f"versions.tf allows more than one release: {constraint}"
+    )
     locked = locked_provider()
     assert locked["version"] == constraint and locked["constraints"] == constraint, locked
 
@@ -872,11 +883,17 @@ def test_init_refuses_a_provider_that_does_not_match_the_lock(initialized_copy, 
     lock.write_text(lock.read_text().replace(good, "h1:" + "A" * 43 + "="))
     plugin_dir = Path(os.environ.get(PLUGIN_DIR_ENV) or DEFAULT_PLUGIN_DIR)
     result = terraform(
-        "init", "-input=false", "-backend=false", "-lockfile=readonly", f"-plugin-dir={plugin_dir}", "-no-color",
+        "init",
+        "-input=false",
+        "-backend=false",
+        "-lockfile=readonly",
+        f"-plugin-dir={plugin_dir}",
+        "-no-color",
         cwd=other,
     )
     assert result.returncode != 0
-    assert "checksum" in " ".join((result.stdout + result.stderr).split()), result.stdout + result.stderr
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "checksum" in output, output
 
 
 def test_terraform_validate_with_the_local_provider(initialized_copy):
