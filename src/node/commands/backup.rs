@@ -1,12 +1,15 @@
 //! `nodeboot etcd backup` on a node: the backup service (backups, restores
-//! on request).
+//! on request) and, on each poll after them, the maintenance of its
+//! member's space (`node::etcd_space`: defragmentation, NOSPACE's way out).
 
 use std::path::Path;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::node::error::Error;
+use crate::node::etcd_space::pass::{Done, Maintenance, SpaceError};
+use crate::node::etcd_space::Thresholds;
 use crate::node::root::Root;
 use crate::node::stage::attach::{Claim, CLAIM_FILE};
 use crate::node::stage::etcd::Tls;
@@ -79,6 +82,15 @@ pub fn service(root: &Root, options: ServiceOptions) -> Result<(), Error> {
             &config.environment,
             &config.kms_key_id,
         );
+        let maintenance = Maintenance {
+            etcd: &etcd,
+            endpoint: options.endpoint.clone(),
+            member_name: node.member_name.clone(),
+            tls: tls.files(),
+            configured_quota: etcd_config.quota_bytes,
+            thresholds: Thresholds::DEFAULT,
+        };
+        let mut last_space = String::new();
         info!(interval = %humantime::format_duration(interval), member = claim.member, "etcd backup service started");
         loop {
             let outcome = pass(
@@ -94,13 +106,16 @@ pub fn service(root: &Root, options: ServiceOptions) -> Result<(), Error> {
                 retention,
             )
             .await;
-            match outcome {
-                Ok(()) => {}
-                Err(e) if options.once => return Err(e),
-                Err(e) => warn!("etcd backup pass failed: {e}"),
-            }
+            // Space is kept whatever became of the backup (S3 may be away).
+            let space = maintenance.pass();
+            report_space(&space, &mut last_space);
             if options.once {
+                outcome?;
+                space?;
                 return Ok(());
+            }
+            if let Err(e) = outcome {
+                warn!("etcd backup pass failed: {e}");
             }
             tokio::time::sleep(options.poll).await;
         }
@@ -165,6 +180,33 @@ async fn pass(
         .and_then(|r| r.backup_id().map(|id| (id, r.requested_unix)));
     node.pass(interval, retention, restored).await?;
     Ok(())
+}
+
+/// Logs what the maintenance did; a state that lasts (a wait, CORRUPT) once.
+fn report_space(space: &Result<Done, SpaceError>, last: &mut String) {
+    let done = match space {
+        Ok(Done::Nothing) => {
+            last.clear();
+            return;
+        }
+        Ok(done) => done,
+        Err(e) => {
+            warn!("etcd maintenance pass failed: {e}");
+            return;
+        }
+    };
+    let text = done.to_string();
+    let repeated = text == *last;
+    match done {
+        Done::Corrupt(_) if !repeated => error!("{text}"),
+        Done::Compacted { freed: false, .. } if !repeated => warn!("{text}"),
+        Done::Waiting(_) if !repeated => info!("{text}"),
+        Done::Corrupt(_) | Done::Compacted { freed: false, .. } | Done::Waiting(_) => {}
+        Done::Compacted { freed: true, .. } | Done::Defragmented { .. } | Done::Disarmed(_) | Done::Nothing => {
+            info!("{text}")
+        }
+    }
+    *last = text;
 }
 
 fn request_error(e: restore::RequestError) -> Error {

@@ -72,8 +72,8 @@ impl std::fmt::Display for Done {
             }
             Done::Compacted { revision, freed: false } => write!(
                 f,
-                "NOSPACE: the etcd history is compacted (revision {revision}) and no member has space to give \
-                 back: live data fills the quota; raise etcd_quota_bytes or delete keys"
+                "NOSPACE: the etcd history is already compacted up to revision {revision}; while no member has \
+                 space to give back, live data fills the quota: raise etcd_quota_bytes or delete keys"
             ),
             Done::Defragmented {
                 member,
@@ -223,9 +223,6 @@ impl Maintenance<'_> {
             .etcd
             .compact(&self.endpoint, revision)
             .map_err(etcd(format!("compacting up to revision {revision}")))?;
-        if freed {
-            info!("NOSPACE: compacted the etcd history up to revision {revision}");
-        }
         Ok((revision, freed))
     }
 
@@ -247,7 +244,8 @@ impl Maintenance<'_> {
             Err(e) => return Err(etcd(format!("taking the etcd lock `{LOCK}`"))(e)),
         };
         if compact_first {
-            self.compact()?;
+            let (revision, _) = self.compact()?;
+            info!("NOSPACE: the etcd history is compacted up to revision {revision}");
         }
         let before = self.my_status()?.db_size;
         info!("defragmenting etcd member {me}: {why}");
