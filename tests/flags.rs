@@ -82,21 +82,26 @@ fn invocations(env: &nodeboot::operator::env::Environment, role: Role) -> Vec<(S
         }
     }
     for unit in nodeboot::operator::render::units_for(env, role) {
-        // ExecStart with its continuation lines joined.
+        // Every ExecStart with its continuation lines joined.
         let joined = unit.contents.replace("\\\n", " ");
-        let Some(exec) = joined.lines().find_map(|l| l.strip_prefix("ExecStart=")) else {
-            continue;
-        };
-        let words: Vec<String> = exec.split_whitespace().map(str::to_string).collect();
-        if unit.name == "kubelet.service" {
-            out.push(("kubelet".into(), words[1..].to_vec()));
-        } else if let Some(at) = words.iter().position(|w| w.starts_with("registry.k8s.io/kubectl:")) {
-            // `docker run ... IMAGE FLAGS... apply FLAGS...`: kubectl's flags,
-            // its subcommand left out.
-            out.push((
-                "kubectl".into(),
-                words[at + 1..].iter().filter(|w| *w != "apply").cloned().collect(),
-            ));
+        for exec in joined.lines().filter_map(|l| l.strip_prefix("ExecStart=")) {
+            let words: Vec<String> = exec.split_whitespace().map(str::to_string).collect();
+            if unit.name == "kubelet.service" {
+                out.push(("kubelet".into(), words[1..].to_vec()));
+            } else if let Some(at) = words.iter().position(|w| w.starts_with("registry.k8s.io/kubectl:")) {
+                // `docker run ... IMAGE FLAGS... apply FLAGS...` (or `label
+                // node NAME KEY=...`, inside `sh -c '...'`): kubectl's
+                // flags, its subcommand and arguments left out.
+                out.push((
+                    "kubectl".into(),
+                    words[at + 1..]
+                        .iter()
+                        .map(|w| w.trim_end_matches('\''))
+                        .filter(|w| w.starts_with("--"))
+                        .map(str::to_string)
+                        .collect(),
+                ));
+            }
         }
     }
     out

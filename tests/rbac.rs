@@ -770,3 +770,197 @@ fn the_bootstrap_kubeconfigs_point_each_role_at_its_api_and_trust_the_cluster_ca
         assert_eq!(embedded, ca, "{folder}");
     }
 }
+
+// ---------------------------------------------------------- the control plane's role label and taint
+
+/// The labels a kubelet may set on its own Node: `IsKubeletLabel`
+/// (staging/src/k8s.io/kubelet/pkg/apis/well_known_labels.go, 1.31): a
+/// fixed set, and the `kubelet.kubernetes.io` and `node.kubernetes.io`
+/// namespaces (and their subdomains).
+fn is_kubelet_label(key: &str) -> bool {
+    const FIXED: [&str; 11] = [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+    ];
+    let namespace = key.rsplit_once('/').map_or("", |(ns, _)| ns);
+    FIXED.contains(&key)
+        || ["kubelet.kubernetes.io", "node.kubernetes.io"]
+            .iter()
+            .any(|allowed| namespace == *allowed || namespace.ends_with(&format!(".{allowed}")))
+}
+
+/// NodeRestriction's `getForbiddenLabels`
+/// (plugin/pkg/admission/noderestriction/admission.go, 1.31): the
+/// `node-restriction.kubernetes.io` namespace, and every other
+/// `kubernetes.io` or `k8s.io` label that is not a kubelet label.
+fn forbidden_to_a_kubelet(key: &str) -> bool {
+    let namespace = key.rsplit_once('/').map_or("", |(ns, _)| ns);
+    let within = |domain: &str| namespace == domain || namespace.ends_with(&format!(".{domain}"));
+    within("node-restriction.kubernetes.io")
+        || ((within("kubernetes.io") || within("k8s.io")) && !is_kubelet_label(key))
+}
+
+#[derive(Debug, Clone, Default)]
+struct NodeObject {
+    labels: std::collections::BTreeMap<String, String>,
+    /// (key, effect)
+    taints: Vec<(String, String)>,
+}
+
+/// NodeRestriction's `admitNode` for a node identity writing its own Node:
+/// on create no forbidden label; on update no forbidden label changed and
+/// the taints unchanged ("is not allowed to modify taints").
+fn node_restriction_admits(old: Option<&NodeObject>, new: &NodeObject) -> Result<(), String> {
+    let changed: Vec<&String> = new
+        .labels
+        .iter()
+        .filter(|(k, v)| old.and_then(|o| o.labels.get(*k)) != Some(*v))
+        .map(|(k, _)| k)
+        .chain(
+            old.into_iter()
+                .flat_map(|o| o.labels.keys())
+                .filter(|k| !new.labels.contains_key(*k)),
+        )
+        .collect();
+    let forbidden: Vec<&&String> = changed.iter().filter(|k| forbidden_to_a_kubelet(k)).collect();
+    if !forbidden.is_empty() {
+        return Err(format!("is not allowed to set the following labels: {forbidden:?}"));
+    }
+    if old.is_some_and(|o| o.taints != new.taints) {
+        return Err("is not allowed to modify taints".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn node_restriction_keeps_kubelets_from_the_role_label_and_their_taints() {
+    assert!(forbidden_to_a_kubelet("node-role.kubernetes.io/control-plane"));
+    assert!(forbidden_to_a_kubelet("node-restriction.kubernetes.io/x"));
+    assert!(forbidden_to_a_kubelet("example.k8s.io/x"));
+    assert!(!forbidden_to_a_kubelet(
+        "node.kubernetes.io/exclude-from-external-load-balancers"
+    ));
+    assert!(!forbidden_to_a_kubelet("x.kubelet.kubernetes.io/y"));
+    assert!(!forbidden_to_a_kubelet("kubernetes.io/hostname"));
+    assert!(!forbidden_to_a_kubelet("nodeboot.io/anything"));
+    let tainted = NodeObject {
+        taints: vec![("t".into(), "NoSchedule".into())],
+        ..Default::default()
+    };
+    assert!(
+        node_restriction_admits(None, &tainted).is_ok(),
+        "taints at registration"
+    );
+    assert!(node_restriction_admits(Some(&tainted), &NodeObject::default()).is_err());
+    let mut labelled = tainted.clone();
+    labelled
+        .labels
+        .insert("node-role.kubernetes.io/control-plane".into(), "".into());
+    assert!(node_restriction_admits(None, &labelled).is_err());
+    assert!(
+        node_restriction_admits(Some(&labelled), &tainted).is_err(),
+        "nor remove it"
+    );
+}
+
+/// A control-plane kubelet registers its Node tainted as the rendered
+/// configuration says, which NodeRestriction admits; it may neither give
+/// itself kubeadm's role label (so the kubelet is not asked to: a forbidden
+/// `--node-labels` also stops the kubelet at start) nor drop the taint
+/// later. The add-on applier, in system:masters, may set both on the Node.
+#[test]
+fn a_control_plane_node_is_tainted_by_its_kubelet_and_labelled_by_the_applier() {
+    let c = cluster();
+    let me =
+        nodeboot::node::stage::discover::hostname("example", nodeboot::shared::role::Role::Etcd, "i-0123456789abcdef0");
+    let config: Value = serde_yaml_ng::from_str(&nodeboot::operator::render::kubelet_config(
+        nodeboot::shared::role::Role::Etcd,
+    ))
+    .unwrap();
+    // What the kubelet registers (pkg/kubelet/kubelet_node_status.go, initialNode).
+    let mut registered = NodeObject::default();
+    for (key, value) in [
+        ("kubernetes.io/hostname", me.as_str()),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", "amd64"),
+        ("beta.kubernetes.io/os", "linux"),
+        ("beta.kubernetes.io/arch", "amd64"),
+    ] {
+        registered.labels.insert(key.into(), value.into());
+    }
+    for taint in config["registerWithTaints"].as_sequence().into_iter().flatten() {
+        registered.taints.push((
+            taint["key"].as_str().unwrap().into(),
+            taint["effect"].as_str().unwrap().into(),
+        ));
+    }
+    let role = "node-role.kubernetes.io/control-plane";
+    assert_eq!(registered.taints, vec![(role.to_string(), "NoSchedule".to_string())]);
+    node_restriction_admits(None, &registered).unwrap();
+    let mut self_labelled = registered.clone();
+    self_labelled.labels.insert(role.into(), "".into());
+    assert!(node_restriction_admits(None, &self_labelled).is_err());
+    assert!(node_restriction_admits(Some(&registered), &self_labelled).is_err());
+    assert!(
+        node_restriction_admits(
+            Some(&registered),
+            &NodeObject {
+                taints: vec![],
+                ..registered.clone()
+            }
+        )
+        .is_err(),
+        "a kubelet cannot untaint itself"
+    );
+    let units = nodeboot::operator::render::units_for(
+        &nodeboot::operator::env::load(&example_env()).unwrap().env,
+        nodeboot::shared::role::Role::Etcd,
+    );
+    let kubelet = units.iter().find(|u| u.name == "kubelet.service").unwrap();
+    assert!(!kubelet.contents.contains("--node-labels"), "{}", kubelet.contents);
+
+    // The applier's identity is the subject of its client certificate.
+    let kc = kubeconfig(&c.secrets.path().join("secure/addons-applier.kubeconfig"));
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(kc["users"][0]["user"]["client-certificate-data"].as_str().unwrap())
+        .unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let applier = User {
+        name: cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .into(),
+        groups: cert
+            .subject()
+            .iter_organization()
+            .map(|o| o.as_str().unwrap().to_string())
+            .chain(["system:authenticated".to_string()])
+            .collect(),
+    };
+    for verb in ["get", "patch", "update"] {
+        assert!(
+            allowed(
+                &c.policy,
+                &c.modes,
+                &c.admission,
+                &applier,
+                &named(verb, "", "nodes", &me)
+            ),
+            "{applier:?} may not {verb} {me}"
+        );
+    }
+}

@@ -759,3 +759,97 @@ fn update_conf_per_role_leaves_etcd_reboots_to_the_coordinator() {
         );
     }
 }
+
+/// kubeadm's mark-control-plane phase, done by the add-on applier on each
+/// control-plane node for its own Node (NodeRestriction forbids the kubelet
+/// the role label, see tests/rbac.rs): the role label, kubeadm's
+/// exclude-from-external-load-balancers label and the taint, named by the
+/// hostname discover set (the kubelet's node name). After the apply, which
+/// carries the RBAC the kubelets need to register at all. The commands run
+/// here through `sh` as systemd would start them (`$$` is systemd's escape
+/// of `$`), with a recorder in docker's place.
+#[test]
+fn the_addon_applier_marks_its_own_node_as_kubeadm_does() {
+    let loaded = env::load(&example_env()).unwrap();
+    let units = render::units_for(&loaded.env, Role::Etcd);
+    let applier = units.iter().find(|u| u.name == "nodeboot-addons.service").unwrap();
+    let joined = applier.contents.replace("\\\n", " ");
+    let execs: Vec<&str> = joined.lines().filter_map(|l| l.strip_prefix("ExecStart=")).collect();
+    assert!(execs[0].contains(" apply "), "the apply comes first: {execs:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let docker = dir.path().join("docker");
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> {}\necho --- >> {}\n",
+            calls.display(),
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for exec in &execs[1..] {
+        let script = exec
+            .strip_prefix("/bin/sh -c '")
+            .and_then(|s| s.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("not a shell line: {exec}"));
+        let script = script
+            .replace("$$", "$")
+            .replace("/usr/bin/docker", docker.to_str().unwrap());
+        let run = Command::new("sh").args(["-c", &script]).output().unwrap();
+        assert!(run.status.success(), "{script}: {}", stderr(&run));
+    }
+    let hostname = String::from_utf8(Command::new("uname").arg("-n").output().unwrap().stdout).unwrap();
+    let hostname = hostname.trim();
+    let recorded = std::fs::read_to_string(&calls).unwrap_or_default();
+    let kubectl: Vec<Vec<&str>> = recorded
+        .split("---\n")
+        .filter(|c| !c.is_empty())
+        .map(|call| {
+            let args: Vec<&str> = call.lines().collect();
+            let image = args
+                .iter()
+                .position(|a| a.starts_with("registry.k8s.io/kubectl:"))
+                .unwrap();
+            assert_eq!(&args[..3], ["run", "--rm", "--network"], "{args:?}");
+            args[image + 1..].to_vec()
+        })
+        .collect();
+    let common = [
+        "--kubeconfig=/run/nodeboot/secrets/addons-applier.kubeconfig",
+        "--server=https://127.0.0.1:6443",
+    ];
+    let want = [
+        [
+            &common[..],
+            &[
+                "label",
+                "node",
+                hostname,
+                "node-role.kubernetes.io/control-plane=",
+                "node.kubernetes.io/exclude-from-external-load-balancers=",
+                "--overwrite",
+            ],
+        ]
+        .concat(),
+        [
+            &common[..],
+            &[
+                "taint",
+                "node",
+                hostname,
+                "node-role.kubernetes.io/control-plane:NoSchedule",
+                "--overwrite",
+            ],
+        ]
+        .concat(),
+    ];
+    assert_eq!(kubectl, want);
+    assert!(
+        render::units_for(&loaded.env, Role::Compute)
+            .iter()
+            .all(|u| u.name != "nodeboot-addons.service"),
+        "workers apply nothing"
+    );
+}

@@ -214,6 +214,9 @@ struct AddonsUnit<'a> {
     addons_dir: &'a str,
     secrets_dir: &'a str,
     server: &'a str,
+    role_label: &'a str,
+    exclude_label: &'a str,
+    taint_effect: &'a str,
 }
 
 #[derive(Template)]
@@ -289,6 +292,9 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             addons_dir: ADDONS_DIR,
             secrets_dir: SECRETS_DIR,
             server: crate::operator::kube::LOCAL_URL,
+            role_label: crate::operator::kube::CONTROL_PLANE_ROLE,
+            exclude_label: crate::operator::kube::EXCLUDE_FROM_LOAD_BALANCERS,
+            taint_effect: crate::operator::kube::CONTROL_PLANE_TAINT_EFFECT,
         };
         units.push(UnitFile {
             name: ADDONS_UNIT.into(),
