@@ -503,3 +503,49 @@ fn the_flexvolume_directory_is_writable_on_flatcar_and_shared_with_the_controlle
         "{volume}"
     );
 }
+
+/// The secrets sync gates a static pod's restart on its health endpoint
+/// (`node::readers::health::ENDPOINTS`): every static pod has one, and it
+/// is what the pod's own probe asks (the readiness probe, else liveness).
+#[test]
+fn the_restart_gate_asks_what_each_static_pods_probe_asks() {
+    use nodeboot::node::readers::health::{endpoint, Scheme};
+    let env = nodeboot::operator::env::load(&example_env()).unwrap().env;
+    let mut compared = 0;
+    for role in [Role::Etcd, Role::Compute] {
+        for (file, text) in nodeboot::operator::render::manifests::manifests_for(&env, role) {
+            let name = file.trim_end_matches(".yaml");
+            let gate = endpoint(name).unwrap_or_else(|| panic!("{name}: restarts without a health gate"));
+            let container = &yaml(&text)["spec"]["containers"][0];
+            let probe = [&container["readinessProbe"], &container["livenessProbe"]]
+                .into_iter()
+                .find(|p| !p.is_null());
+            let Some(probe) = probe else { continue };
+            let get = &probe["httpGet"];
+            let scheme = match gate.scheme {
+                Scheme::Https => "HTTPS",
+                Scheme::Http => "HTTP",
+            };
+            assert_eq!(
+                (
+                    get["host"].as_str(),
+                    get["scheme"].as_str(),
+                    get["port"].as_u64(),
+                    get["path"].as_str()
+                ),
+                (
+                    Some("127.0.0.1"),
+                    Some(scheme),
+                    Some(u64::from(gate.port)),
+                    Some(gate.path)
+                ),
+                "{name}"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(
+        compared, 3,
+        "kube-apiserver, -controller-manager, -scheduler (kube-proxy has no probe)"
+    );
+}

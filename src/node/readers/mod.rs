@@ -10,20 +10,23 @@
 //! - the add-on applier: started again.
 //! - a static pod: its processes get SIGTERM and the kubelet starts the
 //!   container again; on etcd nodes under the lock `static-pod-<name>`
-//!   (one control-plane node at a time); done when the old processes are gone.
+//!   (one control-plane node at a time); done when the old processes are
+//!   gone and the new one passes its health endpoint (`health`). One that
+//!   does not stops the roll: the lock is kept and the sync fails loudly.
 
 pub mod consumers;
+pub mod health;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use self::consumers::Consumer;
 use crate::node::root::Root;
 use crate::node::stage::etcd::{node_client, others_healthy};
-use crate::shared::etcd::lock;
+use crate::shared::etcd::{lock, Client};
 use crate::shared::node_config::{
     NodeConfig, ADDONS_UNIT, ETCD_ENV_FILE, KUBELET_CONFIG_PATH, SECRETS_DIR, STATIC_POD_DIR,
 };
@@ -233,22 +236,66 @@ pub fn processes_named(proc_dir: &Path, name: &str) -> Vec<i32> {
 }
 
 async fn restart_static_pod(root: &Root, config: &NodeConfig, name: &str) -> Result<bool, String> {
-    let proc_dir = Path::new("/proc");
-    let held = if config.role == Role::Etcd {
-        let (client, _, holder) = node_client(root).map_err(|e| e.to_string())?;
-        match lock::try_acquire(&client, &format!("static-pod-{name}"), &holder, LOCK_TTL_SECONDS)
-            .map_err(|e| e.to_string())?
-        {
-            Some(held) => Some((client, held)),
-            None => {
-                info!("static pod {name} must restart for new secrets; another control-plane node restarts it first: waiting");
-                return Ok(false);
+    let client = match config.role {
+        Role::Etcd => Some(node_client(root).map_err(|e| e.to_string())?),
+        Role::Compute | Role::Bastion => None,
+    };
+    restart_pod(PodRestart {
+        name,
+        proc_dir: Path::new("/proc"),
+        lock: client.as_ref().map(|(client, _, holder)| (client, holder.as_str())),
+        health: health::endpoint(name).map(|e| e.url()),
+        exit_wait: RESTART_WAIT,
+        ready_wait: health::READY_WAIT,
+    })
+    .await
+}
+
+/// One static pod's restart for new secrets, as observed on this node.
+pub struct PodRestart<'a> {
+    /// The pod's name, which is its program's.
+    pub name: &'a str,
+    pub proc_dir: &'a Path,
+    /// `(etcd client, this node's name)` on control-plane nodes: restart
+    /// under the lock `static-pod-<name>`, one node at a time.
+    pub lock: Option<(&'a Client, &'a str)>,
+    /// Its health endpoint's URL (`health::ENDPOINTS`); `None`: done once
+    /// the old processes exited.
+    pub health: Option<String>,
+    pub exit_wait: Policy,
+    pub ready_wait: Policy,
+}
+
+/// Takes the lock, stops the pod's processes (the kubelet starts the
+/// container again), waits until they exited and the new one passes its
+/// health endpoint; then `health::verdict` says whether the lock goes back.
+/// `Ok(false)`: another node holds the lock, try again on the next pass.
+pub async fn restart_pod(r: PodRestart<'_>) -> Result<bool, String> {
+    let name = r.name;
+    let lock = format!("static-pod-{name}");
+    let held = match r.lock {
+        Some((client, holder)) => {
+            match lock::try_acquire(client, &lock, holder, LOCK_TTL_SECONDS).map_err(|e| e.to_string())? {
+                Some(held) => Some((client, held)),
+                None => {
+                    let holder = lock::holder(client, &lock).ok().flatten().unwrap_or_default();
+                    info!("static pod {name} must restart for new secrets; {holder} holds {lock} (restarting it first, or stopped because it stayed unhealthy there): waiting");
+                    return Ok(false);
+                }
             }
         }
-    } else {
-        None
+        None => None,
     };
-    let old = processes_named(proc_dir, name);
+    // Every look of the waits below keeps the lock's lease alive: together
+    // they may last longer than its TTL.
+    let keep = || {
+        if let Some((client, held)) = &held {
+            if let Err(e) = held.refresh(client) {
+                warn!("keeping the {lock} lock: {e}");
+            }
+        }
+    };
+    let old = processes_named(r.proc_dir, name);
     if old.is_empty() {
         info!("static pod {name}: no process runs (the kubelet starts it with the new secrets)");
     }
@@ -260,31 +307,60 @@ async fn restart_static_pod(root: &Root, config: &NodeConfig, name: &str) -> Res
     }
     let gone = retry::wait(
         &format!("static pod {name}'s old processes to exit"),
-        RESTART_WAIT,
-        || async {
-            let left: Vec<i32> = processes_named(proc_dir, name)
+        r.exit_wait,
+        || {
+            keep();
+            let left: Vec<i32> = processes_named(r.proc_dir, name)
                 .into_iter()
                 .filter(|p| old.contains(p))
                 .collect();
-            if left.is_empty() {
-                Attempt::Done(())
-            } else {
-                Attempt::Retry(format!("{left:?} still run"))
+            async move {
+                if left.is_empty() {
+                    Attempt::Done(())
+                } else {
+                    Attempt::Retry(format!("{left:?} still run"))
+                }
             }
         },
     )
     .await;
-    if let Some((client, held)) = held {
-        if let Err(e) = held.release(&client) {
-            warn!("releasing the static-pod-{name} lock: {e} (it expires with its lease)");
+    let after = match (gone, &r.health) {
+        (Err(e), _) => health::After::NotStopped(e.to_string()),
+        (Ok(()), None) => health::After::Unchecked,
+        (Ok(()), Some(url)) => {
+            info!(
+                "static pod {name}: stopped {} process(es) for new secrets; waiting until {url} passes",
+                old.len()
+            );
+            health::wait_ready(url, r.ready_wait, keep).await
+        }
+    };
+    match health::verdict(name, held.as_ref().map(|_| lock.as_str()), &after) {
+        health::Verdict::Done => {
+            if let Some((client, held)) = held {
+                if let Err(e) = held.release(client) {
+                    warn!("releasing the {lock} lock: {e} (it expires with its lease)");
+                }
+            }
+            match after {
+                health::After::Ready => {
+                    info!("static pod {name} restarted with the new secrets and passes its health check")
+                }
+                _ => info!(
+                    "static pod {name}: stopped {} process(es) for new secrets; the kubelet starts it again",
+                    old.len()
+                ),
+            }
+            Ok(true)
+        }
+        // The lock is not given back: its lease runs out 120 s after the
+        // last look unless the next pass takes it again (it does: the
+        // fingerprint is not recorded, so the pod is restarted again).
+        health::Verdict::Halt(message) => {
+            error!("{message}");
+            Err(message)
         }
     }
-    gone.map_err(|e| e.to_string())?;
-    info!(
-        "static pod {name}: stopped {} process(es) for new secrets; the kubelet starts it again",
-        old.len()
-    );
-    Ok(true)
 }
 
 #[cfg(test)]
