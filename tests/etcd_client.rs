@@ -10,13 +10,28 @@ use common::etcd::*;
 use nodeboot::shared::etcd::{Client, Cluster, EtcdClientError, TlsFiles};
 
 fn one_member(dir: &std::path::Path, tls: &TlsFiles) -> Member {
-    let ports = Ports::free();
-    let m = Member::start(dir, tls, "m0", &ports, &format!("m0={}", ports.peer_url()), "new");
+    one_member_with_env(dir, tls, &Ports::free(), &[])
+}
+
+/// A member `m0` on `ports` with `ETCD_*` variables (as the etcd stage's
+/// env file gives them), once it answers with a leader.
+fn one_member_with_env(dir: &std::path::Path, tls: &TlsFiles, ports: &Ports, env: &[(&str, String)]) -> Member {
+    let cluster = format!("m0={}", ports.peer_url());
+    let m = Member::start_with_env(dir, tls, "m0", ports, &cluster, "new", env);
     let client = Client::new(vec![m.client_url.clone()], tls).unwrap();
     wait_until("etcd answers with a leader", Duration::from_secs(20), || {
         client.status(&m.client_url).is_ok_and(|s| s.has_leader())
     });
     m
+}
+
+/// The JSON log line etcd writes with `msg` (the first), parsed.
+fn log_line(m: &Member, msg: &str) -> Option<serde_json::Value> {
+    std::fs::read_to_string(&m.log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["msg"] == msg)
 }
 
 #[test]
@@ -241,4 +256,108 @@ fn the_lock_has_one_holder_survives_its_holders_rerun_and_expires_with_its_lease
     assert!(lock::try_acquire(&client, "etcd-restart", "member-1", 30)
         .unwrap()
         .is_some());
+}
+
+/// The etcd stage's space settings (`space_env`) are what etcd 3.5 runs
+/// with: every variable recognised (an unknown `ETCD_*` name is only warned
+/// about, so the effective configuration is read back from etcd's own log),
+/// the quota exported in its metrics, and the initial corruption check run
+/// when the member restarts on its data (it is skipped on a first start).
+#[test]
+fn the_stages_space_settings_are_what_etcd_3_5_runs_with() {
+    use nodeboot::node::stage::etcd::space_env;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let tls = member_tls(&etcd_dir, 0);
+    let ports = Ports::free();
+    let quota: u64 = 300 << 20;
+    let env = space_env(quota);
+    let mut m = one_member_with_env(dir.path(), &tls, &ports, &env);
+    let log = std::fs::read_to_string(&m.log).unwrap();
+    assert!(log_line(&m, "unrecognized environment variable").is_none(), "{log}");
+    let used: Vec<(String, String)> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["msg"] == "recognized and used environment variable")
+        .map(|v| (v["variable-name"].to_string(), v["variable-value"].to_string()))
+        .collect();
+    for (name, value) in &env {
+        assert!(
+            used.contains(&(format!("{name:?}"), format!("{value:?}"))),
+            "etcd did not take {name}={value}: {used:?}"
+        );
+    }
+    let started = log_line(&m, "starting an etcd server").expect("etcd logs its configuration");
+    assert_eq!(started["quota-backend-bytes"], quota, "{started}");
+    assert_eq!(started["initial-corrupt-check"], true, "{started}");
+    assert_eq!(started["compact-check-time-enabled"], true, "{started}");
+    assert_eq!(started["auto-compaction-mode"], "periodic", "{started}");
+    assert_eq!(started["auto-compaction-retention"], "1h0m0s", "{started}");
+    let client = Client::new(vec![m.client_url.clone()], &tls).unwrap();
+    assert_eq!(client.quota_bytes(&m.client_url).unwrap(), Some(quota as i64));
+    assert_eq!(client.alarms().unwrap(), []);
+
+    client.put(b"/k", b"v").unwrap();
+    m.kill();
+    let m = one_member_with_env(dir.path(), &tls, &ports, &env);
+    assert!(
+        log_line(&m, "starting initial corruption check").is_some(),
+        "a restarted member checks its data first:\n{}",
+        m.log_tail()
+    );
+    assert_eq!(client.get(b"/k").unwrap().unwrap().value, b"v");
+}
+
+/// Space through the client, against a real etcd 3.5 with a 16 MiB quota:
+/// overwriting one key fills the file until etcd refuses writes (and lease
+/// grants, so no lock can be taken) with a `NOSPACE` alarm naming the
+/// member; a physical compaction frees the pages, a defragmentation gives
+/// them back, a disarm lets writes in again.
+#[test]
+fn nospace_is_raised_compacted_defragmented_and_disarmed_through_the_client() {
+    use nodeboot::shared::etcd::lock;
+    use nodeboot::shared::etcd::space::{Alarm, AlarmKind};
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let tls = member_tls(&etcd_dir, 0);
+    let env = [("ETCD_QUOTA_BACKEND_BYTES", (16u64 << 20).to_string())];
+    let m = one_member_with_env(dir.path(), &tls, &Ports::free(), &env);
+    let client = Client::new(vec![m.client_url.clone()], &tls).unwrap();
+    let me = client.status(&m.client_url).unwrap().member_id;
+
+    let value = vec![b'x'; 512 * 1024];
+    let refused = (0..200)
+        .find_map(|_| client.put(b"/fill", &value).err())
+        .expect("200 writes of 512 KiB do not fit in 16 MiB");
+    assert!(refused.is_no_space(), "{refused}");
+    let nospace = Alarm {
+        member_id: me,
+        kind: AlarmKind::NoSpace,
+    };
+    assert_eq!(client.alarms().unwrap(), std::slice::from_ref(&nospace));
+    let lease = lock::try_acquire(&client, lock::DISRUPTION, "m0", 30).unwrap_err();
+    assert!(lease.is_no_space(), "no lease, so no lock, under NOSPACE: {lease}");
+
+    let full = client.status(&m.client_url).unwrap();
+    assert!(client.compact(&m.client_url, full.revision).unwrap());
+    assert!(
+        !client.compact(&m.client_url, full.revision).unwrap(),
+        "already compacted"
+    );
+    let compacted = client.status(&m.client_url).unwrap();
+    assert!(
+        compacted.db_size >= full.db_size && compacted.db_size_in_use < 2 << 20,
+        "the pages are free, the file no smaller: {full:?} -> {compacted:?}"
+    );
+    client.defragment(&m.client_url).unwrap();
+    let defragmented = client.status(&m.client_url).unwrap();
+    assert!(defragmented.db_size < 2 << 20, "{defragmented:?}");
+    assert!(
+        client.put(b"/after", b"1").unwrap_err().is_no_space(),
+        "the alarm holds until disarmed"
+    );
+
+    client.alarm_disarm(&nospace).unwrap();
+    assert_eq!(client.alarms().unwrap(), []);
+    client.put(b"/after", b"1").unwrap();
 }
