@@ -265,7 +265,17 @@ impl Maintenance<'_> {
             drop(stop);
             result
         });
-        defragmented.map_err(etcd(format!("defragmenting {me}")))?;
+        if let Err(e) = defragmented {
+            // etcd answered (a refusal, a failed rewrite): the member is not
+            // busy any more, the next may go. Without an answer it may still
+            // be rewriting: the lock stays until its lease ends.
+            if let (EtcdClientError::Api { .. }, Some(held)) = (&e, held) {
+                if let Err(release) = held.release(cluster) {
+                    warn!("releasing the etcd lock `{LOCK}` after {me}'s failed defragmentation: {release}");
+                }
+            }
+            return Err(etcd(format!("defragmenting {me}"))(e));
+        }
         let back = retry::wait_blocking(&format!("{me} to answer with a leader"), BACK, || {
             match self.etcd.status(&self.endpoint) {
                 Ok(s) if s.has_leader() => Attempt::Done(s),
