@@ -26,7 +26,14 @@ import time
 from pathlib import Path
 
 FUZZ = Path(__file__).resolve().parent
-TARGETS = ["env_file", "secret_envelope", "imds_answers", "state_files", "sync_listing"]
+TARGETS = [
+    "env_file",
+    "secret_envelope",
+    "imds_answers",
+    "state_files",
+    "sync_listing",
+    "sync_index",
+]
 TRIPLE = "x86_64-unknown-linux-gnu"
 
 

@@ -16,12 +16,13 @@ use crate::shared::secrets::{format, Context, Secret};
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `cargo fuzz run NAME` knows them.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("env_file", env_file),
     ("secret_envelope", secret_envelope),
     ("imds_answers", imds_answers),
     ("state_files", state_files),
     ("sync_listing", sync_listing),
+    ("sync_index", sync_index),
 ];
 
 /// `env::from_text`: parse (HCL), typed fields, validation.
@@ -173,5 +174,41 @@ pub fn sync_listing(data: &[u8]) {
             (deletes > 0).then_some(deletes),
             "an empty unmarked listing empties nothing"
         );
+    }
+}
+
+/// A prefix's index as a node reads it from the bucket, and the file of
+/// what a pass remembers (`<record>.index.json`), from the same bytes: an
+/// index reads back as itself, describes the listing it names, and is
+/// remembered with that listing; a remembered listing is only used on a 304.
+pub fn sync_index(data: &[u8]) {
+    use crate::node::sync::poll::{self, IndexAnswer, Seen};
+    use crate::shared::secrets::index::{self, Index};
+    if let Ok(parsed) = Index::parse(data) {
+        assert_eq!(
+            Index::parse(&parsed.to_bytes()).as_ref(),
+            Ok(&parsed),
+            "reads back as itself"
+        );
+        let listing = index::listing(&parsed.objects);
+        let described = index::entries(&listing);
+        assert_eq!(parsed.describes(&listing), parsed.objects == described);
+        let answer = IndexAnswer::Changed {
+            etag: "\"e\"".into(),
+            index: parsed.clone(),
+        };
+        let seen = poll::after_listing(None, &answer, described.clone(), 1);
+        assert_eq!(seen.is_some(), parsed.objects == described);
+        assert!(
+            poll::cached(seen.as_ref(), &answer, 1, false).is_none(),
+            "only a 304 reuses a listing"
+        );
+    }
+    if let Ok(saved) = serde_json::from_slice::<BTreeMap<String, Seen>>(data) {
+        for seen in saved.values() {
+            let used = poll::cached(Some(seen), &IndexAnswer::NotModified, seen.listed_at, false);
+            assert_eq!(used, Some(seen.listing.as_slice()));
+            let _ = index::listing(&seen.listing);
+        }
     }
 }

@@ -541,8 +541,8 @@ fn an_etcd_node_fetches_only_its_own_members_key() {
     );
     assert_eq!(
         p.aws.calls().get("GetObject"),
-        Some(&5),
-        "the other members' keys are never fetched"
+        Some(&(5 + 2)),
+        "the other members' keys are never fetched (5 secrets, the indexes of common/ and secure/)"
     );
 
     // The node takes another member over (a rerun after a new claim): the old key goes.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use common::bed::runtime;
 use common::secrets_bed::*;
 use common::stderr;
 use nodeboot::shared::node_config::SyncedConfig;
@@ -85,10 +86,43 @@ fn sync_follows_add_change_and_delete() {
     assert_eq!(names(&dir), ["a.yaml", "c.yaml"]);
 }
 
-#[test]
-fn an_unchanged_bucket_costs_one_list_request_per_pass_and_no_kms_call() {
-    let p = Platform::new("syn-idle");
+/// The prefixes `sync manifests` keeps on `node`: the static pods and each synced prefix.
+fn synced_prefixes(node: &TestNode) -> u64 {
+    1 + node.config().synced.len() as u64
+}
+
+/// What a writer that keeps no index (an older nodeboot, another tool) leaves:
+/// the objects without their prefix's index.
+fn drop_indexes(p: &Platform, prefixes: &[&str]) {
+    runtime().block_on(async {
+        for prefix in prefixes {
+            p.s3.delete_object()
+                .bucket(p.bucket())
+                .key(format!("{prefix}.nodeboot-index"))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// An etcd node's sync keeps its static pods and the add-ons (applied by a
+/// reload command, here one that does nothing): one object in the add-ons,
+/// uploaded with `secrets upload` (which writes each prefix's index).
+fn etcd_node_with_addons(p: &Platform) -> TestNode {
     let node = p.node(Role::Etcd);
+    let mut config = node.config();
+    assert_eq!(config.synced[0].prefix, "manifests/addons/");
+    config.synced[0].reload = vec!["true".into()];
+    node.set_config(&config);
+    p.upload("manifests/addons/00-rbac.yaml", b"rbac\n");
+    node
+}
+
+#[test]
+fn an_unchanged_index_costs_one_conditional_get_per_prefix_and_no_list() {
+    let p = Platform::new("syn-idle");
+    let node = etcd_node_with_addons(&p);
     for i in 0..5 {
         p.upload(
             &format!("manifests/etcd/pod-{i}.yaml"),
@@ -100,15 +134,268 @@ fn an_unchanged_bucket_costs_one_list_request_per_pass_and_no_kms_call() {
     for _ in 0..3 {
         once_ok(&node);
     }
-    let calls = p.aws.calls();
-    // One listing per prefix: the static pods, and each synced prefix (on a
-    // control-plane node, the add-ons).
-    let prefixes = 1 + node.config().synced.len() as u64;
+    let prefixes = synced_prefixes(&node);
     assert_eq!(
-        calls.into_iter().collect::<Vec<_>>(),
-        [("ListObjectsV2".to_string(), 3 * prefixes)],
-        "3 idle passes"
+        p.aws.calls().into_iter().collect::<Vec<_>>(),
+        [("GetObject".to_string(), 3 * prefixes)],
+        "3 idle passes: the index of each prefix, no listing, no KMS call"
     );
+    assert_eq!(
+        p.aws.answers()["GetObject"],
+        [("304".to_string(), 3 * prefixes)].into(),
+        "each one a conditional GET answered 304 Not Modified"
+    );
+    assert_eq!(names(&node.manifests_dir()).len(), 5);
+}
+
+#[test]
+fn a_change_reaches_the_node_in_the_next_pass() {
+    let p = Platform::new("syn-next");
+    let node = etcd_node_with_addons(&p);
+    p.upload("manifests/etcd/a.yaml", b"a: 1\n");
+    p.upload("manifests/etcd/b.yaml", b"b: 1\n");
+    once_ok(&node);
+    once_ok(&node);
+
+    p.upload("manifests/etcd/a.yaml", b"a: 2\n");
+    p.aws.reset_calls();
+    once_ok(&node);
+    assert_eq!(read(&node.manifests_dir(), "a.yaml"), "a: 2\n", "in the next pass");
+    let calls = p.aws.calls();
+    assert_eq!(
+        calls.get("ListObjectsV2"),
+        Some(&1),
+        "only the changed prefix is listed: {calls:?}"
+    );
+    assert_eq!(
+        calls.get("Decrypt"),
+        Some(&1),
+        "only the changed object is opened: {calls:?}"
+    );
+    assert_eq!(
+        p.aws.answers()["GetObject"],
+        [("200".to_string(), 2), ("304".to_string(), 1)].into(),
+        "the changed index and a.yaml; the add-ons' index unchanged"
+    );
+
+    p.remove("manifests/etcd/b.yaml");
+    once_ok(&node);
+    assert_eq!(names(&node.manifests_dir()), ["a.yaml"], "a removal too");
+}
+
+#[test]
+fn a_missing_index_falls_back_to_a_listing_every_pass() {
+    let p = Platform::new("syn-noindex");
+    let node = etcd_node_with_addons(&p);
+    p.upload("manifests/etcd/a.yaml", b"a: 1\n");
+    once_ok(&node);
+    // From now on a writer that keeps no index.
+    drop_indexes(&p, &["manifests/etcd/", "manifests/addons/"]);
+    once_ok(&node);
+
+    p.aws.reset_calls();
+    once_ok(&node);
+    once_ok(&node);
+    let prefixes = synced_prefixes(&node);
+    let calls = p.aws.calls();
+    assert_eq!(calls.get("ListObjectsV2"), Some(&(2 * prefixes)), "{calls:?}");
+    assert_eq!(
+        p.aws.answers()["GetObject"],
+        [("404".to_string(), 2 * prefixes)].into(),
+        "the missing indexes"
+    );
+
+    p.upload("manifests/etcd/a.yaml", b"a: 2\n");
+    drop_indexes(&p, &["manifests/etcd/", "manifests/addons/"]);
+    once_ok(&node);
+    assert_eq!(read(&node.manifests_dir(), "a.yaml"), "a: 2\n", "seen by the listing");
+}
+
+#[test]
+fn an_unreadable_index_falls_back_to_a_listing() {
+    let p = Platform::new("syn-badindex");
+    let node = etcd_node_with_addons(&p);
+    p.upload("manifests/etcd/a.yaml", b"a: 1\n");
+    once_ok(&node);
+    let (_, metadata) = p.get_raw("manifests/etcd/.nodeboot-index");
+    p.put_raw("manifests/etcd/.nodeboot-index", b"{not an index", &metadata);
+    p.aws.reset_calls();
+    let out = node.sync_once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("manifests/etcd/.nodeboot-index"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(p.aws.calls().get("ListObjectsV2"), Some(&1));
+    p.aws.reset_calls();
+    once_ok(&node);
+    assert_eq!(p.aws.calls().get("ListObjectsV2"), Some(&1), "still not trusted");
+    assert_eq!(names(&node.manifests_dir()), ["a.yaml"], "nothing removed");
+}
+
+#[test]
+fn a_change_by_a_writer_that_keeps_no_index_is_seen_at_the_hourly_listing_and_the_index_is_distrusted() {
+    let p = Platform::new("syn-stale");
+    let node = etcd_node_with_addons(&p);
+    p.upload("manifests/etcd/a.yaml", b"a: 2\n");
+    let (v2, metadata) = p.get_raw("manifests/etcd/a.yaml");
+    p.upload("manifests/etcd/a.yaml", b"a: 1\n");
+    once_ok(&node);
+    once_ok(&node);
+
+    // Another tool puts a.yaml back to version 2 and leaves the index as it was.
+    p.put_raw("manifests/etcd/a.yaml", &v2, &metadata);
+    once_ok(&node);
+    assert_eq!(
+        read(&node.manifests_dir(), "a.yaml"),
+        "a: 1\n",
+        "the unchanged index hides it"
+    );
+
+    // An hour later (the remembered listing made to look that old).
+    let state = node.path("/var/lib/nodeboot/sync/etc-kubernetes-manifests.index.json");
+    let mut seen: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    for prefix in seen.as_object_mut().unwrap().values_mut() {
+        let listed_at = prefix["listed_at"].as_u64().unwrap();
+        prefix["listed_at"] = (listed_at - 3600).into();
+    }
+    std::fs::write(&state, serde_json::to_vec(&seen).unwrap()).unwrap();
+    once_ok(&node);
+    assert_eq!(
+        read(&node.manifests_dir(), "a.yaml"),
+        "a: 2\n",
+        "the full listing sees it"
+    );
+
+    // The index does not describe the bucket: listed every pass until it does.
+    p.aws.reset_calls();
+    once_ok(&node);
+    assert_eq!(p.aws.calls().get("ListObjectsV2"), Some(&1));
+    p.upload("manifests/etcd/b.yaml", b"b\n");
+    once_ok(&node);
+    p.aws.reset_calls();
+    once_ok(&node);
+    assert_eq!(p.aws.calls().get("ListObjectsV2"), None, "trusted again");
+}
+
+#[test]
+fn refusing_to_empty_holds_on_an_unchanged_index() {
+    let p = Platform::new("syn-empty-idx");
+    let node = p.node(Role::Etcd);
+    let dir = node.manifests_dir();
+    p.upload("manifests/etcd/kube-apiserver.yaml", b"api\n");
+    p.upload("manifests/etcd/kube-scheduler.yaml", b"sched\n");
+    once_ok(&node);
+    p.remove("manifests/etcd/kube-apiserver.yaml");
+    p.remove("manifests/etcd/kube-scheduler.yaml");
+    for pass in 0..3 {
+        p.aws.reset_calls();
+        let out = node.sync_once();
+        assert_eq!(out.status.code(), Some(4), "pass {pass}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("refusing to remove all 2 files"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(names(&dir), ["kube-apiserver.yaml", "kube-scheduler.yaml"]);
+        assert!(
+            p.aws.calls().get("ListObjectsV2").is_some_and(|n| *n >= 1),
+            "pass {pass}: a pass that would delete plans from a listing of its own: {:?}",
+            p.aws.calls()
+        );
+    }
+    p.upload("manifests/etcd/.nodeboot-empty", b"");
+    once_ok(&node);
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+}
+
+#[test]
+fn sync_secrets_on_an_unchanged_bucket_costs_one_conditional_get_per_prefix() {
+    let p = Platform::new("syn-secrets");
+    p.upload("common/ca.crt", b"CA\n");
+    p.upload("compute/kubelet.kubeconfig", b"kubeconfig\n");
+    let node = p.node(Role::Compute);
+    let out = node.stage_secrets(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    p.aws.reset_calls();
+    for _ in 0..2 {
+        let out = node.command(&["sync", "secrets", "--once"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(
+        p.aws.answers(),
+        [("GetObject".to_string(), [("304".to_string(), 4)].into())].into(),
+        "common/ and compute/, twice: the boot's stage left what the sync needs"
+    );
+    p.upload("common/ca.crt", b"CA 2\n");
+    let out = node.command(&["sync", "secrets", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(read(&node.secrets_dir(), "ca.crt"), "CA 2\n");
+}
+
+#[test]
+fn uploads_keep_an_index_in_every_folder_and_never_sync_prune_or_list_it() {
+    let p = Platform::new("syn-writer");
+    p.upload("secure/etcd/ca.crt", b"etcd ca\n");
+    let keys = |prefix: &str| -> Vec<String> {
+        runtime().block_on(async {
+            let out =
+                p.s3.list_objects_v2()
+                    .bucket(p.bucket())
+                    .prefix(prefix)
+                    .send()
+                    .await
+                    .unwrap();
+            out.contents().iter().map(|o| o.key().unwrap().to_string()).collect()
+        })
+    };
+    assert_eq!(
+        keys("secure/"),
+        [
+            "secure/.nodeboot-index",
+            "secure/etcd/.nodeboot-index",
+            "secure/etcd/ca.crt"
+        ],
+        "each folder of the key has its index, written after the object"
+    );
+    let (body, _) = p.get_raw("secure/.nodeboot-index");
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let objects = index["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 1, "the objects, not the indexes: {index}");
+    assert_eq!(objects[0]["key"], "secure/etcd/ca.crt");
+
+    // The index is nobody's secret: not listed, fetched or pruned as one.
+    let ls = p.nodeboot(&["secrets", "ls", "--env"], &[]);
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).contains(".nodeboot-index"),
+        "{}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
+    let out = p.nodeboot(&["secrets", "fetch", "--env"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered = p.dir.path().join("rendered");
+    std::fs::create_dir_all(rendered.join("etcd")).unwrap();
+    std::fs::write(rendered.join("etcd/kube-apiserver.yaml"), "api").unwrap();
+    let out = p.nodeboot(
+        &["manifests", "upload", "--env"],
+        &["--prune", rendered.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = p.nodeboot(
+        &["manifests", "upload", "--env"],
+        &["--prune", rendered.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(keys("manifests/etcd/").contains(&"manifests/etcd/.nodeboot-index".to_string()));
+    let node = p.node(Role::Etcd);
+    once_ok(&node);
+    assert_eq!(names(&node.manifests_dir()), ["kube-apiserver.yaml"]);
 }
 
 #[test]
@@ -125,9 +412,9 @@ fn a_reuploaded_identical_manifest_is_fetched_once_but_not_rewritten() {
     once_ok(&node);
     let calls = p.aws.calls();
     assert_eq!(
-        calls.get("GetObject"),
-        Some(&1),
-        "new ETag: fetched once, then recorded: {calls:?}"
+        p.aws.answers()["GetObject"].get("200"),
+        Some(&2),
+        "new ETag: the changed index, then a.yaml once, then recorded: {calls:?}"
     );
     assert_eq!(calls.get("Decrypt"), Some(&1), "{calls:?}");
     assert_eq!(

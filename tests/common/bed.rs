@@ -163,6 +163,17 @@ impl Aws {
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
     }
 
+    /// The same calls by the HTTP status they were answered with:
+    /// `{"GetObject": {"200": 1, "304": 5}}`.
+    pub fn answers(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut r = self
+            .agent
+            .get(format!("{}/_bed/answers", self.server.url))
+            .call()
+            .unwrap();
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
     pub fn total_calls(&self) -> u64 {
         self.calls().values().sum()
     }

@@ -60,10 +60,9 @@ pub fn sync_secrets(root: &Root, interval: Duration, once: bool) -> Result<(), E
         let sdk = aws::sdk_config(&config.region).await;
         let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
         let store = node_store(&config, &s3, &kms);
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut passes = sync::Passes::new(interval);
         loop {
-            ticker.tick().await;
+            passes.next().await;
             let mut failed = None;
             if let Err(e) = crate::node::stage::secrets::run(root, &store, None).await {
                 warn!(

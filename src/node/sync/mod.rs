@@ -2,14 +2,18 @@
 //! kubelet's static pods (`nodeboot sync manifests`), other synced secrets
 //! with a reload command, and the one-shot secrets stage.
 //!
-//! One pass: list each prefix (one ListObjectsV2 per prefix and 1,000
-//! objects), plan against the record of what nodeboot placed, fetch and
-//! decrypt only what changed, then write atomically and delete. An
-//! unchanged bucket costs one request per prefix and no KMS call; a failed
-//! listing ends the pass before anything is planned, so it deletes nothing.
+//! One pass: read each prefix's index with a conditional GET and list the
+//! prefix (one ListObjectsV2 per 1,000 objects) only when the index changed
+//! or cannot be trusted (`poll`), plan against the record of what nodeboot
+//! placed, fetch and decrypt only what changed, then write atomically and
+//! delete. An unchanged bucket costs one conditional GET per prefix (a 304)
+//! and no KMS call; a pass that would delete plans from a listing it made
+//! itself; a failed listing ends the pass before anything is planned, so it
+//! deletes nothing.
 
 pub mod caps;
 pub mod plan;
+pub mod poll;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -19,9 +23,11 @@ use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
 use crate::node::root::StageError;
-use crate::shared::cloud::{Keys, Objects};
+use crate::shared::cloud::{IfChanged, Keys, ObjectEntry, Objects};
+use crate::shared::secrets::index::{self, Index};
 use crate::shared::secrets::{ObjectPath, SecretError, Store};
 use plan::{Action, Name, Placed, Remote};
+use poll::{IndexAnswer, Seen};
 pub use target::Target;
 
 /// A directory kept equal to the union of some prefixes; for a name under
@@ -94,16 +100,83 @@ impl Report {
     }
 }
 
-/// Lists every prefix of `source`; one failed page fails it all. Also
-/// says whether a prefix holds the empty marker (never synced as a file).
-async fn listing<O: Objects, K: Keys>(
+/// What a pass knows of one prefix.
+struct Prefix<'a> {
+    name: &'a str,
+    /// What the node remembered from an earlier pass.
+    prior: Option<&'a Seen>,
+    answer: IndexAnswer,
+    /// Complete: made by this pass, or remembered (`remembered`).
+    listing: Vec<ObjectEntry>,
+    remembered: bool,
+}
+
+/// Reads the index of `prefix`, conditional on the remembered one.
+async fn read_index<O: Objects, K: Keys>(store: &Store<'_, O, K>, prefix: &str, etag: Option<&str>) -> IndexAnswer {
+    let key = index::key(prefix);
+    match store
+        .objects
+        .get_if_changed(&store.bucket, &key, etag, index::MAX_INDEX_BYTES)
+        .await
+    {
+        Ok(IfChanged::NotModified) => IndexAnswer::NotModified,
+        Ok(IfChanged::Missing) => IndexAnswer::Missing,
+        Ok(IfChanged::Changed(object)) => match Index::parse(&object.body) {
+            Ok(index) => IndexAnswer::Changed {
+                etag: object.etag,
+                index,
+            },
+            Err(e) => IndexAnswer::Unreadable(e),
+        },
+        Err(e) => IndexAnswer::Unreadable(e.to_string()),
+    }
+}
+
+/// Each prefix of `source`: its index, and its listing, made now unless
+/// `poll::cached` says the remembered one is current. One failed page fails
+/// the pass.
+async fn observe<'a, O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    source: &'a Source,
+    saved: &'a BTreeMap<String, Seen>,
+    now: u64,
+) -> Result<Vec<Prefix<'a>>, SecretError> {
+    let mut out = Vec::new();
+    for name in &source.prefixes {
+        let prior = saved.get(name);
+        let answer = read_index(store, name, poll::condition(prior)).await;
+        let (listing, remembered) = match poll::cached(prior, &answer, now, false) {
+            Some(entries) => (index::listing(entries), true),
+            None => (store.list(name).await?, false),
+        };
+        out.push(Prefix {
+            name,
+            prior,
+            answer,
+            listing,
+            remembered,
+        });
+    }
+    Ok(out)
+}
+
+/// Lists again every prefix whose listing was remembered: a plan that
+/// deletes is made from listings of this pass only.
+async fn relist<O: Objects, K: Keys>(store: &Store<'_, O, K>, prefixes: &mut [Prefix<'_>]) -> Result<(), SecretError> {
+    for p in prefixes.iter_mut().filter(|p| p.remembered) {
+        p.listing = store.list(p.name).await?;
+        p.remembered = false;
+    }
+    Ok(())
+}
+
+/// The objects of the prefixes for the planner (see `remote_from_listings`).
+fn remote<O: Objects, K: Keys>(
     store: &Store<'_, O, K>,
     source: &Source,
-) -> Result<(BTreeMap<Name, Remote>, bool), SecretError> {
-    let mut listings = Vec::new();
-    for prefix in &source.prefixes {
-        listings.push((prefix.as_str(), store.list(prefix).await?));
-    }
+    prefixes: &[Prefix<'_>],
+) -> (BTreeMap<Name, Remote>, bool) {
+    let listings: Vec<(&str, Vec<ObjectEntry>)> = prefixes.iter().map(|p| (p.name, p.listing.clone())).collect();
     let (remote, marked, unusable) = remote_from_listings(&listings, source.member);
     for key in unusable {
         warn!(
@@ -111,7 +184,51 @@ async fn listing<O: Objects, K: Keys>(
             source.label, store.bucket
         );
     }
-    Ok((remote, marked))
+    (remote, marked)
+}
+
+/// What the next pass may trust, per prefix, and a log line when a prefix
+/// starts or stops being listed every pass.
+fn remember<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    source: &Source,
+    prefixes: &[Prefix<'_>],
+    now: u64,
+) -> BTreeMap<String, Seen> {
+    let mut out = BTreeMap::new();
+    for p in prefixes {
+        let seen = if p.remembered {
+            p.prior.cloned()
+        } else {
+            poll::after_listing(p.prior, &p.answer, index::entries(&p.listing), now)
+        };
+        let key = format!("s3://{}/{}", store.bucket, index::key(p.name));
+        let why = match &p.answer {
+            IndexAnswer::Missing => "is missing (an uploader older than this nodeboot?)".to_string(),
+            IndexAnswer::Unreadable(e) => format!("cannot be used ({e})"),
+            _ => "does not describe the listing (a writer that keeps no index, or an upload under way)".to_string(),
+        };
+        match (p.prior.is_some(), seen.is_some()) {
+            (true, false) => info!(
+                "{}: the index {key} {why}: listing {} every pass until an upload writes an index that describes it",
+                source.label, p.name
+            ),
+            (false, false) => debug!("{}: the index {key} {why}: listed {}", source.label, p.name),
+            (false, true) => debug!("{}: the index {key} describes {}: a 304 will do", source.label, p.name),
+            (true, true) => {}
+        }
+        if let Some(seen) = seen {
+            out.insert(p.name.to_string(), seen);
+        }
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// What complete listings (prefix, its objects; the last prefix wins a
@@ -132,6 +249,9 @@ pub fn remote_from_listings(
             }
             if member.is_some_and(|m| crate::shared::secrets::layout::is_other_members_key(&entry.key, m)) {
                 continue;
+            }
+            if index::is_index(&entry.key) {
+                continue; // what the pass read first, never a file
             }
             if entry.key.strip_prefix(prefix) == Some(plan::EMPTY_MARKER) {
                 marked = true;
@@ -165,16 +285,18 @@ pub async fn pass<O: Objects, K: Keys>(
     source: &Source,
     mode: Mode,
 ) -> Result<Report, SecretError> {
-    let (remote, marked) = listing(store, source).await?;
     let target = &source.target;
+    let saved = target.load_seen();
+    let now = unix_now();
+    let mut prefixes = observe(store, source, &saved, now).await?;
     let mut record = target.load_record();
-    let mut local = BTreeMap::new();
-    for name in plan::names_to_stat(&remote, &record) {
-        if let Some(stat) = target.stat(name)? {
-            local.insert(name.clone(), stat);
-        }
+    let (mut remote, mut marked, mut local, mut actions) = planned(store, source, &prefixes, &record)?;
+    if prefixes.iter().any(|p| p.remembered) && actions.iter().any(|a| matches!(a, Action::Delete { .. })) {
+        debug!("{}: the plan deletes: listing again first", source.label);
+        relist(store, &mut prefixes).await?;
+        (remote, marked, local, actions) = planned(store, source, &prefixes, &record)?;
     }
-    let mut actions = plan::plan(&remote, &record, &local);
+    let seen = remember(store, source, &prefixes, now);
     let mut report = Report::default();
     if let Some(files) = plan::refused_to_empty(&remote, marked, &actions) {
         let refused = SyncError::EmptyRefused {
@@ -201,6 +323,9 @@ pub async fn pass<O: Objects, K: Keys>(
     }
     if actions.is_empty() {
         target.prepare()?;
+        if seen != saved {
+            target.save_seen(&seen)?;
+        }
         return Ok(report);
     }
 
@@ -280,7 +405,31 @@ pub async fn pass<O: Objects, K: Keys>(
         }
     }
     target.save_record(&record)?;
+    if seen != saved {
+        target.save_seen(&seen)?;
+    }
     Ok(report)
+}
+
+/// The planner's inputs and its plan: the objects, the marker, the local
+/// files among the names it needs.
+type Planned = (BTreeMap<Name, Remote>, bool, BTreeMap<Name, plan::Stat>, Vec<Action>);
+
+fn planned<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    source: &Source,
+    prefixes: &[Prefix<'_>],
+    record: &BTreeMap<Name, Placed>,
+) -> Result<Planned, SecretError> {
+    let (remote, marked) = remote(store, source, prefixes);
+    let mut local = BTreeMap::new();
+    for name in plan::names_to_stat(&remote, record) {
+        if let Some(stat) = source.target.stat(name)? {
+            local.insert(name.clone(), stat);
+        }
+    }
+    let actions = plan::plan(&remote, record, &local);
+    Ok((remote, marked, local, actions))
 }
 
 /// Runs `command` (no shell); the error says how it ended.
@@ -303,6 +452,30 @@ pub fn reload(label: &str, command: &[String]) -> Result<(), SyncError> {
     }
 }
 
+/// When a long-running sync's passes happen: the first at once, the next
+/// after a random phase of the interval, then one every interval (see
+/// `poll::first_wait`); a pass that overruns delays the next, never two at once.
+pub struct Passes {
+    first: bool,
+    ticker: tokio::time::Interval,
+}
+
+impl Passes {
+    pub fn new(interval: Duration) -> Passes {
+        let second = tokio::time::Instant::now() + poll::first_wait(interval, fastrand::f64());
+        let mut ticker = tokio::time::interval_at(second, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Passes { first: true, ticker }
+    }
+
+    /// Waits for the next pass's time.
+    pub async fn next(&mut self) {
+        if !std::mem::take(&mut self.first) {
+            self.ticker.tick().await;
+        }
+    }
+}
+
 pub struct Options {
     pub interval: Duration,
     /// One pass, then exit with its outcome.
@@ -318,11 +491,10 @@ pub async fn run<O: Objects, K: Keys>(
     options: &Options,
 ) -> Result<(), SyncError> {
     let mut reload_pending = vec![false; sources.len()];
-    let mut ticker = tokio::time::interval(options.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passes = Passes::new(options.interval);
     let mut failing = vec![false; sources.len()];
     loop {
-        ticker.tick().await;
+        passes.next().await;
         let mut first_error = None;
         for (i, source) in sources.iter().enumerate() {
             match pass(store, source, Mode::BestEffort).await {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::plan::{Name, Placed, Stat};
+use super::poll::Seen;
 use crate::shared::fsutil;
 use crate::shared::secrets::SecretError;
 
@@ -102,6 +103,34 @@ impl Target {
         let dir = self.record.parent().expect("the record lives in a directory");
         std::fs::create_dir_all(dir).map_err(|e| SecretError::io(dir, e))?;
         fsutil::write_atomic(&self.record, &bytes, 0o600).map_err(|e| SecretError::io(&self.record, e))
+    }
+
+    /// Where what the next pass may trust of each prefix is kept (`poll`):
+    /// beside the record, `<record>.index.json`.
+    pub fn seen_path(&self) -> PathBuf {
+        self.record.with_extension("index.json")
+    }
+
+    /// What the last pass remembered of each prefix; a missing or
+    /// unreadable file remembers nothing, which is safe: the pass lists.
+    pub fn load_seen(&self) -> BTreeMap<String, Seen> {
+        let path = self.seen_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                warn!("{}: unreadable ({e}); listing every prefix this pass", path.display());
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    pub fn save_seen(&self, seen: &BTreeMap<String, Seen>) -> Result<(), SecretError> {
+        let path = self.seen_path();
+        let mut bytes = serde_json::to_vec_pretty(seen).expect("what a pass remembers serialises");
+        bytes.push(b'\n');
+        let dir = path.parent().expect("it lives beside the record");
+        std::fs::create_dir_all(dir).map_err(|e| SecretError::io(dir, e))?;
+        fsutil::write_atomic(&path, &bytes, 0o600).map_err(|e| SecretError::io(&path, e))
     }
 
     /// The file's identity, `None` when there is no regular file.

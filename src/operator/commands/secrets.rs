@@ -2,6 +2,7 @@
 //! upload|fetch|ls|rm` and `manifests upload`, and the node's `stage
 //! secrets` and `sync manifests`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -13,6 +14,7 @@ use crate::operator::prereqs::{self, Wanted};
 use crate::shared::cloud::aws::{Kms, S3};
 use crate::shared::cloud::{Keys, Objects};
 use crate::shared::role::Role;
+use crate::shared::secrets::index::{self, Index};
 use crate::shared::secrets::layout::EMPTY_MARKER;
 use crate::shared::secrets::layout::{self, FOLDERS};
 use crate::shared::secrets::{ObjectPath, SecretError, Store};
@@ -61,7 +63,54 @@ fn files_to_upload(dir: &Path, paths: &[String]) -> Result<Vec<(ObjectPath, Path
         }
         .into());
     }
+    if let Some((path, _)) = files.iter().find(|(p, _)| index::is_index(p.as_str())) {
+        return Err(SecretError::BadPath {
+            path: path.to_string(),
+            detail: format!(
+                "{} is the name of a folder's index, which uploads write",
+                index::INDEX_NAME
+            ),
+        }
+        .into());
+    }
     Ok(files)
+}
+
+/// The folders that hold `keys`, each a prefix a node may sync.
+fn folders_of<'a>(keys: impl IntoIterator<Item = &'a ObjectPath>) -> BTreeSet<String> {
+    keys.into_iter().flat_map(|k| index::folders(k.as_str())).collect()
+}
+
+/// Rewrites the index of each prefix whose index no longer describes it
+/// (see `shared::secrets::index`). Called after the objects are put or
+/// removed, so a node that sees the new index lists the new objects; one
+/// that reads the old index meanwhile sees it changed next time. An index
+/// that still describes the prefix is left alone (its nodes are current).
+async fn refresh_indexes<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    prefixes: &BTreeSet<String>,
+) -> Result<Vec<String>, Error> {
+    let metadata = std::collections::BTreeMap::from([(index::METADATA_KEY.to_string(), index::FORMAT.to_string())]);
+    let mut lines = Vec::new();
+    for prefix in prefixes {
+        let listing = store.list(prefix).await?;
+        let key = index::key(prefix);
+        // One that cannot be read or parsed is replaced.
+        let current = store.objects.get(&store.bucket, &key, index::MAX_INDEX_BYTES).await;
+        if let Ok(Some(object)) = &current {
+            if Index::parse(&object.body).is_ok_and(|i| i.describes(&listing)) {
+                continue;
+            }
+        }
+        let index = Index::of(&listing, index::new_generation());
+        store
+            .objects
+            .put(&store.bucket, &key, index.to_bytes(), &metadata)
+            .await
+            .map_err(SecretError::from)?;
+        lines.push(format!("indexed   {prefix} ({} objects)", index.objects.len()));
+    }
+    Ok(lines)
 }
 
 /// Uploads each file unless the bucket already holds the same bytes (then
@@ -107,7 +156,10 @@ pub fn upload_for(
     let dir = dir.unwrap_or_else(|| layout::default_dir(&env.name));
     let files = files_to_upload(&dir, paths)?;
     with_operator(env, async |s3, kms| {
-        upload_files(&store(env, s3, kms), &files, force).await
+        let store = store(env, s3, kms);
+        let mut lines = upload_files(&store, &files, force).await?;
+        lines.extend(refresh_indexes(&store, &folders_of(files.iter().map(|(p, _)| p))).await?);
+        Ok(lines)
     })
 }
 
@@ -130,6 +182,7 @@ async fn remote_keys<O: Objects, K: Keys>(
             .await?
             .into_iter()
             .filter(|e| e.key == p.as_str() || e.key.starts_with(&format!("{p}/")))
+            .filter(|e| !index::is_index(&e.key))
             .filter_map(|e| Some((ObjectPath::parse(&e.key).ok()?, e.size)))
             .collect();
         if found.is_empty() && !paths.is_empty() {
@@ -199,6 +252,7 @@ pub fn rm(env_path: &Path, paths: &[String]) -> Result<Vec<String>, Error> {
             store.delete(path).await?;
             lines.push(format!("removed {path}"));
         }
+        lines.extend(refresh_indexes(&store, &folders_of(&paths)).await?);
         Ok(lines)
     })
 }
@@ -251,7 +305,13 @@ pub fn manifests_upload_for(
                 .map(|(file_name, file)| Ok((ObjectPath::parse(&format!("{prefix}{file_name}"))?, file)))
                 .collect::<Result<_, SecretError>>()?;
             let marker = ObjectPath::parse(&format!("{prefix}{EMPTY_MARKER}"))?;
-            let listed: Vec<String> = store.list(&prefix).await?.into_iter().map(|e| e.key).collect();
+            let listed: Vec<String> = store
+                .list(&prefix)
+                .await?
+                .into_iter()
+                .map(|e| e.key)
+                .filter(|k| !index::is_index(k))
+                .collect();
             let others = listed.iter().filter(|k| **k != marker.as_str()).count();
             if prune && files.is_empty() && others > 0 && !allow_empty {
                 return Err(Error::Refused(format!(
@@ -262,6 +322,9 @@ pub fn manifests_upload_for(
             work.push((files, marker, listed));
         }
         let mut lines = Vec::new();
+        // Each role's prefix and the folders above it, even with nothing in
+        // it: its nodes find an index from the first upload on.
+        let indexed = folders_of(work.iter().map(|(_, marker, _)| marker));
         for (files, marker, listed) in work {
             lines.extend(upload_files(&store, &files, force).await?);
             let marked = listed.iter().any(|k| *k == marker.as_str());
@@ -287,6 +350,7 @@ pub fn manifests_upload_for(
                 lines.push(format!("unmarked  {marker}"));
             }
         }
+        lines.extend(refresh_indexes(&store, &indexed).await?);
         Ok(lines)
     })
 }

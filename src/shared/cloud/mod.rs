@@ -225,6 +225,15 @@ pub struct StoredObject {
     pub sse_kms_key: Option<String>,
 }
 
+/// A conditional GET's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfChanged {
+    /// The object still has the ETag asked about (S3's 304).
+    NotModified,
+    Missing,
+    Changed(StoredObject),
+}
+
 /// The S3 object operations the secrets and the manifest sync need.
 pub trait Objects {
     /// Every object under `prefix`, all pages. A page that fails fails the
@@ -237,6 +246,15 @@ pub trait Objects {
         key: &str,
         max_bytes: u64,
     ) -> impl Future<Output = Result<Option<StoredObject>, CloudError>>;
+    /// The object unless its ETag is still `etag` (`If-None-Match`; with
+    /// `None`, a plain GET). Objects over `max_bytes` are refused.
+    fn get_if_changed(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<IfChanged, CloudError>>;
     /// Stores `body`; returns the new ETag.
     fn put(
         &self,

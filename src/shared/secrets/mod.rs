@@ -4,6 +4,7 @@
 //! need are the operator's `prereqs`.
 
 pub mod format;
+pub mod index;
 pub mod layout;
 pub mod store;
 

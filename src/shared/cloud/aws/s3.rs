@@ -12,7 +12,7 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 
 use super::{cloud_error, CallCount};
-use crate::shared::cloud::{BucketState, Buckets, CloudError, ObjectEntry, Objects, StoredObject};
+use crate::shared::cloud::{BucketState, Buckets, CloudError, IfChanged, ObjectEntry, Objects, StoredObject};
 
 pub struct S3 {
     pub(crate) client: Client,
@@ -68,6 +68,8 @@ where
     let mut e = cloud_error(operation, resource, err);
     if e.code.is_none() {
         e.code = match status {
+            // A conditional GET of an unchanged object: no body, so no code.
+            Some(304) => Some("NotModified".into()),
             Some(404) => Some("NotFound".into()),
             Some(403) => Some("Forbidden".into()),
             _ => None,
@@ -123,14 +125,30 @@ impl Objects for S3 {
     }
 
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Option<StoredObject>, CloudError> {
+        Ok(match self.get_if_changed(bucket, key, None, max_bytes).await? {
+            IfChanged::Changed(object) => Some(object),
+            IfChanged::Missing | IfChanged::NotModified => None,
+        })
+    }
+
+    async fn get_if_changed(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<IfChanged, CloudError> {
         let resource = format!("s3://{bucket}/{key}");
         self.calls.add();
-        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+        let request = self.client.get_object().bucket(bucket).key(key);
+        let out = match request.set_if_none_match(etag.map(str::to_string)).send().await {
             Ok(out) => out,
             Err(e) => {
                 let e = error("GetObject", &resource, e);
                 return if code_is(&e, &["NoSuchKey", "NotFound"]) {
-                    Ok(None)
+                    Ok(IfChanged::Missing)
+                } else if etag.is_some() && code_is(&e, &["NotModified"]) {
+                    Ok(IfChanged::NotModified)
                 } else {
                     Err(e)
                 };
@@ -158,7 +176,7 @@ impl Objects for S3 {
             code: None,
             message: format!("reading the body: {e}"),
         })?;
-        Ok(Some(StoredObject {
+        Ok(IfChanged::Changed(StoredObject {
             body: body.into_bytes().to_vec(),
             etag,
             metadata,
