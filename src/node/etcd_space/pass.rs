@@ -102,6 +102,15 @@ impl std::fmt::Display for Done {
     }
 }
 
+/// A member's `Status` lists every alarm of the cluster it has applied
+/// among its errors (`memberID:13668033151171901709 alarm:NOSPACE `, etcd 3.5).
+fn lists_alarms(status: &Status) -> bool {
+    status
+        .errors
+        .iter()
+        .any(|e| e.split_whitespace().any(|w| w.starts_with("alarm:")))
+}
+
 /// This node's side of the maintenance.
 pub struct Maintenance<'a> {
     /// A client of this node's member (the backup service's).
@@ -174,10 +183,15 @@ impl Maintenance<'_> {
                 .map(|a| a.join().expect("a status call does not panic"))
                 .collect()
         });
-        let alarms = self
-            .etcd
-            .alarms()
-            .map_err(etcd(format!("{}: the alarms", self.member_name)))?;
+        // The alarm list is a raft request; a member's status lists the
+        // alarms it has applied, so the list is asked only when there is one.
+        let alarms = if lists_alarms(&mine) {
+            self.etcd
+                .alarms()
+                .map_err(etcd(format!("{}: the alarms", self.member_name)))?
+        } else {
+            Vec::new()
+        };
         let observed = Observed {
             me: mine.member_id,
             members: views,
@@ -306,5 +320,26 @@ impl Maintenance<'_> {
             "{} holds the etcd lock `{LOCK}`",
             holder.as_deref().unwrap_or("another member")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_status_says_when_there_are_alarms_to_ask_for() {
+        let with = |errors: &[&str]| Status {
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+            ..Status::default()
+        };
+        // As etcd 3.5.16 answers /v3/maintenance/status.
+        assert!(lists_alarms(&with(&["memberID:13668033151171901709 alarm:NOSPACE "])));
+        assert!(lists_alarms(&with(&[
+            "etcdserver: no leader",
+            "memberID:1 alarm:CORRUPT "
+        ])));
+        assert!(!lists_alarms(&with(&["etcdserver: no leader"])));
+        assert!(!lists_alarms(&with(&[])));
     }
 }
