@@ -3,7 +3,7 @@
 `sync secrets` ask S3 and KMS for, per node per hour, and what that costs a
 fleet at list prices.
 
-    python3 bench/sync-cost.py [--passes 20] [--latency-nodes 8] [--changes 10]
+    python3 bench/sync-cost.py [--passes 20] [--latency-nodes 8] [--changes 20]
 
 One emulator (tests/bed/aws_server.py) and the example environment as `nodeboot
 up` fills its bucket: `prereqs`, `pki`, `secrets upload common secure compute`,
@@ -14,16 +14,20 @@ the node.json `render` wrote for its role, after its boot's `stage secrets`.
 Requests are counted by the emulator (`/_bed/calls`, per action) over real
 passes of the real binary (`sync ... --once`, one process per pass, so what a
 pass remembers must be on disk as on a node): `--passes` idle passes of each
-sync on each node, then one change (a new manifest in each role's prefix
-through `manifests upload`, a new file in common/ through `secrets upload`)
-and the one pass of each sync that picks it up. Per hour = per pass x the
-passes an hour holds at the rendered intervals (manifests 10 s, secrets 60 s).
+sync on each node, and one pass made as if an hour had passed since the last
+listing (the listings the sync remembers are aged by an hour: a sync lists
+every prefix at least once an hour); per hour = the idle pass times the
+passes an hour holds at the rendered intervals (manifests 10 s, secrets
+60 s), one of them the hourly one. Then one change (a new manifest in each
+role's prefix through `manifests upload`, a new file in common/ through
+`secrets upload`) and the one pass of each sync that picks it up.
 
 Then the time for a change to reach every node: `--latency-nodes` compute
-nodes run `sync manifests --interval N` side by side (started together, as a
-fleet's nodes are after a restart), `manifests upload` changes their prefix
-`--changes` times, and the table gives, per change, the time from the upload's
-end until the first and the last node hold the new file.
+nodes run `sync manifests --interval N` side by side, started together (a
+fleet restarted at once) and then staggered over one interval (a fleet booted
+over time); `manifests upload` changes their prefix `--changes` times at
+random phases, and the table gives the time from the upload's end until the
+first and the last node hold the new file.
 
 Prices: S3 Standard and KMS list prices in us-east-1 (see PRICES). Prints
 tables; asserts nothing on time. Talks to 127.0.0.1 only. See bench/README.md.
@@ -46,6 +50,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BED = REPO / "tests/bed"
+# The example environment; `--env` for a binary of another version.
 ENV_FILE = REPO / "environments/example.tfvars"
 REGION = "eu-west-1"
 # The rendered intervals (src/shared/node_config.rs): manifests every 10 s,
@@ -129,8 +134,8 @@ class Server:
 
 
 class Bench:
-    def __init__(self, binary, work, server):
-        self.binary, self.work, self.server = binary, work, server
+    def __init__(self, binary, env_file, work, server):
+        self.binary, self.env_file, self.work, self.server = binary, env_file, work, server
         self.env = {
             **os.environ,
             "AWS_ENDPOINT_URL": server.url,
@@ -167,14 +172,14 @@ class Bench:
     # --- the bucket, as `nodeboot up` fills it --------------------------------
 
     def fill_bucket(self):
-        self.run("prereqs", "--env", ENV_FILE)
-        self.run("pki", "--env", ENV_FILE)
-        self.run("secrets", "upload", "--env", ENV_FILE, "common", "secure", "compute")
-        self.run("render", "--env", ENV_FILE, "--out", self.work / "out")
+        self.run("prereqs", "--env", self.env_file)
+        self.run("pki", "--env", self.env_file)
+        self.run("secrets", "upload", "--env", self.env_file, "common", "secure", "compute")
+        self.run("render", "--env", self.env_file, "--out", self.work / "out")
         self.upload_manifests()
 
     def upload_manifests(self):
-        self.run("manifests", "upload", "--env", ENV_FILE, self.work / "out/manifests")
+        self.run("manifests", "upload", "--env", self.env_file, self.work / "out/manifests")
 
     def manifests_dir(self, role):
         return self.work / "out/manifests" / role
@@ -249,8 +254,27 @@ def cost(kinds):
 # --- measurements ---------------------------------------------------------------
 
 
+# Where a sync keeps what its next pass may trust of each prefix (`poll`,
+# beside its record): the static pods' and add-ons' on disk, the secrets' in
+# /run. Binaries before the index keep nothing there.
+REMEMBERED = {"manifests": "var/lib/nodeboot/sync", "secrets": "run/nodeboot"}
+
+
+def age_remembered(root, what, seconds):
+    """Makes every listing the sync remembers `seconds` older, as if that
+    much time had passed since it listed."""
+    for path in (root / REMEMBERED[what]).glob("*.index.json"):
+        seen = json.loads(path.read_text())
+        for prefix in seen.values():
+            prefix["listed_at"] -= seconds
+        path.write_text(json.dumps(seen))
+
+
 def idle(bench, nodes, passes):
-    """Requests per pass of each sync on each node, the bucket unchanged."""
+    """Requests per hour of each sync on each node, the bucket unchanged:
+    `passes` idle passes, and one made an hour after the last listing (a
+    sync lists every prefix at least once an hour, whatever its index says),
+    which stands for one pass of each hour."""
     rows = {}
     for role, root in nodes.items():
         for what in INTERVALS:
@@ -258,7 +282,16 @@ def idle(bench, nodes, passes):
             bench.reset()
             for _ in range(passes):
                 bench.sync_once(root, what)
-            rows[(role, what)] = {k: n / passes for k, n in by_kind(bench.calls()).items()}
+            per_pass = by_kind(bench.calls())
+            age_remembered(root, what, 3600)
+            bench.reset()
+            bench.sync_once(root, what)
+            hourly = by_kind(bench.calls())
+            an_hour = 3600 / INTERVALS[what]
+            rows[(role, what)] = {
+                k: per_pass.get(k, 0) / passes * (an_hour - 1) + hourly.get(k, 0)
+                for k in {*per_pass, *hourly}
+            }
     return rows
 
 
@@ -273,7 +306,7 @@ def one_change(bench, nodes):
     bench.upload_manifests()
     secret = bench.work / "secrets/example/common/bench-change"
     secret.write_text(f"changed {stamp}\n")
-    bench.run("secrets", "upload", "--env", ENV_FILE, "common/bench-change")
+    bench.run("secrets", "upload", "--env", bench.env_file, "common/bench-change")
     for role, root in nodes.items():
         for what in INTERVALS:
             bench.reset()
@@ -288,29 +321,34 @@ def one_change(bench, nodes):
     return rows
 
 
-def latency(bench, args):
+def latency(bench, args, start):
     """Seconds from the end of `manifests upload` until the first and the
-    last of the compute nodes holds the change."""
-    roots = [bench.node("compute", f"fleet-{i}") for i in range(args.latency_nodes)]
+    last of the compute nodes holds the change. `start`: the nodes' syncs
+    start `together` (a fleet restarted at once) or `staggered` evenly over
+    one interval (a fleet booted over time)."""
+    roots = [bench.node("compute", f"{start}-{i}") for i in range(args.latency_nodes)]
     config = rendered_node_json(bench.work / "out", "compute")
     files = [r / config["manifests"]["dir"].lstrip("/") / "bench-latency.yaml" for r in roots]
-    procs = [
-        subprocess.Popen(
-            [
-                str(bench.binary),
-                "sync",
-                "--root",
-                str(root),
-                "manifests",
-                "--interval",
-                f"{args.latency_interval}s",
-            ],
-            env=bench.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    procs = []
+    for i, root in enumerate(roots):
+        if start == "staggered" and i:
+            time.sleep(args.latency_interval / len(roots))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(bench.binary),
+                    "sync",
+                    "--root",
+                    str(root),
+                    "manifests",
+                    "--interval",
+                    f"{args.latency_interval}s",
+                ],
+                env=bench.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         )
-        for root in roots
-    ]
     samples = []
     try:
         for k in range(args.changes + 1):
@@ -371,8 +409,7 @@ def print_idle(rows):
     head = ["node", "sync", *kinds, *others, "USD/month per 1,000 nodes"]
     body = []
     per_role = {}
-    for (role, what), per_pass in rows.items():
-        per_hour = {k: n * 3600 / INTERVALS[what] for k, n in per_pass.items()}
+    for (role, what), per_hour in rows.items():
         month = cost(per_hour) * HOURS_A_MONTH * 1000
         total = per_role.setdefault(role, {})
         for k, n in per_hour.items():
@@ -420,9 +457,9 @@ def print_change(rows):
     table(head, body)
 
 
-def print_latency(samples, args):
-    firsts, lasts = [s[0] for s in samples], [s[1] for s in samples]
+def print_latency(runs, args):
     head = [
+        "nodes started",
         "nodes",
         "interval s",
         "changes",
@@ -431,17 +468,21 @@ def print_latency(samples, args):
         "last node max s",
         "spread p50 s",
     ]
-    body = [
-        [
-            args.latency_nodes,
-            args.latency_interval,
-            len(samples),
-            f"{statistics.median(firsts):.2f}",
-            f"{statistics.median(lasts):.2f}",
-            f"{max(lasts):.2f}",
-            f"{statistics.median(b - a for a, b in samples):.2f}",
-        ]
-    ]
+    body = []
+    for start, samples in runs.items():
+        firsts, lasts = [a for a, _ in samples], [b for _, b in samples]
+        body.append(
+            [
+                start,
+                args.latency_nodes,
+                args.latency_interval,
+                len(samples),
+                f"{statistics.median(firsts):.2f}",
+                f"{statistics.median(lasts):.2f}",
+                f"{max(lasts):.2f}",
+                f"{statistics.median(b - a for a, b in samples):.2f}",
+            ]
+        )
     print("A change to every node: seconds from the end of `manifests upload` until the first")
     print("and the last node holds it (spread: last minus first, per change)")
     table(head, body)
@@ -454,14 +495,19 @@ def main():
     )
     parser.add_argument("--latency-nodes", type=int, default=8, help="0 skips the latency table")
     parser.add_argument("--latency-interval", type=float, default=2)
-    parser.add_argument("--changes", type=int, default=10)
+    parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument(
+        "--env",
+        default=ENV_FILE,
+        help="the example environment file as the binary's version knows it (its commit's)",
+    )
     args = parser.parse_args()
     binary = nodeboot_binary()
     log(f"binary {binary}")
     with tempfile.TemporaryDirectory(prefix="sync-cost-") as tmp:
         server = Server()
         try:
-            bench = Bench(binary, Path(tmp), server)
+            bench = Bench(binary, Path(args.env).resolve(), Path(tmp), server)
             log("filling the bucket as `nodeboot up` does")
             bench.fill_bucket()
             nodes = {role: bench.node(role) for role in ("etcd", "compute")}
@@ -469,16 +515,16 @@ def main():
             idle_rows = idle(bench, nodes, args.passes)
             log("one change")
             change_rows = one_change(bench, nodes)
-            samples = []
-            if args.latency_nodes > 0:
-                log(f"latency: {args.latency_nodes} nodes, {args.changes} changes")
-                samples = latency(bench, args)
+            runs = {}
+            for start in ("together", "staggered") if args.latency_nodes > 0 else ():
+                log(f"latency: {args.latency_nodes} nodes started {start}, {args.changes} changes")
+                runs[start] = latency(bench, args, start)
         finally:
             server.stop()
     print_idle(idle_rows)
     print_change(change_rows)
-    if samples:
-        print_latency(samples, args)
+    if runs:
+        print_latency(runs, args)
     print(
         "Prices: S3 Standard, us-east-1: LIST $0.005 per 1,000, GET and HEAD $0.0004 per 1,000;"
         f" KMS $0.03 per 10,000 requests; {HOURS_A_MONTH} hours a month."
