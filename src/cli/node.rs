@@ -212,3 +212,52 @@ pub fn run(command: NodeCommand) -> Result<(), NodeError> {
     }
     Ok(())
 }
+
+/// `etcd backup`: the node's backup service, listed under the operator's `etcd`.
+#[cfg(feature = "aws")]
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    /// Resolve every path under DIR.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Time between backups; default node.json's (the environment's etcd_backup_interval).
+    #[arg(long, env = "NODEBOOT_ETCD_BACKUP_INTERVAL", value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+    /// Time between passes (restore requests are seen within this).
+    #[arg(long, env = "NODEBOOT_ETCD_BACKUP_POLL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll: Duration,
+    /// One pass, then exit with its outcome.
+    #[arg(long)]
+    pub once: bool,
+    #[arg(long, default_value = "systemctl stop etcd-member.service")]
+    pub stop_etcd: String,
+    /// Starts etcd after a restore; the promote unit too, which the stop took down with etcd
+    /// (it `Requires=` etcd-member.service).
+    #[arg(
+        long,
+        default_value = "systemctl start etcd-member.service nodeboot-etcd-promote.service"
+    )]
+    pub start_etcd: String,
+    /// How long a restored member may take to see a leader.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub restore_wait: Duration,
+    /// This member's client URL (the tests' etcd on another port).
+    #[arg(long, default_value = "https://127.0.0.1:2379", hide = true)]
+    pub endpoint: String,
+}
+
+#[cfg(feature = "aws")]
+impl BackupArgs {
+    pub fn run(self) -> Result<(), NodeError> {
+        let options = node::commands::backup::ServiceOptions {
+            interval: self.interval,
+            poll: self.poll,
+            once: self.once,
+            stop_etcd: self.stop_etcd,
+            start_etcd: self.start_etcd,
+            restore_wait: self.restore_wait,
+            endpoint: self.endpoint,
+        };
+        node::commands::backup::service(&Root(self.root), options)
+    }
+}

@@ -7,10 +7,6 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::Failure;
-#[cfg(feature = "aws")]
-use nodeboot::node;
-#[cfg(feature = "aws")]
-use nodeboot::node::root::Root;
 use nodeboot::operator::commands;
 use nodeboot::operator::error::Error as OperatorError;
 use nodeboot::shared::role::Role;
@@ -322,35 +318,8 @@ pub enum EtcdCommand {
         etcdutl: String,
     },
     /// The node's backup service: backups on the leader every interval, restores on request.
-    Backup {
-        /// Resolve every path under DIR.
-        #[arg(long, default_value = "/", value_name = "DIR")]
-        root: PathBuf,
-        /// Time between backups; default node.json's (the environment's etcd_backup_interval).
-        #[arg(long, env = "NODEBOOT_ETCD_BACKUP_INTERVAL", value_parser = humantime::parse_duration)]
-        interval: Option<Duration>,
-        /// Time between passes (restore requests are seen within this).
-        #[arg(long, env = "NODEBOOT_ETCD_BACKUP_POLL", default_value = "10s", value_parser = humantime::parse_duration)]
-        poll: Duration,
-        /// One pass, then exit with its outcome.
-        #[arg(long)]
-        once: bool,
-        #[arg(long, default_value = "systemctl stop etcd-member.service")]
-        stop_etcd: String,
-        /// Starts etcd after a restore; the promote unit too, which the stop took down with etcd
-        /// (it `Requires=` etcd-member.service).
-        #[arg(
-            long,
-            default_value = "systemctl start etcd-member.service nodeboot-etcd-promote.service"
-        )]
-        start_etcd: String,
-        /// How long a restored member may take to see a leader.
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-        restore_wait: Duration,
-        /// This member's client URL (the tests' etcd on another port).
-        #[arg(long, default_value = "https://127.0.0.1:2379", hide = true)]
-        endpoint: String,
-    },
+    #[cfg(feature = "aws")]
+    Backup(super::node::BackupArgs),
 }
 
 #[derive(Subcommand)]
@@ -517,27 +486,7 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
                 &env,
                 commands::etcd_backup::VerifyOptions { backup, etcd, etcdutl },
             )?),
-            EtcdCommand::Backup {
-                root,
-                interval,
-                poll,
-                once,
-                stop_etcd,
-                start_etcd,
-                restore_wait,
-                endpoint,
-            } => node::commands::backup::service(
-                &Root(root),
-                node::commands::backup::ServiceOptions {
-                    interval,
-                    poll,
-                    once,
-                    stop_etcd,
-                    start_etcd,
-                    restore_wait,
-                    endpoint,
-                },
-            )?,
+            EtcdCommand::Backup(args) => args.run()?,
         },
     }
     Ok(())

@@ -102,6 +102,17 @@ pub fn list(env_path: &Path, output: Output) -> Result<String, Error> {
 
 /// A client of `endpoints` with the operator's etcd client certificate
 /// (`secure/etcd/client.*` of the local secrets tree, `dir` or the default).
+/// The endpoints the operator asked for, else every member's client URL.
+pub fn member_endpoints(env: &Environment, given: &[String]) -> Vec<String> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    env.etcd_members()
+        .iter()
+        .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
+        .collect()
+}
+
 pub fn operator_client(env: &Environment, dir: Option<&Path>, endpoints: Vec<String>) -> Result<Client, Error> {
     let dir = dir
         .map(Path::to_path_buf)
@@ -294,14 +305,7 @@ fn assess(env: &Environment, observed: Observed, newest: Option<BackupRow>) -> S
 /// `CORRUPT`), naming the member.
 pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> {
     let env = load_env(env_path)?.env;
-    let endpoints: Vec<String> = if options.endpoints.is_empty() {
-        env.etcd_members()
-            .iter()
-            .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
-            .collect()
-    } else {
-        options.endpoints.clone()
-    };
+    let endpoints = member_endpoints(&env, &options.endpoints);
     let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
     let observed = observe(&etcd, &endpoints);
     let newest = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).newest().await?)).unwrap_or_else(|e| {

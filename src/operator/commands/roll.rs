@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::etcd_backup::operator_client;
+use super::etcd_backup::{member_endpoints, operator_client};
 use super::load_env;
 use crate::operator::env::Environment;
 use crate::operator::error::Error;
@@ -22,7 +22,6 @@ use crate::shared::backup::store::Backups;
 use crate::shared::cloud::aws::{Ec2, Kms, S3};
 use crate::shared::cloud::{tags, ClusterFilter, Compute, InstanceState, Instances};
 use crate::shared::etcd::Client;
-use crate::shared::etcd::CLIENT_PORT;
 use crate::shared::retry::{self, Attempt};
 use crate::shared::role::Role;
 
@@ -103,14 +102,7 @@ pub fn roll(env_path: &Path, role: crate::shared::role::Role, options: RollOptio
         )));
     }
     let env = load_env(env_path)?.env;
-    let endpoints: Vec<String> = if options.endpoints.is_empty() {
-        env.etcd_members()
-            .iter()
-            .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
-            .collect()
-    } else {
-        options.endpoints.clone()
-    };
+    let endpoints = member_endpoints(&env, &options.endpoints);
     let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
     super::operator_runtime(&env, async |sdk| {
         let (ec2, s3, kms) = (Ec2::new(sdk), S3::new(sdk), Kms::new(sdk));
