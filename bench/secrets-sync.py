@@ -158,6 +158,7 @@ def run_nodeboot(bed, binary, work, args):
     def put_version(k):
         body, metadata = versions[k]
         bed.s3.put_object(Bucket=BUCKET, Key=PREFIX + CHANGING, Body=body, Metadata=metadata)
+        write_index(bed)
 
     put_version(0)
     root = work / "node"
@@ -201,6 +202,32 @@ def run_aws_loop(bed, aws, work, args):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
+
+
+def write_index(bed):
+    """What an upload does last: the prefix's index (src/shared/secrets/index.rs),
+    written here from its description, after the object. Nodes poll it and
+    list the prefix when it changed."""
+    listed = bed.s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX).get("Contents", [])
+    objects = sorted(
+        (
+            {"key": o["Key"], "etag": o["ETag"], "size": o["Size"]}
+            for o in listed
+            if o["Key"].rsplit("/", 1)[-1] != ".nodeboot-index"
+        ),
+        key=lambda o: o["key"],
+    )
+    index = {
+        "format": 1,
+        "generation": f"{time.time_ns()}-{random.getrandbits(64):016x}",
+        "objects": objects,
+    }
+    bed.s3.put_object(
+        Bucket=BUCKET,
+        Key=PREFIX + ".nodeboot-index",
+        Body=json.dumps(index).encode(),
+        Metadata={"nodeboot-index": "1"},
+    )
 
 
 def put_plain(bed, name, data):
@@ -269,7 +296,7 @@ def main():
     parser.add_argument("--tools", default="nodeboot,aws")
     args = parser.parse_args()
     binary = nodeboot_binary()
-    aws = aws_cli()
+    aws = aws_cli() if "aws" in args.tools else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
