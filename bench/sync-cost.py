@@ -263,7 +263,7 @@ REMEMBERED = {"manifests": "var/lib/nodeboot/sync", "secrets": "run/nodeboot"}
 def age_remembered(root, what, seconds):
     """Makes every listing the sync remembers `seconds` older, as if that
     much time had passed since it listed."""
-    for path in (root / REMEMBERED[what]).glob("*.index.json"):
+    for path in (root / REMEMBERED[what]).glob("*.listings"):
         seen = json.loads(path.read_text())
         for prefix in seen.values():
             prefix["listed_at"] -= seconds

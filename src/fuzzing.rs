@@ -178,7 +178,7 @@ pub fn sync_listing(data: &[u8]) {
 }
 
 /// A prefix's index as a node reads it from the bucket, and the file of
-/// what a pass remembers (`<record>.index.json`), from the same bytes: an
+/// what a pass remembers (`<record name>.listings`), from the same bytes: an
 /// index reads back as itself, describes the listing it names, and is
 /// remembered with that listing; a remembered listing is only used on a 304.
 pub fn sync_index(data: &[u8]) {

@@ -254,7 +254,7 @@ fn a_change_by_a_writer_that_keeps_no_index_is_seen_at_the_hourly_listing_and_th
     );
 
     // An hour later (the remembered listing made to look that old).
-    let state = node.path("/var/lib/nodeboot/sync/etc-kubernetes-manifests.index.json");
+    let state = node.path("/var/lib/nodeboot/sync/etc-kubernetes-manifests.listings");
     let mut seen: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     for prefix in seen.as_object_mut().unwrap().values_mut() {
         let listed_at = prefix["listed_at"].as_u64().unwrap();

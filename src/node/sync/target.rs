@@ -106,9 +106,10 @@ impl Target {
     }
 
     /// Where what the next pass may trust of each prefix is kept (`poll`):
-    /// beside the record, `<record>.index.json`.
+    /// beside the record: `<record name>.listings` (records end in `.json`,
+    /// so no record has this name).
     pub fn seen_path(&self) -> PathBuf {
-        self.record.with_extension("index.json")
+        self.record.with_extension("listings")
     }
 
     /// What the last pass remembered of each prefix; a missing or
