@@ -374,6 +374,14 @@ fn uploads_keep_an_index_in_every_folder_and_never_sync_prune_or_list_it() {
     );
     let out = p.nodeboot(&["secrets", "fetch", "--env"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
+    p.write_local("common/.nodeboot-index", b"a file of that name");
+    let out = p.nodeboot(&["secrets", "upload", "--env"], &["common/.nodeboot-index"]);
+    assert!(!out.status.success(), "an index is not uploaded as a secret");
+    assert!(
+        stderr(&out).contains("the name of a folder's index"),
+        "{}",
+        stderr(&out)
+    );
     let rendered = p.dir.path().join("rendered");
     std::fs::create_dir_all(rendered.join("etcd")).unwrap();
     std::fs::write(rendered.join("etcd/kube-apiserver.yaml"), "api").unwrap();
