@@ -13,6 +13,16 @@ pub struct UnitFile {
     pub contents: String,
 }
 
+impl UnitFile {
+    /// The unit `name`, rendered from its template.
+    fn of(name: impl Into<String>, template: &impl Template) -> UnitFile {
+        UnitFile {
+            name: name.into(),
+            contents: render(template),
+        }
+    }
+}
+
 /// A boot stage: `nodeboot stage --retry NAME`, one oneshot unit each. The
 /// stage itself waits and retries (see `commands::until_done`): systemd's
 /// `Restart=` cannot, since a failed oneshot fails its dependants for good.
@@ -269,10 +279,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             write_paths: stage.limits.write_paths,
             extra_syscalls: stage.limits.extra_syscalls,
         };
-        units.push(UnitFile {
-            name: stage_unit_name(stage.name),
-            contents: render(&unit),
-        });
+        units.push(UnitFile::of(stage_unit_name(stage.name), &unit));
     }
     if role == Role::Etcd {
         let unit = EtcdMemberUnit {
@@ -282,10 +289,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             mount_point: ETCD_MOUNT_POINT,
             secrets_dir: SECRETS_DIR,
         };
-        units.push(UnitFile {
-            name: "etcd-member.service".into(),
-            contents: render(&unit),
-        });
+        units.push(UnitFile::of("etcd-member.service", &unit));
         let addons = AddonsUnit {
             kubernetes_version: &env.kubernetes_version,
             image: kubectl_image(&env.kubernetes_version),
@@ -296,14 +300,11 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             exclude_label: crate::operator::kube::EXCLUDE_FROM_LOAD_BALANCERS,
             taint_effect: crate::operator::kube::CONTROL_PLANE_TAINT_EFFECT,
         };
-        units.push(UnitFile {
-            name: ADDONS_UNIT.into(),
-            contents: render(&addons),
-        });
-        units.push(UnitFile {
-            name: "nodeboot-addons.timer".into(),
-            contents: render(&AddonsTimer { interval_minutes: 5 }),
-        });
+        units.push(UnitFile::of(ADDONS_UNIT, &addons));
+        units.push(UnitFile::of(
+            "nodeboot-addons.timer",
+            &AddonsTimer { interval_minutes: 5 },
+        ));
         // A member that joined as a learner becomes a voter once caught up;
         // on every other start this finds it a voter and is done at once.
         let after = vec!["etcd-member.service".to_string()];
@@ -321,23 +322,14 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             write_paths: ETCD_CLIENT_ONLY.write_paths,
             extra_syscalls: ETCD_CLIENT_ONLY.extra_syscalls,
         };
-        units.push(UnitFile {
-            name: stage_unit_name("etcd-promote"),
-            contents: render(&promote),
-        });
+        units.push(UnitFile::of(stage_unit_name("etcd-promote"), &promote));
         let backup = EtcdBackupUnit {
             binary,
             mount_point: ETCD_MOUNT_POINT,
             interval_seconds: env.etcd_backup.interval.as_secs(),
         };
-        units.push(UnitFile {
-            name: "nodeboot-etcd-backup.service".into(),
-            contents: render(&backup),
-        });
-        units.push(UnitFile {
-            name: "nodeboot-reboot.service".into(),
-            contents: render(&RebootUnit { binary }),
-        });
+        units.push(UnitFile::of("nodeboot-etcd-backup.service", &backup));
+        units.push(UnitFile::of("nodeboot-reboot.service", &RebootUnit { binary }));
     }
     if role.runs_kubelet() {
         let kubelet = KubeletUnit {
@@ -348,10 +340,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             secrets_dir: SECRETS_DIR,
             static_pod_dir: STATIC_POD_DIR,
         };
-        units.push(UnitFile {
-            name: "kubelet.service".into(),
-            contents: render(&kubelet),
-        });
+        units.push(UnitFile::of("kubelet.service", &kubelet));
         let sync = ManifestSyncUnit {
             binary,
             static_pod_dir: STATIC_POD_DIR,
@@ -366,10 +355,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
                 .strip_prefix("/var/lib/")
                 .expect("the record lives under /var/lib"),
         };
-        units.push(UnitFile {
-            name: "nodeboot-manifests.service".into(),
-            contents: render(&sync),
-        });
+        units.push(UnitFile::of("nodeboot-manifests.service", &sync));
     }
     if stages_of(role).contains(&"secrets") {
         let mut after = Vec::new();
@@ -386,10 +372,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             interval: SECRETS_SYNC_INTERVAL_SECONDS,
             after,
         };
-        units.push(UnitFile {
-            name: "nodeboot-secrets-sync.service".into(),
-            contents: render(&sync),
-        });
+        units.push(UnitFile::of("nodeboot-secrets-sync.service", &sync));
     }
     units
 }
