@@ -384,7 +384,7 @@ async fn choose(b: &Backups<'_, S3, Kms>, wanted: Option<&str>) -> Result<Entry,
     match wanted {
         None => entries.last().cloned().ok_or_else(|| {
             BackupError::NoBackups {
-                bucket: b.bucket.clone(),
+                bucket: b.store.bucket.clone(),
             }
             .into()
         }),
@@ -393,7 +393,7 @@ async fn choose(b: &Backups<'_, S3, Kms>, wanted: Option<&str>) -> Result<Entry,
                 .ok_or_else(|| Error::Refused(format!("{w:?} is not a backup id (see `nodeboot etcd backups`)")))?;
             entries.into_iter().find(|e| e.id == id).ok_or_else(|| {
                 BackupError::NotFound {
-                    bucket: b.bucket.clone(),
+                    bucket: b.store.bucket.clone(),
                     key: id.key(),
                 }
                 .into()

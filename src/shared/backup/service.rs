@@ -120,7 +120,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
             bytes = entry.size,
             seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
             "etcd backup written to s3://{}/{}",
-            self.backups.bucket,
+            self.backups.store.bucket,
             entry.key
         );
         Ok(entry)
@@ -136,7 +136,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
     ) -> Result<Entry, BackupError> {
         let (sha256, size) = sha256_file(snapshot)?;
         let meta = Metadata {
-            environment: self.backups.environment.clone(),
+            environment: self.backups.store.environment.clone(),
             revision,
             keys,
             members,

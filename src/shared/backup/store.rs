@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::retention::{self, PrunePlan, Retention};
 use super::{context, context_aad, format, BackupId, Metadata, MAX_OBJECT_BYTES, PREFIX};
 use crate::shared::cloud::{CloudError, Keys, ObjectFiles, Objects};
+use crate::shared::secrets::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -92,42 +93,30 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// One environment's backups.
+/// One environment's backups: in its secrets bucket, under its KMS key.
 pub struct Backups<'a, O, K> {
-    pub objects: &'a O,
-    pub keys: &'a K,
-    pub bucket: String,
-    pub environment: String,
-    pub key_id: String,
+    /// The bucket, key and clients (backups use them directly: their own
+    /// envelope format, streamed through files).
+    pub store: Store<'a, O, K>,
 }
 
-// Not derived: a derive would ask `O: Clone` and `K: Clone` of the clients it only borrows.
-impl<O, K> Clone for Backups<'_, O, K> {
+impl<O: Objects + ObjectFiles, K: Keys> Clone for Backups<'_, O, K> {
     fn clone(&self) -> Self {
-        Backups {
-            objects: self.objects,
-            keys: self.keys,
-            bucket: self.bucket.clone(),
-            environment: self.environment.clone(),
-            key_id: self.key_id.clone(),
-        }
+        let s = &self.store;
+        Backups::new(s.objects, s.keys, &s.bucket, &s.environment, &s.key_id)
     }
 }
 
 impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     pub fn new(objects: &'a O, keys: &'a K, bucket: &str, environment: &str, key_id: &str) -> Self {
         Backups {
-            objects,
-            keys,
-            bucket: bucket.into(),
-            environment: environment.into(),
-            key_id: key_id.into(),
+            store: Store::new(objects, keys, bucket, environment, key_id),
         }
     }
 
     fn refused(&self, key: &str, reason: impl std::fmt::Display) -> BackupError {
         BackupError::Refused {
-            bucket: self.bucket.clone(),
+            bucket: self.store.bucket.clone(),
             key: key.to_string(),
             reason: reason.to_string(),
         }
@@ -138,8 +127,8 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     pub async fn upload(&self, snapshot: &Path, meta: &Metadata, work: &Path) -> Result<Entry, BackupError> {
         let id = meta.id();
         let key = id.key();
-        let ctx = context(&self.environment, &key);
-        let data_key = self.keys.generate_data_key(&self.key_id, &ctx).await?;
+        let ctx = context(&self.store.environment, &key);
+        let data_key = self.store.keys.generate_data_key(&self.store.key_id, &ctx).await?;
         let sealed_path = work.join(format!("{}.sealed.tmp", id.name()));
         let sealed = (|| -> Result<u64, BackupError> {
             let input = File::open(snapshot).map_err(|e| BackupError::io(snapshot, e))?;
@@ -165,8 +154,9 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
         let result = match sealed {
             Ok(size) if size > MAX_OBJECT_BYTES => Err(BackupError::TooLarge { size }),
             Ok(size) => self
+                .store
                 .objects
-                .put_file(&self.bucket, &key, &sealed_path, &meta.s3())
+                .put_file(&self.store.bucket, &key, &sealed_path, &meta.s3())
                 .await
                 .map(|_| size)
                 .map_err(BackupError::from),
@@ -179,8 +169,9 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     /// Every backup, oldest first. Fails on a failed or partial listing.
     pub async fn list(&self) -> Result<Vec<Entry>, BackupError> {
         let mut entries: Vec<Entry> = self
+            .store
             .objects
-            .list(&self.bucket, PREFIX)
+            .list(&self.store.bucket, PREFIX)
             .await?
             .into_iter()
             .filter_map(|o| {
@@ -202,7 +193,7 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     /// The metadata as stored beside the object (HEAD; for display and
     /// the version rule, not authenticated).
     pub async fn head_metadata(&self, id: &BackupId) -> Result<Option<crate::shared::cloud::ObjectHead>, BackupError> {
-        Ok(self.objects.head(&self.bucket, &id.key()).await?)
+        Ok(self.store.objects.head(&self.store.bucket, &id.key()).await?)
     }
 
     /// Downloads and opens backup `id` into `out` (written to a temporary
@@ -228,19 +219,26 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     }
 
     async fn download_into(&self, key: &str, sealed_path: &Path, partial: &Path) -> Result<Metadata, BackupError> {
-        if self.objects.get_file(&self.bucket, key, sealed_path).await?.is_none() {
+        if self
+            .store
+            .objects
+            .get_file(&self.store.bucket, key, sealed_path)
+            .await?
+            .is_none()
+        {
             return Err(BackupError::NotFound {
-                bucket: self.bucket.clone(),
+                bucket: self.store.bucket.clone(),
                 key: key.to_string(),
             });
         }
         let file = File::open(sealed_path).map_err(|e| BackupError::io(sealed_path, e))?;
         let mut input = BufReader::new(file);
         let header = format::read_header(&mut input).map_err(|e| self.refused(key, e))?;
-        let ctx = context(&self.environment, key);
+        let ctx = context(&self.store.environment, key);
         let data_key = self
+            .store
             .keys
-            .decrypt(&self.key_id, &header.encrypted_key, &ctx)
+            .decrypt(&self.store.key_id, &header.encrypted_key, &ctx)
             .await
             .map_err(|e| {
                 if e.code
@@ -292,7 +290,7 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     /// Deletes what the retention plan says, from a fresh listing; a failed
     /// listing deletes nothing.
     pub async fn prune(&self, now_unix: i64, policy: Retention) -> Result<PrunePlan, BackupError> {
-        let listing = self.objects.list(&self.bucket, PREFIX).await;
+        let listing = self.store.objects.list(&self.store.bucket, PREFIX).await;
         let keys: Result<Vec<String>, String> = listing
             .map(|l| l.into_iter().map(|o| o.key).collect())
             .map_err(|e| e.to_string());
@@ -301,7 +299,7 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
             Err(e) => retention::plan(Err(e), now_unix, policy),
         };
         for key in &plan.delete {
-            self.objects.delete(&self.bucket, key).await?;
+            self.store.objects.delete(&self.store.bucket, key).await?;
         }
         Ok(plan)
     }
