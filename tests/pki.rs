@@ -605,3 +605,42 @@ fn no_compute_node_gets_a_control_plane_or_etcd_secret() {
         etcd.keys()
     );
 }
+
+/// The test-only validity (`pki --test-validity-secs N`, hidden): leaf
+/// certificates issued in that run end N seconds after they start (the lab's
+/// expired-certificate tests need ends within minutes); CAs keep theirs, and a
+/// later run without it keeps those certificates until `--renew` replaces them.
+#[test]
+fn a_test_validity_issues_leaf_certificates_that_end_within_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    pki_with(dir.path(), &["--test-validity-secs", "120"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = |path: &str| {
+        nodeboot::operator::pki::not_after(&dir.path().join(path))
+            .unwrap()
+            .unix_timestamp()
+    };
+    for leaf in [
+        "secure/etcd/member-0.crt",
+        "secure/etcd/client.crt",
+        "secure/apiserver.crt",
+    ] {
+        let left = end(leaf) - now;
+        assert!((100..=120).contains(&left), "{leaf} ends in {left} s");
+    }
+    assert!(
+        end("secure/etcd/ca.crt") - now > 3000 * 86_400,
+        "a CA keeps its validity"
+    );
+    let out = pki(dir.path());
+    assert!(
+        out.contains("kept     etcd-member-0\n") && out.contains("expiring etcd-member-0 in 0 days"),
+        "{out}"
+    );
+    let out = pki_with(dir.path(), &["--renew"]);
+    assert!(out.contains("created  etcd-member-0\n"), "{out}");
+    assert!(end("secure/etcd/member-0.crt") - now > 300 * 86_400);
+}

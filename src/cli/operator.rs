@@ -105,6 +105,9 @@ pub enum OperatorCommand {
         /// Print every certificate and token with its expiry as this instead of what changed.
         #[arg(long, value_enum)]
         output: Option<commands::Output>,
+        /// Test only: leaf certificates issued in this run end this many seconds after they start.
+        #[arg(long, value_name = "SECONDS", hide = true)]
+        test_validity_secs: Option<u32>,
     },
     /// Create, idempotently, the KMS key (and alias) and the Terraform and secrets buckets.
     #[cfg(feature = "aws")]
@@ -396,8 +399,13 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
             rotate,
             renew,
             output,
+            test_validity_secs,
         } => {
-            let options = nodeboot::operator::pki::Options { rotate, renew };
+            let options = nodeboot::operator::pki::Options {
+                rotate,
+                renew,
+                test_leaf_validity: test_validity_secs.map(|s| time::Duration::seconds(s.into())),
+            };
             for line in commands::pki(&env, dir.as_deref(), &options, output)? {
                 println!("{line}");
             }

@@ -64,6 +64,11 @@ pub struct Options {
     pub rotate: Vec<String>,
     /// Issue again everything that ends within `RENEW_DAYS` (`--renew`).
     pub renew: bool,
+    /// Test only (`pki --test-validity-secs N`, hidden): leaf certificates
+    /// issued in this run end this long after they start instead of
+    /// `LEAF_VALIDITY_DAYS`, so a lab can watch them end within minutes.
+    /// CAs and the bootstrap token keep their validity.
+    pub test_leaf_validity: Option<Duration>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -81,7 +86,7 @@ pub fn ensure(dir: &Path, pki: &Pki, rotate: &[String]) -> Result<Outcome, PkiEr
         pki,
         &Options {
             rotate: rotate.to_vec(),
-            renew: false,
+            ..Options::default()
         },
     )
 }
@@ -124,7 +129,7 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
             outcome.kept.push(spec.id.clone());
             continue;
         }
-        issue(dir, pki, spec)?;
+        issue(dir, pki, spec, options.test_leaf_validity)?;
         renewed.insert(spec.id.clone());
         outcome.created.push(spec.id.clone());
     }
@@ -366,13 +371,13 @@ fn days_between(now: OffsetDateTime, end: OffsetDateTime) -> i64 {
     (end.unix_timestamp() - now.unix_timestamp()).div_euclid(86_400)
 }
 
-fn issue(dir: &Path, pki: &Pki, spec: &CertSpec) -> Result<(), PkiError> {
+fn issue(dir: &Path, pki: &Pki, spec: &CertSpec, leaf_validity: Option<Duration>) -> Result<(), PkiError> {
     let generate = |source| PkiError::Generate {
         name: spec.id.clone(),
         source,
     };
     let key_pair = KeyPair::generate().map_err(generate)?;
-    let params = params(spec)?;
+    let params = params(spec, leaf_validity.unwrap_or(Duration::days(LEAF_VALIDITY_DAYS)))?;
     let certificate = match &spec.issuer {
         None => params.self_signed(&key_pair),
         Some(ca) => {
@@ -389,7 +394,7 @@ fn issue(dir: &Path, pki: &Pki, spec: &CertSpec) -> Result<(), PkiError> {
     Ok(())
 }
 
-fn params(spec: &CertSpec) -> Result<CertificateParams, PkiError> {
+fn params(spec: &CertSpec, leaf_validity: Duration) -> Result<CertificateParams, PkiError> {
     let generate = |source| PkiError::Generate {
         name: spec.id.clone(),
         source,
@@ -432,7 +437,7 @@ fn params(spec: &CertSpec) -> Result<CertificateParams, PkiError> {
                 _ => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             };
             params.use_authority_key_identifier_extension = true;
-            params.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
+            params.not_after = now + leaf_validity;
         }
     }
     Ok(params)
