@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """moto's server (EC2, S3, KMS and every other service moto has) with EC2's rules.
 
-    python3 tests/bed/aws_server.py --port 0 [--attach-delay-ms N] [--shutdown-delay-ms N] [--max-page N]
+    python3 tests/bed/aws_server.py --port 0 [--attach-delay-ms N] [--shutdown-delay-ms N]
+        [--max-page N] [--rates FILE]
 
 Binds 127.0.0.1, prints `READY http://127.0.0.1:PORT` on stdout once it
 accepts connections, logs to stderr, exits 0 on SIGTERM or when its stdin pipe
@@ -10,6 +11,7 @@ region eu-west-1, S3 in path style. See tests/README.md.
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -38,6 +40,10 @@ def parse_args(argv):
         default=0,
         help="at most this many items per DescribeVolumes/NetworkInterfaces/Instances page (0: no cap)",
     )
+    parser.add_argument(
+        "--rates",
+        help="JSON file of request-rate quotas (token buckets, see rates.py); none by default",
+    )
     parser.add_argument("--quiet", action="store_true", help="don't log each request")
     args = parser.parse_args(argv)
     if args.attach_delay_ms < 0 or args.shutdown_delay_ms < 0:
@@ -47,7 +53,7 @@ def parse_args(argv):
     return args
 
 
-def build_app():
+def build_app(rates=None):
     # Imported here, after stdout is claimed: importing moto may print.
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
@@ -56,7 +62,7 @@ def build_app():
 
     from control import BedControl
 
-    return BedControl(DomainDispatcherApplication(create_backend_app))
+    return BedControl(DomainDispatcherApplication(create_backend_app), rates)
 
 
 def main(argv=None):
@@ -75,7 +81,11 @@ def main(argv=None):
 
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", args.port, build_app(), threaded=True)
+    rates = None
+    if args.rates:
+        with open(args.rates, encoding="utf-8") as f:
+            rates = json.load(f)
+    server = make_server("127.0.0.1", args.port, build_app(rates), threaded=True)
     port = server.server_port
     # moto builds some URLs (e.g. S3 presigned ones) from MOTO_PORT.
     os.environ["MOTO_PORT"] = str(port)

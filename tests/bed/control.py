@@ -22,6 +22,11 @@ start with `_`).
   POST /_bed/config        same keys, any may be left out; delays apply to
                            attachments and shutdowns started afterwards,
                            max_page to the next Describe pages
+  GET  /_bed/rates         -> {"buckets": [...], "throttled": {"Decrypt": 12, ...}}
+  POST /_bed/rates         {"buckets": [{"name": "kms", "actions": ["Decrypt"],
+                           "rate": 55, "burst": 55, "per_prefix": false}, ...]}
+                           request-rate quotas as token buckets (rates.py);
+                           none unless set here or by `--rates`; [] turns them off
 
 Throttled calls are counted too: a client that retried twice and then
 succeeded has made three calls.
@@ -35,6 +40,7 @@ from http import HTTPStatus
 from xml.sax.saxutils import escape
 
 from ec2_rules import DETACHES, LOCK, PAGING, TIMING
+from rates import Rates
 from request_names import name_request
 
 # How each service says "slow down". The Rust and Python SDKs retry all three.
@@ -99,8 +105,11 @@ class Injected:
 class BedControl:
     """WSGI middleware: serve /_bed/, count calls, inject errors, else moto."""
 
-    def __init__(self, app):
+    def __init__(self, app, rates=None):
         self.app = app
+        self.rates = Rates()
+        if rates:
+            self.rates.configure(rates)
         self.lock = threading.Lock()
         self.calls = Counter()
         self.answers = {}  # action -> Counter of HTTP status codes
@@ -111,6 +120,8 @@ class BedControl:
             return self.control(environ, start_response)
         service, action = name_request(environ)
         failure = self.record(action)
+        if failure is None and not self.rates.take(action, environ):
+            failure = Injected(1)  # the service's own throttling answer
         start_response = self.counting(action, start_response)
         if failure is not None:
             status, headers, body = error_response(service, *failure.for_service(service))
@@ -157,6 +168,8 @@ class BedControl:
             ("GET", "/_bed/detaches"): self.get_detaches,
             ("GET", "/_bed/config"): self.get_config,
             ("POST", "/_bed/config"): self.set_config,
+            ("GET", "/_bed/rates"): lambda _body: self.rates.describe(),
+            ("POST", "/_bed/rates"): self.rates.configure,
         }
         handler = routes.get((method, path))
         if handler is None:
@@ -178,6 +191,7 @@ class BedControl:
         with self.lock:
             self.calls.clear()
             self.answers.clear()
+        self.rates.reset_counts()
         return {}
 
     def throttle(self, body):

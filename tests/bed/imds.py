@@ -125,7 +125,7 @@ def metadata_tree(identity, pending_time):
     primary = _primary(interfaces)
     private_ip = identity.get("private_ip") or primary["local_ipv4s"][0]
     hostname = identity.get("hostname") or _hostname(region, private_ip)
-    return {
+    tree = {
         "meta-data": {
             "ami-id": identity.get("image_id", "ami-0123456789abcdef0"),
             "hostname": hostname,
@@ -147,6 +147,37 @@ def metadata_tree(identity, pending_time):
                 "document": identity_document(identity, region, private_ip, pending_time)
             }
         },
+    }
+    if identity.get("iam"):
+        tree["meta-data"]["iam"] = iam_tree(identity, pending_time)
+    return tree
+
+
+def iam_tree(identity, pending_time):
+    """The instance profile's role credentials, as EC2 serves them under
+    meta-data/iam/ (the SDKs' default credential chain reads them)."""
+    iam = identity["iam"]
+    role = iam["role"]
+    account = identity.get("account_id", "123456789012")
+    expires = datetime.fromtimestamp(time.time() + MAX_TTL, timezone.utc)
+    credentials = {
+        "Code": "Success",
+        "LastUpdated": pending_time,
+        "Type": "AWS-HMAC",
+        "AccessKeyId": iam["access_key_id"],
+        "SecretAccessKey": iam["secret_access_key"],
+        "Token": iam.get("token", ""),
+        "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    info = {
+        "Code": "Success",
+        "LastUpdated": pending_time,
+        "InstanceProfileArn": f"arn:aws:iam::{account}:instance-profile/{role}",
+        "InstanceProfileId": iam.get("profile_id", "AIPAEXAMPLEPROFILE0001"),
+    }
+    return {
+        "info": json.dumps(info, indent=2),
+        "security-credentials": {role: json.dumps(credentials, indent=2)},
     }
 
 

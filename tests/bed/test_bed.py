@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from botocore.utils import InstanceMetadataRegionFetcher
+from botocore.utils import InstanceMetadataFetcher, InstanceMetadataRegionFetcher
 
 from bed_harness import (
     BED,
@@ -517,6 +517,91 @@ def test_throttle_speaks_each_services_dialect(aws):
     assert aws_error(kms.list_keys)[0::2] == ("ThrottlingException", 400)
 
 
+def test_no_rate_quota_is_set_unless_asked(aws):
+    kms = client(aws.url, "kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+
+    for _ in range(20):
+        kms.encrypt(KeyId=key, Plaintext=b"x")
+
+    assert bed_get(aws, "/_bed/rates") == {"buckets": [], "throttled": {}}
+
+
+def test_a_rate_quota_throttles_beyond_its_burst_in_the_services_dialect(start_aws, tmp_path):
+    # One token every 1,000 s: nothing refills while the test runs.
+    quotas = {"buckets": [{"name": "kms", "actions": ["Encrypt"], "rate": 0.001, "burst": 2}]}
+    (tmp_path / "rates.json").write_text(json.dumps(quotas))
+    aws = start_aws("--rates", str(tmp_path / "rates.json"))
+    kms = client(aws.url, "kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+
+    kms.encrypt(KeyId=key, Plaintext=b"x")
+    kms.encrypt(KeyId=key, Plaintext=b"x")
+    throttled = aws_error(kms.encrypt, KeyId=key, Plaintext=b"x")
+    kms.describe_key(KeyId=key)  # another action: no quota
+
+    assert throttled[0::2] == ("ThrottlingException", 400)
+    assert bed_get(aws, "/_bed/rates")["throttled"] == {"Encrypt": 1}
+    assert bed_get(aws, "/_bed/calls")["Encrypt"] == 3
+    bed_post(aws, "/_bed/rates", {"buckets": []})
+    kms.encrypt(KeyId=key, Plaintext=b"x")  # turned off
+
+
+def test_an_s3_rate_quota_counts_each_prefix_apart(aws):
+    s3 = client(aws.url, "s3")
+    make_bucket(s3, "prefixes")
+    for key in ("a/1", "a/2", "b/1"):
+        s3.put_object(Bucket="prefixes", Key=key, Body=b"x")
+    gets = ["GetObject", "HeadObject", "ListObjectsV2"]
+    quota = {"name": "s3-get", "actions": gets, "rate": 0.001, "burst": 1, "per_prefix": True}
+    bed_post(aws, "/_bed/rates", {"buckets": [quota]})
+
+    s3.get_object(Bucket="prefixes", Key="a/1")
+    second = aws_error(s3.get_object, Bucket="prefixes", Key="a/2")
+    listed = aws_error(s3.list_objects_v2, Bucket="prefixes", Prefix="a/")
+    s3.head_object(Bucket="prefixes", Key="b/1")
+    s3.list_objects_v2(Bucket="prefixes", Prefix="c/")
+
+    assert second[0::2] == ("SlowDown", 503)
+    assert listed[0::2] == ("SlowDown", 503)
+    assert bed_get(aws, "/_bed/rates")["throttled"] == {"GetObject": 1, "ListObjectsV2": 1}
+
+
+def test_rate_quotas_refill_at_their_rate():
+    from rates import Rates
+
+    now = [100.0]
+    rates = Rates(clock=lambda: now[0])
+    rates.configure({"buckets": [{"name": "kms", "actions": ["Decrypt"], "rate": 2, "burst": 3}]})
+    decrypt = lambda: rates.take("Decrypt", {})  # noqa: E731
+
+    assert [decrypt() for _ in range(4)] == [True, True, True, False]
+    now[0] += 0.5  # one token back
+    assert [decrypt(), decrypt()] == [True, False]
+    now[0] += 60  # full again, never above the burst
+    assert [decrypt() for _ in range(4)] == [True, True, True, False]
+    assert rates.take("Encrypt", {}) is True
+    assert rates.describe()["throttled"] == {"Decrypt": 3}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"buckets": [{"name": "x", "actions": [], "rate": 1}]},
+        {"buckets": [{"name": "x", "actions": ["Decrypt"], "rate": 0}]},
+        {
+            "buckets": [
+                {"name": "x", "actions": ["A"], "rate": 1},
+                {"name": "x", "actions": ["B"], "rate": 1},
+            ]
+        },
+        {"buckets": [{"actions": ["Decrypt"], "rate": 1}]},
+    ],
+)
+def test_bad_rate_quotas_are_refused(aws, body):
+    assert bed_post(aws, "/_bed/rates", body).status_code == 400
+
+
 def test_throttle_can_inject_any_error(aws, ec2):
     bed_post(
         aws,
@@ -864,6 +949,32 @@ def test_the_aws_sdk_imds_client_reads_the_region(imds):
     )
 
     assert fetcher.retrieve_region() == "eu-west-1"
+
+
+def test_the_instance_profiles_credentials_are_served_as_the_sdks_read_them(
+    start_imds, identity_file
+):
+    iam = {"role": "nodeboot-compute", "access_key_id": "ASIANODE0001"}
+    identity = node_identity(iam={**iam, "secret_access_key": "s3cr3t", "token": "tok"})
+    write_identity(identity_file, identity)
+    imds = start_imds()
+    fetcher = InstanceMetadataFetcher(
+        timeout=2, num_attempts=1, config={"ec2_metadata_service_endpoint": imds.url}
+    )
+
+    credentials = fetcher.retrieve_iam_role_credentials()
+
+    assert credentials["role_name"] == "nodeboot-compute"
+    assert (credentials["access_key"], credentials["secret_key"], credentials["token"]) == (
+        "ASIANODE0001",
+        "s3cr3t",
+        "tok",
+    )
+
+
+def test_no_credentials_without_an_instance_profile(imds):
+    token = imds_token(imds)
+    assert imds_get(imds, "/latest/meta-data/iam/security-credentials/", token).status_code == 404
 
 
 def test_fault_no_token_refuses_every_token(start_imds):
