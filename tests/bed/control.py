@@ -22,6 +22,8 @@ start with `_`).
   POST /_bed/config        same keys, any may be left out; delays apply to
                            attachments and shutdowns started afterwards,
                            max_page to the next Describe pages
+  GET  /_bed/callers       -> {"ASIANODE1": {"calls": {"Decrypt": 2}, "throttled": {"Decrypt": 1}}}
+                           the same counts per access key id (SigV4 credential)
   GET  /_bed/rates         -> {"buckets": [...], "throttled": {"Decrypt": 12, ...}}
   POST /_bed/rates         {"buckets": [{"name": "kms", "actions": ["Decrypt"],
                            "rate": 55, "burst": 55, "per_prefix": false}, ...]}
@@ -114,6 +116,7 @@ class BedControl:
         self.calls = Counter()
         self.answers = {}  # action -> Counter of HTTP status codes
         self.injected = {}  # action -> Injected
+        self.callers = {}  # access key id -> {"calls": Counter, "throttled": Counter}
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/_bed/"):
@@ -122,6 +125,7 @@ class BedControl:
         failure = self.record(action)
         if failure is None and not self.rates.take(action, environ):
             failure = Injected(1)  # the service's own throttling answer
+        self.record_caller(environ, action, failure is not None)
         start_response = self.counting(action, start_response)
         if failure is not None:
             status, headers, body = error_response(service, *failure.for_service(service))
@@ -155,6 +159,16 @@ class BedControl:
                 del self.injected[action]
             return injected
 
+    def record_caller(self, environ, action, failed):
+        caller = access_key_of(environ)
+        if not action or not caller:
+            return
+        with self.lock:
+            counts = self.callers.setdefault(caller, {"calls": Counter(), "throttled": Counter()})
+            counts["calls"][action] += 1
+            if failed:
+                counts["throttled"][action] += 1
+
     # --- /_bed/ endpoints ----------------------------------------------------
 
     def control(self, environ, start_response):
@@ -163,6 +177,7 @@ class BedControl:
         routes = {
             ("GET", "/_bed/calls"): self.get_calls,
             ("GET", "/_bed/answers"): self.get_answers,
+            ("GET", "/_bed/callers"): self.get_callers,
             ("POST", "/_bed/calls/reset"): self.reset_calls,
             ("POST", "/_bed/throttle"): self.throttle,
             ("GET", "/_bed/detaches"): self.get_detaches,
@@ -187,10 +202,18 @@ class BedControl:
         with self.lock:
             return {action: dict(statuses) for action, statuses in self.answers.items()}
 
+    def get_callers(self, _body):
+        with self.lock:
+            return {
+                caller: {kind: dict(counts) for kind, counts in kinds.items()}
+                for caller, kinds in self.callers.items()
+            }
+
     def reset_calls(self, _body):
         with self.lock:
             self.calls.clear()
             self.answers.clear()
+            self.callers.clear()
         self.rates.reset_counts()
         return {}
 
@@ -228,6 +251,17 @@ class BedControl:
         if "max_page" in body:
             PAGING.max_page = _non_negative_ms(body["max_page"])
         return self.get_config(None)
+
+
+def access_key_of(environ):
+    """The access key id a request was signed with (SigV4 header or query)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" in auth:
+        return auth.split("Credential=", 1)[1].split("/", 1)[0].strip()
+    query = environ.get("QUERY_STRING", "")
+    if "X-Amz-Credential=" in query:
+        return query.split("X-Amz-Credential=", 1)[1].split("%2F", 1)[0].split("/", 1)[0]
+    return None
 
 
 def _non_negative_ms(value):

@@ -567,6 +567,21 @@ def test_an_s3_rate_quota_counts_each_prefix_apart(aws):
     assert bed_get(aws, "/_bed/rates")["throttled"] == {"GetObject": 1, "ListObjectsV2": 1}
 
 
+def test_calls_and_throttles_are_counted_per_access_key(aws):
+    first, second = client(aws.url, "kms"), client(aws.url, "kms")
+    second._request_signer._credentials.access_key = "ASIASECOND"
+    bed_post(aws, "/_bed/throttle", {"action": "ListKeys", "count": 1})
+
+    aws_error(first.list_keys)
+    first.list_keys()
+    second.list_aliases()
+
+    assert bed_get(aws, "/_bed/callers") == {
+        "testing": {"calls": {"ListKeys": 2}, "throttled": {"ListKeys": 1}},
+        "ASIASECOND": {"calls": {"ListAliases": 1}, "throttled": {}},
+    }
+
+
 def test_rate_quotas_refill_at_their_rate():
     from rates import Rates
 
