@@ -102,6 +102,9 @@ pub enum OperatorCommand {
         /// Also issue again every certificate and token that ends within 21 days.
         #[arg(long)]
         renew: bool,
+        /// With `--rotate encryption-key` at step 2 of 3: every Secret was rewritten, drop the old key.
+        #[arg(long)]
+        secrets_rewritten: bool,
         /// Print every certificate and token with its expiry as this instead of what changed.
         #[arg(long, value_enum)]
         output: Option<commands::Output>,
@@ -398,12 +401,14 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
             dir,
             rotate,
             renew,
+            secrets_rewritten,
             output,
             test_validity_secs,
         } => {
             let options = nodeboot::operator::pki::Options {
                 rotate,
                 renew,
+                secrets_rewritten,
                 test_leaf_validity: test_validity_secs.map(|s| time::Duration::seconds(s.into())),
             };
             for line in commands::pki(&env, dir.as_deref(), &options, output)? {

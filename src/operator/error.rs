@@ -70,6 +70,7 @@ impl Error {
                 PkiError::Io { .. } => exit::IO,
                 PkiError::Bad { .. } | PkiError::UnknownRotate(..) => exit::BAD_INPUT,
                 PkiError::Generate { .. } | PkiError::Random(_) => exit::INTERNAL,
+                PkiError::Refused { .. } => exit::REFUSED,
             },
             Error::Secrets(e) => exit::secret(e),
             Error::Prereqs(e) => match e {

@@ -153,6 +153,9 @@ pub fn pki(
             .iter()
             .map(|(n, d)| format!("expiring {n} in {d} days")),
     );
+    if let Some(step) = crate::operator::pki::encryption_step(&dir.join(&plan.encryption_key.path))? {
+        lines.push(step.describe());
+    }
     lines.push(format!("in {}", dir.display()));
     Ok(lines)
 }

@@ -13,6 +13,7 @@
 
 mod kubeconfig;
 mod plan;
+pub mod rotation;
 mod token;
 
 use std::collections::BTreeSet;
@@ -30,7 +31,7 @@ pub use plan::{
     plan, BootstrapTokenSpec, CertSpec, EncryptionKeySpec, KubeconfigSpec, Pki, Usage, ADMIN_KUBECONFIG,
     BOOTSTRAP_GROUP, CLUSTER_CA_KEY, LEGACY_ADMIN_KUBECONFIG,
 };
-pub use token::{BootstrapToken, ENCRYPTION_KEY_BYTES};
+pub use token::{encryption_step, BootstrapToken, ENCRYPTION_KEY_BYTES};
 
 use crate::shared::fsutil;
 
@@ -55,6 +56,9 @@ pub enum PkiError {
     UnknownRotate(String, String),
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    /// A step nodeboot will not take yet (the key rotation's last one).
+    #[error("{path}: refused: {detail}")]
+    Refused { path: PathBuf, detail: String },
 }
 
 /// What `ensure` is asked to do besides creating what is missing.
@@ -64,6 +68,9 @@ pub struct Options {
     pub rotate: Vec<String>,
     /// Issue again everything that ends within `RENEW_DAYS` (`--renew`).
     pub renew: bool,
+    /// `--secrets-rewritten`: every Secret was rewritten under the new
+    /// encryption key, so the key rotation's last step may drop the old one.
+    pub secrets_rewritten: bool,
     /// Test only (`pki --test-validity-secs N`, hidden): leaf certificates
     /// issued in this run end this long after they start instead of
     /// `LEAF_VALIDITY_DAYS`, so a lab can watch them end within minutes.
@@ -176,6 +183,7 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
         dir,
         &pki.encryption_key,
         rotate.contains(&pki.encryption_key.id),
+        options.secrets_rewritten,
         &mut outcome,
     )?;
     for item in inventory(dir, pki)? {
@@ -301,6 +309,7 @@ fn ensure_encryption_key(
     dir: &Path,
     spec: &EncryptionKeySpec,
     rotate: bool,
+    secrets_rewritten: bool,
     outcome: &mut Outcome,
 ) -> Result<(), PkiError> {
     let path = dir.join(&spec.path);
@@ -314,7 +323,8 @@ fn ensure_encryption_key(
             outcome.kept.push(spec.id.clone());
             return Ok(());
         }
-        Some(config) => config.rotated(OffsetDateTime::now_utc())?,
+        // One step of the staged rotation (`rotation`).
+        Some(config) => config.rotated_at(OffsetDateTime::now_utc(), secrets_rewritten, &path)?,
         None => token::EncryptionConfig::generate(OffsetDateTime::now_utc())?,
     };
     write(&path, config.render().as_bytes(), 0o600)?;

@@ -14,9 +14,6 @@ use crate::shared::secrets::Secret;
 
 /// aescbc takes a 32-byte key (AES-256).
 pub const ENCRYPTION_KEY_BYTES: usize = 32;
-/// Keys kept in the configuration: the one that writes and the one before,
-/// so what the previous key wrote stays readable until it is rewritten.
-const KEPT_KEYS: usize = 2;
 
 const TOKEN_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -135,21 +132,56 @@ impl EncryptionConfig {
 
     fn new_key(now: OffsetDateTime) -> Result<(String, Secret), PkiError> {
         Ok((
-            format!("key-{}", now.unix_timestamp()),
+            super::rotation::new_key_name(&[], now.unix_timestamp()),
             Secret::new(random(ENCRYPTION_KEY_BYTES)?),
         ))
     }
 
-    /// A new writing key first; the previous one kept to read older data.
-    pub fn rotated(mut self, now: OffsetDateTime) -> Result<EncryptionConfig, PkiError> {
-        self.keys.insert(0, Self::new_key(now)?);
-        self.keys.truncate(KEPT_KEYS);
-        Ok(self)
+    /// The next step of the staged rotation (`rotation`): a new key added
+    /// second, then made first, then (only once every Secret was rewritten)
+    /// the old one dropped. `path` names the file in a refusal.
+    #[cfg(test)]
+    pub fn rotated(self, now: OffsetDateTime, secrets_rewritten: bool) -> Result<EncryptionConfig, PkiError> {
+        self.rotated_at(now, secrets_rewritten, Path::new(""))
+    }
+
+    pub fn rotated_at(
+        mut self,
+        now: OffsetDateTime,
+        secrets_rewritten: bool,
+        path: &Path,
+    ) -> Result<EncryptionConfig, PkiError> {
+        let names: Vec<String> = self.keys.iter().map(|(n, _)| n.clone()).collect();
+        let new_name = super::rotation::new_key_name(&names, now.unix_timestamp());
+        let order =
+            super::rotation::advance(&names, &new_name, secrets_rewritten).map_err(|refusal| PkiError::Refused {
+                path: path.into(),
+                detail: refusal.to_string(),
+            })?;
+        if order.contains(&new_name) {
+            self.keys.push((new_name, Secret::new(random(ENCRYPTION_KEY_BYTES)?)));
+        }
+        let mut keys = Vec::with_capacity(order.len());
+        for name in order {
+            let at = self
+                .keys
+                .iter()
+                .position(|(n, _)| *n == name)
+                .expect("advance names only known keys");
+            keys.push(self.keys.swap_remove(at));
+        }
+        Ok(EncryptionConfig { keys })
     }
 
     #[cfg(test)]
     fn key_names(&self) -> Vec<&str> {
         self.keys.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Where the key rotation stands (`rotation::step`).
+    pub fn step(&self) -> Result<super::rotation::Step, super::rotation::Refusal> {
+        let names: Vec<String> = self.keys.iter().map(|(n, _)| n.clone()).collect();
+        super::rotation::step(&names)
     }
 
     pub fn render(&self) -> String {
@@ -188,6 +220,21 @@ impl EncryptionConfig {
         }
         Ok(EncryptionConfig { keys: out })
     }
+}
+
+/// Where the Secrets encryption key's rotation stands in the tree's
+/// `EncryptionConfiguration` at `path` (`None` before `pki` made one).
+pub fn encryption_step(path: &Path) -> Result<Option<super::rotation::Step>, PkiError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    EncryptionConfig::read(path)?
+        .step()
+        .map(Some)
+        .map_err(|refusal| PkiError::Bad {
+            path: path.into(),
+            detail: refusal.to_string(),
+        })
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC), the form the API's timestamps take.
@@ -285,19 +332,38 @@ mod tests {
     }
 
     #[test]
-    fn rotation_puts_a_new_key_first_and_keeps_one_old() {
+    fn rotation_adds_the_new_key_second_then_first_then_drops_the_old_one() {
         let t = |s| OffsetDateTime::from_unix_timestamp(s).unwrap();
-        let config = EncryptionConfig::generate(t(100)).unwrap();
-        let config = config.rotated(t(200)).unwrap();
-        assert_eq!(config.key_names(), ["key-200", "key-100"]);
-        let config = config.rotated(t(300)).unwrap();
-        assert_eq!(config.key_names(), ["key-300", "key-200"]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.yaml");
-        std::fs::write(&path, config.render()).unwrap();
+        let round_trip = |config: &EncryptionConfig| {
+            std::fs::write(&path, config.render()).unwrap();
+            EncryptionConfig::read(&path).unwrap()
+        };
+        let config = round_trip(&EncryptionConfig::generate(t(100)).unwrap());
+        let first_key = config.keys[0].1.expose().to_vec();
+        let config = round_trip(&config.rotated(t(200), false).unwrap());
+        assert_eq!(config.key_names(), ["key-100", "key-200"], "step 1: the new key second");
+        let new_key = config.keys[1].1.expose().to_vec();
+        let config = round_trip(&config.rotated(t(300), false).unwrap());
+        assert_eq!(config.key_names(), ["key-200", "key-100"], "step 2: the new key first");
         assert_eq!(
-            EncryptionConfig::read(&path).unwrap().key_names(),
-            ["key-300", "key-200"]
+            (config.keys[0].1.expose(), config.keys[1].1.expose()),
+            (&new_key[..], &first_key[..]),
+            "the keys keep their bytes"
         );
+        assert!(matches!(
+            config.step(),
+            Ok(super::super::rotation::Step::Promoted { .. })
+        ));
+        let Err(PkiError::Refused { detail, .. }) = EncryptionConfig::read(&path).unwrap().rotated(t(400), false)
+        else {
+            panic!("step 3 without --secrets-rewritten");
+        };
+        assert!(detail.contains("rewrite every Secret"), "{detail}");
+        let config = round_trip(&config.rotated(t(400), true).unwrap());
+        assert_eq!(config.key_names(), ["key-200"], "step 3: the old key dropped");
+        let rendered = config.render();
+        assert!(rendered.contains("\"identity\""), "identity stays last: {rendered}");
     }
 }
