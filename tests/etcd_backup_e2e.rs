@@ -452,8 +452,8 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
     };
     let backups = Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
     assert!(
-        !runtime().block_on(hook.history()).unwrap(),
-        "no backup yet: no history"
+        !runtime().block_on(hook.existed()).unwrap().any(),
+        "no backup and no marker yet: no evidence"
     );
     runtime()
         .block_on(hook.before_membership_change(&others, "adding m0"))
@@ -466,7 +466,8 @@ fn the_etcd_stages_hook_backs_up_through_a_quorum_and_changes_nothing_without_on
         .unwrap();
     assert_eq!(head.metadata.get("nodeboot-keys").map(String::as_str), Some("7"));
     assert_eq!(head.metadata.get("nodeboot-members").map(String::as_str), Some("3"));
-    assert!(runtime().block_on(hook.history()).unwrap(), "a backup is history");
+    let existed = runtime().block_on(hook.existed()).unwrap();
+    assert!(existed.backup.is_some(), "a backup is evidence: {existed:?}");
 
     // Two of three gone: the one left has no quorum, the hook fails and writes nothing.
     members[2].kill();

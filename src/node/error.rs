@@ -123,6 +123,7 @@ pub(crate) fn etcd_code(e: &EtcdError) -> u8 {
         EtcdError::Exec { .. } | EtcdError::BinaryVersion { .. } => exit::SYSTEM,
         EtcdError::Stage(e) => stage_code(e),
         EtcdError::NoQuorum { .. } => exit::ETCD_NO_QUORUM,
+        EtcdError::Existed { .. } => exit::ETCD_EXISTED,
         EtcdError::Busy { .. } | EtcdError::Client(_) | EtcdError::Backup { .. } | EtcdError::Promote { .. } => {
             exit::ETCD_BUSY
         }

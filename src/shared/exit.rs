@@ -37,6 +37,11 @@ pub const ETCD_NO_QUORUM: u8 = 22;
 pub const ETCD_BUSY: u8 = 23;
 /// The etcd binary is more than one minor version from the data's.
 pub const ETCD_VERSION: u8 = 24;
+/// A blank etcd member that nobody answers, where the cluster existed (the
+/// cluster marker, a backup, or another member's volume formatted earlier):
+/// it never starts a new cluster; the message names `nodeboot etcd restore`
+/// and `nodeboot etcd recover`. Retried: the other members may come back.
+pub const ETCD_EXISTED: u8 = 25;
 /// etcd does not answer, has no leader, or a restore failed on a member.
 pub const ETCD_UNHEALTHY: u8 = 30;
 /// An `etcd_version` change of more than one minor version, or a downgrade.

@@ -14,6 +14,7 @@ use crate::shared::etcd::{Client, Cluster};
 pub struct EndpointStatus {
     pub endpoint: String,
     pub member_id: u64,
+    pub cluster_id: u64,
     pub leader: u64,
     pub revision: i64,
     pub raft_term: u64,
@@ -45,6 +46,11 @@ pub trait EtcdAccess {
     fn key_count(&self, at: Option<i64>) -> Result<(u64, i64), String>;
     /// Puts one key (tests, verify-backup).
     fn put(&self, key: &str, value: &str) -> Result<(), String>;
+    /// Takes the etcd lock `name` for `holder` for `ttl_seconds`
+    /// (`etcd::lock`): its lease, or `None` while another holds it.
+    fn try_lock(&self, name: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, String>;
+    /// Gives back the lock held on `lease`.
+    fn unlock(&self, lease: i64) -> Result<(), String>;
 }
 
 impl EtcdAccess for Client {
@@ -53,6 +59,7 @@ impl EtcdAccess for Client {
         Ok(EndpointStatus {
             endpoint: s.endpoint,
             member_id: s.member_id,
+            cluster_id: s.cluster_id,
             leader: s.leader,
             revision: s.revision,
             raft_term: s.raft_term,
@@ -102,5 +109,15 @@ impl EtcdAccess for Client {
         Client::put(self, key.as_bytes(), value.as_bytes())
             .map(drop)
             .map_err(|e| e.to_string())
+    }
+
+    fn try_lock(&self, name: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, String> {
+        crate::shared::etcd::lock::try_acquire(self, name, holder, ttl_seconds)
+            .map(|held| held.map(|h| h.lease))
+            .map_err(|e| e.to_string())
+    }
+
+    fn unlock(&self, lease: i64) -> Result<(), String> {
+        self.lease_revoke(lease).map_err(|e| e.to_string())
     }
 }

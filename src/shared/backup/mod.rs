@@ -8,6 +8,7 @@
 
 pub mod etcd;
 pub mod format;
+pub mod marker;
 #[cfg(feature = "aws")]
 pub mod restore;
 pub mod retention;

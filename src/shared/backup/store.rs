@@ -50,6 +50,13 @@ impl BackupError {
     }
 }
 
+/// A backup of a listing and when the bucket stored it (`LastModified`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub entry: Entry,
+    pub stored_unix: i64,
+}
+
 /// One backup of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -166,26 +173,38 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
         Ok(Entry { id, key, size: result? })
     }
 
-    /// Every backup, oldest first. Fails on a failed or partial listing.
-    pub async fn list(&self) -> Result<Vec<Entry>, BackupError> {
-        let mut entries: Vec<Entry> = self
+    /// Every backup with the time the bucket stored it, oldest first: by
+    /// the cluster's revision, then by that time (`retention::order`), never
+    /// by the time in a name (the taking node's clock). Fails on a failed or
+    /// partial listing.
+    pub async fn listing(&self) -> Result<Vec<Stored>, BackupError> {
+        let mut stored: Vec<Stored> = self
             .store
             .objects
-            .list(&self.store.bucket, PREFIX)
+            .list_dated(&self.store.bucket, PREFIX)
             .await?
             .into_iter()
             .filter_map(|o| {
-                BackupId::from_key(&o.key).map(|id| Entry {
-                    id,
-                    key: o.key,
-                    size: o.size,
+                BackupId::from_key(&o.key).map(|id| Stored {
+                    entry: Entry {
+                        id,
+                        key: o.key,
+                        size: o.size,
+                    },
+                    stored_unix: o.stored_unix,
                 })
             })
             .collect();
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(entries)
+        stored.sort_by_key(|s| retention::order(&s.entry.id, s.stored_unix));
+        Ok(stored)
     }
 
+    /// Every backup, oldest first (see [`Backups::listing`]).
+    pub async fn list(&self) -> Result<Vec<Entry>, BackupError> {
+        Ok(self.listing().await?.into_iter().map(|s| s.entry).collect())
+    }
+
+    /// The newest backup: the highest revision.
     pub async fn newest(&self) -> Result<Option<Entry>, BackupError> {
         Ok(self.list().await?.pop())
     }
@@ -287,16 +306,18 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
         Ok(meta)
     }
 
-    /// Deletes what the retention plan says, from a fresh listing; a failed
-    /// listing deletes nothing.
-    pub async fn prune(&self, now_unix: i64, policy: Retention) -> Result<PrunePlan, BackupError> {
-        let listing = self.store.objects.list(&self.store.bucket, PREFIX).await;
-        let keys: Result<Vec<String>, String> = listing
-            .map(|l| l.into_iter().map(|o| o.key).collect())
+    /// Deletes what the retention plan says, from a fresh listing (ages by
+    /// the bucket's `LastModified`); a failed listing deletes nothing.
+    pub async fn prune(&self, policy: Retention) -> Result<PrunePlan, BackupError> {
+        let listing = self
+            .store
+            .objects
+            .list_dated(&self.store.bucket, PREFIX)
+            .await
             .map_err(|e| e.to_string());
-        let plan = match &keys {
-            Ok(keys) => retention::plan(Ok(keys), now_unix, policy),
-            Err(e) => retention::plan(Err(e), now_unix, policy),
+        let plan = match &listing {
+            Ok(objects) => retention::plan(Ok(objects), policy),
+            Err(e) => retention::plan(Err(e), policy),
         };
         for key in &plan.delete {
             self.store.objects.delete(&self.store.bucket, key).await?;

@@ -264,8 +264,21 @@ pub trait Objects {
         metadata: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<String, CloudError>>;
     fn delete(&self, bucket: &str, key: &str) -> impl Future<Output = Result<(), CloudError>>;
+    /// Every object under `prefix` with the time the bucket stored it
+    /// (`LastModified`), all pages; a failed page fails the listing.
+    fn list_dated(&self, bucket: &str, prefix: &str) -> impl Future<Output = Result<Vec<DatedObject>, CloudError>>;
     /// API calls made so far (SDK retries not counted).
     fn api_calls(&self) -> u32;
+}
+
+/// An object of a listing and when the bucket stored it: the bucket's
+/// clock, the same for every node, unlike a name a node's clock made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatedObject {
+    pub key: String,
+    pub size: u64,
+    /// `LastModified`, seconds since the epoch.
+    pub stored_unix: i64,
 }
 
 /// What `prereqs` finds about a bucket.

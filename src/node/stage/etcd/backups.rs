@@ -1,15 +1,17 @@
 //! The etcd stage's [`BackupHook`], filled by the backup service's
 //! "backup now": the stage asks it before every membership change it makes
-//! (only once it has seen a quorum answer), and asks whether backups show
-//! that the cluster ran before.
+//! (only once it has seen a quorum answer), and asks whether the cluster
+//! marker or a backup shows that the cluster ran before.
 
 use std::path::PathBuf;
 
 use tracing::info;
 
+use super::plan::Evidence;
 use super::BackupHook;
 use crate::shared::backup::service::NodeBackup;
-use crate::shared::backup::store::Backups;
+use crate::shared::backup::store::{BackupError, Backups};
+use crate::shared::backup::{marker, rfc3339};
 use crate::shared::cloud::{Keys, ObjectFiles, Objects};
 use crate::shared::etcd::Client;
 
@@ -24,12 +26,26 @@ pub struct StageBackups<'a, O, K> {
 }
 
 impl<O: Objects + ObjectFiles, K: Keys> BackupHook for StageBackups<'_, O, K> {
-    async fn history(&self) -> Result<bool, String> {
-        self.backups
-            .newest()
-            .await
-            .map(|newest| newest.is_some())
-            .map_err(|e| e.to_string())
+    /// The marker (an unreadable one counts) and the newest backup.
+    async fn existed(&self) -> Result<Evidence, String> {
+        let store = &self.backups.store;
+        let place = format!("s3://{}/{}", store.bucket, marker::KEY);
+        let marker = match marker::read(store.objects, &store.bucket).await {
+            Ok(None) => None,
+            Ok(Some(m)) => Some(format!(
+                "{place} (cluster {}, written {})",
+                m.cluster_id,
+                rfc3339(m.unix)
+            )),
+            Err(BackupError::Bad(why)) => Some(why),
+            Err(e) => return Err(e.to_string()),
+        };
+        let backup = self.backups.newest().await.map_err(|e| e.to_string())?;
+        Ok(Evidence {
+            marker,
+            backup: backup.map(|b| format!("s3://{}/{}", store.bucket, b.key)),
+            formatted: Vec::new(),
+        })
     }
 
     /// A backup through `cluster` (the other members): the key count is a

@@ -38,7 +38,7 @@ use crate::shared::fault;
 use crate::shared::fsutil;
 use crate::shared::node_config::{ETCD_DATA_DIR, ETCD_ENV_FILE, ETCD_VERSION_FILE, SECRETS_DIR};
 use crate::shared::retry::{self, Attempt, Policy};
-use plan::{Data, Me, Observed, Plan};
+use plan::{Data, Evidence, Me, Observed, Plan, VolumeSeen};
 
 pub use crate::shared::etcd::{CLIENT_PORT, PEER_PORT};
 
@@ -71,6 +71,15 @@ pub enum EtcdError {
          nodeboot etcd restore --env <environment file>"
     )]
     NoQuorum { member: String, reason: String },
+    /// A blank member that nobody answers, where the cluster existed (exit code 25).
+    #[error(
+        "{member} has a blank volume, no other etcd member answers, and the cluster existed: {evidence}. \
+         It does not start a new, empty cluster beside the real data; nothing was changed. \
+         Bring the other members back (this stage retries), or, if their data is gone, \
+         restore a backup (nodeboot etcd restore --env <environment file>) \
+         or recover from a surviving member (nodeboot etcd recover --env <environment file> --from-member N)"
+    )]
+    Existed { member: String, evidence: String },
     /// Another membership change is under way (exit code 23; the unit retries).
     #[error("{member} waits to join: {reason}")]
     Busy { member: String, reason: String },
@@ -97,20 +106,21 @@ pub enum EtcdError {
 /// What the etcd stage asks of backups: `stage::etcd::backups::StageBackups`
 /// implements it with the backup service's "backup now".
 pub trait BackupHook {
-    /// Whether backups show that this environment's cluster has run before
-    /// (so a blank member that finds nobody must not start a new cluster).
-    fn history(&self) -> impl Future<Output = Result<bool, String>>;
+    /// The cluster marker and the newest backup, as found: evidence that
+    /// this environment's cluster has run before (so a blank member that
+    /// finds nobody must not start a new cluster). `formatted` is the stage's.
+    fn existed(&self) -> impl Future<Output = Result<Evidence, String>>;
     /// Takes a backup through `cluster` before `change`; an error stops the change.
     fn before_membership_change(&self, cluster: &Client, change: &str) -> impl Future<Output = Result<(), String>>;
 }
 
-/// No backups: no history, and a membership change goes ahead without a
+/// No backups: no evidence, and a membership change goes ahead without a
 /// backup, saying so in the log (tests of the plan's acting half).
 pub struct NoBackups;
 
 impl BackupHook for NoBackups {
-    async fn history(&self) -> Result<bool, String> {
-        Ok(false)
+    async fn existed(&self) -> Result<Evidence, String> {
+        Ok(Evidence::default())
     }
 
     async fn before_membership_change(&self, _cluster: &Client, change: &str) -> Result<(), String> {
@@ -400,18 +410,32 @@ pub async fn run(
         Data::Member => None,
         Data::Blank => observe_cluster(&client)?,
     };
-    let history = data == Data::Blank
-        && cluster.is_none()
-        && backups.history().await.map_err(|detail| EtcdError::Backup {
+    let existed = if data == Data::Blank && cluster.is_none() {
+        let mut existed = backups.existed().await.map_err(|detail| EtcdError::Backup {
             change: "deciding how to start".into(),
             detail,
         })?;
+        let volumes: Vec<VolumeSeen> = ec2
+            .volumes(&filter)
+            .await?
+            .into_iter()
+            .map(|v| VolumeSeen {
+                member: v.tags.get(tags::MEMBER).cloned(),
+                formatted: v.tags.get(tags::FORMATTED).cloned(),
+                id: v.id,
+            })
+            .collect();
+        existed.formatted = plan::formatted_before(&volumes, &claim.volume_id);
+        existed
+    } else {
+        Evidence::default()
+    };
     let members_seen = cluster.as_ref().map(|v| v.members.clone()).unwrap_or_default();
     let plan = plan::plan(&Observed {
         data,
         me: me.clone(),
         cluster,
-        history,
+        existed,
     });
     info!(member = me.name, "etcd plan: {plan:?}");
 
@@ -466,6 +490,12 @@ pub async fn run(
             return Err(EtcdError::NoQuorum {
                 member: me.name,
                 reason: reason.clone(),
+            })
+        }
+        Plan::Existed { evidence } => {
+            return Err(EtcdError::Existed {
+                member: me.name,
+                evidence: evidence.clone(),
             })
         }
     };
@@ -845,7 +875,7 @@ mod tests {
             data: Data::Blank,
             me,
             cluster: Some(view),
-            history: false,
+            existed: Evidence::default(),
         });
         assert!(
             matches!(&plan, Plan::Refuse { reason } if reason.contains("no quorum without this member")),

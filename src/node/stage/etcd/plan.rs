@@ -1,6 +1,6 @@
 //! The etcd stage's decision: a pure function of what it observed (the data
-//! directory, the cluster through the other members' client URLs, whether
-//! backups say the cluster existed). Table-tested over every combination.
+//! directory, the cluster through the other members' client URLs, the
+//! evidence that the cluster existed). Table-tested over every combination.
 
 use std::collections::BTreeMap;
 
@@ -29,8 +29,48 @@ pub struct Observed {
     pub me: Me,
     /// `None`: no other member answered at all. Only observed for a blank volume.
     pub cluster: Option<View>,
-    /// Backups exist: the cluster has run before (from the backup hook).
-    pub history: bool,
+    /// What says the cluster ran before. Only observed for a blank volume
+    /// that nobody answers.
+    pub existed: Evidence,
+}
+
+/// The evidence that this environment's etcd cluster has run before: any
+/// one of them forbids a blank member to start a new cluster, so no single
+/// deletion (a lifecycle rule emptying `backups/`, a new bucket, a lost
+/// volume) lets an empty cluster start beside the real data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// The cluster marker object (`backup::marker`), as found.
+    pub marker: Option<String>,
+    /// The newest backup, as found.
+    pub backup: Option<String>,
+    /// Other members' volumes tagged `nodeboot.io/formatted` before this
+    /// member's own volume: they held a filesystem while this member's did
+    /// not exist yet, so their members ran (or could have). On a first boot
+    /// the member formatted first sees none and starts; the others find it
+    /// forming the cluster (or wait for it, retried).
+    pub formatted: Vec<String>,
+}
+
+impl Evidence {
+    pub fn any(&self) -> bool {
+        self.marker.is_some() || self.backup.is_some() || !self.formatted.is_empty()
+    }
+
+    /// Every piece, for the refusal's message.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = &self.marker {
+            parts.push(format!("the cluster marker {m}"));
+        }
+        if let Some(b) = &self.backup {
+            parts.push(format!("the backup {b}"));
+        }
+        for v in &self.formatted {
+            parts.push(format!("member volume {v}"));
+        }
+        parts.join("; ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +93,10 @@ pub enum Plan {
     Wait { reason: String },
     /// A blank member that the cluster cannot take back: touch nothing.
     Refuse { reason: String },
+    /// A blank member that nobody answers, where a cluster existed: it must
+    /// not start a new one (an empty cluster beside the real data). Touch
+    /// nothing; the way out is a restore or a recovery, by an operator.
+    Existed { evidence: String },
 }
 
 impl Plan {
@@ -72,9 +116,9 @@ pub fn plan(o: &Observed) -> Plan {
         return Plan::Restart;
     }
     let Some(view) = &o.cluster else {
-        return if o.history {
-            Plan::Refuse {
-                reason: "no other etcd member answers, and backups show that the cluster existed".into(),
+        return if o.existed.any() {
+            Plan::Existed {
+                evidence: o.existed.describe(),
             }
         } else {
             Plan::Bootstrap
@@ -124,6 +168,48 @@ pub fn plan(o: &Observed) -> Plan {
         };
     }
     Plan::Join { remove: mine.cloned() }
+}
+
+/// One of the environment's member volumes as EC2 lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSeen {
+    pub id: String,
+    /// Its `nodeboot.io/member` tag.
+    pub member: Option<String>,
+    /// Its `nodeboot.io/formatted` tag (RFC 3339, the formatting node's clock).
+    pub formatted: Option<String>,
+}
+
+/// The volumes other than `mine` tagged formatted strictly before `mine`
+/// was (every tagged one when `mine` is not tagged; an unreadable time
+/// counts). On a first boot every volume is formatted within moments of
+/// the others and the first one formatted sees none; a volume formatted
+/// before this member's own existed held a member's data while this one
+/// did not.
+pub fn formatted_before(volumes: &[VolumeSeen], mine: &str) -> Vec<String> {
+    let time = |v: &VolumeSeen| v.formatted.as_deref().map(humantime::parse_rfc3339_weak);
+    let my_time = volumes
+        .iter()
+        .find(|v| v.id == mine)
+        .and_then(time)
+        .and_then(Result::ok);
+    volumes
+        .iter()
+        .filter(|v| v.id != mine)
+        .filter(|v| match time(v) {
+            None => false,
+            Some(Ok(t)) => my_time.is_none_or(|mine| t < mine),
+            Some(Err(_)) => true,
+        })
+        .map(|v| {
+            format!(
+                "{} (member {}, formatted {})",
+                v.id,
+                v.member.as_deref().unwrap_or("?"),
+                v.formatted.as_deref().unwrap_or_default()
+            )
+        })
+        .collect()
 }
 
 /// `ETCD_INITIAL_CLUSTER` for joining a running cluster: exactly its
@@ -208,12 +294,16 @@ mod tests {
         Stale,
     }
 
+    /// With `history`, a backup says the cluster existed.
     fn observed(data: Data, cluster: Option<View>, history: bool) -> Observed {
         Observed {
             data,
             me: me(),
             cluster,
-            history,
+            existed: Evidence {
+                backup: history.then(|| "20261130T113500Z-r1234".into()),
+                ..Default::default()
+            },
         }
     }
 
@@ -226,6 +316,7 @@ mod tests {
         Resume,
         Wait,
         Refuse,
+        Existed,
     }
 
     fn kind(p: &Plan) -> Kind {
@@ -243,6 +334,7 @@ mod tests {
             }
             Plan::Wait { .. } => Kind::Wait,
             Plan::Refuse { .. } => Kind::Refuse,
+            Plan::Existed { .. } => Kind::Existed,
         }
     }
 
@@ -278,10 +370,70 @@ mod tests {
                 );
             }
         }
-        // Nothing answers: a blank member starts a new cluster only without backups.
+        // Nothing answers: a blank member starts a new cluster only without evidence.
         assert_eq!(kind(&plan(&observed(Data::Blank, None, false))), Bootstrap);
-        assert_eq!(kind(&plan(&observed(Data::Blank, None, true))), Refuse);
+        assert_eq!(kind(&plan(&observed(Data::Blank, None, true))), Existed);
         assert_eq!(kind(&plan(&observed(Data::Member, None, true))), Restart);
+    }
+
+    #[test]
+    fn any_one_piece_of_evidence_forbids_a_new_cluster_when_nobody_answers() {
+        let marker = || Some("s3://b/backups/etcd-cluster/marker.json (cluster 5a7c)".to_string());
+        let backup = || Some("20261130T113500Z-r1234".to_string());
+        let formatted = || vec!["vol-2 (member 2, formatted 2026-11-30T11:35:00Z)".to_string()];
+        let table = [
+            (Evidence::default(), None),
+            (
+                Evidence {
+                    marker: marker(),
+                    ..Default::default()
+                },
+                Some("the cluster marker s3://b/backups/etcd-cluster/marker.json (cluster 5a7c)"),
+            ),
+            (
+                Evidence {
+                    backup: backup(),
+                    ..Default::default()
+                },
+                Some("the backup 20261130T113500Z-r1234"),
+            ),
+            (
+                Evidence {
+                    formatted: formatted(),
+                    ..Default::default()
+                },
+                Some("member volume vol-2 (member 2, formatted 2026-11-30T11:35:00Z)"),
+            ),
+            (
+                Evidence {
+                    marker: marker(),
+                    backup: backup(),
+                    formatted: formatted(),
+                },
+                Some("marker.json (cluster 5a7c); the backup 20261130T113500Z-r1234; member volume vol-2"),
+            ),
+        ];
+        for (existed, want) in table {
+            let o = Observed {
+                data: Data::Blank,
+                me: me(),
+                cluster: None,
+                existed: existed.clone(),
+            };
+            match (plan(&o), want) {
+                (Plan::Bootstrap, None) => {}
+                (Plan::Existed { evidence }, Some(want)) => assert!(evidence.contains(want), "{evidence}"),
+                (got, want) => panic!("{existed:?}: {got:?}, want {want:?}"),
+            }
+            // A volume with data restarts whatever the evidence.
+            assert_eq!(
+                plan(&Observed {
+                    data: Data::Member,
+                    ..o
+                }),
+                Plan::Restart
+            );
+        }
     }
 
     #[test]
@@ -367,6 +519,50 @@ mod tests {
             healthy: [2, 3].into(),
         };
         assert!(matches!(plan(&observed(Data::Blank, Some(v), false)), Plan::Join { remove: Some(m) } if m.id == 1));
+    }
+
+    #[test]
+    fn volumes_formatted_before_this_members_own_are_evidence() {
+        let v = |id: &str, member: &str, formatted: Option<&str>| VolumeSeen {
+            id: id.into(),
+            member: Some(member.into()),
+            formatted: formatted.map(str::to_string),
+        };
+        let first_boot = [
+            v("vol-0", "0", Some("2026-11-30T11:35:02Z")),
+            v("vol-1", "1", Some("2026-11-30T11:35:00Z")),
+            v("vol-2", "2", None),
+        ];
+        // The member formatted first starts the cluster; the later one waits for it.
+        assert!(formatted_before(&first_boot, "vol-1").is_empty());
+        assert_eq!(
+            formatted_before(&first_boot, "vol-0"),
+            ["vol-1 (member 1, formatted 2026-11-30T11:35:00Z)"]
+        );
+        // Formatted in the same second: neither holds the other back.
+        let same = [
+            v("vol-0", "0", Some("2026-11-30T11:35:00Z")),
+            v("vol-1", "1", Some("2026-11-30T11:35:00Z")),
+        ];
+        assert!(formatted_before(&same, "vol-0").is_empty());
+        // Two replaced volumes and a surviving member's from last month.
+        let replaced = [
+            v("vol-a", "0", Some("2026-12-07T10:00:00Z")),
+            v("vol-b", "1", Some("2026-12-07T10:00:05Z")),
+            v("vol-2", "2", Some("2026-11-02T09:00:00Z")),
+        ];
+        for mine in ["vol-a", "vol-b"] {
+            let found = formatted_before(&replaced, mine);
+            assert!(found.iter().any(|f| f.starts_with("vol-2 (member 2")), "{found:?}");
+        }
+        // This volume untagged: every tagged one counts; an unreadable time counts.
+        let odd = [
+            v("vol-0", "0", None),
+            v("vol-1", "1", Some("yesterday")),
+            v("vol-2", "2", None),
+        ];
+        assert_eq!(formatted_before(&odd, "vol-0").len(), 1);
+        assert_eq!(formatted_before(&odd, "vol-2").len(), 1);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 
 use super::{cloud_error, CallCount};
-use crate::shared::cloud::{BucketState, Buckets, CloudError, IfChanged, ObjectEntry, Objects, StoredObject};
+use crate::shared::cloud::{
+    BucketState, Buckets, CloudError, DatedObject, IfChanged, ObjectEntry, Objects, StoredObject,
+};
 
 pub struct S3 {
     pub(crate) client: Client,
@@ -82,8 +84,14 @@ pub(crate) fn code_is(e: &CloudError, codes: &[&str]) -> bool {
     e.code.as_deref().is_some_and(|c| codes.contains(&c))
 }
 
-impl Objects for S3 {
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectEntry>, CloudError> {
+impl S3 {
+    /// Every object under `prefix` as S3 lists it, all pages; a page that
+    /// fails (or a truncated one without a token) fails the listing.
+    pub(super) async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<aws_sdk_s3::types::Object>, CloudError> {
         let resource = format!("s3://{bucket}/{prefix}");
         let mut entries = Vec::new();
         let mut token: Option<String> = None;
@@ -98,13 +106,7 @@ impl Objects for S3 {
                 .send()
                 .await
                 .map_err(|e| error("ListObjectsV2", &resource, e))?;
-            entries.extend(page.contents().iter().filter_map(|o| {
-                Some(ObjectEntry {
-                    key: o.key()?.to_string(),
-                    etag: o.e_tag().unwrap_or_default().to_string(),
-                    size: o.size().unwrap_or_default().max(0) as u64,
-                })
-            }));
+            entries.extend(page.contents().iter().cloned());
             if !page.is_truncated().unwrap_or(false) {
                 return Ok(entries);
             }
@@ -122,6 +124,38 @@ impl Objects for S3 {
                     })?,
             );
         }
+    }
+}
+
+impl Objects for S3 {
+    async fn list_dated(&self, bucket: &str, prefix: &str) -> Result<Vec<DatedObject>, CloudError> {
+        Ok(self
+            .list_objects(bucket, prefix)
+            .await?
+            .iter()
+            .filter_map(|o| {
+                Some(DatedObject {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or_default().max(0) as u64,
+                    stored_unix: o.last_modified()?.secs(),
+                })
+            })
+            .collect())
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectEntry>, CloudError> {
+        Ok(self
+            .list_objects(bucket, prefix)
+            .await?
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectEntry {
+                    key: o.key()?.to_string(),
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    size: o.size().unwrap_or_default().max(0) as u64,
+                })
+            })
+            .collect())
     }
 
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Option<StoredObject>, CloudError> {
