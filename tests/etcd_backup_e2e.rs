@@ -16,7 +16,7 @@ use common::etcd::{etcd_bin_dir as etcd_bin, free_port};
 use common::secrets_bed::*;
 use common::stderr;
 use nodeboot::shared::backup::etcd::EtcdAccess;
-use nodeboot::shared::backup::restore::{self, Commands, MemberIdentity, Phase, Report, Restorer};
+use nodeboot::shared::backup::restore::{self, Acted, Commands, MemberIdentity, Phase, Report, Restorer};
 use nodeboot::shared::backup::service::NodeBackup;
 use nodeboot::shared::backup::store::{BackupError, Backups, Entry};
 use nodeboot::shared::cloud::aws::{Kms, S3};
@@ -352,7 +352,6 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
         store: &store,
         etcd: &client,
         member: 0,
-        members: 1,
         identity: MemberIdentity {
             name: "source".into(),
             peer_url: etcd.peer_url.clone(),
@@ -370,6 +369,7 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
                     v.push(s);
                     v
                 }),
+            rerun_stage: vec!["true".into()],
             start_etcd: etcd
                 .script("start.sh")
                 .into_iter()
@@ -381,9 +381,9 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
         },
         wait: Duration::from_secs(60),
     };
-    let request = restore::new_request(&entry.id, nodeboot::shared::backup::service::now_unix());
+    let request = restore::new_request(&entry.id, nodeboot::shared::backup::service::now_unix(), 0);
     let acted = runtime().block_on(restorer.act(&request)).unwrap();
-    assert!(acted, "the restore ran");
+    assert_eq!(acted, Acted::Done, "the restore ran");
 
     // The cluster holds exactly what the backup held: the keys written after it are gone.
     let (keys, revision) = etcd.client().key_count(None).unwrap();
@@ -409,7 +409,11 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
     assert_eq!(report.phase, Phase::Done, "{report:?}");
     // Done is done: a second pass does not stop etcd or restore again.
     let again = runtime().block_on(restorer.act(&request)).unwrap();
-    assert!(!again, "a member that reported done does not restore again");
+    assert_eq!(
+        again,
+        Acted::AlreadyDone,
+        "a member that reported done does not restore again"
+    );
     assert_eq!(etcd.client().key_count(None).unwrap().0, 10);
     let asides = std::fs::read_dir(&volume)
         .unwrap()
@@ -553,12 +557,11 @@ fn etcd_status_reports_members_leader_and_the_newest_backup_and_fails_when_one_i
 }
 
 #[test]
-fn a_restoring_member_starts_etcd_only_once_every_member_has_stopped_and_restored() {
-    let p = Platform::new("bk-barrier");
+fn a_member_that_is_not_the_seed_waits_for_it_then_keeps_its_data_aside_and_reruns_the_stage() {
+    let p = Platform::new("bk-joiner");
     let etcd = ScriptedEtcd::start();
     put_keys(&etcd.client(), "/before/", 4);
     let entry = backup_through(&p, &etcd.url);
-    put_keys(&etcd.client(), "/after/", 2);
     let sdk = sdk_config(&p.aws.server.url);
     let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
     let backups = Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id);
@@ -566,57 +569,74 @@ fn a_restoring_member_starts_etcd_only_once_every_member_has_stopped_and_restore
     let client = etcd.client();
     let volume = etcd.volume.path().to_path_buf();
     let sh = |name: &str| vec!["sh".to_string(), etcd.volume.path().join(name).display().to_string()];
-    // Member 0 of two: member 1 (another node) has not stopped its etcd yet.
+    let rerun = volume.join("stage-rerun");
+    // Member 1; member 0 (another node) is the seed and has not restored yet.
     let restorer = Restorer {
         backups: &backups,
         store: &store,
         etcd: &client,
-        member: 0,
-        members: 2,
+        member: 1,
         identity: MemberIdentity {
             name: "source".into(),
             peer_url: etcd.peer_url.clone(),
             initial_cluster: format!("source={}", etcd.peer_url),
-            token: "bk-barrier-etcd".into(),
+            token: "bk-joiner-etcd".into(),
             data_dir: volume.join("data"),
         },
         volume: volume.clone(),
         endpoint: etcd.url.clone(),
         commands: Commands {
             stop_etcd: sh("stop.sh"),
+            rerun_stage: vec!["touch".into(), rerun.display().to_string()],
             start_etcd: sh("start.sh"),
             etcdutl: vec![etcd_bin().join("etcdutl").display().to_string()],
         },
-        wait: Duration::from_secs(4),
+        wait: Duration::from_secs(30),
     };
-    let request = restore::new_request(&entry.id, nodeboot::shared::backup::service::now_unix());
-    let err = runtime().block_on(restorer.act(&request)).unwrap_err();
-    assert!(err.to_string().contains("member 1"), "it waits for member 1: {err}");
-    assert!(
-        !volume.join("etcd.pid").exists(),
-        "etcd was not started while another member may still run the old data"
-    );
+    let request = restore::new_request(&entry.id, nodeboot::shared::backup::service::now_unix(), 0);
+    let acted = runtime().block_on(restorer.act(&request)).unwrap();
+    assert_eq!(acted, Acted::WaitingForSeed);
+    assert!(!volume.join("etcd.pid").exists(), "etcd stopped, not started again");
     assert!(
         volume.join("data/member").is_dir(),
-        "the restored data is in place, waiting"
+        "its data untouched while the seed restores"
+    );
+    assert!(!rerun.exists(), "the etcd stage not run again yet");
+    let mine: Report = runtime()
+        .block_on(restore::read_json(&store, &restore::report_path(&request.id, 1)))
+        .unwrap()
+        .expect("a report");
+    assert_eq!(mine.phase, Phase::Waiting, "{mine:?}");
+    assert_eq!(
+        runtime().block_on(restorer.act(&request)).unwrap(),
+        Acted::WaitingForSeed,
+        "the next pass looks again"
     );
 
-    // Member 1 restored its data too: now member 0 starts, on the restored data.
-    let other = Report {
+    // The seed restored: this member's data goes aside, the stage runs again
+    // (here etcd then starts on the blank directory), and it reports done.
+    let seed = Report {
         request: request.id.clone(),
-        member: 1,
-        phase: Phase::Starting,
-        revision: 0,
+        member: 0,
+        phase: Phase::Done,
+        revision: 1,
         detail: "test".into(),
         unix: 0,
     };
     runtime()
         .block_on(restore::write_json(
             &store,
-            &restore::report_path(&request.id, 1),
-            &other,
+            &restore::report_path(&request.id, 0),
+            &seed,
         ))
         .unwrap();
-    assert!(runtime().block_on(restorer.act(&request)).unwrap());
-    assert_eq!(etcd.client().key_count(None).unwrap().0, 4);
+    assert_eq!(runtime().block_on(restorer.act(&request)).unwrap(), Acted::Done);
+    assert!(rerun.exists(), "the etcd stage ran again");
+    let aside = volume.join(format!("member.pre-restore-{}", request.id));
+    assert!(
+        aside.join("snap/db").is_file(),
+        "{} holds the old data",
+        aside.display()
+    );
+    assert_eq!(etcd.client().key_count(None).unwrap().0, 0, "not the old data");
 }

@@ -48,6 +48,15 @@ pub enum NodeCommand {
         /// Retry what retrying can fix, until node.json's `boot` bounds (the boot units run this).
         #[arg(long, global = true)]
         retry: bool,
+        /// With --retry, how an etcd node that gives up powers itself off
+        /// (no shell; split on spaces): its instance terminates on shutdown.
+        #[arg(
+            long,
+            global = true,
+            env = "NODEBOOT_POWEROFF_COMMAND",
+            default_value = "systemctl poweroff"
+        )]
+        poweroff_command: String,
         #[command(subcommand)]
         stage: StageCommand,
     },
@@ -179,7 +188,12 @@ pub fn run(command: NodeCommand) -> Result<(), NodeError> {
             root,
             command: SyncCommand::Secrets { interval, once },
         } => node::commands::secrets::sync_secrets(&Root(root), interval, once)?,
-        NodeCommand::Stage { root, retry, stage } => {
+        NodeCommand::Stage {
+            root,
+            retry,
+            poweroff_command,
+            stage,
+        } => {
             let root = Root(root);
             let once = || match &stage {
                 StageCommand::Discover { set_hostname, timeout } => {
@@ -204,7 +218,7 @@ pub fn run(command: NodeCommand) -> Result<(), NodeError> {
                 StageCommand::EtcdPromote { timeout } => node::commands::stage::etcd_promote(&root, *timeout),
             };
             if retry {
-                node::until_done::run(&root, stage.name(), once)?
+                node::until_done::run(&root, stage.name(), &poweroff_command, once)?
             } else {
                 once()?
             }
@@ -231,11 +245,16 @@ pub struct BackupArgs {
     pub once: bool,
     #[arg(long, default_value = "systemctl stop etcd-member.service")]
     pub stop_etcd: String,
-    /// Starts etcd after a restore; the promote unit too, which the stop took down with etcd
-    /// (it `Requires=` etcd-member.service).
+    /// Runs the etcd stage again after a restore put data in place or aside (it configures etcd
+    /// from the restored data, or joins the restored cluster); a stage waiting in its retry
+    /// backoff starts over at once.
+    #[arg(long, default_value = "systemctl --no-block restart nodeboot-etcd.service")]
+    pub rerun_stage: String,
+    /// Starts etcd after a restore (once the stage ran again); the promote unit too, which the
+    /// stop took down with etcd (it `Requires=` etcd-member.service).
     #[arg(
         long,
-        default_value = "systemctl start etcd-member.service nodeboot-etcd-promote.service"
+        default_value = "systemctl --no-block start etcd-member.service nodeboot-etcd-promote.service"
     )]
     pub start_etcd: String,
     /// How long a restored member may take to see a leader.
@@ -254,6 +273,7 @@ impl BackupArgs {
             poll: self.poll,
             once: self.once,
             stop_etcd: self.stop_etcd,
+            rerun_stage: self.rerun_stage,
             start_etcd: self.start_etcd,
             restore_wait: self.restore_wait,
             endpoint: self.endpoint,

@@ -300,13 +300,17 @@ pub enum EtcdCommand {
         #[arg(long, value_enum, default_value = "table")]
         output: commands::inspect::Output,
     },
-    /// Restore every member from a backup (the newest by default); waits until the cluster is healthy.
+    /// Restore a backup (the newest by default) on one member; the others join it. Waits until every
+    /// member whose node runs is a healthy voting member.
     Restore {
         #[arg(long = "env", value_name = "FILE")]
         env: PathBuf,
         /// A backup id as `etcd backups` lists it.
         #[arg(long, value_name = "ID")]
         backup: Option<String>,
+        /// The member that restores the backup (the others join it); default the lowest whose node runs.
+        #[arg(long, value_name = "N")]
+        member: Option<u32>,
         /// Give up waiting for the members after this long.
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -487,9 +491,19 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
                 )
             }
             EtcdCommand::Backups { env, output } => println!("{}", commands::etcd_backup::list(&env, output)?),
-            EtcdCommand::Restore { env, backup, timeout } => {
-                print_lines(commands::etcd_backup::restore(&env, backup.as_deref(), timeout)?)
-            }
+            EtcdCommand::Restore {
+                env,
+                backup,
+                member,
+                timeout,
+            } => print_lines(commands::etcd_restore::restore(
+                &env,
+                commands::etcd_restore::RestoreOptions {
+                    backup,
+                    member,
+                    timeout,
+                },
+            )?),
             EtcdCommand::VerifyBackup {
                 env,
                 backup,

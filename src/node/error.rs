@@ -124,9 +124,11 @@ pub(crate) fn etcd_code(e: &EtcdError) -> u8 {
         EtcdError::Stage(e) => stage_code(e),
         EtcdError::NoQuorum { .. } => exit::ETCD_NO_QUORUM,
         EtcdError::Existed { .. } => exit::ETCD_EXISTED,
-        EtcdError::Busy { .. } | EtcdError::Client(_) | EtcdError::Backup { .. } | EtcdError::Promote { .. } => {
-            exit::ETCD_BUSY
-        }
+        EtcdError::Busy { .. }
+        | EtcdError::Client(_)
+        | EtcdError::Backup { .. }
+        | EtcdError::Promote { .. }
+        | EtcdError::Restore(_) => exit::ETCD_BUSY,
         EtcdError::Version { .. } => exit::ETCD_VERSION,
     }
 }

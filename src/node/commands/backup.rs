@@ -28,6 +28,7 @@ pub struct ServiceOptions {
     pub poll: Duration,
     pub once: bool,
     pub stop_etcd: String,
+    pub rerun_stage: String,
     pub start_etcd: String,
     pub restore_wait: Duration,
     /// This member's client URL.
@@ -162,18 +163,21 @@ async fn pass(
             store,
             etcd,
             member,
-            members: config.etcd.as_ref().map_or(1, |e| e.members),
             identity,
             volume: volume.to_path_buf(),
             endpoint: node.endpoint.clone(),
             commands: Commands {
                 stop_etcd: crate::shared::backup::words(&options.stop_etcd),
+                rerun_stage: crate::shared::backup::words(&options.rerun_stage),
                 start_etcd: crate::shared::backup::words(&options.start_etcd),
                 etcdutl: config.etcd.as_ref().map(|e| e.etcdutl()).unwrap_or_default(),
             },
             wait: options.restore_wait,
         };
-        restorer.act(request).await?;
+        if restorer.act(request).await? == restore::Acted::WaitingForSeed {
+            // etcd stays stopped until the seed restored: no backup of the old cluster.
+            return Ok(());
+        }
     }
     let restored = request
         .as_ref()

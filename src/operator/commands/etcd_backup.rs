@@ -15,26 +15,23 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::inspect::Output;
 use super::load_env;
 use crate::operator::env::Environment;
 use crate::operator::error::Error;
 use crate::shared::backup::etcd::EtcdAccess;
-use crate::shared::backup::restore::{self, Phase, Report};
 use crate::shared::backup::service::now_unix;
-use crate::shared::backup::store::{BackupError, Backups, Entry};
+use crate::shared::backup::store::{BackupError, Backups, Entry, Stored};
 use crate::shared::backup::{rfc3339, BackupId};
 use crate::shared::cloud::aws::{Kms, S3};
 use crate::shared::etcd::space::{human_bytes, Alarm};
 use crate::shared::etcd::CLIENT_PORT;
 use crate::shared::etcd::{Client, Cluster, Status, TlsFiles};
-use crate::shared::node_config::ETCD_MOUNT_POINT;
 use crate::shared::retry::{self, Attempt};
-use crate::shared::secrets::Store;
 
-fn backups<'a>(env: &Environment, s3: &'a S3, kms: &'a Kms) -> Backups<'a, S3, Kms> {
+pub(super) fn backups<'a>(env: &Environment, s3: &'a S3, kms: &'a Kms) -> Backups<'a, S3, Kms> {
     Backups::new(s3, kms, &env.secrets_bucket_name, &env.name, &env.kms_master_id)
 }
 
@@ -44,6 +41,10 @@ fn with_operator<T>(env: &Environment, work: impl AsyncFnOnce(&S3, &Kms) -> Resu
 
 fn age(unix: i64) -> String {
     let secs = (now_unix() - unix).max(0) as u64;
+    short_duration(secs)
+}
+
+fn short_duration(secs: u64) -> String {
     humantime::format_duration(Duration::from_secs(secs))
         .to_string()
         .split(' ')
@@ -55,44 +56,68 @@ fn age(unix: i64) -> String {
 #[derive(Serialize)]
 struct BackupRow {
     id: String,
+    /// When the bucket stored it (`LastModified`): its age is from this, not
+    /// from the time in its name (the taking node's clock).
     time: String,
     age_seconds: i64,
     revision: i64,
     bytes: u64,
+    /// Set when it is older than two backup intervals: no member took one
+    /// when due (every backup service down, or S3 refused them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
 }
 
-fn row(e: &Entry) -> BackupRow {
+/// Pure: the row of a backup stored at `stored.stored_unix`, at `now`; a
+/// warning past two intervals (a healthy voting member would have taken one).
+fn row(stored: &Stored, now: i64, interval: Duration) -> BackupRow {
+    let e = &stored.entry;
+    let age_seconds = (now - stored.stored_unix).max(0);
+    let stale = age_seconds as u64 > 2 * interval.as_secs();
     BackupRow {
         id: e.id.name(),
-        time: rfc3339(e.id.unix),
-        age_seconds: now_unix() - e.id.unix,
+        time: rfc3339(stored.stored_unix),
+        age_seconds,
         revision: e.id.revision,
         bytes: e.size,
+        warning: stale.then(|| {
+            format!(
+                "the newest backup is {} old, more than two backup intervals ({}): no member has backed up since; \
+                 see each etcd node's journal (journalctl -u nodeboot-etcd-backup.service)",
+                short_duration(age_seconds as u64),
+                humantime::format_duration(interval)
+            )
+        }),
     }
 }
 
 /// `nodeboot etcd backups`: every backup, oldest first.
 pub fn list(env_path: &Path, output: Output) -> Result<String, Error> {
     let env = load_env(env_path)?.env;
-    let entries = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).list().await?))?;
+    let stored = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).listing().await?))?;
+    let (now, interval) = (now_unix(), env.etcd_backup.interval);
     Ok(match output {
-        Output::Json => serde_json::to_string_pretty(&entries.iter().map(row).collect::<Vec<_>>()).expect("serialises"),
+        Output::Json => {
+            serde_json::to_string_pretty(&stored.iter().map(|s| row(s, now, interval)).collect::<Vec<_>>())
+                .expect("serialises")
+        }
         Output::Table => {
             let mut t = comfy_table::Table::new();
             t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED)
                 .set_header(vec!["Backup", "Time", "Age", "Revision", "Bytes"]);
-            for e in &entries {
+            for s in &stored {
+                let e = &s.entry;
                 t.add_row(vec![
                     e.id.name(),
-                    rfc3339(e.id.unix),
-                    age(e.id.unix),
+                    rfc3339(s.stored_unix),
+                    age(s.stored_unix),
                     e.id.revision.to_string(),
                     e.size.to_string(),
                 ]);
             }
             format!(
                 "{t}\n{} backup(s) in s3://{}/{}",
-                entries.len(),
+                stored.len(),
                 env.secrets_bucket_name,
                 crate::shared::backup::PREFIX
             )
@@ -308,11 +333,16 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
     let endpoints = member_endpoints(&env, &options.endpoints);
     let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
     let observed = observe(&etcd, &endpoints);
-    let newest = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).newest().await?)).unwrap_or_else(|e| {
-        warn!("cannot list the backups: {e}");
-        None
-    });
-    let report = assess(&env, observed, newest.as_ref().map(row));
+    let newest = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).listing().await?.pop()))
+        .unwrap_or_else(|e| {
+            warn!("cannot list the backups: {e}");
+            None
+        });
+    let report = assess(
+        &env,
+        observed,
+        newest.as_ref().map(|s| row(s, now_unix(), env.etcd_backup.interval)),
+    );
     let text = match options.output {
         Output::Json => serde_json::to_string_pretty(&report).expect("serialises"),
         Output::Table => status_table(&report),
@@ -376,10 +406,13 @@ fn status_table(r: &StatusReport) -> String {
     ];
     lines.extend(r.problems.iter().map(|p| format!("problem: {p}")));
     lines.push(format!("newest backup: {backup}"));
+    if let Some(warning) = r.newest_backup.as_ref().and_then(|b| b.warning.as_ref()) {
+        lines.push(format!("warning: {warning}"));
+    }
     lines.join("\n")
 }
 
-async fn choose(b: &Backups<'_, S3, Kms>, wanted: Option<&str>) -> Result<Entry, Error> {
+pub(super) async fn choose(b: &Backups<'_, S3, Kms>, wanted: Option<&str>) -> Result<Entry, Error> {
     let entries = b.list().await?;
     match wanted {
         None => entries.last().cloned().ok_or_else(|| {
@@ -399,85 +432,6 @@ async fn choose(b: &Backups<'_, S3, Kms>, wanted: Option<&str>) -> Result<Entry,
                 .into()
             })
         }
-    }
-}
-
-/// `nodeboot etcd restore`: writes the request, then waits for every member's report.
-pub fn restore(env_path: &Path, backup: Option<&str>, timeout: Duration) -> Result<Vec<String>, Error> {
-    let env = load_env(env_path)?.env;
-    with_operator(&env, async |s3, kms| {
-        let b = backups(&env, s3, kms);
-        let entry = choose(&b, backup).await?;
-        let store = Store::new(s3, kms, &env.secrets_bucket_name, &env.name, &env.kms_master_id);
-        let request = restore::new_request(&entry.id, now_unix());
-        restore::write_json(&store, &restore::request_path(), &request)
-            .await
-            .map_err(request_error)?;
-        info!(
-            "restore {} requested: every etcd node's backup service stops etcd and restores backup {}",
-            request.id, entry.id
-        );
-        let started = Instant::now();
-        let seen: std::cell::RefCell<std::collections::BTreeMap<u32, Phase>> = Default::default();
-        let policy = retry::Policy::new(Duration::from_secs(1), Duration::from_secs(3), timeout);
-        let reports = retry::wait("every etcd member to report the restore done", policy, || {
-            let store = &store;
-            let request = &request;
-            let seen = &seen;
-            let members = env.etcd_count;
-            async move {
-                let mut reports = Vec::new();
-                for m in 0..members {
-                    match restore::read_json::<Report, _, _>(store, &restore::report_path(&request.id, m)).await {
-                        Ok(Some(r)) => reports.push(r),
-                        Ok(None) => {}
-                        Err(e) => return Attempt::Retry(e.to_string()),
-                    }
-                }
-                for r in &reports {
-                    if seen.borrow_mut().insert(r.member, r.phase) != Some(r.phase) {
-                        eprintln!(
-                            "[{:>4}s] member {}: {:?}: {}",
-                            started.elapsed().as_secs(),
-                            r.member,
-                            r.phase,
-                            r.detail
-                        );
-                    }
-                }
-                if let Some(failed) = reports.iter().find(|r| r.phase == Phase::Failed) {
-                    return Attempt::Fail(format!("member {} failed: {}", failed.member, failed.detail));
-                }
-                let done = reports.iter().filter(|r| r.phase == Phase::Done).count() as u32;
-                if done == members {
-                    Attempt::Done(reports)
-                } else {
-                    Attempt::Retry(format!("{done} of {members} members done"))
-                }
-            }
-        })
-        .await
-        .map_err(|e| match e {
-            retry::Gave::Up { .. } => Error::Timeout(e.to_string()),
-            retry::Gave::Failed(detail) => Error::Unhealthy(format!("restore {}: {detail}", request.id)),
-        })?;
-        let revision = reports.iter().map(|r| r.revision).min().unwrap_or(0);
-        Ok(vec![format!(
-            "restored backup {} (revision {}) on all {} members in {}s; the cluster is healthy at revision {revision}; \
-             a member that held data keeps it on its volume as {ETCD_MOUNT_POINT}/member.pre-restore-{}",
-            entry.id,
-            entry.id.revision,
-            reports.len(),
-            started.elapsed().as_secs(),
-            request.id
-        )])
-    })
-}
-
-fn request_error(e: restore::RequestError) -> Error {
-    match e {
-        restore::RequestError::Secret(s) => Error::Secrets(s),
-        other => Error::Refused(other.to_string()),
     }
 }
 
@@ -716,6 +670,29 @@ mod tests {
         )))
         .unwrap()
         .env
+    }
+
+    #[test]
+    fn the_newest_backups_age_is_the_buckets_and_warns_past_two_intervals() {
+        let now = 1_790_000_000;
+        let interval = Duration::from_secs(900);
+        let stored = |age: i64, named_ahead: i64| Stored {
+            entry: Entry {
+                id: BackupId {
+                    unix: now - age + named_ahead,
+                    revision: 7,
+                },
+                key: String::new(),
+                size: 1,
+            },
+            stored_unix: now - age,
+        };
+        // Named a day in the future by a clock ahead: as old as the bucket says.
+        let r = row(&stored(60, 86_400), now, interval);
+        assert_eq!((r.age_seconds, r.warning.is_none()), (60, true));
+        assert!(row(&stored(1800, 0), now, interval).warning.is_none(), "two intervals: still on time");
+        let late = row(&stored(1801, 0), now, interval).warning.expect("past two intervals");
+        assert!(late.contains("more than two backup intervals (15m)"), "{late}");
     }
 
     fn answer(id: u64, leader: u64, quota: Option<i64>) -> (String, Answer) {

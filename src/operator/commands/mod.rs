@@ -5,6 +5,8 @@ pub mod etcd;
 #[cfg(feature = "aws")]
 pub mod etcd_backup;
 #[cfg(feature = "aws")]
+pub mod etcd_restore;
+#[cfg(feature = "aws")]
 pub mod inspect;
 pub mod kubeconfig;
 #[cfg(feature = "aws")]
@@ -130,22 +132,32 @@ pub fn pki(
         let items = crate::operator::pki::inventory(&dir, &plan)?;
         return Ok(match format {
             Output::Json => vec![serde_json::to_string_pretty(&items).expect("inventory serialises")],
-            Output::Table => items
-                .iter()
-                .map(|i| {
-                    format!(
-                        "{:<28} {:<16} {:<22} {:>5} days  {}",
-                        i.id,
-                        i.kind,
-                        i.not_after.as_deref().unwrap_or("-"),
-                        i.days_left.unwrap_or_default(),
-                        i.path
-                    )
-                })
-                .collect(),
+            Output::Table => {
+                let mut lines: Vec<String> = items
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{:<28} {:<16} {:<22} {:>5} days  {:<6} {}",
+                            i.id,
+                            i.kind,
+                            i.not_after.as_deref().unwrap_or("-"),
+                            i.days_left.unwrap_or_default(),
+                            i.due.as_str(),
+                            i.path
+                        )
+                    })
+                    .collect();
+                lines.extend(expiry_warning(&items));
+                lines
+            }
         });
     }
-    let mut lines: Vec<String> = outcome.created.iter().map(|n| format!("created  {n}")).collect();
+    let mut lines: Vec<String> = outcome
+        .renewed
+        .iter()
+        .map(|(n, d)| format!("renewed  {n}: it ended in {d} days"))
+        .collect();
+    lines.extend(outcome.created.iter().map(|n| format!("created  {n}")));
     lines.extend(outcome.kept.iter().map(|n| format!("kept     {n}")));
     lines.extend(
         outcome
@@ -158,6 +170,24 @@ pub fn pki(
     }
     lines.push(format!("in {}", dir.display()));
     Ok(lines)
+}
+
+/// The warning `pki --output table` and `up` print when something ends
+/// within `WARN_DAYS` (none otherwise).
+pub fn expiry_warning(items: &[crate::operator::pki::Item]) -> Option<String> {
+    use crate::operator::pki::{Due, RENEW_DAYS, WARN_DAYS};
+    let soon: Vec<String> = items
+        .iter()
+        .filter(|i| i.due > Due::Ok)
+        .map(|i| format!("{} ({} days)", i.id, i.days_left.unwrap_or_default()))
+        .collect();
+    (!soon.is_empty()).then(|| {
+        format!(
+            "warning: {} end within {WARN_DAYS} days: {}; `nodeboot up` or `nodeboot pki --renew` issues again what ends within {RENEW_DAYS}",
+            soon.len(),
+            soon.join(", ")
+        )
+    })
 }
 
 /// How a listing is printed (`pki --output`, `inspect`): here, not in

@@ -1,15 +1,25 @@
-//! Restores on request. `nodeboot etcd restore` (operator) writes a
-//! request to the bucket; every etcd node's backup service acts on it:
-//! stop etcd, restore the snapshot as this member of the full initial
-//! cluster into a staging directory on the volume, move the old data
-//! directory aside (kept as `member.pre-restore-<time>`, never deleted),
-//! move the restored one in, start etcd, wait for a leader, report.
+//! Restores on request, from one member. `nodeboot etcd restore` (operator)
+//! writes a request naming the backup and the seed (a member whose node
+//! runs); every etcd node's backup service acts on it:
+//! - the seed stops etcd, restores the snapshot as a cluster of itself alone
+//!   (a token of this restore's own) into a staging directory on the volume,
+//!   moves the old data directory aside (kept as `member.pre-restore-<id>`,
+//!   never deleted), moves the restored one in, has the etcd stage run again
+//!   and etcd start, waits for a leader, reports done;
+//! - every other member stops etcd, waits for the seed's done, moves its
+//!   data aside the same way and has the etcd stage run again: with a blank
+//!   volume it joins the restored cluster through the seed as a learner (the
+//!   stage's ordinary join: one at a time, promoted once caught up);
+//! - a member whose node was away comes back with the old data: its etcd
+//!   stage waits ([`stage_step`]) instead of starting it, until its backup
+//!   service moved the data aside, then joins.
+//!
 //! Requests and reports are sealed like secrets (envelope format 1), so only
 //! a holder of the environment's KMS key can ask for a restore.
 //!
 //! Every step can be killed and rerun: the staging directory is renamed
 //! into place only when complete, and a marker on the volume records that
-//! this request's data is in place.
+//! this request's data is in place (the seed) or aside (the others).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +51,9 @@ pub struct Request {
     pub id: String,
     pub backup: String,
     pub requested_unix: i64,
+    /// The member that restores the backup; the others join it.
+    #[serde(default)]
+    pub seed: u32,
 }
 
 impl Request {
@@ -55,6 +68,10 @@ pub enum Phase {
     Stopping,
     Restoring,
     Starting,
+    /// Not the seed: etcd stopped, waiting for the seed's restored cluster.
+    Waiting,
+    /// Not the seed: old data aside, joining the restored cluster.
+    Joining,
     Done,
     Failed,
 }
@@ -161,12 +178,20 @@ impl MemberIdentity {
             data_dir,
         })
     }
+
+    /// `--initial-cluster` of a cluster of this member alone (the seed's).
+    pub fn alone(&self) -> String {
+        format!("{}={}", self.name, self.peer_url)
+    }
 }
 
 /// The commands a node restores with (program and arguments, no shell).
 #[derive(Debug, Clone)]
 pub struct Commands {
     pub stop_etcd: Vec<String>,
+    /// Runs the etcd stage again (it configures etcd from the data now in
+    /// place, or joins the restored cluster) without waiting for it.
+    pub rerun_stage: Vec<String>,
     pub start_etcd: Vec<String>,
     /// `etcdutl` (3.5+) or `etcdctl` (3.4), possibly behind a `docker run` prefix.
     pub etcdutl: Vec<String>,
@@ -235,15 +260,110 @@ fn fsync_dir(dir: &Path) {
     }
 }
 
+/// Where a restore keeps its state on the etcd volume.
+pub fn work_dir(volume: &Path) -> PathBuf {
+    volume.join("nodeboot-restore")
+}
+
+/// The seed's marker: this request's restored data is in place.
+fn in_place_marker(volume: &Path, request: &Request) -> PathBuf {
+    work_dir(volume).join(format!("{}.in-place", request.id))
+}
+
+/// Another member's marker: its data from before this request is aside.
+fn aside_marker(volume: &Path, request: &Request) -> PathBuf {
+    work_dir(volume).join(format!("{}.aside", request.id))
+}
+
+/// Whether this member's data is already the restore's business done: the
+/// restored data in place (the seed) or the old data aside (the others).
+pub fn handled(volume: &Path, request: &Request) -> bool {
+    in_place_marker(volume, request).exists() || aside_marker(volume, request).exists()
+}
+
+/// A restore this member has not reported done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub request: Request,
+    /// The seed reported done: the restored cluster runs.
+    pub seed_done: bool,
+}
+
+/// Reads the request and whether `member` (and the seed) finished it.
+pub async fn pending<O: Objects, K: Keys>(
+    store: &Store<'_, O, K>,
+    member: u32,
+) -> Result<Option<Pending>, RequestError> {
+    let Some(request) = read_json::<Request, _, _>(store, &request_path()).await? else {
+        return Ok(None);
+    };
+    if is_done(store, &request, member).await? {
+        return Ok(None);
+    }
+    let seed_done = request.seed == member || is_done(store, &request, request.seed).await?;
+    Ok(Some(Pending { request, seed_done }))
+}
+
+/// What the etcd stage does about a restore this member has not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageStep {
+    /// No restore concerns this member: the stage plans as always.
+    AsUsual,
+    /// A blank volume whose old data (if any) is aside: join the restored
+    /// cluster, asking the seed only (another member may still run the old one).
+    JoinSeed { seed: u32 },
+    /// Touch nothing (exit 23, retried): the backup service acts first.
+    Wait(String),
+}
+
+/// Pure: the etcd stage's step for `member` during `pending`, with a blank
+/// volume or not, the restore's marker on the volume or not. A volume that
+/// holds data from before the restore is never started: the old cluster's
+/// data must not come back beside the restored one.
+pub fn stage_step(pending: Option<&Pending>, member: u32, blank: bool, handled: bool) -> StageStep {
+    let Some(p) = pending else {
+        return StageStep::AsUsual;
+    };
+    let (id, backup, seed) = (&p.request.id, &p.request.backup, p.request.seed);
+    if seed == member {
+        return if handled {
+            StageStep::AsUsual
+        } else {
+            StageStep::Wait(format!(
+                "restore {id}: this member restores backup {backup}; the backup service puts it in place"
+            ))
+        };
+    }
+    match (p.seed_done, handled, blank) {
+        (false, _, _) => StageStep::Wait(format!(
+            "restore {id}: member {seed} restores backup {backup} first; this member joins its cluster after"
+        )),
+        (true, false, _) => StageStep::Wait(format!(
+            "restore {id}: the backup service keeps this member's data aside before it joins the restored cluster"
+        )),
+        (true, true, true) => StageStep::JoinSeed { seed },
+        (true, true, false) => StageStep::AsUsual,
+    }
+}
+
+/// How a member's pass over a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acted {
+    /// This member had reported done before.
+    AlreadyDone,
+    /// This member is done now.
+    Done,
+    /// Not the seed, and the seed has not restored yet: etcd is stopped,
+    /// the next pass looks again.
+    WaitingForSeed,
+}
+
 /// One member's restore, observed from the volume.
 pub struct Restorer<'a, O, K, E> {
     pub backups: &'a Backups<'a, O, K>,
     pub store: &'a Store<'a, O, K>,
     pub etcd: &'a E,
     pub member: u32,
-    /// How many members the cluster has (node.json's etcd.members): every
-    /// one must have stopped etcd and restored before any starts.
-    pub members: u32,
     pub identity: MemberIdentity,
     /// The etcd volume's mount point: the old data goes aside here.
     pub volume: PathBuf,
@@ -255,7 +375,7 @@ pub struct Restorer<'a, O, K, E> {
 
 impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
     fn work(&self) -> PathBuf {
-        self.volume.join("nodeboot-restore")
+        work_dir(&self.volume)
     }
 
     async fn report(&self, request: &Request, phase: Phase, revision: i64, detail: String) {
@@ -273,25 +393,40 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
         }
     }
 
+    async fn last_report(&self, request: &Request, member: u32) -> Result<Option<Report>, BackupError> {
+        read_json(self.store, &report_path(&request.id, member))
+            .await
+            .map_err(|e| BackupError::Bad(e.to_string()))
+    }
+
     /// Acts on `request` unless this member already finished it.
-    pub async fn act(&self, request: &Request) -> Result<bool, BackupError> {
+    pub async fn act(&self, request: &Request) -> Result<Acted, BackupError> {
         if is_done(self.store, request, self.member)
             .await
             .map_err(|e| BackupError::Bad(e.to_string()))?
         {
-            return Ok(false);
+            return Ok(Acted::AlreadyDone);
         }
-        match self.restore(request).await {
-            Ok(revision) => {
+        let outcome = if request.seed == self.member {
+            self.restore(request).await.map(Some)
+        } else {
+            self.join(request).await
+        };
+        match outcome {
+            Ok(Some(revision)) => {
                 self.report(
                     request,
                     Phase::Done,
                     revision,
-                    format!("{} is healthy at revision {revision}", self.identity.name),
+                    format!(
+                        "{} is a healthy voting member at revision {revision}",
+                        self.identity.name
+                    ),
                 )
                 .await;
-                Ok(true)
+                Ok(Acted::Done)
             }
+            Ok(None) => Ok(Acted::WaitingForSeed),
             Err(e) => {
                 self.report(request, Phase::Failed, 0, e.to_string()).await;
                 Err(e)
@@ -299,6 +434,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
         }
     }
 
+    /// The seed: the backup restored here as a cluster of this member alone.
     async fn restore(&self, request: &Request) -> Result<i64, BackupError> {
         let id = request.backup_id().ok_or_else(|| {
             BackupError::Bad(format!(
@@ -308,21 +444,17 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
         })?;
         let work = self.work();
         std::fs::create_dir_all(&work).map_err(|e| BackupError::io(&work, e))?;
-        let marker = work.join(format!("{}.in-place", request.id));
+        let marker = in_place_marker(&self.volume, request);
         if !marker.exists() {
-            self.report(
-                request,
-                Phase::Stopping,
-                0,
-                format!("stopping etcd ({})", self.commands.stop_etcd.join(" ")),
-            )
-            .await;
-            run(&self.commands.stop_etcd, &[])?;
+            self.stop(request).await?;
             self.report(
                 request,
                 Phase::Restoring,
                 0,
-                format!("restoring backup {id} as {}", self.identity.name),
+                format!(
+                    "restoring backup {id} as {}, a new cluster of one member",
+                    self.identity.name
+                ),
             )
             .await;
             let staged = self.stage(request, &id).await?;
@@ -330,20 +462,95 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
             std::fs::write(&marker, id.name()).map_err(|e| BackupError::io(&marker, e))?;
             fsync_dir(&work);
         }
-        self.report(
-            request,
-            Phase::Starting,
-            0,
-            format!(
-                "restored; starting etcd once every member has ({})",
-                self.commands.start_etcd.join(" ")
-            ),
-        )
-        .await;
-        self.wait_for_every_member(request).await?;
-        run(&self.commands.start_etcd, &[])?;
+        if self.etcd.status(&self.endpoint).is_err() {
+            self.report(
+                request,
+                Phase::Starting,
+                0,
+                format!("restored; starting etcd ({})", self.commands.start_etcd.join(" ")),
+            )
+            .await;
+            self.start()?;
+        }
         // At least the backup's revision: REVISION_BUMP above it where etcdutl bumped.
         self.wait_healthy(id.revision).await
+    }
+
+    /// Not the seed: once the seed's cluster runs, this member's data goes
+    /// aside and the etcd stage joins it to that cluster. `None`: the seed
+    /// has not restored yet.
+    async fn join(&self, request: &Request) -> Result<Option<i64>, BackupError> {
+        let work = self.work();
+        std::fs::create_dir_all(&work).map_err(|e| BackupError::io(&work, e))?;
+        let marker = aside_marker(&self.volume, request);
+        if !marker.exists() {
+            let mine = self.last_report(request, self.member).await?;
+            if !mine.is_some_and(|r| r.phase == Phase::Waiting) {
+                self.stop(request).await?;
+            }
+            let seed = self.last_report(request, request.seed).await?;
+            let Some(seed) = seed.filter(|r| r.phase == Phase::Done) else {
+                self.report(
+                    request,
+                    Phase::Waiting,
+                    0,
+                    format!(
+                        "etcd stopped; waiting for member {} to restore backup {}",
+                        request.seed, request.backup
+                    ),
+                )
+                .await;
+                return Ok(None);
+            };
+            let current = self.identity.data_dir.join("member");
+            if current.exists() {
+                let aside = self.aside(request);
+                std::fs::rename(&current, &aside).map_err(|e| BackupError::io(&aside, e))?;
+                fsync_dir(&self.volume);
+                info!("restore: the old data directory is kept as {}", aside.display());
+            }
+            std::fs::write(&marker, format!("{}\n", seed.revision)).map_err(|e| BackupError::io(&marker, e))?;
+            fsync_dir(&work);
+        }
+        let target = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        if self.etcd.status(&self.endpoint).is_err() {
+            self.report(
+                request,
+                Phase::Joining,
+                0,
+                format!(
+                    "old data aside; joining member {}'s restored cluster as a learner",
+                    request.seed
+                ),
+            )
+            .await;
+            self.start()?;
+        }
+        self.wait_healthy(target).await.map(Some)
+    }
+
+    async fn stop(&self, request: &Request) -> Result<(), BackupError> {
+        self.report(
+            request,
+            Phase::Stopping,
+            0,
+            format!("stopping etcd ({})", self.commands.stop_etcd.join(" ")),
+        )
+        .await;
+        run(&self.commands.stop_etcd, &[])
+    }
+
+    /// The etcd stage again (it reads what is on the volume now), then etcd.
+    fn start(&self) -> Result<(), BackupError> {
+        run(&self.commands.rerun_stage, &[])?;
+        run(&self.commands.start_etcd, &[])
+    }
+
+    fn aside(&self, request: &Request) -> PathBuf {
+        self.volume.join(format!("member.pre-restore-{}", request.id))
     }
 
     /// The restored data directory, complete, in `work/<request>/`.
@@ -373,7 +580,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
             "--name".into(),
             self.identity.name.clone(),
             "--initial-cluster".into(),
-            self.identity.initial_cluster.clone(),
+            self.identity.alone(),
             "--initial-cluster-token".into(),
             token,
             "--initial-advertise-peer-urls".into(),
@@ -408,7 +615,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
         let data = &self.identity.data_dir;
         let current = data.join("member");
         if current.exists() {
-            let aside = self.volume.join(format!("member.pre-restore-{}", request.id));
+            let aside = self.aside(request);
             std::fs::rename(&current, &aside).map_err(|e| BackupError::io(&aside, e))?;
             info!("restore: the old data directory is kept as {}", aside.display());
         }
@@ -418,46 +625,16 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
         Ok(())
     }
 
-    /// A member that starts on the restored data while another still runs
-    /// the old cluster (same member IDs) would be caught up by that
-    /// cluster's leader, undoing the restore: etcd starts only once every
-    /// member reported that it stopped etcd and restored (Starting or Done).
-    async fn wait_for_every_member(&self, request: &Request) -> Result<(), BackupError> {
-        let policy = retry::Policy::new(Duration::from_millis(200), Duration::from_secs(2), self.wait);
-        retry::wait(
-            "every etcd member to stop and restore before etcd starts",
-            policy,
-            || async {
-                let mut waiting = Vec::new();
-                for m in (0..self.members).filter(|m| *m != self.member) {
-                    match read_json::<Report, _, _>(self.store, &report_path(&request.id, m)).await {
-                        Ok(Some(r)) if matches!(r.phase, Phase::Starting | Phase::Done) => {}
-                        // A member that failed tries again at its next pass.
-                        Ok(Some(r)) if r.phase == Phase::Failed => {
-                            waiting.push(format!("member {m} (failed, retrying: {})", r.detail))
-                        }
-                        Ok(Some(r)) => waiting.push(format!("member {m} ({:?})", r.phase)),
-                        Ok(None) => waiting.push(format!("member {m} (no report)")),
-                        Err(e) => return Attempt::Retry(e.to_string()),
-                    }
-                }
-                if waiting.is_empty() {
-                    Attempt::Done(())
-                } else {
-                    Attempt::Retry(format!("waiting for {}", waiting.join(", ")))
-                }
-            },
-        )
-        .await
-        .map_err(|e| BackupError::Timeout(e.to_string()))
-    }
-
+    /// This member answers as a voting member (a learner is promoted by
+    /// `nodeboot-etcd-promote.service` once caught up), sees a leader, and
+    /// is at or past `revision`.
     async fn wait_healthy(&self, revision: i64) -> Result<i64, BackupError> {
         let policy = retry::Policy::new(Duration::from_millis(200), Duration::from_secs(3), self.wait);
-        retry::wait("this member to rejoin the restored cluster", policy, || async {
+        retry::wait("this member to serve the restored cluster", policy, || async {
             match self.etcd.status(&self.endpoint) {
-                Ok(s) if s.leader != 0 && s.revision >= revision => Attempt::Done(s.revision),
                 Ok(s) if s.leader == 0 => Attempt::Retry("no leader yet".to_string()),
+                Ok(s) if s.is_learner => Attempt::Retry("a learner, not yet promoted".to_string()),
+                Ok(s) if s.revision >= revision => Attempt::Done(s.revision),
                 Ok(s) => Attempt::Retry(format!("at revision {}, below {revision}", s.revision)),
                 Err(e) => Attempt::Retry(e),
             }
@@ -467,12 +644,14 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
     }
 }
 
-/// A new request's id: when it was made and what it restores.
-pub fn new_request(backup: &BackupId, now_unix: i64) -> Request {
+/// A new request's id: when it was made and what it restores; `seed`
+/// restores, the others join it.
+pub fn new_request(backup: &BackupId, now_unix: i64, seed: u32) -> Request {
     Request {
         id: format!("{}-{}", compact_time(now_unix), backup.name()),
         backup: backup.name(),
         requested_unix: now_unix,
+        seed,
     }
 }
 
@@ -512,7 +691,10 @@ mod tests {
             unix: 1_790_000_000,
             revision: 9,
         };
-        let (first, second) = (new_request(&backup, 1_790_000_100), new_request(&backup, 1_790_000_200));
+        let (first, second) = (
+            new_request(&backup, 1_790_000_100, 0),
+            new_request(&backup, 1_790_000_200, 0),
+        );
         let token = restore_token("e-etcd", &first);
         assert_ne!(token, "e-etcd", "never the bootstrap's token");
         assert_ne!(token, restore_token("e-etcd", &second), "never an earlier restore's");
@@ -531,7 +713,9 @@ mod tests {
                 revision: 9,
             },
             1_790_000_100,
+            1,
         );
+        assert_eq!(r.seed, 1);
         assert_eq!(r.id, "20260921T141500Z-20260921T141320Z-r9");
         assert_eq!(
             report_path(&r.id, 2).as_str(),
@@ -543,6 +727,50 @@ mod tests {
                 unix: 1_790_000_000,
                 revision: 9
             })
+        );
+    }
+
+    #[test]
+    fn the_etcd_stage_never_starts_data_from_before_a_restore() {
+        use StageStep::*;
+        let request = new_request(
+            &BackupId {
+                unix: 1_790_000_000,
+                revision: 9,
+            },
+            1_790_000_100,
+            1,
+        );
+        let pending = |seed_done| Pending {
+            request: request.clone(),
+            seed_done,
+        };
+        let wait = |step: StageStep| matches!(step, Wait(_));
+        // (pending, member, blank, handled) -> step
+        assert_eq!(stage_step(None, 0, false, false), AsUsual, "no restore");
+        // The seed: waits until its restored data is in place, then starts it.
+        assert!(wait(stage_step(Some(&pending(true)), 1, false, false)));
+        assert!(wait(stage_step(Some(&pending(true)), 1, true, false)));
+        assert_eq!(stage_step(Some(&pending(true)), 1, false, true), AsUsual);
+        // Another member: nothing until the seed is done and its data is aside.
+        for blank in [true, false] {
+            for handled in [true, false] {
+                assert!(
+                    wait(stage_step(Some(&pending(false)), 0, blank, handled)),
+                    "{blank} {handled}"
+                );
+            }
+            assert!(wait(stage_step(Some(&pending(true)), 2, blank, false)), "{blank}");
+        }
+        assert_eq!(stage_step(Some(&pending(true)), 2, true, true), JoinSeed { seed: 1 });
+        // Joined already (its data is the restored cluster's): restarts as usual.
+        assert_eq!(stage_step(Some(&pending(true)), 2, false, true), AsUsual);
+        let Wait(reason) = stage_step(Some(&pending(false)), 0, false, false) else {
+            unreachable!()
+        };
+        assert!(
+            reason.contains("member 1 restores backup 20260921T141320Z-r9"),
+            "{reason}"
         );
     }
 }

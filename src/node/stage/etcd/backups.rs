@@ -64,4 +64,10 @@ impl<O: Objects + ObjectFiles, K: Keys> BackupHook for StageBackups<'_, O, K> {
         info!(backup = %entry.id, "backup taken before {change}");
         Ok(())
     }
+
+    async fn pending_restore(&self, member: u32) -> Result<Option<crate::shared::backup::restore::Pending>, String> {
+        crate::shared::backup::restore::pending(&self.backups.store, member)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }

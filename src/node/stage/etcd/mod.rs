@@ -30,13 +30,14 @@ use tracing::{info, warn};
 
 use super::attach::{Claim, CLAIM_FILE};
 use super::{Root, StageError};
+use crate::shared::backup::restore::{self, StageStep};
 use crate::shared::cloud::{tags, CloudError, ClusterFilter, Compute};
 use crate::shared::etcd::member_name;
 use crate::shared::etcd::version::Version;
 use crate::shared::etcd::{Client, Cluster, EtcdClientError, TlsFiles};
 use crate::shared::fault;
 use crate::shared::fsutil;
-use crate::shared::node_config::{ETCD_DATA_DIR, ETCD_ENV_FILE, ETCD_VERSION_FILE, SECRETS_DIR};
+use crate::shared::node_config::{ETCD_DATA_DIR, ETCD_ENV_FILE, ETCD_MOUNT_POINT, ETCD_VERSION_FILE, SECRETS_DIR};
 use crate::shared::retry::{self, Attempt, Policy};
 use plan::{Data, Evidence, Me, Observed, Plan, VolumeSeen};
 
@@ -101,6 +102,9 @@ pub enum EtcdError {
     BinaryVersion { detail: String },
     #[error("promoting {member}: {detail}")]
     Promote { member: String, detail: String },
+    /// The restore request could not be read (exit code 23; the unit retries).
+    #[error("reading the etcd restore request: {0}; nothing was changed")]
+    Restore(String),
 }
 
 /// What the etcd stage asks of backups: `stage::etcd::backups::StageBackups`
@@ -112,6 +116,8 @@ pub trait BackupHook {
     fn existed(&self) -> impl Future<Output = Result<Evidence, String>>;
     /// Takes a backup through `cluster` before `change`; an error stops the change.
     fn before_membership_change(&self, cluster: &Client, change: &str) -> impl Future<Output = Result<(), String>>;
+    /// The restore `member` has not finished (`nodeboot etcd restore`), if any.
+    fn pending_restore(&self, member: u32) -> impl Future<Output = Result<Option<restore::Pending>, String>>;
 }
 
 /// No backups: no evidence, and a membership change goes ahead without a
@@ -126,6 +132,10 @@ impl BackupHook for NoBackups {
     async fn before_membership_change(&self, _cluster: &Client, change: &str) -> Result<(), String> {
         warn!("backup hook called before {change}: no backup taken (NoBackups)");
         Ok(())
+    }
+
+    async fn pending_restore(&self, _member: u32) -> Result<Option<restore::Pending>, String> {
+        Ok(None)
     }
 }
 
@@ -400,9 +410,29 @@ pub async fn run(
         name: member_name(environment, claim.member),
         peer_url: url(&claim.eni_ip, PEER_PORT),
     };
+    // A restore this member has not finished decides first: data from before
+    // it never starts, and a blank member joins the restored cluster through
+    // the seed alone (another member may still run the old cluster).
+    let pending = backups
+        .pending_restore(claim.member)
+        .await
+        .map_err(EtcdError::Restore)?;
+    let handled = pending
+        .as_ref()
+        .is_some_and(|p| restore::handled(&root.path(ETCD_MOUNT_POINT), &p.request));
+    let through = match restore::stage_step(pending.as_ref(), claim.member, data == Data::Blank, handled) {
+        StageStep::AsUsual => None,
+        StageStep::JoinSeed { seed } => Some(seed),
+        StageStep::Wait(reason) => {
+            return Err(EtcdError::Busy {
+                member: me.name,
+                reason,
+            })
+        }
+    };
     let others: Vec<String> = peers
         .iter()
-        .filter(|(m, _)| **m != claim.member)
+        .filter(|(m, _)| **m != claim.member && through.is_none_or(|seed| **m == seed))
         .map(|(_, ip)| url(ip, CLIENT_PORT))
         .collect();
     let client = Client::new(others, &tls.files())?;

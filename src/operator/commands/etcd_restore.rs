@@ -1,0 +1,336 @@
+//! `nodeboot etcd restore`: the operator's half of a restore from one
+//! member. Observe (the backup, which members' nodes run: their tagged ENIs
+//! and the instances holding them), plan (the seed, who must report:
+//! [`choose_seed`] and [`progress`], pure), act (the request), verify (the
+//! members' reports until every reachable member is a healthy voter at or
+//! past the restored revision). The nodes do the work (`shared::backup::restore`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::etcd_backup::{backups, choose};
+use super::load_env;
+use crate::operator::env::Environment;
+use crate::operator::error::Error;
+use crate::shared::backup::restore::{self, Phase, Report, Request};
+use crate::shared::backup::service::now_unix;
+use crate::shared::cloud::aws::{Ec2, Kms, S3};
+use crate::shared::cloud::{tags, ClusterFilter, Compute, InstanceState};
+use crate::shared::node_config::ETCD_MOUNT_POINT;
+use crate::shared::role::Role;
+use crate::shared::secrets::Store;
+
+pub struct RestoreOptions {
+    pub backup: Option<String>,
+    /// The member that restores; default the lowest whose node runs.
+    pub member: Option<u32>,
+    pub timeout: Duration,
+}
+
+/// Which members' nodes run: a running instance holds the member's ENI.
+pub async fn running_members(env: &Environment, ec2: &Ec2) -> Result<BTreeSet<u32>, Error> {
+    let filter = ClusterFilter {
+        environment: env.name.clone(),
+        role: Role::Etcd.to_string(),
+    };
+    let enis = ec2.network_interfaces(&filter).await.map_err(Error::Cloud)?;
+    let holders: BTreeMap<u32, String> = enis
+        .iter()
+        .filter_map(|e| {
+            let member = e.tags.get(tags::MEMBER)?.parse().ok()?;
+            Some((member, e.attachment.as_ref()?.instance_id.clone()))
+        })
+        .collect();
+    let ids: Vec<String> = holders.values().cloned().collect();
+    let states = if ids.is_empty() {
+        BTreeMap::new()
+    } else {
+        ec2.instance_states(&ids).await.map_err(Error::Cloud)?
+    };
+    Ok(holders
+        .into_iter()
+        .filter(|(_, id)| states.get(id) == Some(&InstanceState::Running))
+        .map(|(m, _)| m)
+        .collect())
+}
+
+/// Pure: the member that restores. The one asked for must run (a seed that
+/// never acts leaves nobody to join); by default the lowest that runs.
+pub fn choose_seed(running: &BTreeSet<u32>, members: u32, wanted: Option<u32>) -> Result<u32, String> {
+    match wanted {
+        Some(m) if m >= members => Err(format!("member {m}: the environment has members 0 to {}", members - 1)),
+        Some(m) if !running.contains(&m) => Err(format!(
+            "member {m}: no running instance holds its ENI, so nothing would restore; choose a member whose \
+             node runs ({})",
+            list(running)
+        )),
+        Some(m) => Ok(m),
+        None => running.iter().copied().find(|m| *m < members).ok_or_else(|| {
+            "no etcd member's node runs (no running instance holds a member ENI): start or replace one, then restore"
+                .to_string()
+        }),
+    }
+}
+
+fn list(members: &BTreeSet<u32>) -> String {
+    if members.is_empty() {
+        return "none".into();
+    }
+    members.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Where a restore stands, from the reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Every expected member (and the seed) reported done.
+    pub complete: bool,
+    /// Members done.
+    pub done: BTreeSet<u32>,
+    /// The lowest revision a member reported done at.
+    pub revision: Option<i64>,
+    /// Expected members not done, with what they last said.
+    pub working: BTreeMap<u32, String>,
+    /// Members whose node did not run when the restore was asked and that
+    /// have not reported done: they join when they come back.
+    pub to_join: BTreeSet<u32>,
+}
+
+/// Pure: `expected` are the members whose node ran at the request (the
+/// seed among them); a member that reports, expected or not, counts.
+pub fn progress(members: u32, seed: u32, expected: &BTreeSet<u32>, reports: &BTreeMap<u32, Report>) -> Progress {
+    let done: BTreeSet<u32> = reports
+        .values()
+        .filter(|r| r.phase == Phase::Done)
+        .map(|r| r.member)
+        .collect();
+    let mut working = BTreeMap::new();
+    for m in expected.iter().copied().chain([seed]) {
+        if done.contains(&m) {
+            continue;
+        }
+        let said = match reports.get(&m) {
+            Some(r) if r.phase == Phase::Failed => format!("failed, retrying at its next pass: {}", r.detail),
+            Some(r) => format!("{}: {}", phase_name(r.phase), r.detail),
+            None => "no report yet".to_string(),
+        };
+        working.insert(m, said);
+    }
+    let to_join = (0..members)
+        .filter(|m| !done.contains(m) && !working.contains_key(m))
+        .collect();
+    let revision = reports
+        .values()
+        .filter(|r| r.phase == Phase::Done)
+        .map(|r| r.revision)
+        .min();
+    Progress {
+        complete: working.is_empty(),
+        done,
+        revision,
+        working,
+        to_join,
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Stopping => "stopping",
+        Phase::Restoring => "restoring",
+        Phase::Starting => "starting",
+        Phase::Waiting => "waiting for the seed",
+        Phase::Joining => "joining",
+        Phase::Done => "done",
+        Phase::Failed => "failed",
+    }
+}
+
+fn describe(working: &BTreeMap<u32, String>) -> String {
+    working
+        .iter()
+        .map(|(m, s)| format!("member {m}: {s}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `nodeboot etcd restore`: writes the request, then waits for the reports.
+pub fn restore(env_path: &Path, options: RestoreOptions) -> Result<Vec<String>, Error> {
+    let env = load_env(env_path)?.env;
+    super::operator_runtime(&env, async |sdk| {
+        let (s3, kms, ec2) = (S3::new(sdk), Kms::new(sdk), Ec2::new(sdk));
+        let b = backups(&env, &s3, &kms);
+        let entry = choose(&b, options.backup.as_deref()).await?;
+        let running = running_members(&env, &ec2).await?;
+        let seed = choose_seed(&running, env.etcd_count, options.member).map_err(Error::Refused)?;
+        let expected: BTreeSet<u32> = running.into_iter().filter(|m| *m < env.etcd_count).collect();
+        let store = Store::new(&s3, &kms, &env.secrets_bucket_name, &env.name, &env.kms_master_id);
+        let request = restore::new_request(&entry.id, now_unix(), seed);
+        restore::write_json(&store, &restore::request_path(), &request)
+            .await
+            .map_err(request_error)?;
+        info!(
+            "restore {} requested: member {seed} restores backup {} as a new cluster; members {} join it as learners, \
+             one at a time",
+            request.id,
+            entry.id,
+            list(&expected.iter().copied().filter(|m| *m != seed).collect())
+        );
+        let last = watch(&env, &store, &request, &expected, options.timeout).await?;
+        let revision = last.revision.unwrap_or(entry.id.revision);
+        let mut lines = vec![format!(
+            "restored backup {} (revision {}) on member {seed}; members {} are healthy voting members at revision \
+             {revision} or later; each member's data from before is kept on its volume as \
+             {ETCD_MOUNT_POINT}/member.pre-restore-{}",
+            entry.id,
+            entry.id.revision,
+            list(&last.done),
+            request.id
+        )];
+        if !last.to_join.is_empty() {
+            lines.push(format!(
+                "still to join: member {} (no running instance held the ENI when the restore was asked); each \
+                 joins the restored cluster when its node comes back, its old data kept aside",
+                list(&last.to_join)
+            ));
+        }
+        Ok(lines)
+    })
+}
+
+/// Prints each member's report as it changes until the restore is complete.
+async fn watch(
+    env: &Environment,
+    store: &Store<'_, S3, Kms>,
+    request: &Request,
+    expected: &BTreeSet<u32>,
+    timeout: Duration,
+) -> Result<Progress, Error> {
+    let started = Instant::now();
+    let mut seen: BTreeMap<u32, (Phase, String)> = BTreeMap::new();
+    let mut reports: BTreeMap<u32, Report> = BTreeMap::new();
+    loop {
+        for m in 0..env.etcd_count {
+            match restore::read_json::<Report, _, _>(store, &restore::report_path(&request.id, m)).await {
+                Ok(Some(r)) => {
+                    reports.insert(m, r);
+                }
+                Ok(None) => {}
+                // S3 or KMS for a moment: the next look reads it again.
+                Err(e) => info!("reading member {m}'s report: {e}"),
+            }
+        }
+        for r in reports.values() {
+            let now = (r.phase, r.detail.clone());
+            if seen.get(&r.member) != Some(&now) {
+                eprintln!(
+                    "[{:>4}s] member {}: {}: {}",
+                    started.elapsed().as_secs(),
+                    r.member,
+                    phase_name(r.phase),
+                    r.detail
+                );
+                seen.insert(r.member, now);
+            }
+        }
+        let p = progress(env.etcd_count, request.seed, expected, &reports);
+        if p.complete {
+            return Ok(p);
+        }
+        if started.elapsed() >= timeout {
+            let what = format!(
+                "restore {}: after {}s not every reachable member is a healthy voting member: {}. The nodes go on \
+                 by themselves; `nodeboot etcd status` shows the members",
+                request.id,
+                started.elapsed().as_secs(),
+                describe(&p.working)
+            );
+            let failed = p
+                .working
+                .keys()
+                .any(|m| reports.get(m).is_some_and(|r| r.phase == Phase::Failed));
+            return Err(if failed {
+                Error::Unhealthy(what)
+            } else {
+                Error::Timeout(what)
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn request_error(e: restore::RequestError) -> Error {
+    match e {
+        restore::RequestError::Secret(s) => Error::Secrets(s),
+        other => Error::Refused(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(member: u32, phase: Phase) -> (u32, Report) {
+        (
+            member,
+            Report {
+                request: "r".into(),
+                member,
+                phase,
+                revision: 7,
+                detail: "d".into(),
+                unix: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn the_seed_is_a_member_whose_node_runs() {
+        let running: BTreeSet<u32> = [1, 2].into();
+        assert_eq!(choose_seed(&running, 3, None), Ok(1));
+        assert_eq!(choose_seed(&running, 3, Some(2)), Ok(2));
+        assert!(choose_seed(&running, 3, Some(0))
+            .unwrap_err()
+            .contains("no running instance"));
+        assert!(choose_seed(&running, 3, Some(3))
+            .unwrap_err()
+            .contains("members 0 to 2"));
+        assert!(choose_seed(&BTreeSet::new(), 3, None)
+            .unwrap_err()
+            .contains("no etcd member's node runs"));
+    }
+
+    #[test]
+    fn a_restore_is_complete_when_every_reachable_member_is_done_and_names_who_is_to_join() {
+        let expected: BTreeSet<u32> = [0, 1].into();
+        // Member 2's node was away: not waited for, named as still to join.
+        let reports: BTreeMap<u32, Report> = [report(0, Phase::Done), report(1, Phase::Done)].into();
+        let p = progress(3, 0, &expected, &reports);
+        assert!(p.complete);
+        assert_eq!(p.to_join, [2].into());
+        // A member that failed is still worked on (it retries): not complete, not aborted.
+        let reports: BTreeMap<u32, Report> = [report(0, Phase::Done), report(1, Phase::Failed)].into();
+        let p = progress(3, 0, &expected, &reports);
+        assert!(!p.complete);
+        assert!(p.working[&1].contains("failed, retrying"), "{p:?}");
+        // No report yet from an expected member.
+        let p = progress(3, 0, &expected, &[report(0, Phase::Done)].into());
+        assert_eq!(p.working[&1], "no report yet");
+        // A member that came back and joined counts, expected or not.
+        let reports: BTreeMap<u32, Report> =
+            [report(0, Phase::Done), report(1, Phase::Done), report(2, Phase::Done)].into();
+        let p = progress(3, 0, &expected, &reports);
+        assert!(p.complete && p.to_join.is_empty());
+        // The seed is waited for even if its node was not seen running.
+        assert!(
+            !progress(
+                3,
+                2,
+                &expected,
+                &[report(0, Phase::Done), report(1, Phase::Done)].into()
+            )
+            .complete
+        );
+    }
+}

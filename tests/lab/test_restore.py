@@ -1,0 +1,130 @@
+"""Issue 20's restores on the worst day, in the lab (real systemd 252, real
+etcd 3.5, the rendered units): `nodeboot etcd restore` restores the backup
+on one member (the seed) as a new cluster, and every other member keeps its
+old data aside and joins that cluster as a learner, one at a time,
+promoted once caught up; a member whose node is away joins when it comes
+back.
+
+Root only, like every lab test.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab as lablib  # noqa: E402
+import test_backup as tb  # noqa: E402
+
+require_lab = lablib.require_lab
+
+
+def journals(lab):
+    """The backup service's, the etcd stage's and etcd's journal of each running etcd node."""
+    units = (tb.UNIT, "nodeboot-etcd.service", "etcd-member.service")
+    return "\n".join(
+        f"--- {node} {unit}:\n{lab.unit_journal(node, unit)[-2500:]}"
+        for node in tb.etcd_nodes(lab)
+        for unit in units
+    )
+
+
+def members(lab, on=None):
+    out = lab.etcdctl("member", "list", "-w", "json", members=on)
+    return json.loads(out.stdout)["members"]
+
+
+def wait_voters(lab, count, on, timeout=180):
+    """`count` started voting members (no learner), as `on` sees them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = members(lab, on)
+        voters = [m for m in listed if m.get("name") and not m.get("isLearner")]
+        if len(listed) == count and len(voters) == count:
+            return listed
+        assert time.monotonic() < deadline, (listed, journals(lab))
+        time.sleep(1)
+
+
+def backed_up_keys(lab, n):
+    """`n` keys, a backup holding them, then the backups slowed down and a
+    key the backup does not hold (the restore rolls it back)."""
+    for node in tb.etcd_nodes(lab):
+        tb.tune_backups(lab, node, "2s")
+    for i in range(n):
+        lab.etcdctl("put", f"/k/{i:04}", f"v{i}")
+    backup = tb.wait_for_backup(lab, tb.revision(lab))
+    for node in tb.etcd_nodes(lab):
+        tb.tune_backups(lab, node, "24h")
+    lab.etcdctl("put", "/after-backup", "x")
+    return backup
+
+
+def test_restore_with_a_node_stopped_throughout_then_it_joins():
+    require_lab()
+    with tb.cluster() as lab:
+        backup = backed_up_keys(lab, 20)
+        away = lab.node_of_member(2)
+        lab.stop_node(away)
+        t = time.monotonic()
+        out = tb.operator(lab, "etcd", "restore", "--timeout", "90s", timeout=200)
+        took = time.monotonic() - t
+        print(f"\n[restore] {out.stdout.strip()}\n{out.stderr.strip()[-3000:]}\n[took] {took:.1f}s")
+        if out.returncode != 0:
+            print(journals(lab))
+        assert out.returncode == 0, out.stderr
+        assert f"restored backup {backup['id']}" in out.stdout, out.stdout
+        assert "member 2" in out.stdout and "to join" in out.stdout, out.stdout
+        assert "gave up" not in out.stdout + out.stderr
+        lab.wait_healthy(members=[0, 1])
+        assert tb.keys(lab, "/k/") == [f"/k/{i:04}" for i in range(20)]
+        assert tb.keys(lab, "/after-backup") == []
+        assert tb.revision(lab) >= backup["revision"] + 1_000_000_000
+        assert len(wait_voters(lab, 2, [0, 1])) == 2
+
+        # The node comes back with the old cluster's data: it never starts
+        # that data; it keeps it aside and joins the restored cluster.
+        lab.start_node(away)
+        wait_voters(lab, 3, [0, 1])
+        lab.wait_healthy()
+        assert tb.keys(lab, "/after-backup") == []
+        got = lab.etcdctl("get", "/k/", "--prefix", "--keys-only", members=[2]).stdout.split()
+        assert sorted(got) == [f"/k/{i:04}" for i in range(20)]
+        assert len(tb.cluster_ids(lab)) == 1
+        aside = list(lab.node_path(away, "/var/lib/etcd").glob("member.pre-restore-*"))
+        assert len(aside) == 1 and (aside[0] / "snap/db").is_file(), aside
+        tb.wait_every_unit_active(lab)
+
+
+def test_restore_with_a_blank_member_booting_during_it():
+    require_lab()
+    with tb.cluster() as lab:
+        backup = backed_up_keys(lab, 20)
+        lost = lab.node_of_member(0)
+        zone = lab.member(member=0)["zone"]
+        lab.kill_node(lost, how="terminate")
+        lab.replace_volume(0)
+        cmd = [lab.bin, "etcd", "restore", "--timeout", "150s", "--env", lab.state["env_file"]]
+        restore = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab.operator_env()
+        )
+        try:
+            fresh = lab.launch(zone, "etcd")
+            lab.boot(fresh, check=False, timeout=60)
+            stdout, stderr = restore.communicate(timeout=200)
+        finally:
+            if restore.poll() is None:
+                restore.kill()
+                restore.wait()
+        print(f"\n[restore] {stdout.strip()}\n{stderr.strip()[-3000:]}")
+        assert restore.returncode == 0, (stderr, journals(lab))
+        assert f"restored backup {backup['id']}" in stdout, stdout
+        wait_voters(lab, 3, [1, 2])
+        lab.wait_healthy()
+        got = lab.etcdctl("get", "/k/", "--prefix", "--keys-only", members=[0]).stdout.split()
+        assert sorted(got) == [f"/k/{i:04}" for i in range(20)]
+        assert tb.keys(lab, "/after-backup") == []
+        assert len(tb.cluster_ids(lab)) == 1
+        tb.wait_every_unit_active(lab)
