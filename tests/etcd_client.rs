@@ -263,6 +263,71 @@ fn the_lock_has_one_holder_survives_its_holders_rerun_and_expires_with_its_lease
 /// about, so the effective configuration is read back from etcd's own log),
 /// the quota exported in its metrics, and the initial corruption check run
 /// when the member restarts on its data (it is skipped on a first start).
+/// The lock is taken and given back by its holder in one transaction each:
+/// a release by name never deletes a lock another holder took between a
+/// read and a delete, and a holder's takeover never overwrites another's.
+/// Three threads race on one lock: `a` takes and gives back as "m-a",
+/// `r` gives "m-a"'s lock back by name (a coordinator after its reboot),
+/// `b` takes it as "m-b" and checks that it is still its own while held.
+/// With a read, then a delete, `r` deleted `b`'s lock (failed before).
+#[test]
+fn the_lock_is_taken_and_released_by_its_holder_in_one_transaction_each() {
+    use nodeboot::shared::etcd::lock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let tls = member_tls(&etcd_dir, 0);
+    let m = one_member(dir.path(), &tls);
+    let client = || Client::new(vec![m.client_url.clone()], &tls).unwrap();
+    let done = AtomicBool::new(false);
+    let stolen = std::thread::scope(|s| {
+        let done = &done;
+        let a = s.spawn(move || {
+            let c = client();
+            for _ in 0..400 {
+                if let Some(held) = lock::try_acquire(&c, "race", "m-a", 30).unwrap() {
+                    held.release(&c).unwrap();
+                }
+            }
+        });
+        let r = s.spawn(move || {
+            let c = client();
+            while !done.load(Ordering::Relaxed) {
+                lock::release_if_held_by(&c, "race", "m-a").unwrap();
+            }
+        });
+        let b = s.spawn(move || {
+            let c = client();
+            let mut stolen = 0;
+            for _ in 0..400 {
+                if let Some(held) = lock::try_acquire(&c, "race", "m-b", 30).unwrap() {
+                    for _ in 0..3 {
+                        if lock::holder(&c, "race").unwrap().as_deref() != Some("m-b") {
+                            stolen += 1;
+                            break;
+                        }
+                    }
+                    held.release(&c).unwrap();
+                }
+            }
+            stolen
+        });
+        a.join().unwrap();
+        let stolen = b.join().unwrap();
+        done.store(true, Ordering::Relaxed);
+        r.join().unwrap();
+        stolen
+    });
+    assert_eq!(stolen, 0, "m-b's lock was deleted by a release of m-a's");
+    // Given back by name: only by its holder, and says whether it did.
+    let c = client();
+    let _held = lock::try_acquire(&c, "by-name", "m-3", 30).unwrap().expect("free");
+    assert!(!lock::release_if_held_by(&c, "by-name", "m-4").unwrap());
+    assert_eq!(lock::holder(&c, "by-name").unwrap().as_deref(), Some("m-3"));
+    assert!(lock::release_if_held_by(&c, "by-name", "m-3").unwrap());
+    assert!(!lock::release_if_held_by(&c, "by-name", "m-3").unwrap(), "already free");
+}
+
 #[test]
 fn the_stages_space_settings_are_what_etcd_3_5_runs_with() {
     use nodeboot::node::stage::etcd::space_env;

@@ -17,19 +17,21 @@
 //! - A `CORRUPT` alarm stops everything: a human must look.
 //!
 //! Nothing is done unless every voting member answers with the same leader
-//! and no learner is catching up.
+//! and no learner is catching up; a member is defragmented only when
+//! `shared::etcd::disruption` says it may be disrupted (a caught-up quorum
+//! without it), asked again under the lock.
 
 pub mod pass;
 
+use crate::shared::etcd::disruption;
 use crate::shared::etcd::space::{
     fragmented_percent, human_bytes, reclaimable, Alarm, AlarmKind, DEFRAG_MIN_FRAGMENTED_PERCENT,
     DEFRAG_MIN_RECLAIMABLE_BYTES, NOSPACE_MIN_RECLAIMABLE_PERCENT_OF_QUOTA,
 };
 
-/// The etcd lock a defragmentation holds: the one name meant for every
-/// voluntary disruption of a member. The secrets sync's restarts
-/// (`etcd-restart`) and the reboot coordinator (`reboot`) still take their
-/// own; issue 21 makes them one, under this name.
+/// The etcd lock a defragmentation holds: the one of every voluntary
+/// disruption of a member (the secrets sync's restarts, the reboot
+/// coordinator and `roll` take it too).
 pub use crate::shared::etcd::lock::DISRUPTION as LOCK;
 
 /// When a member's file is worth defragmenting.
@@ -63,6 +65,8 @@ pub struct Space {
     pub in_use: i64,
     /// The quota it runs with.
     pub quota: i64,
+    /// Its store's revision (how far it has caught up).
+    pub revision: i64,
 }
 
 /// One member as a pass sees it.
@@ -125,23 +129,17 @@ fn why(space: &Space) -> String {
     )
 }
 
-/// Every voting member answers with the same leader and no learner is
-/// catching up; else why not.
-fn unhealthy(o: &Observed) -> Option<String> {
-    if let Some(learner) = o.members.iter().find(|m| m.is_learner) {
-        return Some(format!("{} is a learner catching up", learner.name));
-    }
-    let mut leaders = std::collections::BTreeSet::new();
-    for m in &o.members {
-        match m.space {
-            None => return Some(format!("{} does not answer", m.name)),
-            Some(s) if s.leader == 0 => return Some(format!("{} knows no leader", m.name)),
-            Some(s) => {
-                leaders.insert(s.leader);
-            }
-        }
-    }
-    (leaders.len() > 1).then(|| "the members name different leaders".to_string())
+/// The members as the one disruption rule reads them.
+pub fn states(o: &Observed) -> disruption::Observed {
+    o.members
+        .iter()
+        .map(|m| disruption::MemberState {
+            id: m.id,
+            name: m.name.clone(),
+            is_learner: m.is_learner,
+            answer: m.space.map(|s| (s.leader, s.revision)),
+        })
+        .collect()
 }
 
 /// Pure: what this node does on this pass.
@@ -168,7 +166,8 @@ pub fn plan(o: &Observed, t: &Thresholds) -> Plan {
     if nospace.is_empty() && candidates.is_empty() {
         return Plan::Nothing;
     }
-    if let Some(why) = unhealthy(o) {
+    let states = states(o);
+    if let Err(why) = disruption::healthy(&states) {
         return Plan::Wait(format!("the etcd cluster is not healthy: {why}"));
     }
     let Some(first) = order(&candidates).into_iter().next() else {
@@ -191,6 +190,9 @@ pub fn plan(o: &Observed, t: &Thresholds) -> Plan {
         } else {
             Plan::Nothing
         };
+    }
+    if let Err(why) = disruption::assess(&states, &first.name) {
+        return Plan::Wait(format!("{} may not be disrupted now: {why}", first.name));
     }
     let space = first.space.expect("a candidate answered");
     Plan::Defragment {
@@ -228,6 +230,7 @@ mod tests {
             db_size: db * MIB,
             in_use: used * MIB,
             quota: 8 * GIB,
+            revision: 1000,
         })
     }
 
@@ -369,6 +372,23 @@ mod tests {
             ..member(4, space(10, 10))
         });
         assert!(matches!(&plan(&o, &t), Plan::Wait(w) if w.ends_with("m4 is a learner catching up")));
+    }
+
+    /// The one disruption rule: a member is not defragmented while the
+    /// caught-up members without it are fewer than a quorum.
+    #[test]
+    fn a_member_needed_for_a_caught_up_quorum_waits() {
+        let t = Thresholds::DEFAULT;
+        let behind = Space {
+            revision: 1000 - 5000,
+            ..space(100, 90).unwrap()
+        };
+        let o = cluster(1, [space(1000, 100), space(100, 90), Some(behind)]);
+        assert!(
+            matches!(&plan(&o, &t), Plan::Wait(w) if w.starts_with("m1 may not be disrupted now") && w.contains("m3 behind")),
+            "{:?}",
+            plan(&o, &t)
+        );
     }
 
     #[test]

@@ -213,6 +213,7 @@ impl Maintenance<'_> {
                 db_size: status.db_size,
                 in_use: status.db_size_in_use,
                 quota,
+                revision: status.revision,
             })
         });
         MemberView {

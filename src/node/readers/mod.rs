@@ -2,10 +2,11 @@
 //! secrets (`nodeboot sync secrets`). The decision is `consumers::plan`
 //! (pure); this module observes the inputs and acts, then verifies.
 //!
-//! - etcd: `systemctl restart etcd-member.service`, only while every other
-//!   voting member answers with a leader, and under the etcd lock
-//!   `etcd-restart` (one member at a time across the cluster); done when
-//!   the member answers again with a leader.
+//! - etcd: `systemctl restart etcd-member.service` under the etcd lock
+//!   `disruption` (one disrupted member at a time across the cluster,
+//!   whatever disrupts it) and only while `shared::etcd::disruption` says
+//!   the member may go (asked again under the lock); done when it is back:
+//!   a voter with the leader, within a small revision gap of it.
 //! - the kubelet: `systemctl try-restart kubelet.service`.
 //! - the add-on applier: started again.
 //! - a static pod: its processes get SIGTERM and the kubelet starts the
@@ -25,8 +26,8 @@ use tracing::{error, info, warn};
 
 use self::consumers::Consumer;
 use crate::node::root::Root;
-use crate::node::stage::etcd::{node_client, others_healthy};
-use crate::shared::etcd::{lock, Client};
+use crate::node::stage::etcd::node_client;
+use crate::shared::etcd::{disruption, lock, Client};
 use crate::shared::node_config::{
     NodeConfig, ADDONS_UNIT, ETCD_ENV_FILE, KUBELET_CONFIG_PATH, SECRETS_DIR, STATIC_POD_DIR,
 };
@@ -172,38 +173,65 @@ fn systemctl(args: &[&str]) -> Result<(), String> {
 }
 
 async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String> {
-    let (client, me, name) = node_client(root).map_err(|e| e.to_string())?;
-    if let Err(why) = others_healthy(&client, &me) {
-        warn!("etcd-member.service must restart for new certificates, but the rest of the cluster is not healthy ({why}): waiting");
-        return Ok(false);
+    let (client, _me, name) = node_client(root).map_err(|e| e.to_string())?;
+    let waiting = |why: &str| {
+        warn!("etcd-member.service must restart for new certificates, but {name} may not be disrupted now ({why}): waiting");
+        Ok(false)
+    };
+    // A first look before the lock spares a lease while the cluster is not
+    // ready; the look that decides is the one under the lock.
+    if let Err(why) = disruption::safe_to_disrupt(&client, &name) {
+        return waiting(&why);
     }
-    let Some(held) = lock::try_acquire(&client, "etcd-restart", &name, LOCK_TTL_SECONDS).map_err(|e| e.to_string())?
+    let Some(held) =
+        lock::try_acquire(&client, lock::DISRUPTION, &name, LOCK_TTL_SECONDS).map_err(|e| e.to_string())?
     else {
-        let holder = lock::holder(&client, "etcd-restart").ok().flatten().unwrap_or_default();
-        info!("etcd-member.service must restart for new certificates; {holder} is restarting first: waiting");
+        let holder = lock::holder(&client, lock::DISRUPTION)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        info!(
+            "etcd-member.service must restart for new certificates; {holder} holds the etcd lock `{}`: waiting",
+            lock::DISRUPTION
+        );
         return Ok(false);
     };
+    if let Err(why) = disruption::safe_to_disrupt(&client, &name) {
+        if let Err(e) = held.release(&client) {
+            warn!(
+                "releasing the etcd lock `{}`: {e} (it expires with its lease)",
+                lock::DISRUPTION
+            );
+        }
+        return waiting(&why);
+    }
     systemctl(&["restart", "etcd-member.service"])?;
-    // `status` asks exactly this member.
+    // Back: a voter that answers, names the leader and is caught up with it.
     let back = retry::wait(
-        &format!("{name} to answer with a leader after its restart"),
+        &format!("{name} to be back after its restart (a voter with the leader, caught up)"),
         RESTART_WAIT,
-        || async {
-            match crate::shared::etcd::Cluster::status(&client, &me) {
-                Ok(s) if s.has_leader() => Attempt::Done(()),
-                Ok(_) => Attempt::Retry("no leader yet".to_string()),
-                Err(e) => Attempt::Retry(e.to_string()),
+        || {
+            // Each look keeps the lock: the wait may outlast its lease.
+            let _ = held.refresh(&client);
+            let back = disruption::is_back(&client, &name);
+            async move {
+                match back {
+                    Ok(()) => Attempt::Done(()),
+                    Err(why) => Attempt::Retry(why),
+                }
             }
         },
     )
     .await;
     match back {
         Ok(()) => {
-            // The lease may have run out meanwhile; then the key is gone already.
             if let Err(e) = held.release(&client) {
-                warn!("releasing the etcd-restart lock: {e} (it expires with its lease)");
+                warn!(
+                    "releasing the etcd lock `{}`: {e} (it expires with its lease)",
+                    lock::DISRUPTION
+                );
             }
-            info!("etcd-member.service restarted with the new certificates; {name} answers with a leader");
+            info!("etcd-member.service restarted with the new certificates; {name} is back and caught up");
             Ok(true)
         }
         // Keep the lock: the next member must not restart into the same

@@ -9,10 +9,11 @@ use tracing::{info, warn};
 
 use crate::node::reboot::{self, Action, Marker, Observed, RebootError};
 use crate::node::root::Root;
-use crate::shared::etcd::{lock, Client, Cluster};
+use crate::shared::etcd::{disruption, lock, Client};
 
-/// The lock every etcd node's coordinator takes before it reboots.
-pub const LOCK: &str = "reboot";
+/// The lock every etcd node's coordinator takes before it reboots: the one
+/// of every voluntary disruption of a member.
+pub const LOCK: &str = lock::DISRUPTION;
 /// The marker, on disk: it must outlive the reboot.
 pub const MARKER: &str = "/var/lib/nodeboot/reboot-lock.json";
 /// Longer than a reboot; frees the lock of a node that never comes back.
@@ -29,7 +30,7 @@ pub fn run(root: &Root, options: &Options) -> Result<(), RebootError> {
     let marker_path = root.path(MARKER);
     let mut last_wait = String::new();
     loop {
-        let (client, me_url, me) = crate::node::stage::etcd::node_client(root).map_err(RebootError::Etcd)?;
+        let (client, _me_url, me) = crate::node::stage::etcd::node_client(root).map_err(RebootError::Etcd)?;
         let boot_id = boot_token(root)?;
         let observed = Observed {
             boot_id: boot_id.clone(),
@@ -38,9 +39,10 @@ pub fn run(root: &Root, options: &Options) -> Result<(), RebootError> {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Marker>(&b).ok()),
             holder: lock::holder(&client, LOCK).ok().flatten(),
-            others_healthy: crate::node::stage::etcd::others_healthy(&client, &me_url).is_ok(),
-            me_healthy: client.status(&me_url).is_ok_and(|s| s.has_leader() && !s.is_learner),
+            safe: disruption::safe_to_disrupt(&client, &me),
+            me_back: disruption::is_back(&client, &me).is_ok(),
         };
+        let next = reboot::next_look(&observed, options.interval);
         match reboot::plan(&observed, &me) {
             Action::Nothing => last_wait.clear(),
             Action::Wait(why) => {
@@ -52,7 +54,7 @@ pub fn run(root: &Root, options: &Options) -> Result<(), RebootError> {
             Action::Reboot => reboot_under_lock(&client, &me, &boot_id, &marker_path, &options.reboot_command)?,
             Action::Release => {
                 lock::release_if_held_by(&client, LOCK, &me)
-                    .map_err(|e| RebootError::Lock(format!("releasing the reboot lock: {e}")))?;
+                    .map_err(|e| RebootError::Lock(format!("releasing the etcd lock `{LOCK}`: {e}")))?;
                 if let Err(e) = std::fs::remove_file(&marker_path) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         return Err(RebootError::File {
@@ -63,16 +65,16 @@ pub fn run(root: &Root, options: &Options) -> Result<(), RebootError> {
                 }
                 match observed.marker {
                     Some(m) if m.boot_id != boot_id => {
-                        info!("{me} answers with a leader after its reboot: released the reboot lock")
+                        info!("{me} is back after its reboot (a voter with the leader, caught up): released the etcd lock `{LOCK}`")
                     }
-                    _ => info!("{me}: no reboot wanted any more: released the reboot lock and its marker"),
+                    _ => info!("{me}: no reboot wanted any more: released the etcd lock `{LOCK}` and the marker"),
                 }
             }
         }
         if options.once {
             return Ok(());
         }
-        std::thread::sleep(options.interval);
+        std::thread::sleep(next);
     }
 }
 
@@ -101,10 +103,18 @@ fn reboot_under_lock(
     crate::shared::fsutil::write_atomic(marker_path, &serde_json::to_vec(&marker).expect("serialises"), 0o644)
         .map_err(file)?;
     match lock::try_acquire(client, LOCK, me, LOCK_TTL_SECONDS)
-        .map_err(|e| RebootError::Lock(format!("taking the reboot lock: {e}")))?
+        .map_err(|e| RebootError::Lock(format!("taking the etcd lock `{LOCK}`: {e}")))?
     {
-        Some(_held) => {
-            info!("{me} holds the reboot lock: rebooting for the staged OS update");
+        Some(held) => {
+            // The look that decides, under the lock: nobody else disrupts
+            // a member between it and the reboot.
+            if let Err(why) = disruption::safe_to_disrupt(client, me) {
+                let _ = held.release(client);
+                let _ = std::fs::remove_file(marker_path);
+                info!("reboot wanted; waiting: {me} may not be disrupted now: {why}");
+                return Ok(());
+            }
+            info!("{me} holds the etcd lock `{LOCK}`: rebooting for the staged OS update");
             let mut words = command.split_whitespace();
             let failed = |detail: String| RebootError::Command {
                 command: command.to_string(),
@@ -125,7 +135,7 @@ fn reboot_under_lock(
         None => {
             // Another node won the race: not ours to reboot now.
             let _ = std::fs::remove_file(marker_path);
-            warn!("{me}: another node took the reboot lock first; waiting");
+            warn!("{me}: another node took the etcd lock `{LOCK}` first; waiting");
             Ok(())
         }
     }

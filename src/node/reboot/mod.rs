@@ -5,15 +5,19 @@
 //! Flatcar's update_engine stages an update; locksmithd would reboot at
 //! once, on every node that staged it. The rendered
 //! `/etc/flatcar/update.conf` of etcd nodes says `REBOOT_STRATEGY=off`, and
-//! this service reboots instead, under the etcd lock `reboot` (one holder,
-//! see `etcd::lock`) and only while every other voting member answers with
-//! a leader. Before it reboots it writes a marker on disk; after the boot
-//! (the service starts after etcd-member.service) the marker says "I hold
-//! the lock": it waits until this member answers with a leader again, then
-//! releases the lock and removes the marker. The lock's lease outlives a
-//! reboot; if the node never comes back the lease frees the lock, and the
-//! health rule still keeps the next node from rebooting while a member is
-//! down.
+//! this service reboots instead, under the etcd lock `disruption` (one
+//! holder, see `etcd::lock`; the secrets sync's restarts, the space
+//! maintenance and `roll` take the same) and only while
+//! `shared::etcd::disruption` says its member may go (no learner, every
+//! other voter answers, one leader, a caught-up quorum without it), asked
+//! again under the lock. Before it reboots it writes a marker on disk;
+//! after the boot (the service starts after etcd-member.service) the
+//! marker says "I hold the lock": it looks every second until this member
+//! is back (a voter with the leader, within a small revision gap of it),
+//! then releases the lock and removes the marker. The lock's lease
+//! outlives a reboot; if the node never comes back the lease frees the
+//! lock, and the rule still keeps the next node from rebooting while a
+//! member is down.
 //!
 //! A reboot is needed when update_engine says so
 //! (`update_engine_client -status` prints `UPDATE_STATUS_UPDATED_NEED_REBOOT`)
@@ -57,10 +61,10 @@ pub struct Observed {
     pub boot_id: String,
     /// Who holds the lock now (None: free).
     pub holder: Option<String>,
-    /// Every other voting member answers with a leader.
-    pub others_healthy: bool,
-    /// This member answers with a leader.
-    pub me_healthy: bool,
+    /// `shared::etcd::disruption`: this member may be disrupted now, or why not.
+    pub safe: Result<(), String>,
+    /// This member is back: a voter with the leader, caught up.
+    pub me_back: bool,
 }
 
 /// Written on disk before the reboot, read after it.
@@ -87,11 +91,11 @@ pub enum Action {
 pub fn plan(o: &Observed, me: &str) -> Action {
     let rebooted = o.marker.as_ref().is_some_and(|m| m.boot_id != o.boot_id);
     if rebooted {
-        return if o.me_healthy {
+        return if o.me_back {
             Action::Release
         } else {
             Action::Wait(format!(
-                "{me} rebooted; waiting until it answers with a leader before the next node may reboot"
+                "{me} rebooted; waiting until it is back (a voter with the leader, caught up) before the next disruption"
             ))
         };
     }
@@ -106,11 +110,28 @@ pub fn plan(o: &Observed, me: &str) -> Action {
         };
     }
     match o.holder.as_deref() {
-        Some(other) if other != me => Action::Wait(format!("{other} holds the reboot lock")),
-        _ if !o.others_healthy => Action::Wait("not every other etcd member answers with a leader".into()),
-        _ => Action::Reboot,
+        Some(other) if other != me => Action::Wait(format!("{other} holds the etcd lock `disruption`")),
+        _ => match &o.safe {
+            Err(why) => Action::Wait(format!("{me} may not be disrupted now: {why}")),
+            Ok(()) => Action::Reboot,
+        },
     }
 }
+
+/// How long until the next look: every second while this node, back from
+/// its own reboot, still holds the lock (the next node waits for it),
+/// else `interval`.
+pub fn next_look(o: &Observed, interval: std::time::Duration) -> std::time::Duration {
+    let rebooted = o.marker.as_ref().is_some_and(|m| m.boot_id != o.boot_id);
+    if rebooted {
+        RECOVERY_LOOK.min(interval)
+    } else {
+        interval
+    }
+}
+
+/// The look after a reboot, until the lock is released.
+pub const RECOVERY_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether `update_engine_client -status` output says a staged update waits for a reboot.
 pub fn update_engine_needs_reboot(status: &str) -> bool {
@@ -134,8 +155,12 @@ mod tests {
             }),
             boot_id: "boot-2".into(),
             holder: holder.map(str::to_string),
-            others_healthy: others,
-            me_healthy: me,
+            safe: if others {
+                Ok(())
+            } else {
+                Err("m2 is a learner catching up".into())
+            },
+            me_back: me,
         }
     }
 
@@ -181,11 +206,33 @@ mod tests {
     fn another_holder_or_an_unhealthy_cluster_makes_it_wait_and_says_why() {
         assert_eq!(
             plan(&o(true, None, Some("m1"), true, true), "m0"),
-            Action::Wait("m1 holds the reboot lock".into())
+            Action::Wait("m1 holds the etcd lock `disruption`".into())
         );
         assert!(
-            matches!(plan(&o(true, None, None, false, true), "m0"), Action::Wait(w) if w.contains("other etcd member"))
+            matches!(plan(&o(true, None, None, false, true), "m0"), Action::Wait(w) if w.contains("m0 may not be disrupted now: m2 is a learner"))
         );
+    }
+
+    /// Back from its own reboot, the node looks every second until it has
+    /// released the lock (the test of the lab waited out a 30 s pass).
+    #[test]
+    fn after_its_own_reboot_it_looks_every_second_until_released() {
+        let interval = std::time::Duration::from_secs(30);
+        assert_eq!(
+            next_look(&o(false, Some(true), Some("m0"), true, false), interval),
+            RECOVERY_LOOK
+        );
+        assert_eq!(
+            next_look(&o(true, Some(true), Some("m0"), true, true), interval),
+            RECOVERY_LOOK
+        );
+        assert_eq!(next_look(&o(true, None, None, true, true), interval), interval);
+        assert_eq!(
+            next_look(&o(true, Some(false), Some("m0"), true, true), interval),
+            interval
+        );
+        let short = std::time::Duration::from_millis(200);
+        assert_eq!(next_look(&o(false, Some(true), None, true, false), short), short);
     }
 
     #[test]

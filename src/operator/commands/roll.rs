@@ -1,9 +1,14 @@
 //! `nodeboot roll --env F --role etcd`: replace the etcd nodes one at a
 //! time (an AMI upgrade). For each member: wait for a healthy cluster, take
-//! a backup, terminate the instance that holds the member (its autoscaling
-//! group launches the replacement, whose boot takes the member over), wait
-//! until the member answers again, healthy and caught up. Stops at the
-//! first failure and says where. Talks to etcd like `etcd status` (run it
+//! a backup, take the etcd lock `disruption` (the one of every voluntary
+//! disruption: a node's restart for new files, its reboot or its
+//! defragmentation waits while roll holds it, and roll waits for them) and,
+//! under it, `shared::etcd::disruption`'s word that the member may go;
+//! terminate the instance that holds the member (its autoscaling group
+//! launches the replacement, whose boot takes the member over), wait until
+//! the member is back, healthy and caught up, and give the lock back.
+//! Stops at the first failure and says where (a lock kept then frees
+//! itself when its lease ends). Talks to etcd like `etcd status` (run it
 //! where the members' client URLs are reachable) and to EC2, S3 and KMS.
 
 use std::collections::BTreeMap;
@@ -21,9 +26,15 @@ use crate::shared::backup::service::NodeBackup;
 use crate::shared::backup::store::Backups;
 use crate::shared::cloud::aws::{Ec2, Kms, S3};
 use crate::shared::cloud::{tags, ClusterFilter, Compute, InstanceState, Instances};
-use crate::shared::etcd::Client;
+use crate::shared::etcd::{disruption, lock, member_name, Client};
 use crate::shared::retry::{self, Attempt};
 use crate::shared::role::Role;
+
+/// The holder's name roll takes the lock under: a roll run again after a
+/// kill takes its own lock over.
+pub const LOCK_HOLDER: &str = "nodeboot-roll";
+/// A killed roll's lock frees itself this long after its last renewal.
+const LOCK_TTL_SECONDS: i64 = 120;
 
 pub struct RollOptions {
     pub endpoints: Vec<String>,
@@ -77,6 +88,46 @@ pub fn health(etcd: &impl EtcdAccess, endpoints: &[String]) -> Result<Health, St
         leader: *leaders.iter().next().expect("one leader"),
         revisions,
     })
+}
+
+fn policy_for(total: Duration) -> retry::Policy {
+    retry::Policy::new(Duration::from_millis(500), Duration::from_secs(5), total)
+}
+
+/// Waits for the etcd lock `disruption` and, under it, for `name` to be
+/// safe to disrupt (asked again under the lock: nobody else disrupts a
+/// member between the look and the termination). A look that finds it
+/// unsafe gives the lock back.
+async fn take_lock(
+    etcd: &Client,
+    endpoints: &[String],
+    name: &str,
+    policy: retry::Policy,
+) -> Result<lock::Held, String> {
+    retry::wait(
+        &format!("the etcd lock `disruption` to terminate {name}"),
+        policy,
+        || async {
+            let held = match lock::try_acquire(etcd, lock::DISRUPTION, LOCK_HOLDER, LOCK_TTL_SECONDS) {
+                Ok(Some(held)) => held,
+                Ok(None) => {
+                    let holder = lock::holder(etcd, lock::DISRUPTION).ok().flatten().unwrap_or_default();
+                    return Attempt::Retry(format!("{holder} holds the etcd lock `disruption`"));
+                }
+                Err(e) => return Attempt::Retry(e.to_string()),
+            };
+            let safe = health(etcd, endpoints).and_then(|_| disruption::safe_to_disrupt(etcd, name));
+            match safe {
+                Ok(()) => Attempt::Done(held),
+                Err(why) => {
+                    let _ = held.release(etcd);
+                    Attempt::Retry(format!("{name} may not be disrupted now: {why}"))
+                }
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn member_holders(volumes: &[crate::shared::cloud::Volume]) -> BTreeMap<u32, Option<String>> {
@@ -171,7 +222,15 @@ async fn roll_members(
             .backup_now(Some(&leader_endpoint))
             .await
             .map_err(|e| at("take a backup", e.to_string()))?;
-        eprintln!("member {member}: backup {} taken; terminating {old}", backup.id);
+        let name = member_name(&env.name, member);
+        let held = take_lock(etcd, endpoints, &name, policy_for(options.healthy_wait))
+            .await
+            .map_err(|e| at("take the etcd lock `disruption`", e))?;
+        eprintln!(
+            "member {member}: backup {} taken, the etcd lock `{}` held; terminating {old}",
+            backup.id,
+            lock::DISRUPTION
+        );
         ec2.terminate_instance(&old)
             .await
             .map_err(|e| at(&format!("terminate {old}"), e.to_string()))?;
@@ -196,15 +255,25 @@ async fn roll_members(
                     Ok(_) => return Attempt::Retry(format!("{now} is not running")),
                     Err(e) => return Attempt::Retry(e.to_string()),
                 }
+                // Each look keeps the lock: the wait outlasts its lease.
+                if let Err(e) = held.refresh(etcd) {
+                    return Attempt::Retry(format!("keeping the etcd lock: {e}"));
+                }
                 match health(etcd, endpoints) {
-                    Ok(h) if h.revisions.values().all(|r| *r >= target) => Attempt::Done(now),
-                    Ok(_) => Attempt::Retry("a member is still catching up".into()),
+                    Ok(h) if h.revisions.values().all(|r| *r >= target) => {}
+                    Ok(_) => return Attempt::Retry("a member is still catching up".into()),
+                    Err(e) => return Attempt::Retry(e),
+                }
+                match disruption::is_back(etcd, &name) {
+                    Ok(()) => Attempt::Done(now),
                     Err(e) => Attempt::Retry(e),
                 }
             },
         )
         .await
         .map_err(|e| at(&format!("wait for the replacement of {old}"), e.to_string()))?;
+        held.release(etcd)
+            .map_err(|e| at("give the etcd lock `disruption` back", e.to_string()))?;
         let line = format!(
             "member {member}: {old} replaced by {replacement} in {:.0}s (backup {})",
             t.elapsed().as_secs_f64(),

@@ -125,7 +125,7 @@ fn range_start(prefix: &[u8]) -> &[u8] {
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
 }
 
@@ -262,6 +262,12 @@ impl Client {
         });
         let (_, v) = self.call("/v3/kv/txn", txn)?;
         Ok(v.get("succeeded").and_then(Value::as_bool).unwrap_or(false))
+    }
+
+    /// One transaction (`/v3/kv/txn`, etcd's JSON: `compare`, `success`,
+    /// `failure`, keys base64 as [`b64`] makes them); etcd's answer.
+    pub fn txn(&self, body: Value) -> Result<Value, EtcdClientError> {
+        Ok(self.call("/v3/kv/txn", body)?.1)
     }
 
     /// The value of `key`, read through the leader (linearizable).

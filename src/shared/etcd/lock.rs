@@ -1,15 +1,24 @@
-//! A lock held in etcd: one holder at a time for a named disruption (one
-//! etcd member or one control-plane node restarting at a time). The key
-//! `/nodeboot/locks/<name>` is created only if absent, attached to a lease:
-//! a holder that dies releases the lock when its lease expires (the TTL),
-//! without anyone's help. A holder that is killed and runs again finds its
-//! own name on the key and takes it over with a fresh lease.
+//! A lock held in etcd: one holder at a time for a named disruption. The
+//! key `/nodeboot/locks/<name>` holds the holder's name, attached to a
+//! lease: a holder that dies releases the lock when its lease expires (the
+//! TTL), without anyone's help. A holder that is killed and runs again
+//! finds its own name on the key and takes it over with a fresh lease.
+//!
+//! Taking and giving back are one etcd transaction each, which compares
+//! the holder: there is no moment between a read and a write in which the
+//! lock could change hands (a read, then a delete, could delete the lock
+//! another holder took in between).
 
+use serde_json::{json, Value};
+
+use super::client::b64;
 use super::{Client, EtcdClientError};
 
 pub const PREFIX: &str = "/nodeboot/locks/";
-/// The lock of a voluntary disruption of one etcd member (a
-/// defragmentation today; issue 21 unifies `etcd-restart` and `reboot` into it).
+/// The lock of every voluntary disruption of an etcd member: a restart for
+/// new files (the secrets sync), an OS reboot (the reboot coordinator), a
+/// defragmentation (the space maintenance) and `roll`'s termination. One
+/// member is disrupted at a time, whoever disrupts it.
 pub const DISRUPTION: &str = "disruption";
 
 /// A held lock; `release` gives it back (or the lease expires).
@@ -26,8 +35,15 @@ pub fn holder(client: &Client, name: &str) -> Result<Option<String>, EtcdClientE
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
 }
 
-/// Takes the lock `name` for `holder` for `ttl_seconds` if nobody else
-/// holds it: `Ok(None)` when someone else does (ask again later).
+/// Whether a transaction's answer (proto3 JSON leaves a false out) says it succeeded.
+fn succeeded(v: &Value) -> bool {
+    v.get("succeeded").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Takes the lock `name` for `holder_name` for `ttl_seconds` if nobody else
+/// holds it: `Ok(None)` when someone else does (ask again later). One
+/// transaction: if the key is absent, put it; else if it names
+/// `holder_name` (a run of ours that was killed), put it under the new lease.
 pub fn try_acquire(
     client: &Client,
     name: &str,
@@ -36,12 +52,18 @@ pub fn try_acquire(
 ) -> Result<Option<Held>, EtcdClientError> {
     let key = format!("{PREFIX}{name}");
     let lease = client.lease_grant(ttl_seconds)?;
-    if client.put_if_absent(key.as_bytes(), holder_name.as_bytes(), Some(lease.id))? {
-        return Ok(Some(Held { key, lease: lease.id }));
-    }
-    // Ours from a run that was killed: take it over under the new lease.
-    if holder(client, name)?.as_deref() == Some(holder_name) {
-        client.put_with_lease(key.as_bytes(), holder_name.as_bytes(), lease.id)?;
+    let (k, me) = (b64(key.as_bytes()), b64(holder_name.as_bytes()));
+    let put = json!({"request_put": {"key": k, "value": me, "lease": lease.id.to_string()}});
+    let answer = client.txn(json!({
+        "compare": [{"key": k, "target": "VERSION", "result": "EQUAL", "version": "0"}],
+        "success": [put],
+        "failure": [{"request_txn": {
+            "compare": [{"key": k, "target": "VALUE", "result": "EQUAL", "value": me}],
+            "success": [put],
+        }}],
+    }))?;
+    let taken = succeeded(&answer) || succeeded(&answer["responses"][0]["response_txn"]);
+    if taken {
         return Ok(Some(Held { key, lease: lease.id }));
     }
     client.lease_revoke(lease.id)?;
@@ -49,12 +71,15 @@ pub fn try_acquire(
 }
 
 /// Gives `name` back if `holder_name` holds it (after a reboot, when the
-/// `Held` of the run that took it is gone with that run).
-pub fn release_if_held_by(client: &Client, name: &str, holder_name: &str) -> Result<(), EtcdClientError> {
-    if holder(client, name)?.as_deref() == Some(holder_name) {
-        client.delete(format!("{PREFIX}{name}").as_bytes())?;
-    }
-    Ok(())
+/// `Held` of the run that took it is gone with that run): one
+/// compare-and-delete. True when this call deleted it.
+pub fn release_if_held_by(client: &Client, name: &str, holder_name: &str) -> Result<bool, EtcdClientError> {
+    let k = b64(format!("{PREFIX}{name}").as_bytes());
+    let answer = client.txn(json!({
+        "compare": [{"key": k, "target": "VALUE", "result": "EQUAL", "value": b64(holder_name.as_bytes())}],
+        "success": [{"request_delete_range": {"key": k}}],
+    }))?;
+    Ok(succeeded(&answer))
 }
 
 impl Held {
@@ -63,7 +88,8 @@ impl Held {
         client.lease_keepalive(self.lease).map(|_| ())
     }
 
-    /// Gives the lock back: revoking the lease deletes the key.
+    /// Gives the lock back: revoking the lease deletes the key if, and only
+    /// if, it is still on this lease (one step in etcd: never another's).
     pub fn release(self, client: &Client) -> Result<(), EtcdClientError> {
         client.lease_revoke(self.lease)
     }

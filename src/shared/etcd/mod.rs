@@ -12,6 +12,7 @@
 //! and certificate paths.
 
 pub mod client;
+pub mod disruption;
 pub mod lock;
 pub mod space;
 pub mod version;
