@@ -105,6 +105,9 @@ module "iam" {
   s3_endpoint_id      = module.network.s3_endpoint_id
   vpc_id              = module.network.vpc_id
   nat_public_ips      = module.network.nat_public_ips
+  availability_zones  = var.availability_zones
+  secure_subnets      = var.secure_subnets
+  etcd_count          = var.etcd_count
 }
 
 module "lb" {

@@ -1,9 +1,11 @@
 //! `nodeboot stage --retry`, what the boot units run: a stage retries inside
 //! its process until it succeeds, stops at once on what retrying cannot fix,
-//! and gives up after node.json's bounds, marking an etcd instance Unhealthy
-//! in its auto-scaling group. Against the emulator (moto's EC2 and Auto
-//! Scaling) through the real SDK. tests/lab/test_boot_chain.py runs the same
-//! under systemd.
+//! and gives up after node.json's bounds, powering an etcd node off (its
+//! launch template terminates it on shutdown, its auto-scaling group replaces
+//! it) without any Auto Scaling call. Against the emulator (moto's EC2 and
+//! Auto Scaling) through the real SDK; the power-off command is a recorder
+//! here (`Node::stage_cmd`). tests/lab/test_boot_chain.py runs the same under
+//! systemd, where `systemctl poweroff` ends the machine.
 
 mod common;
 
@@ -97,10 +99,11 @@ fn bad_input_stops_at_once_and_sends_no_signal() {
     assert!(!err.contains("waiting for stage attach"), "no second attempt: {err}");
     assert_eq!(c.aws.total_calls(), 0, "{:?}", c.aws.calls());
     assert_eq!(c.health(&node), "HEALTHY");
+    assert!(!node.powered_off(), "a permanent failure leaves the node for a human");
 }
 
 #[test]
-fn no_free_member_gives_up_after_its_bound_and_marks_the_instance_unhealthy() {
+fn no_free_member_gives_up_after_its_bound_and_powers_the_node_off() {
     let c = cluster("retry-nofree");
     let first = c.node("eu-west-1b", 120, 60);
     assert!(first.stage(&c.aws, &["attach"]).status.success());
@@ -118,12 +121,37 @@ fn no_free_member_gives_up_after_its_bound_and_marks_the_instance_unhealthy() {
     let (seconds, attempts) = gave_up_after(line);
     assert!(seconds >= 3 && attempts >= 2, "{line}");
     assert!(
-        line.contains(&format!("marked instance {} Unhealthy", second.instance_id))
-            && line.contains("no free etcd member in eu-west-1b"),
+        line.contains("powering off (touch ") && line.contains("no free etcd member in eu-west-1b"),
         "{line}"
     );
-    assert_eq!(c.aws.calls().get("SetInstanceHealth"), Some(&1));
-    assert_eq!(c.health(&second), "UNHEALTHY");
+    assert!(second.powered_off(), "{err}");
+    // No Auto Scaling call: the group learns it from EC2 (the instance terminates).
+    assert_eq!(c.aws.calls().get("SetInstanceHealth"), None);
+    assert_eq!(c.health(&second), "HEALTHY");
+    assert!(!first.powered_off());
+}
+
+#[test]
+fn a_power_off_that_fails_is_said_in_the_give_up_line() {
+    let c = cluster("retry-nopower");
+    let first = c.node("eu-west-1a", 120, 60);
+    assert!(first.stage(&c.aws, &["attach"]).status.success());
+    let second = c.node("eu-west-1a", 120, 1);
+    let out = second
+        .stage_cmd(
+            &c.aws,
+            &["--retry", "attach"],
+            &[("NODEBOOT_POWEROFF_COMMAND", "false")],
+        )
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("stage attach gave up after"))
+        .unwrap_or_else(|| panic!("one give-up line: {err}"));
+    assert!(line.contains("could not power off (false): exit status: 1"), "{line}");
 }
 
 #[test]
@@ -142,7 +170,8 @@ fn an_aws_error_that_never_clears_gives_up_after_the_total_bound() {
         "{err}"
     );
     assert!(err.contains("UnauthorizedOperation"), "{err}");
-    assert_eq!(c.health(&node), "UNHEALTHY");
+    assert!(node.powered_off(), "{err}");
+    assert_eq!(c.aws.calls().get("SetInstanceHealth"), None);
 }
 
 #[test]
@@ -166,6 +195,7 @@ fn a_compute_node_that_gives_up_sends_no_signal() {
         "{err}"
     );
     assert_eq!(c.aws.calls().get("SetInstanceHealth"), None);
+    assert!(!node.powered_off(), "{err}");
 }
 
 /// "stage attach gave up after 4s and 3 attempts; ..." -> (4, 3).

@@ -9,9 +9,13 @@
 //! job running (`TimeoutStartSec=infinity`), so the units after it wait too.
 //!
 //! A stage that gives up fails its unit (no `Restart=` hides it), says so in
-//! one line, and on an etcd node marks its instance Unhealthy, so the
-//! auto-scaling group replaces it instead of keeping a node that passes EC2's
-//! health checks but never became a member.
+//! one line, and on an etcd node powers the node off: the etcd launch
+//! template terminates an instance that shuts itself down, and its
+//! auto-scaling group replaces it, instead of keeping a node that passes
+//! EC2's health checks but never became a member. Powering off needs no AWS
+//! permission and can end only this node; `autoscaling:SetInstanceHealth`,
+//! the way before, cannot be limited to the caller's own instance, so any
+//! etcd node could have had every other one replaced (issue 23 item 2).
 
 use std::time::{Duration, Instant};
 
@@ -100,7 +104,13 @@ impl std::fmt::Display for Failed {
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or node.json's bounds pass.
-pub fn run(root: &Root, stage: &str, mut attempt: impl FnMut() -> Result<(), Error>) -> Result<(), Error> {
+/// On an etcd node a give-up runs `poweroff` (no shell; split on spaces).
+pub fn run(
+    root: &Root,
+    stage: &str,
+    poweroff: &str,
+    mut attempt: impl FnMut() -> Result<(), Error>,
+) -> Result<(), Error> {
     // An unreadable node.json is bad input: the first attempt says so and stops.
     let config = root.node_config().ok();
     let bounds = config.as_ref().map(|c| c.boot.clone()).unwrap_or_default();
@@ -157,43 +167,43 @@ pub fn run(root: &Root, stage: &str, mut attempt: impl FnMut() -> Result<(), Err
         }
         Err(Gave::Failed(failed)) | Err(Gave::Up { last: failed, .. }) => failed.into_error(),
     };
-    let signal = match config.as_ref().map(|c| c.role) {
-        Some(Role::Etcd) => mark_unhealthy(root, config.as_ref().map(|c| c.region.as_str()).unwrap_or_default()),
-        _ => "no auto-scaling signal for this role".to_string(),
-    };
-    Err(Error::GaveUp {
+    let seconds = started.elapsed().as_secs();
+    let gave_up = |signal: String, last: Error| Error::GaveUp {
         stage: stage.to_string(),
-        seconds: started.elapsed().as_secs(),
+        seconds,
         attempts,
         signal,
         source: Box::new(last),
-    })
-}
-
-/// Marks this instance Unhealthy; returns what happened, for the give-up line.
-#[cfg(feature = "aws")]
-fn mark_unhealthy(root: &Root, region: &str) -> String {
-    use crate::node::stage::discover::{Facts, FACTS_FILE};
-    use crate::shared::cloud::aws::{self, Asg};
-    use crate::shared::cloud::AutoScaling;
-    let instance_id = match root.recorded::<Facts>(FACTS_FILE, "discover") {
-        Ok(facts) => facts.identity.instance_id,
-        Err(e) => return format!("could not mark the instance Unhealthy: its id is unknown ({e})"),
     };
-    let result = crate::shared::runtime::block_on(async {
-        let sdk = aws::sdk_config(region).await;
-        Asg::new(&sdk).set_unhealthy(&instance_id).await
-    });
-    match result {
-        Ok(()) => format!("marked instance {instance_id} Unhealthy: its auto-scaling group replaces it"),
-        Err(e) => format!("could not mark instance {instance_id} Unhealthy: {e}"),
+    if config.as_ref().map(|c| c.role) != Some(Role::Etcd) {
+        return Err(gave_up("no auto-scaling signal for this role".to_string(), last));
     }
+    // Said before the power-off, which stops this unit (SIGTERM) and may
+    // come before the command line prints the error.
+    let signal = format!(
+        "powering off ({poweroff}): the instance terminates on shutdown and its auto-scaling group replaces it"
+    );
+    let mut err = gave_up(signal, last);
+    error!(stage, code = err.exit_code(), "{err}");
+    if let (Err(detail), Error::GaveUp { signal, .. }) = (power_off(poweroff), &mut err) {
+        *signal = format!("could not power off ({poweroff}): {detail}");
+    }
+    Err(err)
 }
 
-/// Built without the AWS SDK (the offline build): nothing to call.
-#[cfg(not(feature = "aws"))]
-fn mark_unhealthy(_root: &Root, _region: &str) -> String {
-    "could not mark the instance Unhealthy: this build has no AWS client (feature `aws`)".to_string()
+/// Asks the init system to power the node off; returns once it has the request.
+fn power_off(command: &str) -> Result<(), String> {
+    let mut words = command.split_whitespace();
+    let program = words.next().ok_or("the power-off command is empty")?;
+    let status = std::process::Command::new(program)
+        .args(words)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(status.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -248,7 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root(dir.path().to_path_buf());
         let mut tries = 0;
-        let result = run(&root, "probe", || {
+        let result = run(&root, "probe", "false", || {
             tries += 1;
             if tries < 3 {
                 Err(Error::Cloud(crate::shared::cloud::CloudError {
@@ -270,7 +280,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root(dir.path().to_path_buf());
         let mut tries = 0;
-        let err = run(&root, "probe", || {
+        let err = run(&root, "probe", "false", || {
             tries += 1;
             Err(Error::Refused("no".into()))
         })

@@ -477,10 +477,23 @@ impl Node {
             cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url);
         }
         cmd.env("NODEBOOT_LOG", "info").env_remove(nodeboot::shared::fault::VAR);
+        // An etcd node that gives up powers itself off: here a file records it.
+        let poweroff = format!("touch {}", self.poweroff_marker().display());
+        cmd.env("NODEBOOT_POWEROFF_COMMAND", poweroff);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// The file the tests' power-off command touches (`stage_cmd`).
+    pub fn poweroff_marker(&self) -> PathBuf {
+        self.root().join("poweroff-requested")
+    }
+
+    /// Whether a stage asked to power this node off.
+    pub fn powered_off(&self) -> bool {
+        self.poweroff_marker().exists()
     }
 
     /// Sets node.json's `boot` bounds (`stage --retry`).

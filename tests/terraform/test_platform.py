@@ -927,6 +927,8 @@ def condition_holds(test: str, key: str, expected: list, context: dict, resource
         return str(actual) not in expected
     if test == "NotIpAddress":
         return not any(ipaddress.ip_address(actual) in ipaddress.ip_network(e) for e in expected)
+    if test == "IpAddress":
+        return any(ipaddress.ip_address(actual) in ipaddress.ip_network(e) for e in expected)
     if test == "ForAllValues:StringEquals":
         # Every value of a multi-valued key (aws:TagKeys) is one of the expected.
         return all(str(a) in expected for a in as_list(actual))
@@ -970,10 +972,15 @@ def allowed(statements: list[dict], action: str, resource: str, context: dict, r
 # zone's NAT gateway; always with the credentials of an instance of the VPC.
 VPC = "vpc-0example"
 NAT_IPS = ["198.51.100.10", "198.51.100.11", "198.51.100.12"]
-NODE_IP = "10.80.10.57"
+# A node of each zone, in its zone's secure subnet (the example's).
+NODE_IPS = ["10.80.10.57", "10.80.11.57", "10.80.12.57"]
+NODE_IP = NODE_IPS[0]
 CREDENTIALS = {"aws:EC2InstanceSourceVPC": VPC, "aws:EC2InstanceSourcePrivateIPv4": NODE_IP}
 THROUGH_THE_ENDPOINT = {"aws:SourceVpce": ENDPOINT, "aws:SourceVpc": VPC, "aws:VpcSourceIp": NODE_IP}
-THROUGH_NAT = {"aws:SourceIp": NAT_IPS[1]}
+THROUGH_NAT = {"aws:SourceIp": NAT_IPS[0]}
+# A request context's "_zone" (default 0) says which zone's node makes it: its
+# NAT gateway and its address. IAM never sees the key.
+ZONE = "_zone"
 
 
 def from_the_node(action: str, context: dict) -> dict:
@@ -981,8 +988,14 @@ def from_the_node(action: str, context: dict) -> dict:
     makes on the role's behalf (kms:ViaService) is the service's own."""
     if "kms:ViaService" in context:
         return {**CREDENTIALS, "aws:ViaAWSService": "true", **context}
-    path = THROUGH_THE_ENDPOINT if action.startswith("s3:") else THROUGH_NAT
-    return {**CREDENTIALS, "aws:ViaAWSService": "false", **path, **context}
+    z = context.get(ZONE, 0)
+    ip = NODE_IPS[z]
+    credentials = {**CREDENTIALS, "aws:EC2InstanceSourcePrivateIPv4": ip}
+    if action.startswith("s3:"):
+        path = {**THROUGH_THE_ENDPOINT, "aws:VpcSourceIp": ip}
+    else:
+        path = {"aws:SourceIp": NAT_IPS[z]}
+    return {**credentials, "aws:ViaAWSService": "false", **path, **context}
 
 
 # The same credentials elsewhere: each must be refused for every request.
@@ -1033,17 +1046,37 @@ def backup(path: str) -> dict:
 
 
 BOOT = [
+ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+
+
+def claim(z: int) -> list[tuple]:
+    """A node of zone z claims member z (the example: one member per zone),
+    taking it over from a dead node of its zone."""
+    me = {**SELF, ZONE: z, "ec2:SourceInstanceARN": f"{INSTANCE}/i-0self{z}"}
+    member = {**MEMBER_TAGS, "ec2:AvailabilityZone": ZONES[z]}
+    volume = f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m{z}"
+    eni = f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m{z}"
+    return [
+        ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0self{z}", me, {**member, "ec2:InstanceID": f"i-0self{z}"}),
+        ("etcd", "ec2:AttachVolume", volume, me, member),
+        ("etcd", "ec2:AttachNetworkInterface", f"{INSTANCE}/i-0self{z}", me, {**member, "ec2:InstanceID": f"i-0self{z}"}),
+        ("etcd", "ec2:AttachNetworkInterface", eni, me, member),
+        ("etcd", "ec2:DetachVolume", f"{INSTANCE}/i-0dead{z}", me, {**member, "ec2:InstanceID": f"i-0dead{z}"}),
+        ("etcd", "ec2:DetachVolume", volume, me, member),
+        ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0dead{z}", me, {**member, "ec2:InstanceID": f"i-0dead{z}"}),
+        ("etcd", "ec2:DetachNetworkInterface", eni, me, member),
+        # Its member's key, and only it (the secrets stage).
+        ("etcd", "s3:GetObject", f"{OBJ}/secure/etcd/member-{z}.key", {ZONE: z}, {}),
+        ("etcd", "kms:Decrypt", KMS_ARN, {**secret(f"secure/etcd/member-{z}.key"), ZONE: z}, {}),
+    ]
+
+
     ("etcd", "ec2:DescribeVolumes", "*", SELF, {}),
     ("etcd", "ec2:DescribeNetworkInterfaces", "*", SELF, {}),
     ("etcd", "ec2:DescribeInstances", "*", SELF, {}),
-    ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0self", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0self"}),
-    ("etcd", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, MEMBER_TAGS),
-    ("etcd", "ec2:AttachNetworkInterface", f"{INSTANCE}/i-0self", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0self"}),
-    ("etcd", "ec2:AttachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m0", SELF, MEMBER_TAGS),
-    ("etcd", "ec2:DetachVolume", f"{INSTANCE}/i-0dead", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0dead"}),
-    ("etcd", "ec2:DetachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", SELF, MEMBER_TAGS),
-    ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0dead", SELF, {**MEMBER_TAGS, "ec2:InstanceID": "i-0dead"}),
-    ("etcd", "ec2:DetachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m0", SELF, MEMBER_TAGS),
+    *claim(0),
+    *claim(1),
+    *claim(2),
     ("etcd", "kms:CreateGrant", KMS_ARN, {"kms:GrantIsForAWSResource": "true", "kms:ViaService": f"ec2.{REGION}.amazonaws.com"}, {}),
     # The mount stage marks the volume it formatted.
     ("etcd", "ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m0", {**SELF, "aws:TagKeys": ["nodeboot.io/formatted"]}, MEMBER_TAGS),
@@ -1052,7 +1085,6 @@ BOOT = [
     ("etcd", "s3:GetObject", f"{OBJ}/manifests/etcd/kube-apiserver.yaml", {}, {}),
     ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "secure/"}, {}),
     ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "manifests/etcd/"}, {}),
-    ("etcd", "kms:Decrypt", KMS_ARN, secret("secure/etcd/member-0.key"), {}),
     ("etcd", "kms:Decrypt", KMS_ARN, secret("common/ca.crt"), {}),
     ("etcd", "kms:Decrypt", KMS_ARN, secret("manifests/etcd/kube-apiserver.yaml"), {}),
     # The control plane's sync applies the add-ons (tests/iam.rs saw it read them).
@@ -1084,10 +1116,9 @@ BOOT = [
     ("compute", "kms:Decrypt", KMS_ARN, {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/ignition/compute.ign"}, {}),
 ]
 
-# A node that gives up marks itself Unhealthy (once the code calls it).
+# A node that gives up powers itself off (its instance terminates on
+# shutdown): no role may mark an instance unhealthy, not even its own.
 ASG = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:0123:autoScalingGroupName"
-if "autoscaling:SetInstanceHealth" in NODEBOOT_ACTIONS["etcd"]:
-    BOOT.append(("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-etcd-eu-west-1a-asg", SELF, MEMBER_TAGS))
 
 # What must be refused, even from the node itself.
 REFUSED = [
@@ -1133,14 +1164,28 @@ REFUSED = [
     ("compute", "kms:Decrypt", KMS_ARN, secret("manifests/addons/10-flannel.yaml"), {}),
     ("bastion", "s3:GetObject", f"{OBJ}/common/ca.crt", {}, {}),
 ]
-if "autoscaling:SetInstanceHealth" in NODEBOOT_ACTIONS["etcd"]:
-    REFUSED.append(
-        ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/other-etcd-eu-west-1a-asg", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/environment": "other"})
-    )
-    # An etcd node may not take a worker out of service.
-    REFUSED.append(
-        ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-compute-asg", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/role": "compute"})
-    )
+# One zone's node touches no other zone's member (items 2 and 3): neither its
+# volume nor its interface, on either side of an attachment, nor its key.
+B = {**MEMBER_TAGS, "ec2:AvailabilityZone": "eu-west-1b"}
+REFUSED += [
+    ("etcd", "ec2:DetachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m1", SELF, B),
+    ("etcd", "ec2:DetachVolume", f"{INSTANCE}/i-0dead1", SELF, {**B, "ec2:InstanceID": "i-0dead1"}),
+    ("etcd", "ec2:DetachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m1", SELF, B),
+    ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0live1", SELF, {**B, "ec2:InstanceID": "i-0live1"}),
+    ("etcd", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m1", SELF, B),
+    ("etcd", "ec2:AttachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m1", SELF, B),
+    ("etcd", "s3:GetObject", f"{OBJ}/secure/etcd/member-1.key", {}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, secret("secure/etcd/member-1.key"), {}),
+    ("etcd", "s3:GetObject", f"{OBJ}/secure/etcd/member-0.key", {ZONE: 2}, {}),
+    ("etcd", "kms:Decrypt", KMS_ARN, {**secret("secure/etcd/member-0.key"), ZONE: 2}, {}),
+    # A member's zone without its tags is still not a member.
+    ("etcd", "ec2:DetachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0root", SELF, {"ec2:AvailabilityZone": "eu-west-1a"}),
+]
+REFUSED += [
+    ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-etcd-eu-west-1a-asg", SELF, MEMBER_TAGS),
+    ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-etcd-eu-west-1b-asg", SELF, MEMBER_TAGS),
+    ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-compute-asg", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/role": "compute"}),
+]
 
 
 def test_each_role_allows_what_its_boot_does_and_nothing_more(real_plans):
@@ -1219,7 +1264,9 @@ def test_the_evaluator_refuses_without_the_conditions(real_plans):
 @pytest.fixture(scope="module")
 def iam_alone(tmp_path_factory):
     """modules/iam planned alone by the real provider, with a known S3
-    endpoint id, VPC and NAT addresses, so every policy renders at plan time."""
+    endpoint id, VPC and NAT addresses, so every policy renders at plan time.
+    The module is called by a relative path: it calls ../etcd/placement, which
+    Terraform allows only inside one package (a local tree, not a file:// one)."""
     plugin_dir = Path(__import__("os").environ.get("NODEBOOT_TF_PLUGIN_DIR") or "/opt/tf-plugins")
     if not plugin_dir.is_dir():
         pytest.fail(f"the Terraform provider plugin directory {plugin_dir} does not exist")
@@ -1228,7 +1275,7 @@ def iam_alone(tmp_path_factory):
         REAL_PROVIDER.split("override_data")[0]
         + f"""
 module "iam" {{
-  source              = "{MODULES / 'iam'}"
+  source              = "{__import__("os").path.relpath(MODULES / 'iam', root)}"
   environment         = "example"
   account_id          = "{ACCOUNT}"
   region              = "{REGION}"
@@ -1245,6 +1292,9 @@ output "policies" {{
 """
     )
     for args in (
+  availability_zones  = {json.dumps(ZONES)}
+  secure_subnets      = ["10.80.10.0/24", "10.80.11.0/24", "10.80.12.0/24"]
+  etcd_count          = 3
         ["init", "-input=false", "-backend=false", f"-plugin-dir={plugin_dir}"],
         ["plan", "-input=false", "-out=plan"],
     ):
@@ -1266,7 +1316,9 @@ def test_node_roles_reach_the_secrets_bucket_only_through_the_endpoint(iam_alone
     assert deny["Condition"]["StringNotEquals"]["aws:SourceVpce"] == ENDPOINT
     # The same inline policies as the whole-root plan renders.
     assert set(iam_alone["node"]) == set(NODEBOOT_ACTIONS)
-    assert set(iam_alone["node"]["etcd"]) == {"read-secrets", "attach-members", "etcd-backups", "only-inside-the-vpc"}
+    assert set(iam_alone["node"]["etcd"]) == {
+        "read-secrets", "attach-members", "etcd-backups", "member-keys-of-its-zone", "only-inside-the-vpc"
+    }
 
 
 def bucket_policy_refuses(policy: list[dict], action: str, resource: str, context: dict) -> bool:

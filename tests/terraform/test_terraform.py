@@ -57,7 +57,6 @@ NODEBOOT_ACTIONS = {
         "s3:GetObject",
         "s3:ListBucket",
         "kms:Decrypt",
-        "autoscaling:SetInstanceHealth",
         # etcd backups: written and pruned under backups/etcd/, sealed.
         "s3:PutObject",
         "s3:DeleteObject",

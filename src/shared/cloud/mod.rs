@@ -196,14 +196,6 @@ pub trait Compute {
     fn api_calls(&self) -> u32;
 }
 
-/// The auto-scaling group's side of a node that gave up booting.
-pub trait AutoScaling {
-    /// Marks `instance_id` Unhealthy (`SetInstanceHealth`): its group
-    /// terminates it and launches a replacement, instead of keeping a node
-    /// that passes EC2's health checks but never became a member.
-    fn set_unhealthy(&self, instance_id: &str) -> impl Future<Output = Result<(), CloudError>>;
-}
-
 /// One object of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectEntry {

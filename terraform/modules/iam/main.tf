@@ -16,8 +16,8 @@ locals {
       read     = ["s3:GetObject"]
       list     = ["s3:ListBucket"]
       decrypt  = ["kms:Decrypt"]
-      # A node that gives up booting marks itself Unhealthy (stage --retry).
-      health = ["autoscaling:SetInstanceHealth"]
+      # No Auto Scaling action: a node that gives up booting (stage --retry)
+      # powers itself off, and its launch template terminates it on shutdown.
       # etcd backups (nodeboot-etcd-backup.service, the etcd stage's backup
       # before a membership change): written and pruned under backups/etcd/.
       backup_write = ["s3:DeleteObject", "s3:PutObject"]
@@ -85,6 +85,25 @@ locals {
 
   # The table: role => policy name => statements, each
   # { sid, effect, actions, resources, conditions }. Allow statements take
+  # Each zone's etcd nodes act on that zone's members only (issue 23 items 2
+  # and 3). No condition key names the caller's zone; its network path does:
+  # an etcd node's calls to EC2 and KMS leave through its own zone's NAT
+  # gateway (a secure subnet routes 0.0.0.0/0 to its zone's NAT and nowhere
+  # else: modules/network), so aws:SourceIp is that NAT's address; its S3
+  # calls come through the gateway endpoint from its own address
+  # (aws:VpcSourceIp, which only-inside-the-vpc ties to the instance the
+  # credentials were issued to), in its zone's secure subnet. Zones without
+  # members get nothing.
+  zones = {
+    for z, zone in var.availability_zones : zone => {
+      index       = z
+      nat         = "${var.nat_public_ips[z]}/32"
+      subnet      = var.secure_subnets[z]
+      member_keys = [for m in module.placement.members : "secure/etcd/member-${m.index}.key" if m.zone_index == z]
+    } if length([for m in module.placement.members : m if m.zone_index == z]) > 0
+  }
+  in_zone = { for zone, z in local.zones : zone => concat(local.etcd_members, [["StringEquals", "ec2:AvailabilityZone", [zone]], ["IpAddress", "aws:SourceIp", [z.nat]]]) }
+
   # their actions from one group of the maps above; Deny statements take
   # every action of the role a network path carries.
   policies = {
@@ -110,7 +129,7 @@ locals {
 
   # etcd claims a member's volume and network interface, and keeps backups.
   etcd_only = {
-    "attach-members" = [
+    "attach-members" = concat([
       # Describe calls cannot be limited to resources; they are limited to the region.
       { sid = "FindMembers", effect = "Allow", actions = local.grants.etcd.describe, resources = ["*"], conditions = [["StringEquals", "aws:RequestedRegion", [var.region]]] },
       # Both sides of an attachment (the instance and the volume or interface)
@@ -120,23 +139,28 @@ locals {
       # instance (ec2:SourceInstanceARN, set on requests signed with an
       # instance profile's credentials).
       { sid = "AttachToTheCallingInstanceOnly", effect = "Allow", actions = local.grants.etcd.attach, resources = ["${local.ec2_arn}:instance/*"], conditions = concat([["ArnEquals", "ec2:SourceInstanceARN", ["${local.ec2_arn}:instance/$${ec2:InstanceID}"]]], local.etcd_members) },
-      { sid = "AttachMembersOfThisEnvironment", effect = "Allow", actions = local.grants.etcd.attach, resources = ["${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.etcd_members },
-      # Taking over a member held by a dead instance detaches it from that
-      # instance, so the instance side of a detach is any etcd node of this
-      # environment (the attach stage never detaches from a running holder).
-      { sid = "DetachMembersOfThisEnvironment", effect = "Allow", actions = local.grants.etcd.detach, resources = ["${local.ec2_arn}:instance/*", "${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.etcd_members },
-      # A node that gives up booting (no free member in its zone, AWS failing
-      # for an hour) marks its own instance Unhealthy so its group replaces
-      # it. Auto Scaling has no condition key for the instance a call names;
-      # the call is limited to this environment's etcd groups (their tags
-      # and names).
-      { sid = "MarkOwnInstanceUnhealthy", effect = "Allow", actions = local.grants.etcd.health, resources = ["arn:${local.partition}:autoscaling:${var.region}:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.environment}-etcd-*"], conditions = local.etcd_members },
-      # The mount stage marks a member's volume that holds a filesystem
-      # (nodeboot.io/formatted), so it is never formatted again; that one tag
-      # key only, on this environment's etcd volumes only.
-      { sid = "MarkFormattedVolumes", effect = "Allow", actions = local.grants.etcd.tag, resources = ["${local.ec2_arn}:volume/*"], conditions = concat(local.etcd_members, [["ForAllValues:StringEquals", "aws:TagKeys", ["nodeboot.io/formatted"]]]) },
-      { sid = "LetEc2UnlockAttachedVolumes", effect = "Allow", actions = local.grants.etcd.volume_key_grant, resources = [var.kms_key_arn], conditions = [["Bool", "kms:GrantIsForAWSResource", ["true"]], ["StringEquals", "kms:ViaService", ["ec2.${var.region}.amazonaws.com"]]] },
-    ]
+      ],
+      # A member's volume and interface, from a node of the member's own zone
+      # only (local.zones: the call's NAT). Taking over a member held by a dead
+      # instance detaches it from that instance, so the instance side of a
+      # detach is any etcd node of this environment in the zone (the attach
+      # stage never detaches from a running holder).
+      [for zone, z in local.zones : { sid = "AttachMembersOfZone${z.index}", effect = "Allow", actions = local.grants.etcd.attach, resources = ["${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.in_zone[zone] }],
+      [for zone, z in local.zones : { sid = "DetachMembersOfZone${z.index}", effect = "Allow", actions = local.grants.etcd.detach, resources = ["${local.ec2_arn}:instance/*", "${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.in_zone[zone] }],
+      [
+        # The mount stage marks a member's volume that holds a filesystem
+        # (nodeboot.io/formatted), so it is never formatted again; that one tag
+        # key only, on this environment's etcd volumes only.
+        { sid = "MarkFormattedVolumes", effect = "Allow", actions = local.grants.etcd.tag, resources = ["${local.ec2_arn}:volume/*"], conditions = concat(local.etcd_members, [["ForAllValues:StringEquals", "aws:TagKeys", ["nodeboot.io/formatted"]]]) },
+        { sid = "LetEc2UnlockAttachedVolumes", effect = "Allow", actions = local.grants.etcd.volume_key_grant, resources = [var.kms_key_arn], conditions = [["Bool", "kms:GrantIsForAWSResource", ["true"]], ["StringEquals", "kms:ViaService", ["ec2.${var.region}.amazonaws.com"]]] },
+    ])
+    # A member's private key is fetched and opened only by a node of the
+    # member's zone (secure/* allows the rest of the control plane's
+    # secrets). With one member per zone, that is one node per key.
+    "member-keys-of-its-zone" = concat(
+      [for zone, z in local.zones : { sid = "MemberKeysOfZone${z.index}OnlyFromIt", effect = "Deny", actions = local.grants.etcd.read, resources = [for k in z.member_keys : "${local.bucket_arn}/${k}"], conditions = [["NotIpAddress", "aws:VpcSourceIp", [z.subnet]]] }],
+      [for zone, z in local.zones : { sid = "MemberKeysOfZone${z.index}OpenedOnlyInIt", effect = "Deny", actions = local.grants.etcd.decrypt, resources = [var.kms_key_arn], conditions = [["StringEquals", "kms:EncryptionContext:path", z.member_keys], ["NotIpAddress", "aws:SourceIp", [z.nat]], local.not_via_aws] }],
+    )
     # Snapshots, restore requests and reports under backups/etcd/ of the
     # secrets bucket: read (download, HEAD), write, prune; nothing outside.
     "etcd-backups" = [
@@ -198,6 +222,14 @@ data "aws_iam_policy_document" "assume_ec2" {
       type        = "Service"
       identifiers = ["ec2.amazonaws.com"]
     }
+module "placement" {
+  source = "../etcd/placement"
+
+  availability_zones = var.availability_zones
+  secure_subnets     = var.secure_subnets
+  member_count       = var.etcd_count
+}
+
   }
 }
 

@@ -37,3 +37,18 @@ variable "nat_public_ips" {
   description = "Public IPs of the VPC's NAT gateways: node calls to AWS services other than S3 come from them."
   type        = list(string)
 }
+
+variable "availability_zones" {
+  description = "Availability zones, in order: nat_public_ips and secure_subnets follow it; each zone's etcd nodes act on its members only."
+  type        = list(string)
+}
+
+variable "secure_subnets" {
+  description = "Per-zone CIDRs of the secure layer: an etcd node's own address, in its zone's subnet, is where it reads its members' keys from."
+  type        = list(string)
+}
+
+variable "etcd_count" {
+  description = "Number of etcd members (their zones: modules/etcd/placement)."
+  type        = number
+}

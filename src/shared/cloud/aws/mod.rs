@@ -2,7 +2,6 @@
 //! region follow the SDK's standard chain, so `AWS_ENDPOINT_URL` points the
 //! same code at the local emulator in tests.
 
-pub mod autoscaling;
 pub mod ec2;
 pub mod inventory;
 pub mod kms;
@@ -16,7 +15,6 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls;
 
-pub use autoscaling::Asg;
 pub use ec2::Ec2;
 pub use kms::Kms;
 pub use s3::S3;
