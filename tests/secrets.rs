@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
@@ -182,8 +183,8 @@ fn upload_then_fetch_gives_identical_bytes_text_and_binary_up_to_5_mib() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         p.aws.calls().get("GenerateDataKey"),
-        Some(&(files.len() as u64)),
-        "one data key per object"
+        Some(&2),
+        "one data key per role that reads them (etcd, compute), not one per object"
     );
 
     let fetched = p.dir.path().join("fetched");
@@ -202,13 +203,20 @@ fn upload_then_fetch_gives_identical_bytes_text_and_binary_up_to_5_mib() {
 fn the_stored_object_is_a_versioned_envelope_not_the_plaintext() {
     let p = Platform::new("sec-env");
     p.upload("common/token", b"plaintext-token-value");
-    let (body, metadata) = p.get_raw("common/token");
-    assert_eq!(&body[..9], b"NBSECRET\x01");
-    assert_eq!(metadata.get("nodeboot-format").map(String::as_str), Some("1"));
-    assert!(
-        !body.windows(10).any(|w| w == b"plaintext-"),
-        "the plaintext is not in the object"
-    );
+    p.upload("secure/etcd/member-0.key", b"plaintext-member-key");
+    for (path, version) in [("common/token", 4u8), ("secure/etcd/member-0.key", 1)] {
+        let (body, metadata) = p.get_raw(path);
+        assert_eq!(&body[..9], [&b"NBSECRET"[..], &[version]].concat(), "{path}");
+        assert_eq!(metadata.get("nodeboot-format"), Some(&version.to_string()), "{path}");
+        assert!(
+            !body.windows(10).any(|w| w == b"plaintext-"),
+            "the plaintext is not in {path}"
+        );
+    }
+    // Format 4: a slot per role that reads it, each naming its data key's scope.
+    let (body, _) = p.get_raw("common/token");
+    assert_eq!(body[9], 2, "common/ is read by both roles");
+    assert_eq!(&body[10..19], b"\x00\x07secure/");
 }
 
 #[test]
@@ -216,21 +224,32 @@ fn a_changed_byte_anywhere_in_the_stored_object_fails_and_writes_nothing() {
     let p = Platform::new("sec-tamper");
     p.upload("common/token", &binary(300, 4));
     let (original, metadata) = p.get_raw("common/token");
-    let key_len = u16::from_be_bytes([original[9], original[10]]) as usize;
-    let nonce = 11 + key_len;
-    let ciphertext = nonce + 12;
+    // Format 4 (src/shared/secrets/format.rs): two slots, then the content.
+    let u16_at = |i: usize| u16::from_be_bytes([original[i], original[i + 1]]) as usize;
+    let slot = |start: usize| {
+        let key_len_at = start + 2 + u16_at(start);
+        let nonce = key_len_at + 2 + u16_at(key_len_at);
+        (key_len_at, nonce, nonce + 12 + 48)
+    };
+    let (key_len_at, slot_nonce, second) = slot(10);
+    let (second_key_at, _, content_nonce) = slot(second);
+    let ciphertext = content_nonce + 12;
     let n = original.len();
     let positions = [
         0,
         7,
         8,
         9,
-        10,
         11,
-        11 + key_len / 2,
-        nonce - 1,
-        nonce,
-        nonce + 11,
+        13,
+        key_len_at + 1,
+        key_len_at + 40,
+        slot_nonce,
+        slot_nonce + 12,
+        second - 1,
+        second + 3,
+        second_key_at + 20,
+        content_nonce,
         ciphertext,
         ciphertext + 150,
         n - 17,
@@ -551,6 +570,121 @@ fn an_etcd_node_fetches_only_its_own_members_key() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(files_below(&node.secrets_dir()).contains(&"etcd/member-2.key".to_string()));
     assert!(!files_below(&node.secrets_dir()).contains(&"etcd/member-1.key".to_string()));
+}
+
+/// A role's secrets as one `secrets upload` puts them (issue 24 part 2,
+/// a boot storm): common/, both roles' folders and two member keys.
+fn upload_fleet_tree(p: &Platform) {
+    for (path, bytes) in [
+        ("common/ca.crt", &b"CA"[..]),
+        ("common/shared", b"common version"),
+        ("common/token", b"TOKEN"),
+        ("compute/worker.key", b"WORKER KEY"),
+        ("compute/kube-proxy.kubeconfig", b"KUBECONFIG"),
+        ("secure/etcd/ca.crt", b"ETCD CA"),
+        ("secure/apiserver.key", b"APISERVER KEY"),
+        ("secure/etcd/member-0.key", b"KEY 0"),
+        ("secure/etcd/member-1.key", b"KEY 1"),
+    ] {
+        p.write_local(path, bytes);
+    }
+    let out = p.nodeboot(&["secrets", "upload", "--env"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_nodes_boot_asks_kms_once_for_what_one_upload_sealed_for_its_role() {
+    let p = Platform::new("stg-kms");
+    p.aws.reset_calls();
+    upload_fleet_tree(&p);
+    assert_eq!(
+        p.aws.calls().get("GenerateDataKey"),
+        Some(&4),
+        "one data key per role that reads the upload's secrets, and one per member key"
+    );
+
+    let worker = p.node(Role::Compute);
+    p.aws.reset_calls();
+    let out = worker.stage_secrets(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        files_below(&worker.secrets_dir()),
+        ["ca.crt", "kube-proxy.kubeconfig", "shared", "token", "worker.key"]
+    );
+    assert_eq!(
+        p.aws.calls().get("Decrypt"),
+        Some(&1),
+        "a worker's five secrets: one Decrypt"
+    );
+
+    let etcd = p.node(Role::Etcd);
+    etcd.claim(1);
+    p.aws.reset_calls();
+    let out = etcd.stage_secrets(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(etcd.secrets_dir().join("etcd/member-1.key")).unwrap(),
+        b"KEY 1"
+    );
+    assert_eq!(
+        p.aws.calls().get("Decrypt"),
+        Some(&2),
+        "an etcd node: its role's data key and its own member key"
+    );
+}
+
+#[test]
+fn a_worker_cannot_open_what_was_sealed_for_etcd_nodes_only() {
+    let p = Platform::new("stg-slot");
+    upload_fleet_tree(&p);
+    // An etcd-only object copied into the workers' folder: no compute slot.
+    let (body, metadata) = p.get_raw("secure/apiserver.key");
+    p.put_raw("compute/apiserver.key", &body, &metadata);
+    let worker = p.node(Role::Compute);
+    let out = worker.stage_secrets(&[]);
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("compute/apiserver.key: refused: the envelope is sealed for [\"secure/\"] only"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(files_below(&worker.secrets_dir()).is_empty(), "nothing written");
+}
+
+#[test]
+fn an_object_sealed_in_format_1_still_opens_on_a_node() {
+    use nodeboot::shared::secrets::{format, Context};
+    let p = Platform::new("stg-old");
+    upload_fleet_tree(&p);
+    // What nodeboot before format 4 stored: its own data key, bound to its path.
+    let context = Context {
+        environment: p.env.name.clone(),
+        path: "compute/old-format".into(),
+    };
+    let key = runtime().block_on(async {
+        p.kms
+            .generate_data_key()
+            .key_id(&p.env.kms_master_id)
+            .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+            .set_encryption_context(Some(context.kms().into_iter().collect()))
+            .send()
+            .await
+            .unwrap()
+    });
+    let sealed = format::seal(
+        &nodeboot::shared::secret::Secret::new(key.plaintext().unwrap().as_ref().to_vec()),
+        key.ciphertext_blob().unwrap().as_ref(),
+        &context,
+        b"OLD",
+    )
+    .unwrap();
+    let metadata = HashMap::from([("nodeboot-format".to_string(), "1".to_string())]);
+    p.put_raw("compute/old-format", &sealed, &metadata);
+
+    let worker = p.node(Role::Compute);
+    let out = worker.stage_secrets(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(worker.secrets_dir().join("old-format")).unwrap(), b"OLD");
 }
 
 #[test]

@@ -12,8 +12,10 @@ use crate::shared::cloud::aws::{self, Kms, S3};
 use crate::shared::node_config::MANIFEST_SYNC_INTERVAL_SECONDS;
 use crate::shared::secrets::Store;
 
+/// The node's secrets: opened through its role's data keys (one Decrypt
+/// per upload's key, kept for the store's life, see `shared::secrets::store`).
 fn node_store<'a>(config: &crate::shared::node_config::NodeConfig, s3: &'a S3, kms: &'a Kms) -> Store<'a, S3, Kms> {
-    Store::new(s3, kms, &config.secrets_bucket, &config.environment, &config.kms_key_id)
+    Store::new(s3, kms, &config.secrets_bucket, &config.environment, &config.kms_key_id).reading_as(config.role)
 }
 
 /// `nodeboot stage secrets`.

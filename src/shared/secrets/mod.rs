@@ -3,6 +3,7 @@
 //! local tree operators keep them in (`layout`). The buckets and key they
 //! need are the operator's `prereqs`.
 
+pub mod bundle;
 pub mod format;
 pub mod index;
 pub mod layout;

@@ -1,16 +1,30 @@
-//! Secrets in the bucket: one KMS data key per object, the object sealed
-//! with AES-256-GCM (see `format`). Objects the seed's tooling wrote with
-//! plain S3 SSE-KMS are read too, when encrypted under this environment's key.
+//! Secrets in the bucket, sealed with AES-256-GCM (see `format`): what the
+//! nodes of a role read is sealed with one KMS data key per role and store
+//! (one upload), wrapped for each role that reads it (format 4, `bundle`);
+//! anything else with a data key of its own (format 1). Unwrapped data keys
+//! are kept for the store's life, keyed by the wrapped key and its KMS
+//! context, so objects sealed with one data key cost one Decrypt. Objects
+//! the seed's tooling wrote with plain S3 SSE-KMS are read too, when
+//! encrypted under this environment's key.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tracing::warn;
 
-use super::format::{self, FormatError};
+use super::format::{self, FormatError, SlotKey};
 use super::layout::MAX_SECRET_BYTES;
-use super::{Context, ObjectPath, Secret, SecretError};
-use crate::shared::cloud::{CloudError, KeyInfo, Keys, ObjectEntry, Objects, StoredObject};
+use super::{bundle, Context, ObjectPath, Secret, SecretError};
+use crate::shared::cloud::{CloudError, DataKey, KeyInfo, Keys, ObjectEntry, Objects, StoredObject};
+use crate::shared::role::Role;
+
+/// Unwrapped data keys a store keeps at most (a long-running sync meets one
+/// more per upload); the oldest goes first.
+const UNWRAPPED_KEPT: usize = 32;
+
+/// A wrapped data key and the KMS context it was unwrapped with: KMS binds
+/// the two, so the cache does too.
+type Wrapped = (Vec<u8>, BTreeMap<String, String>);
 
 /// KMS answers that mean "this blob will not open here": the key, the
 /// context or the blob is wrong. Retrying cannot help.
@@ -44,6 +58,13 @@ pub struct Store<'a, O, K> {
     pub key_id: String,
     /// DescribeKey's answer, once a legacy object needs it.
     key_info: OnceLock<KeyInfo>,
+    /// The scope (`bundle::scope`) whose slot this store opens format 4
+    /// objects through: a node's role's. None (an operator): any slot.
+    reader: Option<String>,
+    /// Data keys KMS unwrapped, oldest first.
+    unwrapped: Mutex<Vec<(Wrapped, Secret)>>,
+    /// The data key of each scope this store seals with (made on first use).
+    sealing: tokio::sync::Mutex<BTreeMap<String, DataKey>>,
 }
 
 impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
@@ -55,7 +76,105 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
             environment: environment.to_string(),
             key_id: key_id.to_string(),
             key_info: OnceLock::new(),
+            reader: None,
+            unwrapped: Mutex::new(Vec::new()),
+            sealing: tokio::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// A node's store: format 4 objects are opened through `role`'s slot
+    /// only, the data key its IAM policy lets it unwrap.
+    pub fn reading_as(mut self, role: Role) -> Self {
+        self.reader = bundle::scope(role);
+        self
+    }
+
+    /// The KMS context of a role's data key: the environment and the scope.
+    fn scope_context(&self, scope: &str) -> BTreeMap<String, String> {
+        Context {
+            environment: self.environment.clone(),
+            path: scope.to_string(),
+        }
+        .kms()
+    }
+
+    /// KMS's Decrypt of `encrypted_key` under `context`, once per store.
+    async fn unwrap_key(
+        &self,
+        path: &ObjectPath,
+        encrypted_key: &[u8],
+        context: BTreeMap<String, String>,
+    ) -> Result<Secret, SecretError> {
+        let wrapped = (encrypted_key.to_vec(), context);
+        let cached = self
+            .unwrapped
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .find(|(w, _)| *w == wrapped)
+            .map(|(_, k)| k.clone());
+        if let Some(key) = cached {
+            return Ok(key);
+        }
+        let key = self
+            .keys
+            .decrypt(&self.key_id, encrypted_key, &wrapped.1)
+            .await
+            .map_err(|e| kms_error(path, e))?;
+        let mut unwrapped = self.unwrapped.lock().expect("never poisoned");
+        if unwrapped.len() >= UNWRAPPED_KEPT {
+            unwrapped.remove(0);
+        }
+        unwrapped.push((wrapped, key.clone()));
+        Ok(key)
+    }
+
+    fn is_unwrapped(&self, encrypted_key: &[u8], context: &BTreeMap<String, String>) -> bool {
+        self.unwrapped
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .any(|((k, c), _)| k == encrypted_key && c == context)
+    }
+
+    /// Seals `plaintext` for `path`: for its readers' roles with this
+    /// store's data key of each (format 4), or under a fresh data key of
+    /// its own when no role's nodes read it (format 1).
+    async fn seal(&self, path: &ObjectPath, context: &Context, plaintext: &[u8]) -> Result<(Vec<u8>, u8), SecretError> {
+        let refused = |e: FormatError| SecretError::Refused {
+            path: path.to_string(),
+            reason: e.to_string(),
+        };
+        let scopes: Vec<String> = bundle::readers(path.as_str())
+            .into_iter()
+            .filter_map(bundle::scope)
+            .collect();
+        if scopes.is_empty() {
+            let data_key = self.keys.generate_data_key(&self.key_id, &context.kms()).await?;
+            let sealed =
+                format::seal(&data_key.plaintext, &data_key.ciphertext, context, plaintext).map_err(refused)?;
+            return Ok((sealed, format::VERSION));
+        }
+        let mut sealing = self.sealing.lock().await;
+        for scope in &scopes {
+            if !sealing.contains_key(scope) {
+                let key = self
+                    .keys
+                    .generate_data_key(&self.key_id, &self.scope_context(scope))
+                    .await?;
+                sealing.insert(scope.clone(), key);
+            }
+        }
+        let slots: Vec<SlotKey<'_>> = scopes
+            .iter()
+            .map(|scope| SlotKey {
+                scope,
+                data_key: &sealing[scope].plaintext,
+                encrypted_key: &sealing[scope].ciphertext,
+            })
+            .collect();
+        let sealed = format::seal_bundled(&slots, context, plaintext).map_err(refused)?;
+        Ok((sealed, format::BUNDLED))
     }
 
     fn context(&self, path: &ObjectPath) -> Context {
@@ -65,7 +184,7 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
         }
     }
 
-    /// Seals `plaintext` under a fresh data key and stores it at `path`.
+    /// Seals `plaintext` (see `seal`) and stores it at `path`.
     pub async fn put(&self, path: &ObjectPath, plaintext: &[u8]) -> Result<String, SecretError> {
         if plaintext.len() as u64 > MAX_SECRET_BYTES {
             return Err(SecretError::BadPath {
@@ -77,14 +196,8 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
             });
         }
         let context = self.context(path);
-        let data_key = self.keys.generate_data_key(&self.key_id, &context.kms()).await?;
-        let sealed = format::seal(&data_key.plaintext, &data_key.ciphertext, &context, plaintext).map_err(|e| {
-            SecretError::Refused {
-                path: path.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-        let metadata = BTreeMap::from([(format::METADATA_KEY.to_string(), format::VERSION.to_string())]);
+        let (sealed, version) = self.seal(path, &context, plaintext).await?;
+        let metadata = BTreeMap::from([(format::METADATA_KEY.to_string(), version.to_string())]);
         Ok(self.objects.put(&self.bucket, path.as_str(), sealed, &metadata).await?)
     }
 
@@ -125,24 +238,55 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
         if marked.is_none() && !format::is_envelope(&object.body) {
             return self.open_legacy(path, object).await;
         }
-        if let Some(version) = marked.filter(|v| **v != format::VERSION.to_string()) {
+        let known = [format::VERSION, format::BUNDLED].map(|v| v.to_string());
+        if let Some(version) = marked.filter(|v| !known.contains(v)) {
             return Err(refused(
                 FormatError::UnsupportedVersion(version.parse().unwrap_or(0)).to_string(),
             ));
         }
-        let envelope = format::parse(&object.body).map_err(|e| refused(e.to_string()))?;
         let context = self.context(path);
-        let data_key = self
-            .keys
-            .decrypt(&self.key_id, envelope.encrypted_key, &context.kms())
-            .await
-            .map_err(|e| kms_error(path, e))?;
-        let secret = format::open(&envelope, &data_key, &context).map_err(|e| refused(e.to_string()))?;
+        let secret = match format::version(&object.body) {
+            Ok(format::BUNDLED) => self.open_bundled(path, &object.body, &context).await?,
+            _ => {
+                let envelope = format::parse(&object.body).map_err(|e| refused(e.to_string()))?;
+                let data_key = self.unwrap_key(path, envelope.encrypted_key, context.kms()).await?;
+                format::open(&envelope, &data_key, &context).map_err(|e| refused(e.to_string()))?
+            }
+        };
         Ok(Fetched {
             secret,
             etag: object.etag,
             legacy: false,
         })
+    }
+
+    /// A format 4 object, through this node's role's slot (an operator:
+    /// the first slot whose data key is unwrapped already, else the first).
+    async fn open_bundled(&self, path: &ObjectPath, body: &[u8], context: &Context) -> Result<Secret, SecretError> {
+        let refused = |e: FormatError| SecretError::Refused {
+            path: path.to_string(),
+            reason: e.to_string(),
+        };
+        let envelope = format::parse_bundled(body).map_err(refused)?;
+        let slot = match &self.reader {
+            Some(scope) => envelope.slots.iter().position(|s| s.scope == scope),
+            None => envelope
+                .slots
+                .iter()
+                .position(|s| self.is_unwrapped(s.encrypted_key, &self.scope_context(s.scope)))
+                .or(Some(0)),
+        };
+        let Some(slot) = slot else {
+            return Err(refused(FormatError::NoSlot {
+                sealed: envelope.slots.iter().map(|s| s.scope.to_string()).collect(),
+                wanted: self.reader.clone().unwrap_or_default(),
+            }));
+        };
+        let chosen = &envelope.slots[slot];
+        let data_key = self
+            .unwrap_key(path, chosen.encrypted_key, self.scope_context(chosen.scope))
+            .await?;
+        format::open_bundled(&envelope, slot, &data_key, context).map_err(refused)
     }
 
     /// An object as the seed stored it: S3 decrypted it already; accept it
