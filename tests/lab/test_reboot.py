@@ -79,10 +79,8 @@ def test_two_etcd_nodes_that_want_a_reboot_reboot_one_after_the_other():
 
 
 def marker_left(lab, node):
-    return (
-        lab.node_run(node, "test", "-e", "/var/lib/nodeboot/reboot-lock.json", check=False).returncode
-        == 0
-    )
+    marker = "/var/lib/nodeboot/reboot-lock.json"
+    return lab.node_run(node, "test", "-e", marker, check=False).returncode == 0
 
 
 def wait_released(lab, nodes, timeout):

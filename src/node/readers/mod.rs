@@ -173,7 +173,7 @@ fn systemctl(args: &[&str]) -> Result<(), String> {
 }
 
 async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String> {
-    let (client, _me, name) = node_client(root).map_err(|e| e.to_string())?;
+    let (client, me, name) = node_client(root).map_err(|e| e.to_string())?;
     let waiting = |why: &str| {
         warn!("etcd-member.service must restart for new certificates, but {name} may not be disrupted now ({why}): waiting");
         Ok(false)
@@ -181,7 +181,10 @@ async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String>
     // A first look before the lock spares a lease while the cluster is not
     // ready; the look that decides is the one under the lock.
     if let Err(why) = disruption::safe_to_disrupt(&client, &name) {
-        return waiting(&why);
+        return match disruption::down_for_ended_certificates(&disruption::reaches(&client)) {
+            Ok(because) => restart_together(&client, &me, &name, &because).await,
+            Err(_) => waiting(&why),
+        };
     }
     let Some(held) =
         lock::try_acquire(&client, lock::DISRUPTION, &name, LOCK_TTL_SECONDS).map_err(|e| e.to_string())?
@@ -231,13 +234,41 @@ async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String>
                     lock::DISRUPTION
                 );
             }
-            info!("etcd-member.service restarted with the new certificates; {name} is back and caught up");
+            info!("etcd-member.service restarted with the new certificates; {name} is back: a voter that answers with a leader, caught up");
             Ok(true)
         }
         // Keep the lock: the next member must not restart into the same
         // failure; the lease lets it go after {LOCK_TTL_SECONDS}s.
         Err(e) => Err(format!("etcd did not come back after its restart: {e}")),
     }
+}
+
+/// The renewal came after the end: the members refuse each other and the
+/// cluster is down anyway, so this member restarts with its new files at
+/// once, without the lock (no lease without a leader) and without the
+/// one-at-a-time rule; every member does the same on its next pass. Done
+/// when this member answers over TLS again (it serves the new certificate);
+/// the cluster forms once a quorum of them has restarted.
+async fn restart_together(client: &Client, me: &str, name: &str, because: &str) -> Result<bool, String> {
+    warn!("{because}: restarting {name}'s etcd-member.service with the new certificates now, without the lock (the cluster is down anyway; every member restarts)");
+    systemctl(&["restart", "etcd-member.service"])?;
+    retry::wait(
+        &format!("{name} to answer over TLS with its new certificate"),
+        RESTART_WAIT,
+        || {
+            let answer = crate::shared::etcd::Cluster::status(client, me);
+            async move {
+                match answer {
+                    Ok(_) => Attempt::Done(()),
+                    Err(e) => Attempt::Retry(e.to_string()),
+                }
+            }
+        },
+    )
+    .await
+    .map_err(|e| format!("etcd did not come back after its restart: {e}"))?;
+    info!("etcd-member.service restarted with the new certificates; {name} answers over TLS (the cluster forms as the other members restart)");
+    Ok(true)
 }
 
 /// The pids whose program (argv[0]'s file name) is `name`.

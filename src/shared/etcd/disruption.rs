@@ -194,6 +194,82 @@ pub fn is_back<C: Cluster + Sync>(cluster: &C, target: &str) -> Result<(), Strin
     back(&o, target)
 }
 
+/// How one member answered its status call, for [`down_for_ended_certificates`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// It answered, knowing a leader.
+    Leader,
+    /// It answered, knowing none.
+    NoLeader,
+    /// The TLS handshake failed because the certificate it serves has
+    /// ended: it runs, it is not down.
+    Ended,
+    /// Nothing answered, or anything else failed.
+    Down,
+}
+
+/// Whether `e` is a TLS handshake refused because the peer's certificate
+/// has ended (rustls' `CertificateError::Expired`/`ExpiredContext`, as
+/// ureq reports it).
+pub fn ended_certificate(e: &EtcdClientError) -> bool {
+    match e {
+        EtcdClientError::Unreachable { detail, .. } => {
+            detail.contains("certificate expired") || detail.contains("peer certificate: Expired")
+        }
+        _ => false,
+    }
+}
+
+/// How a status call's result reads for the expiry rule.
+pub fn reach(result: &Result<super::Status, EtcdClientError>) -> Reach {
+    match result {
+        Ok(s) if s.has_leader() => Reach::Leader,
+        Ok(_) => Reach::NoLeader,
+        Err(e) if ended_certificate(e) => Reach::Ended,
+        Err(_) => Reach::Down,
+    }
+}
+
+/// Pure: after a renewal that came too late, whether this node restarts
+/// its member with the new certificates without the lock and without the
+/// rule: the members' certificates have ended, so they refuse each other
+/// and the cluster is down anyway (no member answers with a leader), and
+/// at least one member (this node's own included) is refused for its
+/// certificate's end, not down; a restart with the new files is what
+/// brings it back, and every member does it. `Ok(why)`: restart now.
+pub fn down_for_ended_certificates(reaches: &[(String, Reach)]) -> Result<String, String> {
+    if let Some((name, _)) = reaches.iter().find(|(_, r)| *r == Reach::Leader) {
+        return Err(format!("{name} answers with a leader: the cluster is not down"));
+    }
+    let ended: Vec<&str> = reaches
+        .iter()
+        .filter(|(_, r)| *r == Reach::Ended)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if ended.is_empty() {
+        return Err("no member serves an ended certificate: the members are down, not refused".into());
+    }
+    Ok(format!(
+        "no etcd member answers with a leader and {} serve(s) an ended certificate: the members refuse each other",
+        ended.join(", ")
+    ))
+}
+
+/// Asks every endpoint of `client` (a node's: every member's client URL)
+/// for its status at once: how each answered, by endpoint.
+pub fn reaches<C: Cluster + Sync>(cluster: &C) -> Vec<(String, Reach)> {
+    let endpoints = cluster.endpoints();
+    std::thread::scope(|s| {
+        let asks: Vec<_> = endpoints
+            .iter()
+            .map(|e| s.spawn(move || (e.clone(), reach(&cluster.status(e)))))
+            .collect();
+        asks.into_iter()
+            .map(|a| a.join().expect("a status call does not panic"))
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +415,48 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// The words rustls 0.23 and ureq 3 give an ended certificate, as the
+    /// client carries them (`Unreachable`'s detail).
+    #[test]
+    fn an_ended_certificate_is_told_apart_from_a_member_that_is_down() {
+        let ended = |e: rustls::CertificateError| EtcdClientError::Unreachable {
+            endpoint: "https://10.0.10.10:2379".into(),
+            detail: ureq::Error::Rustls(rustls::Error::InvalidCertificate(e)).to_string(),
+        };
+        let context = rustls::CertificateError::ExpiredContext {
+            time: rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(2_000)),
+            not_after: rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_000)),
+        };
+        assert!(ended_certificate(&ended(context)));
+        assert!(ended_certificate(&ended(rustls::CertificateError::Expired)));
+        assert!(!ended_certificate(&ended(rustls::CertificateError::UnknownIssuer)));
+        let refused = EtcdClientError::Unreachable {
+            endpoint: "https://10.0.10.10:2379".into(),
+            detail: "io: Connection refused (os error 111)".into(),
+        };
+        assert!(!ended_certificate(&refused));
+        assert_eq!(reach(&Err(refused)), Reach::Down);
+    }
+
+    #[test]
+    fn members_restart_together_only_when_down_for_ended_certificates() {
+        use Reach::*;
+        let r = |v: &[Reach]| -> Vec<(String, Reach)> {
+            v.iter().enumerate().map(|(i, r)| (format!("m{i}"), *r)).collect()
+        };
+        // Every certificate ended: every node restarts its member.
+        assert!(down_for_ended_certificates(&r(&[Ended, Ended, Ended])).is_ok());
+        // One restarted already (serves a new one, no quorum yet): the rest follow.
+        assert!(down_for_ended_certificates(&r(&[NoLeader, Ended, Ended])).is_ok());
+        // One down as well: the cluster is down anyway, the restart is what helps.
+        assert!(down_for_ended_certificates(&r(&[Down, Ended, Ended])).is_ok());
+        // A leader somewhere: the one-at-a-time rule holds.
+        assert!(down_for_ended_certificates(&r(&[Leader, Ended, Ended])).is_err());
+        // Down, not refused: a restart would not help.
+        assert!(down_for_ended_certificates(&r(&[Down, Down, NoLeader])).is_err());
+        assert!(down_for_ended_certificates(&[]).is_err());
     }
 
     #[test]
