@@ -394,8 +394,12 @@ fn the_listing_names_every_certificate_and_the_token_with_its_expiry() {
             String::from_utf8_lossy(&date.stdout).trim(),
             "{item}"
         );
+        let id = item["id"].as_str().unwrap();
         let want = if item["kind"] == "ca" {
             nodeboot::operator::pki::CA_VALIDITY_DAYS
+        } else if let Some(i) = id.strip_prefix("etcd-member-") {
+            // Staggered a week apart (see member_certificates_end_a_week_apart).
+            nodeboot::operator::pki::LEAF_VALIDITY_DAYS - 7 * i.parse::<i64>().unwrap()
         } else {
             nodeboot::operator::pki::LEAF_VALIDITY_DAYS
         };
@@ -643,4 +647,45 @@ fn a_test_validity_issues_leaf_certificates_that_end_within_minutes() {
     let out = pki_with(dir.path(), &["--renew"]);
     assert!(out.contains("created  etcd-member-0\n"), "{out}");
     assert!(end("secure/etcd/member-0.crt") - now > 300 * 86_400);
+}
+
+/// kops#12620: member certificates issued together ended together. Each
+/// member's ends a week from the others'; renewing one keeps it clear of the
+/// others that stay.
+#[test]
+fn member_certificates_end_a_week_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let end = |i: u32| {
+        nodeboot::operator::pki::not_after(&dir.path().join(format!("secure/etcd/member-{i}.crt")))
+            .unwrap()
+            .unix_timestamp()
+    };
+    let week = 7 * 86_400;
+    let first = end(0);
+    for i in 1..3 {
+        assert!((first - end(i) - i as i64 * week).abs() < 60, "member {i}");
+    }
+    // Issued again now, alone: a year from now is member 0's day, so it
+    // ends a week before, clear of both others, which are kept.
+    let member_2 = end(2);
+    pki_with(dir.path(), &["--rotate", "etcd-member-1"]);
+    assert!((first - end(1) - week).abs() < 60, "member 1: {} {first}", end(1));
+    assert_eq!(end(2), member_2, "the others are kept");
+    // All ending within 21 days (the test validity staggers by a fiftieth of
+    // it), renewed together: a week apart again.
+    let twenty_days = (20 * 86_400).to_string();
+    pki_with(
+        dir.path(),
+        &["--rotate", "etcd-ca", "--test-validity-secs", &twenty_days],
+    );
+    assert!(end(0) - end(2) < 86_400, "within the test validity");
+    let out = pki_with(dir.path(), &["--renew"]);
+    assert!(out.contains("created  etcd-member-2\n"), "{out}");
+    let ends: Vec<i64> = (0..3).map(end).collect();
+    for a in 0..3 {
+        for b in 0..a {
+            assert!((ends[a] - ends[b]).abs() >= week - 60, "{ends:?}");
+        }
+    }
 }

@@ -137,3 +137,109 @@ fn up_plan_runs_every_step_and_stops_at_terraform_init_with_a_clear_message() {
     assert!(err.contains("0 created"), "pki keeps everything on a rerun:\n{err}");
     assert!(!err.contains("uploaded  "), "nothing uploaded again:\n{err}");
 }
+
+/// issue 21: every `up` renews what ends within 21 days before it uploads,
+/// with a line saying so, and warns about what ends within 30: etcd and
+/// control-plane certificates and the bootstrap token alike.
+#[test]
+fn up_renews_what_ends_within_21_days_before_the_upload_and_warns_at_30() {
+    let aws = Aws::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let env = example_env();
+    let env_arg = env.to_str().unwrap();
+    let prereqs = nodeboot_in(dir.path(), &aws, &["prereqs", "--env", env_arg]);
+    assert!(prereqs.status.success(), "{}", stderr(&prereqs));
+    let days = |n: u32| (n * 86_400).to_string();
+    // Every leaf certificate ends in 20 days, the scheduler's in 25.
+    for extra in [
+        vec!["--test-validity-secs", &days(20)],
+        vec!["--rotate", "scheduler", "--test-validity-secs", &days(25)],
+    ] {
+        let mut args = vec!["pki", "--env", env_arg];
+        args.extend(extra);
+        let out = nodeboot_in(dir.path(), &aws, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // The bootstrap token ends in 10 days.
+    let token = dir.path().join("secrets/example/secure/addons/bootstrap-token.yaml");
+    let text = std::fs::read_to_string(&token).unwrap();
+    let soon = std::process::Command::new("date")
+        .args(["-u", "-d", "+10 days", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let soon = String::from_utf8_lossy(&soon.stdout).trim().to_string();
+    let expiration = text.split("\"expiration\": \"").nth(1).unwrap()[..20].to_string();
+    std::fs::write(&token, text.replace(&expiration, &soon)).unwrap();
+
+    let tf = terraform_copy(dir.path());
+    let up = [
+        "up",
+        "--plan",
+        "--env",
+        env_arg,
+        "--terraform-dir",
+        tf.to_str().unwrap(),
+    ];
+    let out = nodeboot_in(dir.path(), &aws, &up);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(17), "stops at terraform init:\n{err}");
+    // Whole days left, rounded down: a day less once a second has passed.
+    let said = |err: &str, text: &dyn Fn(u32) -> String, days: u32| {
+        assert!(
+            err.contains(&text(days)) || err.contains(&text(days - 1)),
+            "{}:\n{err}",
+            text(days)
+        )
+    };
+    for id in ["etcd-member-0", "etcd-member-2", "etcd-client", "apiserver", "admin"] {
+        said(
+            &err,
+            &|d| format!("renewed {id}: it ended in {d} days (up renews what ends within 21 days)"),
+            20,
+        );
+    }
+    said(&err, &|d| format!("renewed bootstrap-token: it ended in {d} days"), 10);
+    assert!(!err.contains("renewed scheduler"), "{err}");
+    let warning = |d| format!("warning: 1 end within 30 days: scheduler ({d} days)");
+    said(&err, &warning, 25);
+    let renewed_at = err.find("renewed etcd-member-0").unwrap();
+    assert!(
+        renewed_at < err.find("upload secrets: done").unwrap(),
+        "before the upload"
+    );
+
+    // The bucket holds the renewed files.
+    let fetched = dir.path().join("fetched");
+    let fetch = nodeboot_in(
+        dir.path(),
+        &aws,
+        &[
+            "secrets",
+            "fetch",
+            "--env",
+            env_arg,
+            "--dir",
+            fetched.to_str().unwrap(),
+            "secure/etcd/member-0.crt",
+            "secure/addons/bootstrap-token.yaml",
+        ],
+    );
+    assert!(fetch.status.success(), "{}", stderr(&fetch));
+    for path in ["secure/etcd/member-0.crt", "secure/addons/bootstrap-token.yaml"] {
+        assert_eq!(
+            std::fs::read(fetched.join(path)).unwrap(),
+            std::fs::read(dir.path().join("secrets/example").join(path)).unwrap(),
+            "{path}"
+        );
+    }
+    let left =
+        nodeboot::operator::pki::days_left(&dir.path().join("secrets/example/secure/etcd/member-0.crt")).unwrap();
+    assert!(left >= 364, "{left}");
+
+    // The next run renews nothing and still warns about the scheduler.
+    let again = nodeboot_in(dir.path(), &aws, &up);
+    let err = stderr(&again);
+    assert!(!err.contains("renewed "), "{err}");
+    assert!(err.contains("0 created"), "{err}");
+    said(&err, &warning, 25);
+}

@@ -1,5 +1,6 @@
 //! `nodeboot up` (the seed's `run`): the whole build, step by step —
-//! validate → prerequisites check → pki → render → upload secrets,
+//! validate → prerequisites check → pki (renewing what ends within 21 days,
+//! warning about what ends within 30) → render → upload secrets,
 //! manifests and full Ignition configs → `terraform init` and `apply`
 //! (or `plan`). Every step says what it does and how long it took; a
 //! failure names the step and what to do. `nodeboot outputs` prints the
@@ -75,13 +76,30 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
         "pki",
         "see the message; `nodeboot pki --env F` alone shows the same",
         || {
-            let outcome = crate::operator::pki::ensure(&secrets, &crate::operator::pki::plan(&env), &[])?;
+            let plan = crate::operator::pki::plan(&env);
+            // Every run renews what ends within RENEW_DAYS, before the upload
+            // below: an operator who runs `up` monthly never sees an end.
+            let renew = crate::operator::pki::Options {
+                renew: true,
+                ..Default::default()
+            };
+            let outcome = crate::operator::pki::ensure_with(&secrets, &plan, &renew)?;
+            for (id, days) in &outcome.renewed {
+                eprintln!(
+                    "    renewed {id}: it ended in {days} days (up renews what ends within {} days)",
+                    crate::operator::pki::RENEW_DAYS
+                );
+            }
             eprintln!(
                 "    {} created, {} kept in {}",
                 outcome.created.len(),
                 outcome.kept.len(),
                 secrets.display()
             );
+            let items = crate::operator::pki::inventory(&secrets, &plan)?;
+            if let Some(warning) = super::expiry_warning(&items) {
+                eprintln!("    {warning}");
+            }
             Ok(())
         },
     )?;

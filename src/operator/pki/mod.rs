@@ -11,6 +11,7 @@
 //! never uploaded, except the cluster CA's: the control plane's
 //! controller-manager signs kubelet certificates with it (`secure/ca.key`).
 
+pub mod ends;
 mod kubeconfig;
 mod plan;
 pub mod rotation;
@@ -37,10 +38,7 @@ use crate::shared::fsutil;
 
 pub const CA_VALIDITY_DAYS: i64 = 3650;
 pub const LEAF_VALIDITY_DAYS: i64 = 365;
-/// Certificates closer than this to their end are reported.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
-/// `--renew` issues again what ends within this many days.
-pub const RENEW_DAYS: i64 = 21;
+pub use ends::{Due, RENEW_DAYS, WARN_DAYS};
 /// How long a bootstrap token lets new kubelets join (renewed like a certificate).
 pub const BOOTSTRAP_TOKEN_VALIDITY_DAYS: i64 = 90;
 
@@ -82,8 +80,11 @@ pub struct Options {
 pub struct Outcome {
     pub created: Vec<String>,
     pub kept: Vec<String>,
-    /// Certificates that end within `EXPIRY_WARNING_DAYS`, with days left.
+    /// Certificates that end within `WARN_DAYS`, with days left (after this run).
     pub expiring: Vec<(String, i64)>,
+    /// What `renew` issued again because it ended within `RENEW_DAYS`, with
+    /// the days it had left.
+    pub renewed: Vec<(String, i64)>,
 }
 
 /// Creates what is missing under `dir` (and what `rotate` names); keeps the rest.
@@ -115,28 +116,46 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
     }
     migrate_cluster_ca_key(dir)?;
     let mut rotate: BTreeSet<String> = options.rotate.iter().cloned().collect();
+    let mut outcome = Outcome::default();
     if options.renew {
         for item in inventory(dir, pki)? {
-            if item.days_left.is_some_and(|d| d < RENEW_DAYS) {
-                info!(
-                    "{} ends in {} days: renewing",
-                    item.id,
-                    item.days_left.unwrap_or_default()
-                );
+            if let Some(days) = item.days_left.filter(|d| *d < RENEW_DAYS) {
+                info!("{} ends in {days} days: renewing", item.id);
+                outcome.renewed.push((item.id.clone(), days));
                 rotate.insert(item.id);
             }
         }
     }
-    let mut outcome = Outcome::default();
     let mut renewed: BTreeSet<String> = BTreeSet::new();
-    for spec in &pki.certs {
-        let (cert, key) = (dir.join(&spec.cert), dir.join(&spec.key));
+    // Where the member certificates issued in this run end (see `ends::member_end`).
+    let mut member_ends: Vec<OffsetDateTime> = Vec::new();
+    let keeps = |spec: &CertSpec, renewed: &BTreeSet<String>| {
         let signer_renewed = spec.issuer.as_ref().is_some_and(|i| renewed.contains(i));
-        if cert.exists() && key.exists() && !signer_renewed && !rotate.contains(&spec.id) {
+        dir.join(&spec.cert).exists() && dir.join(&spec.key).exists() && !signer_renewed && !rotate.contains(&spec.id)
+    };
+    for spec in &pki.certs {
+        if keeps(spec, &renewed) {
             outcome.kept.push(spec.id.clone());
             continue;
         }
-        issue(dir, pki, spec, options.test_leaf_validity)?;
+        let validity = options.test_leaf_validity.unwrap_or(Duration::days(LEAF_VALIDITY_DAYS));
+        let now = OffsetDateTime::now_utc();
+        let end = if spec.stagger {
+            // The other members' certificates that stay; the signer of a
+            // member is planned before every member, so `keeps` is final.
+            let mut others = member_ends.clone();
+            for other in pki.certs.iter().filter(|o| o.stagger && o.id != spec.id) {
+                if keeps(other, &renewed) {
+                    others.push(not_after(&dir.join(&other.cert))?);
+                }
+            }
+            let end = ends::member_end(now, validity, &others);
+            member_ends.push(end);
+            end
+        } else {
+            now + validity
+        };
+        issue(dir, pki, spec, now, end)?;
         renewed.insert(spec.id.clone());
         outcome.created.push(spec.id.clone());
     }
@@ -187,7 +206,7 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
         &mut outcome,
     )?;
     for item in inventory(dir, pki)? {
-        if let Some(days) = item.days_left.filter(|d| *d < EXPIRY_WARNING_DAYS) {
+        if let Some(days) = item.days_left.filter(|d| *d < WARN_DAYS) {
             warn!(
                 "{} expires in {days} days: renew it with `nodeboot pki --renew` (or `--rotate {}`)",
                 item.id, item.id
@@ -341,6 +360,8 @@ pub struct Item {
     /// RFC 3339, UTC; `None` for what does not expire (keys).
     pub not_after: Option<String>,
     pub days_left: Option<i64>,
+    /// What its end calls for (`ok`, `warn`, `renew`, `ended`; see `ends`).
+    pub due: Due,
 }
 
 /// Every certificate and the bootstrap token with its end, in plan order;
@@ -360,7 +381,8 @@ pub fn inventory(dir: &Path, pki: &Pki) -> Result<Vec<Item>, PkiError> {
             kind,
             path: spec.cert.clone(),
             not_after: Some(token::rfc3339(end)),
-            days_left: Some(days_between(now, end)),
+            days_left: Some(ends::days_between(now, end)),
+            due: Due::of(ends::days_between(now, end)),
         });
     }
     let secret = dir.join(&pki.bootstrap_token.secret);
@@ -371,23 +393,22 @@ pub fn inventory(dir: &Path, pki: &Pki) -> Result<Vec<Item>, PkiError> {
             kind: "bootstrap-token",
             path: pki.bootstrap_token.secret.clone(),
             not_after: Some(token::rfc3339(end)),
-            days_left: Some(days_between(now, end)),
+            days_left: Some(ends::days_between(now, end)),
+            due: Due::of(ends::days_between(now, end)),
         });
     }
     Ok(items)
 }
 
-fn days_between(now: OffsetDateTime, end: OffsetDateTime) -> i64 {
-    (end.unix_timestamp() - now.unix_timestamp()).div_euclid(86_400)
-}
-
-fn issue(dir: &Path, pki: &Pki, spec: &CertSpec, leaf_validity: Option<Duration>) -> Result<(), PkiError> {
+/// Issues `spec` from `now` (a little before, for clocks that are behind)
+/// to `end`; a CA ends `CA_VALIDITY_DAYS` from now whatever `end` says.
+fn issue(dir: &Path, pki: &Pki, spec: &CertSpec, now: OffsetDateTime, end: OffsetDateTime) -> Result<(), PkiError> {
     let generate = |source| PkiError::Generate {
         name: spec.id.clone(),
         source,
     };
     let key_pair = KeyPair::generate().map_err(generate)?;
-    let params = params(spec, leaf_validity.unwrap_or(Duration::days(LEAF_VALIDITY_DAYS)))?;
+    let params = params(spec, now, end)?;
     let certificate = match &spec.issuer {
         None => params.self_signed(&key_pair),
         Some(ca) => {
@@ -404,7 +425,7 @@ fn issue(dir: &Path, pki: &Pki, spec: &CertSpec, leaf_validity: Option<Duration>
     Ok(())
 }
 
-fn params(spec: &CertSpec, leaf_validity: Duration) -> Result<CertificateParams, PkiError> {
+fn params(spec: &CertSpec, now: OffsetDateTime, end: OffsetDateTime) -> Result<CertificateParams, PkiError> {
     let generate = |source| PkiError::Generate {
         name: spec.id.clone(),
         source,
@@ -425,7 +446,6 @@ fn params(spec: &CertSpec, leaf_validity: Duration) -> Result<CertificateParams,
         dn.push(DnType::OrganizationName, o.clone());
     }
     params.distinguished_name = dn;
-    let now = OffsetDateTime::now_utc();
     // A little slack for clocks that are behind.
     params.not_before = now - Duration::minutes(5);
     match spec.usage {
@@ -447,7 +467,7 @@ fn params(spec: &CertSpec, leaf_validity: Duration) -> Result<CertificateParams,
                 _ => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             };
             params.use_authority_key_identifier_extension = true;
-            params.not_after = now + leaf_validity;
+            params.not_after = end;
         }
     }
     Ok(params)
@@ -455,7 +475,7 @@ fn params(spec: &CertSpec, leaf_validity: Duration) -> Result<CertificateParams,
 
 /// Days until the certificate at `path` ends (negative once it has).
 pub fn days_left(path: &Path) -> Result<i64, PkiError> {
-    Ok(days_between(OffsetDateTime::now_utc(), not_after(path)?))
+    Ok(ends::days_between(OffsetDateTime::now_utc(), not_after(path)?))
 }
 
 /// When the certificate at `path` ends.

@@ -31,6 +31,8 @@ pub struct CertSpec {
     pub issuer: Option<String>,
     pub sans: Vec<String>,
     pub usage: Usage,
+    /// An etcd member's: ends clear of the other members' (`ends::member_end`).
+    pub stagger: bool,
 }
 
 /// A bare key pair (the service-account signing key).
@@ -118,6 +120,7 @@ fn ca(id: &str, cert: &str, common_name: String) -> CertSpec {
         issuer: None,
         sans: vec![],
         usage: Usage::Ca,
+        stagger: false,
     }
 }
 
@@ -131,6 +134,7 @@ fn leaf(id: &str, path: &str, issuer: &str, cn: &str, org: Option<&str>, sans: V
         issuer: Some(issuer.into()),
         sans,
         usage,
+        stagger: false,
     }
 }
 
@@ -154,15 +158,18 @@ pub fn plan(env: &Environment) -> Pki {
             format!("etcd-{}.{}", m.index, env.private_zone_name),
         ];
         let cn = member_name(name, m.index);
-        certs.push(leaf(
-            &format!("etcd-member-{}", m.index),
-            &format!("secure/etcd/member-{}", m.index),
-            "etcd-ca",
-            &cn,
-            None,
-            sans,
-            Usage::ServerAndClient,
-        ));
+        certs.push(CertSpec {
+            stagger: true,
+            ..leaf(
+                &format!("etcd-member-{}", m.index),
+                &format!("secure/etcd/member-{}", m.index),
+                "etcd-ca",
+                &cn,
+                None,
+                sans,
+                Usage::ServerAndClient,
+            )
+        });
     }
     certs.push(leaf(
         "etcd-client",
