@@ -76,6 +76,14 @@ fn discover_records_the_identity_from_imdsv2() {
     assert_eq!(facts["environment"], "disco");
     assert_eq!(facts["role"], "etcd");
     assert_eq!(facts["hostname"], "disco-etcd-i-0123456789abcdef0");
+    // The kubelet's providerID drop-in, for the AWS cloud controller.
+    let dropin = s.root.path().join("run/nodeboot/kubelet.conf.d/10-provider-id.conf");
+    let text = std::fs::read_to_string(&dropin).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "providerID: aws:///eu-west-1b/i-0123456789abcdef0"),
+        "{text}"
+    );
 
     // Rerun converges to the same file.
     let before = std::fs::read(s.root.path().join("run/nodeboot/facts.json")).unwrap();

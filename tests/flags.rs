@@ -81,6 +81,28 @@ fn invocations(env: &nodeboot::operator::env::Environment, role: Role) -> Vec<(S
             out.push((command[0].clone(), command[1..].to_vec()));
         }
     }
+    if role == Role::Etcd {
+        // The add-ons' command lines the table knows (the cloud controller's).
+        for (name, text) in nodeboot::operator::render::addons::addons_for(env) {
+            for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+                let object: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
+                let Some(containers) = object["spec"]["template"]["spec"]["containers"].as_sequence() else {
+                    continue;
+                };
+                for container in containers {
+                    if container["name"] == "aws-cloud-controller-manager" {
+                        let args = container["args"]
+                            .as_sequence()
+                            .unwrap_or_else(|| panic!("{name}: args"));
+                        out.push((
+                            "aws-cloud-controller-manager".into(),
+                            args.iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
     for unit in nodeboot::operator::render::units_for(env, role) {
         // Every ExecStart with its continuation lines joined.
         let joined = unit.contents.replace("\\\n", " ");
@@ -131,6 +153,7 @@ fn every_rendered_flag_exists_and_is_current_for_the_environments_version() {
         }
     }
     let want = [
+        "aws-cloud-controller-manager",
         "kube-apiserver",
         "kube-controller-manager",
         "kube-proxy",

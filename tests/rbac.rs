@@ -91,6 +91,14 @@ impl Policy {
                 self.bindings
                     .push((doc["roleRef"]["name"].as_str().unwrap().into(), subjects));
             }
+            // The one namespaced binding nodeboot renders: the cloud
+            // controller's read of the API server's client-CA configmap
+            // (a default Role, as every controller manager is given it);
+            // it grants nothing cluster-wide, which is all this models.
+            Some("RoleBinding")
+                if doc["roleRef"]["kind"] == "Role"
+                    && doc["roleRef"]["name"] == "extension-apiserver-authentication-reader"
+                    && doc["metadata"]["namespace"] == "kube-system" => {}
             Some("Role") | Some("RoleBinding") => panic!("namespaced RBAC is not modelled: {doc:?}"),
             _ => {}
         }

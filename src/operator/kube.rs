@@ -34,6 +34,11 @@ pub const EXCLUDE_FROM_LOAD_BALANCERS: &str = "node.kubernetes.io/exclude-from-e
 /// read-only; its documentation puts them here.
 pub const FLEX_VOLUME_DIR: &str = "/opt/libexec/kubernetes/kubelet-plugins/volume/exec";
 
+/// The taint every kubelet with `--cloud-provider=external` registers with
+/// until the cloud controller has initialised its Node (zone labels,
+/// addresses); the controller itself must tolerate it.
+pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+
 /// The public name of the API (the seed's `kube-<env>.<public zone>`).
 pub fn public_host(env: &Environment) -> String {
     format!("kube-{}.{}", env.name, env.public_zone_name)

@@ -27,6 +27,27 @@ pub const ETCD_DEVICE_NAME: &str = "/dev/xvdf";
 pub const STATIC_POD_DIR: &str = "/etc/kubernetes/manifests";
 pub const KUBELET_CONFIG_PATH: &str = "/etc/kubernetes/kubelet.yaml";
 pub const KUBELET_BINARY: &str = "/opt/bin/kubelet";
+/// The kubelet's drop-in configuration directory (`--config-dir`, beta and
+/// on by default from Kubernetes 1.30): what only the node knows at boot.
+pub const KUBELET_DROPIN_DIR: &str = "/run/nodeboot/kubelet.conf.d";
+/// The drop-in `stage discover` writes there (see `kubelet_provider_id`).
+pub const KUBELET_PROVIDER_ID_DROPIN: &str = "/run/nodeboot/kubelet.conf.d/10-provider-id.conf";
+
+/// The node's `providerID` as the AWS cloud-controller-manager reads it
+/// (`aws:///<zone>/<instance id>`): with it the controller finds the
+/// instance behind any node name, nodeboot's `<environment>-<role>-<id>` too.
+pub fn provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The kubelet drop-in that sets `providerID` (a drop-in must name the
+/// config's apiVersion and kind; it is merged over kubelet.yaml).
+pub fn kubelet_provider_id(zone: &str, instance_id: &str) -> String {
+    format!(
+        "# Written by nodeboot stage discover: this instance's providerID.\napiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nproviderID: {}\n",
+        provider_id(zone, instance_id)
+    )
+}
 /// The kubelet's own kubeconfig, written by the kubelet after TLS bootstrap
 /// (it points at the certificates in /var/lib/kubelet/pki).
 pub const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";

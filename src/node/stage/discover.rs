@@ -9,6 +9,7 @@ use tracing::info;
 use super::{Root, StageError};
 use crate::shared::cloud::imds::ImdsError;
 use crate::shared::cloud::Metadata;
+use crate::shared::node_config::{kubelet_provider_id, KUBELET_PROVIDER_ID_DROPIN};
 use crate::shared::role::Role;
 
 pub const FACTS_FILE: &str = "facts.json";
@@ -68,6 +69,9 @@ pub fn run(root: &Root, metadata: &impl Metadata, set_hostname: bool) -> Result<
         hostname,
     };
     let path = root.record(FACTS_FILE, &facts)?;
+    if facts.role.runs_kubelet() {
+        write_provider_id(root, &facts.identity)?;
+    }
     if set_hostname {
         persist_hostname(root, &facts.hostname)?;
         nix::unistd::sethostname(&facts.hostname).map_err(|source| DiscoverError::Hostname {
@@ -95,6 +99,21 @@ fn persist_hostname(root: &Root, hostname: &str) -> Result<(), DiscoverError> {
 }
 
 pub const HOSTNAME_FILE: &str = "/etc/hostname";
+
+/// The kubelet's providerID drop-in (`--config-dir`), for the cloud
+/// controller; not rewritten when it already says so.
+fn write_provider_id(root: &Root, identity: &Identity) -> Result<(), DiscoverError> {
+    let path = root.path(KUBELET_PROVIDER_ID_DROPIN);
+    let text = kubelet_provider_id(&identity.availability_zone, &identity.instance_id);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir, e))?;
+    }
+    crate::shared::fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| StageError::io(&path, e))?;
+    Ok(())
+}
 
 /// `<environment>-<role>-<instance id>`: unique, and says what the node is.
 pub fn hostname(environment: &str, role: Role, instance_id: &str) -> String {

@@ -17,6 +17,19 @@ pub fn check(env: &Environment, r: &mut Reader) {
     check_subnets(env, r);
     check_etcd(env, r);
     check_access(r, "kubeapi_access_list", &env.kubeapi_access_list);
+    if super::addons::cloud_controller_image(&env.kubernetes_version).is_none() {
+        let known: Vec<&str> = super::addons::CLOUD_CONTROLLER_RELEASES
+            .iter()
+            .map(|(m, _)| *m)
+            .collect();
+        r.error(
+            "kubernetes_version",
+            format!(
+                "nodeboot pins the AWS cloud-controller-manager for Kubernetes {} only (its release must match the cluster's minor): add the release's digest to CLOUD_CONTROLLER_RELEASES in src/operator/env/addons.rs",
+                known.join(", ")
+            ),
+        );
+    }
     check_access(r, "ssh_access_list", &env.ssh_access_list);
     if env.ssh_authorized_keys.is_empty() {
         r.warning("ssh_authorized_keys", "empty: nobody can log in to the nodes");

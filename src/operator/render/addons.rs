@@ -96,6 +96,33 @@ pub const CSR_APPROVER_VERSION: &str = "1.2.14";
 pub const CSR_APPROVER_IMAGE: &str =
     "ghcr.io/postfinance/kubelet-csr-approver:v1.2.14@sha256:c0f6aa1abdc225a32f9a29992fd97f711e78e2df21434f9ce7bc60981f96a5f8";
 
+#[derive(Template)]
+#[template(path = "addons/aws-cloud-controller-manager.yaml", escape = "none")]
+struct CloudController<'a> {
+    environment: &'a str,
+    version: &'a str,
+    image: &'a str,
+    args: Vec<String>,
+    role_label: &'a str,
+    uninitialized_taint: &'a str,
+}
+
+/// The cloud controller's command line: the AWS provider; no cloud routes
+/// (Flannel's VXLAN carries pod traffic, and the route controller would need
+/// route-table rights the IAM module does not grant); node CIDRs stay with
+/// kube-controller-manager (`--allocate-node-cidrs` is off by default here);
+/// the cluster's name is the environment's (the instances' tag
+/// `kubernetes.io/cluster/<environment> = owned` names the same cluster).
+pub fn cloud_controller_args(env: &Environment) -> Vec<String> {
+    vec![
+        "--cloud-provider=aws".into(),
+        "--configure-cloud-routes=false".into(),
+        format!("--cluster-name={}", env.name),
+        "--leader-elect=true".into(),
+        "--v=2".into(),
+    ]
+}
+
 /// The node names of an environment: `<environment>-<role>-<instance id>`
 /// (the hostname the discover stage sets; see `stage::discover::hostname`).
 pub fn node_name_regex(env: &Environment) -> String {
@@ -113,6 +140,27 @@ pub fn addons_for(env: &Environment) -> Vec<(String, String)> {
         ip_prefixes: env.vpc_cidr.to_string(),
     };
     files.push(("05-kubelet-csr-approver.yaml".into(), super::units::render(&approver)));
+    // Always: the kubelets run with --cloud-provider=external, so no Node
+    // is initialised (nor any pod scheduled off the host network) without it.
+    // `validate` refuses a Kubernetes minor without a pinned release.
+    if let Some(image) = crate::operator::env::addons::cloud_controller_image(&env.kubernetes_version) {
+        let version = image
+            .split_once(":v")
+            .and_then(|(_, t)| t.split_once('@'))
+            .map_or("", |(v, _)| v);
+        let ccm = CloudController {
+            environment: &env.name,
+            version,
+            image,
+            args: cloud_controller_args(env),
+            role_label: kube::CONTROL_PLANE_ROLE,
+            uninitialized_taint: kube::UNINITIALIZED_TAINT,
+        };
+        files.push((
+            "07-aws-cloud-controller-manager.yaml".into(),
+            super::units::render(&ccm),
+        ));
+    }
     if let Some(release) = env.addons.flannel {
         let flannel = Flannel {
             environment: &env.name,

@@ -169,6 +169,8 @@ struct EtcdMemberUnit<'a> {
 struct EtcdBackupUnit<'a> {
     binary: &'a str,
     mount_point: &'a str,
+    /// A restore takes the API server's manifest out of it and puts it back.
+    static_pod_dir: &'a str,
     interval_seconds: u64,
 }
 
@@ -181,6 +183,7 @@ struct KubeletUnit<'a> {
     kubeconfig: &'a str,
     secrets_dir: &'a str,
     static_pod_dir: &'a str,
+    dropin_dir: &'a str,
 }
 
 #[derive(Template)]
@@ -326,6 +329,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
         let backup = EtcdBackupUnit {
             binary,
             mount_point: ETCD_MOUNT_POINT,
+            static_pod_dir: STATIC_POD_DIR,
             interval_seconds: env.etcd_backup.interval.as_secs(),
         };
         units.push(UnitFile::of("nodeboot-etcd-backup.service", &backup));
@@ -339,6 +343,7 @@ pub fn units_for(env: &Environment, role: Role) -> Vec<UnitFile> {
             kubeconfig: KUBELET_KUBECONFIG,
             secrets_dir: SECRETS_DIR,
             static_pod_dir: STATIC_POD_DIR,
+            dropin_dir: crate::shared::node_config::KUBELET_DROPIN_DIR,
         };
         units.push(UnitFile::of("kubelet.service", &kubelet));
         let sync = ManifestSyncUnit {
