@@ -410,6 +410,9 @@ MOCK_APPLY = MOCK_PROVIDER.rstrip().rstrip("}") + """
   mock_resource "aws_iam_role" {
     defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
   }
+  mock_resource "aws_iam_policy" {
+    defaults = { arn = "arn:aws:iam::123456789012:policy/mock" }
+  }
   mock_resource "aws_cloudwatch_log_group" {
     defaults = { arn = "arn:aws:logs:eu-west-1:123456789012:log-group:mock" }
   }
@@ -880,10 +883,12 @@ def test_public_zone_is_taken_by_default_or_created_and_delegated(real_plans):
 def node_policies(plan: dict) -> dict[str, list[dict]]:
     """role -> every statement of its inline policies, from the real plan."""
     out: dict[str, list[dict]] = {role: [] for role in NODEBOOT_ACTIONS}
-    for address, policy in of_type(plan, "aws_iam_role_policy").items():
+    policies = {**of_type(plan, "aws_iam_role_policy"), **of_type(plan, "aws_iam_policy")}
+    for address, policy in policies.items():
         if not address.startswith("module.iam."):
             continue  # the flow logs' and snapshots' service roles
-        assert address.startswith('module.iam.aws_iam_role_policy.node["'), f"{address}: which role?"
+        if not address.startswith(("module.iam.aws_iam_role_policy.node[", "module.iam.aws_iam_policy.node[")):
+            continue  # not a node role's (the cloud controller's)
         role = address.split('"')[1].split("/")[0]
         assert policy["policy"], f"{address}: the policy is not known at plan time"
         out[role].extend(json.loads(policy["policy"])["Statement"])
@@ -1045,7 +1050,6 @@ def backup(path: str) -> dict:
     return {**secret(path), "kms:EncryptionContext:purpose": "etcd-backup"}
 
 
-BOOT = [
 ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
 
 
@@ -1071,6 +1075,7 @@ def claim(z: int) -> list[tuple]:
     ]
 
 
+BOOT = [
     ("etcd", "ec2:DescribeVolumes", "*", SELF, {}),
     ("etcd", "ec2:DescribeNetworkInterfaces", "*", SELF, {}),
     ("etcd", "ec2:DescribeInstances", "*", SELF, {}),
@@ -1188,6 +1193,34 @@ REFUSED += [
 ]
 
 
+def test_each_roles_policies_fit_iams_size_limits(real_plans):
+    """IAM refuses a role whose inline policies add up to more than 10,240
+    characters, and a managed policy over 6,144 (whitespace not counted);
+    the per-zone statements grow with the zones that hold members. Every
+    managed node policy is attached to its role."""
+    def size(document: str) -> int:
+        return len(re.sub(r"\s", "", json.dumps(json.loads(document), separators=(",", ":"))))
+
+    for run, plan in real_plans.items():
+        inline: dict[str, int] = {}
+        for address, policy in of_type(plan, "aws_iam_role_policy").items():
+            if address.startswith("module.iam."):
+                # node["<role>/<policy>"], or a policy resource of its own role
+                role = address.split('"')[1].split("/")[0] if '"' in address else address
+                inline[role] = inline.get(role, 0) + size(policy["policy"])
+        assert max(inline.values()) <= 10240, (run, inline)
+        managed = {
+            address: size(policy["policy"])
+            for address, policy in of_type(plan, "aws_iam_policy").items()
+            if address.startswith("module.iam.")
+        }
+        assert managed and max(managed.values()) <= 6144, (run, managed)
+        attached = of_type(plan, "aws_iam_role_policy_attachment")
+        names = {a.split('"')[1] for a in attached if a.startswith("module.iam.aws_iam_role_policy_attachment.node[")}
+        assert names == {a.split('"')[1] for a in managed if a.startswith("module.iam.aws_iam_policy.node[")}, run
+        print(f"\n[iam] {run}: inline {inline}, managed {managed}")
+
+
 def test_each_role_allows_what_its_boot_does_and_nothing_more(real_plans):
     policies = node_policies(real_plans["example"])
     used: dict[str, set[tuple[str, str]]] = {role: set() for role in policies}
@@ -1284,6 +1317,9 @@ module "iam" {{
   s3_endpoint_id      = "{ENDPOINT}"
   vpc_id              = "{VPC}"
   nat_public_ips      = {json.dumps(NAT_IPS)}
+  availability_zones  = {json.dumps(ZONES)}
+  secure_subnets      = ["10.80.10.0/24", "10.80.11.0/24", "10.80.12.0/24"]
+  etcd_count          = 3
 }}
 
 output "policies" {{
@@ -1292,9 +1328,6 @@ output "policies" {{
 """
     )
     for args in (
-  availability_zones  = {json.dumps(ZONES)}
-  secure_subnets      = ["10.80.10.0/24", "10.80.11.0/24", "10.80.12.0/24"]
-  etcd_count          = 3
         ["init", "-input=false", "-backend=false", f"-plugin-dir={plugin_dir}"],
         ["plan", "-input=false", "-out=plan"],
     ):

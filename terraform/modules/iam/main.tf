@@ -79,12 +79,6 @@ locals {
     ["StringEquals", "aws:ResourceTag/nodeboot.io/environment", [var.environment]],
     ["StringEquals", "aws:ResourceTag/nodeboot.io/role", ["etcd"]],
   ]
-  path_in     = { for name, paths in merge(local.secret_paths, { backups = local.backup_paths, restore = local.restore_paths, reports = local.report_paths }) : name => ["StringLike", "kms:EncryptionContext:path", paths] }
-  object_arns = { for role, paths in local.readable : role => [for p in paths : "${local.bucket_arn}/${p}"] }
-  not_via_aws = ["BoolIfExists", "aws:ViaAWSService", ["false"]]
-
-  # The table: role => policy name => statements, each
-  # { sid, effect, actions, resources, conditions }. Allow statements take
   # Each zone's etcd nodes act on that zone's members only (issue 23 items 2
   # and 3). No condition key names the caller's zone; its network path does:
   # an etcd node's calls to EC2 and KMS leave through its own zone's NAT
@@ -102,8 +96,13 @@ locals {
       member_keys = [for m in module.placement.members : "secure/etcd/member-${m.index}.key" if m.zone_index == z]
     } if length([for m in module.placement.members : m if m.zone_index == z]) > 0
   }
-  in_zone = { for zone, z in local.zones : zone => concat(local.etcd_members, [["StringEquals", "ec2:AvailabilityZone", [zone]], ["IpAddress", "aws:SourceIp", [z.nat]]]) }
 
+  path_in     = { for name, paths in merge(local.secret_paths, { backups = local.backup_paths, restore = local.restore_paths, reports = local.report_paths }) : name => ["StringLike", "kms:EncryptionContext:path", paths] }
+  object_arns = { for role, paths in local.readable : role => [for p in paths : "${local.bucket_arn}/${p}"] }
+  not_via_aws = ["BoolIfExists", "aws:ViaAWSService", ["false"]]
+
+  # The table: role => policy name => statements, each
+  # { sid, effect, actions, resources, conditions }. Allow statements take
   # their actions from one group of the maps above; Deny statements take
   # every action of the role a network path carries.
   policies = {
@@ -139,14 +138,18 @@ locals {
       # instance (ec2:SourceInstanceARN, set on requests signed with an
       # instance profile's credentials).
       { sid = "AttachToTheCallingInstanceOnly", effect = "Allow", actions = local.grants.etcd.attach, resources = ["${local.ec2_arn}:instance/*"], conditions = concat([["ArnEquals", "ec2:SourceInstanceARN", ["${local.ec2_arn}:instance/$${ec2:InstanceID}"]]], local.etcd_members) },
+      { sid = "AttachMembersOfThisEnvironment", effect = "Allow", actions = local.grants.etcd.attach, resources = ["${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.etcd_members },
+      # Taking over a member held by a dead instance detaches it from that
+      # instance, so the instance side of a detach is any etcd node of this
+      # environment (the attach stage never detaches from a running holder).
+      { sid = "DetachMembersOfThisEnvironment", effect = "Allow", actions = local.grants.etcd.detach, resources = ["${local.ec2_arn}:instance/*", "${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.etcd_members },
       ],
-      # A member's volume and interface, from a node of the member's own zone
-      # only (local.zones: the call's NAT). Taking over a member held by a dead
-      # instance detaches it from that instance, so the instance side of a
-      # detach is any etcd node of this environment in the zone (the attach
-      # stage never detaches from a running holder).
-      [for zone, z in local.zones : { sid = "AttachMembersOfZone${z.index}", effect = "Allow", actions = local.grants.etcd.attach, resources = ["${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.in_zone[zone] }],
-      [for zone, z in local.zones : { sid = "DetachMembersOfZone${z.index}", effect = "Allow", actions = local.grants.etcd.detach, resources = ["${local.ec2_arn}:instance/*", "${local.ec2_arn}:volume/*", "${local.ec2_arn}:network-interface/*"], conditions = local.in_zone[zone] }],
+      # ... but only from a node of the same zone (local.zones: the call's
+      # NAT): a volume, interface or instance of a zone is attached or
+      # detached through that zone's NAT only. One Deny per zone is shorter
+      # than an Allow per zone and action (a role's inline policies may hold
+      # 10,240 characters in all).
+      [for zone, z in local.zones : { sid = "Zone${z.index}MembersFromZone${z.index}Only", effect = "Deny", actions = concat(local.grants.etcd.attach, local.grants.etcd.detach), resources = ["*"], conditions = [["StringEquals", "ec2:AvailabilityZone", [zone]], ["NotIpAddress", "aws:SourceIp", [z.nat]]] }],
       [
         # The mount stage marks a member's volume that holds a filesystem
         # (nodeboot.io/formatted), so it is never formatted again; that one tag
@@ -156,10 +159,12 @@ locals {
     ])
     # A member's private key is fetched and opened only by a node of the
     # member's zone (secure/* allows the rest of the control plane's
-    # secrets). With one member per zone, that is one node per key.
+    # secrets). With one member per zone, that is one node per key. A
+    # managed policy (local.managed): it grows with the zones. A call an
+    # AWS service makes for the role never carries nodeboot's path context.
     "member-keys-of-its-zone" = concat(
       [for zone, z in local.zones : { sid = "MemberKeysOfZone${z.index}OnlyFromIt", effect = "Deny", actions = local.grants.etcd.read, resources = [for k in z.member_keys : "${local.bucket_arn}/${k}"], conditions = [["NotIpAddress", "aws:VpcSourceIp", [z.subnet]]] }],
-      [for zone, z in local.zones : { sid = "MemberKeysOfZone${z.index}OpenedOnlyInIt", effect = "Deny", actions = local.grants.etcd.decrypt, resources = [var.kms_key_arn], conditions = [["StringEquals", "kms:EncryptionContext:path", z.member_keys], ["NotIpAddress", "aws:SourceIp", [z.nat]], local.not_via_aws] }],
+      [for zone, z in local.zones : { sid = "MemberKeysOfZone${z.index}OpenedOnlyInIt", effect = "Deny", actions = local.grants.etcd.decrypt, resources = [var.kms_key_arn], conditions = [["StringEquals", "kms:EncryptionContext:path", z.member_keys], ["NotIpAddress", "aws:SourceIp", [z.nat]]] }],
     )
     # Snapshots, restore requests and reports under backups/etcd/ of the
     # secrets bucket: read (download, HEAD), write, prune; nothing outside.
@@ -214,14 +219,6 @@ locals {
 
 data "aws_partition" "current" {}
 
-data "aws_iam_policy_document" "assume_ec2" {
-  statement {
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
 module "placement" {
   source = "../etcd/placement"
 
@@ -230,6 +227,14 @@ module "placement" {
   member_count       = var.etcd_count
 }
 
+data "aws_iam_policy_document" "assume_ec2" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
   }
 }
 
@@ -283,11 +288,33 @@ data "aws_iam_policy_document" "node" {
 }
 
 resource "aws_iam_role_policy" "node" {
-  for_each = { for key, document in local.documents : key => document if document.role != null }
+  for_each = { for key, document in local.documents : key => document if document.role != null && !contains(local.managed, key) }
 
   name   = each.value.name
   role   = aws_iam_role.node[each.value.role].id
   policy = data.aws_iam_policy_document.node[each.key].json
+}
+
+# A role's inline policies may hold 10,240 characters in all (whitespace
+# not counted); these policies are managed ones (6,144 each) attached to the
+# role instead. tests/terraform checks both limits on the plans.
+locals {
+  managed = ["etcd/member-keys-of-its-zone"]
+}
+
+resource "aws_iam_policy" "node" {
+  for_each = toset(local.managed)
+
+  name        = "${var.environment}-${replace(each.key, "/", "-")}"
+  description = "${local.documents[each.key].name} of the ${local.documents[each.key].role} nodes of ${var.environment}"
+  policy      = data.aws_iam_policy_document.node[each.key].json
+}
+
+resource "aws_iam_role_policy_attachment" "node" {
+  for_each = aws_iam_policy.node
+
+  role       = aws_iam_role.node[local.documents[each.key].role].name
+  policy_arn = each.value.arn
 }
 
 # The inline policies were one resource each before the table.

@@ -14,7 +14,7 @@ output "nodeboot_actions" {
 }
 
 output "policies" {
-  description = "Every policy the module writes, as JSON: each node role's inline policies by name, and the secrets bucket's policy."
+  description = "Every policy the module writes, as JSON: each node role's policies (inline and managed) by name, and the secrets bucket's policy."
   value = {
     node = {
       for role in keys(local.nodeboot_actions) : role => {
