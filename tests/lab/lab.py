@@ -899,10 +899,11 @@ class Lab:
             n["state"] = "stopped"
             self.save()
 
-    def start_node(self, node):
+    def start_node(self, node, check=True, timeout=BOOT_TIMEOUT):
         """Start a stopped instance: same instance, same primary address, its
         ENI and volume attached from the start; then the whole boot again
-        (without Ignition: it runs on the first boot only)."""
+        (without Ignition: it runs on the first boot only). `check` and
+        `timeout` as for `boot`."""
         n = self.node(node)
         if n["state"] != "stopped":
             raise LabError(f"node {node} is {n['state']}, not stopped")
@@ -910,8 +911,8 @@ class Lab:
         self.ec2.start_instances(InstanceIds=[n["instance_id"]])
         lab_ec2.wait_state(self.ec2, n["instance_id"], ["running"])
         self._power_on(n)
-        report = self.boot(node)
-        report["seconds"]["total"] = round(time.monotonic() - t, 3)
+        report = self.boot(node, check=check, timeout=timeout)
+        report.setdefault("seconds", {})["total"] = round(time.monotonic() - t, 3)
         return report
 
     def went_down(self, node):

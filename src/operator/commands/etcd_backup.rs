@@ -242,9 +242,19 @@ fn assess(env: &Environment, observed: Observed, newest: Option<BackupRow>) -> S
     let mut problems = Vec::new();
     let mut leaders = BTreeSet::new();
     let mut members = Vec::new();
+    let mut clusters: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (endpoint, answer) in observed.answers {
         match answer {
             Ok((s, quota_bytes)) => {
+                clusters.entry(s.cluster_id).or_default().push(name(s.member_id));
+                if !observed.names.is_empty() && !observed.names.contains_key(&s.member_id) {
+                    problems.push(format!(
+                        "member {:x} ({endpoint}) runs but is not in the cluster's member list: it is not part of the \
+                         cluster it talks to (its etcd logs \"ID mismatch\" or \"failed to publish local member\"); \
+                         see the recovery runbook (nodeboot etcd restore, nodeboot etcd recover)",
+                        s.member_id
+                    ));
+                }
                 if s.has_leader() {
                     leaders.insert(s.leader);
                 } else {
@@ -290,6 +300,13 @@ fn assess(env: &Environment, observed: Observed, newest: Option<BackupRow>) -> S
     }
     if leaders.len() > 1 {
         problems.push(format!("the members name {} different leaders", leaders.len()));
+    }
+    if clusters.len() > 1 {
+        let each: Vec<String> = clusters
+            .iter()
+            .map(|(id, who)| format!("cluster {id:x}: {}", who.join(", ")))
+            .collect();
+        problems.push(format!("the members run different clusters ({})", each.join("; ")));
     }
     for a in alarms {
         problems.push(format!(
@@ -715,6 +732,32 @@ mod tests {
             answers,
             alarms: Ok(alarms),
         }
+    }
+
+    #[test]
+    fn a_member_outside_the_cluster_it_talks_to_is_a_problem() {
+        let env = example();
+        // Member 9 answers (its own etcd runs) but the member list has no 9:
+        // a returning member shut out by a younger cluster ("ID mismatch").
+        let stranger = vec![answer(1, 2, None), answer(2, 2, None), answer(9, 9, None)];
+        let r = assess(&env, observed(stranger, vec![]), None);
+        assert!(!r.healthy, "{r:?}", r = r.problems);
+        assert!(
+            r.problems.iter().any(|p| p.contains("member 9 (https://m9) runs but is not in the cluster's member list")),
+            "{:?}",
+            r.problems
+        );
+        // Two clusters answering at the members' addresses.
+        let mut split = vec![answer(1, 2, None), answer(2, 2, None), answer(3, 3, None)];
+        if let (_, Ok((s, _))) = &mut split[2] {
+            s.cluster_id = 0xbad;
+        }
+        let r = assess(&env, observed(split, vec![]), None);
+        assert!(
+            r.problems.iter().any(|p| p.contains("run different clusters") && p.contains("cluster bad: m3")),
+            "{:?}",
+            r.problems
+        );
     }
 
     #[test]

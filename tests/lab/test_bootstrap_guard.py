@@ -1,0 +1,120 @@
+"""Issue 20's bootstrap guard in the systemd lab: a blank member that nobody
+answers starts a new cluster only when nothing says one existed. Backups and
+the cluster marker can be deleted (a lifecycle rule, a new bucket); a
+member's volume tagged nodeboot.io/formatted before the blank members' own
+still says the cluster ran, so no empty cluster starts beside the real data.
+Real etcd 3.5, real systemd 252 running the rendered units, the emulator as
+AWS.
+
+Root only, like every lab test: without root it fails and says why, unless
+NODEBOOT_SKIP_ROOT_TESTS=1. The lab has its own name and is torn down
+however the test ends.
+"""
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab as lablib  # noqa: E402
+import lab_ec2  # noqa: E402
+import lab_node  # noqa: E402
+from test_lab import lab_session, put_keys, unique_name, wait_for  # noqa: E402
+
+ETCD_EXISTED = 25  # README: exit codes
+ETCD_STAGE = "nodeboot-etcd.service"
+BACKUP_UNIT = "nodeboot-etcd-backup.service"
+MARKER = "backups/etcd-cluster/marker.json"
+
+
+def s3(lab):
+    return boto3.client(
+        "s3", endpoint_url=lab.state["aws"]["url"], region_name=lab_ec2.REGION,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+
+
+def bucket(lab):
+    """The secrets bucket: the one that holds the marker."""
+    client = s3(lab)
+    for b in client.list_buckets()["Buckets"]:
+        try:
+            client.head_object(Bucket=b["Name"], Key=MARKER)
+            return b["Name"]
+        except client.exceptions.ClientError:
+            continue
+    return None
+
+
+def under(lab, name, prefix):
+    pages = s3(lab).get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_no_new_cluster_starts_when_backups_and_marker_are_gone_and_a_member_is_stopped():
+    lablib.require_lab()
+    with lab_session(unique_name()) as lab:
+        nodes = {m: lab.node_of_member(m) for m in (0, 1, 2)}
+        for node in nodes.values():
+            lab.node_path(node, lab_node.BACKUP_ENV).write_text(
+                "NODEBOOT_ETCD_BACKUP_INTERVAL=3s\nNODEBOOT_ETCD_BACKUP_POLL=500ms\n"
+            )
+            lab.node_run(node, "systemctl", "restart", BACKUP_UNIT)
+        put_keys(lab, "/guard", 200)
+        # The first backup pass wrote the marker with etcd's cluster ID.
+        wait_for("the cluster marker", lambda: bucket(lab) is not None, 90)
+        name = bucket(lab)
+        wait_for("a backup", lambda: bool(under(lab, name, "backups/etcd/")), 60)
+        marker = s3(lab).get_object(Bucket=name, Key=MARKER)["Body"].read().decode()
+        status = json.loads(lab.etcdctl("endpoint", "status", "-w", "json", members=[0]).stdout)
+        cluster_id = f"{status[0]['Status']['header']['cluster_id']:x}"
+        assert json.loads(marker)["cluster_id"] == cluster_id, (marker, cluster_id)
+
+        # Members 0 and 1 lost with their volumes, member 2's node stopped with its data.
+        zones = {m: lab.node(nodes[m])["zone"] for m in (0, 1)}
+        for m in (0, 1):
+            lab.kill_node(nodes[m])
+            lab.replace_volume(m)
+        lab.stop_node(nodes[2])
+        # Every backup and the marker deleted (as a lifecycle rule or an operator would).
+        for key in under(lab, name, "backups/"):
+            s3(lab).delete_object(Bucket=name, Key=key)
+        assert under(lab, name, "backups/etcd/") == [] and bucket(lab) is None
+
+        fresh = [lab.launch(zones[m]) for m in (0, 1)]  # both groups replace at once
+        with ThreadPoolExecutor(2) as pool:
+            reports = list(pool.map(lambda n: lab.boot(n, check=False, timeout=60), fresh))
+        for node, report in zip(fresh, reports, strict=True):
+            journal = lab.unit_journal(node, ETCD_STAGE)
+            assert report["units"][ETCD_STAGE] == "activating", (report, journal[-3000:])
+            assert f"(exit {ETCD_EXISTED}), retrying" in journal, journal[-3000:]
+            assert "the cluster existed" in journal and "member 2, formatted" in journal, journal[
+                -3000:
+            ]
+            assert "nodeboot etcd restore" in journal and "nodeboot etcd recover" in journal, (
+                journal
+            )
+            assert not lab.node_path(node, "/run/nodeboot/etcd.env").exists(), (
+                "etcd was not configured"
+            )
+            assert report["units"]["etcd-member.service"] != "active", report
+        # Still nothing serves on members 0 and 1 a while later: no new cluster.
+        time.sleep(10)
+        status = lab.etcdctl("endpoint", "status", members=[0, 1], check=False)
+        assert status.returncode != 0, status.stdout
+
+        # The real data is still there: member 2's node comes back, its etcd
+        # restarts on its own volume (alone it has no quorum, so it serves no
+        # client and its etcd-promote waits: the boot is not awaited).
+        lab.start_node(nodes[2], check=False, timeout=30)
+        db = lab.node_path(nodes[2], "/var/lib/etcd/data/member/snap/db")
+        wait_for("member 2's database on its volume", db.exists, 60)
+        assert db.stat().st_size > 0 and (db.parent.parent / "wal").is_dir()
+        env = lab.node_path(nodes[2], "/run/nodeboot/etcd.env").read_text()
+        assert "ETCD_INITIAL_CLUSTER_STATE=existing" in env, env
+        for node in fresh:  # and the blank members still start nothing
+            assert not lab.node_path(node, "/run/nodeboot/etcd.env").exists()
