@@ -128,8 +128,8 @@ fn a_backup_is_sealed_with_its_metadata_and_opens_to_etcds_snapshot() {
         entry.key
     );
     let (stored, metadata) = p.get_raw(&entry.key);
-    assert_eq!(&stored[..9], b"NBSECRET\x02", "envelope format 2");
-    assert_eq!(metadata.get("nodeboot-format").map(String::as_str), Some("2"));
+    assert_eq!(&stored[..9], b"NBSECRET\x03", "envelope format 3");
+    assert_eq!(metadata.get("nodeboot-format").map(String::as_str), Some("3"));
     assert_eq!(metadata.get("nodeboot-keys").map(String::as_str), Some("25"));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap.db");

@@ -46,6 +46,9 @@ pub const ETCD_EXISTED: u8 = 25;
 pub const ETCD_UNHEALTHY: u8 = 30;
 /// An `etcd_version` change of more than one minor version, or a downgrade.
 pub const ETCD_VERSION_REFUSED: u8 = 31;
+/// `etcd status`: the cluster is healthy, but a certificate a member serves
+/// or the client certificate ends within 14 days (or has ended).
+pub const CERTIFICATES_ENDING: u8 = 32;
 
 pub fn secret(e: &SecretError) -> u8 {
     match e {
@@ -61,7 +64,7 @@ pub fn backup(e: &BackupError) -> u8 {
     match e {
         BackupError::Refused { .. } => SECRET_REFUSED,
         BackupError::NotFound { .. } | BackupError::NoBackups { .. } => NOT_FOUND,
-        BackupError::Io { .. } => IO,
+        BackupError::Io { .. } | BackupError::NoRoom { .. } => IO,
         BackupError::TooLarge { .. } | BackupError::Bad(_) => BAD_INPUT,
         BackupError::Cloud(_) => AWS,
         BackupError::Etcd(_) => ETCD_UNHEALTHY,

@@ -5,6 +5,12 @@ moto 5.2.1 serialises GetBucketVersioning with the root element
 https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketVersioning.html)
 answers `VersioningConfiguration`, and the Rust SDK refuses any other root.
 botocore does not check the root, so Python clients never noticed.
+
+The same for CompleteMultipartUpload: moto answers
+`CompleteMultipartUploadResponse`, S3
+(https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html)
+`CompleteMultipartUploadResult`; the Rust SDK reads the first as an
+"unhandled error" although the object was made.
 """
 
 from xml.sax.saxutils import escape
@@ -29,3 +35,21 @@ def install():
         return 200, {"Content-Type": "application/xml"}, versioning_document(status)
 
     S3Response.get_bucket_versioning = get_bucket_versioning
+
+    key_response_post = S3Response._key_response_post
+
+    def complete_with_s3s_root(self, *args, **kwargs):
+        answer = key_response_post(self, *args, **kwargs)
+        if isinstance(answer, tuple) and len(answer) == 3 and isinstance(answer[2], (str, bytes)):
+            status, headers, body = answer
+            old, new = "CompleteMultipartUploadResponse", "CompleteMultipartUploadResult"
+            if isinstance(body, bytes):
+                old, new = old.encode(), new.encode()
+            if old in body[:300]:
+                body = body.replace(old, new)
+                if "content-length" in {k.lower() for k in headers}:
+                    headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+                return status, headers, body
+        return answer
+
+    S3Response._key_response_post = complete_with_s3s_root

@@ -4,8 +4,7 @@
 //! HTTPS, no etcdctl: Flatcar has none, etcd runs in a container)
 //! implements it.
 
-use std::io::Write;
-use std::path::Path;
+use std::io::Read;
 
 use crate::shared::etcd::{Client, Cluster};
 
@@ -38,9 +37,10 @@ pub trait EtcdAccess {
     fn status(&self, endpoint: &str) -> Result<EndpointStatus, String>;
     /// The members, as the first member that answers sees them.
     fn members(&self) -> Result<Vec<MemberInfo>, String>;
-    /// Streams a snapshot into `to` (fsynced): of `endpoint`'s database, or
-    /// of the first member that answers. Returns the endpoint it came from.
-    fn snapshot(&self, endpoint: Option<&str>, to: &Path) -> Result<String, String>;
+    /// Opens a snapshot stream: of `endpoint`'s database, or of the first
+    /// member that answers. Returns the endpoint it comes from and the bytes
+    /// as they arrive (a failure mid-stream is a read error).
+    fn snapshot(&self, endpoint: Option<&str>) -> Result<(String, Box<dyn Read + '_>), String>;
     /// The number of keys and the revision, read linearizably; at revision
     /// `at` when given.
     fn key_count(&self, at: Option<i64>) -> Result<(u64, i64), String>;
@@ -84,20 +84,21 @@ impl EtcdAccess for Client {
             .collect())
     }
 
-    fn snapshot(&self, endpoint: Option<&str>, to: &Path) -> Result<String, String> {
-        let fail = |e: std::io::Error| format!("{}: {e}", to.display());
-        let mut file = std::fs::File::create(to).map_err(fail)?;
-        let info = {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-            let info = match endpoint {
-                Some(endpoint) => self.snapshot_from(endpoint, &mut out).map_err(|(_, e)| e.to_string())?,
-                None => Client::snapshot(self, &mut out).map_err(|e| e.to_string())?,
-            };
-            out.flush().map_err(fail)?;
-            info
+    fn snapshot(&self, endpoint: Option<&str>) -> Result<(String, Box<dyn Read + '_>), String> {
+        let endpoints = match endpoint {
+            Some(endpoint) => vec![endpoint.to_string()],
+            None => Cluster::endpoints(self),
         };
-        file.sync_all().map_err(fail)?;
-        Ok(info.endpoint)
+        let mut last = String::from("no endpoints");
+        for endpoint in endpoints {
+            match self.snapshot_reader(&endpoint) {
+                Ok(reader) => return Ok((endpoint, Box::new(reader))),
+                // Nothing read yet when it could not connect: try the next member.
+                Err(e) if e.is_unavailable() => last = e.to_string(),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(last)
     }
 
     fn key_count(&self, at: Option<i64>) -> Result<(u64, i64), String> {

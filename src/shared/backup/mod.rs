@@ -1,6 +1,6 @@
-//! etcd backups in the secrets bucket: snapshots sealed in envelope format 2
-//! (`format`, chunked, streamed through temporary files, never whole in
-//! memory) under `backups/etcd/`, their names and metadata (here), what to
+//! etcd backups in the secrets bucket: snapshots sealed in envelope format 3
+//! (`format`, chunked, streamed from etcd to S3 and from S3 to a file, never
+//! whole in memory nor copied to disk to be sealed) under `backups/etcd/`, their names and metadata (here), what to
 //! prune (`retention`, pure), the bucket side (`store`), the node's
 //! long-running service that writes them and acts on restore requests
 //! (`service`, `restore`); the etcd stage's hook is `node::stage::etcd::backups`. Which etcd
@@ -24,9 +24,9 @@ pub const PREFIX: &str = "backups/etcd/";
 const SUFFIX: &str = ".snapshot";
 /// What the KMS encryption context's `purpose` says for a backup.
 pub const PURPOSE: &str = "etcd-backup";
-/// S3 can take at most 5 GiB in one PutObject; a sealed snapshot larger than
-/// that is refused (etcd's default quota is 2 GiB, its suggested maximum 8 GiB).
-pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// The largest sealed backup: S3's 10,000 parts of [`store::PART_BYTES`]
+/// (78 GiB; etcd's suggested maximum quota is 8 GiB).
+pub const MAX_OBJECT_BYTES: u64 = store::MAX_PARTS as u64 * store::PART_BYTES as u64;
 
 /// A backup's identity, also its object key: the UTC time it was taken and
 /// the revision it holds, `backups/etcd/20261130T113500Z-r1234.snapshot`.
@@ -131,11 +131,19 @@ pub struct Metadata {
     pub etcd_version: String,
     /// Seconds since the epoch, UTC.
     pub unix: i64,
-    /// SHA-256 of the plaintext snapshot, hex.
+    /// SHA-256 of the plaintext snapshot, hex, and its length. Format 2
+    /// sealed them in the header; format 3 in its trailer (a backup is
+    /// sealed while etcd streams it), so its header has neither.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub size: u64,
     /// The member that took it.
     pub taken_by: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Metadata {
@@ -158,8 +166,6 @@ impl Metadata {
             ("nodeboot-keys".to_string(), self.keys.to_string()),
             ("nodeboot-members".to_string(), self.members.to_string()),
             ("nodeboot-etcd-version".to_string(), self.etcd_version.clone()),
-            ("nodeboot-sha256".to_string(), self.sha256.clone()),
-            ("nodeboot-size".to_string(), self.size.to_string()),
         ])
     }
 }

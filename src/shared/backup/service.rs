@@ -10,7 +10,7 @@
 //! node's memory or clock. Before it writes, the pass checks the cluster
 //! marker (`marker`): a younger cluster is never backed up over an older one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info, warn};
@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 use super::etcd::{EndpointStatus, EtcdAccess};
 use super::marker::{self, Marker};
 use super::retention::Retention;
-use super::store::{sha256_file, BackupError, Backups, Entry};
+use super::store::{BackupError, Backups, Entry};
 use super::{BackupId, Metadata};
 use crate::shared::cloud::{Keys, ObjectFiles, Objects};
 
@@ -138,57 +138,38 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
     /// before a membership change, through the other members).
     pub async fn backup_now(&self, endpoint: Option<&str>) -> Result<Entry, BackupError> {
         let started = std::time::Instant::now();
-        std::fs::create_dir_all(&self.work).map_err(|e| BackupError::io(&self.work, e))?;
         // Linearizable: the snapshot that follows holds at least this revision.
         let (keys, revision) = self.etcd.key_count(None).map_err(BackupError::Etcd)?;
         let members = self.etcd.members().map(|m| m.len() as u32).unwrap_or(self.members);
         let unix = now_unix();
-        let snapshot = self.work.join(format!("snapshot-{unix}.db.tmp"));
-        let taken = self.etcd.snapshot(endpoint, &snapshot).map_err(BackupError::Etcd);
-        let result = match taken {
-            Ok(from) => match self.etcd.status(&from) {
-                Ok(status) => {
-                    self.seal_and_upload(&snapshot, (revision, keys), members, &status.version, unix)
-                        .await
-                }
-                Err(e) => Err(BackupError::Etcd(e)),
-            },
-            Err(e) => Err(e),
-        };
-        let _ = std::fs::remove_file(&snapshot);
-        let entry = result?;
-        info!(
-            backup = %entry.id,
-            bytes = entry.size,
-            seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-            "etcd backup written to s3://{}/{}",
-            self.backups.store.bucket,
-            entry.key
-        );
-        Ok(entry)
-    }
-
-    async fn seal_and_upload(
-        &self,
-        snapshot: &Path,
-        (revision, keys): (i64, u64),
-        members: u32,
-        version: &str,
-        unix: i64,
-    ) -> Result<Entry, BackupError> {
-        let (sha256, size) = sha256_file(snapshot)?;
+        // Streamed from etcd through the sealer into S3's parts: nothing on
+        // the etcd volume, memory about one part.
+        let (from, mut snapshot) = self.etcd.snapshot(endpoint).map_err(BackupError::Etcd)?;
+        let version = self.etcd.status(&from).map_err(BackupError::Etcd)?.version;
         let meta = Metadata {
             environment: self.backups.store.environment.clone(),
             revision,
             keys,
             members,
-            etcd_version: version.to_string(),
+            etcd_version: version,
             unix,
-            sha256,
-            size,
+            sha256: String::new(),
+            size: 0,
             taken_by: self.member_name.clone(),
         };
-        self.backups.upload(snapshot, &meta, &self.work).await
+        let (entry, meta) = self.backups.upload(&meta, &mut snapshot).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        info!(
+            backup = %entry.id,
+            bytes = entry.size,
+            snapshot_bytes = meta.size,
+            seconds = format!("{seconds:.2}"),
+            mib_per_s = format!("{:.1}", entry.size as f64 / seconds.max(1e-3) / 1048576.0),
+            "etcd backup written to s3://{}/{}",
+            self.backups.store.bucket,
+            entry.key
+        );
+        Ok(entry)
     }
 
     /// One pass of the backup half: back up when due (one member at a

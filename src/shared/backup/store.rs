@@ -1,16 +1,25 @@
-//! Backups in the secrets bucket: seal a snapshot file into a temporary
-//! file, upload it, list, open one into a file, prune.
+//! Backups in the secrets bucket: seal a snapshot as etcd streams it and
+//! upload it in parts (no copy on disk), list, open one into a file as its
+//! body arrives (one copy: the opened snapshot), prune.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use super::retention::{self, PrunePlan, Retention};
 use super::{context, context_aad, format, BackupId, Metadata, MAX_OBJECT_BYTES, PREFIX};
-use crate::shared::cloud::{CloudError, Keys, ObjectFiles, Objects};
+use crate::shared::cloud::{CloudError, Keys, ObjectBody, ObjectFiles, Objects};
 use crate::shared::secrets::Store;
+
+/// Bytes per uploaded part: S3 takes parts of 5 MiB and more (but the last),
+/// at most 10,000 of them. The service's memory is about one part.
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+/// S3's most parts in one upload.
+pub const MAX_PARTS: usize = 10_000;
+/// What a download leaves free on its volume beyond the snapshot it writes.
+pub const KEEP_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -27,8 +36,11 @@ pub enum BackupError {
     NoBackups { bucket: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("backup of {size} bytes sealed is over the {MAX_OBJECT_BYTES}-byte limit of one S3 PutObject")]
+    #[error("backup of {size} bytes sealed is over the {MAX_OBJECT_BYTES}-byte limit of one S3 multipart upload ({MAX_PARTS} parts of {PART_BYTES} bytes)")]
     TooLarge { size: u64 },
+    /// Opening a backup here would fill the volume.
+    #[error("{path}: {free} bytes free, the backup needs {needed} (and {KEEP_FREE_BYTES} bytes are kept free): free space on that volume or open it elsewhere")]
+    NoRoom { path: PathBuf, needed: u64, free: u64 },
     #[error(transparent)]
     Cloud(#[from] CloudError),
     #[error("etcd: {0}")]
@@ -65,39 +77,24 @@ pub struct Entry {
     pub size: u64,
 }
 
-/// SHA-256 (hex) and length of a file, read once in chunks.
-pub fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
-    let mut file = File::open(path).map_err(|e| BackupError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(|e| BackupError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), len))
+/// Free bytes on the volume of `dir` (for an unprivileged process, as `df` shows them).
+pub fn free_bytes(dir: &Path) -> Result<u64, BackupError> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| BackupError::io(dir, e.into()))?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
-/// A writer that hashes what passes through.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+/// Refuses when writing `needed` bytes into `dir` would leave less than
+/// [`KEEP_FREE_BYTES`] free.
+pub fn ensure_room(dir: &Path, needed: u64) -> Result<(), BackupError> {
+    let free = free_bytes(dir)?;
+    if free < needed.saturating_add(KEEP_FREE_BYTES) {
+        return Err(BackupError::NoRoom {
+            path: dir.to_path_buf(),
+            needed,
+            free,
+        });
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
+    Ok(())
 }
 
 /// One environment's backups: in its secrets bucket, under its KMS key.
@@ -129,48 +126,99 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
         }
     }
 
-    /// Seals the snapshot at `snapshot` (described by `meta`) through a
-    /// temporary file in `work` and uploads it. Memory: one chunk.
-    pub async fn upload(&self, snapshot: &Path, meta: &Metadata, work: &Path) -> Result<Entry, BackupError> {
+    /// Seals `snapshot` as it is read (format 3) and uploads it in parts of
+    /// [`PART_BYTES`]: no temporary file, memory about one part. `meta`
+    /// needs no hash nor size: they travel in the sealed trailer, and the
+    /// returned metadata has them. Nothing is left in the bucket on failure
+    /// (the key exists only once the upload completes; its parts are aborted).
+    pub async fn upload(&self, meta: &Metadata, snapshot: &mut dyn Read) -> Result<(Entry, Metadata), BackupError> {
         let id = meta.id();
         let key = id.key();
         let ctx = context(&self.store.environment, &key);
         let data_key = self.store.keys.generate_data_key(&self.store.key_id, &ctx).await?;
-        let sealed_path = work.join(format!("{}.sealed.tmp", id.name()));
-        let sealed = (|| -> Result<u64, BackupError> {
-            let input = File::open(snapshot).map_err(|e| BackupError::io(snapshot, e))?;
-            let output = File::create(&sealed_path).map_err(|e| BackupError::io(&sealed_path, e))?;
-            let mut output = BufWriter::new(output);
-            let meta_json = serde_json::to_vec(meta).expect("metadata serialises");
-            let n = format::seal(
-                &data_key.plaintext,
-                &data_key.ciphertext,
-                &context_aad(&ctx),
-                &meta_json,
-                &mut BufReader::new(input),
-                &mut output,
-            )
-            .map_err(|e| BackupError::Bad(format!("sealing {}: {e}", snapshot.display())))?;
-            output
-                .into_inner()
-                .map_err(|e| BackupError::io(&sealed_path, e.into_error()))?
-                .sync_all()
-                .map_err(|e| BackupError::io(&sealed_path, e))?;
-            Ok(n)
-        })();
-        let result = match sealed {
-            Ok(size) if size > MAX_OBJECT_BYTES => Err(BackupError::TooLarge { size }),
-            Ok(size) => self
-                .store
-                .objects
-                .put_file(&self.store.bucket, &key, &sealed_path, &meta.s3())
+        let meta_json = serde_json::to_vec(meta).expect("metadata serialises");
+        let (sealer, header) = format::Sealer::new(
+            &data_key.plaintext,
+            &data_key.ciphertext,
+            &context_aad(&ctx),
+            &meta_json,
+        )
+        .map_err(|e| BackupError::Bad(format!("sealing {key}: {e}")))?;
+        let (objects, bucket) = (self.store.objects, &self.store.bucket);
+        let upload_id = objects.create_upload(bucket, &key, &meta.s3()).await?;
+        let sent = self.send_parts(&key, &upload_id, sealer, header, snapshot).await;
+        let completed = match sent {
+            Ok((parts, digest, size)) => objects
+                .complete_upload(bucket, &key, &upload_id, &parts)
                 .await
-                .map(|_| size)
+                .map(|_| (digest, size))
                 .map_err(BackupError::from),
             Err(e) => Err(e),
         };
-        let _ = std::fs::remove_file(&sealed_path);
-        Ok(Entry { id, key, size: result? })
+        match completed {
+            Ok((digest, size)) => {
+                let meta = Metadata {
+                    sha256: digest.sha256,
+                    size: digest.size,
+                    ..meta.clone()
+                };
+                Ok((Entry { id, key, size }, meta))
+            }
+            Err(e) => {
+                if let Err(abort) = objects.abort_upload(bucket, &key, &upload_id).await {
+                    warn!(
+                        "the parts of s3://{bucket}/{key} stay until the bucket's lifecycle rule drops them: {abort}"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads, seals and uploads part after part; returns the parts, the
+    /// plaintext's digest and the sealed size.
+    async fn send_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        sealer: format::Sealer,
+        header: Vec<u8>,
+        snapshot: &mut dyn Read,
+    ) -> Result<(Vec<(i32, String)>, format::Digest, u64), BackupError> {
+        let sealing = |e: format::StreamError| BackupError::Bad(format!("sealing {key}: {e}"));
+        let mut part = header;
+        part.reserve(PART_BYTES + format::CHUNK_BYTES as usize);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut parts = Vec::new();
+        let mut size = 0u64;
+        let mut sealer = Some(sealer);
+        let mut digest = None;
+        while let Some(open) = sealer.as_mut() {
+            let n = format::read_full(snapshot, &mut buf)
+                .map_err(|e| BackupError::Etcd(format!("reading the snapshot: {e}")))?;
+            if n == 0 {
+                let done = sealer.take().expect("sealing");
+                digest = Some(done.finish(&mut part).map_err(sealing)?);
+            } else {
+                open.update(&buf[..n], &mut part).map_err(sealing)?;
+            }
+            if part.len() >= PART_BYTES || digest.is_some() {
+                if parts.len() >= MAX_PARTS {
+                    return Err(BackupError::TooLarge { size });
+                }
+                size += part.len() as u64;
+                let next = Vec::with_capacity(if digest.is_some() { 0 } else { part.capacity() });
+                let body = std::mem::replace(&mut part, next);
+                let number = parts.len() as i32 + 1;
+                let etag = self
+                    .store
+                    .objects
+                    .upload_part(&self.store.bucket, key, upload_id, number, body)
+                    .await?;
+                parts.push((number, etag));
+            }
+        }
+        Ok((parts, digest.expect("finished"), size))
     }
 
     /// Every backup with the time the bucket stored it, oldest first: by
@@ -215,16 +263,19 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
         Ok(self.store.objects.head(&self.store.bucket, &id.key()).await?)
     }
 
-    /// Downloads and opens backup `id` into `out` (written to a temporary
-    /// file beside it and renamed only once every chunk authenticated and
-    /// the SHA-256 matched). Returns the authenticated metadata.
+    /// Downloads and opens backup `id` into `out` as its body arrives
+    /// (written to a temporary file beside it and renamed only once every
+    /// chunk authenticated and the digest matched; refused before writing
+    /// when the volume has no room for it). Returns the authenticated
+    /// metadata. Memory: about one chunk.
     pub async fn download(&self, id: &BackupId, out: &Path) -> Result<Metadata, BackupError> {
         let key = id.key();
-        let dir = out.parent().unwrap_or(Path::new("."));
-        let sealed_path = dir.join(format!(".{}.sealed.tmp", id.name()));
+        let dir = out
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let partial = dir.join(format!(".{}.open.tmp", id.name()));
-        let result = self.download_into(&key, &sealed_path, &partial).await;
-        let _ = std::fs::remove_file(&sealed_path);
+        let result = self.download_into(&key, dir, &partial).await;
         match result {
             Ok(meta) => {
                 std::fs::rename(&partial, out).map_err(|e| BackupError::io(out, e))?;
@@ -237,22 +288,25 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
         }
     }
 
-    async fn download_into(&self, key: &str, sealed_path: &Path, partial: &Path) -> Result<Metadata, BackupError> {
-        if self
-            .store
-            .objects
-            .get_file(&self.store.bucket, key, sealed_path)
-            .await?
-            .is_none()
-        {
+    async fn download_into(&self, key: &str, dir: &Path, partial: &Path) -> Result<Metadata, BackupError> {
+        let Some((head, mut body)) = self.store.objects.get_body(&self.store.bucket, key).await? else {
             return Err(BackupError::NotFound {
                 bucket: self.store.bucket.clone(),
                 key: key.to_string(),
             });
-        }
-        let file = File::open(sealed_path).map_err(|e| BackupError::io(sealed_path, e))?;
-        let mut input = BufReader::new(file);
-        let header = format::read_header(&mut input).map_err(|e| self.refused(key, e))?;
+        };
+        // The opened snapshot is smaller than the object (no header, no tags).
+        ensure_room(dir, head.size)?;
+        let mut stored = Vec::new();
+        let header = loop {
+            if let Some(header) = format::parse_header(&stored).map_err(|e| self.refused(key, e))? {
+                break header;
+            }
+            match body.next_bytes().await? {
+                Some(bytes) => stored.extend_from_slice(&bytes),
+                None => return Err(self.refused(key, format::StreamError::Truncated)),
+            }
+        };
         let ctx = context(&self.store.environment, key);
         let data_key = self
             .store
@@ -275,30 +329,40 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
                     BackupError::Cloud(e)
                 }
             })?;
-        let output = File::create(partial).map_err(|e| BackupError::io(partial, e))?;
-        let mut output = Hashing {
-            inner: BufWriter::new(output),
-            hasher: Sha256::new(),
+        let file = File::create(partial).map_err(|e| BackupError::io(partial, e))?;
+        let mut output = BufWriter::with_capacity(1 << 20, file);
+        let refused = |e: format::StreamError| match e {
+            format::StreamError::Io(e) => BackupError::io(partial, e),
+            e => self.refused(key, e),
         };
-        let size = format::open(&header, &data_key, &context_aad(&ctx), &mut input, &mut output)
-            .map_err(|e| self.refused(key, e))?;
-        let Hashing { inner, hasher } = output;
-        inner
+        let mut opener = format::Opener::new(&header, &data_key, &context_aad(&ctx)).map_err(refused)?;
+        opener.update(&stored[header.len()..], &mut output).map_err(refused)?;
+        drop(stored);
+        while let Some(bytes) = body.next_bytes().await? {
+            opener.update(&bytes, &mut output).map_err(refused)?;
+        }
+        let digest = opener.finish(&mut output).map_err(refused)?;
+        output
             .into_inner()
             .map_err(|e| BackupError::io(partial, e.into_error()))?
             .sync_all()
             .map_err(|e| BackupError::io(partial, e))?;
-        let meta: Metadata = serde_json::from_slice(&header.metadata)
+        let mut meta: Metadata = serde_json::from_slice(&header.metadata)
             .map_err(|e| self.refused(key, format!("unreadable metadata: {e}")))?;
-        let sha = hex::encode(hasher.finalize());
-        if sha != meta.sha256 || size != meta.size {
-            return Err(self.refused(
-                key,
-                format!(
-                    "the snapshot's SHA-256 {sha} ({size} bytes) is not the recorded {} ({} bytes)",
-                    meta.sha256, meta.size
-                ),
-            ));
+        if header.version == format::VERSION_2 {
+            // Format 2 recorded the hash in its header; format 3's trailer was checked.
+            if digest.sha256 != meta.sha256 || digest.size != meta.size {
+                return Err(self.refused(
+                    key,
+                    format!(
+                        "the snapshot's SHA-256 {} ({} bytes) is not the recorded {} ({} bytes)",
+                        digest.sha256, digest.size, meta.sha256, meta.size
+                    ),
+                ));
+            }
+        } else {
+            meta.sha256 = digest.sha256;
+            meta.size = digest.size;
         }
         if BackupId::from_key(key) != Some(meta.id()) {
             return Err(self.refused(key, format!("its metadata names backup {}", meta.id())));

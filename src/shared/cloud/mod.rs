@@ -370,26 +370,54 @@ pub struct ObjectHead {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Objects too large to hold in memory (etcd backups): streamed between a
-/// local file and the bucket.
+/// Objects too large to hold in memory (etcd backups): uploaded in parts as
+/// they are made, read as their body arrives.
 pub trait ObjectFiles {
-    /// Uploads the file at `path` (one PutObject, streamed from disk).
-    fn put_file(
+    /// What [`ObjectFiles::get_body`] reads from.
+    type Body: ObjectBody;
+    /// Starts a multipart upload; returns its id. Parts are at least 5 MiB
+    /// but the last, at most 10,000 (S3's rules).
+    fn create_upload(
         &self,
         bucket: &str,
         key: &str,
-        path: &std::path::Path,
         metadata: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<String, CloudError>>;
-    /// Streams the object into `path`; `Ok(None)` when there is no such key.
-    fn get_file(
+    /// Uploads part `number` (from 1); returns its ETag.
+    fn upload_part(
         &self,
         bucket: &str,
         key: &str,
-        path: &std::path::Path,
-    ) -> impl Future<Output = Result<Option<ObjectHead>, CloudError>>;
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<String, CloudError>>;
+    /// Makes the object of the parts (number, ETag) in order: only now does
+    /// the key exist.
+    fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> impl Future<Output = Result<String, CloudError>>;
+    /// Drops an upload's parts (after a failure).
+    fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> impl Future<Output = Result<(), CloudError>>;
+    /// The object's body as it arrives; `Ok(None)` when there is no such key.
+    fn get_body(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(ObjectHead, Self::Body)>, CloudError>>;
     /// `Ok(None)` when there is no such key.
     fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Option<ObjectHead>, CloudError>>;
+}
+
+/// An object's body, read piece by piece.
+pub trait ObjectBody {
+    /// The next piece; `Ok(None)` at the end (an error when the body ended
+    /// before its announced length).
+    fn next_bytes(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, CloudError>>;
 }
 
 /// What `nodeboot roll` does to an instance: terminate it (its autoscaling

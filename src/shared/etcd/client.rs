@@ -470,6 +470,100 @@ impl Client {
     }
 }
 
+/// A member's snapshot as etcd streams it (the bbolt database followed by
+/// etcd's SHA-256 of it), read as it arrives: the backup service seals and
+/// uploads it without a copy on disk.
+pub struct SnapshotReader {
+    endpoint: String,
+    status: u16,
+    lines: BufReader<ureq::BodyReader<'static>>,
+    line: Vec<u8>,
+    pending: Vec<u8>,
+    at: usize,
+    total: u64,
+    done: bool,
+}
+
+impl SnapshotReader {
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn fail(&self, detail: String) -> std::io::Error {
+        std::io::Error::other(format!("{}/v3/maintenance/snapshot: {detail}", self.endpoint))
+    }
+
+    /// The next chunk's bytes into `pending`; false at the end.
+    fn next_chunk(&mut self) -> std::io::Result<bool> {
+        loop {
+            self.line.clear();
+            let n = self.lines.read_until(b'\n', &mut self.line)?;
+            if n == 0 {
+                if self.status != 200 || self.total == 0 {
+                    return Err(self.fail(format!("HTTP {}, {} bytes", self.status, self.total)));
+                }
+                return Ok(false);
+            }
+            if self.line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&self.line)
+                .map_err(|e| self.fail(format!("HTTP {}, a chunk is not JSON: {e}", self.status)))?;
+            if let Some(e) = api_error(&self.endpoint, "/v3/maintenance/snapshot", &v) {
+                return Err(std::io::Error::other(e.to_string()));
+            }
+            let blob = v.pointer("/result/blob").and_then(Value::as_str).unwrap_or("");
+            self.pending.clear();
+            B64.decode_vec(blob, &mut self.pending)
+                .map_err(|e| self.fail(format!("a chunk's blob is not base64: {e}")))?;
+            self.at = 0;
+            self.total += self.pending.len() as u64;
+            return Ok(true);
+        }
+    }
+}
+
+impl std::io::Read for SnapshotReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.pending.len() {
+            if self.done || !self.next_chunk()? {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Client {
+    /// Opens one member's snapshot stream (see [`SnapshotReader`]).
+    pub fn snapshot_reader(&self, endpoint: &str) -> Result<SnapshotReader, EtcdClientError> {
+        let response = self
+            .stream_agent
+            .post(&format!("{endpoint}/v3/maintenance/snapshot"))
+            .header("content-type", "application/json")
+            .send("{}".as_bytes())
+            .map_err(|e| EtcdClientError::Unreachable {
+                endpoint: endpoint.to_string(),
+                detail: e.to_string(),
+            })?;
+        let status = response.status().as_u16();
+        Ok(SnapshotReader {
+            endpoint: endpoint.to_string(),
+            status,
+            lines: BufReader::new(response.into_body().into_reader()),
+            line: Vec::new(),
+            pending: Vec::new(),
+            at: 0,
+            total: 0,
+            done: false,
+        })
+    }
+}
+
 impl Cluster for Client {
     fn endpoints(&self) -> Vec<String> {
         self.endpoints.clone()
