@@ -164,6 +164,8 @@ struct Paths {
     backups: Vec<String>,
     restore: Vec<String>,
     reports: Vec<String>,
+    /// The cluster marker: read and put by etcd, deleted by no role.
+    marker: Vec<String>,
 }
 
 fn iam_local(name: &str) -> hcl::Value {
@@ -198,6 +200,7 @@ fn paths() -> Paths {
         backups: strings(&iam_local("backup_paths")),
         restore: strings(&iam_local("restore_paths")),
         reports: strings(&iam_local("report_paths")),
+        marker: strings(&iam_local("marker_paths")),
     }
 }
 
@@ -244,8 +247,10 @@ fn fits(paths: &Paths, environment: &str, role: &str, request: &Request) -> bool
                 readable.extend(paths.backups.iter().cloned());
             }
             match action.as_str() {
-                "s3:GetObject" | "s3:ListBucket" => any_like(&readable, key),
-                "s3:PutObject" | "s3:DeleteObject" => etcd && any_like(&paths.backups, key),
+                "s3:GetObject" => any_like(&readable, key) || (etcd && any_like(&paths.marker, key)),
+                "s3:ListBucket" => any_like(&readable, key),
+                "s3:PutObject" => etcd && (any_like(&paths.backups, key) || any_like(&paths.marker, key)),
+                "s3:DeleteObject" => etcd && any_like(&paths.backups, key) && !any_like(&paths.marker, key),
                 _ => false,
             }
         }
@@ -365,6 +370,21 @@ fn the_path_tables_refuse_what_a_role_must_never_ask() {
                 key: "common/ca.crt".into(),
             },
         ),
+        // No role deletes the cluster marker (the bootstrap guard's evidence).
+        (
+            "etcd",
+            Request::S3 {
+                action: "s3:DeleteObject".into(),
+                key: "backups/etcd-cluster/marker.json".into(),
+            },
+        ),
+        (
+            "compute",
+            Request::S3 {
+                action: "s3:PutObject".into(),
+                key: "backups/etcd-cluster/marker.json".into(),
+            },
+        ),
     ];
     for (role, request) in &refused {
         assert!(!fits(&paths, "example", role, request), "{role} may {request:?}");
@@ -394,7 +414,8 @@ fn the_path_tables_refuse_what_a_role_must_never_ask() {
 fn iam_action(api: &str) -> String {
     match api {
         "GetObject" | "HeadObject" => "s3:GetObject".into(),
-        "PutObject" => "s3:PutObject".into(),
+        // A multipart upload (the streamed backups) is s3:PutObject's.
+        "PutObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => "s3:PutObject".into(),
         "DeleteObject" => "s3:DeleteObject".into(),
         "ListObjectsV2" | "ListObjects" => "s3:ListBucket".into(),
         "Decrypt" | "GenerateDataKey" | "DescribeKey" | "Encrypt" => format!("kms:{api}"),
@@ -452,22 +473,31 @@ fn backup_once(node: &Node, aws: &Aws) -> BTreeSet<String> {
         nodeboot::shared::etcd::Cluster::status(&client, &etcd.client_url).is_ok_and(|s| s.has_leader())
     });
     let s3 = aws_sdk_s3::Client::new(&common::secrets_bed::sdk_config(&aws.server.url));
-    let old = "backups/etcd/20200101T000000Z-r1.snapshot";
-    runtime()
-        .block_on(
-            s3.put_object()
-                .bucket(&bucket)
-                .key(old)
-                .body(b"old".to_vec().into())
-                .send(),
-        )
-        .unwrap();
+    // Two earlier backups of this hour by the bucket's clock (their names'
+    // times do not count): the first is the hour's, the second goes.
+    let (first, old) = (
+        "backups/etcd/20200101T000000Z-r1.snapshot",
+        "backups/etcd/20200101T000100Z-r1.snapshot",
+    );
+    for key in [first, old] {
+        runtime()
+            .block_on(
+                s3.put_object()
+                    .bucket(&bucket)
+                    .key(key)
+                    .body(b"old".to_vec().into())
+                    .send(),
+            )
+            .unwrap();
+    }
+    // Due by the bucket's time: older than the interval.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeboot"));
     cmd.arg("etcd")
         .arg("backup")
         .arg("--root")
         .arg(node.root())
-        .args(["--once", "--endpoint", &etcd.client_url])
+        .args(["--once", "--interval", "1s", "--endpoint", &etcd.client_url])
         .envs(aws.env());
     let seen = actions_of(aws, &mut cmd);
     let listed = runtime()
@@ -479,7 +509,8 @@ fn backup_once(node: &Node, aws: &Aws) -> BTreeSet<String> {
         .filter_map(|o| o.key().map(str::to_string))
         .collect();
     assert!(!keys.iter().any(|k| k == old), "the old backup was pruned: {keys:?}");
-    assert_eq!(keys.len(), 1, "one fresh backup: {keys:?}");
+    assert!(keys.iter().any(|k| k == first), "the hour's first is kept: {keys:?}");
+    assert_eq!(keys.len(), 2, "and one fresh backup: {keys:?}");
     seen
 }
 
@@ -668,6 +699,14 @@ fn each_roles_iam_policy_allows_exactly_what_its_boot_calls() {
     assert!(
         sealed_backup,
         "the backup pass sealed a backup: {:?}",
+        requests[&Role::Etcd]
+    );
+    let marker_written = requests[&Role::Etcd].iter().any(
+        |r| matches!(r, Request::S3 { action, key } if action == "s3:PutObject" && key == "backups/etcd-cluster/marker.json"),
+    );
+    assert!(
+        marker_written,
+        "the backup pass wrote the cluster marker: {:?}",
         requests[&Role::Etcd]
     );
 }

@@ -1038,6 +1038,7 @@ ENVELOPE = {"kms:EncryptionContext:environment": "example"}
 BACKUP = "backups/etcd/20261130T113500Z-r1234.snapshot"
 REPORT = "backups/etcd/restore/20261130T120000Z-20261130T113500Z-r1234/member-0"
 REQUEST = "backups/etcd/restore/request"
+MARKER = "backups/etcd-cluster/marker.json"
 
 
 def secret(path: str) -> dict:
@@ -1106,6 +1107,17 @@ BOOT = [
     ("etcd", "s3:GetObject", f"{OBJ}/{BACKUP}", {}, {}),
     ("etcd", "kms:Decrypt", KMS_ARN, backup(BACKUP), {}),
     ("etcd", "s3:DeleteObject", f"{OBJ}/backups/etcd/20241130T113500Z-r17.snapshot", {}, {}),
+    # The cluster marker: read by the etcd stage, put by the backup service.
+    ("etcd", "s3:GetObject", f"{OBJ}/{MARKER}", {}, {}),
+    ("etcd", "s3:PutObject", f"{OBJ}/{MARKER}", {}, {}),
+    (
+        "etcd", "kms:GenerateDataKey", KMS_ARN,
+        {
+            "kms:ViaService": f"s3.{REGION}.amazonaws.com",
+            "kms:EncryptionContext:aws:s3:arn": f"{OBJ}/{MARKER}",
+        },
+        {},
+    ),  # fmt: skip
     ("etcd", "s3:GetObject", f"{OBJ}/{REQUEST}", {}, {}),
     ("etcd", "kms:Decrypt", KMS_ARN, secret(REQUEST), {}),
     ("etcd", "s3:PutObject", f"{OBJ}/{REPORT}", {}, {}),
@@ -1145,6 +1157,9 @@ REFUSED = [
     ("etcd", "s3:PutObject", f"{OBJ}/secure/etcd/ca.crt", {}, {}),
     ("etcd", "s3:PutObject", f"{OBJ}/manifests/etcd/kube-apiserver.yaml", {}, {}),
     ("etcd", "s3:DeleteObject", f"{OBJ}/common/ca.crt", {}, {}),
+    # Nobody deletes the cluster marker: it says the etcd cluster existed.
+    ("etcd", "s3:DeleteObject", f"{OBJ}/{MARKER}", {}, {}),
+    ("compute", "s3:PutObject", f"{OBJ}/{MARKER}", {}, {}),
     ("etcd", "s3:ListBucket", OBJ, {"s3:prefix": "compute/"}, {}),
     ("etcd", "kms:GenerateDataKey", KMS_ARN, secret("secure/etcd/ca.crt"), {}),
     ("etcd", "kms:GenerateDataKey", KMS_ARN, secret(REQUEST), {}),
@@ -1339,7 +1354,17 @@ output "policies" {{
 
 def test_node_roles_reach_the_secrets_bucket_only_through_the_endpoint(iam_alone):
     statements = {s["Sid"]: s for s in json.loads(iam_alone["secrets_bucket"])["Statement"]}
-    assert set(statements) == {"NodeRolesOnlyThroughTheVpcEndpoint", "OnlyOverTls"}
+    assert set(statements) == {
+        "NodeRolesOnlyThroughTheVpcEndpoint", "NoNodeRoleDeletesTheClusterMarker", "OnlyOverTls"
+    }
+    # The bootstrap guard's evidence: no node role deletes the cluster marker.
+    marker = statements["NoNodeRoleDeletesTheClusterMarker"]
+    assert marker["Effect"] == "Deny" and marker["Principal"] == {"AWS": "*"}
+    assert set(as_list(marker["Action"])) == {"s3:DeleteObject", "s3:DeleteObjectVersion"}
+    assert set(as_list(marker["Resource"])) == {f"{OBJ}/backups/etcd-cluster/*"}
+    assert set(as_list(marker["Condition"]["ArnEquals"]["aws:PrincipalArn"])) == {
+        f"arn:aws:iam::{ACCOUNT}:role/example-{r}" for r in NODEBOOT_ACTIONS
+    }
     deny = statements["NodeRolesOnlyThroughTheVpcEndpoint"]
     assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
     assert set(as_list(deny["Action"])) == {a for r in NODEBOOT_ACTIONS.values() for a in r if a.startswith("s3:")}

@@ -21,6 +21,8 @@ locals {
       # etcd backups (nodeboot-etcd-backup.service, the etcd stage's backup
       # before a membership change): written and pruned under backups/etcd/.
       backup_write = ["s3:DeleteObject", "s3:PutObject"]
+      # The cluster marker (backups/etcd-cluster/): put, never deleted.
+      marker_write = ["s3:PutObject"]
       encrypt      = ["kms:GenerateDataKey"]
     }
     compute = {
@@ -60,6 +62,10 @@ locals {
   backup_paths  = ["backups/etcd/*"]
   restore_paths = ["backups/etcd/restore/*"]
   report_paths  = ["backups/etcd/restore/*/member-*"]
+  # The cluster marker (etcd's cluster ID, written at the first backup):
+  # an etcd node reads and writes it but never deletes it (no allow, and
+  # the bucket policy denies it), and the bucket keeps every version.
+  marker_paths = ["backups/etcd-cluster/*"]
 
   account    = var.account_id
   partition  = data.aws_partition.current.partition
@@ -171,6 +177,8 @@ locals {
     "etcd-backups" = [
       { sid = "ReadBackups", effect = "Allow", actions = local.grants.etcd.read, resources = ["${local.bucket_arn}/${local.backup_paths[0]}"], conditions = [] },
       { sid = "WriteAndPruneBackups", effect = "Allow", actions = local.grants.etcd.backup_write, resources = ["${local.bucket_arn}/${local.backup_paths[0]}"], conditions = [] },
+      { sid = "ReadClusterMarker", effect = "Allow", actions = local.grants.etcd.read, resources = ["${local.bucket_arn}/${local.marker_paths[0]}"], conditions = [] },
+      { sid = "WriteClusterMarker", effect = "Allow", actions = local.grants.etcd.marker_write, resources = ["${local.bucket_arn}/${local.marker_paths[0]}"], conditions = [] },
       { sid = "ListBackups", effect = "Allow", actions = local.grants.etcd.list, resources = [local.bucket_arn], conditions = [["StringLike", "s3:prefix", local.backup_paths]] },
       # A backup's data key has its own context (purpose etcd-backup, its
       # path), so a node can neither seal a secret nor open one as a backup.
@@ -183,7 +191,7 @@ locals {
       # The bucket encrypts by default under the same key (SSE-KMS): S3 asks
       # KMS for a data key with the writer's credentials, context aws:s3:arn
       # (the bucket's ARN with S3 Bucket Keys).
-      { sid = "EncryptBackupObjectsThroughS3", effect = "Allow", actions = local.grants.etcd.encrypt, resources = [var.kms_key_arn], conditions = [local.through_s3, ["StringLike", "kms:EncryptionContext:aws:s3:arn", [local.bucket_arn, "${local.bucket_arn}/${local.backup_paths[0]}"]]] },
+      { sid = "EncryptBackupObjectsThroughS3", effect = "Allow", actions = local.grants.etcd.encrypt, resources = [var.kms_key_arn], conditions = [local.through_s3, ["StringLike", "kms:EncryptionContext:aws:s3:arn", [local.bucket_arn, "${local.bucket_arn}/${local.backup_paths[0]}", "${local.bucket_arn}/${local.marker_paths[0]}"]]] },
     ]
   }
 
@@ -347,6 +355,9 @@ locals {
   bucket_objects = [local.bucket_arn, "${local.bucket_arn}/*"]
   bucket_statements = [
     { sid = "NodeRolesOnlyThroughTheVpcEndpoint", effect = "Deny", principals = ["*"], actions = local.node_s3_actions, resources = local.bucket_objects, conditions = [["ArnEquals", "aws:PrincipalArn", [for role in keys(local.nodeboot_actions) : "arn:${local.partition}:iam::${local.account}:role/${var.environment}-${role}"]], ["StringNotEquals", "aws:SourceVpce", [var.s3_endpoint_id]]] },
+    # No node role deletes the cluster marker or any version of it, whatever
+    # its own policies say: it is the evidence that the etcd cluster existed.
+    { sid = "NoNodeRoleDeletesTheClusterMarker", effect = "Deny", principals = ["*"], actions = ["s3:DeleteObject", "s3:DeleteObjectVersion"], resources = ["${local.bucket_arn}/${local.marker_paths[0]}"], conditions = [["ArnEquals", "aws:PrincipalArn", [for role in keys(local.nodeboot_actions) : "arn:${local.partition}:iam::${local.account}:role/${var.environment}-${role}"]]] },
     { sid = "OnlyOverTls", effect = "Deny", principals = ["*"], actions = ["s3:*"], resources = local.bucket_objects, conditions = [["Bool", "aws:SecureTransport", ["false"]]] },
   ]
 }
