@@ -33,6 +33,7 @@ TARGETS = [
     "state_files",
     "sync_listing",
     "sync_index",
+    "backup_envelope",
 ]
 TRIPLE = "x86_64-unknown-linux-gnu"
 

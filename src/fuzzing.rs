@@ -16,13 +16,14 @@ use crate::shared::secrets::{format, Context, Secret};
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `cargo fuzz run NAME` knows them.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("env_file", env_file),
     ("secret_envelope", secret_envelope),
     ("imds_answers", imds_answers),
     ("state_files", state_files),
     ("sync_listing", sync_listing),
     ("sync_index", sync_index),
+    ("backup_envelope", backup_envelope),
 ];
 
 /// `env::from_text`: parse (HCL), typed fields, validation.
@@ -211,4 +212,62 @@ pub fn sync_index(data: &[u8]) {
             let _ = index::listing(&seen.listing);
         }
     }
+}
+
+/// `backup::format` (formats 2 and 3): the first byte picks the size of the
+/// pieces the rest arrives in (as S3's body does); the rest is a stored
+/// backup, parsed and opened under a fixed key and context. Then the rest is
+/// sealed as plaintext in chunks of a size the first byte picks, and must
+/// open back to itself with the same digest.
+pub fn backup_envelope(data: &[u8]) {
+    use crate::shared::backup::format::{self, Opener, Sealer};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let piece = usize::from(first % 64) + 1;
+    let key = Secret::new(vec![7; 32]);
+    let mut pieces = rest.chunks(piece);
+    let mut stored = Vec::new();
+    let header = loop {
+        match format::parse_header(&stored) {
+            Ok(Some(header)) => break Some(header),
+            Ok(None) => match pieces.next() {
+                Some(p) => stored.extend_from_slice(p),
+                None => break None,
+            },
+            Err(_) => break None,
+        }
+    };
+    if let Some(header) = header {
+        assert!(header.len() <= stored.len(), "a header longer than its bytes");
+        let again = format::parse_header(&rest[..header.len()]).expect("the same bytes parse again");
+        assert_eq!(again.map(|h| h.metadata), Some(header.metadata.clone()));
+        let mut opener = Opener::new(&header, &key, b"ctx").expect("a 32-byte key");
+        let mut out = Vec::new();
+        let mut fed = opener.update(&stored[header.len()..], &mut out);
+        for p in pieces {
+            if fed.is_ok() {
+                fed = opener.update(p, &mut out);
+            }
+        }
+        if fed.is_ok() {
+            if let Ok(digest) = opener.finish(&mut out) {
+                assert_eq!(digest.size, out.len() as u64);
+            }
+        }
+        assert!(out.len() <= rest.len(), "opened more bytes than were stored");
+    }
+    let chunk = u32::from(first % 32) + 1;
+    let (mut sealer, mut sealed) =
+        Sealer::with(&key, b"wrapped", b"ctx", b"{}", chunk, format::VERSION).expect("a valid chunk size");
+    for p in rest.chunks(piece) {
+        sealer.update(p, &mut sealed).expect("sealing");
+    }
+    let digest = sealer.finish(&mut sealed).expect("sealing");
+    let header = format::parse_header(&sealed).expect("its own header").expect("whole");
+    let mut opener = Opener::new(&header, &key, b"ctx").expect("a 32-byte key");
+    let mut out = Vec::new();
+    opener.update(&sealed[header.len()..], &mut out).expect("opens");
+    assert_eq!(opener.finish(&mut out).expect("opens"), digest);
+    assert!(out == rest, "round trip");
 }
