@@ -107,7 +107,9 @@ def test_members_whose_certificates_ended_restart_together_after_a_renewal_witho
             assert read_keys(lab, "/expiry/", m) == written, f"member {m}"
         for node in nodes:
             journal = lab.unit_journal(node, SYNC)
-            assert "without the lock" in journal, journal[-3000:]
+            assert "without the lock" in journal, (
+                journal[-3000:] + "\n--- etcd:\n" + etcd_log(lab, node)[-3000:]
+            )
         # No reboot: every machine ran throughout, its /run kept.
         for n in nodes:
             assert not lab.went_down(n), n

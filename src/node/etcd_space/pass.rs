@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::{plan, MemberView, Observed, Plan, Space, Thresholds, LOCK};
 use crate::shared::etcd::space::{human_bytes, Alarm};
-use crate::shared::etcd::{lock, Client, Cluster, EtcdClientError, Member, Status, TlsFiles};
+use crate::shared::etcd::{disruption, lock, Client, Cluster, EtcdClientError, Member, Status, TlsFiles};
 use crate::shared::retry::{self, Attempt, Policy};
 
 /// The lock's lease: a holder that dies frees it after this long; a live
@@ -258,6 +258,17 @@ impl Maintenance<'_> {
             },
             Err(e) => return Err(etcd(format!("taking the etcd lock `{LOCK}`"))(e)),
         };
+        // The look that decides, under the lock: nobody else disrupts a
+        // member between it and the defragmentation.
+        let (again, _) = self.observe()?;
+        if let Err(why) = disruption::assess(&super::states(&again), me) {
+            if let Some(held) = held {
+                if let Err(e) = held.release(cluster) {
+                    warn!("releasing the etcd lock `{LOCK}`: {e} (it expires with its lease)");
+                }
+            }
+            return Ok(Done::Waiting(format!("{me} may not be disrupted now: {why}")));
+        }
         if compact_first {
             let (revision, _) = self.compact()?;
             info!("NOSPACE: the etcd history is compacted up to revision {revision}");
