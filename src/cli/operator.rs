@@ -25,6 +25,11 @@ pub enum OperatorCommand {
         #[arg(long, value_enum)]
         role: Vec<Role>,
     },
+    /// Every container image the nodes run, pinned by digest (`<runtime> <image>`): what the AMI bake pulls.
+    Images {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+    },
     /// Check an environment file; every problem names file, line and field.
     Validate {
         #[arg(long = "env", value_name = "FILE")]
@@ -348,6 +353,11 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
     match command {
         OperatorCommand::Render { env, out, role } => {
             for line in commands::render(&env, &out, &role)? {
+                println!("{line}");
+            }
+        }
+        OperatorCommand::Images { env } => {
+            for line in commands::images(&env)? {
                 println!("{line}");
             }
         }

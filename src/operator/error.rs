@@ -53,6 +53,10 @@ pub enum Error {
     Terraform { command: String, detail: String },
     #[error("{0}")]
     Unhealthy(String),
+    /// A certificate that etcd serves or that reaches it ends within
+    /// `pki::ends::STATUS_FAIL_DAYS` (`etcd status`).
+    #[error("{0}")]
+    CertificatesEnding(String),
     #[error("{0}")]
     Timeout(String),
     #[error("refused: {0}")]
@@ -83,6 +87,7 @@ impl Error {
             Error::Render(RenderError::Write { .. }) => exit::IO,
             Error::Backup(e) => exit::backup(e),
             Error::Etcd(_) | Error::Unhealthy(_) => exit::ETCD_UNHEALTHY,
+            Error::CertificatesEnding(_) => exit::CERTIFICATES_ENDING,
             Error::Cloud(_) => exit::AWS,
             Error::Step { source, .. } => source.exit_code(),
             Error::Missing(_) => exit::RESOURCES,

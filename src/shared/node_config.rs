@@ -148,9 +148,22 @@ pub struct EtcdBackupConfig {
     pub etcdutl: Option<Vec<String>>,
 }
 
-/// The container image etcd runs from (`etcd-member.service`).
+/// The etcd releases nodeboot pins by digest (the registry's manifest
+/// digest of the tag; the AMI bake pulls them by it, so a wrong one fails
+/// the bake, never a boot).
+pub const ETCD_IMAGES: &[(&str, &str)] = &[(
+    "3.5.17",
+    "quay.io/coreos/etcd:v3.5.17@sha256:a055da833a7c013b836ed0822e8ec1f99b059658be255ad8d0fcd31b635ae3d6",
+)];
+
+/// The container image etcd runs from (`etcd-member.service`, and etcdutl
+/// for a restore): pinned by digest for a release in `ETCD_IMAGES` (which
+/// `validate` asks for), the bare tag otherwise.
 pub fn etcd_image(version: &str) -> String {
-    format!("quay.io/coreos/etcd:v{version}")
+    ETCD_IMAGES.iter().find(|(v, _)| *v == version).map_or_else(
+        || format!("quay.io/coreos/etcd:v{version}"),
+        |(_, image)| image.to_string(),
+    )
 }
 
 impl EtcdConfig {

@@ -162,7 +162,8 @@ fn members_up_to(env: &Environment, index: u32) -> Vec<crate::operator::env::Mem
     wider.etcd_members()
 }
 
-fn operator_tls(env: &Environment, dir: Option<&Path>) -> TlsFiles {
+/// The operator's etcd client certificate: `secure/etcd/` of `dir`, default `secrets/<environment>`.
+pub(super) fn operator_tls(env: &Environment, dir: Option<&Path>) -> TlsFiles {
     let dir = dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| crate::shared::secrets::layout::default_dir(&env.name))

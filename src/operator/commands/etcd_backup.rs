@@ -350,6 +350,7 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
     let endpoints = member_endpoints(&env, &options.endpoints);
     let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
     let observed = observe(&etcd, &endpoints);
+    let certificates = super::etcd_certs::status(&env, options.dir.as_deref(), &endpoints);
     let newest = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).listing().await?.pop()))
         .unwrap_or_else(|e| {
             warn!("cannot list the backups: {e}");
@@ -361,11 +362,14 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
         newest.as_ref().map(|s| row(s, now_unix(), env.etcd_backup.interval)),
     );
     let text = match options.output {
-        Output::Json => serde_json::to_string_pretty(&report).expect("serialises"),
-        Output::Table => status_table(&report),
+        Output::Json => super::etcd_certs::json(&report, &certificates),
+        Output::Table => super::etcd_certs::with_lines(status_table(&report), &certificates),
     };
-    if report.healthy {
+    if report.healthy && certificates.ending.is_empty() {
         Ok(text)
+    } else if report.healthy {
+        println!("{text}");
+        Err(super::etcd_certs::failure(&env.name, &certificates))
     } else {
         println!("{text}");
         let why = if report.problems.is_empty() {

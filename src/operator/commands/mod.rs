@@ -50,6 +50,16 @@ pub fn load_env(path: &Path) -> Result<Loaded, Error> {
     Ok(loaded)
 }
 
+/// `nodeboot images`: every image the environment's nodes run, one a line
+/// (`<runtime> <repository:tag@sha256:...>`): what the AMI bake pulls.
+pub fn images(env_path: &Path) -> Result<Vec<String>, Error> {
+    let loaded = load_env(env_path)?;
+    Ok(render::images::node_images(&loaded.env)
+        .into_iter()
+        .map(|(runtime, image)| format!("{} {image}", runtime.as_str()))
+        .collect())
+}
+
 /// `nodeboot validate`: prints what is wrong; Ok when nothing is an error.
 pub fn validate(path: &Path, running_version: Option<&str>) -> Result<String, Error> {
     let loaded = load_env(path)?;

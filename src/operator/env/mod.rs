@@ -3,6 +3,7 @@
 
 pub mod addons;
 mod diag;
+pub mod images;
 mod fields;
 mod layout;
 mod parse;

@@ -17,6 +17,28 @@ pub fn check(env: &Environment, r: &mut Reader) {
     check_subnets(env, r);
     check_etcd(env, r);
     check_access(r, "kubeapi_access_list", &env.kubeapi_access_list);
+    if super::images::kubernetes(&env.kubernetes_version).is_none() {
+        let known: Vec<&str> = super::images::KUBERNETES_RELEASES.iter().map(|r| r.version).collect();
+        r.error(
+            "kubernetes_version",
+            format!(
+                "nodeboot pins the images of Kubernetes {} only (every image by digest, baked into the AMI): add the release's digests to KUBERNETES_RELEASES in src/operator/env/images.rs",
+                known.join(", ")
+            ),
+        );
+    }
+    if !crate::shared::node_config::ETCD_IMAGES
+        .iter()
+        .any(|(v, _)| *v == env.etcd_version)
+    {
+        r.warning(
+            "etcd_version",
+            format!(
+                "etcd {} is not pinned by digest (ETCD_IMAGES in src/shared/node_config.rs): nodes pull it by tag and need its registry",
+                env.etcd_version
+            ),
+        );
+    }
     if super::addons::cloud_controller_image(&env.kubernetes_version).is_none() {
         let known: Vec<&str> = super::addons::CLOUD_CONTROLLER_RELEASES
             .iter()

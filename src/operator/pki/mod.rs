@@ -32,7 +32,7 @@ pub use plan::{
     plan, BootstrapTokenSpec, CertSpec, EncryptionKeySpec, KubeconfigSpec, Pki, Usage, ADMIN_KUBECONFIG,
     BOOTSTRAP_GROUP, CLUSTER_CA_KEY, LEGACY_ADMIN_KUBECONFIG,
 };
-pub use token::{encryption_step, BootstrapToken, ENCRYPTION_KEY_BYTES};
+pub use token::{encryption_step, rfc3339, BootstrapToken, ENCRYPTION_KEY_BYTES};
 
 use crate::shared::fsutil;
 

@@ -29,6 +29,11 @@ pub struct Common {
     pub audit_max_backups: u32,
     pub audit_max_size_mb: u32,
     pub flex_volume_dir: &'static str,
+    /// Each component's image, pinned by digest (`env::images`).
+    pub apiserver_image: String,
+    pub controller_manager_image: String,
+    pub scheduler_image: String,
+    pub proxy_image: String,
 }
 
 macro_rules! manifest {
@@ -52,6 +57,7 @@ pub fn common(env: &Environment) -> Common {
         .iter()
         .map(|m| format!("https://{}:{CLIENT_PORT}", m.ip))
         .collect();
+    let image = |component| crate::operator::env::images::kubernetes_image(&env.kubernetes_version, component);
     Common {
         environment: env.name.clone(),
         version: env.kubernetes_version.clone(),
@@ -68,6 +74,10 @@ pub fn common(env: &Environment) -> Common {
         audit_max_backups: kube::AUDIT_MAX_BACKUPS,
         audit_max_size_mb: kube::AUDIT_MAX_SIZE_MB,
         flex_volume_dir: kube::FLEX_VOLUME_DIR,
+        apiserver_image: image("kube-apiserver"),
+        controller_manager_image: image("kube-controller-manager"),
+        scheduler_image: image("kube-scheduler"),
+        proxy_image: image("kube-proxy"),
     }
 }
 

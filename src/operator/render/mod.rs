@@ -6,6 +6,7 @@
 pub mod addons;
 pub mod files;
 mod ignition;
+pub mod images;
 pub mod manifests;
 pub mod node_config;
 mod units;

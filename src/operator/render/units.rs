@@ -239,9 +239,9 @@ struct AddonsTimer {
 }
 
 /// Upstream's kubectl image of the cluster's release (published with every
-/// Kubernetes release since 1.28); it applies the add-ons.
+/// Kubernetes release since 1.28), pinned by digest; it applies the add-ons.
 pub fn kubectl_image(version: &str) -> String {
-    format!("registry.k8s.io/kubectl:v{version}")
+    crate::operator::env::images::kubernetes_image(version, "kubectl")
 }
 
 /// The etcd container image the member unit runs (etcd's official release image).

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod disruption;
 pub mod lock;
+pub mod served;
 pub mod space;
 pub mod version;
 
