@@ -379,6 +379,8 @@ fn a_member_restores_on_request_keeping_its_old_data_and_reports_done_once() {
                 }),
             etcdutl: vec![etcd_bin().join("etcdutl").display().to_string()],
         },
+        static_pods: None,
+        etcd_env: None,
         wait: Duration::from_secs(60),
     };
     let request = restore::new_request(&entry.id, nodeboot::shared::backup::service::now_unix(), 0);
@@ -591,6 +593,8 @@ fn a_member_that_is_not_the_seed_waits_for_it_then_keeps_its_data_aside_and_reru
             start_etcd: sh("start.sh"),
             etcdutl: vec![etcd_bin().join("etcdutl").display().to_string()],
         },
+        static_pods: None,
+        etcd_env: None,
         wait: Duration::from_secs(30),
     };
     let request = restore::new_request(&entry.id, nodeboot::shared::backup::service::now_unix(), 0);

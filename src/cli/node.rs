@@ -257,6 +257,13 @@ pub struct BackupArgs {
         default_value = "systemctl --no-block start etcd-member.service nodeboot-etcd-promote.service"
     )]
     pub start_etcd: String,
+    /// Stops the manifest sync before a restore takes the API server's static pod out (else the
+    /// sync would put it back).
+    #[arg(long, default_value = "systemctl stop nodeboot-manifests.service")]
+    pub stop_manifests: String,
+    /// Starts the manifest sync again once the API server's static pod is back.
+    #[arg(long, default_value = "systemctl --no-block start nodeboot-manifests.service")]
+    pub start_manifests: String,
     /// How long a restored member may take to see a leader.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub restore_wait: Duration,
@@ -275,6 +282,8 @@ impl BackupArgs {
             stop_etcd: self.stop_etcd,
             rerun_stage: self.rerun_stage,
             start_etcd: self.start_etcd,
+            stop_manifests: self.stop_manifests,
+            start_manifests: self.start_manifests,
             restore_wait: self.restore_wait,
             endpoint: self.endpoint,
         };

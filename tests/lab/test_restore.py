@@ -128,3 +128,49 @@ def test_restore_with_a_blank_member_booting_during_it():
         assert tb.keys(lab, "/after-backup") == []
         assert len(tb.cluster_ids(lab)) == 1
         tb.wait_every_unit_active(lab)
+
+
+def in_order(text, needles):
+    """The position of each needle, each found after the one before (None: missing)."""
+    at, found = 0, []
+    for needle in needles:
+        i = text.find(needle, at)
+        if i < 0:
+            return found + [None]
+        found.append(i)
+        at = i + len(needle)
+    return found
+
+
+def test_a_restore_takes_the_api_server_out_and_puts_it_back():
+    require_lab()
+    with tb.cluster() as lab:
+        backed_up_keys(lab, 5)
+        manifest = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+        nodes = tb.etcd_nodes(lab)
+        before = {node: lab.node_path(node, manifest).read_bytes() for node in nodes}
+        out = tb.operator(lab, "etcd", "restore", "--timeout", "150s", timeout=200)
+        print(f"\n[restore] {out.stdout.strip()}\n{out.stderr.strip()[-3000:]}")
+        if out.returncode != 0:
+            print(journals(lab))
+        assert out.returncode == 0, out.stderr
+        # The order of events on every node, from its journal (one clock).
+        for node in nodes:
+            log = lab.node_run(
+                node, "journalctl", "--no-pager", "-o", "cat",
+                "-u", tb.UNIT, "-u", "nodeboot-manifests.service",
+            ).stdout  # fmt: skip
+            events = [
+                "restore: stopping the manifest sync",
+                "Stopped nodeboot-manifests.service",
+                "kube-apiserver.yaml taken out of /etc/kubernetes/manifests",
+                "stopping etcd",
+                "is a healthy voting member",
+                "kube-apiserver.yaml back in /etc/kubernetes/manifests",
+                "restore: starting the manifest sync",
+                "Started nodeboot-manifests.service",
+            ]
+            found = in_order(log, events)
+            assert None not in found, (node, events[len(found) - 1], log[-4000:])
+            assert lab.node_path(node, manifest).read_bytes() == before[node], node
+        tb.wait_every_unit_active(lab)

@@ -13,7 +13,7 @@ use crate::node::etcd_space::Thresholds;
 use crate::node::root::Root;
 use crate::node::stage::attach::{Claim, CLAIM_FILE};
 use crate::node::stage::etcd::Tls;
-use crate::shared::backup::restore::{self, Commands, MemberIdentity, Request, Restorer};
+use crate::shared::backup::restore::{self, Commands, MemberIdentity, Request, Restorer, StaticPods};
 use crate::shared::backup::retention::Retention;
 use crate::shared::backup::service::NodeBackup;
 use crate::shared::backup::store::Backups;
@@ -30,6 +30,8 @@ pub struct ServiceOptions {
     pub stop_etcd: String,
     pub rerun_stage: String,
     pub start_etcd: String,
+    pub stop_manifests: String,
+    pub start_manifests: String,
     pub restore_wait: Duration,
     /// This member's client URL.
     pub endpoint: String,
@@ -172,6 +174,14 @@ async fn pass(
                 start_etcd: crate::shared::backup::words(&options.start_etcd),
                 etcdutl: config.etcd.as_ref().map(|e| e.etcdutl()).unwrap_or_default(),
             },
+            static_pods: Some(StaticPods {
+                dir: root.path(crate::shared::node_config::STATIC_POD_DIR),
+                held: restore::work_dir(volume).join("held-static-pods"),
+                names: vec![restore::API_SERVER_MANIFEST.to_string()],
+                stop_sync: crate::shared::backup::words(&options.stop_manifests),
+                start_sync: crate::shared::backup::words(&options.start_manifests),
+            }),
+            etcd_env: Some(root.path(crate::shared::node_config::ETCD_ENV_FILE)),
             wait: options.restore_wait,
         };
         if restorer.act(request).await? == restore::Acted::WaitingForSeed {

@@ -171,8 +171,8 @@ pub fn restore(env_path: &Path, options: RestoreOptions) -> Result<Vec<String>, 
             .await
             .map_err(request_error)?;
         info!(
-            "restore {} requested: member {seed} restores backup {} as a new cluster; members {} join it as learners, \
-             one at a time",
+            "restore {} requested: member {seed} restores backup {} as a new cluster; the others whose nodes run ({}) \
+             join it as learners, one at a time",
             request.id,
             entry.id,
             list(&expected.iter().copied().filter(|m| *m != seed).collect())

@@ -54,6 +54,22 @@ pub struct Request {
     /// The member that restores the backup; the others join it.
     #[serde(default)]
     pub seed: u32,
+    #[serde(default)]
+    pub kind: Kind,
+}
+
+/// What the seed's data becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A backup restored as a new cluster (`etcd restore`).
+    #[default]
+    Restore,
+    /// Quorum lost, the seed survived: its own data becomes a cluster of
+    /// itself alone (`etcd recover --from-member`: etcd's
+    /// `--force-new-cluster`, which commits every entry of its log and keeps
+    /// its cluster and member IDs); `backup` is empty.
+    Recover,
 }
 
 impl Request {
@@ -287,12 +303,16 @@ pub struct Pending {
     pub request: Request,
     /// The seed reported done: the restored cluster runs.
     pub seed_done: bool,
+    /// Every member that reported done (the seed among them): the restored
+    /// cluster's members, the ones a joiner asks.
+    pub joined: Vec<u32>,
 }
 
-/// Reads the request and whether `member` (and the seed) finished it.
+/// Reads the request and which of the `members` finished it.
 pub async fn pending<O: Objects, K: Keys>(
     store: &Store<'_, O, K>,
     member: u32,
+    members: u32,
 ) -> Result<Option<Pending>, RequestError> {
     let Some(request) = read_json::<Request, _, _>(store, &request_path()).await? else {
         return Ok(None);
@@ -300,8 +320,18 @@ pub async fn pending<O: Objects, K: Keys>(
     if is_done(store, &request, member).await? {
         return Ok(None);
     }
-    let seed_done = request.seed == member || is_done(store, &request, request.seed).await?;
-    Ok(Some(Pending { request, seed_done }))
+    let mut joined = Vec::new();
+    for m in (0..members.max(request.seed + 1)).filter(|m| *m != member) {
+        if is_done(store, &request, m).await? {
+            joined.push(m);
+        }
+    }
+    let seed_done = request.seed == member || joined.contains(&request.seed);
+    Ok(Some(Pending {
+        request,
+        seed_done,
+        joined,
+    }))
 }
 
 /// What the etcd stage does about a restore this member has not finished.
@@ -310,8 +340,12 @@ pub enum StageStep {
     /// No restore concerns this member: the stage plans as always.
     AsUsual,
     /// A blank volume whose old data (if any) is aside: join the restored
-    /// cluster, asking the seed only (another member may still run the old one).
-    JoinSeed { seed: u32 },
+    /// cluster, asking only its members (the seed and those done: another
+    /// member may still run the old cluster).
+    JoinThrough { members: Vec<u32> },
+    /// The seed of a recover: start its own data as a cluster of itself
+    /// alone (`ETCD_FORCE_NEW_CLUSTER=true`, this start only).
+    ForceNewCluster,
     /// Touch nothing (exit 23, retried): the backup service acts first.
     Wait(String),
 }
@@ -326,7 +360,9 @@ pub fn stage_step(pending: Option<&Pending>, member: u32, blank: bool, handled: 
     };
     let (id, backup, seed) = (&p.request.id, &p.request.backup, p.request.seed);
     if seed == member {
-        return if handled {
+        return if handled && p.request.kind == Kind::Recover && !blank {
+            StageStep::ForceNewCluster
+        } else if handled {
             StageStep::AsUsual
         } else {
             StageStep::Wait(format!(
@@ -341,8 +377,80 @@ pub fn stage_step(pending: Option<&Pending>, member: u32, blank: bool, handled: 
         (true, false, _) => StageStep::Wait(format!(
             "restore {id}: the backup service keeps this member's data aside before it joins the restored cluster"
         )),
-        (true, true, true) => StageStep::JoinSeed { seed },
+        (true, true, true) => StageStep::JoinThrough {
+            members: p.joined.clone(),
+        },
         (true, true, false) => StageStep::AsUsual,
+    }
+}
+
+/// The Kubernetes API server's static pod, out of the kubelet's directory
+/// for the whole of this member's restore, so that no API server (and no
+/// watch cache) lives across the restore's revision jump: the manifest sync
+/// is stopped first (else it would put the file back), the manifest is kept
+/// on the etcd volume, and both come back once this member is done.
+#[derive(Debug, Clone)]
+pub struct StaticPods {
+    /// The kubelet's static pod directory (`/etc/kubernetes/manifests`).
+    pub dir: PathBuf,
+    /// Where the manifests wait (on the etcd volume, kept across a reboot).
+    pub held: PathBuf,
+    /// The manifests taken out (`kube-apiserver.yaml`).
+    pub names: Vec<String>,
+    pub stop_sync: Vec<String>,
+    pub start_sync: Vec<String>,
+}
+
+/// The API server's manifest, the one a restore takes out.
+pub const API_SERVER_MANIFEST: &str = "kube-apiserver.yaml";
+
+impl StaticPods {
+    /// Stops the sync, then moves the manifests out (a copy on the volume
+    /// first, then the file goes: the kubelet stops the pod). Converges.
+    pub fn hold(&self) -> Result<(), BackupError> {
+        if !self.held.is_dir() {
+            info!("restore: stopping the manifest sync ({})", self.stop_sync.join(" "));
+            run(&self.stop_sync, &[])?;
+            std::fs::create_dir_all(&self.held).map_err(|e| BackupError::io(&self.held, e))?;
+        }
+        for name in &self.names {
+            let (live, kept) = (self.dir.join(name), self.held.join(name));
+            let Ok(bytes) = std::fs::read(&live) else {
+                continue;
+            };
+            crate::shared::fsutil::write_atomic(&kept, &bytes, 0o600).map_err(|e| BackupError::io(&kept, e))?;
+            std::fs::remove_file(&live).map_err(|e| BackupError::io(&live, e))?;
+            info!(
+                "restore: {name} taken out of {} (kept as {}): the kubelet stops the API server",
+                self.dir.display(),
+                kept.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts the manifests back, starts the sync, then forgets the hold.
+    /// Nothing to do when nothing is held.
+    pub fn release(&self) -> Result<(), BackupError> {
+        if !self.held.is_dir() {
+            return Ok(());
+        }
+        for name in &self.names {
+            let (live, kept) = (self.dir.join(name), self.held.join(name));
+            let Ok(bytes) = std::fs::read(&kept) else {
+                continue;
+            };
+            if !live.exists() {
+                crate::shared::fsutil::write_atomic(&live, &bytes, 0o644).map_err(|e| BackupError::io(&live, e))?;
+            }
+            info!(
+                "restore: {name} back in {}: the kubelet starts the API server",
+                self.dir.display()
+            );
+        }
+        info!("restore: starting the manifest sync ({})", self.start_sync.join(" "));
+        run(&self.start_sync, &[])?;
+        std::fs::remove_dir_all(&self.held).map_err(|e| BackupError::io(&self.held, e))
     }
 }
 
@@ -369,6 +477,10 @@ pub struct Restorer<'a, O, K, E> {
     pub volume: PathBuf,
     pub endpoint: String,
     pub commands: Commands,
+    /// The API server's static pod, held for the restore (none: no control plane here).
+    pub static_pods: Option<StaticPods>,
+    /// The etcd stage's env file (a recover's force flag goes from it).
+    pub etcd_env: Option<PathBuf>,
     /// How long to wait for this member to see a leader after the start.
     pub wait: Duration,
 }
@@ -405,9 +517,16 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
             .await
             .map_err(|e| BackupError::Bad(e.to_string()))?
         {
+            // A pass killed between its report and the release finishes it.
+            self.release()?;
             return Ok(Acted::AlreadyDone);
         }
-        let outcome = if request.seed == self.member {
+        if let Some(pods) = &self.static_pods {
+            pods.hold()?;
+        }
+        let outcome = if request.seed == self.member && request.kind == Kind::Recover {
+            self.recover(request).await.map(Some)
+        } else if request.seed == self.member {
             self.restore(request).await.map(Some)
         } else {
             self.join(request).await
@@ -424,6 +543,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
                     ),
                 )
                 .await;
+                self.release()?;
                 Ok(Acted::Done)
             }
             Ok(None) => Ok(Acted::WaitingForSeed),
@@ -432,6 +552,43 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
                 Err(e)
             }
         }
+    }
+
+    /// The seed of a recover: its own data, forced into a cluster of itself
+    /// alone by the etcd stage's next run; the flag goes from the env file
+    /// once etcd leads, so no later start forces again (that would drop the
+    /// members that joined since).
+    async fn recover(&self, request: &Request) -> Result<i64, BackupError> {
+        let work = self.work();
+        std::fs::create_dir_all(&work).map_err(|e| BackupError::io(&work, e))?;
+        let marker = in_place_marker(&self.volume, request);
+        if !marker.exists() {
+            self.stop(request).await?;
+            if !self.identity.data_dir.join("member").is_dir() {
+                return Err(BackupError::Bad(format!(
+                    "recover {}: {} holds no etcd data: recover from a member that does",
+                    request.id,
+                    self.identity.data_dir.display()
+                )));
+            }
+            std::fs::write(&marker, "recover\n").map_err(|e| BackupError::io(&marker, e))?;
+            fsync_dir(&work);
+        }
+        if self.etcd.status(&self.endpoint).is_err() {
+            self.report(
+                request,
+                Phase::Starting,
+                0,
+                "starting etcd on this member's own data as a new cluster of one (--force-new-cluster)".into(),
+            )
+            .await;
+            self.start()?;
+        }
+        let revision = self.wait_healthy(0).await?;
+        if let Some(env) = &self.etcd_env {
+            drop_force_flag(env)?;
+        }
+        Ok(revision)
     }
 
     /// The seed: the backup restored here as a cluster of this member alone.
@@ -530,6 +687,10 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
             self.start()?;
         }
         self.wait_healthy(target).await.map(Some)
+    }
+
+    fn release(&self) -> Result<(), BackupError> {
+        self.static_pods.as_ref().map_or(Ok(()), StaticPods::release)
     }
 
     async fn stop(&self, request: &Request) -> Result<(), BackupError> {
@@ -644,6 +805,38 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
     }
 }
 
+/// The force flag the etcd stage wrote for a recover's first start.
+pub const FORCE_NEW_CLUSTER: &str = "ETCD_FORCE_NEW_CLUSTER";
+
+/// Removes the force flag from the env file (atomically; nothing to do
+/// when it is not there).
+fn drop_force_flag(env: &Path) -> Result<(), BackupError> {
+    let Ok(text) = std::fs::read_to_string(env) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{FORCE_NEW_CLUSTER}=")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if kept != text {
+        crate::shared::fsutil::write_atomic(env, kept.as_bytes(), 0o644).map_err(|e| BackupError::io(env, e))?;
+        info!("recover: {FORCE_NEW_CLUSTER} removed from {}", env.display());
+    }
+    Ok(())
+}
+
+/// A recover request: `seed`'s own data becomes the cluster.
+pub fn new_recover(seed: u32, now_unix: i64) -> Request {
+    Request {
+        id: format!("{}-recover-from-{seed}", compact_time(now_unix)),
+        backup: String::new(),
+        requested_unix: now_unix,
+        seed,
+        kind: Kind::Recover,
+    }
+}
+
 /// A new request's id: when it was made and what it restores; `seed`
 /// restores, the others join it.
 pub fn new_request(backup: &BackupId, now_unix: i64, seed: u32) -> Request {
@@ -652,6 +845,7 @@ pub fn new_request(backup: &BackupId, now_unix: i64, seed: u32) -> Request {
         backup: backup.name(),
         requested_unix: now_unix,
         seed,
+        kind: Kind::Restore,
     }
 }
 
@@ -744,6 +938,7 @@ mod tests {
         let pending = |seed_done| Pending {
             request: request.clone(),
             seed_done,
+            joined: if seed_done { vec![0, 1] } else { vec![] },
         };
         let wait = |step: StageStep| matches!(step, Wait(_));
         // (pending, member, blank, handled) -> step
@@ -762,9 +957,21 @@ mod tests {
             }
             assert!(wait(stage_step(Some(&pending(true)), 2, blank, false)), "{blank}");
         }
-        assert_eq!(stage_step(Some(&pending(true)), 2, true, true), JoinSeed { seed: 1 });
+        assert_eq!(
+            stage_step(Some(&pending(true)), 2, true, true),
+            JoinThrough { members: vec![0, 1] },
+            "asks the seed and the members that joined, never one that may run the old cluster"
+        );
         // Joined already (its data is the restored cluster's): restarts as usual.
         assert_eq!(stage_step(Some(&pending(true)), 2, false, true), AsUsual);
+        // A recover's seed forces its own data into a new cluster, once handled.
+        let recover = Pending {
+            request: new_recover(1, 1_790_000_100),
+            seed_done: true,
+            joined: vec![],
+        };
+        assert!(wait(stage_step(Some(&recover), 1, false, false)));
+        assert_eq!(stage_step(Some(&recover), 1, false, true), ForceNewCluster);
         let Wait(reason) = stage_step(Some(&pending(false)), 0, false, false) else {
             unreachable!()
         };

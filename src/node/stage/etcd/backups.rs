@@ -66,7 +66,7 @@ impl<O: Objects + ObjectFiles, K: Keys> BackupHook for StageBackups<'_, O, K> {
     }
 
     async fn pending_restore(&self, member: u32) -> Result<Option<crate::shared::backup::restore::Pending>, String> {
-        crate::shared::backup::restore::pending(&self.backups.store, member)
+        crate::shared::backup::restore::pending(&self.backups.store, member, self.members)
             .await
             .map_err(|e| e.to_string())
     }

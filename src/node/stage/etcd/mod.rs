@@ -420,9 +420,11 @@ pub async fn run(
     let handled = pending
         .as_ref()
         .is_some_and(|p| restore::handled(&root.path(ETCD_MOUNT_POINT), &p.request));
-    let through = match restore::stage_step(pending.as_ref(), claim.member, data == Data::Blank, handled) {
-        StageStep::AsUsual => None,
-        StageStep::JoinSeed { seed } => Some(seed),
+    let step = restore::stage_step(pending.as_ref(), claim.member, data == Data::Blank, handled);
+    let force = step == StageStep::ForceNewCluster;
+    let through = match step {
+        StageStep::AsUsual | StageStep::ForceNewCluster => None,
+        StageStep::JoinThrough { members } => Some(members),
         StageStep::Wait(reason) => {
             return Err(EtcdError::Busy {
                 member: me.name,
@@ -432,7 +434,7 @@ pub async fn run(
     };
     let others: Vec<String> = peers
         .iter()
-        .filter(|(m, _)| **m != claim.member && through.is_none_or(|seed| **m == seed))
+        .filter(|(m, _)| **m != claim.member && through.as_ref().is_none_or(|joined| joined.contains(m)))
         .map(|(_, ip)| url(ip, CLIENT_PORT))
         .collect();
     let client = Client::new(others, &tls.files())?;
@@ -455,7 +457,7 @@ pub async fn run(
                 id: v.id,
             })
             .collect();
-        existed.formatted = plan::formatted_before(&volumes, &claim.volume_id);
+        existed.formatted = plan::formatted_before(&volumes, &claim.volume_id, plan::FORMATTED_MARGIN);
         existed
     } else {
         Evidence::default()
@@ -485,13 +487,18 @@ pub async fn run(
                 Some(m) => format!("replacing etcd member {} ({}) with a blank one", m.hex_id(), me.name),
                 None => format!("adding etcd member {}", me.name),
             };
-            backups
-                .before_membership_change(&client, &change)
-                .await
-                .map_err(|detail| EtcdError::Backup {
-                    change: change.clone(),
-                    detail,
-                })?;
+            if through.is_none() {
+                backups
+                    .before_membership_change(&client, &change)
+                    .await
+                    .map_err(|detail| EtcdError::Backup {
+                        change: change.clone(),
+                        detail,
+                    })?;
+            } else {
+                // Joining a restore's cluster: it holds the backup just restored.
+                info!("no backup before {change}: the restored cluster holds the backup it was restored from");
+            }
             fault::point("etcd:after-backup");
             if let Some(stale) = remove {
                 match client.member_remove(stale.id) {
@@ -534,7 +541,7 @@ pub async fn run(
         .etcd
         .as_ref()
         .map_or(crate::shared::etcd::space::DEFAULT_QUOTA_BYTES, |e| e.quota_bytes);
-    let vars = member_env(
+    let mut vars = member_env(
         environment,
         &claim,
         initial_cluster,
@@ -543,6 +550,15 @@ pub async fn run(
         &tls,
         quota,
     );
+    if force && plan == Plan::Restart {
+        // `etcd recover --from-member`: this start only; the backup service
+        // removes it once this member leads its cluster of one.
+        warn!(
+            "etcd recover: this member's data becomes a cluster of itself alone ({}=true)",
+            restore::FORCE_NEW_CLUSTER
+        );
+        vars.push((restore::FORCE_NEW_CLUSTER, "true".into()));
+    }
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let path = root.path(ETCD_ENV_FILE);
     fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| StageError::io(&path, e))?;
