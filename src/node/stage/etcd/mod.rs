@@ -705,20 +705,6 @@ pub fn node_client(root: &Root) -> Result<(Client, String, String), EtcdError> {
     Ok((client, me, name))
 }
 
-/// Every voting member other than `me` answers with a leader.
-pub fn others_healthy(client: &Client, me: &str) -> Result<(), String> {
-    let members = crate::shared::etcd::Cluster::member_list(client).map_err(|e| format!("member list: {e}"))?;
-    for m in members.iter().filter(|m| !m.is_learner) {
-        for url in m.client_urls.iter().filter(|u| *u != me) {
-            let status = crate::shared::etcd::Cluster::status(client, url).map_err(|e| format!("{}: {e}", m.name))?;
-            if !status.has_leader() {
-                return Err(format!("{} has no leader", m.name));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Replaces this process with etcd, configured by `vars`.
 pub fn exec(binary: &str, vars: &[(&'static str, String)]) -> EtcdError {
     use std::os::unix::process::CommandExt;
