@@ -50,10 +50,14 @@ test:
 # Variables without a default (kubelet_sha512) come from PKR_VAR_<name> or PACKER_ARGS.
 # nodeboot_sha256 is the binary's own, computed once it is built: the bake
 # checks the upload against it and tags the AMI with it.
+# The images it pulls are the environment's (ENV_FILE): `nodeboot images`.
 ami: binary
+	mkdir -p $(OUT)/ami
+	$(BINARY) images --env $(ENV_FILE) >$(OUT)/ami/images.txt
 	packer init $(PACKER_TEMPLATE)
 	packer build -var nodeboot_binary=$(BINARY) -var nodeboot_sha256=$$(sha256sum $(BINARY) | cut -d' ' -f1) \
-	  -var nodeboot_version=$(VERSION) -var nodeboot_commit=$(COMMIT) $(PACKER_ARGS) $(PACKER_TEMPLATE)
+	  -var nodeboot_version=$(VERSION) -var nodeboot_commit=$(COMMIT) -var images_file=$(OUT)/ami/images.txt \
+	  $(PACKER_ARGS) $(PACKER_TEMPLATE)
 
 shell:
 	NODEBOOT_IMAGE=$(IMAGE):$(VERSION) images/build/entrypoint.sh -e $(ENV_NAME)

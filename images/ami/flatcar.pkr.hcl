@@ -148,6 +148,11 @@ variable "cni_plugins_sha512" {
   }
 }
 
+variable "images_file" {
+  type        = string
+  description = "The images the nodes run, one \"<runtime> <repository:tag@sha256:...>\" a line: `nodeboot images --env <environment file>` (make ami writes it). Each is pulled by its digest into its runtime's store, which the AMI keeps: no boot needs a registry."
+}
+
 variable "encrypt_boot" {
   type        = bool
   default     = true
@@ -175,11 +180,23 @@ locals {
   # these are in it: what Flannel's CNI chain runs (its delegate bridge with
   # host-local IPAM, portmap) and the loopback plugin containerd runs for
   # every sandbox (tests/images checks the list against the rendered chain).
-  cni_bin_dir     = "/opt/cni/bin"
-  cni_plugins     = ["bridge", "host-local", "loopback", "portmap"]
-  cni_plugins_url = var.cni_plugins_url != "" ? var.cni_plugins_url : "https://github.com/containernetworking/plugins/releases/download/v${var.cni_plugins_version}/cni-plugins-linux-amd64-v${var.cni_plugins_version}.tgz"
+  cni_bin_dir = "/opt/cni/bin"
+
+  # Where the images the bake pulls stay: containerd's store (the kubelet's
+  # pods, namespace k8s.io) and docker's (etcd, kubectl).
+  containerd_store = "/var/lib/containerd"
+  docker_store     = "/var/lib/docker"
+  cni_plugins      = ["bridge", "host-local", "loopback", "portmap"]
+  cni_plugins_url  = var.cni_plugins_url != "" ? var.cni_plugins_url : "https://github.com/containernetworking/plugins/releases/download/v${var.cni_plugins_version}/cni-plugins-linux-amd64-v${var.cni_plugins_version}.tgz"
+
+  # Every image, by digest (tests/images checks each line's form); their
+  # list is in the image (<store>/images) and its SHA-256 in a tag.
+  images      = sort(compact([for line in split("\n", file(var.images_file)) : trimspace(line)]))
+  images_text = join("\n", local.images)
 
   tags = {
+    "nodeboot.io/images-sha256"       = sha256("${local.images_text}\n")
+    "nodeboot.io/images-count"        = tostring(length(local.images))
     "nodeboot.io/version"             = var.nodeboot_version
     "nodeboot.io/commit"              = var.nodeboot_commit
     "nodeboot.io/nodeboot-sha256"     = var.nodeboot_sha256
@@ -265,18 +282,20 @@ build {
       CNI_PLUGINS_SHA512 = var.cni_plugins_sha512
       CNI_BIN_DIR        = local.cni_bin_dir
       CNI_PLUGINS        = join(" ", local.cni_plugins)
+      IMAGES             = local.images_text
     }
   }
 
   # Ignition runs on a Flatcar machine's first boot only, and this builder has
   # had its first boot. flatcar-reset stages a reset for the next boot, which
   # is the first boot of every instance launched from the AMI: the root
-  # filesystem is cleaned except the binaries, the boot check and the CNI
-  # plugins (so a fresh machine-id and SSH host keys, no builder key), and
-  # Ignition runs with that instance's user data.
+  # filesystem is cleaned except the binaries, the boot check, the CNI
+  # plugins and the container runtimes' image stores (so a fresh machine-id
+  # and SSH host keys, no builder key), and Ignition runs with that
+  # instance's user data.
   provisioner "shell" {
     inline = [
-      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.nodeboot_store}' '${local.kubelet_path}' '${local.cni_bin_dir}' '${local.boot_check_unit}' '${local.boot_check_dropin}'",
+      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.nodeboot_store}' '${local.kubelet_path}' '${local.cni_bin_dir}' '${local.boot_check_unit}' '${local.boot_check_dropin}' '${local.containerd_store}' '${local.docker_store}'",
     ]
   }
 
@@ -292,6 +311,7 @@ build {
       flatcar_release     = var.flatcar_release
       cni_plugins_version = var.cni_plugins_version
       cni_plugins_sha512  = lower(var.cni_plugins_sha512)
+      images              = local.images_text
     }
   }
 }

@@ -5,7 +5,11 @@
 # the boot check (verify-nodeboot, its unit and the drop-in that makes every
 # nodeboot-*.service require it); the kubelet, checked against its SHA-512,
 # with mode 0755; and the CNI plugins release, checked against its SHA-512,
-# into CNI_BIN_DIR. The template passes the paths: /opt/nodeboot, /opt/bin
+# into CNI_BIN_DIR; and every container image the nodes run (IMAGES, one
+# "<runtime> <repository:tag@sha256:...>" a line, from `nodeboot images`),
+# pulled by its digest into the runtime that runs it (containerd's k8s.io
+# namespace for the kubelet, docker for etcd and kubectl), listed in
+# NODEBOOT_STORE/images. The template passes the paths: /opt/nodeboot, /opt/bin
 # and /opt/cni/bin, because Flatcar's /usr is read-only. Everything is
 # uploaded or downloaded and checked before anything is installed. DESTDIR
 # prefixes every installed path (tests).
@@ -19,7 +23,7 @@ die() {
 for var in NODEBOOT_UPLOAD NODEBOOT_SHA256 NODEBOOT_PATH NODEBOOT_STORE \
   BOOT_CHECK_UPLOAD BOOT_CHECK_UNIT BOOT_CHECK_DROPIN \
   KUBELET_URL KUBELET_SHA512 KUBELET_PATH \
-  CNI_PLUGINS_URL CNI_PLUGINS_SHA512 CNI_BIN_DIR CNI_PLUGINS; do
+  CNI_PLUGINS_URL CNI_PLUGINS_SHA512 CNI_BIN_DIR CNI_PLUGINS IMAGES; do
   [ -n "${!var:-}" ] || die "$var is not set"
 done
 nodeboot_sum=${NODEBOOT_SHA256,,}
@@ -28,6 +32,14 @@ kubelet_sum=${KUBELET_SHA512,,}
 [[ $kubelet_sum =~ ^[0-9a-f]{128}$ ]] || die "KUBELET_SHA512 is not 128 hex digits"
 cni_sum=${CNI_PLUGINS_SHA512,,}
 [[ $cni_sum =~ ^[0-9a-f]{128}$ ]] || die "CNI_PLUGINS_SHA512 is not 128 hex digits"
+# Every image by digest, in a runtime that runs it: checked before anything
+# is downloaded or installed.
+while read -r runtime image extra; do
+  [ -n "$runtime" ] || continue
+  case $runtime in containerd | docker) ;; *) die "IMAGES: $runtime $image: the runtime is containerd or docker" ;; esac
+  [[ -z "${extra:-}" && $image =~ ^[^@[:space:]]+:[^@/:[:space:]]+@sha256:[0-9a-f]{64}$ ]] \
+    || die "IMAGES: $image is not repository:tag@sha256:<64 hex digits>"
+done <<<"$IMAGES"
 [ -f "$NODEBOOT_UPLOAD" ] || die "no nodeboot binary at $NODEBOOT_UPLOAD"
 # The bake's check: the binary that arrived is the one `make ami` built and
 # whose SHA-256 the AMI is tagged with.
@@ -92,3 +104,31 @@ rm -rf "$NODEBOOT_UPLOAD" "$BOOT_CHECK_UPLOAD"
 for plugin in "${required[@]}"; do
   CNI_COMMAND=VERSION "$cni_dir/$plugin" </dev/null || die "$cni_dir/$plugin does not run"
 done
+
+# The images, by digest (a registry serving other bytes under the tag fails
+# the pull). containerd's CRI looks an image up as repository@digest (it
+# drops the tag of repository:tag@digest), so that is the name it is pulled
+# under; docker keeps the digest among the image's RepoDigests. Both stores
+# stay in the image (flatcar-reset --keep-paths), so no boot pulls.
+[ -n "${DESTDIR:-}" ] || systemctl start containerd.service docker.service
+while read -r runtime image; do
+  [ -n "$runtime" ] || continue
+  repository="${image%@*}"
+  by_digest="${repository%:*}@${image##*@}"
+  case $runtime in
+    containerd)
+      ctr --namespace k8s.io images pull --platform linux/amd64 "$by_digest" >/dev/null \
+        || die "cannot pull $by_digest into containerd"
+      ctr --namespace k8s.io images ls --quiet | grep --quiet --fixed-strings --line-regexp "$by_digest" \
+        || die "containerd does not list $by_digest after the pull"
+      ;;
+    docker)
+      docker pull --quiet "$by_digest" >/dev/null || die "cannot pull $by_digest into docker"
+      docker image inspect "$by_digest" >/dev/null || die "docker does not have $by_digest after the pull"
+      ;;
+  esac
+  echo "baked $runtime $image"
+done <<<"$IMAGES"
+install -d -m 0755 "$store"
+printf '%s\n' "$IMAGES" | sed '/^$/d' >"$store/images"
+chmod 0644 "$store/images"

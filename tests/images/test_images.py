@@ -230,11 +230,13 @@ def test_make_ami_builds_the_binary_then_runs_packer(make_path):
     binary = f"target/{MUSL}/release/nodeboot"
     assert make_n("ami", path=make_path) == [
         MUSL_BUILD,
+        "mkdir -p out/ami",
+        f"{binary} images --env environments/example.tfvars >out/ami/images.txt",
         "packer init images/ami/flatcar.pkr.hcl",
         f"packer build -var nodeboot_binary={binary} "
         f"-var nodeboot_sha256=$(sha256sum {binary} | cut -d' ' -f1) "
         f"-var nodeboot_version={version} -var nodeboot_commit={commit} "
-        "images/ami/flatcar.pkr.hcl",
+        "-var images_file=out/ami/images.txt images/ami/flatcar.pkr.hcl",
     ]
 
 
@@ -761,7 +763,10 @@ def test_packer_installs_the_binaries_into_opt_bin(packer):
         "${local.cni_bin_dir}",
         "${local.boot_check_unit}",
         "${local.boot_check_dropin}",
+        "${local.containerd_store}",
+        "${local.docker_store}",
     ], "flatcar-reset would wipe what the bake installed"
+    assert env["IMAGES"] == "${local.images_text}"
 
 
 def test_packer_tags_the_ami_with_the_nodeboot_version_and_commit(packer):
@@ -904,6 +909,33 @@ UNIT = "/etc/systemd/system/verify-nodeboot.service"
 DROPIN = "/etc/systemd/system/nodeboot-.service.d"
 
 
+# What `nodeboot images` prints for the example (two of each runtime).
+BAKED = "\n".join(
+    [
+        "containerd registry.k8s.io/kube-apiserver:v1.31.4@sha256:" + "a" * 64,
+        "containerd registry.k8s.io/kube-proxy:v1.31.4@sha256:" + "b" * 64,
+        "docker quay.io/coreos/etcd:v3.5.17@sha256:" + "c" * 64,
+        "docker registry.k8s.io/kubectl:v1.31.4@sha256:" + "d" * 64,
+    ]
+)
+
+
+def runtimes(tmp_path: Path) -> Path:
+    """ctr and docker stand-ins on PATH: each records its arguments and
+    answers the listing and the inspection as the real ones would after the
+    pulls it recorded."""
+    bin_dir = tmp_path / "runtimes"
+    bin_dir.mkdir()
+    log = tmp_path / "runtime-calls"
+    write_script(
+        bin_dir / "ctr",
+        f'#!/bin/sh\necho "ctr $*" >>{log}\n'
+        f'case "$*" in *"images ls"*) sed -n "s/^ctr .* images pull .* //p" {log} ;; esac\n',
+    )
+    write_script(bin_dir / "docker", f'#!/bin/sh\necho "docker $*" >>{log}\n')
+    return bin_dir
+
+
 def provision(
     tmp_path: Path,
     kubelet=None,
@@ -911,6 +943,7 @@ def provision(
     cni=None,
     cni_sha512=None,
     nodeboot_sha256=None,
+    images=BAKED,
 ):
     if kubelet is None:
         kubelet = write_script(tmp_path / "kubelet", "#!/bin/sh\necho Kubernetes v1.31.4\n")
@@ -936,8 +969,76 @@ def provision(
         CNI_PLUGINS_SHA512=cni_sha512 or sha("sha512", cni).upper(),
         CNI_BIN_DIR=CNI_BIN_DIR,
         CNI_PLUGINS=" ".join(CNI_PLUGINS),
+        IMAGES=images,
+        PATH=f"{runtimes(tmp_path)}:{os.environ['PATH']}",
     )
     return subprocess.run([str(PROVISION)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_provision_pulls_every_image_by_digest_into_its_runtime(tmp_path):
+    """containerd's CRI looks a pod's image up as repository@digest, so that
+    is what the bake pulls into namespace k8s.io; etcd and kubectl into
+    docker; the list stays in the store."""
+    done = provision(tmp_path)
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "runtime-calls").read_text().splitlines()
+    pulls = [c for c in calls if " pull " in c]
+    ctr_pull = "ctr --namespace k8s.io images pull --platform linux/amd64 registry.k8s.io"
+    assert pulls == [
+        f"{ctr_pull}/kube-apiserver@sha256:" + "a" * 64,
+        f"{ctr_pull}/kube-proxy@sha256:" + "b" * 64,
+        "docker pull --quiet quay.io/coreos/etcd@sha256:" + "c" * 64,
+        "docker pull --quiet registry.k8s.io/kubectl@sha256:" + "d" * 64,
+    ]
+    store = tmp_path / "root" / STORE.lstrip("/")
+    assert (store / "images").read_text() == BAKED + "\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "containerd registry.k8s.io/kube-apiserver:v1.31.4",
+        "containerd registry.k8s.io/kube-apiserver@sha256:" + "a" * 64,
+        "podman registry.k8s.io/kube-apiserver:v1.31.4@sha256:" + "a" * 64,
+        "docker quay.io/coreos/etcd:v3.5.17@sha256:" + "C" * 64,
+    ],
+)
+def test_provision_refuses_an_image_not_pinned_by_tag_and_digest(tmp_path, line):
+    done = provision(tmp_path, images=BAKED + "\n" + line)
+    assert done.returncode != 0 and "IMAGES:" in done.stderr, done.stderr
+    assert not (tmp_path / "root").exists(), "something was installed before the check"
+    assert not (tmp_path / "runtime-calls").exists(), "something was pulled before the check"
+
+
+def test_the_bakes_images_are_what_nodeboot_images_lists_for_the_environment():
+    """make ami hands Packer the output of `nodeboot images`: every image of
+    the rendered manifests, add-ons and units (tests/pinned_images.rs)."""
+    # The suite's shared build (tests/run's cargo test leaves it there).
+    target = os.environ.get("CARGO_TARGET_DIR", "/var/cache/nodeboot/target")
+    binary = Path(target) / "debug" / "nodeboot"
+    if not binary.exists():
+        pytest.skip(f"no debug build of nodeboot in {target}")
+    done = subprocess.run(
+        [str(binary), "images", "--env", str(EXAMPLE)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    line_form = r"(containerd|docker) \S+:[^@/:\s]+@sha256:[0-9a-f]{64}"
+    assert lines and all(re.fullmatch(line_form, line) for line in lines), lines
+    assert {line.split()[0] for line in lines} == {"containerd", "docker"}
+
+
+def test_packer_bakes_the_images_and_keeps_their_stores(packer):
+    (variable,) = [v for k, v in variables(packer).items() if k == "images_file"]
+    assert "nodeboot images" in unquote(variable["description"])
+    local = packer_locals(packer)
+    assert local["containerd_store"] == "/var/lib/containerd"
+    assert local["docker_store"] == "/var/lib/docker"
+    text = PACKER.read_text()
+    assert '"nodeboot.io/images-sha256"       = sha256("${local.images_text}\\n")' in text
+    assert "IMAGES             = local.images_text" in text
+    reset = next(line for line in text.splitlines() if "flatcar-reset --keep-paths" in line)
+    assert "${local.containerd_store}" in reset and "${local.docker_store}" in reset
 
 
 def test_provision_installs_both_binaries_mode_0755(tmp_path):
