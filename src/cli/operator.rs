@@ -69,6 +69,25 @@ pub enum OperatorCommand {
         #[command(flatten)]
         terraform: TerraformArgs,
     },
+    /// Delete every Terraform resource of the environment, its etcd members'
+    /// volumes (each after a final snapshot), ENIs and addresses included:
+    /// `--confirm NAME`, or `--yes` for a playground (play-*).
+    #[cfg(feature = "aws")]
+    Down {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The environment's name, typed again: lifts prevent_destroy on its members.
+        #[arg(long, value_name = "NAME")]
+        confirm: Option<String>,
+        /// Confirmation enough for a playground (an environment named play-*).
+        #[arg(long)]
+        yes: bool,
+        /// Prepare build/<env>/down/terraform and print the commands; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        terraform: TerraformArgs,
+    },
     /// Print the Terraform outputs of the environment (the seed's `terraform.sh output`).
     #[cfg(feature = "aws")]
     Outputs {
@@ -394,6 +413,22 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
             write_kubeconfig,
             terraform,
         } => commands::up::up(&env, &terraform.options(plan, write_kubeconfig))?,
+        #[cfg(feature = "aws")]
+        OperatorCommand::Down {
+            env,
+            confirm,
+            yes,
+            dry_run,
+            terraform,
+        } => commands::down::down(
+            &env,
+            &commands::down::DownOptions {
+                confirm,
+                yes,
+                dry_run,
+                terraform: terraform.options(false, false),
+            },
+        )?,
         #[cfg(feature = "aws")]
         OperatorCommand::Outputs { env, terraform } => commands::up::outputs(&env, &terraform.options(false, false))?,
         OperatorCommand::Kubeconfig { env, dir, write: None } => {

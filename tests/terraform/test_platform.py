@@ -436,6 +436,58 @@ def plans_expecting_failure(copy: Path, name: str, runs: str) -> tuple[dict, dic
     return run_statuses(messages), {}, text + result.stderr
 
 
+def nodeboot_binary() -> Path:
+    """The debug build the other test suites use (`cargo build` first)."""
+    import os  # noqa: PLC0415
+
+    if os.environ.get("NODEBOOT_BIN"):
+        return Path(os.environ["NODEBOOT_BIN"])
+    if os.environ.get("CARGO_TARGET_DIR"):
+        candidates = [Path(os.environ["CARGO_TARGET_DIR"]) / "debug/nodeboot"]
+    else:  # as the lab: the newer of the shared and the local build
+        candidates = [Path("/var/cache/nodeboot/target/debug/nodeboot"), REPO / "target/debug/nodeboot"]
+    built = [c for c in candidates if c.exists()]
+    if not built:
+        pytest.fail(f"{candidates[0]} does not exist: run `cargo build` first (or set NODEBOOT_BIN)")
+    return max(built, key=lambda c: c.stat().st_mtime)
+
+
+def test_down_lets_destroy_delete_the_members(initialized_copy, tmp_path):  # noqa: F811
+    """Issue 23 item 7: `nodeboot down`'s override, in a copy of the tree,
+    lifts prevent_destroy where Terraform merges it: the same mocked apply as
+    the test above, then the test's own teardown (a destroy) deletes every
+    resource, the members' volumes, ENIs and reservations included (the
+    test above shows the same teardown stopping without it)."""
+    import subprocess  # noqa: PLC0415
+
+    work = tmp_path / "work"
+    work.mkdir()
+    out = subprocess.run(
+        [nodeboot_binary(), "down", "--env", EXAMPLE, "--confirm", "example", "--dry-run"]
+        + ["--terraform-dir", TF],
+        cwd=work, capture_output=True, text=True, check=False, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    override = work / "build/example/down/terraform/modules/etcd/nodeboot_down_override.tf"
+    # Where the tree reads the user data from: its ../build, as for the
+    # initialized copy.
+    copy = tmp_path / "terraform"
+    shutil.copytree(initialized_copy(), copy, symlinks=True)
+    (tmp_path / "build").symlink_to(initialized_copy().parent / "build")
+    shutil.copy(override, copy / "modules/etcd" / override.name)
+    apply = 'run "apply_example" {\n  command = apply\n}\n'
+    statuses, _, text = plans_expecting_failure(copy, "down", apply)
+    assert statuses == {"apply_example": "pass"}, text
+    assert "left some resources" not in text and "prevent_destroy" not in text, text
+    assert "Failure!" not in text, text
+    # Without it, the same teardown stops at the members.
+    (copy / "modules/etcd" / override.name).unlink()
+    _, _, text = plans_expecting_failure(copy, "down", apply)
+    assert "left some resources" in text, text
+    for kind in ("aws_ebs_volume", "aws_network_interface"):
+        assert re.search(rf"Resource module\.etcd\.{kind}\.member\[\d\] has lifecycle\.prevent_destroy", text), text
+
+
 def test_member_volumes_get_daily_snapshots(real_plans):
     plan = real_plans["example"]
     volumes = of_type(plan, "aws_ebs_volume")

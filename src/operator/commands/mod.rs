@@ -1,6 +1,8 @@
 //! One function per CLI command: what `main` calls once arguments are parsed.
 
 #[cfg(feature = "aws")]
+pub mod down;
+#[cfg(feature = "aws")]
 pub mod etcd;
 #[cfg(feature = "aws")]
 pub mod etcd_backup;

@@ -30,7 +30,7 @@ pub struct UpOptions {
 
 /// Runs one step: prints its name, times it, and on failure says which
 /// step failed and what to do.
-fn step<T>(name: &str, hint: &str, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+pub(super) fn step<T>(name: &str, hint: &str, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     eprintln!("==> {name}");
     let start = Instant::now();
     match work() {
@@ -220,7 +220,7 @@ fn upload_full_configs(env: &Environment, written: &[render::Written]) -> Result
     })
 }
 
-fn init_args(env: &Environment, options: &UpOptions) -> Vec<String> {
+pub(super) fn init_args(env: &Environment, options: &UpOptions) -> Vec<String> {
     let mut args = vec![
         "init".to_string(),
         "-input=false".into(),
@@ -237,7 +237,7 @@ fn init_args(env: &Environment, options: &UpOptions) -> Vec<String> {
     args
 }
 
-fn terraform_init_hint(options: &UpOptions) -> String {
+pub(super) fn terraform_init_hint(options: &UpOptions) -> String {
     let mut hint = String::from(
         "terraform init needs the AWS provider (from registry.terraform.io, or a local mirror given with --plugin-dir) \
          and the state bucket (S3 backend, reached with the environment's credentials)",
@@ -250,7 +250,7 @@ fn terraform_init_hint(options: &UpOptions) -> String {
 
 /// Runs terraform in the Terraform directory, streaming its output, with
 /// the environment's profile unless credentials are already set.
-fn terraform(env: &Environment, options: &UpOptions, args: &[String]) -> Result<(), Error> {
+pub(super) fn terraform(env: &Environment, options: &UpOptions, args: &[String]) -> Result<(), Error> {
     let mut cmd = Command::new("terraform");
     cmd.args(args)
         .current_dir(&options.terraform_dir)
