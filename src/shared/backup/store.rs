@@ -167,7 +167,8 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
             Err(e) => {
                 if let Err(abort) = objects.abort_upload(bucket, &key, &upload_id).await {
                     warn!(
-                        "the parts of s3://{bucket}/{key} stay until the bucket's lifecycle rule drops them: {abort}"
+                        "the unfinished upload {upload_id} of s3://{bucket}/{key} keeps its parts until aborted \
+                         (aws s3api abort-multipart-upload): {abort}"
                     );
                 }
                 Err(e)
