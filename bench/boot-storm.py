@@ -97,6 +97,8 @@ KINDS = {
 }
 ETCD_NODES = 3
 IMDS_PER_PROCESS = 64
+# The secrets stage's count of its own calls (not the SDK's retries of them).
+CALLS_LINE = re.compile(r"secrets: (?P<s3>\d+) S3 and (?P<kms>\d+) KMS calls")
 # until_done's line for a failed attempt (NODEBOOT_LOG=info, tracing's format).
 RETRY_LINE = re.compile(
     r"stage=\"?(?P<stage>[a-z-]+)\"?.*attempt \d+ failed"
@@ -287,7 +289,12 @@ def count_retries(node):
     """The stage's failed attempts (`stage --retry`'s log), by exit code,
     with one message of each."""
     node["retries"] = {}
+    node["own"] = {"S3": 0, "KMS": 0}
     for line in (node["root"] / "boot.log").read_text(errors="replace").splitlines():
+        counted = CALLS_LINE.search(line)
+        if counted:
+            node["own"]["S3"] += int(counted["s3"])
+            node["own"]["KMS"] += int(counted["kms"])
         match = RETRY_LINE.search(line)
         if match:
             code = f"{match['stage']} exit {match['code']}"
@@ -361,6 +368,9 @@ def summary(n, nodes, callers):
                 "p99": pct(ready, 99) if ready else None,
                 "max": max(ready) if ready else None,
                 "calls": {k: v / len(mine) for k, v in calls.items()},
+                "own": {
+                    kind: [x.get("own", {}).get(kind, 0) for x in mine] for kind in ("S3", "KMS")
+                },
                 "throttled": throttled,
                 "stage_retries": sum(c for x in mine for c, _ in x.get("retries", {}).values()),
                 "retries": merged_retries(mine),
@@ -413,7 +423,23 @@ def print_tables(rows, scale):
         [r["N"], r["role"], *(cost.fmt(round(r["calls"].get(k, 0), 2)) for k in kinds + others)]
         for r in rows
     ]
-    print("API calls per node by kind (every attempt, throttled ones included)")
+    print("Requests per node by kind, as the emulator saw them (every attempt: throttled ones,")
+    print("and the SDK's retries after a timeout of the busy emulator, included)")
+    cost.table(head, body)
+    head = ["N compute", "role", "S3 calls mean", "S3 calls max", "KMS calls mean", "KMS calls max"]
+    body = [
+        [
+            r["N"],
+            r["role"],
+            *(
+                f(r["own"][kind]) if r["own"][kind] else "-"
+                for kind in ("S3", "KMS")
+                for f in (lambda v: f"{statistics.mean(v):.2f}", max)
+            ),
+        ]
+        for r in rows
+    ]
+    print("The secrets stage's own calls per node (its log; an SDK call retried counts once)")
     cost.table(head, body)
     for r in rows:
         if r["why"]:

@@ -634,6 +634,20 @@ fn a_nodes_boot_asks_kms_once_for_what_one_upload_sealed_for_its_role() {
 }
 
 #[test]
+fn nodes_retry_throttling_in_the_sdks_standard_mode() {
+    // What every node command's clients are built from (`aws::sdk_config`):
+    // a throttled call (KMS ThrottlingException, S3 SlowDown) is retried by
+    // the SDK itself, with exponential backoff and full jitter, before the
+    // stage sees a failure (bench/boot-storm.py measures it under a storm).
+    let config = runtime().block_on(nodeboot::shared::cloud::aws::sdk_config("eu-west-1"));
+    let retry = config.retry_config().expect("a retry config");
+    assert_eq!(retry.mode(), aws_config::retry::RetryMode::Standard);
+    assert_eq!(retry.max_attempts(), 6);
+    assert_eq!(retry.initial_backoff(), std::time::Duration::from_millis(200));
+    assert_eq!(retry.max_backoff(), std::time::Duration::from_secs(5));
+}
+
+#[test]
 fn a_worker_cannot_open_what_was_sealed_for_etcd_nodes_only() {
     let p = Platform::new("stg-slot");
     upload_fleet_tree(&p);

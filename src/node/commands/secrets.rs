@@ -29,7 +29,16 @@ pub fn stage_secrets(root: &Root, owner: Option<&str>) -> Result<(), Error> {
     crate::shared::runtime::block_on(async {
         let sdk = aws::sdk_config(&config.region).await;
         let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
-        crate::node::stage::secrets::run(root, &node_store(&config, &s3, &kms), owner).await
+        let done = crate::node::stage::secrets::run(root, &node_store(&config, &s3, &kms), owner).await;
+        // Calls, not the SDK's retries of them (bench/boot-storm.py reads this line).
+        info!(
+            s3_calls = s3.calls.get(),
+            kms_calls = kms.calls.get(),
+            "secrets: {} S3 and {} KMS calls",
+            s3.calls.get(),
+            kms.calls.get()
+        );
+        done
     })
     .map_err(fail)?;
     Ok(())
