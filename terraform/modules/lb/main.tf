@@ -38,7 +38,7 @@ resource "aws_security_group" "kubeapi" {
 
 resource "aws_lb" "kubeapi" {
   #checkov:skip=CKV_AWS_91:an NLB writes access logs only for TLS listeners; these pass TCP through to kube-apiserver, which logs requests itself (audit log)
-  #checkov:skip=CKV_AWS_150:the load balancers hold no state and are rebuilt with the environment; deletion protection would block `terraform destroy` of playground environments
+  #checkov:skip=CKV_AWS_150:the load balancers hold no state and are rebuilt with the environment; what holds data (member volumes, ENIs, addresses) has prevent_destroy, lifted only by `nodeboot down --confirm`, whose one destroy deletion protection would stop (lifting it needs an apply first)
   for_each = local.load_balancers
 
   name                             = each.value.name
