@@ -549,3 +549,28 @@ fn the_restart_gate_asks_what_each_static_pods_probe_asks() {
         "kube-apiserver, -controller-manager, -scheduler (kube-proxy has no probe)"
     );
 }
+
+#[test]
+fn control_plane_static_pods_run_under_the_runtime_default_seccomp_profile() {
+    // kubeadm 1.31 (app/phases/controlplane) sets the pod's
+    // securityContext.seccompProfile to RuntimeDefault on every control-plane
+    // static pod; kube-proxy is privileged (iptables), which runs unconfined
+    // whatever the profile, so it is left as kubeadm leaves its DaemonSet.
+    let env = nodeboot::operator::env::load(&example_env()).unwrap().env;
+    for (name, text) in nodeboot::operator::render::manifests::manifests_for(&env, Role::Etcd) {
+        let pod: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let profile = &pod["spec"]["securityContext"]["seccompProfile"]["type"];
+        if name == "kube-proxy.yaml" {
+            assert_eq!(
+                pod["spec"]["containers"][0]["securityContext"]["privileged"], true,
+                "{name}"
+            );
+            continue;
+        }
+        assert_eq!(
+            profile, "RuntimeDefault",
+            "{name}: {:?}",
+            pod["spec"]["securityContext"]
+        );
+    }
+}
