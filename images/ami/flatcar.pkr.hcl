@@ -182,6 +182,11 @@ locals {
   # every sandbox (tests/images checks the list against the rendered chain).
   cni_bin_dir = "/opt/cni/bin"
 
+  # The pod network's kernel modules (br_netfilter) and sysctls (bridged
+  # traffic through iptables, forwarding), applied at every boot.
+  kernel_modules_conf = "/etc/modules-load.d/nodeboot-kubernetes.conf"
+  kernel_sysctl_conf  = "/etc/sysctl.d/90-nodeboot-kubernetes.conf"
+
   # Where the images the bake pulls stay: containerd's store (the kubelet's
   # pods, namespace k8s.io) and docker's (etcd, kubectl).
   containerd_store = "/var/lib/containerd"
@@ -268,21 +273,23 @@ build {
     script          = "${path.root}/provision.sh"
     execute_command = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     env = {
-      NODEBOOT_UPLOAD    = "/tmp/nodeboot"
-      NODEBOOT_SHA256    = var.nodeboot_sha256
-      NODEBOOT_PATH      = local.nodeboot_path
-      NODEBOOT_STORE     = local.nodeboot_store
-      BOOT_CHECK_UPLOAD  = "/tmp/nodeboot-boot"
-      BOOT_CHECK_UNIT    = local.boot_check_unit
-      BOOT_CHECK_DROPIN  = local.boot_check_dropin
-      KUBELET_PATH       = local.kubelet_path
-      KUBELET_URL        = local.kubelet_url
-      KUBELET_SHA512     = var.kubelet_sha512
-      CNI_PLUGINS_URL    = local.cni_plugins_url
-      CNI_PLUGINS_SHA512 = var.cni_plugins_sha512
-      CNI_BIN_DIR        = local.cni_bin_dir
-      CNI_PLUGINS        = join(" ", local.cni_plugins)
-      IMAGES             = local.images_text
+      NODEBOOT_UPLOAD     = "/tmp/nodeboot"
+      NODEBOOT_SHA256     = var.nodeboot_sha256
+      NODEBOOT_PATH       = local.nodeboot_path
+      NODEBOOT_STORE      = local.nodeboot_store
+      BOOT_CHECK_UPLOAD   = "/tmp/nodeboot-boot"
+      BOOT_CHECK_UNIT     = local.boot_check_unit
+      BOOT_CHECK_DROPIN   = local.boot_check_dropin
+      KUBELET_PATH        = local.kubelet_path
+      KUBELET_URL         = local.kubelet_url
+      KUBELET_SHA512      = var.kubelet_sha512
+      CNI_PLUGINS_URL     = local.cni_plugins_url
+      CNI_PLUGINS_SHA512  = var.cni_plugins_sha512
+      CNI_BIN_DIR         = local.cni_bin_dir
+      CNI_PLUGINS         = join(" ", local.cni_plugins)
+      IMAGES              = local.images_text
+      KERNEL_MODULES_CONF = local.kernel_modules_conf
+      KERNEL_SYSCTL_CONF  = local.kernel_sysctl_conf
     }
   }
 
@@ -295,7 +302,7 @@ build {
   # instance's user data.
   provisioner "shell" {
     inline = [
-      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.nodeboot_store}' '${local.kubelet_path}' '${local.cni_bin_dir}' '${local.boot_check_unit}' '${local.boot_check_dropin}' '${local.containerd_store}' '${local.docker_store}'",
+      "sudo flatcar-reset --keep-paths '${local.nodeboot_path}' '${local.nodeboot_store}' '${local.kubelet_path}' '${local.cni_bin_dir}' '${local.boot_check_unit}' '${local.boot_check_dropin}' '${local.containerd_store}' '${local.docker_store}' '${local.kernel_modules_conf}' '${local.kernel_sysctl_conf}'",
     ]
   }
 

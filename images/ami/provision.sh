@@ -23,7 +23,8 @@ die() {
 for var in NODEBOOT_UPLOAD NODEBOOT_SHA256 NODEBOOT_PATH NODEBOOT_STORE \
   BOOT_CHECK_UPLOAD BOOT_CHECK_UNIT BOOT_CHECK_DROPIN \
   KUBELET_URL KUBELET_SHA512 KUBELET_PATH \
-  CNI_PLUGINS_URL CNI_PLUGINS_SHA512 CNI_BIN_DIR CNI_PLUGINS IMAGES; do
+  CNI_PLUGINS_URL CNI_PLUGINS_SHA512 CNI_BIN_DIR CNI_PLUGINS IMAGES \
+  KERNEL_MODULES_CONF KERNEL_SYSCTL_CONF; do
   [ -n "${!var:-}" ] || die "$var is not set"
 done
 nodeboot_sum=${NODEBOOT_SHA256,,}
@@ -95,12 +96,35 @@ for file in "$tmp/cni"/*; do
 done
 rm -rf "$NODEBOOT_UPLOAD" "$BOOT_CHECK_UPLOAD"
 
+# What the pod network needs of the kernel, at every boot (kubeadm's
+# preflight checks the same): bridged pod traffic goes through iptables,
+# where kube-proxy's Service rules are (br_netfilter), and nodes forward
+# pods' packets. Flatcar loads neither by default; dockerd sets some of it
+# when it starts, which workers do not run.
+install -D -m 0644 /dev/stdin "${DESTDIR:-}$KERNEL_MODULES_CONF" <<'EOF_MODULES'
+# nodeboot (images/ami/provision.sh): the pod network's kernel modules.
+br_netfilter
+overlay
+EOF_MODULES
+install -D -m 0644 /dev/stdin "${DESTDIR:-}$KERNEL_SYSCTL_CONF" <<'EOF_SYSCTL'
+# nodeboot (images/ami/provision.sh): what the pod network needs.
+net.bridge.bridge-nf-call-iptables = 1
+net.bridge.bridge-nf-call-ip6tables = 1
+net.ipv4.ip_forward = 1
+EOF_SYSCTL
+
 # All must run here, on Flatcar, before the image is taken: the boot check
 # passes as it will at every boot, and a CNI plugin answers
 # CNI_COMMAND=VERSION with the spec versions it supports.
 "$store/verify-nodeboot" "$store" "$nodeboot"
 "$nodeboot" --version
 "$kubelet" --version
+if [ -z "${DESTDIR:-}" ]; then
+  systemctl restart systemd-modules-load.service systemd-sysctl.service
+  for key in net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward; do
+    [ "$(sysctl --values "$key")" = 1 ] || die "$key is not 1 after systemd-sysctl"
+  done
+fi
 for plugin in "${required[@]}"; do
   CNI_COMMAND=VERSION "$cni_dir/$plugin" </dev/null || die "$cni_dir/$plugin does not run"
 done

@@ -765,6 +765,8 @@ def test_packer_installs_the_binaries_into_opt_bin(packer):
         "${local.boot_check_dropin}",
         "${local.containerd_store}",
         "${local.docker_store}",
+        "${local.kernel_modules_conf}",
+        "${local.kernel_sysctl_conf}",
     ], "flatcar-reset would wipe what the bake installed"
     assert env["IMAGES"] == "${local.images_text}"
 
@@ -909,6 +911,10 @@ UNIT = "/etc/systemd/system/verify-nodeboot.service"
 DROPIN = "/etc/systemd/system/nodeboot-.service.d"
 
 
+KERNEL_MODULES = "/etc/modules-load.d/nodeboot-kubernetes.conf"
+KERNEL_SYSCTL = "/etc/sysctl.d/90-nodeboot-kubernetes.conf"
+
+
 # What `nodeboot images` prints for the example (two of each runtime).
 BAKED = "\n".join(
     [
@@ -970,6 +976,8 @@ def provision(
         CNI_BIN_DIR=CNI_BIN_DIR,
         CNI_PLUGINS=" ".join(CNI_PLUGINS),
         IMAGES=images,
+        KERNEL_MODULES_CONF=KERNEL_MODULES,
+        KERNEL_SYSCTL_CONF=KERNEL_SYSCTL,
         PATH=f"{runtimes(tmp_path)}:{os.environ['PATH']}",
     )
     return subprocess.run([str(PROVISION)], env=env, capture_output=True, text=True, timeout=60)
@@ -1036,7 +1044,7 @@ def test_packer_bakes_the_images_and_keeps_their_stores(packer):
     assert local["docker_store"] == "/var/lib/docker"
     text = PACKER.read_text()
     assert '"nodeboot.io/images-sha256"       = sha256("${local.images_text}\\n")' in text
-    assert "IMAGES             = local.images_text" in text
+    assert re.search(r"\bIMAGES\s+= local\.images_text", text)
     reset = next(line for line in text.splitlines() if "flatcar-reset --keep-paths" in line)
     assert "${local.containerd_store}" in reset and "${local.docker_store}" in reset
 
@@ -1522,3 +1530,28 @@ def test_bashrc_helpers_need_an_environment(tmp_path):
     done, calls = helpers(tmp_path, "run", env_file=None)
     assert done.returncode == 2 and "ENV_FILE is not set" in done.stderr
     assert calls == []
+
+
+def test_provision_sets_the_kernel_up_for_the_pod_network(tmp_path, packer):
+    """br_netfilter (bridged pod traffic through kube-proxy's iptables rules)
+    and forwarding, at every boot: what kubeadm's preflight asks of a node."""
+    done = provision(tmp_path)
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "root"
+
+    def settings(path: str) -> list[str]:
+        text = (root / path.lstrip("/")).read_text()
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    assert set(settings(KERNEL_MODULES)) == {"br_netfilter", "overlay"}
+    sysctls = dict(line.replace(" ", "").split("=") for line in settings(KERNEL_SYSCTL))
+    assert sysctls == {
+        "net.bridge.bridge-nf-call-iptables": "1",
+        "net.bridge.bridge-nf-call-ip6tables": "1",
+        "net.ipv4.ip_forward": "1",
+    }
+    local = packer_locals(packer)
+    assert (local["kernel_modules_conf"], local["kernel_sysctl_conf"]) == (
+        KERNEL_MODULES,
+        KERNEL_SYSCTL,
+    )
