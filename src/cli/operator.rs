@@ -339,6 +339,22 @@ pub enum EtcdCommand {
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Quorum lost, one member survived: its own data becomes the cluster (etcd's
+    /// --force-new-cluster), the others join it as learners when they come back. Refused unless
+    /// EC2 says every other member's instance is stopped, terminated or absent; asks for --yes.
+    Recover {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The surviving member.
+        #[arg(long, value_name = "N")]
+        from_member: u32,
+        /// Go ahead (without it: print what would happen, change nothing, exit 4).
+        #[arg(long)]
+        yes: bool,
+        /// Give up waiting for the member after this long.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Restore a backup (the newest by default) into a scratch etcd here; check its revision and key count.
     VerifyBackup {
         #[arg(long = "env", value_name = "FILE")]
@@ -546,6 +562,19 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
                 commands::etcd_restore::RestoreOptions {
                     backup,
                     member,
+                    timeout,
+                },
+            )?),
+            EtcdCommand::Recover {
+                env,
+                from_member,
+                yes,
+                timeout,
+            } => print_lines(commands::etcd_restore::recover(
+                &env,
+                commands::etcd_restore::RecoverOptions {
+                    from_member,
+                    yes,
                     timeout,
                 },
             )?),

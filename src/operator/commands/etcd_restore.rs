@@ -32,6 +32,16 @@ pub struct RestoreOptions {
 
 /// Which members' nodes run: a running instance holds the member's ENI.
 pub async fn running_members(env: &Environment, ec2: &Ec2) -> Result<BTreeSet<u32>, Error> {
+    Ok(member_instances(env, ec2)
+        .await?
+        .into_iter()
+        .filter(|(_, held)| held.as_ref().is_some_and(|(_, state)| *state == InstanceState::Running))
+        .map(|(m, _)| m)
+        .collect())
+}
+
+/// Each tagged member ENI's holder and its state (None: not attached).
+pub async fn member_instances(env: &Environment, ec2: &Ec2) -> Result<MemberInstances, Error> {
     let filter = ClusterFilter {
         environment: env.name.clone(),
         role: Role::Etcd.to_string(),
@@ -50,11 +60,80 @@ pub async fn running_members(env: &Environment, ec2: &Ec2) -> Result<BTreeSet<u3
     } else {
         ec2.instance_states(&ids).await.map_err(Error::Cloud)?
     };
-    Ok(holders
-        .into_iter()
-        .filter(|(_, id)| states.get(id) == Some(&InstanceState::Running))
-        .map(|(m, _)| m)
-        .collect())
+    let mut out: MemberInstances = enis
+        .iter()
+        .filter_map(|e| e.tags.get(tags::MEMBER)?.parse().ok())
+        .map(|m| (m, None))
+        .collect();
+    for (m, id) in holders {
+        let state = states.get(&id).copied().unwrap_or(InstanceState::Unknown);
+        out.insert(m, Some((id, state)));
+    }
+    Ok(out)
+}
+
+/// Member → the instance holding its ENI and that instance's state.
+pub type MemberInstances = BTreeMap<u32, Option<(String, InstanceState)>>;
+
+/// Pure: whether `etcd recover --from-member from` may go ahead, and what
+/// it will do (one line each), or why not. Every other member must be
+/// gone for EC2 (its instance stopped, stopping, shutting down, terminated,
+/// or no instance holds its ENI): a member that may still run could hold
+/// newer data, or form a quorum beside the recovered cluster.
+pub fn recover_plan(instances: &MemberInstances, members: u32, from: u32) -> Result<Vec<String>, String> {
+    if from >= members {
+        return Err(format!(
+            "member {from}: the environment has members 0 to {}",
+            members - 1
+        ));
+    }
+    match instances.get(&from) {
+        Some(Some((id, InstanceState::Running))) => {
+            let mut lines = vec![format!(
+                "member {from} (instance {id}): its own data becomes the cluster: etcd starts once with \
+                 --force-new-cluster (every entry of its log committed, its cluster and member IDs kept, every \
+                 other member removed from the membership)"
+            )];
+            let mut alive = Vec::new();
+            for m in (0..members).filter(|m| *m != from) {
+                let gone = match instances.get(&m) {
+                    None | Some(None) => "no instance holds its ENI".to_string(),
+                    Some(Some((id, state))) => match state {
+                        InstanceState::Stopped
+                        | InstanceState::Stopping
+                        | InstanceState::ShuttingDown
+                        | InstanceState::Terminated => format!("instance {id} is {state:?}").to_lowercase(),
+                        _ => {
+                            alive.push(format!("member {m} (instance {id}: {state:?})"));
+                            continue;
+                        }
+                    },
+                };
+                lines.push(format!(
+                    "member {m} ({gone}): joins member {from}'s cluster as a learner when its node comes back, its \
+                     data kept aside"
+                ));
+            }
+            if !alive.is_empty() {
+                return Err(format!(
+                    "{} may still run etcd: recover only when every other member is gone for EC2 (stopped, \
+                     terminated, or no instance); if they run and a quorum answers, nothing needs recovering",
+                    alive.join(", ")
+                ));
+            }
+            lines.push(format!(
+                "writes that only the other members had are lost; the kube-apiserver of member {from}'s node is \
+                 taken out while it recovers"
+            ));
+            Ok(lines)
+        }
+        Some(Some((id, state))) => Err(format!(
+            "member {from}: instance {id} is {state:?}: recover from a member whose node runs"
+        )),
+        _ => Err(format!(
+            "member {from}: no instance holds its ENI: recover from a member whose node runs"
+        )),
+    }
 }
 
 /// Pure: the member that restores. The one asked for must run (a seed that
@@ -260,6 +339,54 @@ async fn watch(
     }
 }
 
+pub struct RecoverOptions {
+    pub from_member: u32,
+    pub yes: bool,
+    pub timeout: Duration,
+}
+
+/// `nodeboot etcd recover --from-member N`: quorum lost, member N survived.
+/// Checks EC2, says what it will do, and asks for `--yes`; then writes the
+/// request and waits until member N leads its cluster of one.
+pub fn recover(env_path: &Path, options: RecoverOptions) -> Result<Vec<String>, Error> {
+    let env = load_env(env_path)?.env;
+    super::operator_runtime(&env, async |sdk| {
+        let (s3, kms, ec2) = (S3::new(sdk), Kms::new(sdk), Ec2::new(sdk));
+        let instances = member_instances(&env, &ec2).await?;
+        let plan = recover_plan(&instances, env.etcd_count, options.from_member)
+            .map_err(|e| Error::Refused(format!("etcd recover: {e}")))?;
+        for line in &plan {
+            eprintln!("recover: {line}");
+        }
+        if !options.yes {
+            return Err(Error::Refused(
+                "etcd recover: nothing done; run again with --yes to go ahead".into(),
+            ));
+        }
+        let store = Store::new(&s3, &kms, &env.secrets_bucket_name, &env.name, &env.kms_master_id);
+        let request = restore::new_recover(options.from_member, now_unix());
+        restore::write_json(&store, &restore::request_path(), &request)
+            .await
+            .map_err(request_error)?;
+        info!("recover {} requested", request.id);
+        let expected: BTreeSet<u32> = [options.from_member].into();
+        let last = watch(&env, &store, &request, &expected, options.timeout).await?;
+        Ok(vec![
+            format!(
+                "recovered from member {}: it leads a cluster of one at revision {}",
+                options.from_member,
+                last.revision.unwrap_or(0)
+            ),
+            format!(
+                "still to join: member {} (each joins as a learner when its node comes back, its old data kept \
+                 aside as {ETCD_MOUNT_POINT}/member.pre-restore-{})",
+                list(&last.to_join),
+                request.id
+            ),
+        ])
+    })
+}
+
 fn request_error(e: restore::RequestError) -> Error {
     match e {
         restore::RequestError::Secret(s) => Error::Secrets(s),
@@ -283,6 +410,32 @@ mod tests {
                 unix: 0,
             },
         )
+    }
+
+    #[test]
+    fn recover_refuses_unless_every_other_member_is_gone_for_ec2() {
+        let held = |id: &str, state| Some((id.to_string(), state));
+        let mut instances: MemberInstances = [
+            (0, held("i-0", InstanceState::Running)),
+            (1, held("i-1", InstanceState::Stopped)),
+            (2, None),
+        ]
+        .into();
+        let plan = recover_plan(&instances, 3, 0).unwrap();
+        assert!(plan[0].contains("--force-new-cluster"), "{plan:?}");
+        assert!(plan[1].contains("member 1 (instance i-1 is stopped)"), "{plan:?}");
+        assert!(plan[2].contains("member 2 (no instance holds its ENI)"), "{plan:?}");
+        // From a member whose node does not run: refused.
+        assert!(recover_plan(&instances, 3, 1).unwrap_err().contains("Stopped"));
+        assert!(recover_plan(&instances, 3, 3).unwrap_err().contains("members 0 to 2"));
+        // Another member that runs, or that EC2 cannot tell: refused, naming it.
+        for state in [InstanceState::Running, InstanceState::Pending, InstanceState::Unknown] {
+            instances.insert(2, held("i-2", state));
+            let e = recover_plan(&instances, 3, 0).unwrap_err();
+            assert!(e.contains("member 2 (instance i-2"), "{e}");
+        }
+        instances.insert(2, held("i-2", InstanceState::Terminated));
+        assert!(recover_plan(&instances, 3, 0).is_ok());
     }
 
     #[test]
