@@ -639,6 +639,23 @@ fn a_test_validity_issues_leaf_certificates_that_end_within_minutes() {
         end("secure/etcd/ca.crt") - now > 3000 * 86_400,
         "a CA keeps its validity"
     );
+    // The listing says what each end calls for, and warns.
+    let table = pki_with(dir.path(), &["--output", "table"]);
+    let member = table.lines().find(|l| l.starts_with("etcd-member-0 ")).unwrap();
+    assert!(member.contains(" renew "), "{member}");
+    let ca = table.lines().find(|l| l.starts_with("etcd-ca ")).unwrap();
+    assert!(ca.contains(" ok "), "{ca}");
+    let warning = table.lines().last().unwrap();
+    assert!(
+        warning.starts_with("warning: ") && warning.contains("etcd-member-0 (0 days)") && !warning.contains("etcd-ca"),
+        "{warning}"
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&pki_with(dir.path(), &["--output", "json"])).unwrap();
+    let due = |id: &str| listed.iter().find(|i| i["id"] == id).unwrap()["due"].clone();
+    assert_eq!(
+        (due("apiserver"), due("kubernetes-ca"), due("bootstrap-token")),
+        ("renew".into(), "ok".into(), "ok".into())
+    );
     let out = pki(dir.path());
     assert!(
         out.contains("kept     etcd-member-0\n") && out.contains("expiring etcd-member-0 in 0 days"),
