@@ -80,6 +80,14 @@ def test_no_new_cluster_starts_when_backups_and_marker_are_gone_and_a_member_is_
             lab.kill_node(nodes[m])
             lab.replace_volume(m)
         lab.stop_node(nodes[2])
+        # The lab's cluster is minutes old; a volume counts as evidence when it
+        # was formatted more than 10 minutes before the blank member's own:
+        # member 2's tag says a day ago, as for a cluster that ran a day.
+        day_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86_400))
+        lab.ec2.create_tags(
+            Resources=[lab.member(member=2)["volume_id"]],
+            Tags=[{"Key": "nodeboot.io/formatted", "Value": day_ago}],
+        )
         # Every backup and the marker deleted (as a lifecycle rule or an operator would).
         for key in under(lab, name, "backups/"):
             s3(lab).delete_object(Bucket=name, Key=key)

@@ -44,11 +44,11 @@ pub struct Evidence {
     pub marker: Option<String>,
     /// The newest backup, as found.
     pub backup: Option<String>,
-    /// Other members' volumes tagged `nodeboot.io/formatted` before this
-    /// member's own volume: they held a filesystem while this member's did
-    /// not exist yet, so their members ran (or could have). On a first boot
-    /// the member formatted first sees none and starts; the others find it
-    /// forming the cluster (or wait for it, retried).
+    /// Other members' volumes tagged `nodeboot.io/formatted` more than
+    /// [`FORMATTED_MARGIN`] before this member's own volume: they held a
+    /// filesystem long before this member's existed, so their members ran.
+    /// On a first boot every volume is formatted within moments of the
+    /// others, so none counts.
     pub formatted: Vec<String>,
 }
 
@@ -180,13 +180,20 @@ pub struct VolumeSeen {
     pub formatted: Option<String>,
 }
 
-/// The volumes other than `mine` tagged formatted strictly before `mine`
-/// was (every tagged one when `mine` is not tagged; an unreadable time
-/// counts). On a first boot every volume is formatted within moments of
-/// the others and the first one formatted sees none; a volume formatted
-/// before this member's own existed held a member's data while this one
-/// did not.
-pub fn formatted_before(volumes: &[VolumeSeen], mine: &str) -> Vec<String> {
+/// How much earlier than this member's own volume another member's must
+/// have been formatted to count as evidence. A first boot formats every
+/// volume within moments (and a slow node that formats later finds the
+/// others forming the cluster, unless they are stuck: then it waits for
+/// them, retried); the margin also covers the nodes' clock skew (the tag's
+/// time is the formatting node's). The price: a cluster lost within its
+/// first 10 minutes is guarded by its marker and backups only.
+pub const FORMATTED_MARGIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The volumes other than `mine` tagged formatted more than `margin`
+/// before `mine` was (every tagged one when `mine` is not tagged; an
+/// unreadable time counts): they held a member's data while this one did
+/// not exist.
+pub fn formatted_before(volumes: &[VolumeSeen], mine: &str, margin: std::time::Duration) -> Vec<String> {
     let time = |v: &VolumeSeen| v.formatted.as_deref().map(humantime::parse_rfc3339_weak);
     let my_time = volumes
         .iter()
@@ -198,7 +205,7 @@ pub fn formatted_before(volumes: &[VolumeSeen], mine: &str) -> Vec<String> {
         .filter(|v| v.id != mine)
         .filter(|v| match time(v) {
             None => false,
-            Some(Ok(t)) => my_time.is_none_or(|mine| t < mine),
+            Some(Ok(t)) => my_time.is_none_or(|mine| t + margin < mine),
             Some(Err(_)) => true,
         })
         .map(|v| {
@@ -240,6 +247,7 @@ pub fn initial_cluster(members: &[Member], me: &Me, names_by_peer_url: &BTreeMap
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::time::Duration;
 
     use super::*;
 
@@ -522,7 +530,8 @@ mod tests {
     }
 
     #[test]
-    fn volumes_formatted_before_this_members_own_are_evidence() {
+    fn volumes_formatted_well_before_this_members_own_are_evidence() {
+        let m = FORMATTED_MARGIN;
         let v = |id: &str, member: &str, formatted: Option<&str>| VolumeSeen {
             id: id.into(),
             member: Some(member.into()),
@@ -533,18 +542,20 @@ mod tests {
             v("vol-1", "1", Some("2026-11-30T11:35:00Z")),
             v("vol-2", "2", None),
         ];
-        // The member formatted first starts the cluster; the later one waits for it.
-        assert!(formatted_before(&first_boot, "vol-1").is_empty());
+        // A first boot: two seconds apart is no evidence, either way.
+        assert!(formatted_before(&first_boot, "vol-1", m).is_empty());
+        assert!(formatted_before(&first_boot, "vol-0", m).is_empty());
+        // Without a margin the earlier one would count (the margin is what lets both start).
         assert_eq!(
-            formatted_before(&first_boot, "vol-0"),
+            formatted_before(&first_boot, "vol-0", Duration::ZERO),
             ["vol-1 (member 1, formatted 2026-11-30T11:35:00Z)"]
         );
-        // Formatted in the same second: neither holds the other back.
+        // Formatted in the same second: neither is before the other.
         let same = [
             v("vol-0", "0", Some("2026-11-30T11:35:00Z")),
             v("vol-1", "1", Some("2026-11-30T11:35:00Z")),
         ];
-        assert!(formatted_before(&same, "vol-0").is_empty());
+        assert!(formatted_before(&same, "vol-0", Duration::ZERO).is_empty());
         // Two replaced volumes and a surviving member's from last month.
         let replaced = [
             v("vol-a", "0", Some("2026-12-07T10:00:00Z")),
@@ -552,17 +563,28 @@ mod tests {
             v("vol-2", "2", Some("2026-11-02T09:00:00Z")),
         ];
         for mine in ["vol-a", "vol-b"] {
-            let found = formatted_before(&replaced, mine);
+            let found = formatted_before(&replaced, mine, m);
             assert!(found.iter().any(|f| f.starts_with("vol-2 (member 2")), "{found:?}");
         }
+        // A slow first boot: 9 minutes apart is no evidence, 11 minutes is.
+        let slow = [
+            v("vol-0", "0", Some("2026-11-30T11:44:00Z")),
+            v("vol-1", "1", Some("2026-11-30T11:35:00Z")),
+        ];
+        assert!(formatted_before(&slow, "vol-0", m).is_empty());
+        let late = [
+            v("vol-0", "0", Some("2026-11-30T11:46:00Z")),
+            v("vol-1", "1", Some("2026-11-30T11:35:00Z")),
+        ];
+        assert_eq!(formatted_before(&late, "vol-0", m).len(), 1);
         // This volume untagged: every tagged one counts; an unreadable time counts.
         let odd = [
             v("vol-0", "0", None),
             v("vol-1", "1", Some("yesterday")),
             v("vol-2", "2", None),
         ];
-        assert_eq!(formatted_before(&odd, "vol-0").len(), 1);
-        assert_eq!(formatted_before(&odd, "vol-2").len(), 1);
+        assert_eq!(formatted_before(&odd, "vol-0", m).len(), 1);
+        assert_eq!(formatted_before(&odd, "vol-2", m).len(), 1);
     }
 
     #[test]
