@@ -195,7 +195,8 @@ def test_recover_from_the_survivor_of_two_lost_keeps_every_acknowledged_write():
             wait_for("40 acknowledged writes", lambda: writer.count() >= 40)
             # Quorum lost: member 1's instance fails, member 2's is stopped.
             lab.kill_node(lab.node_of_member(1), how="stop")
-            lab.stop_node(lab.node_of_member(2))
+            away = lab.node_of_member(2)
+            lab.stop_node(away)
             wait_for("writes failing", lambda: writer.failed >= 5)
         print(f"\n[recover] {writer.count()} writes acknowledged, {writer.failed} failed")
 
@@ -226,7 +227,7 @@ def test_recover_from_the_survivor_of_two_lost_keeps_every_acknowledged_write():
         env = lab.node_path(lab.node_of_member(0), "/run/nodeboot/etcd.env").read_text()
         assert "ETCD_FORCE_NEW_CLUSTER" not in env, env
         # Member 2 comes back with the old data: kept aside, it joins as a learner.
-        lab.start_node(lab.node_of_member(2), check=False)
+        lab.start_node(away, check=False)
         wait_voters(lab, 2, [0])
         got = read_keys(lab, "/w/", 2)
         assert not [k for k, v in writer.acked.items() if got.get(k) != v]
