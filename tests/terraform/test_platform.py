@@ -1554,3 +1554,35 @@ def test_the_flannel_port_is_the_one_the_rendered_config_sets():
         for m in re.finditer(r"FLANNEL_VXLAN_PORT: u16 = (\d+);", path.read_text())
     }
     assert found == {flannel[0][2]}
+
+
+def test_the_cloud_controllers_policy_is_its_own_managed_one_on_the_control_plane(real_plans):
+    """The AWS cloud-controller-manager's policy (terraform/modules/iam/
+    cloud_controller.tf), as the real provider plans it: a managed policy
+    within IAM's 6,144 characters, attached to the etcd (control-plane) role
+    only, every action limited to this region but ELB's service-linked role,
+    which is limited to that service; no wildcard action."""
+    plan = real_plans["example"]
+    (policy,) = [
+        p for a, p in of_type(plan, "aws_iam_policy").items() if "cloud_controller" in a
+    ]
+    assert policy["name"] == "example-cloud-controller-manager"
+    document = json.loads(policy["policy"])
+    size = len(re.sub(r"\s", "", json.dumps(document, separators=(",", ":"))))
+    assert size <= 6144, size
+    (attachment,) = [
+        p
+        for a, p in of_type(plan, "aws_iam_role_policy_attachment").items()
+        if "cloud_controller" in a
+    ]
+    assert attachment["role"] == "example-etcd"
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = as_list(statement["Action"])
+        assert all("*" not in a for a in actions), actions
+        if actions == ["iam:CreateServiceLinkedRole"]:
+            condition = statement["Condition"]["StringEquals"]["iam:AWSServiceName"]
+            assert condition == "elasticloadbalancing.amazonaws.com"
+        else:
+            assert statement["Condition"]["StringEquals"]["aws:RequestedRegion"] == REGION
+    print(f"\n[size] cloud-controller-manager policy: {size} of 6144")
