@@ -1,15 +1,21 @@
 """Issue 21, "a renewal also after the certificates have expired", in the
 lab: the etcd members' certificates end (issued with the PKI's test-only
-validity, `pki --test-validity-secs`), the members refuse each other (real
-etcd 3.5: Go's TLS checks the end) and the cluster is down; the operator
-renews and uploads; each node's secrets sync finds that no member answers
-with a leader and that the members serve ended certificates, and restarts
-its etcd with the new ones at once, without the lock (one at a time would
-wait for ever: the rule needs a healthy cluster, the lock a leader). The
-cluster is healthy again, every key there, and no node rebooted.
+validity, `pki --test-validity-secs`), and the members refuse each other's
+new connections (real etcd 3.5: Go's TLS checks the end; etcd's log says
+"certificate has expired"); the operator renews and uploads. The cluster is
+healthy again, every key there, every member serving its new certificate,
+and no node rebooted.
 
-Before the fix every node waited for ever ("the rest of the cluster is not
-healthy"): the renewal could not recover the very case it exists for.
+What real etcd 3.5.16 does here decides how: etcd reads its certificate
+files again at every new TLS handshake (etcd PR 7829, "reload TLS
+certificates for every client requests"), so the files the secrets sync
+writes are served at once, the members accept each other again, and the
+sync's restarts go one at a time under the lock as usual. The issue's
+premise (every node waits for ever, because the rule asks the others over
+TLS) does not hold against it; the sync's restart of every member at once
+when none answers with a leader and they serve ended certificates
+(`disruption::down_for_ended_certificates`) stays a fallback for an etcd
+that does not reload, and the test prints which way was taken.
 
 Root only (see test_lab.py); the test has its own lab and tears it down.
 """
@@ -22,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab as lablib  # noqa: E402
+import lab_net  # noqa: E402
 from lab_proc import run  # noqa: E402
 from test_lab import lab_session, put_keys, read_keys, wait_for  # noqa: E402
 
@@ -39,6 +46,26 @@ def not_after(path):
     assert out.returncode == 0, out.stderr
     end = out.stdout.strip().removeprefix("notAfter=")
     return int(subprocess.run(["date", "-d", end, "+%s"], capture_output=True, text=True).stdout)
+
+
+def served_end(lab, ip):
+    """The end (Unix seconds) of the certificate etcd serves on ip:2379,
+    from the router; None while nothing answers."""
+    pki = lab.etcd_pki
+    out = subprocess.run(
+        [*lab_net.nsenter(lab.router), "openssl", "s_client", "-connect", f"{ip}:2379",
+         "-CAfile", pki / "ca.crt", "-cert", pki / "client.crt", "-key", pki / "client.key"],
+        input="", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    begin = out.stdout.find("-----BEGIN CERTIFICATE-----")
+    if begin < 0:
+        return None
+    end = subprocess.run(
+        ["openssl", "x509", "-noout", "-enddate"], input=out.stdout[begin:],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    date = end.stdout.strip().removeprefix("notAfter=")
+    return int(subprocess.run(["date", "-d", date, "+%s"], capture_output=True, text=True).stdout)
 
 
 def etcd_log(lab, node):
@@ -105,10 +132,14 @@ def test_members_whose_certificates_ended_restart_together_after_a_renewal_witho
         )
         for m in range(members):
             assert read_keys(lab, "/expiry/", m) == written, f"member {m}"
-        for node in nodes:
-            journal = lab.unit_journal(node, SYNC)
-            assert "without the lock" in journal, (
-                journal[-3000:] + "\n--- etcd:\n" + etcd_log(lab, node)[-3000:]
+        together = [n for n in nodes if "without the lock" in lab.unit_journal(n, SYNC)]
+        print(f"[lab] nodes that restarted etcd without the lock (the fallback): {together}")
+        for m in range(members):
+            ip = lab.member(member=m)["eni_ip"]
+            wait_for(
+                f"member {m} serves its new certificate",
+                lambda ip=ip: (served_end(lab, ip) or 0) > time.time() + 86400,
+                timeout=120,
             )
         # No reboot: every machine ran throughout, its /run kept.
         for n in nodes:
