@@ -153,6 +153,17 @@ while read -r runtime image; do
   esac
   echo "baked $runtime $image"
 done <<<"$IMAGES"
+# Every pod's sandbox runs containerd's own pause image (sandbox_image in
+# Flatcar's containerd config, which the pinned flatcar_release fixes): it
+# is pulled by that reference, as CRI asks for it, and its digest recorded.
+sandbox=$(containerd config dump | sed -n 's/^ *sandbox_image = "\(.*\)"$/\1/p')
+[ -n "$sandbox" ] || die "cannot read sandbox_image from containerd config dump"
+ctr --namespace k8s.io images pull --platform linux/amd64 "$sandbox" >/dev/null \
+  || die "cannot pull containerd's sandbox image $sandbox"
+sandbox_digest=$(ctr --namespace k8s.io images ls | awk -v ref="$sandbox" '$1 == ref { print $3 }')
+[[ $sandbox_digest =~ ^sha256:[0-9a-f]{64}$ ]] || die "containerd does not list $sandbox after the pull"
+echo "baked containerd $sandbox ($sandbox_digest)"
 install -d -m 0755 "$store"
 printf '%s\n' "$IMAGES" | sed '/^$/d' >"$store/images"
+echo "sandbox $sandbox@$sandbox_digest" >>"$store/images"
 chmod 0644 "$store/images"

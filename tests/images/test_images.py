@@ -911,6 +911,7 @@ UNIT = "/etc/systemd/system/verify-nodeboot.service"
 DROPIN = "/etc/systemd/system/nodeboot-.service.d"
 
 
+SANDBOX = "registry.k8s.io/pause:3.8"  # a stand-in for Flatcar's containerd config
 KERNEL_MODULES = "/etc/modules-load.d/nodeboot-kubernetes.conf"
 KERNEL_SYSCTL = "/etc/sysctl.d/90-nodeboot-kubernetes.conf"
 
@@ -936,7 +937,13 @@ def runtimes(tmp_path: Path) -> Path:
     write_script(
         bin_dir / "ctr",
         f'#!/bin/sh\necho "ctr $*" >>{log}\n'
-        f'case "$*" in *"images ls"*) sed -n "s/^ctr .* images pull .* //p" {log} ;; esac\n',
+        f'case "$*" in *"images ls --quiet"*) sed -n "s/^ctr .* images pull .* //p" {log} ;;\n'
+        f'*"images ls"*) echo "REF TYPE DIGEST"; echo "{SANDBOX} x sha256:{"e" * 64}" ;; esac\n',
+    )
+    write_script(
+        bin_dir / "containerd",
+        '#!/bin/sh\n[ "$*" = "config dump" ] || exit 1\n'
+        f"echo '    sandbox_image = \"{SANDBOX}\"'\n",
     )
     write_script(bin_dir / "docker", f'#!/bin/sh\necho "docker $*" >>{log}\n')
     return bin_dir
@@ -986,7 +993,8 @@ def provision(
 def test_provision_pulls_every_image_by_digest_into_its_runtime(tmp_path):
     """containerd's CRI looks a pod's image up as repository@digest, so that
     is what the bake pulls into namespace k8s.io; etcd and kubectl into
-    docker; the list stays in the store."""
+    docker; then containerd's own sandbox (pause) image, as its config names
+    it; the list, with the sandbox's digest, stays in the store."""
     done = provision(tmp_path)
     assert done.returncode == 0, done.stderr
     calls = (tmp_path / "runtime-calls").read_text().splitlines()
@@ -997,9 +1005,11 @@ def test_provision_pulls_every_image_by_digest_into_its_runtime(tmp_path):
         f"{ctr_pull}/kube-proxy@sha256:" + "b" * 64,
         "docker pull --quiet quay.io/coreos/etcd@sha256:" + "c" * 64,
         "docker pull --quiet registry.k8s.io/kubectl@sha256:" + "d" * 64,
+        f"ctr --namespace k8s.io images pull --platform linux/amd64 {SANDBOX}",
     ]
     store = tmp_path / "root" / STORE.lstrip("/")
-    assert (store / "images").read_text() == BAKED + "\n"
+    sandbox = f"sandbox {SANDBOX}@sha256:" + "e" * 64
+    assert (store / "images").read_text() == BAKED + "\n" + sandbox + "\n"
 
 
 @pytest.mark.parametrize(
