@@ -106,11 +106,13 @@ RETRY_LINE = re.compile(
 )
 
 
-def quotas(scale):
+def quotas(scale, only=None):
     """The bed's token buckets: every published rate and burst / scale (a
-    burst of at least one token)."""
+    burst of at least one token); `only`: those buckets alone."""
     buckets = []
     for name, q in PUBLISHED.items():
+        if only and name not in only:
+            continue
         buckets.append(
             {
                 "name": name,
@@ -302,12 +304,12 @@ def count_retries(node):
             node["retries"][code] = (count + 1, example)
 
 
-def storm(binary, bench, work, compute, scale, deadline):
+def storm(binary, bench, work, compute, scale, deadline, only):
     """One storm of `compute` compute nodes and the etcd nodes; returns the
     nodes (result, time to ready) and the emulator's counts per node."""
     fleet = Fleet(bench, work, compute)
     try:
-        bench.server_post("/_bed/rates", quotas(scale))
+        bench.server_post("/_bed/rates", quotas(scale, only))
         bench.reset()
         start = threading.Event()
         threads = [
@@ -392,7 +394,7 @@ def seconds(v):
     return "-" if v is None else f"{v:.1f}"
 
 
-def print_tables(rows, scale):
+def print_tables(rows, scale, only):
     head = ["N compute", "role", "nodes", "ready", "failed", "p50 s", "p99 s", "max s", "p99/p50"]
     head += ["throttled calls", "stage retries"]
     body = []
@@ -449,7 +451,7 @@ def print_tables(rows, scale):
                 f"N={r['N']} {r['role']}: {count} attempts failed with {code}, e.g. {example[:160]}"
             )
     print("Quotas (requests a second, burst in tokens):")
-    for b in quotas(scale)["buckets"]:
+    for b in quotas(scale, only)["buckets"]:
         per = " per prefix" if b["per_prefix"] else ""
         print(
             f"  {b['name']}: {b['rate']:g}/s, burst {b['burst']:g}{per} ({', '.join(b['actions'])})"
@@ -465,11 +467,18 @@ def main():
     parser.add_argument("--deadline", type=float, default=900, help="seconds a node may take")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument(
+        "--only",
+        help=f"these quotas alone, comma-separated (of {', '.join(PUBLISHED)}); default all",
+    )
+    parser.add_argument(
         "--env",
         default=cost.ENV_FILE,
         help="the example environment file as the binary's version knows it (its commit's)",
     )
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    if only and not only <= set(PUBLISHED):
+        parser.error(f"--only: no quota named {', '.join(sorted(only - set(PUBLISHED)))}")
     binary = cost.nodeboot_binary()
     cost.log(f"binary {binary}")
     rows = []
@@ -483,13 +492,13 @@ def main():
                 bench.server_post = lambda path, body, s=server: post_json(s.url + path, body)
                 cost.log(f"N={n}: filling the bucket as `nodeboot up` does")
                 bench.fill_bucket()
-                nodes, callers, _ = storm(binary, bench, work, n, args.scale, args.deadline)
+                nodes, callers, _ = storm(binary, bench, work, n, args.scale, args.deadline, only)
                 rows.extend(summary(n, nodes, callers))
             finally:
                 server.stop()
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
-    print_tables(rows, args.scale)
+    print_tables(rows, args.scale, only)
 
 
 def post_json(url, body):
