@@ -678,6 +678,18 @@ fn each_roles_iam_policy_allows_exactly_what_its_boot_calls() {
         "requests the boot really sent that the policies refuse:\n{}",
         refused.join("\n")
     );
+    // An etcd node fetches and opens its own member's key only (both nodes
+    // here claimed member 0, in eu-west-1a): modules/iam denies every other
+    // zone's member keys, which must never stop a boot.
+    let member_keys: BTreeSet<&str> = requests[&Role::Etcd]
+        .iter()
+        .filter_map(|r| match r {
+            Request::S3 { key, .. } => Some(key.as_str()),
+            Request::Kms { context, .. } => context.get("path").map(String::as_str),
+        })
+        .filter(|key| key.starts_with("secure/etcd/member-") && key.ends_with(".key"))
+        .collect();
+    assert_eq!(member_keys, BTreeSet::from(["secure/etcd/member-0.key"]));
     let decrypted = |role: Role, prefix: &str| {
         requests[&role].iter().any(|r| matches!(r, Request::Kms { action, context } if action == "kms:Decrypt" && context.get("path").is_some_and(|p| p.starts_with(prefix))))
     };
