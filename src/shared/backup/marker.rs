@@ -60,9 +60,13 @@ pub enum Check {
     Mismatch(String),
 }
 
-/// Pure: `found` against the cluster this member runs in; `restored` is the
-/// latest restore request (its id and when it was made).
-pub fn check(found: Option<&Marker>, cluster_id: u64, restored: Option<(&str, i64)>) -> Check {
+/// Pure: `found` against the cluster this member runs in; `restored` names
+/// the latest restore request. A restore makes a new cluster (a token of its
+/// own), once per request: a marker that does not name that request yet may
+/// move to the cluster it made; one that names it may not (a younger cluster
+/// after that restore is no restore's). Nodes' and the operator's clocks are
+/// not compared.
+pub fn check(found: Option<&Marker>, cluster_id: u64, restored: Option<&str>) -> Check {
     let id = hex(cluster_id);
     let Some(marker) = found else {
         return Check::Write(format!("no cluster marker yet: cluster {id} is the first"));
@@ -71,12 +75,10 @@ pub fn check(found: Option<&Marker>, cluster_id: u64, restored: Option<(&str, i6
         return Check::Matches;
     }
     match restored {
-        Some((request, at)) if at >= marker.unix && marker.restore.as_deref() != Some(request) => {
-            Check::Write(format!(
-                "restore {request} made cluster {id} after the marker's cluster {}",
-                marker.cluster_id
-            ))
-        }
+        Some(request) if marker.restore.as_deref() != Some(request) => Check::Write(format!(
+            "restore {request} made cluster {id} after the marker's cluster {}",
+            marker.cluster_id
+        )),
         _ => Check::Mismatch(format!(
             "this member's etcd runs cluster {id}, but the cluster marker s3://…/{KEY} names cluster {} \
              (written {} by {}): a younger cluster is not backed up over the older one's backups. \
@@ -116,15 +118,17 @@ mod tests {
             Check::Mismatch(_) => "mismatch",
         };
         let m = marker("5a7c", 1_000, None);
+        let m_r0 = marker("5a7c", 1_000, Some("r0"));
         let table = [
             (None, 0x5a7c, None, "write"),
             (Some(&m), 0x5a7c, None, "matches"),
             // An empty cluster started beside the real one: never backed up.
             (Some(&m), 0x1234, None, "mismatch"),
-            // A restore asked for after the marker was written made it.
-            (Some(&m), 0x1234, Some(("r1", 1_500)), "write"),
-            // A restore older than the marker does not explain another cluster.
-            (Some(&m), 0x1234, Some(("r1", 500)), "mismatch"),
+            // A restore the marker does not name yet made it.
+            (Some(&m), 0x1234, Some("r1"), "write"),
+            (Some(&m_r0), 0x1234, Some("r1"), "write"),
+            // A marker written for that very restore: another cluster is no restore's.
+            (Some(&m_r0), 0x1234, Some("r0"), "mismatch"),
         ];
         for (found, cluster, restored, want) in table {
             assert_eq!(
@@ -135,7 +139,7 @@ mod tests {
         }
         // Once written for that restore, the same request explains nothing more.
         let after = marker("1234", 1_600, Some("r1"));
-        assert_eq!(kind(check(Some(&after), 0x9999, Some(("r1", 1_700)))), "mismatch");
+        assert_eq!(kind(check(Some(&after), 0x9999, Some("r1"))), "mismatch");
         match check(Some(&m), 0x1234, None) {
             Check::Mismatch(why) => assert!(
                 why.contains("cluster 1234") && why.contains("cluster 5a7c") && why.contains("nodeboot etcd restore"),

@@ -279,9 +279,8 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
         let found = marker::read(store.objects, &store.bucket).await?;
         let request = restored
             .as_ref()
-            .map(|(id, at)| (format!("{id} requested {}", super::rfc3339(*at)), *at));
-        let request_ref = request.as_ref().map(|(r, at)| (r.as_str(), *at));
-        match marker::check(found.as_ref(), status.cluster_id, request_ref) {
+            .map(|(id, at)| format!("{id} requested {}", super::rfc3339(*at)));
+        match marker::check(found.as_ref(), status.cluster_id, request.as_deref()) {
             marker::Check::Matches => Ok(true),
             marker::Check::Write(why) => {
                 let new = Marker {
@@ -289,7 +288,8 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
                     cluster_id: marker::hex(status.cluster_id),
                     unix: now_unix(),
                     written_by: self.member_name.clone(),
-                    restore: found.is_some().then(|| request.map(|(r, _)| r)).flatten(),
+                    // Always the latest request: a younger cluster after it is no restore's.
+                    restore: request,
                 };
                 marker::write(store.objects, &store.bucket, &new).await?;
                 info!("cluster marker s3://{}/{} written: {why}", store.bucket, marker::KEY);
