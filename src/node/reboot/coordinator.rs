@@ -32,6 +32,8 @@ pub fn run(root: &Root, options: &Options) -> Result<(), RebootError> {
     loop {
         let (client, _me_url, me) = crate::node::stage::etcd::node_client(root).map_err(RebootError::Etcd)?;
         let boot_id = boot_token(root)?;
+        // One look at the members serves both questions.
+        let members = disruption::observe(&client).map_err(|e| format!("the member list: {e}"));
         let observed = Observed {
             boot_id: boot_id.clone(),
             needed: root.path(&options.sentinel).exists() || update_engine_says_reboot(),
@@ -39,8 +41,11 @@ pub fn run(root: &Root, options: &Options) -> Result<(), RebootError> {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Marker>(&b).ok()),
             holder: lock::holder(&client, LOCK).ok().flatten(),
-            safe: disruption::safe_to_disrupt(&client, &me),
-            me_back: disruption::is_back(&client, &me).is_ok(),
+            safe: members
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|o| disruption::assess(o, &me)),
+            me_back: members.as_ref().is_ok_and(|o| disruption::back(o, &me).is_ok()),
         };
         let next = reboot::next_look(&observed, options.interval);
         match reboot::plan(&observed, &me) {
