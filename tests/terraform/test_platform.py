@@ -445,10 +445,11 @@ def nodeboot_binary() -> Path:
     if os.environ.get("CARGO_TARGET_DIR"):
         candidates = [Path(os.environ["CARGO_TARGET_DIR"]) / "debug/nodeboot"]
     else:  # as the lab: the newer of the shared and the local build
-        candidates = [Path("/var/cache/nodeboot/target/debug/nodeboot"), REPO / "target/debug/nodeboot"]
+        shared = Path("/var/cache/nodeboot/target/debug/nodeboot")
+        candidates = [shared, REPO / "target/debug/nodeboot"]
     built = [c for c in candidates if c.exists()]
     if not built:
-        pytest.fail(f"{candidates[0]} does not exist: run `cargo build` first (or set NODEBOOT_BIN)")
+        pytest.fail(f"{candidates[0]} does not exist: run `cargo build` (or set NODEBOOT_BIN)")
     return max(built, key=lambda c: c.stat().st_mtime)
 
 
@@ -485,7 +486,8 @@ def test_down_lets_destroy_delete_the_members(initialized_copy, tmp_path):  # no
     _, _, text = plans_expecting_failure(copy, "down", apply)
     assert "left some resources" in text, text
     for kind in ("aws_ebs_volume", "aws_network_interface"):
-        assert re.search(rf"Resource module\.etcd\.{kind}\.member\[\d\] has lifecycle\.prevent_destroy", text), text
+        refused = rf"Resource module\.etcd\.{kind}\.member\[\d\] has lifecycle\.prevent_destroy"
+        assert re.search(refused, text), text
 
 
 def test_member_volumes_get_daily_snapshots(real_plans):
@@ -939,7 +941,8 @@ def node_policies(plan: dict) -> dict[str, list[dict]]:
     for address, policy in policies.items():
         if not address.startswith("module.iam."):
             continue  # the flow logs' and snapshots' service roles
-        if not address.startswith(("module.iam.aws_iam_role_policy.node[", "module.iam.aws_iam_policy.node[")):
+        node_policy = ("module.iam.aws_iam_role_policy.node[", "module.iam.aws_iam_policy.node[")
+        if not address.startswith(node_policy):
             continue  # not a node role's (the cloud controller's)
         role = address.split('"')[1].split("/")[0]
         assert policy["policy"], f"{address}: the policy is not known at plan time"
@@ -1111,16 +1114,18 @@ def claim(z: int) -> list[tuple]:
     taking it over from a dead node of its zone."""
     me = {**SELF, ZONE: z, "ec2:SourceInstanceARN": f"{INSTANCE}/i-0self{z}"}
     member = {**MEMBER_TAGS, "ec2:AvailabilityZone": ZONES[z]}
+    mine = {**member, "ec2:InstanceID": f"i-0self{z}"}
+    dead = {**member, "ec2:InstanceID": f"i-0dead{z}"}
     volume = f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m{z}"
     eni = f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m{z}"
     return [
-        ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0self{z}", me, {**member, "ec2:InstanceID": f"i-0self{z}"}),
+        ("etcd", "ec2:AttachVolume", f"{INSTANCE}/i-0self{z}", me, mine),
         ("etcd", "ec2:AttachVolume", volume, me, member),
-        ("etcd", "ec2:AttachNetworkInterface", f"{INSTANCE}/i-0self{z}", me, {**member, "ec2:InstanceID": f"i-0self{z}"}),
+        ("etcd", "ec2:AttachNetworkInterface", f"{INSTANCE}/i-0self{z}", me, mine),
         ("etcd", "ec2:AttachNetworkInterface", eni, me, member),
-        ("etcd", "ec2:DetachVolume", f"{INSTANCE}/i-0dead{z}", me, {**member, "ec2:InstanceID": f"i-0dead{z}"}),
+        ("etcd", "ec2:DetachVolume", f"{INSTANCE}/i-0dead{z}", me, dead),
         ("etcd", "ec2:DetachVolume", volume, me, member),
-        ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0dead{z}", me, {**member, "ec2:InstanceID": f"i-0dead{z}"}),
+        ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0dead{z}", me, dead),
         ("etcd", "ec2:DetachNetworkInterface", eni, me, member),
         # Its member's key, and only it (the secrets stage).
         ("etcd", "s3:GetObject", f"{OBJ}/secure/etcd/member-{z}.key", {ZONE: z}, {}),
@@ -1188,6 +1193,8 @@ BOOT = [
 # A node that gives up powers itself off (its instance terminates on
 # shutdown): no role may mark an instance unhealthy, not even its own.
 ASG = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:0123:autoScalingGroupName"
+HEALTH = "autoscaling:SetInstanceHealth"
+TAG = "aws:ResourceTag"
 
 # What must be refused, even from the node itself.
 REFUSED = [
@@ -1239,24 +1246,26 @@ REFUSED = [
 # One zone's node touches no other zone's member (items 2 and 3): neither its
 # volume nor its interface, on either side of an attachment, nor its key.
 B = {**MEMBER_TAGS, "ec2:AvailabilityZone": "eu-west-1b"}
+ENI_B = f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m1"
+ROOT = f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0root"
 REFUSED += [
     ("etcd", "ec2:DetachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m1", SELF, B),
     ("etcd", "ec2:DetachVolume", f"{INSTANCE}/i-0dead1", SELF, {**B, "ec2:InstanceID": "i-0dead1"}),
-    ("etcd", "ec2:DetachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m1", SELF, B),
-    ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0live1", SELF, {**B, "ec2:InstanceID": "i-0live1"}),
+    ("etcd", "ec2:DetachNetworkInterface", ENI_B, SELF, B),
+    ("etcd", "ec2:DetachNetworkInterface", f"{INSTANCE}/i-0b", SELF, {**B, "ec2:InstanceID": "i-0b"}),
     ("etcd", "ec2:AttachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0m1", SELF, B),
-    ("etcd", "ec2:AttachNetworkInterface", f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0m1", SELF, B),
+    ("etcd", "ec2:AttachNetworkInterface", ENI_B, SELF, B),
     ("etcd", "s3:GetObject", f"{OBJ}/secure/etcd/member-1.key", {}, {}),
     ("etcd", "kms:Decrypt", KMS_ARN, secret("secure/etcd/member-1.key"), {}),
     ("etcd", "s3:GetObject", f"{OBJ}/secure/etcd/member-0.key", {ZONE: 2}, {}),
     ("etcd", "kms:Decrypt", KMS_ARN, {**secret("secure/etcd/member-0.key"), ZONE: 2}, {}),
     # A member's zone without its tags is still not a member.
-    ("etcd", "ec2:DetachVolume", f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0root", SELF, {"ec2:AvailabilityZone": "eu-west-1a"}),
+    ("etcd", "ec2:DetachVolume", ROOT, SELF, {"ec2:AvailabilityZone": "eu-west-1a"}),
 ]
 REFUSED += [
-    ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-etcd-eu-west-1a-asg", SELF, MEMBER_TAGS),
-    ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-etcd-eu-west-1b-asg", SELF, MEMBER_TAGS),
-    ("etcd", "autoscaling:SetInstanceHealth", f"{ASG}/example-compute-asg", SELF, {**MEMBER_TAGS, "aws:ResourceTag/nodeboot.io/role": "compute"}),
+    ("etcd", HEALTH, f"{ASG}/example-etcd-eu-west-1a-asg", SELF, MEMBER_TAGS),
+    ("etcd", HEALTH, f"{ASG}/example-etcd-eu-west-1b-asg", SELF, MEMBER_TAGS),
+    ("etcd", HEALTH, f"{ASG}/example-compute-asg", SELF, {f"{TAG}/nodeboot.io/role": "compute"}),
 ]
 
 
@@ -1283,8 +1292,11 @@ def test_each_roles_policies_fit_iams_size_limits(real_plans):
         }
         assert managed and max(managed.values()) <= 6144, (run, managed)
         attached = of_type(plan, "aws_iam_role_policy_attachment")
-        names = {a.split('"')[1] for a in attached if a.startswith("module.iam.aws_iam_role_policy_attachment.node[")}
-        assert names == {a.split('"')[1] for a in managed if a.startswith("module.iam.aws_iam_policy.node[")}, run
+        def keys(addresses, prefix):
+            return {a.split('"')[1] for a in addresses if a.startswith(f"module.iam.{prefix}.node[")}
+
+        policies = keys(managed, "aws_iam_policy")
+        assert keys(attached, "aws_iam_role_policy_attachment") == policies, run
         print(f"\n[iam] {run}: inline {inline}, managed {managed}")
 
 
@@ -1427,7 +1439,8 @@ def test_node_roles_reach_the_secrets_bucket_only_through_the_endpoint(iam_alone
     # The same inline policies as the whole-root plan renders.
     assert set(iam_alone["node"]) == set(NODEBOOT_ACTIONS)
     assert set(iam_alone["node"]["etcd"]) == {
-        "read-secrets", "attach-members", "etcd-backups", "member-keys-of-its-zone", "only-inside-the-vpc"
+        "read-secrets", "attach-members", "etcd-backups", "member-keys-of-its-zone",
+        "only-inside-the-vpc",
     }
 
 
