@@ -265,6 +265,24 @@ fn kms(action: &str, context: &[(&str, &str)]) -> Request {
 }
 
 #[test]
+fn each_roles_data_key_is_decrypted_by_that_role_only() {
+    // Format 4 (src/shared/secrets/bundle.rs): a role's data key for an
+    // upload is bound to {environment, path: the role's scope}.
+    let paths = paths();
+    for role in [Role::Etcd, Role::Compute] {
+        let scope = nodeboot::shared::secrets::bundle::scope(role).unwrap();
+        let request = kms("kms:Decrypt", &[("environment", "example"), ("path", &scope)]);
+        for reader in [Role::Etcd, Role::Compute] {
+            assert_eq!(
+                fits(&paths, "example", &reader.to_string(), &request),
+                reader == role,
+                "{reader} decrypting {role}'s data key ({scope})"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_path_tables_refuse_what_a_role_must_never_ask() {
     let paths = paths();
     let backup = "backups/etcd/20261130T113500Z-r1234.snapshot";
@@ -693,17 +711,26 @@ fn each_roles_iam_policy_allows_exactly_what_its_boot_calls() {
     let decrypted = |role: Role, prefix: &str| {
         requests[&role].iter().any(|r| matches!(r, Request::Kms { action, context } if action == "kms:Decrypt" && context.get("path").is_some_and(|p| p.starts_with(prefix))))
     };
+    // Envelope format 4: what an upload sealed for a role (common/, its
+    // folder, its manifests) opens with one Decrypt of the role's data key,
+    // bound to the role's scope; a member's key keeps its own (format 1).
+    let decrypts = |role: Role| -> BTreeSet<String> {
+        requests[&role]
+            .iter()
+            .filter_map(|r| match r {
+                Request::Kms { action, context } if action == "kms:Decrypt" => context.get("path").cloned(),
+                _ => None,
+            })
+            .collect()
+    };
     assert!(
-        decrypted(Role::Etcd, "secure/")
-            && decrypted(Role::Etcd, "common/")
-            && decrypted(Role::Etcd, "manifests/etcd/"),
+        decrypted(Role::Etcd, "secure/") && decrypts(Role::Etcd).contains("secure/etcd/member-0.key"),
         "{:?}",
         requests[&Role::Etcd]
     );
-    assert!(
-        decrypted(Role::Compute, "compute/")
-            && decrypted(Role::Compute, "common/")
-            && decrypted(Role::Compute, "manifests/compute/"),
+    assert_eq!(
+        decrypts(Role::Compute),
+        BTreeSet::from(["compute/".to_string()]),
         "{:?}",
         requests[&Role::Compute]
     );
