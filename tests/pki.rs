@@ -706,3 +706,50 @@ fn member_certificates_end_a_week_apart() {
         }
     }
 }
+
+/// `up`'s renewal (`Options::keep_cas`) never rotates a CA by itself: a new
+/// CA changes everything it signs at once, and what trusts only the old one
+/// (members not yet restarted, kubelets) refuses the new certificates. A CA
+/// that ends within 21 days is reported for a deliberate rotation instead;
+/// `pki --renew` still renews it.
+#[test]
+fn ups_renewal_leaves_an_ending_ca_to_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    // The etcd CA re-made by openssl with its own key, ending in 10 days.
+    let ca = dir.path().join("secure/etcd/ca.crt");
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        dir.path().join("ca/etcd-ca.key").to_str().unwrap(),
+        "-subj",
+        "/CN=example-etcd-ca",
+        "-days",
+        "10",
+        "-out",
+        ca.to_str().unwrap(),
+    ]);
+    let before = snapshot(dir.path());
+    let env = nodeboot::operator::env::load(&example_env()).unwrap().env;
+    let plan = nodeboot::operator::pki::plan(&env);
+    let options = nodeboot::operator::pki::Options {
+        renew: true,
+        keep_cas: true,
+        ..Default::default()
+    };
+    let outcome = nodeboot::operator::pki::ensure_with(dir.path(), &plan, &options).unwrap();
+    assert!(outcome.renewed.is_empty(), "{:?}", outcome.renewed);
+    assert!(
+        matches!(outcome.cas_ending.as_slice(), [(id, 9 | 10)] if id == "etcd-ca"),
+        "{:?}",
+        outcome.cas_ending
+    );
+    assert_eq!(snapshot(dir.path()), before, "nothing changed");
+    let out = pki_with(dir.path(), &["--renew"]);
+    assert!(
+        out.contains("created  etcd-ca\n") && out.contains("created  etcd-member-0\n"),
+        "{out}"
+    );
+}

@@ -475,6 +475,7 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
                 renew,
                 secrets_rewritten,
                 test_leaf_validity: test_validity_secs.map(|s| time::Duration::seconds(s.into())),
+                ..Default::default()
             };
             for line in commands::pki(&env, dir.as_deref(), &options, output)? {
                 println!("{line}");

@@ -81,6 +81,7 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
             // below: an operator who runs `up` monthly never sees an end.
             let renew = crate::operator::pki::Options {
                 renew: true,
+                keep_cas: true,
                 ..Default::default()
             };
             let outcome = crate::operator::pki::ensure_with(&secrets, &plan, &renew)?;
@@ -88,6 +89,12 @@ pub fn up(env_path: &Path, options: &UpOptions) -> Result<(), Error> {
                 eprintln!(
                     "    renewed {id}: it ended in {days} days (up renews what ends within {} days)",
                     crate::operator::pki::RENEW_DAYS
+                );
+            }
+            for (id, days) in &outcome.cas_ending {
+                eprintln!(
+                    "    warning: the CA {id} ends in {days} days; up does not rotate a CA by itself (everything it signs changes at once): \
+                     rotate it in a maintenance window with `nodeboot pki --rotate {id}` and `nodeboot secrets upload`"
                 );
             }
             eprintln!(

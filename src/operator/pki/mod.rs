@@ -66,6 +66,11 @@ pub struct Options {
     pub rotate: Vec<String>,
     /// Issue again everything that ends within `RENEW_DAYS` (`--renew`).
     pub renew: bool,
+    /// With `renew`: leave a CA that ends soon as it is and report it in
+    /// `Outcome::cas_ending` (`up`): a new CA changes everything it signs at
+    /// once, and what trusts only the old one (members not yet restarted,
+    /// kubelets) refuses the new certificates; the operator rotates a CA.
+    pub keep_cas: bool,
     /// `--secrets-rewritten`: every Secret was rewritten under the new
     /// encryption key, so the key rotation's last step may drop the old one.
     pub secrets_rewritten: bool,
@@ -85,6 +90,8 @@ pub struct Outcome {
     /// What `renew` issued again because it ended within `RENEW_DAYS`, with
     /// the days it had left.
     pub renewed: Vec<(String, i64)>,
+    /// CAs that end within `RENEW_DAYS`, left to the operator (`keep_cas`).
+    pub cas_ending: Vec<(String, i64)>,
 }
 
 /// Creates what is missing under `dir` (and what `rotate` names); keeps the rest.
@@ -120,6 +127,10 @@ pub fn ensure_with(dir: &Path, pki: &Pki, options: &Options) -> Result<Outcome, 
     if options.renew {
         for item in inventory(dir, pki)? {
             if let Some(days) = item.days_left.filter(|d| *d < RENEW_DAYS) {
+                if options.keep_cas && item.kind == "ca" {
+                    outcome.cas_ending.push((item.id, days));
+                    continue;
+                }
                 info!("{} ends in {days} days: renewing", item.id);
                 outcome.renewed.push((item.id.clone(), days));
                 rotate.insert(item.id);
