@@ -1,10 +1,10 @@
-//! `nodeboot etcd ...`: the operator's `status`, `backups`, `restore`,
+//! `nodeboot etcd ...`: the operator's `status`, `backups`,
 //! `verify-backup`, and the node's long-running `backup` service.
 //!
-//! How the operator reaches etcd: `backups` and `restore` need only the
-//! secrets bucket (a restore is a request the nodes act on, and they report
-//! their progress there), so they run anywhere with the environment's AWS
-//! credentials. `status` talks to the members' client URLs, which are
+//! How the operator reaches etcd: `backups` needs only the secrets bucket,
+//! and `restore` (`etcd_restore.rs`) the bucket and EC2's describe calls (a
+//! restore is a request the nodes act on, and they report their progress
+//! there), so they run anywhere with the environment's AWS credentials. `status` talks to the members' client URLs, which are
 //! private: run it where they are reachable (on the bastion, through
 //! `ssh -F <(nodeboot ssh-config --env F) bastion`, or with `--endpoint`
 //! through a tunnel), with the etcd client certificate of the local
