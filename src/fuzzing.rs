@@ -35,18 +35,31 @@ pub fn env_file(data: &[u8]) {
     }
 }
 
-/// `secrets::format`: parse the envelope, then open it under a fixed data
-/// key and context (a random input almost never authenticates; the parser
-/// and the length arithmetic are what is under test).
+/// `secrets::format`: parse the envelope (format 1 or 4), then open it
+/// under a fixed data key and context, through every slot of a format 4
+/// one (a random input almost never authenticates; the parsers and the
+/// length arithmetic are what is under test).
 pub fn secret_envelope(data: &[u8]) {
-    let Ok(envelope) = format::parse(data) else { return };
     let key = Secret::new(vec![7; 32]);
     let context = Context {
         environment: "fuzz".into(),
         path: "common/ca.crt".into(),
     };
-    if let Ok(plain) = format::open(&envelope, &key, &context) {
-        assert!(plain.len() + 16 <= data.len(), "opened more bytes than were stored");
+    if let Ok(envelope) = format::parse(data) {
+        if let Ok(plain) = format::open(&envelope, &key, &context) {
+            assert!(plain.len() + 16 <= data.len(), "opened more bytes than were stored");
+        }
+    }
+    if let Ok(envelope) = format::parse_bundled(data) {
+        assert!((1..=format::MAX_SLOTS).contains(&envelope.slots.len()));
+        for slot in 0..envelope.slots.len() {
+            if let Ok(plain) = format::open_bundled(&envelope, slot, &key, &context) {
+                assert!(
+                    plain.len() + 16 + 48 <= data.len(),
+                    "opened more bytes than were stored"
+                );
+            }
+        }
     }
 }
 

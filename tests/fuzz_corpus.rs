@@ -48,6 +48,26 @@ fn the_envelope_seed_opens_under_the_fuzz_key() {
     assert_eq!(plain.expose(), b"-----BEGIN CERTIFICATE-----\n");
 }
 
+/// The format 4 seed was sealed by Python's `cryptography` from README's
+/// description of the format (two slots, `secure/` and `compute/`, both
+/// wrapping the content key with the fuzz key): it opens through either.
+#[test]
+fn the_format_4_seed_opens_through_either_slot_under_the_fuzz_key() {
+    use nodeboot::shared::secrets::{format, Context, Secret};
+    let bytes = std::fs::read(common::repo().join("fuzz/seeds/secret_envelope/format-4-two-slots.bin")).unwrap();
+    let envelope = format::parse_bundled(&bytes).unwrap();
+    let scopes: Vec<&str> = envelope.slots.iter().map(|s| s.scope).collect();
+    assert_eq!(scopes, ["secure/", "compute/"]);
+    let context = Context {
+        environment: "fuzz".into(),
+        path: "common/ca.crt".into(),
+    };
+    for slot in 0..2 {
+        let plain = format::open_bundled(&envelope, slot, &Secret::new(vec![7; 32]), &context).unwrap();
+        assert_eq!(plain.expose(), b"-----BEGIN CERTIFICATE-----\n");
+    }
+}
+
 /// The backup seeds are real ones too (sealed by Python's `cryptography` from
 /// `shared::backup::format`'s description): formats 2 and 3 open, with
 /// format 3's trailer, so the Rust reader agrees with an independent writer.
