@@ -124,6 +124,7 @@ pub(crate) fn etcd_code(e: &EtcdError) -> u8 {
         EtcdError::Stage(e) => stage_code(e),
         EtcdError::NoQuorum { .. } => exit::ETCD_NO_QUORUM,
         EtcdError::Existed { .. } => exit::ETCD_EXISTED,
+        EtcdError::Outside { .. } => exit::ETCD_OUTSIDE,
         EtcdError::Busy { .. }
         | EtcdError::Client(_)
         | EtcdError::Backup { .. }

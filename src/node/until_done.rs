@@ -42,16 +42,19 @@ pub enum Verdict {
 /// 1 a bug; 2 bad input (node.json, arguments: baked into the instance's
 /// user data); 3 a local file that cannot be read or written (node.json
 /// missing, a read-only or full `/run`); 4 refused to overwrite; 15 a device
-/// holding something else, which a human must look at. Every other code is
+/// holding something else, which a human must look at; 26 an etcd member
+/// outside the cluster it talks to (an operator restores or recovers; a
+/// power-off would only replace a node that holds data). Every other code is
 /// something AWS, the kernel or the operator (uploading secrets, fixing
 /// tags, IAM propagating) fixes while the node waits.
-pub const PERMANENT: [u8; 6] = [
+pub const PERMANENT: [u8; 7] = [
     exit::INTERNAL,
     exit::BAD_INPUT,
     exit::IO,
     exit::REFUSED,
     exit::DEVICE_REFUSED,
     exit::HELD_DATA,
+    exit::ETCD_OUTSIDE,
 ];
 
 /// Pure: the verdict on a failed attempt with exit `code`, when "no free
@@ -219,7 +222,7 @@ mod tests {
 
     #[test]
     fn bad_input_and_refused_devices_are_never_retried() {
-        for code in [1, 2, 3, 4, 15] {
+        for code in [1, 2, 3, 4, 15, exit::ETCD_OUTSIDE] {
             assert_eq!(verdict(code, None, &bounds()), Verdict::Permanent, "exit {code}");
         }
     }

@@ -42,6 +42,12 @@ pub const ETCD_VERSION: u8 = 24;
 /// it never starts a new cluster; the message names `nodeboot etcd restore`
 /// and `nodeboot etcd recover`. Retried: the other members may come back.
 pub const ETCD_EXISTED: u8 = 25;
+/// `stage etcd-promote`: this member's etcd runs but is not part of the
+/// cluster its peers run (a younger cluster at their addresses, or another
+/// member ID under its peer URL; etcd logs "ID mismatch"). Not retried: the
+/// unit fails, the node stays up, its data untouched; the message names
+/// `nodeboot etcd restore` and `nodeboot etcd recover`.
+pub const ETCD_OUTSIDE: u8 = 26;
 /// etcd does not answer, has no leader, or a restore failed on a member.
 pub const ETCD_UNHEALTHY: u8 = 30;
 /// An `etcd_version` change of more than one minor version, or a downgrade.

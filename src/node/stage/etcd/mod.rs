@@ -102,6 +102,14 @@ pub enum EtcdError {
     BinaryVersion { detail: String },
     #[error("promoting {member}: {detail}")]
     Promote { member: String, detail: String },
+    /// This member's etcd runs but is not part of the cluster it talks to (exit code 26).
+    #[error(
+        "etcd member {member} runs but is not part of the cluster it talks to: {detail}. \
+         Its data is left untouched. If the other members' cluster holds the real data, restore or rejoin this \
+         member (nodeboot etcd restore --env <environment file>); if this member holds the newest data, \
+         recover from it (nodeboot etcd recover --env <environment file> --from-member N)"
+    )]
+    Outside { member: String, detail: String },
     /// The restore request could not be read (exit code 23; the unit retries).
     #[error("reading the etcd restore request: {0}; nothing was changed")]
     Restore(String),
@@ -596,30 +604,53 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
     // supported for learner"): ask the members its env file names.
     let env_file = root.path(ETCD_ENV_FILE);
     let text = std::fs::read_to_string(&env_file).map_err(|e| StageError::io(&env_file, e))?;
-    let client = Client::new(promote_endpoints(&text, &me.peer_url), &tls.files())?;
+    let others = promote_endpoints(&text, &me.peer_url);
+    let client = Client::new(others.clone(), &tls.files())?;
+    // One client per member: its status and its linearizable member list
+    // come from the same member, so they describe one cluster.
+    let each = others
+        .iter()
+        .map(|e| Client::new(vec![e.clone()], &tls.files()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let own = client_url_of(&me.peer_url).unwrap_or_default();
+    let mine = Client::with_timeouts(vec![own.clone()], &tls.files(), OWN_STATUS_TIMEOUT, OWN_STATUS_TIMEOUT)?;
     // Started by `stage etcd --exec` just before it became etcd: when etcd
     // exits, this process is orphaned and has nothing left to promote.
     let parent = std::os::unix::process::parent_id();
+    let outside_since = std::cell::Cell::new(None::<std::time::Instant>);
     let outcome = retry::wait(
         &format!("{} to be promoted", me.name),
         PROMOTE_RETRY.with_total(timeout),
         || async {
             if std::os::unix::process::parent_id() != parent {
-                return Attempt::Fail("the process that started this one (etcd) has exited".to_string());
+                return Attempt::Fail(Halt::Other(
+                    "the process that started this one (etcd) has exited".to_string(),
+                ));
             }
-            let members = match client.member_list() {
-                Ok(m) => m,
-                Err(e) => return Attempt::Retry(e.to_string()),
+            let own_ids = mine.status(&own).ok().map(|s| (s.member_id, s.cluster_id));
+            let (id, learner) = match plan::standing(&me, own_ids, peers_view(&each).as_ref()) {
+                plan::Standing::Unknown(why) => {
+                    outside_since.set(None);
+                    return Attempt::Retry(Halt::Other(why));
+                }
+                plan::Standing::Outside(why) => {
+                    // Seen again a while later: a membership change seen half-way is not it.
+                    let since = outside_since.get().unwrap_or_else(std::time::Instant::now);
+                    outside_since.set(Some(since));
+                    if since.elapsed() < OUTSIDE_CONFIRM {
+                        return Attempt::Retry(Halt::Other(format!("{why} (asking again)")));
+                    }
+                    return Attempt::Fail(Halt::Outside(why));
+                }
+                plan::Standing::Listed { id, learner } => (id, learner),
             };
-            let Some(mine) = members.iter().find(|m| m.peer_urls.contains(&me.peer_url)) else {
-                return Attempt::Fail(format!("{} is not a member of the cluster", me.peer_url));
-            };
-            if !mine.is_learner {
+            outside_since.set(None);
+            if !learner {
                 return Attempt::Done(false);
             }
-            match client.member_promote(mine.id) {
+            match client.member_promote(id) {
                 Ok(()) => Attempt::Done(true),
-                Err(e) => Attempt::Retry(e.to_string()),
+                Err(e) => Attempt::Retry(Halt::Other(e.to_string())),
             }
         },
     )
@@ -627,6 +658,12 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
     match outcome {
         Ok(true) => info!("promoted etcd member {} to a voting member", me.name),
         Ok(false) => info!("etcd member {} is a voting member", me.name),
+        Err(retry::Gave::Failed(Halt::Outside(detail))) => {
+            return Err(EtcdError::Outside {
+                member: me.name,
+                detail,
+            })
+        }
         Err(e) => {
             return Err(EtcdError::Promote {
                 member: me.name,
@@ -635,6 +672,41 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
         }
     }
     Ok(())
+}
+
+/// How long a member must be seen outside the cluster before `promote` fails for it.
+const OUTSIDE_CONFIRM: Duration = Duration::from_secs(30);
+/// This member's own status: an etcd that never published accepts the
+/// connection and never answers.
+const OWN_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why `promote` stops.
+enum Halt {
+    Outside(String),
+    Other(String),
+}
+
+impl std::fmt::Display for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Halt::Outside(why) | Halt::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The cluster as the first other member with a leader sees it: its status
+/// and its linearizable member list.
+fn peers_view(each: &[Client]) -> Option<plan::PeersView> {
+    each.iter().find_map(|client| {
+        let endpoint = client.endpoints().first()?.clone();
+        let status = client.status(&endpoint).ok().filter(|s| s.leader != 0)?;
+        let members = client.member_list().ok()?;
+        Some(plan::PeersView {
+            endpoint,
+            cluster_id: status.cluster_id,
+            members,
+        })
+    })
 }
 
 /// The other members' client URLs, from the env file's initial cluster

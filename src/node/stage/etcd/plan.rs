@@ -244,6 +244,57 @@ pub fn initial_cluster(members: &[Member], me: &Me, names_by_peer_url: &BTreeMap
     entries.join(",")
 }
 
+/// Where a running member stands in the cluster its peers run: what
+/// `stage etcd-promote` decides each try (issue 20, a younger cluster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Listed under this member's own ID: promote it if a learner, else done.
+    Listed { id: u64, learner: bool },
+    /// Not decidable yet (no other member answers with a leader): ask again.
+    Unknown(String),
+    /// This member's etcd runs but is not part of the cluster it talks to
+    /// (etcd logs "ID mismatch" / "failed to publish local member"): a
+    /// failure for an operator, never retried into a power-off.
+    Outside(String),
+}
+
+/// What `promote` saw of the cluster: one other member that answered with a
+/// leader, its cluster ID and its (linearizable) member list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeersView {
+    pub endpoint: String,
+    pub cluster_id: u64,
+    pub members: Vec<Member>,
+}
+
+/// Pure: this member's standing, from the cluster its peers run and, when
+/// its own etcd answers, its own member and cluster IDs. An etcd that never
+/// published serves no client, so `mine` is often None: then the peers'
+/// list decides alone (this peer URL absent: outside).
+pub fn standing(me: &Me, mine: Option<(u64, u64)>, peers: Option<&PeersView>) -> Standing {
+    let Some(peers) = peers else {
+        return Standing::Unknown("no other member answers with a leader".into());
+    };
+    let cluster = format!("cluster {:x} (as {} answers)", peers.cluster_id, peers.endpoint);
+    let Some(listed) = peers.members.iter().find(|m| m.peer_urls.contains(&me.peer_url)) else {
+        return Standing::Outside(format!("{cluster} does not list its peer URL {}", me.peer_url));
+    };
+    match mine {
+        Some((_, own_cluster)) if own_cluster != peers.cluster_id => Standing::Outside(format!(
+            "its etcd runs cluster {own_cluster:x}, the other members {cluster}"
+        )),
+        Some((own_id, _)) if own_id != listed.id => Standing::Outside(format!(
+            "its etcd runs as member {own_id:x}, but {cluster} lists its peer URL {} as member {}",
+            me.peer_url,
+            listed.hex_id()
+        )),
+        _ => Standing::Listed {
+            id: listed.id,
+            learner: listed.is_learner,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -599,5 +650,41 @@ mod tests {
             "env-etcd-0=https://10.0.10.10:2380,env-etcd-1=https://10.0.11.10:2380,env-etcd-2=https://10.0.12.10:2380,\
              env-etcd-5=https://10.0.12.11:2380,unstarted-8=https://10.0.12.12:2380"
         );
+    }
+    #[test]
+    fn a_running_member_outside_the_cluster_it_talks_to_is_outside_never_promoted() {
+        let view = |cluster_id, members: Vec<Member>| PeersView {
+            endpoint: "https://10.0.11.10:2379".into(),
+            cluster_id,
+            members,
+        };
+        let listed = |learner| {
+            let mut m = others();
+            m.push(member(1, ME, MY_URL, learner));
+            view(0xc1, m)
+        };
+        let outside = |s: Standing| matches!(s, Standing::Outside(_));
+        // Nobody else answers with a leader: ask again.
+        assert!(matches!(standing(&me(), None, None), Standing::Unknown(_)));
+        // Listed: a learner is promoted, a voter is done; its own etcd agrees or is silent.
+        assert_eq!(
+            standing(&me(), None, Some(&listed(true))),
+            Standing::Listed { id: 1, learner: true }
+        );
+        assert_eq!(
+            standing(&me(), Some((1, 0xc1)), Some(&listed(false))),
+            Standing::Listed { id: 1, learner: false }
+        );
+        // A younger cluster at the peers' addresses does not list this peer URL.
+        assert!(outside(standing(&me(), None, Some(&view(0xc2, others())))));
+        assert!(outside(standing(&me(), Some((1, 0xc1)), Some(&view(0xc2, others())))));
+        // Its own etcd runs another cluster, or another member ID under this peer URL.
+        assert!(outside(standing(&me(), Some((1, 0xc9)), Some(&listed(true)))));
+        assert!(outside(standing(&me(), Some((9, 0xc1)), Some(&listed(false)))));
+        // The message names the way out and says the data is untouched.
+        let Standing::Outside(why) = standing(&me(), None, Some(&view(0xc2, others()))) else {
+            unreachable!()
+        };
+        assert!(why.contains(MY_URL) && why.contains("c2"), "{why}");
     }
 }
