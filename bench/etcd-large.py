@@ -28,8 +28,12 @@ transactions of at most 1 MB through the JSON gateway, then measures:
               replacement booted: launch until every member is healthy.
 
 NODEBOOT_BIN picks the binary (use a release build: a debug build seals and
-hashes ten times slower). Prints a table; asserts nothing on time. Root.
-See bench/README.md.
+hashes ten times slower). --boot-bin boots the lab with another binary and
+then puts NODEBOOT_BIN in its place (bind-mounted over /opt/bin/nodeboot in
+every node, the backup services restarted; the operator commands and any
+node booted later run it too): the bytes path of a build measured on a lab
+that boots, whatever the rest of that build does. Prints a table; asserts
+nothing on time. Root. See bench/README.md.
 """
 
 import argparse
@@ -38,6 +42,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -298,15 +303,39 @@ def rejoin(lab):
     return time.monotonic() - t
 
 
-def run_row(gib, skip):
+def switch_binary(lab, binary):
+    """NODEBOOT_BIN in every running node and for what the lab runs next."""
+    inside = "/var/lib/nodeboot-bench/nodeboot"
+    for node in etcd_nodes(lab):
+        dest = lab.node_path(node, inside)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(binary, dest)
+        lab.node_run(node, "mount", "--bind", inside, "/opt/bin/nodeboot")
+        lab.node_run(node, "systemctl", "restart", UNIT)
+    lab.state["binary"] = str(binary)
+    lab.save()
+
+
+def run_row(gib, skip, boot_bin):
     import lab as lablib
 
     # Sparse: the database, its WAL, and a restore's copies (the old data
     # kept aside, the restored data, format 2's sealed and opened files).
     lablib.VOLUME_MB = max(4096, int(gib * 1024 * 8))
     name = f"lg{uuid.uuid4().hex[:7]}"
-    lab = lablib.Lab.up(name)
+    binary = lablib.nodeboot_binary()
+    if boot_bin:
+        os.environ["NODEBOOT_BIN"] = boot_bin
     try:
+        lab = lablib.Lab.up(name)
+    except Exception:
+        lablib.Lab.load(name).down()
+        raise
+    finally:
+        os.environ["NODEBOOT_BIN"] = str(binary)
+    try:
+        if boot_bin:
+            switch_binary(lab, binary)
         set_interval(lab, "24h")  # no backup while loading
         t = time.monotonic()
         keys, revision, loaded = load_in_lab(lab, int(gib * 2**30))
@@ -363,6 +392,7 @@ def main():
     )
     p.add_argument("--gib", default="1,2", help="database sizes in GiB, comma-separated")
     p.add_argument("--skip", default="", help="restore,rejoin: parts not to run")
+    p.add_argument("--boot-bin", default="", help="the binary the lab boots with (see above)")
     a = p.parse_args()
     import lab as lablib
 
@@ -370,7 +400,7 @@ def main():
     if problems:
         sys.exit("the lab cannot run here:\n  " + "\n  ".join(problems))
     print(f"# binary: {lablib.nodeboot_binary()}", file=sys.stderr)
-    rows = [run_row(float(g), a.skip.split(",")) for g in a.gib.split(",")]
+    rows = [run_row(float(g), a.skip.split(","), a.boot_bin) for g in a.gib.split(",")]
     head = (
         "DB", "keys", "backup", "sealed", "service peak RSS", "temp disk on the volume",
         "upload", "verify-backup", "verify peak RSS", "restore (RTO)", "blank-volume rejoin",

@@ -85,7 +85,7 @@ impl EtcdAccess for OneMember {
             is_learner: false,
         }])
     }
-    fn snapshot(&self, endpoint: Option<&str>) -> Result<(String, Box<dyn Read + '_>), String> {
+    fn snapshot(&self, endpoint: Option<&str>) -> Result<(String, Box<dyn Read + Send>), String> {
         let stream = Stream {
             bytes: self.bytes.clone(),
             at: 0,

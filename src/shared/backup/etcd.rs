@@ -39,8 +39,9 @@ pub trait EtcdAccess {
     fn members(&self) -> Result<Vec<MemberInfo>, String>;
     /// Opens a snapshot stream: of `endpoint`'s database, or of the first
     /// member that answers. Returns the endpoint it comes from and the bytes
-    /// as they arrive (a failure mid-stream is a read error).
-    fn snapshot(&self, endpoint: Option<&str>) -> Result<(String, Box<dyn Read + '_>), String>;
+    /// as they arrive (a failure mid-stream is a read error), readable from
+    /// another thread (the upload reads the next part while one uploads).
+    fn snapshot(&self, endpoint: Option<&str>) -> Result<(String, Box<dyn Read + Send>), String>;
     /// The number of keys and the revision, read linearizably; at revision
     /// `at` when given.
     fn key_count(&self, at: Option<i64>) -> Result<(u64, i64), String>;
@@ -84,7 +85,7 @@ impl EtcdAccess for Client {
             .collect())
     }
 
-    fn snapshot(&self, endpoint: Option<&str>) -> Result<(String, Box<dyn Read + '_>), String> {
+    fn snapshot(&self, endpoint: Option<&str>) -> Result<(String, Box<dyn Read + Send>), String> {
         let endpoints = match endpoint {
             Some(endpoint) => vec![endpoint.to_string()],
             None => Cluster::endpoints(self),

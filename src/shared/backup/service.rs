@@ -144,7 +144,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
         let unix = now_unix();
         // Streamed from etcd through the sealer into S3's parts: nothing on
         // the etcd volume, memory about one part.
-        let (from, mut snapshot) = self.etcd.snapshot(endpoint).map_err(BackupError::Etcd)?;
+        let (from, snapshot) = self.etcd.snapshot(endpoint).map_err(BackupError::Etcd)?;
         let version = self.etcd.status(&from).map_err(BackupError::Etcd)?.version;
         let meta = Metadata {
             environment: self.backups.store.environment.clone(),
@@ -157,7 +157,7 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
             size: 0,
             taken_by: self.member_name.clone(),
         };
-        let (entry, meta) = self.backups.upload(&meta, &mut snapshot).await?;
+        let (entry, meta) = self.backups.upload(&meta, snapshot).await?;
         let seconds = started.elapsed().as_secs_f64();
         info!(
             backup = %entry.id,

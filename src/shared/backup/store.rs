@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::retention::{self, PrunePlan, Retention};
 use super::{context, context_aad, format, BackupId, Metadata, MAX_OBJECT_BYTES, PREFIX};
@@ -97,6 +97,66 @@ pub fn ensure_room(dir: &Path, needed: u64) -> Result<(), BackupError> {
     Ok(())
 }
 
+/// What the reader thread hands the uploader.
+enum Sealed {
+    Part(Vec<u8>),
+    Done {
+        digest: format::Digest,
+        /// Time spent waiting for the snapshot's bytes.
+        reading: std::time::Duration,
+    },
+    Failed(BackupError),
+}
+
+/// The reader thread: reads the snapshot, seals it, hands over parts of at
+/// least [`PART_BYTES`] (the header in the first, the last one shorter).
+fn seal_parts(
+    key: &str,
+    sealer: format::Sealer,
+    header: Vec<u8>,
+    mut snapshot: Box<dyn Read + Send>,
+    tx: &std::sync::mpsc::SyncSender<Sealed>,
+) {
+    let capacity = PART_BYTES + format::CHUNK_BYTES as usize;
+    let mut part = header;
+    part.reserve(capacity);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sealer = Some(sealer);
+    let mut reading = std::time::Duration::ZERO;
+    while let Some(open) = sealer.as_mut() {
+        let started = std::time::Instant::now();
+        let n = match format::read_full(&mut snapshot, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Sealed::Failed(BackupError::Etcd(format!("reading the snapshot: {e}"))));
+                return;
+            }
+        };
+        reading += started.elapsed();
+        let sealed = if n == 0 {
+            sealer.take().expect("sealing").finish(&mut part).map(Some)
+        } else {
+            open.update(&buf[..n], &mut part).map(|()| None)
+        };
+        let digest = match sealed {
+            Ok(digest) => digest,
+            Err(e) => {
+                let _ = tx.send(Sealed::Failed(BackupError::Bad(format!("sealing {key}: {e}"))));
+                return;
+            }
+        };
+        if part.len() >= PART_BYTES || digest.is_some() {
+            let next = Vec::with_capacity(if digest.is_some() { 0 } else { capacity });
+            if tx.send(Sealed::Part(std::mem::replace(&mut part, next))).is_err() {
+                return; // the uploader gave up
+            }
+        }
+        if let Some(digest) = digest {
+            let _ = tx.send(Sealed::Done { digest, reading });
+        }
+    }
+}
+
 /// One environment's backups: in its secrets bucket, under its KMS key.
 pub struct Backups<'a, O, K> {
     /// The bucket, key and clients (backups use them directly: their own
@@ -131,7 +191,11 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
     /// needs no hash nor size: they travel in the sealed trailer, and the
     /// returned metadata has them. Nothing is left in the bucket on failure
     /// (the key exists only once the upload completes; its parts are aborted).
-    pub async fn upload(&self, meta: &Metadata, snapshot: &mut dyn Read) -> Result<(Entry, Metadata), BackupError> {
+    pub async fn upload(
+        &self,
+        meta: &Metadata,
+        snapshot: Box<dyn Read + Send>,
+    ) -> Result<(Entry, Metadata), BackupError> {
         let id = meta.id();
         let key = id.key();
         let ctx = context(&self.store.environment, &key);
@@ -176,50 +240,60 @@ impl<'a, O: Objects + ObjectFiles, K: Keys> Backups<'a, O, K> {
         }
     }
 
-    /// Reads, seals and uploads part after part; returns the parts, the
-    /// plaintext's digest and the sealed size.
+    /// Uploads the parts a reader thread seals (see [`seal_parts`]): while
+    /// one part uploads, the next is read from etcd and sealed. Returns the
+    /// parts, the plaintext's digest and the sealed size.
     async fn send_parts(
         &self,
         key: &str,
         upload_id: &str,
         sealer: format::Sealer,
         header: Vec<u8>,
-        snapshot: &mut dyn Read,
+        snapshot: Box<dyn Read + Send>,
     ) -> Result<(Vec<(i32, String)>, format::Digest, u64), BackupError> {
-        let sealing = |e: format::StreamError| BackupError::Bad(format!("sealing {key}: {e}"));
-        let mut part = header;
-        part.reserve(PART_BYTES + format::CHUNK_BYTES as usize);
-        let mut buf = vec![0u8; 256 * 1024];
+        // One part uploading, one waiting, one being filled: memory is three parts.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let key_name = key.to_string();
+        let reader = std::thread::spawn(move || seal_parts(&key_name, sealer, header, snapshot, &tx));
         let mut parts = Vec::new();
         let mut size = 0u64;
-        let mut sealer = Some(sealer);
-        let mut digest = None;
-        while let Some(open) = sealer.as_mut() {
-            let n = format::read_full(snapshot, &mut buf)
-                .map_err(|e| BackupError::Etcd(format!("reading the snapshot: {e}")))?;
-            if n == 0 {
-                let done = sealer.take().expect("sealing");
-                digest = Some(done.finish(&mut part).map_err(sealing)?);
-            } else {
-                open.update(&buf[..n], &mut part).map_err(sealing)?;
-            }
-            if part.len() >= PART_BYTES || digest.is_some() {
-                if parts.len() >= MAX_PARTS {
-                    return Err(BackupError::TooLarge { size });
+        let mut uploading = std::time::Duration::ZERO;
+        let outcome = loop {
+            // Blocks this (single-threaded) runtime only while no part is ready.
+            match rx.recv() {
+                Ok(Sealed::Part(body)) => {
+                    if parts.len() >= MAX_PARTS {
+                        break Err(BackupError::TooLarge { size });
+                    }
+                    size += body.len() as u64;
+                    let number = parts.len() as i32 + 1;
+                    let started = std::time::Instant::now();
+                    let sent = self
+                        .store
+                        .objects
+                        .upload_part(&self.store.bucket, key, upload_id, number, body)
+                        .await;
+                    uploading += started.elapsed();
+                    match sent {
+                        Ok(etag) => parts.push((number, etag)),
+                        Err(e) => break Err(e.into()),
+                    }
                 }
-                size += part.len() as u64;
-                let next = Vec::with_capacity(if digest.is_some() { 0 } else { part.capacity() });
-                let body = std::mem::replace(&mut part, next);
-                let number = parts.len() as i32 + 1;
-                let etag = self
-                    .store
-                    .objects
-                    .upload_part(&self.store.bucket, key, upload_id, number, body)
-                    .await?;
-                parts.push((number, etag));
+                Ok(Sealed::Done { digest, reading }) => {
+                    info!(
+                        reading = format!("{:.2}", reading.as_secs_f64()),
+                        uploading = format!("{:.2}", uploading.as_secs_f64()),
+                        "seconds spent waiting for etcd's stream and for S3's parts"
+                    );
+                    break Ok(digest);
+                }
+                Ok(Sealed::Failed(e)) => break Err(e),
+                Err(_) => break Err(BackupError::Bad(format!("sealing {key}: the reader stopped"))),
             }
-        }
-        Ok((parts, digest.expect("finished"), size))
+        };
+        drop(rx); // a reader still running fails its next send and stops
+        let _ = reader.join();
+        outcome.map(|digest| (parts, digest, size))
     }
 
     /// Every backup with the time the bucket stored it, oldest first: by
