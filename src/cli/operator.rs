@@ -133,6 +133,8 @@ pub enum OperatorCommand {
         #[arg(long, value_enum)]
         output: Option<commands::Output>,
         /// Test only: leaf certificates issued in this run end this many seconds after they start.
+        /// Only in builds with debug assertions, as the fault hooks (`tests/check-static`).
+        #[cfg(debug_assertions)]
         #[arg(long, value_name = "SECONDS", hide = true)]
         test_validity_secs: Option<u32>,
     },
@@ -468,8 +470,11 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
             renew,
             secrets_rewritten,
             output,
+            #[cfg(debug_assertions)]
             test_validity_secs,
         } => {
+            #[cfg(not(debug_assertions))]
+            let test_validity_secs: Option<u32> = None;
             let options = nodeboot::operator::pki::Options {
                 rotate,
                 renew,
