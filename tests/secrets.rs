@@ -648,6 +648,58 @@ fn nodes_retry_throttling_in_the_sdks_standard_mode() {
 }
 
 #[test]
+fn a_stage_attempt_after_a_failed_one_asks_kms_for_nothing_it_had() {
+    use std::io::BufRead;
+    let p = Platform::new("stg-again");
+    upload_fleet_tree(&p);
+    // A worker's secret that does not open: the first attempt unwraps the
+    // compute key, then fails (exit 20, which `stage --retry` retries).
+    let (good, metadata) = p.get_raw("common/ca.crt");
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    p.put_raw("common/ca.crt", &bad, &metadata);
+    let worker = p.node(Role::Compute);
+    p.aws.reset_calls();
+    let mut child = worker
+        .command(&["stage", "--retry", "secrets"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stderr_pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("attempt 1 failed (exit 20)")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => panic!("no failed first attempt within 60 s: {log:#?}"),
+        }
+    }
+    p.put_raw("common/ca.crt", &good, &metadata);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "not done within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    log.extend(seen.try_iter());
+    assert!(status.success(), "{log:#?}");
+    assert_eq!(std::fs::read(worker.secrets_dir().join("ca.crt")).unwrap(), b"CA");
+    assert_eq!(
+        p.aws.calls().get("Decrypt"),
+        Some(&1),
+        "the next attempts took the compute key from the first: {log:#?}"
+    );
+}
+
+#[test]
 fn a_worker_cannot_open_what_was_sealed_for_etcd_nodes_only() {
     let p = Platform::new("stg-slot");
     upload_fleet_tree(&p);

@@ -10,12 +10,20 @@ use crate::node::root::Root;
 use crate::node::sync::{self, SyncError};
 use crate::shared::cloud::aws::{self, Kms, S3};
 use crate::shared::node_config::MANIFEST_SYNC_INTERVAL_SECONDS;
+use crate::shared::secrets::store::UnwrappedKeys;
 use crate::shared::secrets::Store;
 
+/// The data keys this process unwrapped: `stage --retry secrets` builds a
+/// store per attempt, and an attempt after a throttled one asks KMS for
+/// nothing the last one had.
+static UNWRAPPED: std::sync::LazyLock<UnwrappedKeys> = std::sync::LazyLock::new(UnwrappedKeys::default);
+
 /// The node's secrets: opened through its role's data keys (one Decrypt
-/// per upload's key, kept for the store's life, see `shared::secrets::store`).
+/// per upload's key, kept for the process's life, see `shared::secrets::store`).
 fn node_store<'a>(config: &crate::shared::node_config::NodeConfig, s3: &'a S3, kms: &'a Kms) -> Store<'a, S3, Kms> {
-    Store::new(s3, kms, &config.secrets_bucket, &config.environment, &config.kms_key_id).reading_as(config.role)
+    Store::new(s3, kms, &config.secrets_bucket, &config.environment, &config.kms_key_id)
+        .reading_as(config.role)
+        .sharing(&UNWRAPPED)
 }
 
 /// `nodeboot stage secrets`.

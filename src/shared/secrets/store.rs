@@ -8,7 +8,7 @@
 //! encrypted under this environment's key.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::warn;
 
@@ -25,6 +25,12 @@ const UNWRAPPED_KEPT: usize = 32;
 /// A wrapped data key and the KMS context it was unwrapped with: KMS binds
 /// the two, so the cache does too.
 type Wrapped = (Vec<u8>, BTreeMap<String, String>);
+
+/// Data keys KMS unwrapped, oldest first: a store's own, or shared by the
+/// stores of one process (`Store::sharing`), so that a boot stage's next
+/// attempt does not ask KMS again for what the last one unwrapped.
+#[derive(Clone, Default)]
+pub struct UnwrappedKeys(Arc<Mutex<Vec<(Wrapped, Secret)>>>);
 
 /// KMS answers that mean "this blob will not open here": the key, the
 /// context or the blob is wrong. Retrying cannot help.
@@ -61,8 +67,8 @@ pub struct Store<'a, O, K> {
     /// The scope (`bundle::scope`) whose slot this store opens format 4
     /// objects through: a node's role's. None (an operator): any slot.
     reader: Option<String>,
-    /// Data keys KMS unwrapped, oldest first.
-    unwrapped: Mutex<Vec<(Wrapped, Secret)>>,
+    /// Data keys KMS unwrapped.
+    unwrapped: UnwrappedKeys,
     /// The data key of each scope this store seals with (made on first use).
     sealing: tokio::sync::Mutex<BTreeMap<String, DataKey>>,
 }
@@ -77,7 +83,7 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
             key_id: key_id.to_string(),
             key_info: OnceLock::new(),
             reader: None,
-            unwrapped: Mutex::new(Vec::new()),
+            unwrapped: UnwrappedKeys::default(),
             sealing: tokio::sync::Mutex::new(BTreeMap::new()),
         }
     }
@@ -86,6 +92,12 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
     /// only, the data key its IAM policy lets it unwrap.
     pub fn reading_as(mut self, role: Role) -> Self {
         self.reader = bundle::scope(role);
+        self
+    }
+
+    /// Keeps the data keys it unwraps in `keys`, shared with other stores.
+    pub fn sharing(mut self, keys: &UnwrappedKeys) -> Self {
+        self.unwrapped = keys.clone();
         self
     }
 
@@ -108,6 +120,7 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
         let wrapped = (encrypted_key.to_vec(), context);
         let cached = self
             .unwrapped
+            .0
             .lock()
             .expect("never poisoned")
             .iter()
@@ -121,7 +134,7 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
             .decrypt(&self.key_id, encrypted_key, &wrapped.1)
             .await
             .map_err(|e| kms_error(path, e))?;
-        let mut unwrapped = self.unwrapped.lock().expect("never poisoned");
+        let mut unwrapped = self.unwrapped.0.lock().expect("never poisoned");
         if unwrapped.len() >= UNWRAPPED_KEPT {
             unwrapped.remove(0);
         }
@@ -131,6 +144,7 @@ impl<'a, O: Objects, K: Keys> Store<'a, O, K> {
 
     fn is_unwrapped(&self, encrypted_key: &[u8], context: &BTreeMap<String, String>) -> bool {
         self.unwrapped
+            .0
             .lock()
             .expect("never poisoned")
             .iter()
