@@ -9,7 +9,6 @@
 pub mod etcd;
 pub mod format;
 pub mod marker;
-#[cfg(feature = "aws")]
 pub mod restore;
 pub mod retention;
 pub mod service;
