@@ -139,3 +139,64 @@ def test_no_new_cluster_starts_when_backups_and_marker_are_gone_and_a_member_is_
         assert "ETCD_INITIAL_CLUSTER_STATE=existing" in env, env
         for node in fresh:  # and the blank members still start nothing
             assert not lab.node_path(node, "/run/nodeboot/etcd.env").exists()
+
+
+ETCD_OUTSIDE = 26  # README: exit codes
+PROMOTE_UNIT = "nodeboot-etcd-promote.service"
+
+
+def test_a_member_outside_the_cluster_it_talks_to_fails_its_promote_unit_and_keeps_its_data():
+    """Issue 20's younger cluster, node side: a member whose etcd runs on its
+    own data while the cluster at its peers' addresses does not list it
+    (here: removed while its node was stopped) fails a unit, exit 26, naming
+    etcd restore and etcd recover, instead of every unit staying active; its
+    node stays up (no give-up, no power-off) and its data stays where it is."""
+    lablib.require_lab()
+    with lab_session(unique_name()) as lab:
+        put_keys(lab, "/outside", 20)
+        node = lab.node_of_member(2)
+        lab.stop_node(node)
+        listed = json.loads(lab.etcdctl("member", "list", "-w", "json", members=[0]).stdout)
+        name = f"{lab.name}-etcd-2"
+        ids = [m["ID"] for m in listed["members"] if m.get("name", "").endswith("-etcd-2")]
+        assert len(ids) == 1, (name, listed)
+        lab.etcdctl("member", "remove", f"{ids[0]:x}", members=[0])
+
+        lab.start_node(node, check=False, timeout=60)
+
+        def promote_failed():
+            # Not `is-failed`: the unit also fails for an instant when the
+            # stop of a restarting etcd-member stops it (SIGTERM).
+            return f"exit {ETCD_OUTSIDE} is not retried" in lab.unit_journal(node, PROMOTE_UNIT)
+
+        # Seen outside for 30 s before it fails: a bound, not a measure.
+        wait_for("member 2's promote unit failed with exit 26", promote_failed, 300)
+        journal = lab.unit_journal(node, PROMOTE_UNIT)
+        assert f"exit {ETCD_OUTSIDE} is not retried" in journal, journal[-3000:]
+        assert "is not part of the cluster it talks to" in journal, journal[-3000:]
+        assert "nodeboot etcd restore" in journal and "nodeboot etcd recover" in journal, journal
+        assert "powering off" not in journal, journal[-3000:]
+        # The node runs on (no power-off); its etcd, removed, exits and is
+        # restarted every 5 s, which restarts the promote unit: it fails again.
+        assert lab.node_run(
+            node, "systemctl", "is-system-running", check=False
+        ).stdout.strip() not in (
+            "stopping",
+            "offline",
+        )
+        # Its data untouched, nothing moved aside; the others' cluster unchanged.
+        db = lab.node_path(node, "/var/lib/etcd/data/member/snap/db")
+        assert db.stat().st_size > 0, db
+        assert not list(lab.node_path(node, "/var/lib/etcd").glob("member.pre-restore-*"))
+        after = json.loads(lab.etcdctl("member", "list", "-w", "json", members=[0]).stdout)
+        assert len(after["members"]) == 2, after
+        out = lab.etcdctl("get", "/outside/", "--prefix", "--keys-only", members=[0, 1])
+        assert len(out.stdout.split()) == 20, out.stdout
+        # `etcd status` shows it: an etcd outside the cluster serves no client
+        # (it never published), so member 2 does not answer: exit 30.
+        status = lab.operator(
+            "etcd", "status", "--env", lab.state["env_file"], "--dir", lab.dir / "secrets"
+        )
+        assert status.returncode == 30, (status.stdout, status.stderr)
+        ip = lab.member(member=2)["eni_ip"]
+        assert ip in status.stdout + status.stderr, (status.stdout, status.stderr)

@@ -617,7 +617,7 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
     // Started by `stage etcd --exec` just before it became etcd: when etcd
     // exits, this process is orphaned and has nothing left to promote.
     let parent = std::os::unix::process::parent_id();
-    let outside_since = std::cell::Cell::new(None::<std::time::Instant>);
+    let outside_file = root.path(OUTSIDE_SINCE_FILE);
     let outcome = retry::wait(
         &format!("{} to be promoted", me.name),
         PROMOTE_RETRY.with_total(timeout),
@@ -629,22 +629,18 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
             }
             let own_ids = mine.status(&own).ok().map(|s| (s.member_id, s.cluster_id));
             let (id, learner) = match plan::standing(&me, own_ids, peers_view(&each).as_ref()) {
-                plan::Standing::Unknown(why) => {
-                    outside_since.set(None);
-                    return Attempt::Retry(Halt::Other(why));
-                }
+                plan::Standing::Unknown(why) => return Attempt::Retry(Halt::Other(why)),
                 plan::Standing::Outside(why) => {
                     // Seen again a while later: a membership change seen half-way is not it.
-                    let since = outside_since.get().unwrap_or_else(std::time::Instant::now);
-                    outside_since.set(Some(since));
-                    if since.elapsed() < OUTSIDE_CONFIRM {
+                    let seen = outside_for(&outside_file);
+                    if seen < OUTSIDE_CONFIRM {
                         return Attempt::Retry(Halt::Other(format!("{why} (asking again)")));
                     }
-                    return Attempt::Fail(Halt::Outside(why));
+                    return Attempt::Fail(Halt::Outside(format!("{why}, for {}s", seen.as_secs())));
                 }
                 plan::Standing::Listed { id, learner } => (id, learner),
             };
-            outside_since.set(None);
+            let _ = std::fs::remove_file(&outside_file);
             if !learner {
                 return Attempt::Done(false);
             }
@@ -676,6 +672,28 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
 
 /// How long a member must be seen outside the cluster before `promote` fails for it.
 const OUTSIDE_CONFIRM: Duration = Duration::from_secs(30);
+/// Since when (unix seconds) this member has been seen outside the cluster,
+/// kept across the promote unit's restarts: an etcd that exits (a removed
+/// member) is restarted every 5 s, and its unit's stop stops this one too.
+const OUTSIDE_SINCE_FILE: &str = "/run/nodeboot/etcd-outside-since";
+
+/// How long this member has been seen outside the cluster, by `file`
+/// (written now when it is not there yet).
+fn outside_for(file: &Path) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let recorded = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    let since = recorded.unwrap_or_else(|| {
+        if let Err(e) = fsutil::write_atomic(file, format!("{now}\n").as_bytes(), 0o644) {
+            warn!("cannot record {}: {e}", file.display());
+        }
+        now
+    });
+    Duration::from_secs(now.saturating_sub(since))
+}
 /// This member's own status: an etcd that never published accepts the
 /// connection and never answers.
 const OWN_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
