@@ -512,8 +512,10 @@ fn rotating_the_bootstrap_token_and_the_encryption_key() {
     pki_with(dir.path(), &["--rotate", "encryption-key"]);
     let second = keys(());
     assert_eq!(second.len(), 2);
-    assert_eq!(second[1], first[0], "the old key still reads what it wrote");
-    assert_ne!(second[0], first[0]);
+    // Step 1 of the upstream rotation: the new key is added second, so every
+    // API server can read with it before any writes with it.
+    assert_eq!(second[0], first[0], "the old key still writes until every API server reads the new one");
+    assert_ne!(second[1], first[0]);
 }
 
 /// What `stage secrets` places on a node of `role`: `common/` and the role's
