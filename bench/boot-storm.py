@@ -99,10 +99,11 @@ ETCD_NODES = 3
 IMDS_PER_PROCESS = 64
 # The secrets stage's count of its own calls (not the SDK's retries of them).
 CALLS_LINE = re.compile(r"secrets: (?P<s3>\d+) S3 and (?P<kms>\d+) KMS calls")
-# until_done's line for a failed attempt (NODEBOOT_LOG=info, tracing's format).
+# until_done's line for a failed attempt (tracing's format: the message,
+# then the fields: `... retrying: <error> stage="secrets" attempt=1 code=13`).
 RETRY_LINE = re.compile(
-    r"stage=\"?(?P<stage>[a-z-]+)\"?.*attempt \d+ failed"
-    r" \(exit (?P<code>\d+)\), retrying: (?P<why>.*)"
+    r"attempt \d+ failed \(exit (?P<code>\d+)\), retrying: (?P<why>.*?)"
+    r' stage="?(?P<stage>[a-z-]+)"? attempt='
 )
 
 
