@@ -407,7 +407,7 @@ fn the_listing_names_every_certificate_and_the_token_with_its_expiry() {
     }
 }
 
-/// A certificate that ends within 21 days is renewed by `--renew`, with what
+/// A certificate that ends within 35 days is renewed by `--renew`, with what
 /// depends on it; the rest is kept byte for byte.
 #[test]
 fn renew_reissues_only_what_ends_soon() {
@@ -514,7 +514,10 @@ fn rotating_the_bootstrap_token_and_the_encryption_key() {
     assert_eq!(second.len(), 2);
     // Step 1 of the upstream rotation: the new key is added second, so every
     // API server can read with it before any writes with it.
-    assert_eq!(second[0], first[0], "the old key still writes until every API server reads the new one");
+    assert_eq!(
+        second[0], first[0],
+        "the old key still writes until every API server reads the new one"
+    );
     assert_ne!(second[1], first[0]);
 }
 
@@ -691,7 +694,7 @@ fn member_certificates_end_a_week_apart() {
     pki_with(dir.path(), &["--rotate", "etcd-member-1"]);
     assert!((first - end(1) - week).abs() < 60, "member 1: {} {first}", end(1));
     assert_eq!(end(2), member_2, "the others are kept");
-    // All ending within 21 days (the test validity staggers by a fiftieth of
+    // All ending within 35 days (the test validity staggers by a fiftieth of
     // it), renewed together: a week apart again.
     let twenty_days = (20 * 86_400).to_string();
     pki_with(
@@ -712,7 +715,7 @@ fn member_certificates_end_a_week_apart() {
 /// `up`'s renewal (`Options::keep_cas`) never rotates a CA by itself: a new
 /// CA changes everything it signs at once, and what trusts only the old one
 /// (members not yet restarted, kubelets) refuses the new certificates. A CA
-/// that ends within 21 days is reported for a deliberate rotation instead;
+/// that ends within 35 days is reported for a deliberate rotation instead;
 /// `pki --renew` still renews it.
 #[test]
 fn ups_renewal_leaves_an_ending_ca_to_the_operator() {

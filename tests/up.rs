@@ -138,11 +138,12 @@ fn up_plan_runs_every_step_and_stops_at_terraform_init_with_a_clear_message() {
     assert!(!err.contains("uploaded  "), "nothing uploaded again:\n{err}");
 }
 
-/// issue 21: every `up` renews what ends within 21 days before it uploads,
-/// with a line saying so, and warns about what ends within 30: etcd and
+/// issue 21: every `up` renews what ends within 35 days (a monthly run never
+/// meets an end) before it uploads, with a line saying so, and warns about
+/// what ends within 45: etcd and
 /// control-plane certificates and the bootstrap token alike.
 #[test]
-fn up_renews_what_ends_within_21_days_before_the_upload_and_warns_at_30() {
+fn up_renews_what_ends_within_35_days_before_the_upload_and_warns_at_45() {
     let aws = Aws::start(0);
     let dir = tempfile::tempdir().unwrap();
     let env = example_env();
@@ -150,10 +151,10 @@ fn up_renews_what_ends_within_21_days_before_the_upload_and_warns_at_30() {
     let prereqs = nodeboot_in(dir.path(), &aws, &["prereqs", "--env", env_arg]);
     assert!(prereqs.status.success(), "{}", stderr(&prereqs));
     let days = |n: u32| (n * 86_400).to_string();
-    // Every leaf certificate ends in 20 days, the scheduler's in 25.
+    // Every leaf certificate ends in 20 days, the scheduler's in 40.
     for extra in [
         vec!["--test-validity-secs", &days(20)],
-        vec!["--rotate", "scheduler", "--test-validity-secs", &days(25)],
+        vec!["--rotate", "scheduler", "--test-validity-secs", &days(40)],
     ] {
         let mut args = vec!["pki", "--env", env_arg];
         args.extend(extra);
@@ -194,14 +195,14 @@ fn up_renews_what_ends_within_21_days_before_the_upload_and_warns_at_30() {
     for id in ["etcd-member-0", "etcd-member-2", "etcd-client", "apiserver", "admin"] {
         said(
             &err,
-            &|d| format!("renewed {id}: it ended in {d} days (up renews what ends within 21 days)"),
+            &|d| format!("renewed {id}: it ended in {d} days (up renews what ends within 35 days)"),
             20,
         );
     }
     said(&err, &|d| format!("renewed bootstrap-token: it ended in {d} days"), 10);
     assert!(!err.contains("renewed scheduler"), "{err}");
-    let warning = |d| format!("warning: 1 end within 30 days: scheduler ({d} days)");
-    said(&err, &warning, 25);
+    let warning = |d| format!("warning: 1 end within 45 days: scheduler ({d} days)");
+    said(&err, &warning, 40);
     let renewed_at = err.find("renewed etcd-member-0").unwrap();
     assert!(
         renewed_at < err.find("upload secrets: done").unwrap(),
@@ -241,5 +242,5 @@ fn up_renews_what_ends_within_21_days_before_the_upload_and_warns_at_30() {
     let err = stderr(&again);
     assert!(!err.contains("renewed "), "{err}");
     assert!(err.contains("0 created"), "{err}");
-    said(&err, &warning, 25);
+    said(&err, &warning, 40);
 }

@@ -123,7 +123,7 @@ pub enum OperatorCommand {
         /// Issue this certificate, key or token again (repeatable); a CA re-issues what it signs.
         #[arg(long, value_name = "NAME")]
         rotate: Vec<String>,
-        /// Also issue again every certificate and token that ends within 21 days.
+        /// Also issue again every certificate and token that ends within 35 days (RENEW_DAYS).
         #[arg(long)]
         renew: bool,
         /// With `--rotate encryption-key` at step 2 of 3: every Secret was rewritten, drop the old key.

@@ -1,6 +1,6 @@
 //! `nodeboot up` (the seed's `run`): the whole build, step by step —
-//! validate → prerequisites check → pki (renewing what ends within 21 days,
-//! warning about what ends within 30) → render → upload secrets,
+//! validate → prerequisites check → pki (renewing what ends within 35 days,
+//! warning about what ends within 45) → render → upload secrets,
 //! manifests and full Ignition configs → `terraform init` and `apply`
 //! (or `plan`). Every step says what it does and how long it took; a
 //! failure names the step and what to do. `nodeboot outputs` prints the

@@ -10,10 +10,13 @@
 
 use time::{Duration, OffsetDateTime};
 
-/// `pki`, `pki --output` and `up` warn about what ends within this many days.
-pub const WARN_DAYS: i64 = 30;
-/// `pki --renew` and every `up` issue again what ends within this many days.
-pub const RENEW_DAYS: i64 = 21;
+/// `pki`, `pki --output` and `up` warn about what ends within this many days
+/// (ten more than [`RENEW_DAYS`]: the run before a renewal says what is coming).
+pub const WARN_DAYS: i64 = 45;
+/// `pki --renew` and every `up` issue again what ends within this many days:
+/// more than a month (31 days) with four days to spare, so an operator who
+/// runs `up` monthly renews everything before it ends.
+pub const RENEW_DAYS: i64 = 35;
 /// `etcd status` fails (exit 32) when a certificate it sees ends within this many days.
 pub const STATUS_FAIL_DAYS: i64 = 14;
 
@@ -93,9 +96,11 @@ mod tests {
     fn what_an_end_calls_for() {
         for (days, due) in [
             (365, Due::Ok),
-            (30, Due::Ok),
-            (29, Due::Warn),
-            (21, Due::Warn),
+            (45, Due::Ok),
+            (44, Due::Warn),
+            (35, Due::Warn),
+            (34, Due::Renew),
+            (31, Due::Renew),
             (20, Due::Renew),
             (0, Due::Renew),
             (-1, Due::Ended),
