@@ -215,38 +215,49 @@ class VolumeSampler:
 
 
 def take_backup(lab, revision):
-    node = leader_node(lab)
-    with VolumeSampler(lab, node) as sampler:
+    """The first backup at or past `revision`, measured on whichever member
+    took it (the leader, or another voter: README, "etcd backups")."""
+    nodes = etcd_nodes(lab)
+    samplers = {node: VolumeSampler(lab, node) for node in nodes}
+    for sampler in samplers.values():
+        sampler.__enter__()
+    try:
         set_interval(lab, "2s")
-        main_pid = int(
-            lab.node_run(node, "systemctl", "show", "-p", "MainPID", "--value", UNIT).stdout
-        )
-        host_pid = host_pid_of(lab, node, main_pid)
+        pids = {}
+        for node in nodes:
+            show = lab.node_run(node, "systemctl", "show", "-p", "MainPID", "--value", UNIT)
+            pids[node] = host_pid_of(lab, node, int(show.stdout))
+        peaks = dict.fromkeys(nodes, 0)
         deadline = time.monotonic() + 3600
-        peak = 0
-        while True:
-            peak = max(peak, vm_hwm(host_pid) or 0)
-            listed = json.loads(operator(lab, "etcd", "backups", "--output", "json").stdout or "[]")
-            found = [b for b in listed if b["revision"] >= revision]
-            if found:
-                break
+        found, seconds, taker = [], None, None
+        while seconds is None:
             if time.monotonic() > deadline:
                 raise SystemExit("no backup after an hour")
+            for node in nodes:
+                peaks[node] = max(peaks[node], vm_hwm(pids[node]) or 0)
+            if not found:
+                listed = json.loads(
+                    operator(lab, "etcd", "backups", "--output", "json").stdout or "[]"
+                )
+                found = [b for b in listed if b["revision"] >= revision]
+            else:  # the log line follows the upload
+                for node in nodes:
+                    for line in lab.unit_journal(node, UNIT).splitlines():
+                        if found[0]["id"] in line and "seconds=" in line:
+                            seconds = float(re.search(r'seconds="?([0-9.]+)', line).group(1))
+                            taker = node
             time.sleep(0.5)
-        backup = found[0]
-        seconds = None
-        while seconds is None and time.monotonic() < deadline:  # the line follows the upload
-            for line in lab.unit_journal(node, UNIT).splitlines():
-                if backup["id"] in line and "seconds=" in line:
-                    seconds = float(re.search(r'seconds="?([0-9.]+)', line).group(1))
-            peak = max(peak, vm_hwm(host_pid) or 0)
-            time.sleep(0.5)
+    finally:
+        for sampler in samplers.values():
+            sampler.__exit__()
     set_interval(lab, "24h")
+    sampler = samplers[taker]
     upload = sampler.upload_seconds()
+    print(f"# backup taken by {taker}", file=sys.stderr)
     return {
-        "backup": backup,
+        "backup": found[0],
         "backup_s": seconds,
-        "rss": peak,
+        "rss": peaks[taker],
         "temp": sampler.grew(),
         "upload_s": upload if upload is not None else seconds,
     }
