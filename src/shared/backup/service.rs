@@ -126,7 +126,9 @@ pub struct NodeBackup<'a, O, K, E> {
     pub etcd: &'a E,
     /// This member's client URL on this node (`https://127.0.0.1:2379`).
     pub endpoint: String,
-    /// Temporary files, on the etcd volume (as large as the database).
+    /// The node's backup work directory on the etcd volume. Backups write
+    /// nothing there since format 3 (they stream from etcd to S3); kept so the
+    /// node's commands name one place for the backup's files.
     pub work: PathBuf,
     pub member_name: String,
     pub members: u32,
