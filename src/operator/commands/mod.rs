@@ -7,6 +7,8 @@ pub mod etcd;
 #[cfg(feature = "aws")]
 pub mod etcd_backup;
 #[cfg(feature = "aws")]
+pub mod etcd_certs;
+#[cfg(feature = "aws")]
 pub mod etcd_restore;
 #[cfg(feature = "aws")]
 pub mod inspect;
