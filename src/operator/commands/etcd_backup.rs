@@ -97,10 +97,8 @@ pub fn list(env_path: &Path, output: Output) -> Result<String, Error> {
     let stored = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).listing().await?))?;
     let (now, interval) = (now_unix(), env.etcd_backup.interval);
     Ok(match output {
-        Output::Json => {
-            serde_json::to_string_pretty(&stored.iter().map(|s| row(s, now, interval)).collect::<Vec<_>>())
-                .expect("serialises")
-        }
+        Output::Json => serde_json::to_string_pretty(&stored.iter().map(|s| row(s, now, interval)).collect::<Vec<_>>())
+            .expect("serialises"),
         Output::Table => {
             let mut t = comfy_table::Table::new();
             t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED)
@@ -351,8 +349,8 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
     let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
     let observed = observe(&etcd, &endpoints);
     let certificates = super::etcd_certs::status(&env, options.dir.as_deref(), &endpoints);
-    let newest = with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).listing().await?.pop()))
-        .unwrap_or_else(|e| {
+    let newest =
+        with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).listing().await?.pop())).unwrap_or_else(|e| {
             warn!("cannot list the backups: {e}");
             None
         });
@@ -711,8 +709,13 @@ mod tests {
         // Named a day in the future by a clock ahead: as old as the bucket says.
         let r = row(&stored(60, 86_400), now, interval);
         assert_eq!((r.age_seconds, r.warning.is_none()), (60, true));
-        assert!(row(&stored(1800, 0), now, interval).warning.is_none(), "two intervals: still on time");
-        let late = row(&stored(1801, 0), now, interval).warning.expect("past two intervals");
+        assert!(
+            row(&stored(1800, 0), now, interval).warning.is_none(),
+            "two intervals: still on time"
+        );
+        let late = row(&stored(1801, 0), now, interval)
+            .warning
+            .expect("past two intervals");
         assert!(late.contains("more than two backup intervals (15m)"), "{late}");
     }
 
@@ -747,7 +750,9 @@ mod tests {
         let r = assess(&env, observed(stranger, vec![]), None);
         assert!(!r.healthy, "{r:?}", r = r.problems);
         assert!(
-            r.problems.iter().any(|p| p.contains("member 9 (https://m9) runs but is not in the cluster's member list")),
+            r.problems
+                .iter()
+                .any(|p| p.contains("member 9 (https://m9) runs but is not in the cluster's member list")),
             "{:?}",
             r.problems
         );
@@ -758,7 +763,9 @@ mod tests {
         }
         let r = assess(&env, observed(split, vec![]), None);
         assert!(
-            r.problems.iter().any(|p| p.contains("run different clusters") && p.contains("cluster bad: m3")),
+            r.problems
+                .iter()
+                .any(|p| p.contains("run different clusters") && p.contains("cluster bad: m3")),
             "{:?}",
             r.problems
         );

@@ -3,8 +3,8 @@
 
 pub mod addons;
 mod diag;
-pub mod images;
 mod fields;
+pub mod images;
 mod layout;
 mod parse;
 mod scaffold;
