@@ -644,3 +644,65 @@ fn a_member_that_is_not_the_seed_waits_for_it_then_keeps_its_data_aside_and_reru
     );
     assert_eq!(etcd.client().key_count(None).unwrap().0, 0, "not the old data");
 }
+
+/// A backup service killed while it held the lock `backup` (a `systemctl
+/// restart` mid-backup, a crash) left the lock on a lease of ten minutes.
+/// Before this, every other member waited for that lease whenever the
+/// restarted service could not take the lock back itself (it reaches no
+/// S3, so it never gets as far as the lock): no backup for ten minutes
+/// (CI, tests/lab/test_backup_schedule.py). The service gives back, when
+/// it starts, a lock that names its own member; another's lock stays.
+#[test]
+fn a_restarted_backup_service_gives_back_the_lock_its_killed_run_held() {
+    use nodeboot::shared::backup::service::LOCK;
+    use nodeboot::shared::etcd::lock;
+    let p = Platform::new("bk-orphan");
+    let etcd = LocalEtcd::start();
+    etcd.put_keys("/k/", 3);
+    let ctl = etcd.ctl();
+    let sdk = sdk_config(&p.aws.server.url);
+    let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+    // Nothing listens on port 9: the restarted service reaches no S3.
+    let cut_off = sdk_config("http://127.0.0.1:9");
+    let (s3_cut, kms_cut) = (S3::new(&cut_off), Kms::new(&cut_off));
+    let work = tempfile::tempdir().unwrap();
+    let node = |name: &str, s3: &'static S3, kms: &'static Kms| NodeBackup {
+        backups: Backups::new(s3, kms, p.bucket(), &p.env.name, &p.env.kms_master_id),
+        etcd: &ctl,
+        endpoint: etcd.url.clone(),
+        work: work.path().to_path_buf(),
+        member_name: name.to_string(),
+        members: 3,
+    };
+    let (s3, kms, s3_cut, kms_cut) = (leak(s3), leak(kms), leak(s3_cut), leak(kms_cut));
+    let interval = Duration::from_secs(1);
+    let retention = nodeboot::shared::backup::retention::Retention {
+        hourly_for: Duration::from_secs(3600),
+        daily_for: Duration::from_secs(86400),
+    };
+
+    // A killed run of member m1's service: the lock is held on a long lease.
+    let orphan = lock::try_acquire(&ctl, LOCK, "m1", 600)
+        .unwrap()
+        .expect("nobody held it");
+    drop(orphan);
+    let other = node("m2", s3, kms);
+    assert_eq!(
+        runtime().block_on(other.pass(interval, retention, None)).unwrap(),
+        None,
+        "the lock is held: no backup"
+    );
+    // Someone else's lock is not ours to give back.
+    runtime().block_on(node("m3", s3_cut, kms_cut).started());
+    assert_eq!(lock::holder(&ctl, LOCK).unwrap().as_deref(), Some("m1"));
+    // m1's service starts again, cut off from S3.
+    runtime().block_on(node("m1", s3_cut, kms_cut).started());
+    assert_eq!(lock::holder(&ctl, LOCK).unwrap(), None, "m1 gave its lock back");
+    let taken = runtime().block_on(other.pass(interval, retention, None)).unwrap();
+    assert!(taken.is_some(), "m2 backs up at once");
+    assert_eq!(lock::holder(&ctl, LOCK).unwrap(), None, "and gives the lock back");
+}
+
+fn leak<T>(t: T) -> &'static T {
+    Box::leak(Box::new(t))
+}

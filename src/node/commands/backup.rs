@@ -95,7 +95,11 @@ pub fn service(root: &Root, options: ServiceOptions) -> Result<(), Error> {
         };
         let mut last_space = String::new();
         info!(interval = %humantime::format_duration(interval), member = claim.member, "etcd backup service started");
+        let mut lock_checked = false;
         loop {
+            if !lock_checked {
+                lock_checked = node.started().await;
+            }
             let outcome = pass(
                 root,
                 &ec2,

@@ -52,6 +52,9 @@ pub trait EtcdAccess {
     fn try_lock(&self, name: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, String>;
     /// Gives back the lock held on `lease`.
     fn unlock(&self, lease: i64) -> Result<(), String>;
+    /// Gives back the lock `name` if it names `holder` (a run of the
+    /// holder's that was killed): true when this call deleted it.
+    fn release_own_lock(&self, name: &str, holder: &str) -> Result<bool, String>;
 }
 
 impl EtcdAccess for Client {
@@ -121,5 +124,9 @@ impl EtcdAccess for Client {
 
     fn unlock(&self, lease: i64) -> Result<(), String> {
         self.lease_revoke(lease).map_err(|e| e.to_string())
+    }
+
+    fn release_own_lock(&self, name: &str, holder: &str) -> Result<bool, String> {
+        crate::shared::etcd::lock::release_if_held_by(self, name, holder).map_err(|e| e.to_string())
     }
 }

@@ -174,6 +174,28 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> NodeBackup<'_, O, K, E> {
         Ok(entry)
     }
 
+    /// When the service starts: gives back the lock [`LOCK`] if it names
+    /// this member. No other process takes it in this member's name, so it
+    /// is a killed run's (a restart mid-backup, a crash), whose lease would
+    /// keep every member from backing up for [`LOCK_TTL_SECONDS`] whenever
+    /// this run cannot take it over itself (it reaches no S3, so it never
+    /// gets as far as the lock). True once etcd answered.
+    pub async fn started(&self) -> bool {
+        match self.etcd.release_own_lock(LOCK, &self.member_name) {
+            Ok(true) => {
+                info!(
+                    "gave back the etcd lock {LOCK}, held in this member's name by a run that was stopped mid-backup"
+                );
+                true
+            }
+            Ok(false) => true,
+            Err(e) => {
+                debug!("cannot check the etcd lock {LOCK} yet ({e}); again next pass");
+                false
+            }
+        }
+    }
+
     /// One pass of the backup half: back up when due (one member at a
     /// time, under the etcd lock [`LOCK`]), then prune.
     pub async fn pass(
