@@ -27,7 +27,7 @@ use nodeboot::node::readers::consumers::{plan, Consumer, Step};
 use nodeboot::node::readers::{fingerprints, restart_pod, PodRestart};
 use nodeboot::node::root::Root;
 use nodeboot::shared::etcd::served::{served_certificate, Refusal};
-use nodeboot::shared::etcd::{lock, Client, Cluster, TlsFiles};
+use nodeboot::shared::etcd::{lock, TlsFiles};
 use nodeboot::shared::retry::Policy;
 
 /// The kubelet's part: runs `name` (openssl s_server on `port` with the
@@ -123,21 +123,7 @@ fn place(tree: &Path, secrets: &Path) {
 async fn a_control_plane_component_whose_certificate_ended_restarts_with_the_renewed_one() {
     let dir = tempfile::tempdir().unwrap();
     // The lock lives in etcd, whose own certificates are valid.
-    let etcd_dir = pki(dir.path());
-    let tls = member_tls(&etcd_dir, 0);
-    let ports = Ports::free();
-    let _member = Member::start(
-        dir.path(),
-        &tls,
-        "m0",
-        &ports,
-        &format!("m0={}", ports.peer_url()),
-        "new",
-    );
-    let client = Client::new(vec![ports.client_url()], &tls).unwrap();
-    wait_until("etcd answers with a leader", Duration::from_secs(20), || {
-        client.status(&ports.client_url()).is_ok_and(|s| s.has_leader())
-    });
+    let (_member, client) = one_member(dir.path());
 
     // The control plane's tree: its certificates end 4 s after they are issued.
     let tree = dir.path().join("tree");

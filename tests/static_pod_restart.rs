@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::etcd::*;
 use nodeboot::node::readers::{restart_pod, PodRestart};
-use nodeboot::shared::etcd::{lock, Client, Cluster};
+use nodeboot::shared::etcd::{lock, Client};
 use nodeboot::shared::retry::Policy;
 
 const UNREADY: &str = "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n";
@@ -132,21 +132,7 @@ fn restart<'a>(name: &'a str, client: &'a Client, node: &'a str, url: String) ->
 #[tokio::test]
 async fn an_unhealthy_restart_keeps_the_lock_and_a_healthy_one_gives_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    let etcd_dir = pki(dir.path());
-    let tls = member_tls(&etcd_dir, 0);
-    let ports = Ports::free();
-    let _member = Member::start(
-        dir.path(),
-        &tls,
-        "m0",
-        &ports,
-        &format!("m0={}", ports.peer_url()),
-        "new",
-    );
-    let client = Client::new(vec![ports.client_url()], &tls).unwrap();
-    wait_until("etcd answers with a leader", Duration::from_secs(20), || {
-        client.status(&ports.client_url()).is_ok_and(|s| s.has_leader())
-    });
+    let (_member, client) = one_member(dir.path());
     let name = format!("kube-gate-{}", std::process::id());
     let lock_name = format!("static-pod-{name}");
 

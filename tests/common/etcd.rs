@@ -200,6 +200,21 @@ impl Drop for Member {
     }
 }
 
+/// One member `m0` of a new cluster with TLS from a new `pki` under `dir`,
+/// once it answers with a leader: the member (killed when dropped) and a
+/// client of it.
+pub fn one_member(dir: &Path) -> (Member, nodeboot::shared::etcd::Client) {
+    use nodeboot::shared::etcd::{Client, Cluster};
+    let tls = member_tls(&pki(dir), 0);
+    let ports = Ports::free();
+    let member = Member::start(dir, &tls, "m0", &ports, &format!("m0={}", ports.peer_url()), "new");
+    let client = Client::new(vec![ports.client_url()], &tls).unwrap();
+    wait_until("etcd answers with a leader", Duration::from_secs(20), || {
+        client.status(&ports.client_url()).is_ok_and(|s| s.has_leader())
+    });
+    (member, client)
+}
+
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
 pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
