@@ -1461,6 +1461,23 @@ def test_the_secrets_bucket_refuses_anything_but_tls(iam_alone):
     assert bucket_policy_refuses(policy, "s3:GetObject", f"{OBJ}/common/ca.crt", outside)
 
 
+def test_unfinished_multipart_uploads_in_the_secrets_bucket_are_aborted_after_a_day(real_plans):
+    """A backup killed mid-upload leaves its parts (billed) until aborted:
+    one enabled rule with no filter (the whole bucket) aborts them after a day."""
+    for run, plan in real_plans.items():
+        configurations = list(of_type(plan, "aws_s3_bucket_lifecycle_configuration").values())
+        assert [c["bucket"] for c in configurations] == [BUCKET], run
+        rules = configurations[0]["rule"]
+        aborting = [r for r in rules if r["status"] == "Enabled" and r["abort_incomplete_multipart_upload"]]
+        assert len(aborting) == 1, (run, rules)
+        rule = aborting[0]
+        assert rule["abort_incomplete_multipart_upload"] == [{"days_after_initiation": 1}], run
+        assert rule["filter"] in ([], [{}]) or all(not v for v in rule["filter"][0].values()), (run, rule["filter"])
+        # Nothing expires: retention prunes backups, secrets are kept.
+        for r in rules:
+            assert not r.get("expiration") and not r.get("noncurrent_version_expiration"), (run, r)
+
+
 def endpoint_policy(plan: dict) -> list[dict]:
     endpoint = next(iter(of_type(plan, "aws_vpc_endpoint").values()))
     assert endpoint["policy"], "the S3 endpoint has no policy (or it is unknown at plan time)"
