@@ -426,3 +426,44 @@ fn nospace_is_raised_compacted_defragmented_and_disarmed_through_the_client() {
     assert_eq!(client.alarms().unwrap(), []);
     client.put(b"/after", b"1").unwrap();
 }
+
+/// Before a voluntary disruption the leader hands over (etcd 3.5's
+/// MoveLeader through the gateway, sent to the leader's own client URL);
+/// a member that does not lead has nothing to hand over.
+#[test]
+fn the_leader_hands_its_leadership_over_before_a_disruption_and_a_follower_does_not() {
+    use nodeboot::shared::etcd::disruption;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let members = start_cluster(dir.path(), &etcd_dir, 3);
+    let urls: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
+    let client = Client::new(urls.clone(), &member_tls(&etcd_dir, 0)).unwrap();
+    let leader = || -> Option<String> {
+        let o = disruption::observe(&client).ok()?;
+        let id = o.iter().find_map(|m| m.answer.map(|(l, _)| l)).filter(|l| *l != 0)?;
+        // Every member that answers names it.
+        o.iter().all(|m| m.answer.is_some_and(|(l, _)| l == id)).then_some(())?;
+        o.iter().find(|m| m.id == id).map(|m| m.name.clone())
+    };
+    wait_until("one leader every member names", Duration::from_secs(30), || {
+        leader().is_some()
+    });
+    let first = leader().unwrap();
+    let follower = ["m0", "m1", "m2"].into_iter().find(|n| *n != first).unwrap();
+    assert_eq!(
+        disruption::hand_over(&client, follower),
+        Ok(None),
+        "{follower} does not lead"
+    );
+    assert_eq!(leader().as_deref(), Some(first.as_str()), "nothing moved");
+
+    let next = disruption::hand_over(&client, &first)
+        .unwrap()
+        .expect("the leader hands over");
+    assert_ne!(next, first);
+    wait_until("every member names the new leader", Duration::from_secs(10), || {
+        leader().as_deref() == Some(next.as_str())
+    });
+    // Writes go on through the new leader.
+    client.put(b"/after-handover", b"v").unwrap();
+}
