@@ -276,6 +276,22 @@ fn fsync_dir(dir: &Path) {
     }
 }
 
+/// Moves `data_dir/member` aside to `volume/member.<label>` (a dated label:
+/// a restore's request, or the etcd stage's stale data), on the same volume
+/// and never deleted, and syncs the volume's directory. `None`: no `member/`
+/// (already aside, or never there). Renames only, so a kill leaves the data
+/// either in place or aside.
+pub fn keep_aside(data_dir: &Path, volume: &Path, label: &str) -> std::io::Result<Option<PathBuf>> {
+    let current = data_dir.join("member");
+    if !current.exists() {
+        return Ok(None);
+    }
+    let aside = volume.join(format!("member.{label}"));
+    std::fs::rename(&current, &aside)?;
+    fsync_dir(volume);
+    Ok(Some(aside))
+}
+
 /// Where a restore keeps its state on the etcd volume.
 pub fn work_dir(volume: &Path) -> PathBuf {
     volume.join("nodeboot-restore")
@@ -659,11 +675,9 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
                 .await;
                 return Ok(None);
             };
-            let current = self.identity.data_dir.join("member");
-            if current.exists() {
-                let aside = self.aside(request);
-                std::fs::rename(&current, &aside).map_err(|e| BackupError::io(&aside, e))?;
-                fsync_dir(&self.volume);
+            if let Some(aside) = keep_aside(&self.identity.data_dir, &self.volume, &self.aside_label(request))
+                .map_err(|e| BackupError::io(&self.aside(request), e))?
+            {
                 info!("restore: the old data directory is kept as {}", aside.display());
             }
             std::fs::write(&marker, format!("{}\n", seed.revision)).map_err(|e| BackupError::io(&marker, e))?;
@@ -710,8 +724,12 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
         run(&self.commands.start_etcd, &[])
     }
 
+    fn aside_label(&self, request: &Request) -> String {
+        format!("pre-restore-{}", request.id)
+    }
+
     fn aside(&self, request: &Request) -> PathBuf {
-        self.volume.join(format!("member.pre-restore-{}", request.id))
+        self.volume.join(format!("member.{}", self.aside_label(request)))
     }
 
     /// The restored data directory, complete, in `work/<request>/`.
@@ -775,9 +793,9 @@ impl<O: Objects + ObjectFiles, K: Keys, E: EtcdAccess> Restorer<'_, O, K, E> {
     fn swap_in(&self, staged: &Path, request: &Request) -> Result<(), BackupError> {
         let data = &self.identity.data_dir;
         let current = data.join("member");
-        if current.exists() {
-            let aside = self.aside(request);
-            std::fs::rename(&current, &aside).map_err(|e| BackupError::io(&aside, e))?;
+        if let Some(aside) = keep_aside(data, &self.volume, &self.aside_label(request))
+            .map_err(|e| BackupError::io(&self.aside(request), e))?
+        {
             info!("restore: the old data directory is kept as {}", aside.display());
         }
         std::fs::create_dir_all(data).map_err(|e| BackupError::io(data, e))?;

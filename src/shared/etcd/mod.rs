@@ -17,6 +17,7 @@ pub mod lock;
 pub mod served;
 pub mod space;
 pub mod version;
+pub mod wal;
 
 pub use client::{Client, TlsFiles};
 
@@ -197,6 +198,9 @@ pub struct View {
     pub members: Vec<Member>,
     /// The members that answered `Status` knowing a leader.
     pub healthy: BTreeSet<u64>,
+    /// The cluster ID a healthy member answered with (else the first that
+    /// answered): whose cluster the members are.
+    pub cluster_id: u64,
 }
 
 /// Asks every endpoint for its status at once (a dead member costs one
@@ -211,10 +215,14 @@ pub fn observe_cluster<C: Cluster + Sync>(cluster: &C) -> Result<Option<View>, E
     });
     let mut healthy = BTreeSet::new();
     let mut answered = None;
+    let mut cluster_id = 0;
     for answer in answers {
         match answer {
             Ok(status) => {
                 answered.get_or_insert_with(|| status.endpoint.clone());
+                if cluster_id == 0 || status.has_leader() {
+                    cluster_id = status.cluster_id;
+                }
                 info!(
                     endpoint = status.endpoint,
                     leader = status.leader != 0,
@@ -241,5 +249,9 @@ pub fn observe_cluster<C: Cluster + Sync>(cluster: &C) -> Result<Option<View>, E
     } else {
         cluster.member_list()?
     };
-    Ok(Some(View { members, healthy }))
+    Ok(Some(View {
+        members,
+        healthy,
+        cluster_id,
+    }))
 }

@@ -34,7 +34,7 @@ use crate::shared::backup::restore::{self, StageStep};
 use crate::shared::cloud::{tags, CloudError, ClusterFilter, Compute};
 use crate::shared::etcd::member_name;
 use crate::shared::etcd::version::Version;
-use crate::shared::etcd::{Client, Cluster, EtcdClientError, TlsFiles};
+use crate::shared::etcd::{Client, Cluster, EtcdClientError, Member, TlsFiles};
 use crate::shared::fault;
 use crate::shared::fsutil;
 use crate::shared::node_config::{ETCD_DATA_DIR, ETCD_ENV_FILE, ETCD_MOUNT_POINT, ETCD_VERSION_FILE, SECRETS_DIR};
@@ -373,6 +373,173 @@ pub fn add_learner<C: Cluster>(
     })
 }
 
+/// The volume this data was last started on, on the etcd volume beside
+/// `data/` (written by the stage with the version record).
+pub const ETCD_VOLUME_RECORD: &str = "/var/lib/etcd/nodeboot-volume-id";
+/// Since when this node has seen each learner (`<hex id> <unix seconds>` a
+/// line): the clock of [`plan::STALE_LEARNER_AFTER`].
+const LEARNERS_SEEN_FILE: &str = "/run/nodeboot/etcd-learners-seen";
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Whose data `data_dir` holds (its WAL) and, from `record`, the volume it
+/// was last started on when that is not `volume`. `None` when the WAL cannot
+/// be read: the data restarts as before, and the log says why.
+pub fn read_held(data_dir: &Path, record: &Path, volume: &str) -> Option<plan::Held> {
+    let id = match crate::shared::etcd::wal::identity(data_dir) {
+        Ok(id) => id,
+        Err(e) => {
+            warn!("cannot tell whose etcd data this volume holds ({e}); it restarts unjudged");
+            return None;
+        }
+    };
+    let recorded = std::fs::read_to_string(record).ok().map(|t| t.trim().to_string());
+    Some(plan::Held {
+        member_id: id.member_id,
+        cluster_id: id.cluster_id,
+        moved_from: recorded.filter(|v| !v.is_empty() && v != volume),
+    })
+}
+
+/// Keeps `data_dir/member` aside on the volume as `member.stale-<UTC time>`
+/// (the restore's helper: a rename on the same volume, never a deletion).
+pub fn set_aside(volume: &Path, data_dir: &Path, now_unix: i64) -> Result<PathBuf, EtcdError> {
+    let label = format!("stale-{}", crate::shared::backup::compact_time(now_unix));
+    let aside = volume.join(format!("member.{label}"));
+    match restore::keep_aside(data_dir, volume, &label) {
+        Ok(Some(path)) => Ok(path),
+        Ok(None) => Ok(aside),
+        Err(e) => Err(StageError::io(&aside, e).into()),
+    }
+}
+
+/// Removes a learner the plan found stale, if etcd still lists it as a
+/// learner (promoted meanwhile: left alone), and checks it is gone.
+pub fn remove_stale_learner<C: Cluster>(cluster: &C, learner: &Member, reason: &str) -> Result<(), EtcdError> {
+    let listed = cluster.member_list()?;
+    match listed.iter().find(|m| m.id == learner.id) {
+        None => return Ok(()),
+        Some(m) if !m.is_learner => {
+            info!("etcd member {} was promoted meanwhile: not removed", m.hex_id());
+            return Ok(());
+        }
+        Some(_) => {}
+    }
+    match cluster.member_remove(learner.id) {
+        Ok(()) => {}
+        Err(e) if e.api_message().is_some_and(|m| m.contains("member not found")) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if cluster.member_list()?.iter().any(|m| m.id == learner.id) {
+        return Err(EtcdError::Busy {
+            member: learner.hex_id(),
+            reason: "etcd still lists the learner just removed".into(),
+        });
+    }
+    warn!(
+        "removed etcd learner {} ({}): {reason}; later members can join",
+        learner.hex_id(),
+        learner.peer_urls.join(",")
+    );
+    Ok(())
+}
+
+/// The learners other than this member, each with how long this node has
+/// seen it and whether EC2 leaves it a node: the instances that hold its
+/// member's volume or ENI (its peer URL's address is its member's ENI).
+async fn observe_learners(
+    ec2: &impl Compute,
+    filter: &ClusterFilter,
+    enis: &[crate::shared::cloud::NetworkInterface],
+    view: &plan::View,
+    me: &Me,
+    seen_file: &Path,
+) -> Result<Vec<plan::LearnerSeen>, EtcdError> {
+    let learners: Vec<&Member> = view
+        .members
+        .iter()
+        .filter(|m| m.is_learner && !m.peer_urls.contains(&me.peer_url) && m.name != me.name)
+        .collect();
+    let now = unix_now();
+    let ids: Vec<u64> = learners.iter().map(|m| m.id).collect();
+    let since = learners_seen(seen_file, &ids, now);
+    if learners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let volumes = ec2.volumes(filter).await?;
+    let mut seen = Vec::new();
+    for m in learners {
+        let ip = m
+            .peer_urls
+            .first()
+            .and_then(|u| u.strip_prefix("https://"))
+            .and_then(|u| u.rsplit_once(':'))
+            .map_or("", |(host, _)| host);
+        let index = enis
+            .iter()
+            .find(|e| e.private_ip == ip)
+            .and_then(|e| e.tags.get(tags::MEMBER).cloned());
+        let mut holders: Vec<String> = Vec::new();
+        if let Some(index) = &index {
+            let attached = enis
+                .iter()
+                .filter(|e| e.tags.get(tags::MEMBER) == Some(index))
+                .filter_map(|e| e.attachment.as_ref())
+                .chain(
+                    volumes
+                        .iter()
+                        .filter(|v| v.tags.get(tags::MEMBER) == Some(index))
+                        .flat_map(|v| v.attachments.iter()),
+                );
+            holders.extend(attached.map(|a| a.instance_id.clone()));
+        }
+        holders.sort();
+        holders.dedup();
+        let states = if holders.is_empty() {
+            BTreeMap::new()
+        } else {
+            ec2.instance_states(&holders).await?
+        };
+        let label = index.unwrap_or_else(|| format!("at {ip} (no member ENI has that address)"));
+        let first = since.get(&m.id).copied().unwrap_or(now);
+        seen.push(plan::LearnerSeen {
+            id: m.id,
+            waited: Duration::from_secs(now.saturating_sub(first).max(0) as u64),
+            node: plan::node_seen(&label, &states),
+        });
+    }
+    Ok(seen)
+}
+
+/// Since when (unix seconds) this node has seen each of `ids` a learner,
+/// from `file`; learners not seen before are recorded now, the others
+/// forgotten (a learner promoted or removed starts a new clock if it comes back).
+fn learners_seen(file: &Path, ids: &[u64], now: i64) -> BTreeMap<u64, i64> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let known: BTreeMap<u64, i64> = text
+        .lines()
+        .filter_map(|l| {
+            let (id, at) = l.split_once(' ')?;
+            Some((u64::from_str_radix(id, 16).ok()?, at.trim().parse().ok()?))
+        })
+        .collect();
+    let since: BTreeMap<u64, i64> = ids
+        .iter()
+        .map(|id| (*id, known.get(id).copied().unwrap_or(now)))
+        .collect();
+    if since != known {
+        let text: String = since.iter().map(|(id, at)| format!("{id:x} {at}\n")).collect();
+        if let Err(e) = fsutil::write_atomic(file, text.as_bytes(), 0o644) {
+            warn!("cannot record {}: {e}", file.display());
+        }
+    }
+    since
+}
+
 /// What the stage decided, for `--exec` and the log.
 pub struct Configured {
     pub vars: Vec<(&'static str, String)>,
@@ -406,7 +573,7 @@ pub async fn run(
     let expected = config.etcd.as_ref().map_or(0, |e| e.members);
     let peers = peers_from(environment, &enis, &claim)?;
     let data_dir = root.path(ETCD_DATA_DIR);
-    let data = if data_dir.join("member").is_dir() {
+    let mut data = if data_dir.join("member").is_dir() {
         Data::Member
     } else {
         Data::Blank
@@ -446,38 +613,93 @@ pub async fn run(
         .map(|(_, ip)| url(ip, CLIENT_PORT))
         .collect();
     let client = Client::new(others, &tls.files())?;
-    let cluster = match data {
-        Data::Member => None,
-        Data::Blank => observe_cluster(&client)?,
+    // Whose data the volume holds: judged against the cluster only when no
+    // restore is under way (a restore decides about data from before it).
+    let volume_record = root.path(ETCD_VOLUME_RECORD);
+    let mut held = match (data, &pending) {
+        (Data::Member, None) => read_held(&data_dir, &volume_record, &claim.volume_id),
+        _ => None,
     };
-    let existed = if data == Data::Blank && cluster.is_none() {
-        let mut existed = backups.existed().await.map_err(|detail| EtcdError::Backup {
-            change: "deciding how to start".into(),
-            detail,
-        })?;
-        let volumes: Vec<VolumeSeen> = ec2
-            .volumes(&filter)
-            .await?
-            .into_iter()
-            .map(|v| VolumeSeen {
-                member: v.tags.get(tags::MEMBER).cloned(),
-                formatted: v.tags.get(tags::FORMATTED).cloned(),
-                id: v.id,
-            })
-            .collect();
-        existed.formatted = plan::formatted_before(&volumes, &claim.volume_id, plan::FORMATTED_MARGIN);
-        existed
-    } else {
-        Evidence::default()
+    let mut rounds = 0;
+    let (plan, members_seen) = loop {
+        rounds += 1;
+        let cluster = match (data, &held) {
+            (Data::Member, None) => None,
+            _ => observe_cluster(&client)?,
+        };
+        let existed = if data == Data::Blank && cluster.is_none() {
+            let mut existed = backups.existed().await.map_err(|detail| EtcdError::Backup {
+                change: "deciding how to start".into(),
+                detail,
+            })?;
+            let volumes: Vec<VolumeSeen> = ec2
+                .volumes(&filter)
+                .await?
+                .into_iter()
+                .map(|v| VolumeSeen {
+                    member: v.tags.get(tags::MEMBER).cloned(),
+                    formatted: v.tags.get(tags::FORMATTED).cloned(),
+                    id: v.id,
+                })
+                .collect();
+            existed.formatted = plan::formatted_before(&volumes, &claim.volume_id, plan::FORMATTED_MARGIN);
+            existed
+        } else {
+            Evidence::default()
+        };
+        let learners = match &cluster {
+            Some(view) => observe_learners(ec2, &filter, &enis, view, &me, &root.path(LEARNERS_SEEN_FILE)).await?,
+            None => Vec::new(),
+        };
+        let members_seen = cluster.as_ref().map(|v| v.members.clone()).unwrap_or_default();
+        let plan = plan::plan(&Observed {
+            data,
+            me: me.clone(),
+            cluster,
+            existed,
+            held: held.clone(),
+            learners,
+        });
+        info!(member = me.name, "etcd plan: {plan:?}");
+        if rounds > 3 && matches!(plan, Plan::SetAside { .. } | Plan::RemoveLearner { .. }) {
+            return Err(EtcdError::Busy {
+                member: me.name,
+                reason: format!("the membership changed under this stage three times; last plan {plan:?}"),
+            });
+        }
+        match &plan {
+            Plan::SetAside { reason } => {
+                let aside = set_aside(&root.path(ETCD_MOUNT_POINT), &data_dir, unix_now())?;
+                warn!(
+                    member = me.name,
+                    "stale etcd data: {reason}; it never starts as a voter: kept aside as {} (never deleted); \
+                     this member rejoins with a blank data directory as a learner",
+                    aside.display()
+                );
+                fault::point("etcd:after-aside");
+                data = Data::Blank;
+                held = None;
+            }
+            Plan::RemoveLearner { member, reason } => {
+                let change = format!(
+                    "removing etcd learner {} ({})",
+                    member.hex_id(),
+                    member.peer_urls.join(",")
+                );
+                if through.is_none() {
+                    backups
+                        .before_membership_change(&client, &change)
+                        .await
+                        .map_err(|detail| EtcdError::Backup {
+                            change: change.clone(),
+                            detail,
+                        })?;
+                }
+                remove_stale_learner(&client, member, reason)?;
+            }
+            _ => break (plan, members_seen),
+        }
     };
-    let members_seen = cluster.as_ref().map(|v| v.members.clone()).unwrap_or_default();
-    let plan = plan::plan(&Observed {
-        data,
-        me: me.clone(),
-        cluster,
-        existed,
-    });
-    info!(member = me.name, "etcd plan: {plan:?}");
 
     let names: BTreeMap<String, String> = peers
         .iter()
@@ -543,6 +765,7 @@ pub async fn run(
                 evidence: evidence.clone(),
             })
         }
+        Plan::SetAside { .. } | Plan::RemoveLearner { .. } => unreachable!("acted on in the loop above"),
     };
 
     let quota = config
@@ -575,6 +798,10 @@ pub async fn run(
     if record.parent().is_some_and(Path::is_dir) {
         fsutil::write_atomic(&record, format!("{binary}\n").as_bytes(), 0o644)
             .map_err(|e| StageError::io(&record, e))?;
+        // Where this data now starts: a snapshot or copy of this volume
+        // carries this line to another volume, where it reads as moved.
+        fsutil::write_atomic(&volume_record, format!("{}\n", claim.volume_id).as_bytes(), 0o644)
+            .map_err(|e| StageError::io(&volume_record, e))?;
     }
     info!(
         member = claim.member,
@@ -998,6 +1225,8 @@ mod tests {
             me,
             cluster: Some(view),
             existed: Evidence::default(),
+            held: None,
+            learners: vec![],
         });
         assert!(
             matches!(&plan, Plan::Refuse { reason } if reason.contains("no quorum without this member")),

@@ -3,7 +3,9 @@
 //! evidence that the cluster existed). Table-tested over every combination.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use crate::shared::cloud::InstanceState;
 use crate::shared::etcd::Member;
 
 /// This member: its name and its peer URL (on its ENI).
@@ -32,6 +34,72 @@ pub struct Observed {
     /// What says the cluster ran before. Only observed for a blank volume
     /// that nobody answers.
     pub existed: Evidence,
+    /// Whose data the volume holds, read without starting etcd. Only
+    /// observed for a volume with data and no restore under way.
+    pub held: Option<Held>,
+    /// The learners that hold up a membership change, as this node has
+    /// seen them. Only observed when one does.
+    pub learners: Vec<LearnerSeen>,
+}
+
+/// What a volume's data says of itself (its WAL: `shared::etcd::wal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    /// The volume this data was last started on, when it is not this
+    /// member's volume: the data came from a snapshot or a copy of another
+    /// volume (EBS restores a snapshot only into a new volume), so it may be
+    /// older than what its member had acknowledged since.
+    pub moved_from: Option<String>,
+}
+
+/// A learner that holds up joins, as this node observed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnerSeen {
+    pub id: u64,
+    /// How long this node has seen it a learner (`/run/nodeboot`, so from
+    /// this boot's first sight of it).
+    pub waited: Duration,
+    /// Its member's instance, as EC2 says.
+    pub node: NodeSeen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeSeen {
+    /// An instance that may still run holds the member's volume or ENI.
+    Alive(String),
+    /// No instance holds them, or only terminated ones: the learner can never start.
+    Gone(String),
+}
+
+/// How long a learner may hold up joins before a joiner whose EC2 says its
+/// node is gone removes it. Longer than a live learner can take: a node
+/// boots in minutes, and `stage etcd-promote` waits up to
+/// [`super::PROMOTE_TIMEOUT`] (10 minutes) for it to catch up; a slow
+/// learner whose instance runs is never removed, however long it takes.
+pub const STALE_LEARNER_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// Pure: whether the instances holding a member's volume or ENI (`holders`,
+/// by id, with their states) leave its learner a node to run on.
+pub fn node_seen(member: &str, holders: &BTreeMap<String, InstanceState>) -> NodeSeen {
+    if holders.is_empty() {
+        return NodeSeen::Gone(format!("no instance holds member {member}'s volume or ENI"));
+    }
+    let alive: Vec<String> = holders
+        .iter()
+        .filter(|(_, s)| **s != InstanceState::Terminated)
+        .map(|(i, s)| format!("{i} is {}", s.name()))
+        .collect();
+    if alive.is_empty() {
+        let ids: Vec<&str> = holders.keys().map(String::as_str).collect();
+        NodeSeen::Gone(format!(
+            "member {member}'s volume and ENI are held only by terminated instances ({})",
+            ids.join(", ")
+        ))
+    } else {
+        NodeSeen::Alive(format!("member {member}'s instance {}", alive.join(", ")))
+    }
 }
 
 /// The evidence that this environment's etcd cluster has run before: any
@@ -97,6 +165,14 @@ pub enum Plan {
     /// not start a new one (an empty cluster beside the real data). Touch
     /// nothing; the way out is a restore or a recovery, by an operator.
     Existed { evidence: String },
+    /// The volume holds data the cluster has moved past ([`stale`]) and
+    /// the cluster runs with quorum without it: keep the data aside on the
+    /// volume (never deleted), then plan again as a blank member (which
+    /// removes the old member and joins as a learner).
+    SetAside { reason: String },
+    /// A learner whose node is gone holds up every join: remove it, then
+    /// plan again.
+    RemoveLearner { member: Member, reason: String },
 }
 
 impl Plan {
@@ -113,7 +189,23 @@ fn is_me(me: &Me, m: &Member) -> bool {
 
 pub fn plan(o: &Observed) -> Plan {
     if o.data == Data::Member {
-        return Plan::Restart;
+        let (Some(reason), Some(view), Some(held)) = (stale(o), &o.cluster, &o.held) else {
+            return Plan::Restart;
+        };
+        let mine: Vec<u64> = view
+            .members
+            .iter()
+            .filter(|m| m.id == held.member_id || is_me(&o.me, m))
+            .map(|m| m.id)
+            .collect();
+        return match may_change(o, view, &mine) {
+            Ok(()) => Plan::SetAside { reason },
+            // Without this member the cluster has no quorum: its vote may be
+            // what brings the cluster back (every volume restored from
+            // snapshots after a total loss), so it starts as before.
+            Err(Plan::Refuse { .. }) => Plan::Restart,
+            Err(other) => other,
+        };
     }
     let Some(view) = &o.cluster else {
         return if o.existed.any() {
@@ -126,7 +218,7 @@ pub fn plan(o: &Observed) -> Plan {
     };
     // etcd publishes a member's client URLs through the raft log, so before
     // the first leader no member has any: the cluster is still forming.
-    if view.members.iter().all(|m| m.client_urls.is_empty()) {
+    if forming(view) {
         return Plan::Bootstrap;
     }
     let mine = view.members.iter().find(|m| is_me(&o.me, m));
@@ -135,39 +227,116 @@ pub fn plan(o: &Observed) -> Plan {
             return Plan::Resume { member: m.clone() };
         }
     }
+    let ids: Vec<u64> = mine.map(|m| m.id).into_iter().collect();
+    if let Err(p) = may_change(o, view, &ids) {
+        return p;
+    }
+    Plan::Join { remove: mine.cloned() }
+}
+
+fn forming(view: &View) -> bool {
+    view.members.iter().all(|m| m.client_urls.is_empty())
+}
+
+/// Pure: why the volume's data must not start as a voter, if it must not.
+/// Judged only against a running cluster of the same cluster ID that lists
+/// published members (data of another cluster, or with nobody to compare
+/// with, restarts as before: `stage etcd-promote` reports a member outside
+/// its cluster). The rule (etcd's runtime reconfiguration guide: a member
+/// whose data directory is lost or unusable is removed and added back with a
+/// blank one, never restarted on older data, because raft counts on a
+/// member never forgetting the entries and votes it acknowledged):
+/// - the data's member ID is not in the cluster's member list: the member
+///   was removed (or replaced under this peer URL) since the data was
+///   written;
+/// - the data was last started on another volume ([`Held::moved_from`]):
+///   a volume restored from an EBS snapshot (DLM's daily ones) or copied
+///   holds what its member had at the snapshot's time, whatever it
+///   acknowledged after. A data directory's age cannot be read against the
+///   cluster's own record (etcd keeps none per member), so this is judged by
+///   where the data has been, which EBS makes exact: a snapshot is
+///   restored only into a new volume.
+pub fn stale(o: &Observed) -> Option<String> {
+    let (Some(view), Some(held)) = (&o.cluster, &o.held) else {
+        return None;
+    };
+    if forming(view) || view.cluster_id != held.cluster_id {
+        return None;
+    }
+    let what = format!(
+        "its data is etcd member {:x} of cluster {:x}",
+        held.member_id, held.cluster_id
+    );
+    if !view.members.iter().any(|m| m.id == held.member_id) {
+        return Some(format!("{what}, which the cluster no longer lists"));
+    }
+    held.moved_from.as_ref().map(|v| {
+        format!(
+            "{what}, last started on volume {v}, not this one: restored from a snapshot or copied, \
+             it may be older than what the member acknowledged since"
+        )
+    })
+}
+
+/// Pure: whether the cluster may change its membership for this member
+/// (whose entries are `mine`): a quorum of the voting members other than
+/// this one answers with a leader, and no other member is joining; a
+/// learner whose node is gone and that has held up joins for
+/// [`STALE_LEARNER_AFTER`] is to be removed.
+fn may_change(o: &Observed, view: &View, mine: &[u64]) -> Result<(), Plan> {
     let voters: Vec<&Member> = view.members.iter().filter(|m| !m.is_learner).collect();
     let quorum = voters.len() / 2 + 1;
     let healthy = voters
         .iter()
-        .filter(|m| Some(m.id) != mine.map(|x| x.id) && view.healthy.contains(&m.id))
+        .filter(|m| !mine.contains(&m.id) && view.healthy.contains(&m.id))
         .count();
     if healthy < quorum {
-        return Plan::Refuse {
+        return Err(Plan::Refuse {
             reason: format!(
                 "the cluster has no quorum without this member: {healthy} of {} voting members answer with a leader, {quorum} needed",
                 voters.len()
             ),
-        };
+        });
     }
-    if let Some(other) = view
+    let Some(other) = view
         .members
         .iter()
-        .find(|m| Some(m.id) != mine.map(|x| x.id) && (!m.started() || m.is_learner))
+        .find(|m| !mine.contains(&m.id) && (!m.started() || m.is_learner))
+    else {
+        return Ok(());
+    };
+    let seen = o.learners.iter().find(|l| l.id == other.id && other.is_learner);
+    if let Some(LearnerSeen {
+        waited,
+        node: NodeSeen::Gone(why),
+        ..
+    }) = seen
     {
-        let what = if other.started() {
-            "is a learner, not yet promoted"
-        } else {
-            "was added and has not started"
-        };
-        return Plan::Wait {
-            reason: format!(
-                "member {} ({}) {what}; members join one at a time",
-                other.hex_id(),
-                other.peer_urls.join(",")
-            ),
-        };
+        if *waited >= STALE_LEARNER_AFTER {
+            return Err(Plan::RemoveLearner {
+                member: other.clone(),
+                reason: format!("a learner for {}s (not promoted) and {why}", waited.as_secs()),
+            });
+        }
     }
-    Plan::Join { remove: mine.cloned() }
+    let what = if other.started() {
+        "is a learner, not yet promoted"
+    } else {
+        "was added and has not started"
+    };
+    let since = seen.map_or(String::new(), |l| {
+        let node = match &l.node {
+            NodeSeen::Alive(w) | NodeSeen::Gone(w) => w,
+        };
+        format!(" (seen so for {}s; {node})", l.waited.as_secs())
+    });
+    Err(Plan::Wait {
+        reason: format!(
+            "member {} ({}) {what}{since}; members join one at a time",
+            other.hex_id(),
+            other.peer_urls.join(",")
+        ),
+    })
 }
 
 /// One of the environment's member volumes as EC2 lists it.
@@ -304,6 +473,7 @@ mod tests {
 
     const ME: &str = "env-etcd-0";
     const MY_URL: &str = "https://10.0.10.10:2380";
+    const CLUSTER: u64 = 0xc1;
 
     fn me() -> Me {
         Me {
@@ -343,7 +513,11 @@ mod tests {
             Listed::Stale => members.push(member(1, ME, MY_URL, false)),
         }
         let healthy = if quorum { [2, 3].into() } else { [3].into() };
-        View { members, healthy }
+        View {
+            members,
+            healthy,
+            cluster_id: CLUSTER,
+        }
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -363,6 +537,8 @@ mod tests {
                 backup: history.then(|| "20261130T113500Z-r1234".into()),
                 ..Default::default()
             },
+            held: None,
+            learners: vec![],
         }
     }
 
@@ -376,6 +552,8 @@ mod tests {
         Wait,
         Refuse,
         Existed,
+        SetAside,
+        RemoveLearner,
     }
 
     fn kind(p: &Plan) -> Kind {
@@ -394,6 +572,8 @@ mod tests {
             Plan::Wait { .. } => Kind::Wait,
             Plan::Refuse { .. } => Kind::Refuse,
             Plan::Existed { .. } => Kind::Existed,
+            Plan::SetAside { .. } => Kind::SetAside,
+            Plan::RemoveLearner { .. } => Kind::RemoveLearner,
         }
     }
 
@@ -478,6 +658,8 @@ mod tests {
                 me: me(),
                 cluster: None,
                 existed: existed.clone(),
+                held: None,
+                learners: vec![],
             };
             match (plan(&o), want) {
                 (Plan::Bootstrap, None) => {}
@@ -506,6 +688,7 @@ mod tests {
         let v = View {
             members,
             healthy: BTreeSet::new(),
+            cluster_id: CLUSTER,
         };
         assert_eq!(plan(&observed(Data::Blank, Some(v), true)), Plan::Bootstrap);
     }
@@ -520,6 +703,7 @@ mod tests {
         let v = |healthy: &[u64]| View {
             members: members.clone(),
             healthy: healthy.iter().copied().collect(),
+            cluster_id: CLUSTER,
         };
         assert!(matches!(
             plan(&observed(Data::Blank, Some(v(&[2, 3, 4])), false)),
@@ -558,6 +742,7 @@ mod tests {
             let v = View {
                 members,
                 healthy: [2, 3].into(),
+                cluster_id: CLUSTER,
             };
             match plan(&observed(Data::Blank, Some(v), true)) {
                 Plan::Wait { reason } => assert!(
@@ -576,8 +761,195 @@ mod tests {
         let v = View {
             members,
             healthy: [2, 3].into(),
+            cluster_id: CLUSTER,
         };
         assert!(matches!(plan(&observed(Data::Blank, Some(v), false)), Plan::Join { remove: Some(m) } if m.id == 1));
+    }
+
+    /// This member's volume with data whose WAL says `held`, and the cluster as `view` says.
+    fn with_data(view: Option<View>, held: Held) -> Observed {
+        Observed {
+            held: Some(held),
+            ..observed(Data::Member, view, true)
+        }
+    }
+
+    fn held(member_id: u64, cluster_id: u64, moved_from: Option<&str>) -> Held {
+        Held {
+            member_id,
+            cluster_id,
+            moved_from: moved_from.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn stale_data_is_set_aside_only_while_the_cluster_runs_with_quorum_without_it() {
+        use Kind::*;
+        let snapshot = Some("vol-0old");
+        // (listed as, data's member ID, cluster ID, data moved from, quorum without me) -> plan
+        let table = [
+            // The data's member is listed and the data never left this volume: a restart.
+            (Listed::Stale, 1, CLUSTER, None, true, Restart),
+            (Listed::Stale, 1, CLUSTER, None, false, Restart),
+            // Restored from a snapshot of another volume: aside, then a blank join.
+            (Listed::Stale, 1, CLUSTER, snapshot, true, SetAside),
+            // ... unless the cluster needs its vote: every volume restored after a total loss.
+            (Listed::Stale, 1, CLUSTER, snapshot, false, Restart),
+            // The data's member ID is no longer listed (removed, or replaced under this peer URL).
+            (Listed::No, 1, CLUSTER, None, true, SetAside),
+            (Listed::Stale, 9, CLUSTER, None, true, SetAside),
+            (Listed::No, 1, CLUSTER, None, false, Restart),
+            // Data of another cluster is not judged here: it restarts and
+            // `etcd-promote` reports it outside (exit 26), its data untouched.
+            (Listed::No, 1, 0xc2, None, true, Restart),
+            (Listed::Stale, 1, 0xc2, snapshot, true, Restart),
+        ];
+        for (listed, member_id, cluster_id, moved_from, quorum, want) in table {
+            let o = with_data(Some(view(listed, quorum)), held(member_id, cluster_id, moved_from));
+            let got = plan(&o);
+            assert_eq!(
+                kind(&got),
+                want,
+                "{listed:?} {member_id} {cluster_id:x} {moved_from:?} {quorum}: {got:?}"
+            );
+            if let Plan::SetAside { reason } = got {
+                assert!(reason.contains(&format!("member {member_id:x}")), "{reason}");
+            }
+        }
+        // Nobody answers, or the members are still forming a cluster: nothing to compare with.
+        let o = with_data(None, held(1, CLUSTER, snapshot));
+        assert_eq!(plan(&o), Plan::Restart);
+        let mut forming = view(Listed::Stale, true);
+        forming.members.iter_mut().for_each(|m| m.client_urls.clear());
+        assert_eq!(
+            plan(&with_data(Some(forming), held(1, CLUSTER, snapshot))),
+            Plan::Restart
+        );
+        // A volume whose WAL could not be read (no `held`) restarts as before.
+        assert_eq!(
+            plan(&observed(Data::Member, Some(view(Listed::No, true)), true)),
+            Plan::Restart
+        );
+    }
+
+    #[test]
+    fn set_aside_data_rejoins_as_a_blank_member_removing_its_old_id() {
+        let v = view(Listed::Stale, true);
+        let o = with_data(Some(v.clone()), held(1, CLUSTER, Some("vol-0old")));
+        assert!(matches!(plan(&o), Plan::SetAside { .. }));
+        // Once the data is aside the volume is blank: the ordinary join removes member 1.
+        let after = Observed {
+            data: Data::Blank,
+            held: None,
+            ..o
+        };
+        assert!(matches!(plan(&after), Plan::Join { remove: Some(m) } if m.id == 1));
+        // Another member joining: wait, the data stays where it is.
+        let mut busy = v;
+        busy.members
+            .push(member(9, "env-etcd-3", "https://10.0.10.11:2380", true));
+        let o = with_data(Some(busy), held(1, CLUSTER, Some("vol-0old")));
+        assert!(matches!(plan(&o), Plan::Wait { .. }), "{:?}", plan(&o));
+    }
+
+    #[test]
+    fn a_learner_is_removed_only_when_its_node_is_gone_and_it_held_joins_past_the_bound() {
+        let learner = |name: &str| member(9, name, "https://10.0.12.11:2380", true);
+        let gone = || NodeSeen::Gone("no instance holds member 3's volume or ENI".into());
+        let alive = || NodeSeen::Alive("member 3's instance i-3 is running".into());
+        let long = STALE_LEARNER_AFTER;
+        let short = STALE_LEARNER_AFTER - Duration::from_secs(1);
+        for (name, waited, node, remove) in [
+            ("", long, gone(), true),
+            ("env-etcd-3", long, gone(), true),
+            ("env-etcd-3", long + long, gone(), true),
+            ("env-etcd-3", short, gone(), false),
+            // Alive and merely slow: never removed, however long.
+            ("env-etcd-3", long * 10, alive(), false),
+            ("", long * 10, alive(), false),
+        ] {
+            let mut members = others();
+            members.push(learner(name));
+            let v = View {
+                members,
+                healthy: [2, 3].into(),
+                cluster_id: CLUSTER,
+            };
+            let seen = LearnerSeen {
+                id: 9,
+                waited,
+                node: node.clone(),
+            };
+            // A blank joiner, and a member whose stale data waits to rejoin.
+            for o in [
+                Observed {
+                    learners: vec![seen.clone()],
+                    ..observed(Data::Blank, Some(v.clone()), true)
+                },
+                Observed {
+                    learners: vec![seen.clone()],
+                    ..with_data(Some(v.clone()), held(1, CLUSTER, Some("vol-old")))
+                },
+            ] {
+                match (plan(&o), remove) {
+                    (Plan::RemoveLearner { member, reason }, true) => {
+                        assert_eq!(member.id, 9);
+                        assert!(reason.contains("no instance holds member 3"), "{reason}");
+                    }
+                    (Plan::Wait { reason }, false) => {
+                        assert!(
+                            reason.contains(&format!("seen so for {}s", waited.as_secs())),
+                            "{reason}"
+                        )
+                    }
+                    (got, _) => panic!("{name:?} {waited:?} {node:?}: {got:?}"),
+                }
+            }
+        }
+        // Not seen (no observation): wait, as before.
+        let mut members = others();
+        members.push(learner("env-etcd-3"));
+        let v = View {
+            members,
+            healthy: [2, 3].into(),
+            cluster_id: CLUSTER,
+        };
+        assert!(matches!(plan(&observed(Data::Blank, Some(v), true)), Plan::Wait { .. }));
+        // Without quorum nothing is removed: a refusal, as before.
+        let mut no_quorum = view(Listed::No, false);
+        no_quorum.members.push(learner(""));
+        let o = Observed {
+            learners: vec![LearnerSeen {
+                id: 9,
+                waited: long,
+                node: gone(),
+            }],
+            ..observed(Data::Blank, Some(no_quorum), true)
+        };
+        assert!(matches!(plan(&o), Plan::Refuse { .. }));
+    }
+
+    #[test]
+    fn a_node_is_gone_only_when_no_instance_or_only_terminated_ones_hold_its_member() {
+        use InstanceState::*;
+        let holders = |h: &[(&str, InstanceState)]| -> BTreeMap<String, InstanceState> {
+            h.iter().map(|(i, s)| (i.to_string(), *s)).collect()
+        };
+        let gone = |n: &NodeSeen| matches!(n, NodeSeen::Gone(_));
+        assert!(gone(&node_seen("3", &holders(&[]))));
+        assert!(gone(&node_seen("3", &holders(&[("i-1", Terminated)]))));
+        assert!(gone(&node_seen(
+            "3",
+            &holders(&[("i-1", Terminated), ("i-2", Terminated)])
+        )));
+        // Stopped may start again; shutting down, unknown or unlisted may still run.
+        for s in [Pending, Running, Stopping, Stopped, ShuttingDown, Unknown] {
+            assert!(!gone(&node_seen("3", &holders(&[("i-1", s)]))), "{s:?}");
+            assert!(
+                !gone(&node_seen("3", &holders(&[("i-0", Terminated), ("i-1", s)]))),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]
