@@ -28,7 +28,7 @@ use crate::shared::backup::{rfc3339, BackupId};
 use crate::shared::cloud::aws::{Kms, S3};
 use crate::shared::etcd::space::{human_bytes, Alarm};
 use crate::shared::etcd::CLIENT_PORT;
-use crate::shared::etcd::{Client, Cluster, Status, TlsFiles};
+use crate::shared::etcd::{Client, Cluster, Member, Status, TlsFiles};
 use crate::shared::retry::{self, Attempt};
 
 pub(super) fn backups<'a>(env: &Environment, s3: &'a S3, kms: &'a Kms) -> Backups<'a, S3, Kms> {
@@ -166,6 +166,10 @@ struct MemberRow {
     alarms: Vec<String>,
     version: String,
     error: Option<String>,
+    /// Why this member's etcd, though it answers, is not part of the
+    /// cluster (another cluster's data, a member ID the cluster does not
+    /// list, never published); `None` for a member of it.
+    outside: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -202,16 +206,27 @@ type Answer = Result<(Status, Option<i64>), String>;
 
 /// What `status` asked of the members.
 struct Observed {
-    names: BTreeMap<u64, String>,
+    /// Per endpoint that answered: the member list its own etcd holds (a
+    /// member running another cluster's data answers with that cluster's).
+    lists: BTreeMap<String, Vec<Member>>,
     /// Per endpoint: its status and quota, or why it did not answer.
     answers: Vec<(String, Answer)>,
     alarms: Result<Vec<Alarm>, String>,
+    /// The environment's member index of each endpoint that is a member's
+    /// client URL in the layout.
+    indices: BTreeMap<String, u32>,
 }
 
-fn observe(etcd: &Client, endpoints: &[String]) -> Observed {
-    let names = EtcdAccess::members(etcd)
-        .map(|ms| ms.into_iter().map(|m| (m.id, m.name)).collect())
-        .unwrap_or_default();
+fn observe(env: &Environment, etcd: &Client, endpoints: &[String]) -> Observed {
+    let lists = endpoints
+        .iter()
+        .filter_map(|e| Some((e.clone(), etcd.member_list_local(e).ok()?)))
+        .collect();
+    let indices = env
+        .etcd_members()
+        .iter()
+        .map(|m| (format!("https://{}:{CLIENT_PORT}", m.ip), m.index))
+        .collect();
     let answers = endpoints
         .iter()
         .map(|endpoint| {
@@ -226,43 +241,111 @@ fn observe(etcd: &Client, endpoints: &[String]) -> Observed {
         })
         .collect();
     Observed {
-        names,
+        lists,
         answers,
         alarms: etcd.alarms().map_err(|e| e.to_string()),
+        indices,
+    }
+}
+
+/// Pure: the cluster the members run, as most answering members see it
+/// (a tie goes to the longer member list, then the lower ID): its ID and
+/// member list. Not the first endpoint's: that may be the outsider.
+fn the_cluster(observed: &Observed) -> Option<(u64, Vec<Member>)> {
+    let mut votes: BTreeMap<u64, (usize, Vec<Member>)> = BTreeMap::new();
+    for (endpoint, answer) in &observed.answers {
+        let Ok((s, _)) = answer else { continue };
+        let entry = votes.entry(s.cluster_id).or_default();
+        entry.0 += 1;
+        if let Some(list) = observed.lists.get(endpoint) {
+            if list.len() > entry.1.len() {
+                entry.1 = list.clone();
+            }
+        }
+    }
+    votes
+        .into_iter()
+        .max_by(|(a_id, a), (b_id, b)| {
+            (a.0, a.1.len(), std::cmp::Reverse(*a_id)).cmp(&(b.0, b.1.len(), std::cmp::Reverse(*b_id)))
+        })
+        .map(|(id, (_, list))| (id, list))
+}
+
+/// Pure: why the member answering at `endpoint` with `s` is not part of
+/// `cluster` (its ID and member list), or `None` when it is.
+fn outside_reason(s: &Status, cluster: u64, members: &[Member]) -> Option<String> {
+    const WAY_OUT: &str = "see the recovery runbook: nodeboot etcd restore when this cluster holds the real data, \
+                           nodeboot etcd recover --from-member N when this member does";
+    if s.cluster_id != cluster {
+        return Some(format!(
+            "its etcd runs as member {:x} of cluster {:x}, not in this cluster ({cluster:x}) (ID mismatch: the data of \
+             another cluster; its etcd logs \"ID mismatch\" when it meets this cluster's members); {WAY_OUT}",
+            s.member_id, s.cluster_id
+        ));
+    }
+    match members.iter().find(|m| m.id == s.member_id) {
+        None if !members.is_empty() => Some(format!(
+            "its etcd runs as member {:x}, not in this cluster ({cluster:x}): the cluster does not list that ID (ID \
+             mismatch: removed, or data from before a restore); {WAY_OUT}",
+            s.member_id
+        )),
+        Some(m) if m.name.is_empty() => Some(format!(
+            "its etcd runs as member {:x}, which this cluster ({cluster:x}) lists but never saw publish (its etcd logs \
+             \"failed to publish local member\"); {WAY_OUT}",
+            s.member_id
+        )),
+        _ => None,
     }
 }
 
 /// Pure: the report and whether the cluster is healthy: every member
 /// answers, they agree on one leader, and no alarm holds.
 fn assess(env: &Environment, observed: Observed, newest: Option<BackupRow>) -> StatusReport {
-    let name = |id: u64| observed.names.get(&id).cloned().unwrap_or_else(|| format!("{id:x}"));
+    let (cluster, listed) = the_cluster(&observed).unwrap_or_default();
+    let names: BTreeMap<u64, String> = listed
+        .iter()
+        .filter(|m| !m.name.is_empty())
+        .map(|m| (m.id, m.name.clone()))
+        .collect();
+    let name = |id: u64| names.get(&id).cloned().unwrap_or_else(|| format!("{id:x}"));
+    // How the report names a member that is not part of the cluster: its
+    // place in the environment, else the name its own etcd gives it.
+    let label = |endpoint: &str, s: &Status| match observed.indices.get(endpoint) {
+        Some(i) => format!("member {i}"),
+        None => observed
+            .lists
+            .get(endpoint)
+            .and_then(|l| l.iter().find(|m| m.id == s.member_id && !m.name.is_empty()))
+            .map(|m| format!("member {}", m.name))
+            .unwrap_or_else(|| format!("member {:x}", s.member_id)),
+    };
     let alarms = observed.alarms.as_ref().map(Vec::as_slice).unwrap_or_default();
     let mut problems = Vec::new();
     let mut leaders = BTreeSet::new();
     let mut members = Vec::new();
     let mut clusters: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for (endpoint, answer) in observed.answers {
-        match answer {
+    for (endpoint, answer) in &observed.answers {
+        let endpoint = endpoint.clone();
+        match answer.clone() {
             Ok((s, quota_bytes)) => {
-                clusters.entry(s.cluster_id).or_default().push(name(s.member_id));
-                if !observed.names.is_empty() && !observed.names.contains_key(&s.member_id) {
-                    problems.push(format!(
-                        "member {:x} ({endpoint}) runs but is not in the cluster's member list: it is not part of the \
-                         cluster it talks to (its etcd logs \"ID mismatch\" or \"failed to publish local member\"); \
-                         see the recovery runbook (nodeboot etcd restore, nodeboot etcd recover)",
-                        s.member_id
-                    ));
-                }
-                if s.has_leader() {
+                let outside = outside_reason(&s, cluster, &listed);
+                let shown = match &outside {
+                    Some(_) => label(&endpoint, &s),
+                    None => name(s.member_id),
+                };
+                clusters.entry(s.cluster_id).or_default().push(shown.clone());
+                if let Some(reason) = &outside {
+                    problems.push(format!("{shown} ({endpoint}): {reason}"));
+                } else if s.has_leader() {
                     leaders.insert(s.leader);
                 } else {
                     problems.push(format!("member {} ({endpoint}) knows no leader", name(s.member_id)));
                 }
                 members.push(MemberRow {
-                    name: name(s.member_id),
+                    name: shown,
                     endpoint,
-                    healthy: s.has_leader(),
-                    leader: s.leader == s.member_id,
+                    healthy: outside.is_none() && s.has_leader(),
+                    leader: outside.is_none() && s.leader == s.member_id,
                     revision: s.revision,
                     raft_term: s.raft_term,
                     db_size: s.db_size,
@@ -275,6 +358,7 @@ fn assess(env: &Environment, observed: Observed, newest: Option<BackupRow>) -> S
                         .collect(),
                     version: s.version,
                     error: None,
+                    outside,
                 });
             }
             Err(e) => {
@@ -292,6 +376,7 @@ fn assess(env: &Environment, observed: Observed, newest: Option<BackupRow>) -> S
                     alarms: Vec::new(),
                     version: String::new(),
                     error: Some(e),
+                    outside: None,
                 });
             }
         }
@@ -347,7 +432,7 @@ pub fn status(env_path: &Path, options: StatusOptions) -> Result<String, Error> 
     let env = load_env(env_path)?.env;
     let endpoints = member_endpoints(&env, &options.endpoints);
     let etcd = operator_client(&env, options.dir.as_deref(), endpoints.clone())?;
-    let observed = observe(&etcd, &endpoints);
+    let observed = observe(&env, &etcd, &endpoints);
     let certificates = super::etcd_certs::status(&env, options.dir.as_deref(), &endpoints);
     let newest =
         with_operator(&env, async |s3, kms| Ok(backups(&env, s3, kms).listing().await?.pop())).unwrap_or_else(|e| {
@@ -395,10 +480,11 @@ fn status_table(r: &StatusReport) -> String {
         t.add_row(vec![
             m.name.clone(),
             m.endpoint.clone(),
-            match &m.error {
-                Some(e) => format!("unreachable: {e}"),
-                None if m.healthy => "healthy".into(),
-                None => "no leader".into(),
+            match (&m.error, &m.outside) {
+                (Some(e), _) => format!("unreachable: {e}"),
+                (None, Some(_)) => "NOT in this cluster".into(),
+                (None, None) if m.healthy => "healthy".into(),
+                (None, None) => "no leader".into(),
             },
             if m.leader { "*".into() } else { String::new() },
             m.revision.to_string(),
@@ -719,6 +805,16 @@ mod tests {
         assert!(late.contains("more than two backup intervals (15m)"), "{late}");
     }
 
+    fn member(id: u64) -> Member {
+        Member {
+            id,
+            name: format!("m{id}"),
+            peer_urls: vec![format!("https://m{id}:2380")],
+            client_urls: vec![format!("https://m{id}")],
+            is_learner: false,
+        }
+    }
+
     fn answer(id: u64, leader: u64, quota: Option<i64>) -> (String, Answer) {
         let status = Status {
             endpoint: format!("https://m{id}"),
@@ -734,10 +830,12 @@ mod tests {
     }
 
     fn observed(answers: Vec<(String, Answer)>, alarms: Vec<Alarm>) -> Observed {
+        let list: Vec<Member> = (1..=3).map(member).collect();
         Observed {
-            names: (1..=3).map(|id| (id, format!("m{id}"))).collect(),
+            lists: answers.iter().map(|(e, _)| (e.clone(), list.clone())).collect(),
             answers,
             alarms: Ok(alarms),
+            indices: BTreeMap::new(),
         }
     }
 
@@ -746,26 +844,56 @@ mod tests {
         let env = example();
         // Member 9 answers (its own etcd runs) but the member list has no 9:
         // a returning member shut out by a younger cluster ("ID mismatch").
-        let stranger = vec![answer(1, 2, None), answer(2, 2, None), answer(9, 9, None)];
+        let stranger = vec![answer(9, 9, None), answer(1, 2, None), answer(2, 2, None)];
         let r = assess(&env, observed(stranger, vec![]), None);
         assert!(!r.healthy, "{r:?}", r = r.problems);
+        assert_eq!(
+            r.leader.as_deref(),
+            Some("m2"),
+            "the outsider's own leader is not the cluster's"
+        );
         assert!(
-            r.problems
-                .iter()
-                .any(|p| p.contains("member 9 (https://m9) runs but is not in the cluster's member list")),
+            r.problems.iter().any(|p| p
+                .contains("member 9 (https://m9): its etcd runs as member 9, not in this cluster")
+                && p.contains("ID mismatch")),
             "{:?}",
             r.problems
         );
-        // Two clusters answering at the members' addresses.
-        let mut split = vec![answer(1, 2, None), answer(2, 2, None), answer(3, 3, None)];
-        if let (_, Ok((s, _))) = &mut split[2] {
-            s.cluster_id = 0xbad;
+        assert_eq!(r.members.iter().filter(|m| m.outside.is_some()).count(), 1);
+        // Listed without a name: it never published.
+        let mut unpublished = observed(vec![answer(1, 2, None), answer(2, 2, None), answer(3, 2, None)], vec![]);
+        for list in unpublished.lists.values_mut() {
+            list[2].name.clear();
         }
-        let r = assess(&env, observed(split, vec![]), None);
+        let r = assess(&env, unpublished, None);
         assert!(
             r.problems
                 .iter()
-                .any(|p| p.contains("run different clusters") && p.contains("cluster bad: m3")),
+                .any(|p| p.contains("member 3 (https://m3)") && p.contains("never saw publish")),
+            "{:?}",
+            r.problems
+        );
+        // Another cluster's data at a member's address, answering first: the
+        // cluster is the majority's, and the outsider is named by its place.
+        let mut split = vec![answer(3, 3, None), answer(1, 2, None), answer(2, 2, None)];
+        if let (_, Ok((s, _))) = &mut split[0] {
+            s.cluster_id = 0xbad;
+        }
+        let mut o = observed(split, vec![]);
+        o.lists.insert("https://m3".into(), vec![member(3)]);
+        o.indices.insert("https://m3".into(), 2);
+        let r = assess(&env, o, None);
+        assert!(
+            r.problems.iter().any(|p| p.starts_with(
+                "member 2 (https://m3): its etcd runs as member 3 of cluster bad, not in this cluster (0)"
+            )),
+            "{:?}",
+            r.problems
+        );
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("run different clusters") && p.contains("cluster bad: member 2")),
             "{:?}",
             r.problems
         );
