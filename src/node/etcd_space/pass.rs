@@ -273,8 +273,6 @@ impl Maintenance<'_> {
             let (revision, _) = self.compact()?;
             info!("NOSPACE: the etcd history is compacted up to revision {revision}");
         }
-        // A member that defragments serves nothing meanwhile: not as the leader.
-        disruption::hand_over_before(cluster, me, "its defragmentation");
         let before = self.my_status()?.db_size;
         info!("defragmenting etcd member {me}: {why}");
         let defragmented = std::thread::scope(|s| {

@@ -208,7 +208,6 @@ async fn restart_etcd(root: &Root, _config: &NodeConfig) -> Result<bool, String>
         }
         return waiting(&why);
     }
-    disruption::hand_over_before(&client, &name, "its restart for new certificates");
     systemctl(&["restart", "etcd-member.service"])?;
     // Back: a voter that answers, names the leader and is caught up with it.
     let back = retry::wait(

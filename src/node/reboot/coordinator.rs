@@ -119,7 +119,6 @@ fn reboot_under_lock(
                 info!("reboot wanted; waiting: {me} may not be disrupted now: {why}");
                 return Ok(());
             }
-            disruption::hand_over_before(client, me, "its reboot");
             info!("{me} holds the etcd lock `{LOCK}`: rebooting for the staged OS update");
             let mut words = command.split_whitespace();
             let failed = |detail: String| RebootError::Command {

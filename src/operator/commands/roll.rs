@@ -226,9 +226,6 @@ async fn roll_members(
         let held = take_lock(etcd, endpoints, &name, policy_for(options.healthy_wait))
             .await
             .map_err(|e| at("take the etcd lock `disruption`", e))?;
-        // Best effort: the leader's listed client URL may not be reachable
-        // from here (a tunnel to one member); then the others elect one.
-        disruption::hand_over_before(etcd, &name, &format!("the termination of {old}"));
         eprintln!(
             "member {member}: backup {} taken, the etcd lock `{}` held; terminating {old}",
             backup.id,

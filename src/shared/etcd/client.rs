@@ -372,19 +372,6 @@ impl Client {
         Ok(())
     }
 
-    /// Makes the member `target` the leader. `endpoint` must be the
-    /// leader's client URL (etcd refuses the call elsewhere: "not leader");
-    /// etcd answers once `target` leads, or fails after its election timeout.
-    pub fn move_leader(&self, endpoint: &str, target: u64) -> Result<(), EtcdClientError> {
-        self.send(
-            &self.maintenance_agent,
-            endpoint,
-            "/v3/maintenance/transfer-leadership",
-            &json!({"targetID": target.to_string()}),
-        )?;
-        Ok(())
-    }
-
     /// The quota the member at `endpoint` runs with, read from its metrics
     /// (etcd 3.5's `Status` does not carry it); `None` when not exported.
     pub fn quota_bytes(&self, endpoint: &str) -> Result<Option<i64>, EtcdClientError> {

@@ -194,66 +194,6 @@ pub fn is_back<C: Cluster + Sync>(cluster: &C, target: &str) -> Result<(), Strin
     back(&o, target)
 }
 
-/// Pure: when the member named `target` leads, the voter to hand the
-/// leadership to before it is disrupted: the one furthest ahead among the
-/// other voters that answer and name it leader (the lowest id on a tie).
-/// `None` when `target` does not lead or nobody can take over. A leader
-/// that stops makes the cluster wait for an election timeout, with writes
-/// refused meanwhile; a leader that hands over first costs one round trip
-/// (etcd's own `etcdctl move-leader`, what Talos does before it stops etcd).
-pub fn successor(o: &[MemberState], target: &str) -> Option<u64> {
-    let me = o.iter().find(|m| m.name == target)?;
-    if me.is_learner || me.answer.map(|(leader, _)| leader) != Some(me.id) {
-        return None;
-    }
-    o.iter()
-        .filter(|m| m.id != me.id && !m.is_learner && !m.name.is_empty())
-        .filter_map(|m| match m.answer {
-            Some((leader, revision)) if leader == me.id => Some((revision, m.id)),
-            _ => None,
-        })
-        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-        .map(|(_, id)| id)
-}
-
-/// Before a voluntary disruption of `target` (under the lock, after the
-/// rule said yes): when it leads, hands the leadership to [`successor`]
-/// through its own client URL. `Ok(Some(name))`: who leads now; `Ok(None)`:
-/// nothing to hand over. A failure is for the caller to log: the
-/// disruption stays safe without it, only less smooth.
-pub fn hand_over(client: &super::Client, target: &str) -> Result<Option<String>, String> {
-    let members = client.member_list().map_err(|e| format!("the member list: {e}"))?;
-    let o = observe(client).map_err(|e| format!("the member list: {e}"))?;
-    let Some(next) = successor(&o, target) else {
-        return Ok(None);
-    };
-    let url = members
-        .iter()
-        .find(|m| m.name == target)
-        .and_then(|m| m.client_urls.first())
-        .ok_or_else(|| format!("{target} lists no client URL"))?;
-    client
-        .move_leader(url, next)
-        .map_err(|e| format!("moving the leadership from {target}: {e}"))?;
-    let name = members
-        .iter()
-        .find(|m| m.id == next)
-        .map_or_else(|| format!("{next:x}"), |m| m.name.clone());
-    Ok(Some(name))
-}
-
-/// [`hand_over`], logged: `what` names the disruption that follows. A
-/// failure is a warning; the disruption goes on (the others elect a leader).
-pub fn hand_over_before(client: &super::Client, target: &str, what: &str) {
-    match hand_over(client, target) {
-        Ok(Some(next)) => tracing::info!("{target} led the etcd cluster: handed the leadership to {next} before {what}"),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(
-            "{target} leads the etcd cluster and could not hand the leadership over ({e}); {what} goes on: the other members elect a leader"
-        ),
-    }
-}
-
 /// How one member answered its status call, for [`down_for_ended_certificates`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
@@ -351,29 +291,6 @@ mod tests {
 
     const L: u64 = 1; // m0 leads
     const R: i64 = 100_000;
-
-    #[test]
-    fn the_leader_hands_over_to_the_voter_furthest_ahead_and_nobody_else_hands_over() {
-        let o = vec![m(0, Some((L, R))), m(1, Some((L, R - 5))), m(2, Some((L, R - 2)))];
-        assert_eq!(successor(&o, "m0"), Some(3), "m2 is further ahead");
-        assert_eq!(successor(&o, "m1"), None, "m1 does not lead");
-        let tie = vec![m(0, Some((L, R))), m(1, Some((L, R))), m(2, Some((L, R)))];
-        assert_eq!(successor(&tie, "m0"), Some(2), "a tie: the lowest id");
-        // Never to a learner, a member that does not answer, or one that names another leader.
-        let none = vec![
-            m(0, Some((L, R))),
-            learner(m(1, Some((L, R)))),
-            m(2, None),
-            m(3, Some((9, R))),
-        ];
-        assert_eq!(successor(&none, "m0"), None);
-        assert_eq!(
-            successor(&[m(0, Some((L, R)))], "m0"),
-            None,
-            "alone: nobody to take over"
-        );
-        assert_eq!(successor(&o, "m9"), None, "not a member");
-    }
 
     #[test]
     fn a_healthy_caught_up_cluster_may_lose_any_one_member() {
