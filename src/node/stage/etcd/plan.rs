@@ -242,10 +242,14 @@ fn forming(view: &View) -> bool {
 /// Judged only against a running cluster of the same cluster ID that lists
 /// published members (data of another cluster, or with nobody to compare
 /// with, restarts as before: `stage etcd-promote` reports a member outside
-/// its cluster). The rule (etcd's runtime reconfiguration guide: a member
-/// whose data directory is lost or unusable is removed and added back with a
-/// blank one, never restarted on older data, because raft counts on a
-/// member never forgetting the entries and votes it acknowledged):
+/// its cluster). The rule follows etcd 3.5's operations guide: a member
+/// whose data is lost or unusable is removed and added back with a blank
+/// data directory ("Replace a failed machine",
+/// etcd.io/docs/v3.5/op-guide/runtime-configuration), and data from a
+/// snapshot never rejoins under its old identity (`snapshot restore`
+/// rewrites the member and cluster IDs for that reason,
+/// etcd.io/docs/v3.5/op-guide/recovery): raft counts on a member never
+/// forgetting the entries and votes it acknowledged. Stale is:
 /// - the data's member ID is not in the cluster's member list: the member
 ///   was removed (or replaced under this peer URL) since the data was
 ///   written;
