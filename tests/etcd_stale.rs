@@ -15,7 +15,7 @@ use common::etcd::*;
 use nodeboot::node::stage::etcd::plan::{
     self, Data, Evidence, LearnerSeen, Me, NodeSeen, Observed, Plan, STALE_LEARNER_AFTER,
 };
-use nodeboot::node::stage::etcd::{add_learner, read_held, remove_stale_learner, set_aside};
+use nodeboot::node::stage::etcd::{add_learner, observe_learners, read_held, remove_stale_learner, set_aside};
 use nodeboot::shared::etcd::{observe_cluster, wal, Client, Cluster, View};
 use nodeboot::shared::retry::Policy;
 
@@ -295,4 +295,106 @@ fn a_learner_whose_node_is_gone_is_removed_and_the_next_member_joins() {
         .unwrap()
         .iter()
         .any(|m| m.id == live.id && !m.is_learner));
+}
+
+/// The EC2 side of a stale learner, through the real SDK against the
+/// emulator: the learner's peer address is its member's ENI; the instances
+/// holding that member's volume or ENI decide whether its node is gone.
+#[test]
+fn ec2_says_a_learners_node_is_gone_only_when_no_live_instance_holds_its_member() {
+    use common::bed::*;
+    use nodeboot::shared::cloud::aws::Ec2;
+    use nodeboot::shared::cloud::{ClusterFilter, Compute};
+    use nodeboot::shared::etcd::Member as EtcdMember;
+
+    let aws = Aws::start(0);
+    let env = environment("stale-learner", 3);
+    let vpc = Vpc::create(&aws, &env);
+    let members = create_members(&aws, &env, &vpc);
+    let node = Node::launch(&aws, &env, &vpc, "eu-west-1c");
+    assert!(node.stage(&aws, &["discover"]).status.success());
+    let out = node.stage(&aws, &["attach", "--wait-timeout", "30s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(node.claim().unwrap()["member"], 2);
+
+    let ec2 = Ec2::new(&common::secrets_bed::sdk_config(&aws.server.url));
+    let filter = ClusterFilter {
+        environment: env.name.clone(),
+        role: "etcd".into(),
+    };
+    let learner = |id: u64, ip: &str| EtcdMember {
+        id,
+        name: String::new(),
+        peer_urls: vec![format!("https://{ip}:2380")],
+        client_urls: vec![],
+        is_learner: true,
+    };
+    let view = View {
+        members: vec![learner(9, &members[2].eni_ip), learner(10, "10.0.99.99")],
+        ..Default::default()
+    };
+    let me = Me {
+        name: format!("{}-etcd-0", env.name),
+        peer_url: format!("https://{}:2380", members[0].eni_ip),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let seen_file = dir.path().join("etcd-learners-seen");
+    let observe = || {
+        let rt = runtime();
+        rt.block_on(async {
+            let enis = ec2.network_interfaces(&filter).await.unwrap();
+            observe_learners(&ec2, &filter, &enis, &view, &me, &seen_file)
+                .await
+                .unwrap()
+        })
+    };
+    let node_of = |seen: &[LearnerSeen], id: u64| seen.iter().find(|l| l.id == id).unwrap().clone();
+
+    // Member 2's instance runs: alive. An address no member ENI has: gone.
+    let first = observe();
+    assert!(
+        matches!(&node_of(&first, 9).node, NodeSeen::Alive(w) if w.contains(&node.instance_id)),
+        "{first:?}"
+    );
+    assert!(
+        matches!(&node_of(&first, 10).node, NodeSeen::Gone(w) if w.contains("no member ENI")),
+        "{first:?}"
+    );
+    assert!(node_of(&first, 9).waited < Duration::from_secs(5));
+    // The clock is this node's first sight, kept in the file.
+    let text = std::fs::read_to_string(&seen_file).unwrap();
+    let back: String = text
+        .lines()
+        .map(|l| {
+            let (id, at) = l.split_once(' ').unwrap();
+            format!("{id} {}\n", at.parse::<i64>().unwrap() - 1000)
+        })
+        .collect();
+    std::fs::write(&seen_file, back).unwrap();
+    assert!(node_of(&observe(), 9).waited >= Duration::from_secs(1000));
+
+    // Stopped: it may start again, alive.
+    node.stop(&aws);
+    wait_until("the instance is stopped", Duration::from_secs(30), || {
+        node.state(&aws) == "stopped"
+    });
+    assert!(matches!(&node_of(&observe(), 9).node, NodeSeen::Alive(w) if w.contains("stopped")));
+    // Terminated: gone.
+    node.terminate(&aws);
+    wait_until("the instance is terminated", Duration::from_secs(30), || {
+        node.state(&aws) == "terminated"
+    });
+    let last = observe();
+    assert!(matches!(&node_of(&last, 9).node, NodeSeen::Gone(_)), "{last:?}");
+    // Learners that are gone from the view are forgotten by the file.
+    let view_none = View::default();
+    let rt = runtime();
+    rt.block_on(async {
+        let enis = ec2.network_interfaces(&filter).await.unwrap();
+        assert!(observe_learners(&ec2, &filter, &enis, &view_none, &me, &seen_file)
+            .await
+            .unwrap()
+            .is_empty());
+    });
+    assert_eq!(std::fs::read_to_string(&seen_file).unwrap(), "");
 }

@@ -451,7 +451,7 @@ pub fn remove_stale_learner<C: Cluster>(cluster: &C, learner: &Member, reason: &
 /// The learners other than this member, each with how long this node has
 /// seen it and whether EC2 leaves it a node: the instances that hold its
 /// member's volume or ENI (its peer URL's address is its member's ENI).
-async fn observe_learners(
+pub async fn observe_learners(
     ec2: &impl Compute,
     filter: &ClusterFilter,
     enis: &[crate::shared::cloud::NetworkInterface],
