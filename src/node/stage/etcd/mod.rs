@@ -625,7 +625,13 @@ pub async fn run(
         rounds += 1;
         let cluster = match (data, &held) {
             (Data::Member, None) => None,
-            _ => observe_cluster(&client)?,
+            // Data restarts unless the cluster says it is stale: a cluster
+            // that cannot be read says nothing, and must not keep it down.
+            (Data::Member, Some(_)) => observe_cluster(&client).unwrap_or_else(|e| {
+                warn!("cannot read the etcd cluster to judge this volume's data ({e}); it restarts unjudged");
+                None
+            }),
+            (Data::Blank, _) => observe_cluster(&client)?,
         };
         let existed = if data == Data::Blank && cluster.is_none() {
             let mut existed = backups.existed().await.map_err(|detail| EtcdError::Backup {
@@ -647,19 +653,24 @@ pub async fn run(
         } else {
             Evidence::default()
         };
-        let learners = match &cluster {
-            Some(view) => observe_learners(ec2, &filter, &enis, view, &me, &root.path(LEARNERS_SEEN_FILE)).await?,
-            None => Vec::new(),
-        };
         let members_seen = cluster.as_ref().map(|v| v.members.clone()).unwrap_or_default();
-        let plan = plan::plan(&Observed {
+        let mut observed = Observed {
             data,
             me: me.clone(),
             cluster,
             existed,
             held: held.clone(),
-            learners,
-        });
+            learners: Vec::new(),
+        };
+        // Learners matter only to a membership change: a blank member's, or
+        // stale data's (EC2 is not asked for a plain restart).
+        if let Some(view) = &observed.cluster {
+            if data == Data::Blank || plan::stale(&observed).is_some() {
+                let seen = root.path(LEARNERS_SEEN_FILE);
+                observed.learners = observe_learners(ec2, &filter, &enis, view, &me, &seen).await?;
+            }
+        }
+        let plan = plan::plan(&observed);
         info!(member = me.name, "etcd plan: {plan:?}");
         if rounds > 3 && matches!(plan, Plan::SetAside { .. } | Plan::RemoveLearner { .. }) {
             return Err(EtcdError::Busy {
