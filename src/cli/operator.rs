@@ -306,6 +306,26 @@ pub enum EtcdCommand {
         /// The member's index or name (`<environment>-etcd-<i>`).
         member: String,
     },
+    /// Retire a member above a lowered etcd_count, the highest first: remove it
+    /// from etcd, untag its volume and ENI (no node claims them again), take a
+    /// final snapshot, terminate its node with one fewer desired, delete its
+    /// reservation, ENI and volume; then `up` plans no destroy.
+    RetireMember {
+        #[arg(long = "env", value_name = "FILE")]
+        env: PathBuf,
+        /// The local secrets tree; default secrets/<environment>.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Client URLs to ask (e.g. an SSH tunnel's https://127.0.0.1:PORT);
+        /// default every other member's ENI address.
+        #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+        endpoints: Vec<String>,
+        /// Do it; without, say what it would do and change nothing (exit 4).
+        #[arg(long)]
+        yes: bool,
+        /// The member's index or name (`<environment>-etcd-<i>`), at or above etcd_count.
+        member: String,
+    },
     /// Members, leader, health, revision, DB size and quota, the newest backup (run where the members' client URLs are reachable, e.g. the bastion).
     Status {
         #[arg(long = "env", value_name = "FILE")]
@@ -541,6 +561,17 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
                 &env,
                 dir.as_deref(),
                 &endpoints,
+                &member,
+            )?),
+            EtcdCommand::RetireMember {
+                env,
+                dir,
+                endpoints,
+                yes,
+                member,
+            } => print_lines(commands::etcd_retire::retire_member(
+                &env,
+                &commands::etcd_retire::RetireOptions { dir, endpoints, yes },
                 &member,
             )?),
             EtcdCommand::Status {

@@ -34,6 +34,7 @@ from moto.ec2.models.instances import Instance
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
 from moto.ec2.responses.instances import InstanceResponse
+from moto.ec2.responses.subnets import Subnets
 from moto.packages.boto.ec2.blockdevicemapping import BlockDeviceType
 
 LOCK = threading.RLock()
@@ -430,6 +431,18 @@ def _describe_instances_handler(self):
     return _moto_describe_instances(self)
 
 
+_create_cidr_reservation = Subnets.create_subnet_cidr_reservation
+
+
+def _create_cidr_reservation_handler(self):
+    """moto drops a subnet CIDR reservation's Description; EC2 keeps and
+    describes it, and Terraform's plan replaces a reservation whose read
+    description differs from its configuration's (the etcd members' do)."""
+    result = _create_cidr_reservation(self)
+    result.result["SubnetCidrReservation"].description = self._get_param("Description")
+    return result
+
+
 def install(attach_delay_s=0.0, shutdown_delay_s=0.0, max_page=0):
     """Patch moto's EC2 in this process. Call once, before serving."""
     TIMING.attach = attach_delay_s
@@ -446,3 +459,4 @@ def install(attach_delay_s=0.0, shutdown_delay_s=0.0, max_page=0):
     NetworkInterface.get_filter_value = _eni_filter_value
     Instance.terminate = _terminate
     Instance.stop = _stop
+    Subnets.create_subnet_cidr_reservation = _create_cidr_reservation_handler

@@ -11,6 +11,8 @@ pub mod etcd_certs;
 #[cfg(feature = "aws")]
 pub mod etcd_restore;
 #[cfg(feature = "aws")]
+pub mod etcd_retire;
+#[cfg(feature = "aws")]
 pub mod inspect;
 pub mod kubeconfig;
 #[cfg(feature = "aws")]

@@ -426,6 +426,53 @@ pub trait Instances {
     fn terminate_instance(&self, id: &str) -> impl Future<Output = Result<(), CloudError>>;
 }
 
+/// An EBS snapshot as DescribeSnapshots lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: String,
+    pub volume_id: String,
+    /// `pending`, `completed`, `error`, ...
+    pub state: String,
+}
+
+/// What `nodeboot etcd retire-member` does to a retired member's resources
+/// (an operator command: the nodes' roles may do none of it).
+pub trait Retirement {
+    /// Volumes that carry every tag of `tags`, all pages.
+    fn volumes_tagged(&self, tags: &[(&str, &str)]) -> impl Future<Output = Result<Vec<Volume>, CloudError>>;
+    /// ENIs that carry every tag of `tags`, all pages.
+    fn network_interfaces_tagged(
+        &self,
+        tags: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<NetworkInterface>, CloudError>>;
+    /// This account's snapshots that carry every tag of `tags`.
+    fn snapshots_tagged(&self, tags: &[(&str, &str)]) -> impl Future<Output = Result<Vec<Snapshot>, CloudError>>;
+    /// Starts a snapshot of `volume_id` with `tags`; returns its id.
+    fn create_snapshot(
+        &self,
+        volume_id: &str,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String, CloudError>>;
+    /// Deletes the tag keys `remove` from a resource, then adds `add`.
+    fn retag(
+        &self,
+        resource_id: &str,
+        remove: &[&str],
+        add: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), CloudError>>;
+    fn delete_volume(&self, id: &str) -> impl Future<Output = Result<(), CloudError>>;
+    fn delete_network_interface(&self, id: &str) -> impl Future<Output = Result<(), CloudError>>;
+    /// The subnet's CIDR reservations: (id, CIDR).
+    fn cidr_reservations(&self, subnet_id: &str) -> impl Future<Output = Result<Vec<(String, String)>, CloudError>>;
+    fn delete_cidr_reservation(&self, id: &str) -> impl Future<Output = Result<(), CloudError>>;
+    /// Terminates an instance; when an autoscaling group holds it, through
+    /// the group with one fewer desired (its minimum lowered to allow it),
+    /// so the group launches no replacement and Terraform's lower size
+    /// later terminates no other member's node. Returns the group's name.
+    fn terminate_with_its_group(&self, instance_id: &str) -> impl Future<Output = Result<Option<String>, CloudError>>;
+}
+
 /// `eu-west-1`, `us-gov-west-1`, `ap-southeast-2`.
 pub fn is_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();

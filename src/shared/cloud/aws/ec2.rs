@@ -11,7 +11,7 @@ use crate::shared::cloud::{
 };
 
 pub struct Ec2 {
-    client: Client,
+    pub(super) client: Client,
     pub calls: CallCount,
 }
 
@@ -28,14 +28,18 @@ impl Ec2 {
 /// may be throttled or time out) and allows 5-500 volumes, 5-1000 ENIs or
 /// instances per page. A page may still hold fewer, even none, with a
 /// NextToken: only the last page ends a listing.
-const VOLUMES_PAGE: i32 = 500;
-const PAGE: i32 = 1000;
+pub(super) const VOLUMES_PAGE: i32 = 500;
+pub(super) const PAGE: i32 = 1000;
 
 /// Every page of a Describe call, following NextToken to the end. A failed
 /// page fails the listing, so a caller never plans from part of it (half a
 /// member). A token that comes back twice fails it too: the SDK's own
 /// paginator would end the listing there, silently incomplete.
-async fn all_pages<T, F, Fut>(operation: &'static str, resource: &str, mut page: F) -> Result<Vec<T>, CloudError>
+pub(super) async fn all_pages<T, F, Fut>(
+    operation: &'static str,
+    resource: &str,
+    mut page: F,
+) -> Result<Vec<T>, CloudError>
 where
     F: FnMut(Option<String>) -> Fut,
     Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), CloudError>>,
@@ -76,7 +80,7 @@ fn instance_states_of(
         .collect()
 }
 
-fn filter(name: &str, value: &str) -> Filter {
+pub(super) fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
@@ -95,7 +99,7 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
+pub(super) fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
     Volume {
         id: v.volume_id().unwrap_or_default().to_string(),
         zone: v.availability_zone().unwrap_or_default().to_string(),
@@ -115,7 +119,7 @@ fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
     }
 }
 
-fn network_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> NetworkInterface {
+pub(super) fn network_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> NetworkInterface {
     NetworkInterface {
         id: n.network_interface_id().unwrap_or_default().to_string(),
         zone: n.availability_zone().unwrap_or_default().to_string(),

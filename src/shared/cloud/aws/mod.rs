@@ -5,6 +5,7 @@
 pub mod ec2;
 pub mod inventory;
 pub mod kms;
+pub mod retire;
 pub mod s3;
 mod s3_files;
 
