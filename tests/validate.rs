@@ -356,9 +356,10 @@ fn validate_refuses_a_version_skew_with_the_running_cluster() {
     );
 }
 
-/// 5 -> 3 (issue 11): the members above the new count must leave the
-/// cluster before Terraform deletes their volumes; validate says so, with
-/// the commands in the order that keeps quorum (highest first).
+/// 5 -> 3 (issue 11, issue 20 item 10): the members above the new count
+/// are retired before `up` (`prevent_destroy` stops a plan that deletes
+/// them); validate says so, with the commands in the order that keeps
+/// quorum (highest first), and no `terraform state rm`.
 #[test]
 fn validate_explains_the_order_of_an_etcd_count_going_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -368,7 +369,7 @@ fn validate_explains_the_order_of_an_etcd_count_going_down() {
     // Same count: nothing to say.
     let out = nodeboot(&["validate", "--env", five.to_str().unwrap()]);
     assert!(
-        out.status.success() && !stderr(&out).contains("remove-member"),
+        out.status.success() && !stderr(&out).contains("retire-member"),
         "{}",
         stderr(&out)
     );
@@ -379,21 +380,26 @@ fn validate_explains_the_order_of_an_etcd_count_going_down() {
     let err = stderr(&out);
     assert!(
         out.status.success(),
-        "a warning, not an error (the members may be out already): {err}"
+        "a warning, not an error (the members may be retired already): {err}"
     );
     let prefix = format!("{}:{}: etcd_count:", five.display(), line_of(&text, "etcd_count"));
     assert!(err.contains(&prefix), "{err}");
     let four = err
-        .find(&format!("nodeboot etcd remove-member --env {} 4", five.display()))
+        .find(&format!("nodeboot etcd retire-member --env {} --yes 4", five.display()))
         .unwrap_or_else(|| panic!("{err}"));
     let three = err
-        .find(&format!("nodeboot etcd remove-member --env {} 3", five.display()))
+        .find(&format!("nodeboot etcd retire-member --env {} --yes 3", five.display()))
         .unwrap_or_else(|| panic!("{err}"));
     assert!(four < three, "highest first: {err}");
     assert!(
-        !err.contains(&format!("remove-member --env {} 2", five.display())),
+        !err.contains(&format!("retire-member --env {} --yes 2", five.display())),
         "member 2 stays: {err}"
     );
+    assert!(
+        err.contains("prevent_destroy") && err.contains("final snapshot"),
+        "{err}"
+    );
+    assert!(!err.contains("state rm"), "{err}");
 }
 
 #[test]

@@ -89,20 +89,22 @@ pub fn check_recorded_layout(env: &Environment, record: Result<Option<layout::Re
     };
     let recorded = record.members.len() as u32;
     if env.etcd_count < recorded {
-        let removals: Vec<String> = (env.etcd_count..recorded)
+        let retirements: Vec<String> = (env.etcd_count..recorded)
             .rev()
-            .map(|m| format!("`nodeboot etcd remove-member --env {} {m}`", r.file()))
+            .map(|m| format!("`nodeboot etcd retire-member --env {} --yes {m}`", r.file()))
             .collect();
         r.warning(
             "etcd_count",
             format!(
-                "etcd_count goes from {recorded} to {}: Terraform will delete members {}..{}'s volumes and ENIs. First take them \
-                 out of the cluster, the highest first, so the others keep a quorum: {}; then `nodeboot up` \
-                 (README, \"Changing etcd_count\")",
+                "etcd_count goes from {recorded} to {}: members {}..{}'s volumes, ENIs and address reservations have \
+                 prevent_destroy, so `up` stops until they are retired. Retire them first, the highest first, so the \
+                 others keep a quorum: {}; each leaves etcd, its volume and ENI lose the tags a node claims by, a final \
+                 snapshot is taken, its node is terminated with one fewer desired, and its volume, ENI and reservation \
+                 are deleted; then `nodeboot up` (README, \"Changing etcd_count\")",
                 env.etcd_count,
                 env.etcd_count,
                 recorded - 1,
-                removals.join(", then ")
+                retirements.join(", then ")
             ),
         );
     }
