@@ -1,7 +1,7 @@
 //! The bytes path of etcd backups at size (issue 24, part 3), against the
 //! emulator's S3 and KMS: a backup is sealed while its snapshot streams and
-//! uploaded in parts (nothing on the etcd volume), a stream that breaks
-//! leaves neither object nor parts, and backups in format 2 (earlier
+//! uploaded in parts (nothing on the etcd volume), a stream that breaks or
+//! a part S3 refuses leaves neither object nor parts, and backups in format 2 (earlier
 //! releases) still open. The snapshot comes from a stand-in for etcd's
 //! stream (deterministic bytes, or a stream that fails part-way); etcd's own
 //! stream and `etcdutl` are `tests/etcd_backup_e2e.rs`'.
@@ -18,7 +18,9 @@ use nodeboot::shared::backup::service::NodeBackup;
 use nodeboot::shared::backup::store::{BackupError, Backups, PART_BYTES};
 use nodeboot::shared::backup::{context, context_aad, format, BackupId, Metadata};
 use nodeboot::shared::cloud::aws::{Kms, S3};
-use nodeboot::shared::cloud::Keys;
+use nodeboot::shared::cloud::{
+    CloudError, DatedObject, IfChanged, Keys, ObjectEntry, ObjectFiles, ObjectHead, Objects, StoredObject,
+};
 use sha2::{Digest, Sha256};
 
 /// `len` bytes that do not repeat within a part, the same each time.
@@ -114,10 +116,20 @@ impl EtcdAccess for OneMember {
 /// its temporary copies (here a path that cannot be a directory).
 fn backup(p: &Platform, etcd: &OneMember) -> Result<nodeboot::shared::backup::store::Entry, BackupError> {
     let sdk = sdk_config(&p.aws.server.url);
-    let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
+    backup_through(p, &S3::new(&sdk), etcd)
+}
+
+/// [`backup`] through `objects` (the emulator's S3, or it with a fault).
+fn backup_through<O: Objects + ObjectFiles>(
+    p: &Platform,
+    objects: &O,
+    etcd: &OneMember,
+) -> Result<nodeboot::shared::backup::store::Entry, BackupError> {
+    let sdk = sdk_config(&p.aws.server.url);
+    let kms = Kms::new(&sdk);
     let blocker = tempfile::NamedTempFile::new().unwrap();
     let node = NodeBackup {
-        backups: Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id),
+        backups: Backups::new(objects, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id),
         etcd,
         endpoint: "http://127.0.0.1:1".into(),
         work: blocker.path().join("nodeboot-backup"),
@@ -131,6 +143,19 @@ fn download(p: &Platform, id: &BackupId, out: &std::path::Path) -> Result<Metada
     let sdk = sdk_config(&p.aws.server.url);
     let (s3, kms) = (S3::new(&sdk), Kms::new(&sdk));
     runtime().block_on(Backups::new(&s3, &kms, p.bucket(), &p.env.name, &p.env.kms_master_id).download(id, out))
+}
+
+fn backup_objects(p: &Platform) -> usize {
+    runtime().block_on(async {
+        let out =
+            p.s3.list_objects_v2()
+                .bucket(p.bucket())
+                .prefix("backups/")
+                .send()
+                .await
+                .unwrap();
+        out.contents().len()
+    })
 }
 
 fn uploads_in_progress(p: &Platform) -> usize {
@@ -189,18 +214,116 @@ fn a_snapshot_that_breaks_mid_stream_leaves_no_object_and_no_parts() {
     let err = backup(&p, &etcd).unwrap_err();
     assert!(matches!(err, BackupError::Etcd(_)), "{err}");
     assert!(err.to_string().contains("connection reset"), "{err}");
-    let listed = runtime().block_on(async {
-        let out =
-            p.s3.list_objects_v2()
-                .bucket(p.bucket())
-                .prefix("backups/")
-                .send()
-                .await
-                .unwrap();
-        out.contents().len()
-    });
-    assert_eq!(listed, 0, "no backup object");
+    assert_eq!(backup_objects(&p), 0, "no backup object");
     assert_eq!(uploads_in_progress(&p), 0, "the upload's parts were aborted");
+}
+
+/// The emulator's S3, but part `failing` of any upload is refused as S3
+/// would refuse it (a 500 after the SDK's retries): only that call is
+/// faked, the upload, its other parts and its abort reach the emulator.
+struct PartRefused<'a> {
+    s3: &'a S3,
+    failing: i32,
+}
+
+impl Objects for PartRefused<'_> {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectEntry>, CloudError> {
+        self.s3.list(bucket, prefix).await
+    }
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Option<StoredObject>, CloudError> {
+        self.s3.get(bucket, key, max_bytes).await
+    }
+    async fn get_if_changed(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<IfChanged, CloudError> {
+        self.s3.get_if_changed(bucket, key, etag, max_bytes).await
+    }
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String, CloudError> {
+        self.s3.put(bucket, key, body, metadata).await
+    }
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), CloudError> {
+        self.s3.delete(bucket, key).await
+    }
+    async fn list_dated(&self, bucket: &str, prefix: &str) -> Result<Vec<DatedObject>, CloudError> {
+        self.s3.list_dated(bucket, prefix).await
+    }
+    fn api_calls(&self) -> u32 {
+        self.s3.api_calls()
+    }
+}
+
+impl ObjectFiles for PartRefused<'_> {
+    type Body = <S3 as ObjectFiles>::Body;
+    async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String, CloudError> {
+        self.s3.create_upload(bucket, key, metadata).await
+    }
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> Result<String, CloudError> {
+        if number == self.failing {
+            return Err(CloudError {
+                operation: "UploadPart",
+                resource: format!("s3://{bucket}/{key}"),
+                code: Some("InternalError".into()),
+                message: "We encountered an internal error. Please try again.".into(),
+            });
+        }
+        self.s3.upload_part(bucket, key, upload_id, number, body).await
+    }
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<String, CloudError> {
+        self.s3.complete_upload(bucket, key, upload_id, parts).await
+    }
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), CloudError> {
+        self.s3.abort_upload(bucket, key, upload_id).await
+    }
+    async fn get_body(&self, bucket: &str, key: &str) -> Result<Option<(ObjectHead, Self::Body)>, CloudError> {
+        self.s3.get_body(bucket, key).await
+    }
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, CloudError> {
+        self.s3.head(bucket, key).await
+    }
+}
+
+#[test]
+fn a_part_that_s3_refuses_aborts_the_upload_with_the_parts_already_sent() {
+    let p = Platform::new("bk-part-refused");
+    let sdk = sdk_config(&p.aws.server.url);
+    let s3 = S3::new(&sdk);
+    let etcd = OneMember {
+        bytes: snapshot_bytes(3 * PART_BYTES),
+        fail_after: None,
+    };
+    // Parts 1 and 2 reach the emulator; part 3 is refused.
+    let err = backup_through(&p, &PartRefused { s3: &s3, failing: 3 }, &etcd).unwrap_err();
+    assert!(err.to_string().contains("UploadPart"), "{err}");
+    assert_eq!(backup_objects(&p), 0, "no backup object");
+    assert_eq!(uploads_in_progress(&p), 0, "the upload and its two parts were aborted");
 }
 
 #[test]
