@@ -25,7 +25,9 @@ transactions of at most 1 MB through the JSON gateway, then measures:
   restore     `nodeboot etcd restore` until every member is healthy at the
               backup's revision (the RTO);
   rejoin      member 0's node killed, its volume replaced by a blank one, a
-              replacement booted: launch until every member is healthy.
+              replacement booted: launch until every member is healthy;
+  host disk   the most the used space of the lab's filesystem (its loop
+              files, verify-backup's download) grew over the row.
 
 NODEBOOT_BIN picks the binary (use a release build: a debug build seals and
 hashes ten times slower). --boot-bin boots the lab with another binary and
@@ -214,6 +216,33 @@ class VolumeSampler:
         return end - start
 
 
+class HostDisk:
+    """The most the filesystem of the lab's files (its loop-file volumes)
+    grew over the row, sampled every second: what a size needs of the host's
+    disk. Other processes' writes on that filesystem count too."""
+
+    def __init__(self, path):
+        self.path = path
+        self.base = self.used()
+        self.peak = self.base
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def used(self):
+        st = os.statvfs(self.path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def run(self):
+        while not self.stop.wait(1.0):
+            self.peak = max(self.peak, self.used())
+
+    def grew(self):
+        self.stop.set()
+        self.thread.join()
+        return self.peak - self.base
+
+
 def take_backup(lab, revision):
     """The first backup at or past `revision`, measured on whichever member
     took it (the leader, or another voter: README, "etcd backups")."""
@@ -339,6 +368,8 @@ def run_row(gib, skip, boot_bin):
     lablib.VOLUME_MB = max(4096, int(gib * 1024 * 8))
     name = f"lg{uuid.uuid4().hex[:7]}"
     binary = lablib.nodeboot_binary()
+    lablib.DATA_ROOT.mkdir(parents=True, exist_ok=True)
+    disk = HostDisk(lablib.DATA_ROOT)
     if boot_bin:
         os.environ["NODEBOOT_BIN"] = boot_bin
     try:
@@ -385,10 +416,12 @@ def run_row(gib, skip, boot_bin):
             )
             lab.wait_healthy(timeout=600)
         row["rejoin_s"] = None if "rejoin" in skip else rejoin(lab)
+        row["host_disk"] = disk.grew()
         print(f"# row: {row}", file=sys.stderr, flush=True)
         return row
     finally:
         lab.down()
+        disk.stop.set()
 
 
 def fmt(v, unit, scale=1.0, digits=1):
@@ -420,6 +453,7 @@ def main():
     head = (
         "DB", "keys", "backup", "sealed", "service peak RSS", "temp disk on the volume",
         "upload", "verify-backup", "verify peak RSS", "restore (RTO)", "blank-volume rejoin",
+        "host disk at most",
     )  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
@@ -437,6 +471,7 @@ def main():
             fmt(r["verify_rss"], "MiB", 2**20),
             fmt(r["restore_s"], "s"),
             fmt(r["rejoin_s"], "s"),
+            fmt(r["host_disk"], "GB", 1e9),
         )
         print("| " + " | ".join(cells) + " |")
 
