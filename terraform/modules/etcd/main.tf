@@ -62,8 +62,8 @@ resource "aws_ebs_volume" "member" {
   lifecycle {
     # A member's data outlives every instance, and a plan that would replace
     # or delete it (a changed zone list, a lower etcd_count applied before
-    # `nodeboot etcd remove-member`) stops here. Retiring a member on purpose:
-    # terraform/README.md.
+    # `nodeboot etcd retire-member`) stops here. Retiring a member on purpose:
+    # `nodeboot etcd retire-member` (terraform/README.md).
     prevent_destroy = true
   }
 }
