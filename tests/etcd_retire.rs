@@ -239,6 +239,48 @@ fn a_node_in_a_retired_members_zone_attaches_and_the_retired_pair_is_never_claim
     assert_eq!(final_snapshots(&aws, 3).len(), 1, "no second snapshot");
 }
 
+/// What the Terraform README's old route left (`terraform state rm`, the
+/// ENI deleted, the volume kept for its snapshot): a tagged volume without
+/// its ENI stops every etcd node of its zone in attach (exit 14). Retiring
+/// the member clears it.
+#[test]
+fn a_half_pair_left_by_the_old_state_rm_route_stops_attach_until_retire_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_dir = pki(dir.path());
+    let secrets = dir.path().join("secrets");
+    let aws = Aws::start(0);
+    let env = environment(NAME, 4);
+    let vpc = Vpc::create(&aws, &env);
+    let members = create_members(&aws, &env, &vpc);
+    let retired = members[3].clone();
+    runtime().block_on(async {
+        aws.ec2
+            .delete_network_interface()
+            .network_interface_id(&retired.eni_id)
+            .send()
+            .await
+            .unwrap();
+    });
+    let node = Node::launch(&aws, &env, &vpc, &retired.zone);
+    assert!(node.stage(&aws, &["discover"]).status.success());
+    let attach = |node: &Node| node.stage(&aws, &["attach", "--wait-timeout", "30s", "--detach-grace", "2s"]);
+    let out = attach(&node);
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&retired.volume_id), "{}", stderr(&out));
+
+    // Member 3 left etcd before (a cluster of three answers).
+    let (_etcd, urls) = etcd_cluster(dir.path(), &etcd_dir, 3);
+    let client = Client::new(urls.clone(), &member_tls(&etcd_dir, 0)).unwrap();
+    wait_until("a leader", Duration::from_secs(30), || client.put(b"/up", b"1").is_ok());
+    let out = retire(&aws, &env_file(dir.path(), 3), &secrets, &urls, &["3", "--yes"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(final_snapshots(&aws, 3).len(), 1);
+    assert_eq!(describe_volume_tags(&aws, &retired.volume_id), None);
+    let out = attach(&node);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.claim().unwrap()["member"], 0, "{:?}", node.claim());
+}
+
 // ---- the plan, with the real Terraform ------------------------------------
 
 fn plugin_dir() -> PathBuf {
