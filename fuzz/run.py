@@ -34,6 +34,7 @@ TARGETS = [
     "sync_listing",
     "sync_index",
     "backup_envelope",
+    "etcd_wal",
 ]
 TRIPLE = "x86_64-unknown-linux-gnu"
 

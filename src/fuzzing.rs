@@ -16,7 +16,7 @@ use crate::shared::secrets::{format, Context, Secret};
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `cargo fuzz run NAME` knows them.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("env_file", env_file),
     ("secret_envelope", secret_envelope),
     ("imds_answers", imds_answers),
@@ -24,7 +24,18 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("sync_listing", sync_listing),
     ("sync_index", sync_index),
     ("backup_envelope", backup_envelope),
+    ("etcd_wal", etcd_wal),
 ];
+
+/// `etcd::wal::parse_head`: the first records of a WAL segment, as the etcd
+/// stage reads a volume's data (a snapshot or a copy may hold anything).
+/// An identity is read only from a complete metadata record, the same each time.
+pub fn etcd_wal(data: &[u8]) {
+    if let Ok(id) = crate::shared::etcd::wal::parse_head(data) {
+        assert_eq!(crate::shared::etcd::wal::parse_head(data), Ok(id));
+        assert!(data.len() >= 16, "an identity from fewer bytes than two frames");
+    }
+}
 
 /// `env::from_text`: parse (HCL), typed fields, validation.
 pub fn env_file(data: &[u8]) {
