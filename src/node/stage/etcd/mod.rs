@@ -856,6 +856,7 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
     // exits, this process is orphaned and has nothing left to promote.
     let parent = std::os::unix::process::parent_id();
     let outside_file = root.path(OUTSIDE_SINCE_FILE);
+    let asked_since = std::time::Instant::now();
     let outcome = retry::wait(
         &format!("{} to be promoted", me.name),
         PROMOTE_RETRY.with_total(timeout),
@@ -875,6 +876,17 @@ pub async fn promote(root: &Root, timeout: Duration) -> Result<(), EtcdError> {
                         return Attempt::Retry(Halt::Other(format!("{why} (asking again)")));
                     }
                     return Attempt::Fail(Halt::Outside(format!("{why}, for {}s", seen.as_secs())));
+                }
+                // Listed as a voter, but its own etcd has not answered yet:
+                // the data it runs may be another cluster's (its peers list
+                // this peer URL from before). Its own IDs decide once it
+                // answers; the peers' word alone after a while.
+                plan::Standing::Listed { learner: false, .. }
+                    if own_ids.is_none() && asked_since.elapsed() < OWN_ANSWER_WAIT =>
+                {
+                    return Attempt::Retry(Halt::Other(
+                        "listed as a voting member; waiting for its own etcd to answer with the member it runs".into(),
+                    ));
                 }
                 plan::Standing::Listed { id, learner } => (id, learner),
             };
@@ -932,6 +944,10 @@ fn outside_for(file: &Path) -> Duration {
     });
     Duration::from_secs(now.saturating_sub(since))
 }
+/// How long `promote` waits for this member's own etcd to confirm the
+/// member it runs before it takes its peers' word that it is a voter (an
+/// etcd that never published serves no client and never confirms).
+const OWN_ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// This member's own status: an etcd that never published accepts the
 /// connection and never answers.
 const OWN_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
