@@ -28,7 +28,7 @@ impl Ec2 {
 /// may be throttled or time out) and allows 5-500 volumes, 5-1000 ENIs or
 /// instances per page. A page may still hold fewer, even none, with a
 /// NextToken: only the last page ends a listing.
-pub(super) const VOLUMES_PAGE: i32 = 500;
+const VOLUMES_PAGE: i32 = 500;
 pub(super) const PAGE: i32 = 1000;
 
 /// Every page of a Describe call, following NextToken to the end. A failed
@@ -99,7 +99,7 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub(super) fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
+fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
     Volume {
         id: v.volume_id().unwrap_or_default().to_string(),
         zone: v.availability_zone().unwrap_or_default().to_string(),
@@ -119,7 +119,7 @@ pub(super) fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
     }
 }
 
-pub(super) fn network_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> NetworkInterface {
+fn network_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> NetworkInterface {
     NetworkInterface {
         id: n.network_interface_id().unwrap_or_default().to_string(),
         zone: n.availability_zone().unwrap_or_default().to_string(),
@@ -140,21 +140,21 @@ pub(super) fn network_interface(n: &aws_sdk_ec2::types::NetworkInterface) -> Net
     }
 }
 
-impl Compute for Ec2 {
-    async fn volumes(&self, f: &ClusterFilter) -> Result<Vec<Volume>, CloudError> {
-        let resource = format!("{}/{}", f.environment, f.role);
-        let r = resource.as_str();
-        all_pages("DescribeVolumes", r, |token| async move {
+impl Ec2 {
+    /// Every volume `filters` select, all pages; `resource` names them in errors.
+    pub(super) async fn volumes_where(&self, filters: Vec<Filter>, resource: &str) -> Result<Vec<Volume>, CloudError> {
+        let filters = &filters;
+        all_pages("DescribeVolumes", resource, |token| async move {
             self.calls.add();
             let page = self
                 .client
                 .describe_volumes()
-                .set_filters(Some(cluster_filters(f)))
+                .set_filters(Some(filters.clone()))
                 .max_results(VOLUMES_PAGE)
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| cloud_error("DescribeVolumes", r, e))?;
+                .map_err(|e| cloud_error("DescribeVolumes", resource, e))?;
             Ok((
                 page.volumes().iter().map(volume).collect(),
                 page.next_token().map(str::to_string),
@@ -163,26 +163,42 @@ impl Compute for Ec2 {
         .await
     }
 
-    async fn network_interfaces(&self, f: &ClusterFilter) -> Result<Vec<NetworkInterface>, CloudError> {
-        let resource = format!("{}/{}", f.environment, f.role);
-        let r = resource.as_str();
-        all_pages("DescribeNetworkInterfaces", r, |token| async move {
+    /// Every network interface `filters` select, all pages.
+    pub(super) async fn network_interfaces_where(
+        &self,
+        filters: Vec<Filter>,
+        resource: &str,
+    ) -> Result<Vec<NetworkInterface>, CloudError> {
+        let filters = &filters;
+        all_pages("DescribeNetworkInterfaces", resource, |token| async move {
             self.calls.add();
             let page = self
                 .client
                 .describe_network_interfaces()
-                .set_filters(Some(cluster_filters(f)))
+                .set_filters(Some(filters.clone()))
                 .max_results(PAGE)
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| cloud_error("DescribeNetworkInterfaces", r, e))?;
+                .map_err(|e| cloud_error("DescribeNetworkInterfaces", resource, e))?;
             Ok((
                 page.network_interfaces().iter().map(network_interface).collect(),
                 page.next_token().map(str::to_string),
             ))
         })
         .await
+    }
+}
+
+impl Compute for Ec2 {
+    async fn volumes(&self, f: &ClusterFilter) -> Result<Vec<Volume>, CloudError> {
+        self.volumes_where(cluster_filters(f), &format!("{}/{}", f.environment, f.role))
+            .await
+    }
+
+    async fn network_interfaces(&self, f: &ClusterFilter) -> Result<Vec<NetworkInterface>, CloudError> {
+        self.network_interfaces_where(cluster_filters(f), &format!("{}/{}", f.environment, f.role))
+            .await
     }
 
     async fn volume(&self, id: &str) -> Result<Volume, CloudError> {

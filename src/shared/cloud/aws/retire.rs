@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 
 use super::cloud_error;
-use super::ec2::{all_pages, filter, network_interface, volume, Ec2, PAGE, VOLUMES_PAGE};
+use super::ec2::{all_pages, filter, Ec2, PAGE};
 use crate::shared::cloud::{CloudError, NetworkInterface, Retirement, Snapshot, Volume};
 
 pub struct Retirer {
@@ -67,49 +67,13 @@ where
 
 impl Retirement for Retirer {
     async fn volumes_tagged(&self, tags: &[(&str, &str)]) -> Result<Vec<Volume>, CloudError> {
-        let r = described(tags);
-        let r = r.as_str();
-        all_pages("DescribeVolumes", r, |token| async move {
-            self.ec2.calls.add();
-            let page = self
-                .ec2
-                .client
-                .describe_volumes()
-                .set_filters(Some(tag_filters(tags)))
-                .max_results(VOLUMES_PAGE)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| cloud_error("DescribeVolumes", r, e))?;
-            Ok((
-                page.volumes().iter().map(volume).collect(),
-                page.next_token().map(str::to_string),
-            ))
-        })
-        .await
+        self.ec2.volumes_where(tag_filters(tags), &described(tags)).await
     }
 
     async fn network_interfaces_tagged(&self, tags: &[(&str, &str)]) -> Result<Vec<NetworkInterface>, CloudError> {
-        let r = described(tags);
-        let r = r.as_str();
-        all_pages("DescribeNetworkInterfaces", r, |token| async move {
-            self.ec2.calls.add();
-            let page = self
-                .ec2
-                .client
-                .describe_network_interfaces()
-                .set_filters(Some(tag_filters(tags)))
-                .max_results(PAGE)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| cloud_error("DescribeNetworkInterfaces", r, e))?;
-            Ok((
-                page.network_interfaces().iter().map(network_interface).collect(),
-                page.next_token().map(str::to_string),
-            ))
-        })
-        .await
+        self.ec2
+            .network_interfaces_where(tag_filters(tags), &described(tags))
+            .await
     }
 
     async fn snapshots_tagged(&self, tags: &[(&str, &str)]) -> Result<Vec<Snapshot>, CloudError> {
