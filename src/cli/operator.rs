@@ -287,44 +287,43 @@ pub enum ManifestsCommand {
     },
 }
 
+/// The member an etcd membership command acts on, and how to reach the others.
 #[cfg(feature = "aws")]
+#[derive(clap::Args)]
+pub struct MemberTarget {
+    #[arg(long = "env", value_name = "FILE")]
+    env: PathBuf,
+    /// The local secrets tree; default secrets/<environment>.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Client URLs to ask (e.g. an SSH tunnel's https://127.0.0.1:PORT);
+    /// default every other member's ENI address.
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    endpoints: Vec<String>,
+    /// The member's index or name (`<environment>-etcd-<i>`); for
+    /// retire-member, at or above etcd_count.
+    member: String,
+}
+
 #[cfg(feature = "aws")]
 #[derive(Subcommand)]
 pub enum EtcdCommand {
     /// Remove a member cleanly before Terraform deletes its volume (etcd_count
     /// going down: the highest members first, never below quorum).
     RemoveMember {
-        #[arg(long = "env", value_name = "FILE")]
-        env: PathBuf,
-        /// The local secrets tree; default secrets/<environment>.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        /// Client URLs to ask (e.g. an SSH tunnel's https://127.0.0.1:PORT);
-        /// default every other member's ENI address.
-        #[arg(long, value_delimiter = ',', value_name = "URL,...")]
-        endpoints: Vec<String>,
-        /// The member's index or name (`<environment>-etcd-<i>`).
-        member: String,
+        #[command(flatten)]
+        target: MemberTarget,
     },
     /// Retire a member above a lowered etcd_count, the highest first: remove it
     /// from etcd, untag its volume and ENI (no node claims them again), take a
     /// final snapshot, terminate its node with one fewer desired, delete its
     /// reservation, ENI and volume; then `up` plans no destroy.
     RetireMember {
-        #[arg(long = "env", value_name = "FILE")]
-        env: PathBuf,
-        /// The local secrets tree; default secrets/<environment>.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        /// Client URLs to ask (e.g. an SSH tunnel's https://127.0.0.1:PORT);
-        /// default every other member's ENI address.
-        #[arg(long, value_delimiter = ',', value_name = "URL,...")]
-        endpoints: Vec<String>,
+        #[command(flatten)]
+        target: MemberTarget,
         /// Do it; without, say what it would do and change nothing (exit 4).
         #[arg(long)]
         yes: bool,
-        /// The member's index or name (`<environment>-etcd-<i>`), at or above etcd_count.
-        member: String,
     },
     /// Members, leader, health, revision, DB size and quota, the newest backup (run where the members' client URLs are reachable, e.g. the bastion).
     Status {
@@ -552,27 +551,20 @@ pub fn run(command: OperatorCommand) -> Result<(), Failure> {
         )?),
         #[cfg(feature = "aws")]
         OperatorCommand::Etcd { command } => match command {
-            EtcdCommand::RemoveMember {
-                env,
-                dir,
-                endpoints,
-                member,
-            } => print_lines(commands::etcd::remove_member(
-                &env,
-                dir.as_deref(),
-                &endpoints,
-                &member,
+            EtcdCommand::RemoveMember { target: t } => print_lines(commands::etcd::remove_member(
+                &t.env,
+                t.dir.as_deref(),
+                &t.endpoints,
+                &t.member,
             )?),
-            EtcdCommand::RetireMember {
-                env,
-                dir,
-                endpoints,
-                yes,
-                member,
-            } => print_lines(commands::etcd_retire::retire_member(
-                &env,
-                &commands::etcd_retire::RetireOptions { dir, endpoints, yes },
-                &member,
+            EtcdCommand::RetireMember { target: t, yes } => print_lines(commands::etcd_retire::retire_member(
+                &t.env,
+                &commands::etcd_retire::RetireOptions {
+                    dir: t.dir,
+                    endpoints: t.endpoints,
+                    yes,
+                },
+                &t.member,
             )?),
             EtcdCommand::Status {
                 env,

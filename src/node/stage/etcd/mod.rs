@@ -128,6 +128,28 @@ pub trait BackupHook {
     fn pending_restore(&self, member: u32) -> impl Future<Output = Result<Option<restore::Pending>, String>>;
 }
 
+/// A backup through `client` before `change`, which it stops if it fails;
+/// none while joining a restore's cluster (`restoring`), which holds the
+/// backup it was just restored from.
+async fn backup_before(
+    backups: &impl BackupHook,
+    client: &Client,
+    change: &str,
+    restoring: bool,
+) -> Result<(), EtcdError> {
+    if restoring {
+        info!("no backup before {change}: the restored cluster holds the backup it was restored from");
+        return Ok(());
+    }
+    backups
+        .before_membership_change(client, change)
+        .await
+        .map_err(|detail| EtcdError::Backup {
+            change: change.to_string(),
+            detail,
+        })
+}
+
 /// No backups: no evidence, and a membership change goes ahead without a
 /// backup, saying so in the log (tests of the plan's acting half).
 pub struct NoBackups;
@@ -697,15 +719,7 @@ pub async fn run(
                     member.hex_id(),
                     member.peer_urls.join(",")
                 );
-                if through.is_none() {
-                    backups
-                        .before_membership_change(&client, &change)
-                        .await
-                        .map_err(|detail| EtcdError::Backup {
-                            change: change.clone(),
-                            detail,
-                        })?;
-                }
+                backup_before(backups, &client, &change, through.is_some()).await?;
                 remove_stale_learner(&client, member, reason)?;
             }
             _ => break (plan, members_seen),
@@ -728,18 +742,7 @@ pub async fn run(
                 Some(m) => format!("replacing etcd member {} ({}) with a blank one", m.hex_id(), me.name),
                 None => format!("adding etcd member {}", me.name),
             };
-            if through.is_none() {
-                backups
-                    .before_membership_change(&client, &change)
-                    .await
-                    .map_err(|detail| EtcdError::Backup {
-                        change: change.clone(),
-                        detail,
-                    })?;
-            } else {
-                // Joining a restore's cluster: it holds the backup just restored.
-                info!("no backup before {change}: the restored cluster holds the backup it was restored from");
-            }
+            backup_before(backups, &client, &change, through.is_some()).await?;
             fault::point("etcd:after-backup");
             if let Some(stale) = remove {
                 match client.member_remove(stale.id) {
